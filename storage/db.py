@@ -1,0 +1,95 @@
+"""Database set-up: one Tortoise configuration for SQLite and PostgreSQL, chosen by URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+
+DEFAULT_DATABASE_URL = "sqlite://var/keyturn.sqlite3"
+APP_LABEL = "models"
+MODELS_MODULE = "storage.models"
+MIGRATIONS_MODULE = "storage.migrations"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The Tortoise configuration for ``database_url`` (``sqlite://path`` or ``postgres://…``)."""
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the folder a SQLite file lives in, so a fresh checkout needs no manual step."""
+    parts = urlsplit(database_url)
+    if parts.scheme != "sqlite":
+        return
+    path = database_url.removeprefix("sqlite://")
+    if path and path != ":memory:":
+        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+def dialect() -> str:
+    """``sqlite`` or ``postgres``: the few queries that need SQL care branch on it."""
+    name = connections.get("default").capabilities.dialect
+    return "postgres" if name == "postgres" else name
+
+
+def connection() -> BaseDBAsyncClient:
+    return connections.get("default")
+
+
+async def open_database(database_url: str) -> None:
+    """Connect the models to ``database_url`` for this process."""
+    ensure_sqlite_directory(database_url)
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+    if dialect() == "sqlite":
+        # WAL lets the sandbox page read while the engine writes; foreign keys are off by default.
+        await connection().execute_script("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
+
+
+async def close_database() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply every migration not yet applied; returns the names applied."""
+    ensure_sqlite_directory(database_url)
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(f"{app_label}.{name}")
+
+    try:
+        await tortoise_migrate(config=tortoise_config(database_url), progress=progress)
+    finally:
+        await Tortoise.close_connections()
+    return applied
+
+
+async def ping() -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        await connection().execute_query("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+#: For Tortoise's own CLI (`tortoise makemigrations`), configured in pyproject.toml.
+TORTOISE_ORM = tortoise_config(os.environ.get("KEYTURN_DATABASE_URL", DEFAULT_DATABASE_URL))
