@@ -50,7 +50,8 @@ def dialect() -> str:
 
 
 def connection() -> BaseDBAsyncClient:
-    return connections.get("default")
+    client: BaseDBAsyncClient = connections.get("default")
+    return client
 
 
 async def open_database(database_url: str) -> None:

@@ -165,10 +165,12 @@ class Conversation(Model):
     state = fields.CharField(max_length=40, default="start")
     data: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
     language = fields.CharField(max_length=8, null=True)
-    #: Telegram user id of the staff member who took the conversation over. None while the bot talks.
+    #: Telegram user id of the staff member who took the conversation over (None: the bot).
     agent_id = fields.BigIntField(null=True)
     agent_since = fields.DatetimeField(null=True)
     last_inbound_at = fields.DatetimeField(null=True)
+    #: Bumped on every turn. A turn computed from an older version is recomputed, not saved.
+    version = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -185,6 +187,8 @@ class Message(Model):
     direction = fields.CharField(max_length=3)  # "in" or "out"
     body = fields.TextField(default="")
     media: fields.Field[list[object]] = fields.JSONField(default=list)
+    #: The numbered choices or buttons an outbound message offered, as [value, label] pairs.
+    choices: fields.Field[list[object]] = fields.JSONField(default=list)
     provider_id = fields.CharField(max_length=100, null=True)
     status = fields.CharField(max_length=16, default="received")
     created_at = fields.DatetimeField()

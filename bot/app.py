@@ -1,0 +1,145 @@
+"""The composition root: builds the runtime from settings and wires it into an aiohttp app.
+
+Tests build the same app with fakes injected here (a clock, channels, executors, timer handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from bot.channels import Channel
+from bot.config import Settings
+from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
+from bot.keys import CLOCK, ENGINE, SETTINGS, TRANSLATOR
+from bot.sandbox.channel import SandboxChannel
+from bot.sandbox.routes import setup_sandbox
+from bot.timers import TimerRunner
+from flows.clock import Clock, SystemClock
+from flows.dialog import DialogSettings, RenterDialog
+from flows.engine import ConversationEngine
+from flows.i18n import Translator
+from flows.timers import TimerHandler
+from storage.db import close_database, open_database, ping
+from storage.models import EffectState, OutboxEffect, Timer, TimerState
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    translator: Translator
+    engine: ConversationEngine
+    dispatcher: OutboxDispatcher
+    timers: TimerRunner
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    channels: Mapping[str, Channel] | None = None,
+    executors: Mapping[str, EffectExecutor] | None = None,
+    timer_handlers: Mapping[str, TimerHandler] | None = None,
+    sandbox: bool = False,
+) -> Runtime:
+    clock = clock or SystemClock()
+    translator = Translator()
+    all_channels: dict[str, Channel] = {}
+    if sandbox:
+        all_channels["sandbox"] = SandboxChannel()
+    all_channels.update(channels or {})
+    dispatcher = OutboxDispatcher(
+        clock, {"send_message": MessageSender(all_channels), **(executors or {})}
+    )
+    timers = TimerRunner(clock, timer_handlers or {})
+    dialog = RenterDialog(
+        translator,
+        DialogSettings(
+            business_name=settings.business_name, support_contact=settings.support_contact
+        ),
+    )
+
+    def committed() -> None:
+        dispatcher.wake()
+        timers.poke()
+
+    engine = ConversationEngine(dialog, translator, clock, on_commit=committed)
+    return Runtime(settings, clock, translator, engine, dispatcher, timers, all_channels)
+
+
+def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[RUNTIME] = runtime
+    app[SETTINGS] = runtime.settings
+    app[CLOCK] = runtime.clock
+    app[ENGINE] = runtime.engine
+    app[TRANSLATOR] = runtime.translator
+    app.cleanup_ctx.append(_database)
+    if workers:
+        app.cleanup_ctx.append(_workers)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if sandbox:
+        setup_sandbox(app)
+        app.router.add_get("/", lambda _: web.HTTPFound("/sandbox"))  # type: ignore[arg-type, return-value]
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    await open_database(app[SETTINGS].database_url)
+    yield
+    await close_database()
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    dispatching = asyncio.create_task(runtime.dispatcher.run_forever(), name="outbox")
+    runtime.timers.start()
+    yield
+    runtime.timers.shutdown()
+    dispatching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await dispatching
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not await ping():
+        return web.json_response({"status": "database unreachable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    now = request.app[CLOCK].now()
+    registry = CollectorRegistry()
+    pending = OutboxEffect.filter(state=EffectState.PENDING)
+    oldest = await pending.order_by("created_at").first()
+    Gauge("keyturn_outbox_depth", "Effects waiting to run", registry=registry).set(
+        await pending.count()
+    )
+    Gauge(
+        "keyturn_outbox_oldest_age_seconds", "Age of the oldest waiting effect", registry=registry
+    ).set((now - oldest.created_at).total_seconds() if oldest else 0)
+    Gauge("keyturn_outbox_dead", "Effects given up on", registry=registry).set(
+        await OutboxEffect.filter(state=EffectState.DEAD).count()
+    )
+    overdue = await Timer.filter(state=TimerState.PENDING, due_at__lte=now).count()
+    Gauge("keyturn_timers_overdue", "Timers past their due time", registry=registry).set(overdue)
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

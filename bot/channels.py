@@ -1,0 +1,27 @@
+"""The Channel port: how an outbound message reaches a renter on SMS, WhatsApp, Telegram or the
+sandbox. Each transport renders choices its own way."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from flows.messages import OutboundMessage
+
+
+class ChannelError(Exception):
+    """A transport failed to send; the outbox retries."""
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
+        """Send ``message``; returns the provider's message id."""
+        ...
+
+
+def numbered_text(message: OutboundMessage) -> str:
+    """The text with its choices as numbered lines, for channels without buttons (SMS)."""
+    lines = [message.text]
+    lines += [f"{choice.value}. {choice.label}" for choice in message.choices]
+    return "\n".join(lines)

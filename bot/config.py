@@ -1,0 +1,264 @@
+"""Settings: one typed object read from the environment and validated at start-up.
+
+A missing or malformed value raises SettingsError naming the variable; the CLI prints that one
+line and stops. A provider whose credentials are absent is simply not configured (None).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from storage.db import DEFAULT_DATABASE_URL
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str
+    sms_from: str | None
+    whatsapp_from: str | None
+    api_base: str | None
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    bot_token: str
+    webhook_secret: str
+    ops_chat_id: int | None
+    api_base: str
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    api_key: str
+    webhook_secret: str
+    api_base: str | None
+
+
+@dataclass(frozen=True)
+class SeamSettings:
+    api_key: str
+    webhook_secret: str | None
+    api_base: str | None
+
+
+@dataclass(frozen=True)
+class IgloohomeSettings:
+    client_id: str
+    client_secret: str
+    api_base: str | None
+
+
+@dataclass(frozen=True)
+class NukiSettings:
+    api_token: str
+    api_base: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    host: str
+    port: int
+    public_url: str
+    encryption_key: str | None
+    business_name: str
+    support_contact: str
+    twilio: TwilioSettings | None
+    telegram: TelegramSettings | None
+    stripe: StripeSettings | None
+    seam: SeamSettings | None
+    igloohome: IgloohomeSettings | None
+    nuki: NukiSettings | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        reader = _Reader(env)
+        port = reader.integer("KEYTURN_PORT", default=8080, low=1, high=65535)
+        host = reader.text("KEYTURN_HOST", default="127.0.0.1")
+        settings = cls(
+            database_url=reader.database_url("KEYTURN_DATABASE_URL"),
+            host=host,
+            port=port,
+            public_url=reader.url("KEYTURN_PUBLIC_URL", default=f"http://{host}:{port}"),
+            encryption_key=reader.fernet_key("KEYTURN_ENCRYPTION_KEY"),
+            business_name=reader.text("KEYTURN_BUSINESS_NAME", default="Keyturn"),
+            support_contact=reader.text("KEYTURN_SUPPORT_CONTACT", default=""),
+            twilio=_twilio(reader),
+            telegram=_telegram(reader),
+            stripe=_stripe(reader),
+            seam=_seam(reader),
+            igloohome=_igloohome(reader),
+            nuki=_nuki(reader),
+        )
+        return settings
+
+    def require_encryption_key(self) -> str:
+        if not self.encryption_key:
+            raise SettingsError(
+                "KEYTURN_ENCRYPTION_KEY: required to keep PINs and ID images encrypted "
+                "(make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            )
+        return self.encryption_key
+
+    def started_providers(self) -> list[str]:
+        names = ("twilio", "telegram", "stripe", "seam", "igloohome", "nuki")
+        return [name for name in names if getattr(self, name) is not None]
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def required(self, name: str, because: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise SettingsError(f"{name}: missing (needed because {because} is set)")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}: must be a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
+        return number
+
+    def url(self, name: str, default: str | None = None) -> str:
+        value = self.raw(name) or default
+        if value is None:
+            raise SettingsError(f"{name}: missing")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(f"{name}: must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def optional_url(self, name: str) -> str | None:
+        return self.url(name) if self.raw(name) else None
+
+    def database_url(self, name: str) -> str:
+        value = self.raw(name) or DEFAULT_DATABASE_URL
+        scheme = urlsplit(value).scheme
+        if scheme not in ("sqlite", "postgres", "postgresql", "asyncpg"):
+            raise SettingsError(
+                f"{name}: must start with sqlite:// or postgres://, got scheme {scheme!r}"
+            )
+        return value
+
+    def fernet_key(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            key = base64.urlsafe_b64decode(value.encode())
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise SettingsError(f"{name}: must be a Fernet key (URL-safe base64 of 32 bytes)")
+        return value
+
+
+def _twilio(r: _Reader) -> TwilioSettings | None:
+    sid = r.raw("TWILIO_ACCOUNT_SID")
+    if sid is None:
+        return None
+    if not sid.startswith("AC"):
+        raise SettingsError("TWILIO_ACCOUNT_SID: must start with AC")
+    sms_from = r.raw("TWILIO_SMS_FROM")
+    whatsapp_from = r.raw("TWILIO_WHATSAPP_FROM")
+    if whatsapp_from is not None and not whatsapp_from.startswith("whatsapp:"):
+        raise SettingsError("TWILIO_WHATSAPP_FROM: must start with 'whatsapp:'")
+    if sms_from is None and whatsapp_from is None:
+        raise SettingsError(
+            "TWILIO_SMS_FROM: missing (set it or TWILIO_WHATSAPP_FROM so Twilio can send)"
+        )
+    return TwilioSettings(
+        account_sid=sid,
+        auth_token=r.required("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID"),
+        sms_from=sms_from,
+        whatsapp_from=whatsapp_from,
+        api_base=r.optional_url("TWILIO_API_BASE"),
+    )
+
+
+def _telegram(r: _Reader) -> TelegramSettings | None:
+    token = r.raw("TELEGRAM_BOT_TOKEN")
+    if token is None:
+        return None
+    ops_chat = r.raw("TELEGRAM_OPS_CHAT_ID")
+    try:
+        ops_chat_id = int(ops_chat) if ops_chat is not None else None
+    except ValueError:
+        raise SettingsError(f"TELEGRAM_OPS_CHAT_ID: must be a chat id, got {ops_chat!r}") from None
+    return TelegramSettings(
+        bot_token=token,
+        webhook_secret=r.required("TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_BOT_TOKEN"),
+        ops_chat_id=ops_chat_id,
+        api_base=r.url("TELEGRAM_API_BASE", default="https://api.telegram.org"),
+    )
+
+
+def _stripe(r: _Reader) -> StripeSettings | None:
+    key = r.raw("STRIPE_API_KEY")
+    if key is None:
+        return None
+    if not key.startswith(("sk_", "rk_")):
+        raise SettingsError("STRIPE_API_KEY: must be a secret or restricted key (sk_… or rk_…)")
+    return StripeSettings(
+        api_key=key,
+        webhook_secret=r.required("STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"),
+        api_base=r.optional_url("STRIPE_API_BASE"),
+    )
+
+
+def _seam(r: _Reader) -> SeamSettings | None:
+    key = r.raw("SEAM_API_KEY")
+    if key is None:
+        return None
+    if not key.startswith("seam_"):
+        raise SettingsError("SEAM_API_KEY: must start with seam_")
+    return SeamSettings(
+        api_key=key,
+        webhook_secret=r.raw("SEAM_WEBHOOK_SECRET"),
+        api_base=r.optional_url("SEAM_API_BASE"),
+    )
+
+
+def _igloohome(r: _Reader) -> IgloohomeSettings | None:
+    client_id = r.raw("IGLOOHOME_CLIENT_ID")
+    if client_id is None:
+        return None
+    return IgloohomeSettings(
+        client_id=client_id,
+        client_secret=r.required("IGLOOHOME_CLIENT_SECRET", "IGLOOHOME_CLIENT_ID"),
+        api_base=r.optional_url("IGLOOHOME_API_BASE"),
+    )
+
+
+def _nuki(r: _Reader) -> NukiSettings | None:
+    token = r.raw("NUKI_API_TOKEN")
+    if token is None:
+        return None
+    return NukiSettings(api_token=token, api_base=r.optional_url("NUKI_API_BASE"))

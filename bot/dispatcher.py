@@ -1,0 +1,153 @@
+"""The outbox dispatcher: executes staged effects at least once, with backoff and jitter.
+
+Each effect carries its idempotency key to the provider. A failing effect is retried with
+exponential backoff and jitter; after ``alert_after`` attempts ops gets ONE alert for it (folded
+by group key), resolved when the effect finally succeeds. Non-critical effects are given up after
+``give_up_after`` attempts; critical ones (revoking a code) are retried until a person decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.channels import Channel, ChannelError
+from flows.clock import Clock
+from flows.messages import OutboundMessage
+from storage.journal import raise_alert, resolve_alert
+from storage.models import Message, OutboxEffect
+from storage.outbox import claim_due_effects, mark_done, mark_failed
+
+log = logging.getLogger(__name__)
+
+EffectExecutor = Callable[[OutboxEffect], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: timedelta = timedelta(seconds=2)
+    cap: timedelta = timedelta(minutes=15)
+    alert_after: int = 5
+    give_up_after: int = 12
+
+    def delay(self, attempts: int, rng: random.Random) -> timedelta:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
+        jitter: float = rng.random()
+        return ceiling / 2 + ceiling * (jitter / 2)
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        clock: Clock,
+        executors: Mapping[str, EffectExecutor],
+        *,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        batch_size: int = 50,
+        lease: timedelta = timedelta(minutes=2),
+        effect_timeout: float = 30.0,
+    ) -> None:
+        self.clock = clock
+        self.executors = dict(executors)
+        self.policy = policy or RetryPolicy()
+        self.rng = rng or random.Random()  # noqa: S311 (jitter only, nothing secret)
+        self.batch_size = batch_size
+        self.lease = lease
+        self.effect_timeout = effect_timeout
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Execute every effect due now; returns how many were attempted."""
+        attempted = 0
+        while True:
+            effects = await claim_due_effects(
+                self.clock.now(), limit=self.batch_size, lease=self.lease
+            )
+            if not effects:
+                return attempted
+            await asyncio.gather(*(self._execute(effect) for effect in effects))
+            attempted += len(effects)
+
+    async def run_forever(self, poll_interval: float = 1.0) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("outbox pass failed; trying again shortly")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=poll_interval)
+
+    async def _execute(self, effect: OutboxEffect) -> None:
+        executor = self.executors.get(effect.kind)
+        try:
+            if executor is None:
+                raise LookupError(f"no executor for effect kind {effect.kind!r}")
+            async with asyncio.timeout(self.effect_timeout):
+                await executor(effect)
+        except Exception as err:
+            await self._failed(effect, err)
+            return
+        now = self.clock.now()
+        await mark_done(effect, now)
+        if effect.alerted:
+            await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
+
+    async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
+        now = self.clock.now()
+        error = f"{type(err).__name__}: {err}"[:300]
+        log.warning(
+            "effect %s (%s) attempt %d failed: %s",
+            effect.id,
+            effect.kind,
+            effect.attempts,
+            type(err).__name__,
+        )
+        give_up = not effect.critical and effect.attempts >= self.policy.give_up_after
+        should_alert = give_up or (
+            not effect.alerted and effect.attempts >= self.policy.alert_after
+        )
+        if should_alert:
+            await raise_alert(
+                None,
+                now=now,
+                kind="effect_failing",
+                group_key=_group(effect),
+                message_key="ops.effect_dead" if give_up else "ops.effect_failing",
+                params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
+            )
+        retry_at = None if give_up else now + self.policy.delay(effect.attempts, self.rng)
+        await mark_failed(
+            effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
+        )
+
+
+def _group(effect: OutboxEffect) -> str:
+    return f"effect:{effect.id}"
+
+
+class MessageSender:
+    """Executes ``send_message`` effects through the channel the message belongs to."""
+
+    def __init__(self, channels: Mapping[str, Channel]) -> None:
+        self.channels = channels
+
+    async def __call__(self, effect: OutboxEffect) -> None:
+        message = OutboundMessage.from_payload(effect.payload["message"])  # type: ignore[arg-type]
+        channel = self.channels.get(message.channel)
+        if channel is None:
+            raise ChannelError(f"channel {message.channel!r} is not running")
+        provider_id = await channel.send(message, effect.idempotency_key)
+        await Message.filter(id=effect.payload["message_id"]).update(
+            status="sent", provider_id=provider_id
+        )

@@ -1,0 +1,15 @@
+"""Typed keys for what the aiohttp application shares with its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.config import Settings
+from flows.clock import Clock
+from flows.engine import ConversationEngine
+from flows.i18n import Translator
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+ENGINE = web.AppKey("engine", ConversationEngine)
+TRANSLATOR = web.AppKey("translator", Translator)

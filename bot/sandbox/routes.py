@@ -1,0 +1,142 @@
+"""Routes of the sandbox page: chat as a renter, watch alerts and audit events as an operator."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from aiohttp import web
+
+from bot.keys import CLOCK, ENGINE, TRANSLATOR
+from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
+from flows.i18n import Translator
+from flows.messages import InboundMessage
+from storage.journal import resolve_alert
+from storage.models import AuditEvent, Conversation, Message, OpsAlert
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY = 16 * 1024
+
+
+def setup_sandbox(app: web.Application) -> None:
+    app.router.add_get("/sandbox", page)
+    app.router.add_post("/sandbox/api/messages", post_message)
+    app.router.add_get("/sandbox/api/messages", list_messages)
+    app.router.add_get("/sandbox/api/ops", ops_feed)
+    app.router.add_post("/sandbox/api/alerts/{alert_id:\\d+}/resolve", resolve)
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def _address(raw: Any) -> str:
+    try:
+        number = phonenumbers.parse(str(raw or ""), None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        raise web.HTTPUnprocessableEntity(
+            text="address must be a phone number in international form, like +15550100001"
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return body
+
+
+async def post_message(request: web.Request) -> web.Response:
+    body = await _json(request)
+    address = _address(body.get("address"))
+    text = str(body.get("text", ""))
+    if not text.strip():
+        raise web.HTTPUnprocessableEntity(text="text is empty")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise web.HTTPUnprocessableEntity(text=f"text is longer than {MAX_TEXT_LENGTH} characters")
+    engine: ConversationEngine = request.app[ENGINE]
+    message = InboundMessage(
+        channel="sandbox",
+        address=address,
+        text=text,
+        provider_id=str(body.get("id") or uuid.uuid4()),
+        received_at=request.app[CLOCK].now(),
+    )
+    result = await engine.handle(message)
+    return web.json_response({"result": result.value}, status=202)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    address = _address(request.query.get("address"))
+    after = int(request.query.get("after", "0") or 0)
+    conversation = await Conversation.get_or_none(channel="sandbox", address=address)
+    if conversation is None:
+        return web.json_response({"messages": []})
+    rows = await Message.filter(conversation=conversation, id__gt=after).order_by("id").limit(200)
+    messages = [
+        {
+            "id": row.id,
+            "direction": row.direction,
+            "text": row.body,
+            "choices": row.choices,
+            "status": row.status,
+            "at": row.created_at.isoformat(),
+        }
+        for row in rows
+    ]
+    return web.json_response({"messages": messages})
+
+
+async def ops_feed(request: web.Request) -> web.Response:
+    translator: Translator = request.app[TRANSLATOR]
+    after_audit = int(request.query.get("after_audit", "0") or 0)
+    alerts = await OpsAlert.all().order_by("-updated_at", "-id").limit(50)
+    audit = await AuditEvent.filter(id__gt=after_audit).order_by("id").limit(200)
+    return web.json_response(
+        {
+            "alerts": [
+                {
+                    "id": a.id,
+                    "kind": a.kind,
+                    "text": translator.text("en", a.message_key, **a.params),
+                    "occurrences": a.occurrences,
+                    "opened_at": a.created_at.isoformat(),
+                    "updated_at": a.updated_at.isoformat(),
+                    "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
+                    "resolved_by": a.resolved_by,
+                }
+                for a in alerts
+            ],
+            "audit": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "subject": e.subject,
+                    "details": e.details,
+                }
+                for e in audit
+            ],
+        }
+    )
+
+
+async def resolve(request: web.Request) -> web.Response:
+    alert = await OpsAlert.get_or_none(id=int(request.match_info["alert_id"]))
+    if alert is None or alert.open_key is None:
+        raise web.HTTPNotFound(text="no open alert with that id")
+    await resolve_alert(
+        None, group_key=alert.open_key, now=request.app[CLOCK].now(), by="sandbox operator"
+    )
+    return web.json_response({"resolved": alert.id})

@@ -1,0 +1,115 @@
+"""The timer runner: APScheduler wakes it at the next due time and on a short interval.
+
+Several workers may run it against one PostgreSQL database: due rows are claimed with
+``FOR UPDATE SKIP LOCKED`` and a lease, so each timer fires once; a timer claimed by a worker that
+died is claimed again when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.dispatcher import RetryPolicy
+from flows.clock import Clock
+from flows.timers import TimerHandler, fire_timer
+from storage.timers import claim_due_timers, next_due_at, retry_timer
+
+log = logging.getLogger(__name__)
+
+NEXT_JOB = "timers-next-due"
+SAFETY_JOB = "timers-safety-net"
+
+
+class TimerRunner:
+    def __init__(
+        self,
+        clock: Clock,
+        handlers: Mapping[str, TimerHandler],
+        *,
+        batch_size: int = 100,
+        lease: timedelta = timedelta(minutes=2),
+        safety_interval: float = 5.0,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.clock = clock
+        self.handlers = dict(handlers)
+        self.batch_size = batch_size
+        self.lease = lease
+        self.safety_interval = safety_interval
+        self.policy = policy or RetryPolicy()
+        self._rng = random.Random()  # noqa: S311 (jitter only, nothing secret)
+        self._running = asyncio.Lock()
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def run_due(self) -> int:
+        """Fire every timer due now; returns how many fired."""
+        fired = 0
+        async with self._running:
+            while True:
+                now = self.clock.now()
+                timers = await claim_due_timers(now, limit=self.batch_size, lease=self.lease)
+                if not timers:
+                    break
+                for timer in timers:
+                    try:
+                        await fire_timer(timer, self.handlers, self.clock.now())
+                    except Exception as err:
+                        log.warning(
+                            "timer %s (%s) failed: %s", timer.id, timer.kind, type(err).__name__
+                        )
+                        delay = self.policy.delay(timer.attempts + 1, self._rng)
+                        await retry_timer(timer, self.clock.now() + delay)
+                    else:
+                        fired += 1
+        await self.reschedule()
+        return fired
+
+    def start(self) -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            self.run_due,
+            "interval",
+            seconds=self.safety_interval,
+            id=SAFETY_JOB,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def poke(self) -> None:
+        """Something may have set an earlier timer: look again at the next due time."""
+        if self._scheduler is not None:
+            asyncio.get_running_loop().create_task(self.reschedule())
+
+    async def reschedule(self) -> None:
+        if self._scheduler is None:
+            return
+        due = await next_due_at()
+        if due is None:
+            return
+        # The scheduler runs on wall time. An injected clock that runs ahead or behind still
+        # gets the job at the right distance from now.
+        wait = max((due - self.clock.now()).total_seconds(), 0.0)
+        if wait >= self.safety_interval:
+            return
+        self._scheduler.add_job(
+            self.run_due,
+            "date",
+            run_date=datetime.now(UTC) + timedelta(seconds=wait),
+            id=NEXT_JOB,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )

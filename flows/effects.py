@@ -1,0 +1,69 @@
+"""What a flow step asks for. The engine stores all of it in one transaction with the new state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flows.messages import Choice
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A message back to the renter, already rendered in their language."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+    kind: str = "reply"
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Work for the outbox dispatcher; ``key`` makes it idempotent across retries."""
+
+    kind: str
+    key: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    critical: bool = False
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    kind: str
+    due_at: datetime
+    key: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    group_key: str
+    message_key: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Audit:
+    actor: str
+    action: str
+    subject: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """Everything a step wants done besides changing the conversation's own state."""
+
+    replies: list[Reply] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    timers: list[SetTimer | CancelTimer] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    audits: list[Audit] = field(default_factory=list)

@@ -1,0 +1,262 @@
+"""The conversation engine: one renter turn at a time per address, state and effects in one commit.
+
+A turn reads the conversation, runs the dialog step outside any transaction (steps only read and
+return what they want done), then commits the new state, the inbound and outbound messages, and
+every effect in ONE transaction. The commit is conditional on the conversation's version, so a
+turn raced by another worker is recomputed instead of overwriting it. Inside one process, turns
+of one address are serialized by a lock and turns of different addresses run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from flows.clock import Clock
+from flows.effects import Effect, Outcome
+from flows.i18n import LanguageSources, Translator, pick_language
+from flows.messages import InboundMessage, OutboundMessage
+from flows.staging import stage_outcome
+from storage.models import Conversation, Message, ProcessedWebhook, Renter
+
+log = logging.getLogger(__name__)
+
+#: Longer texts are cut before they are stored or parsed (10 concatenated SMS segments).
+MAX_TEXT_LENGTH = 1600
+PHONE_CHANNELS = frozenset({"sms", "whatsapp", "sandbox"})
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a dialog step sees of one inbound message."""
+
+    message: InboundMessage
+    text: str
+    state: str
+    data: Mapping[str, Any]
+    language: str
+    renter_id: int
+    now: datetime
+    translator: Translator
+
+    def t(self, key: str, **params: object) -> str:
+        return self.translator.text(self.language, key, **params)
+
+
+@dataclass
+class StepResult:
+    state: str
+    data: dict[str, Any]
+    outcome: Outcome = field(default_factory=Outcome)
+    #: Set when the renter chose a language: it is remembered for every later message.
+    language: str | None = None
+
+
+class Dialog(Protocol):
+    async def step(self, turn: Turn) -> StepResult: ...
+
+
+class TurnResult(StrEnum):
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+
+
+class _Raced(Exception):
+    """Another worker committed a turn of this conversation first."""
+
+
+class _AddressLocks:
+    """One asyncio.Lock per address, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> Any:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._locks)
+
+
+class ConversationEngine:
+    def __init__(
+        self,
+        dialog: Dialog,
+        translator: Translator,
+        clock: Clock,
+        *,
+        on_commit: Callable[[], None] | None = None,
+        max_attempts: int = 5,
+    ) -> None:
+        self.dialog = dialog
+        self.translator = translator
+        self.clock = clock
+        self.on_commit = on_commit
+        self.max_attempts = max_attempts
+        self._locks = _AddressLocks()
+
+    async def handle(self, message: InboundMessage) -> TurnResult:
+        """Run one renter turn; a message seen before (same provider id) is dropped."""
+        dedupe_provider = f"msg:{message.channel}"
+        async with self._locks.hold((message.channel, message.address)):
+            for _attempt in range(self.max_attempts):
+                if await ProcessedWebhook.exists(
+                    provider=dedupe_provider, event_id=message.provider_id
+                ):
+                    return TurnResult.DUPLICATE
+                try:
+                    await self._turn(message, dedupe_provider)
+                except (_Raced, IntegrityError) as err:
+                    log.info(
+                        "turn for a %s conversation raced (%s); recomputing",
+                        message.channel,
+                        type(err).__name__,
+                    )
+                    continue
+                if self.on_commit is not None:
+                    self.on_commit()
+                return TurnResult.HANDLED
+        raise RuntimeError(f"turn on {message.channel} kept racing; giving up")
+
+    async def _turn(self, message: InboundMessage, dedupe_provider: str) -> None:
+        now = self.clock.now()
+        conversation = await self._conversation(message)
+        renter = await self._renter(message, conversation)
+        language = pick_language(
+            LanguageSources(
+                explicit=renter.language,
+                channel_hint=message.language_hint,
+                phone=renter.phone,
+            )
+        )
+        text = message.text.strip()[:MAX_TEXT_LENGTH]
+        turn = Turn(
+            message=message,
+            text=text,
+            state=conversation.state,
+            data=dict(conversation.data),
+            language=language,
+            renter_id=renter.id,
+            now=now,
+            translator=self.translator,
+        )
+        result = await self.dialog.step(turn)
+        async with in_transaction() as conn:
+            await ProcessedWebhook.create(
+                provider=dedupe_provider,
+                event_id=message.provider_id,
+                received_at=now,
+                using_db=conn,
+            )
+            saved = (
+                await Conversation.filter(id=conversation.id, version=conversation.version)
+                .using_db(conn)
+                .update(
+                    state=result.state,
+                    data=result.data,
+                    language=result.language or language,
+                    renter_id=renter.id,
+                    last_inbound_at=now,
+                    version=conversation.version + 1,
+                    updated_at=now,
+                )
+            )
+            if saved != 1:
+                raise _Raced()
+            if result.language:
+                await Renter.filter(id=renter.id).using_db(conn).update(language=result.language)
+            inbound = await Message.create(
+                conversation_id=conversation.id,
+                direction="in",
+                body=text,
+                media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+                provider_id=message.provider_id,
+                status="received",
+                created_at=message.received_at,
+                using_db=conn,
+            )
+            await self._stage_replies(
+                conn, message, conversation.id, inbound.id, result.outcome, now
+            )
+            await stage_outcome(conn, result.outcome, now)
+
+    async def _stage_replies(
+        self,
+        conn: BaseDBAsyncClient,
+        message: InboundMessage,
+        conversation_id: int,
+        inbound_id: int,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        for index, reply in enumerate(outcome.replies):
+            outbound = OutboundMessage(
+                channel=message.channel,
+                address=message.address,
+                text=reply.text,
+                choices=reply.choices,
+                kind=reply.kind,
+            )
+            row = await Message.create(
+                conversation_id=conversation_id,
+                direction="out",
+                body=reply.text,
+                choices=[[choice.value, choice.label] for choice in reply.choices],
+                status="queued",
+                created_at=now,
+                using_db=conn,
+            )
+            outcome.effects.append(
+                Effect(
+                    kind="send_message",
+                    key=f"reply:{inbound_id}:{index}",
+                    payload={"message_id": row.id, "message": outbound.to_payload()},
+                )
+            )
+
+    async def _conversation(self, message: InboundMessage) -> Conversation:
+        conversation = await Conversation.get_or_none(
+            channel=message.channel, address=message.address
+        )
+        if conversation is None:
+            conversation = await Conversation.create(
+                channel=message.channel, address=message.address
+            )
+        return conversation
+
+    async def _renter(self, message: InboundMessage, conversation: Conversation) -> Renter:
+        if conversation.renter_id is not None:  # type: ignore[attr-defined]
+            renter = await Renter.get_or_none(id=conversation.renter_id)  # type: ignore[attr-defined]
+            if renter is not None:
+                return renter
+        if message.channel in PHONE_CHANNELS:
+            renter = await Renter.get_or_none(phone=message.address)
+            if renter is None:
+                renter = await Renter.create(phone=message.address, name=message.display_name or "")
+            return renter
+        telegram_id = int(message.address)
+        renter = await Renter.get_or_none(telegram_id=telegram_id)
+        if renter is None:
+            renter = await Renter.create(telegram_id=telegram_id, name=message.display_name or "")
+        return renter

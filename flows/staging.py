@@ -1,0 +1,54 @@
+"""Writes an Outcome's effects, timers, alerts and audit events inside the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.effects import CancelTimer, Outcome, SetTimer
+from storage.journal import raise_alert, record_audit
+from storage.outbox import enqueue_effect
+from storage.timers import cancel_timer, set_timer
+
+
+async def stage_outcome(conn: BaseDBAsyncClient, outcome: Outcome, now: datetime) -> None:
+    for effect in outcome.effects:
+        await enqueue_effect(
+            conn,
+            kind=effect.kind,
+            payload=dict(effect.payload),
+            idempotency_key=effect.key,
+            critical=effect.critical,
+            now=now,
+        )
+    for timer in outcome.timers:
+        if isinstance(timer, SetTimer):
+            await set_timer(
+                conn,
+                kind=timer.kind,
+                due_at=timer.due_at,
+                key=timer.key,
+                payload=dict(timer.payload),
+                now=now,
+            )
+        elif isinstance(timer, CancelTimer):
+            await cancel_timer(conn, timer.key)
+    for alert in outcome.alerts:
+        await raise_alert(
+            conn,
+            now=now,
+            kind=alert.kind,
+            group_key=alert.group_key,
+            message_key=alert.message_key,
+            params=dict(alert.params),
+        )
+    for audit in outcome.audits:
+        await record_audit(
+            conn,
+            at=now,
+            actor=audit.actor,
+            action=audit.action,
+            subject=audit.subject,
+            details=dict(audit.details),
+        )

@@ -1,0 +1,93 @@
+"""Durable timers: rows with ``due_at``, claimed like outbox effects so each fires once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
+
+from storage.models import Timer, TimerState
+
+
+async def set_timer(
+    conn: BaseDBAsyncClient,
+    *,
+    kind: str,
+    due_at: datetime,
+    now: datetime,
+    key: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Timer:
+    """Set a timer; a pending timer with the same key is moved instead of doubled."""
+    if key is not None:
+        existing = await Timer.filter(key=key).using_db(conn).select_for_update().first()
+        if existing is not None:
+            existing.kind = kind
+            existing.due_at = due_at
+            existing.payload = payload or {}
+            existing.claimed_until = None
+            await existing.save(using_db=conn)
+            return existing
+    return await Timer.create(
+        kind=kind, key=key, due_at=due_at, payload=payload or {}, created_at=now, using_db=conn
+    )
+
+
+async def cancel_timer(conn: BaseDBAsyncClient, key: str) -> bool:
+    changed = (
+        await Timer.filter(key=key, state=TimerState.PENDING)
+        .using_db(conn)
+        .update(state=TimerState.CANCELLED, key=None)
+    )
+    return changed > 0
+
+
+def _due(now: datetime) -> Q:
+    return Q(state=TimerState.PENDING, due_at__lte=now) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    )
+
+
+async def claim_due_timers(now: datetime, *, limit: int, lease: timedelta) -> list[Timer]:
+    """Claim up to ``limit`` due timers for this worker for the length of ``lease``."""
+    async with in_transaction() as conn:
+        rows = (
+            await Timer.filter(_due(now))
+            .order_by("due_at", "id")
+            .limit(limit)
+            .select_for_update(skip_locked=True)
+            .using_db(conn)
+        )
+        if not rows:
+            return []
+        await (
+            Timer.filter(id__in=[row.id for row in rows])
+            .using_db(conn)
+            .update(claimed_until=now + lease, attempts=F("attempts") + 1)
+        )
+    return rows
+
+
+async def finish_timer(conn: BaseDBAsyncClient, timer: Timer, now: datetime) -> None:
+    await (
+        Timer.filter(id=timer.id)
+        .using_db(conn)
+        .update(state=TimerState.DONE, fired_at=now, key=None, claimed_until=None)
+    )
+
+
+async def retry_timer(timer: Timer, retry_at: datetime) -> None:
+    await Timer.filter(id=timer.id, state=TimerState.PENDING).update(claimed_until=retry_at)
+
+
+async def next_due_at() -> datetime | None:
+    """When the earliest pending timer falls due (or its claim runs out)."""
+    row = await Timer.filter(state=TimerState.PENDING).order_by("due_at").first()
+    if row is None:
+        return None
+    if row.claimed_until is not None and row.claimed_until > row.due_at:
+        return row.claimed_until
+    return row.due_at
