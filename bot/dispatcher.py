@@ -37,7 +37,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: random.Random) -> timedelta:
         """Exponential backoff with equal jitter: half fixed, half random."""
-        ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
+        ceiling = min(self.cap, self.base * (1 << min(max(attempts - 1, 0), 30)))
         jitter: float = rng.random()
         return ceiling / 2 + ceiling * (jitter / 2)
 

@@ -437,6 +437,7 @@ class _Parser:
         self.locks: dict[str, LockSpec] = {}
         self.assets: dict[str, AssetSpec] = {}
         self.staff: dict[int, StaffSpec] = {}
+        self.first_seen: dict[tuple[str, object], tuple[int, int | None]] = {}
 
     def parse(self) -> Inventory:
         for key in self.document:
@@ -484,8 +485,16 @@ class _Parser:
                 )
         return blocks
 
-    def _duplicate(self, block: _Block, key: str, what: str) -> None:
-        block.fail(f"{what} is defined more than once", key)
+    def _is_duplicate(self, block: _Block, key: str, ident: object) -> bool:
+        """Report a second definition of ``ident`` at its own line, naming the first one's."""
+        first_index, first = self.first_seen.setdefault(
+            (block.section, ident), (block.index, block.line(key))
+        )
+        if first_index == block.index:
+            return False
+        where = "" if first is None else f" (first at line {first})"
+        block.fail(f"defined twice{where}", key)
+        return True
 
     def _reference(
         self, block: _Block, key: str, kind: str, name: str, known: Iterable[str]
@@ -521,9 +530,7 @@ class _Parser:
         )
         if not slug:
             return
-        if slug in self.locations:
-            self._duplicate(block, "slug", f"location {slug!r}")
-        else:
+        if not self._is_duplicate(block, "slug", slug):
             self.locations[slug] = spec
 
     def _lock(self, block: _Block) -> None:
@@ -562,9 +569,7 @@ class _Parser:
                     )
         if not key:
             return
-        if key in self.locks:
-            self._duplicate(block, "key", f"lock {key!r}")
-        else:
+        if not self._is_duplicate(block, "key", key):
             self.locks[key] = spec
 
     def _asset(self, block: _Block) -> None:
@@ -624,9 +629,7 @@ class _Parser:
             )
         if not code:
             return
-        if code in self.assets:
-            self._duplicate(block, "code", f"asset {code!r}")
-        else:
+        if not self._is_duplicate(block, "code", code):
             self.assets[code] = spec
 
     def _staff_member(self, block: _Block) -> None:
@@ -652,9 +655,7 @@ class _Parser:
             self._reference(block, "locations", "location", slug, self.locations)
         if user_id is None:
             return
-        if user_id in self.staff:
-            self._duplicate(block, "telegram_user_id", f"staff member {user_id}")
-        else:
+        if not self._is_duplicate(block, "telegram_user_id", user_id):
             self.staff[user_id] = StaffSpec(user_id, name, role, scope)
 
 
@@ -746,7 +747,7 @@ class _Sync:
                 diff[name] = (current, value)
                 setattr(row, name, value)
         fields = set(diff) | set(force)
-        if fields:
+        if True:
             await row.save(using_db=self.conn, update_fields=[*sorted(fields), "updated_at"])
         return diff
 

@@ -11,20 +11,29 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 
+from storage.models import Location
+
 DEFAULT_DATABASE_URL = "sqlite://var/keyturn.sqlite3"
 APP_LABEL = "models"
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
 
 
+def connection_name(database_url: str) -> str:
+    """The connection is named after its engine: Tortoise caches SQL per connection name, so a
+    process that opens SQLite and then PostgreSQL (the test suite) must not share one name."""
+    return "sqlite" if urlsplit(database_url).scheme == "sqlite" else "postgres"
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     """The Tortoise configuration for ``database_url`` (``sqlite://path`` or ``postgres://…``)."""
+    name = connection_name(database_url)
     return {
-        "connections": {"default": database_url},
+        "connections": {name: database_url},
         "apps": {
             APP_LABEL: {
                 "models": [MODELS_MODULE],
-                "default_connection": "default",
+                "default_connection": name,
                 "migrations": MIGRATIONS_MODULE,
             }
         },
@@ -45,12 +54,13 @@ def ensure_sqlite_directory(database_url: str) -> None:
 
 def dialect() -> str:
     """``sqlite`` or ``postgres``: the few queries that need SQL care branch on it."""
-    name = connections.get("default").capabilities.dialect
-    return "postgres" if name == "postgres" else name
+    name: str = connection().capabilities.dialect
+    return name
 
 
 def connection() -> BaseDBAsyncClient:
-    client: BaseDBAsyncClient = connections.get("default")
+    name = Location._meta.default_connection or "default"  # every model shares it
+    client: BaseDBAsyncClient = connections.get(name)
     return client
 
 

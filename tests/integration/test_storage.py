@@ -1,0 +1,62 @@
+"""The database itself keeps bookings from overlapping and provider events from repeating."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tortoise.exceptions import IntegrityError
+
+from storage.models import Asset, Booking, BookingState, ProcessedWebhook
+from tests.support import a_renter, small_inventory
+
+START = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+
+
+async def _book(asset: Asset, start: datetime, hours: int, state: BookingState, ref: str) -> Booking:
+    renter = await a_renter(phone=f"+1555010{len(ref):04d}{ref[-1]}")
+    return await Booking.create(
+        reference=ref,
+        renter=renter,
+        asset=asset,
+        start_at=start,
+        end_at=start + timedelta(hours=hours),
+        state=state,
+        currency="USD",
+        price_cents=1000,
+    )
+
+
+async def test_overlapping_bookings_of_one_asset_are_refused(database: str) -> None:
+    _, _, trailer = await small_inventory()
+    await _book(trailer, START, 2, BookingState.CONFIRMED, "A1")
+    with pytest.raises(IntegrityError):
+        await _book(trailer, START + timedelta(hours=1), 2, BookingState.AWAITING_PAYMENT, "A2")
+    assert await Booking.filter(asset=trailer).count() == 1
+
+
+async def test_back_to_back_and_released_bookings_are_allowed(database: str) -> None:
+    _, _, trailer = await small_inventory()
+    await _book(trailer, START, 2, BookingState.ACTIVE, "B1")
+    await _book(trailer, START + timedelta(hours=2), 2, BookingState.CONFIRMED, "B2")
+    cancelled = await _book(trailer, START + timedelta(hours=1), 2, BookingState.CANCELLED, "B3")
+    assert await Booking.filter(asset=trailer).count() == 3
+    cancelled.state = BookingState.AWAITING_ID
+    with pytest.raises(IntegrityError):
+        await cancelled.save()
+    await cancelled.refresh_from_db()
+    assert cancelled.state == BookingState.CANCELLED
+
+
+async def test_a_booking_must_end_after_it_starts(database: str) -> None:
+    _, _, trailer = await small_inventory()
+    with pytest.raises(IntegrityError):
+        await _book(trailer, START, 0, BookingState.DRAFT, "C1")
+
+
+async def test_a_provider_event_id_is_stored_once(database: str) -> None:
+    at = datetime(2026, 7, 1, tzinfo=UTC)
+    await ProcessedWebhook.create(provider="stripe", event_id="evt_1", received_at=at)
+    with pytest.raises(IntegrityError):
+        await ProcessedWebhook.create(provider="stripe", event_id="evt_1", received_at=at)
+    await ProcessedWebhook.create(provider="twilio", event_id="evt_1", received_at=at)
