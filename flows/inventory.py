@@ -292,10 +292,10 @@ def _show(value: object) -> str:
     """A value as the operator wrote it in TOML, for messages."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
     if isinstance(value, StaffRole):
         return value.value
+    if isinstance(value, str):
+        return repr(value)
     return str(value)
 
 
@@ -455,7 +455,7 @@ class _Parser:
             self._asset(_Block(self.problems, "assets", index, data, "asset"))
         for index, data in self._blocks("staff"):
             self._staff_member(_Block(self.problems, "staff", index, data, "staff member"))
-        if not self.document.get("locations"):
+        if self.document.get("locations", []) == []:
             # Applying such a file would deactivate every asset: almost surely the wrong file.
             self.problems.add(None, "no [[locations]] defined: an inventory needs at least one")
         return Inventory(
@@ -581,7 +581,7 @@ class _Parser:
         block.refuse_unknown_keys(_ASSET_KEYS)
         location = block.text("location", max_length=_SLUG_MAX)
         self._reference(block, "location", "location", location, self.locations)
-        currency = block.text("currency", max_length=3).upper()
+        currency = block.text("currency", max_length=16).upper()
         exponent = 2
         if currency:
             if is_currency(currency):
@@ -747,7 +747,7 @@ class _Sync:
                 diff[name] = (current, value)
                 setattr(row, name, value)
         fields = set(diff) | set(force)
-        if True:
+        if fields:
             await row.save(using_db=self.conn, update_fields=[*sorted(fields), "updated_at"])
         return diff
 

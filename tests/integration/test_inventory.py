@@ -345,6 +345,21 @@ async def test_removed_asset_is_deactivated_and_comes_back(database: str, clock:
     assert (await Asset.get(code="S1")).active
 
 
+async def test_staff_changes_and_removal(database: str, clock: FakeClock) -> None:
+    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    text = replaced(demo(), 'role = "support"', 'role = "manager"')
+    text = without_block(text, "[[staff]]\ntelegram_user_id = 100000001")
+
+    changes = await apply_inventory(parse_inventory(text), now=clock.now())
+
+    assert changes.changes == [
+        "updated staff 100000002: role support -> manager",
+        "deactivated staff 100000001 (Ana Reyes)",
+    ]
+    assert (await StaffMember.get(telegram_user_id=100000002)).role == StaffRole.MANAGER
+    assert not (await StaffMember.get(telegram_user_id=100000001)).active
+
+
 async def test_removed_lock_with_an_active_booking_is_kept(database: str, clock: FakeClock) -> None:
     await apply_inventory(load_inventory(DEMO), now=clock.now())
     booking = await confirmed_booking("T1", clock)

@@ -1,0 +1,117 @@
+"""The outbox dispatcher: retries with backoff, one alert for a failing effect, run once on success."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from tortoise.transactions import in_transaction
+
+from storage.models import EffectState, OpsAlert, OutboxEffect
+from storage.outbox import enqueue_effect
+from tests.conftest import FakeClock
+
+from bot.dispatcher import OutboxDispatcher, RetryPolicy
+
+
+class FlakyExecutor:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[str] = []
+        self.succeeded: list[str] = []
+
+    async def __call__(self, effect: OutboxEffect) -> None:
+        self.calls.append(effect.idempotency_key)
+        if len(self.calls) <= self.failures:
+            raise ConnectionError("provider answered 503")
+        self.succeeded.append(effect.idempotency_key)
+
+
+async def _stage(clock: FakeClock, key: str = "e1", critical: bool = False) -> None:
+    async with in_transaction() as conn:
+        await enqueue_effect(
+            conn, kind="poke", payload={}, idempotency_key=key, now=clock.now(), critical=critical
+        )
+
+
+def _dispatcher(clock: FakeClock, executor: FlakyExecutor, policy: RetryPolicy) -> OutboxDispatcher:
+    return OutboxDispatcher(clock, {"poke": executor}, policy=policy, rng=random.Random(7))
+
+
+async def test_failing_effect_backs_off_alerts_once_and_runs_once(
+    database: str, clock: FakeClock
+) -> None:
+    policy = RetryPolicy(base=timedelta(seconds=2), alert_after=3, give_up_after=50)
+    executor = FlakyExecutor(failures=6)
+    dispatcher = _dispatcher(clock, executor, policy)
+    await _stage(clock)
+    delays = []
+    for attempt in range(1, 7):
+        assert await dispatcher.run_once() == 1
+        row = await OutboxEffect.get(idempotency_key="e1")
+        delay = row.next_attempt_at - clock.now()
+        ceiling = timedelta(seconds=2 * 2 ** (attempt - 1))
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+        delays.append(delay)
+        assert await dispatcher.run_once() == 0, "nothing runs before the backoff has passed"
+        clock.advance(delay)
+    assert delays == sorted(delays)
+    alerts = await OpsAlert.all()
+    assert len(alerts) == 1 and alerts[0].kind == "effect_failing"
+    assert alerts[0].resolved_at is None
+    assert await dispatcher.run_once() == 1
+    assert executor.succeeded == ["e1"]
+    row = await OutboxEffect.get(idempotency_key="e1")
+    assert row.state == EffectState.DONE and row.attempts == 7
+    clock.advance(timedelta(hours=1))
+    assert await dispatcher.run_once() == 0
+    assert executor.succeeded == ["e1"]
+    alert = await OpsAlert.get()
+    assert alert.resolved_by == "dispatcher" and alert.open_key is None
+
+
+async def test_an_effect_staged_twice_runs_once(database: str, clock: FakeClock) -> None:
+    executor = FlakyExecutor(failures=0)
+    await _stage(clock, "same")
+    await _stage(clock, "same")
+    await _dispatcher(clock, executor, RetryPolicy()).run_once()
+    assert executor.calls == ["same"]
+
+
+async def test_ordinary_effects_are_given_up_but_critical_ones_are_not(
+    database: str, clock: FakeClock
+) -> None:
+    policy = RetryPolicy(base=timedelta(seconds=1), cap=timedelta(seconds=1), alert_after=2,
+                         give_up_after=4)
+    executor = FlakyExecutor(failures=1000)
+    dispatcher = _dispatcher(clock, executor, policy)
+    await _stage(clock, "ordinary")
+    await _stage(clock, "revoke", critical=True)
+    for _ in range(10):
+        await dispatcher.run_once()
+        clock.advance(timedelta(seconds=2))
+    ordinary = await OutboxEffect.get(idempotency_key="ordinary")
+    critical = await OutboxEffect.get(idempotency_key="revoke")
+    assert ordinary.state == EffectState.DEAD and ordinary.attempts == 4
+    assert critical.state == EffectState.PENDING and critical.attempts == 10
+    assert await OpsAlert.filter(resolved_at__isnull=True).count() == 2
+    dead = await OpsAlert.get(group_key=f"effect:{ordinary.id}")
+    assert dead.message_key == "ops.effect_dead"
+
+
+async def test_a_claimed_effect_of_a_dead_worker_is_taken_over(
+    database: str, clock: FakeClock
+) -> None:
+    from storage.outbox import claim_due_effects
+
+    await _stage(clock, "orphan")
+    claimed = await claim_due_effects(clock.now(), limit=10, lease=timedelta(minutes=2))
+    assert [e.idempotency_key for e in claimed] == ["orphan"]
+    # That worker died before finishing. Within the lease nobody else takes it ...
+    executor = FlakyExecutor(failures=0)
+    dispatcher = _dispatcher(clock, executor, RetryPolicy())
+    assert await dispatcher.run_once() == 0
+    # ... after the lease another worker does.
+    clock.advance(timedelta(minutes=2, seconds=1))
+    assert await dispatcher.run_once() == 1
+    assert executor.succeeded == ["orphan"]
