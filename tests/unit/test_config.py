@@ -1,0 +1,71 @@
+"""Settings: defaults without an account anywhere, one clear error naming a bad variable."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from bot.config import Settings, SettingsError
+
+
+def test_defaults_need_no_account() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite://var/keyturn.sqlite3"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.public_url == "http://127.0.0.1:8080"
+    assert settings.started_providers() == []
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KEYTURN_PORT": "eighty"}, "KEYTURN_PORT"),
+        ({"KEYTURN_PORT": "70000"}, "KEYTURN_PORT"),
+        ({"KEYTURN_DATABASE_URL": "mysql://x"}, "KEYTURN_DATABASE_URL"),
+        ({"KEYTURN_PUBLIC_URL": "keyturn.example"}, "KEYTURN_PUBLIC_URL"),
+        ({"KEYTURN_ENCRYPTION_KEY": "short"}, "KEYTURN_ENCRYPTION_KEY"),
+        ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_SMS_FROM": "+15550100000"}, "TWILIO_AUTH_TOKEN"),
+        ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_SMS_FROM"),
+        ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t",
+          "TWILIO_WHATSAPP_FROM": "+15550100000"}, "TWILIO_WHATSAPP_FROM"),
+        ({"TELEGRAM_BOT_TOKEN": "1:abc"}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({"TELEGRAM_BOT_TOKEN": "1:abc", "TELEGRAM_WEBHOOK_SECRET": "s",
+          "TELEGRAM_OPS_CHAT_ID": "ops"}, "TELEGRAM_OPS_CHAT_ID"),
+        ({"STRIPE_API_KEY": "pk_live_1"}, "STRIPE_API_KEY"),
+        ({"STRIPE_API_KEY": "sk_test_1"}, "STRIPE_WEBHOOK_SECRET"),
+        ({"SEAM_API_KEY": "key"}, "SEAM_API_KEY"),
+        ({"IGLOOHOME_CLIENT_ID": "id"}, "IGLOOHOME_CLIENT_SECRET"),
+    ],
+)
+def test_a_bad_or_missing_value_names_its_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    assert message.startswith(variable + ":")
+    assert "\n" not in message
+
+
+def test_providers_with_credentials_are_configured() -> None:
+    key = Fernet.generate_key().decode()
+    settings = Settings.from_env(
+        {
+            "KEYTURN_ENCRYPTION_KEY": key,
+            "TWILIO_ACCOUNT_SID": "AC123",
+            "TWILIO_AUTH_TOKEN": "token",
+            "TWILIO_WHATSAPP_FROM": "whatsapp:+15550100000",
+            "TWILIO_API_BASE": "http://127.0.0.1:9000/",
+            "TELEGRAM_BOT_TOKEN": "1:abc",
+            "TELEGRAM_WEBHOOK_SECRET": "s",
+            "TELEGRAM_OPS_CHAT_ID": "-100123",
+        }
+    )
+    assert settings.started_providers() == ["twilio", "telegram"]
+    assert settings.twilio is not None and settings.twilio.api_base == "http://127.0.0.1:9000"
+    assert settings.telegram is not None and settings.telegram.ops_chat_id == -100123
+    assert settings.telegram.api_base == "https://api.telegram.org"
+    assert settings.require_encryption_key() == key
+
+
+def test_serving_requires_an_encryption_key() -> None:
+    with pytest.raises(SettingsError, match="^KEYTURN_ENCRYPTION_KEY:"):
+        Settings.from_env({}).require_encryption_key()
