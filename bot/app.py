@@ -93,7 +93,7 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app.router.add_get("/metrics", metrics)
     if sandbox:
         setup_sandbox(app)
-        app.router.add_get("/", lambda _: web.HTTPFound("/sandbox"))  # type: ignore[arg-type, return-value]
+        app.router.add_get("/", to_sandbox)
     return app
 
 
@@ -112,6 +112,10 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     dispatching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await dispatching
+
+
+async def to_sandbox(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/sandbox")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from bot.dispatcher import MessageSender, OutboxDispatcher
 from flows.dialog import RenterDialog
 from flows.effects import Outcome, Reply
 from flows.engine import ConversationEngine, StepResult, Turn, TurnResult
@@ -12,8 +13,6 @@ from flows.i18n import Translator
 from storage.models import Conversation, Message, OutboxEffect, Renter
 from tests.conftest import FakeClock
 from tests.support import RecordingChannel, inbound, small_inventory
-
-from bot.dispatcher import MessageSender, OutboxDispatcher
 
 TRANSLATOR = Translator()
 
@@ -89,7 +88,9 @@ async def test_two_addresses_are_handled_concurrently(database: str, clock: Fake
     dialog = GatedDialog()
     dialog.gates["slow"] = asyncio.Event()
     engine = engine_for(clock, dialog)
-    slow = asyncio.create_task(engine.handle(inbound("slow", address="+15550100001", at=clock.now())))
+    slow = asyncio.create_task(
+        engine.handle(inbound("slow", address="+15550100001", at=clock.now()))
+    )
     await asyncio.sleep(0.05)
     # The other renter is answered while the first turn is still in progress.
     result = await asyncio.wait_for(

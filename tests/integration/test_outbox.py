@@ -1,4 +1,4 @@
-"""The outbox dispatcher: retries with backoff, one alert for a failing effect, run once on success."""
+"""The outbox dispatcher: backoff, one alert for a failing effect, and one run on success."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
+from bot.dispatcher import OutboxDispatcher, RetryPolicy
 from storage.models import EffectState, OpsAlert, OutboxEffect
 from storage.outbox import enqueue_effect
 from tests.conftest import FakeClock
-
-from bot.dispatcher import OutboxDispatcher, RetryPolicy
 
 
 class FlakyExecutor:
@@ -81,8 +80,9 @@ async def test_an_effect_staged_twice_runs_once(database: str, clock: FakeClock)
 async def test_ordinary_effects_are_given_up_but_critical_ones_are_not(
     database: str, clock: FakeClock
 ) -> None:
-    policy = RetryPolicy(base=timedelta(seconds=1), cap=timedelta(seconds=1), alert_after=2,
-                         give_up_after=4)
+    policy = RetryPolicy(
+        base=timedelta(seconds=1), cap=timedelta(seconds=1), alert_after=2, give_up_after=4
+    )
     executor = FlakyExecutor(failures=1000)
     dispatcher = _dispatcher(clock, executor, policy)
     await _stage(clock, "ordinary")

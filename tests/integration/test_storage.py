@@ -13,7 +13,9 @@ from tests.support import a_renter, small_inventory
 START = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
 
 
-async def _book(asset: Asset, start: datetime, hours: int, state: BookingState, ref: str) -> Booking:
+async def _book(
+    asset: Asset, start: datetime, hours: int, state: BookingState, ref: str
+) -> Booking:
     renter = await a_renter(phone=f"+1555010{len(ref):04d}{ref[-1]}")
     return await Booking.create(
         reference=ref,

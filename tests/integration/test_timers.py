@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tortoise.transactions import in_transaction
 
+from bot.timers import TimerRunner
 from flows.clock import SystemClock
 from flows.effects import Audit, Effect, Outcome
 from flows.timers import TimerFired
@@ -16,8 +17,6 @@ from storage import db
 from storage.models import AuditEvent, OutboxEffect, Timer, TimerState
 from storage.timers import cancel_timer, set_timer
 from tests.conftest import TABLES, FakeClock
-
-from bot.timers import TimerRunner
 
 
 class Recorder:

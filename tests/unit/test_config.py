@@ -26,11 +26,23 @@ def test_defaults_need_no_account() -> None:
         ({"KEYTURN_ENCRYPTION_KEY": "short"}, "KEYTURN_ENCRYPTION_KEY"),
         ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_SMS_FROM": "+15550100000"}, "TWILIO_AUTH_TOKEN"),
         ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_SMS_FROM"),
-        ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t",
-          "TWILIO_WHATSAPP_FROM": "+15550100000"}, "TWILIO_WHATSAPP_FROM"),
+        (
+            {
+                "TWILIO_ACCOUNT_SID": "AC1",
+                "TWILIO_AUTH_TOKEN": "t",
+                "TWILIO_WHATSAPP_FROM": "+15550100000",
+            },
+            "TWILIO_WHATSAPP_FROM",
+        ),
         ({"TELEGRAM_BOT_TOKEN": "1:abc"}, "TELEGRAM_WEBHOOK_SECRET"),
-        ({"TELEGRAM_BOT_TOKEN": "1:abc", "TELEGRAM_WEBHOOK_SECRET": "s",
-          "TELEGRAM_OPS_CHAT_ID": "ops"}, "TELEGRAM_OPS_CHAT_ID"),
+        (
+            {
+                "TELEGRAM_BOT_TOKEN": "1:abc",
+                "TELEGRAM_WEBHOOK_SECRET": "s",
+                "TELEGRAM_OPS_CHAT_ID": "ops",
+            },
+            "TELEGRAM_OPS_CHAT_ID",
+        ),
         ({"STRIPE_API_KEY": "pk_live_1"}, "STRIPE_API_KEY"),
         ({"STRIPE_API_KEY": "sk_test_1"}, "STRIPE_WEBHOOK_SECRET"),
         ({"SEAM_API_KEY": "key"}, "SEAM_API_KEY"),
@@ -67,5 +79,5 @@ def test_providers_with_credentials_are_configured() -> None:
 
 
 def test_serving_requires_an_encryption_key() -> None:
-    with pytest.raises(SettingsError, match="^KEYTURN_ENCRYPTION_KEY:"):
+    with pytest.raises(SettingsError, match=r"^KEYTURN_ENCRYPTION_KEY:"):
         Settings.from_env({}).require_encryption_key()

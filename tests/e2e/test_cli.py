@@ -1,0 +1,87 @@
+"""The keyturn command as an operator uses it from the README."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import DEMO_INVENTORY
+
+
+def keyturn(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = keyturn("--help")
+    assert result.returncode == 0
+    for command in ("serve", "demo", "migrate", "inventory"):
+        assert command in result.stdout
+    inventory = keyturn("inventory", "--help")
+    assert "apply" in inventory.stdout and "show" in inventory.stdout
+
+
+def test_a_malformed_setting_stops_with_one_line() -> None:
+    result = keyturn("migrate", env={"KEYTURN_PORT": "eighty"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "keyturn: KEYTURN_PORT: must be a whole number, got 'eighty'"
+    ]
+
+
+def test_serve_without_an_encryption_key_refuses_to_start(tmp_path: Path) -> None:
+    result = keyturn(
+        "serve",
+        env={
+            "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/k.sqlite3",
+            "KEYTURN_ENCRYPTION_KEY": "",
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("keyturn: KEYTURN_ENCRYPTION_KEY:")
+
+
+def test_migrate_then_inventory_apply_show_and_apply_again(tmp_path: Path) -> None:
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/var/keyturn.sqlite3"}
+    migrated = keyturn("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied models.0001_initial" in migrated.stdout
+    assert keyturn("migrate", env=env).stdout.strip() == "database is up to date"
+    applied = keyturn("inventory", "apply", str(DEMO_INVENTORY), env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "created location harbor" in applied.stdout
+    again = keyturn("inventory", "apply", str(DEMO_INVENTORY), env=env)
+    assert again.stdout.strip() == "inventory unchanged"
+    shown = keyturn("inventory", "show", env=env)
+    assert "Harbor Yard" in shown.stdout and "Altstadt Depot" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[locations]\n", "bad.toml:1:"),
+        ('[[locations]]\nslug = "x"\nname = "X"\ntimezone = "Mars/Olympus"\n', "bad.toml:"),
+    ],
+)
+def test_a_bad_inventory_file_is_refused_with_its_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3"}
+    keyturn("migrate", env=env)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    result = keyturn("inventory", "apply", str(bad), env=env)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert keyturn("inventory", "show", env=env).stdout.strip() in ("", "no locations")
