@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("KEYTURN_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     command: Callable[[argparse.Namespace], int] = args.run
     try:
         return command(args)

@@ -1,10 +1,16 @@
-"""The LockProvider port: what Keyturn asks of any lock, and how a lock says what it can do."""
+"""The LockProvider port: what Keyturn asks of any lock, and how a lock says what it can do.
+
+Capabilities are declared, not guessed: callers check ``LockDevice.capabilities`` before calling,
+and an adapter asked for something its lock cannot do raises ``CapabilityMissing``. Every vendor
+error is turned into one of the ``LockError`` subclasses below, and every outside call has a
+timeout.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Flag, auto
+from enum import Flag, StrEnum, auto
 from typing import Protocol, runtime_checkable
 
 #: Lock vendors Keyturn speaks to, by the name the inventory uses.
@@ -12,11 +18,31 @@ PROVIDER_NAMES: tuple[str, ...] = ("simulated", "seam", "igloohome", "nuki")
 
 
 class LockError(Exception):
-    """Root of every error a lock provider raises. Vendor errors are turned into these."""
+    """Root of every error a lock provider raises."""
 
 
 class LockUnavailable(LockError):
-    """The lock or its cloud cannot be reached right now: worth retrying."""
+    """The lock or its cloud cannot be reached right now (network, timeout, 5xx): retry later."""
+
+
+class LockNotFound(LockError):
+    """The provider does not know this device or code."""
+
+
+class RejectionReason(StrEnum):
+    DUPLICATE_CODE = "duplicate_code"  # another code on the lock has this PIN
+    NO_SPACE = "no_space"  # the lock holds as many codes as it can
+    INVALID_CODE = "invalid_code"  # the PIN breaks the lock's constraints
+    INVALID_WINDOW = "invalid_window"  # the window is not one the lock can hold
+    OTHER = "other"
+
+
+class LockRejected(LockError):
+    """The provider understood the request and refused it; retrying the same call will not help."""
+
+    def __init__(self, reason: RejectionReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CapabilityMissing(LockError):
@@ -25,12 +51,13 @@ class CapabilityMissing(LockError):
 
 class LockCapability(Flag):
     NONE = 0
-    TIMED_PINS = auto()
-    UPDATE_WINDOW = auto()
-    OFFLINE_CODES = auto()
+    TIMED_PINS = auto()  # PINs valid only between starts_at and ends_at, set remotely
+    UPDATE_WINDOW = auto()  # an existing code's window can be moved
+    OFFLINE_CODES = auto()  # codes computed without reaching the lock (algorithmic PINs)
     REMOTE_UNLOCK = auto()
-    STATUS = auto()
-    PUSHED_EVENTS = auto()
+    REMOTE_DELETE = auto()  # a code can be removed remotely
+    STATUS = auto()  # online state and battery are reported
+    PUSHED_EVENTS = auto()  # the provider calls a webhook on changes
 
 
 @dataclass(frozen=True)
@@ -38,15 +65,57 @@ class CodeConstraints:
     lengths: tuple[int, ...] = (4, 5, 6)
     no_zeros: bool = False
     cannot_start_with_12: bool = False
+    no_triple_consecutive: bool = False  # e.g. 123 or 987 anywhere in the PIN
     min_unique_digits: int = 0
-    missing_digits: frozenset[str] = field(default_factory=frozenset)
+    missing_digits: frozenset[str] = field(default_factory=frozenset)  # keys the keypad lacks
     max_active_codes: int | None = None
+
+
+@dataclass(frozen=True)
+class LockDevice:
+    """A device as its provider reports it."""
+
+    device_id: str
+    name: str
+    capabilities: LockCapability
+    constraints: CodeConstraints
+    online: bool | None = None
+    battery_level: float | None = None  # 0.0 – 1.0
+    model: str = ""
+
+
+class CodeStatus(StrEnum):
+    SETTING = "setting"  # accepted by the provider, not yet confirmed on the lock
+    SET = "set"
+    REMOVING = "removing"
+    REMOVED = "removed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CodeRequest:
+    device_id: str
+    #: The PIN to program; None asks the provider to compute one (algorithmic/offline codes).
+    pin: str | None
+    starts_at: datetime  # aware, UTC
+    ends_at: datetime  # aware, UTC
+    name: str  # shown in the vendor's app: a booking reference or a staff label
+    timezone: str  # the lock's IANA time zone, for providers that take local times
+    #: Codes created with the same key share one PIN across devices where the provider can.
+    common_key: str | None = None
 
 
 @dataclass(frozen=True)
 class ProgrammedCode:
     provider_ref: str
-    is_set: bool
+    device_id: str
+    pin: str
+    status: CodeStatus
+    starts_at: datetime
+    ends_at: datetime
+    offline: bool = False
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -55,20 +124,29 @@ class LockProvider(Protocol):
 
     name: str
 
-    def capabilities(self, device_id: str) -> LockCapability: ...
+    async def list_devices(self) -> list[LockDevice]: ...
 
-    def constraints(self, device_id: str) -> CodeConstraints: ...
+    async def get_device(self, device_id: str) -> LockDevice: ...
 
-    async def set_code(
-        self, device_id: str, pin: str, starts_at: datetime, ends_at: datetime, label: str
+    async def create_code(self, request: CodeRequest) -> ProgrammedCode: ...
+
+    async def update_code_window(
+        self, device_id: str, provider_ref: str, starts_at: datetime, ends_at: datetime
     ) -> ProgrammedCode: ...
 
-    async def remove_code(self, device_id: str, provider_ref: str) -> None: ...
+    async def delete_code(self, device_id: str, provider_ref: str) -> None:
+        """Remove a code; a code that is already gone is not an error."""
+        ...
+
+    async def get_code(self, device_id: str, provider_ref: str) -> ProgrammedCode | None: ...
+
+    async def list_codes(self, device_id: str) -> list[ProgrammedCode]: ...
 
     async def unlock(self, device_id: str) -> None: ...
 
 
-def require(provider: LockProvider, device_id: str, capability: LockCapability) -> None:
+def require(device: LockDevice, capability: LockCapability, provider: str) -> None:
     """Refuse, with a clear error, a call the lock has not declared it can do."""
-    if capability not in provider.capabilities(device_id):
-        raise CapabilityMissing(f"{provider.name} lock {device_id} cannot {capability.name}")
+    if capability not in device.capabilities:
+        what = (capability.name or str(capability)).lower().replace("_", " ")
+        raise CapabilityMissing(f"{provider} lock {device.device_id} cannot do {what}")
