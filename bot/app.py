@@ -18,16 +18,28 @@ from bot.channels import Channel
 from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import CLOCK, ENGINE, SETTINGS, TRANSLATOR
+from bot.lock_providers import build_lock_providers
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
+from flows.access import (
+    DEADLINE_TIMER,
+    PROGRAM_TIMER,
+    REMOVE_EFFECT,
+    REVOKE_TIMER,
+    SET_EFFECT,
+    UPDATE_EFFECT,
+    AccessCodes,
+)
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
 from flows.timers import TimerHandler
+from locks import LockProvider
 from storage.db import close_database, open_database, ping
 from storage.models import EffectState, OutboxEffect, Timer, TimerState
+from storage.sealing import Sealer
 
 
 @dataclass
@@ -38,6 +50,8 @@ class Runtime:
     engine: ConversationEngine
     dispatcher: OutboxDispatcher
     timers: TimerRunner
+    access: AccessCodes
+    locks: dict[str, LockProvider]
     channels: dict[str, Channel] = field(default_factory=dict)
 
 
@@ -52,17 +66,38 @@ def build_runtime(
     executors: Mapping[str, EffectExecutor] | None = None,
     timer_handlers: Mapping[str, TimerHandler] | None = None,
     sandbox: bool = False,
+    locks: Mapping[str, LockProvider] | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
     translator = Translator()
+    sealer = Sealer(settings.require_encryption_key())
+    lock_providers = (
+        dict(locks) if locks is not None else build_lock_providers(settings, sealer, clock)
+    )
+    access = AccessCodes(lock_providers, sealer, clock)
     all_channels: dict[str, Channel] = {}
     if sandbox:
         all_channels["sandbox"] = SandboxChannel()
     all_channels.update(channels or {})
     dispatcher = OutboxDispatcher(
-        clock, {"send_message": MessageSender(all_channels), **(executors or {})}
+        clock,
+        {
+            "send_message": MessageSender(all_channels),
+            SET_EFFECT: access.execute_set,
+            REMOVE_EFFECT: access.execute_remove,
+            UPDATE_EFFECT: access.execute_update,
+            **(executors or {}),
+        },
     )
-    timers = TimerRunner(clock, timer_handlers or {})
+    timers = TimerRunner(
+        clock,
+        {
+            PROGRAM_TIMER: access.on_program_due,
+            DEADLINE_TIMER: access.on_deadline,
+            REVOKE_TIMER: access.on_revoke_due,
+            **(timer_handlers or {}),
+        },
+    )
     dialog = RenterDialog(
         translator,
         DialogSettings(
@@ -75,7 +110,17 @@ def build_runtime(
         timers.poke()
 
     engine = ConversationEngine(dialog, translator, clock, on_commit=committed)
-    return Runtime(settings, clock, translator, engine, dispatcher, timers, all_channels)
+    return Runtime(
+        settings,
+        clock,
+        translator,
+        engine,
+        dispatcher,
+        timers,
+        access,
+        lock_providers,
+        all_channels,
+    )
 
 
 def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True) -> web.Application:

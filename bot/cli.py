@@ -1,4 +1,4 @@
-"""The ``keyturn`` command: serve, demo, migrate, inventory apply|show."""
+"""The ``keyturn`` command: serve, demo, migrate, inventory, locks and staff codes."""
 
 from __future__ import annotations
 
@@ -7,17 +7,25 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
 from cryptography.fernet import Fernet
+from tortoise.transactions import in_transaction
 
-from bot.app import build_runtime, create_app
+from bot.app import Runtime, build_runtime, create_app
 from bot.config import Settings, SettingsError
 from flows.clock import SystemClock
+from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
+from flows.lock_check import check_lock, unmapped_devices
+from flows.staging import stage_outcome
+from locks import LockError
+from locks.windows import AccessWindow
 from storage import db
+from storage.models import AccessCode, AccessCodeState, Lock, StaffMember
 
 log = logging.getLogger("keyturn")
 
@@ -78,6 +86,36 @@ def _parser() -> argparse.ArgumentParser:
     apply.set_defaults(run=_inventory_apply)
     show = actions.add_parser("show", help="print the inventory as the database holds it")
     show.set_defaults(run=_inventory_show)
+
+    locks = commands.add_parser("locks", help="check locks and reconcile their codes")
+    lock_actions = locks.add_subparsers(title="actions", required=True, metavar="ACTION")
+    check = lock_actions.add_parser(
+        "check", help="prove each lock's connection live and list devices no item maps"
+    )
+    check.add_argument("lock", nargs="?", help="a lock key from the inventory (default: all)")
+    check.add_argument(
+        "--open", action="store_true", help="prove it with a remote open instead of a test code"
+    )
+    check.set_defaults(run=_locks_check)
+    reconcile = lock_actions.add_parser(
+        "reconcile", help="compare the codes each lock holds with Keyturn's and put them right"
+    )
+    reconcile.add_argument("lock", nargs="?", help="a lock key (default: all)")
+    reconcile.set_defaults(run=_locks_reconcile)
+
+    codes = commands.add_parser("codes", help="staff access codes")
+    code_actions = codes.add_subparsers(title="actions", required=True, metavar="ACTION")
+    staff = code_actions.add_parser(
+        "staff", help="a time-limited code for cleaning or maintenance; prints the PIN once"
+    )
+    staff.add_argument("lock", help="a lock key from the inventory")
+    staff.add_argument("--hours", type=float, default=4.0, help="how long it works (default 4)")
+    staff.add_argument("--staff", type=int, required=True, help="the staff member's Telegram id")
+    staff.add_argument("--label", default="", help="shown in the lock's app (e.g. Cleaning)")
+    staff.set_defaults(run=_codes_staff)
+    revoke = code_actions.add_parser("revoke", help="take a code off its lock now")
+    revoke.add_argument("code", type=int, help="the code's number, as `codes staff` printed it")
+    revoke.set_defaults(run=_codes_revoke)
     return parser
 
 
@@ -181,6 +219,119 @@ def _inventory_show(args: argparse.Namespace) -> int:
     for line in asyncio.run(show()):
         print(line)
     return 0
+
+
+async def _with_locks(
+    work: Callable[[Runtime], Awaitable[int]],
+) -> int:
+    settings = _settings()
+    runtime = build_runtime(settings, clock=SystemClock())
+    await db.open_database(settings.database_url)
+    try:
+        return await work(runtime)
+    finally:
+        await db.close_database()
+
+
+async def _chosen_locks(key: str | None) -> list[Lock]:
+    query = Lock.filter(retired_at__isnull=True).order_by("key")
+    locks = await (query.filter(key=key) if key else query)
+    if key and not locks:
+        raise SettingsError(f"no lock {key!r} in the inventory (see: keyturn inventory show)")
+    return locks
+
+
+def _locks_check(args: argparse.Namespace) -> int:
+    async def work(runtime: Runtime) -> int:
+        failed = 0
+        for lock in await _chosen_locks(args.lock):
+            provider = runtime.locks.get(lock.provider)
+            if provider is None:
+                print(f"{lock.key} ({lock.label}): the {lock.provider} provider is not configured")
+                failed += 1
+                continue
+            result = await check_lock(lock, provider, runtime.clock, open_door=args.open)
+            print(f"{lock.key} ({lock.label}): {'OK' if result.ok else 'FAILED'}")
+            for line in result.lines:
+                print(f"  {line}")
+            failed += not result.ok
+        for provider_name, device in await unmapped_devices(runtime.locks):
+            print(
+                f"not in the inventory: {provider_name} device {device.device_id} ({device.name})"
+            )
+        return 1 if failed else 0
+
+    return asyncio.run(_with_locks(work))
+
+
+def _locks_reconcile(args: argparse.Namespace) -> int:
+    async def work(runtime: Runtime) -> int:
+        failed = 0
+        for lock in await _chosen_locks(args.lock):
+            try:
+                report = await runtime.access.reconcile(lock)
+            except LockError as err:
+                print(f"{lock.key}: cannot reconcile: {err}")
+                failed += 1
+                continue
+            if report.clean:
+                print(f"{lock.key}: matches")
+            else:
+                print(
+                    f"{lock.key}: removed {len(report.strays_removed)} unknown codes, "
+                    f"reprogramming {len(report.reprogrammed)}, correcting {len(report.drift)}"
+                )
+        await runtime.dispatcher.run_once()
+        return 1 if failed else 0
+
+    return asyncio.run(_with_locks(work))
+
+
+def _codes_staff(args: argparse.Namespace) -> int:
+    async def work(runtime: Runtime) -> int:
+        [lock] = await _chosen_locks(args.lock)
+        member = await StaffMember.get_or_none(telegram_user_id=args.staff, active=True)
+        if member is None:
+            raise SettingsError(f"no active staff member with Telegram id {args.staff}")
+        if not 0 < args.hours <= 24 * 14:
+            raise SettingsError("--hours must be more than 0 and at most two weeks")
+        now = runtime.clock.now()
+        window = AccessWindow(now, now + timedelta(hours=args.hours))
+        async with in_transaction() as conn:
+            outcome = await runtime.access.plan_staff_code(
+                conn, member, lock, window, args.label or member.name
+            )
+            await stage_outcome(conn, outcome, now)
+        await runtime.timers.run_due()
+        await runtime.dispatcher.run_once()
+        code = await AccessCode.filter(staff=member, lock=lock).order_by("-id").first()
+        assert code is not None
+        if code.state != AccessCodeState.SET:
+            print(f"code {code.id} on {lock.label} is {code.state}: {code.last_error}")
+            return 1
+        until = local_time(code.ends_at, lock.timezone, "en")
+        pin = runtime.access.sealer.open(code.pin_encrypted)
+        print(f"code {code.id} for {member.name} on {lock.label}: {pin} (works until {until})")
+        return 0
+
+    return asyncio.run(_with_locks(work))
+
+
+def _codes_revoke(args: argparse.Namespace) -> int:
+    async def work(runtime: Runtime) -> int:
+        code = await AccessCode.get_or_none(id=args.code)
+        if code is None:
+            raise SettingsError(f"no access code {args.code}")
+        now = runtime.clock.now()
+        async with in_transaction() as conn:
+            outcome = await runtime.access.revoke(conn, [code], actor="operator", reason="revoked")
+            await stage_outcome(conn, outcome, now)
+        await runtime.dispatcher.run_once()
+        await code.refresh_from_db()
+        print(f"code {code.id} is {code.state}")
+        return 0 if code.state == AccessCodeState.REMOVED else 1
+
+    return asyncio.run(_with_locks(work))
 
 
 if __name__ == "__main__":

@@ -150,3 +150,74 @@ def require(device: LockDevice, capability: LockCapability, provider: str) -> No
     if capability not in device.capabilities:
         what = (capability.name or str(capability)).lower().replace("_", " ")
         raise CapabilityMissing(f"{provider} lock {device.device_id} cannot do {what}")
+
+
+#: Until ``keyturn locks check`` has asked a lock, plan PINs that nearly every keypad accepts.
+CONSERVATIVE_CONSTRAINTS = CodeConstraints(
+    lengths=(6,),
+    no_zeros=True,
+    cannot_start_with_12=True,
+    no_triple_consecutive=True,
+    min_unique_digits=3,
+)
+
+#: What each provider's locks can do until a check has asked the device itself.
+DEFAULT_CAPABILITIES: dict[str, LockCapability] = {
+    "simulated": LockCapability.TIMED_PINS
+    | LockCapability.UPDATE_WINDOW
+    | LockCapability.REMOTE_UNLOCK
+    | LockCapability.REMOTE_DELETE
+    | LockCapability.STATUS,
+    "seam": LockCapability.TIMED_PINS
+    | LockCapability.UPDATE_WINDOW
+    | LockCapability.REMOTE_DELETE
+    | LockCapability.PUSHED_EVENTS,
+    "igloohome": LockCapability.TIMED_PINS | LockCapability.OFFLINE_CODES,
+    "nuki": LockCapability.TIMED_PINS
+    | LockCapability.UPDATE_WINDOW
+    | LockCapability.REMOTE_DELETE
+    | LockCapability.REMOTE_UNLOCK
+    | LockCapability.STATUS,
+}
+
+
+def capabilities_to_json(capabilities: LockCapability) -> list[str]:
+    return sorted(c.name for c in LockCapability if c.name and c.value and c in capabilities)
+
+
+def capabilities_from_json(names: object, provider: str) -> LockCapability:
+    """The stored capabilities, or the provider's defaults when none were stored yet."""
+    if not isinstance(names, list) or not names:
+        return DEFAULT_CAPABILITIES.get(provider, LockCapability.NONE)
+    result = LockCapability.NONE
+    for name in names:
+        if isinstance(name, str) and name in LockCapability.__members__:
+            result |= LockCapability[name]
+    return result
+
+
+def constraints_to_json(constraints: CodeConstraints) -> dict[str, object]:
+    return {
+        "lengths": list(constraints.lengths),
+        "no_zeros": constraints.no_zeros,
+        "cannot_start_with_12": constraints.cannot_start_with_12,
+        "no_triple_consecutive": constraints.no_triple_consecutive,
+        "min_unique_digits": constraints.min_unique_digits,
+        "missing_digits": sorted(constraints.missing_digits),
+        "max_active_codes": constraints.max_active_codes,
+    }
+
+
+def constraints_from_json(data: object) -> CodeConstraints:
+    if not isinstance(data, dict) or not data.get("lengths"):
+        return CONSERVATIVE_CONSTRAINTS
+    max_active = data.get("max_active_codes")
+    return CodeConstraints(
+        lengths=tuple(int(n) for n in data["lengths"]),
+        no_zeros=bool(data.get("no_zeros")),
+        cannot_start_with_12=bool(data.get("cannot_start_with_12")),
+        no_triple_consecutive=bool(data.get("no_triple_consecutive")),
+        min_unique_digits=int(data.get("min_unique_digits") or 0),
+        missing_digits=frozenset(str(d) for d in data.get("missing_digits") or ()),
+        max_active_codes=int(max_active) if max_active is not None else None,
+    )

@@ -407,3 +407,33 @@ class ProcessedWebhook(Model):
     class Meta:
         table = "processed_webhook"
         unique_together = (("provider", "event_id"),)
+
+
+class SimulatedCode(Model):
+    """A code held by a simulated lock: what its keypad would accept, and when."""
+
+    id = fields.IntField(primary_key=True)
+    device_id = fields.CharField(max_length=200, db_index=True)
+    name = fields.CharField(max_length=100, default="")
+    #: The PIN, Fernet-encrypted like every PIN Keyturn keeps.
+    pin_encrypted = fields.TextField()
+    starts_at = fields.DatetimeField()
+    ends_at = fields.DatetimeField()
+    removed_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "simulated_code"
+
+
+class SimulatedUnlock(Model):
+    """A remote open or keypad entry on a simulated lock, for the sandbox's keypad log."""
+
+    id = fields.IntField(primary_key=True)
+    device_id = fields.CharField(max_length=200)
+    source = fields.CharField(max_length=16)  # remote or keypad
+    accepted = fields.BooleanField()
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "simulated_unlock"

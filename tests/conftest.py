@@ -12,31 +12,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from tortoise.models import Model
 
-from storage import db
+from storage import db, models
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KEYTURN_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"
 )
-TABLES = (
-    "access_code",
-    "asset_lock",
-    "audit_event",
-    "booking",
-    "conversation",
-    "extension",
-    "identity_check",
-    "message",
-    "ops_alert",
-    "outbox_effect",
-    "payment",
-    "processed_webhook",
-    "staff_member",
-    "timer",
-    "lock",
-    "asset",
-    "location",
-    "renter",
+TABLES = tuple(
+    model._meta.db_table
+    for model in vars(models).values()
+    if isinstance(model, type) and issubclass(model, Model) and model is not Model
 )
 
 

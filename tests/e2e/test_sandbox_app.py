@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
 
 from bot.app import build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
@@ -27,7 +28,9 @@ async def client(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[TestCli
     await db.open_database(url)
     await apply_inventory(load_inventory(DEMO_INVENTORY), now=SystemClock().now())
     await db.close_database()
-    settings = Settings.from_env({"KEYTURN_DATABASE_URL": url})
+    settings = Settings.from_env(
+        {"KEYTURN_DATABASE_URL": url, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    )
     app = create_app(build_runtime(settings, sandbox=True), sandbox=True)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client

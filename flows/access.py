@@ -1,0 +1,673 @@
+"""The access-code lifecycle: plan, program, confirm, move, revoke and reconcile.
+
+A code is planned in the transaction that decides it (a confirmed booking, a staff code), with
+timers that program it ahead of its window, check it is set by a deadline, and revoke it when the
+window ends. Programming and removal are outbox effects, so a lock cloud that is down delays them
+and they are retried; removal is critical and retried until the provider confirms or a person
+decides. Every step is audited and nothing here logs a PIN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from flows.clock import Clock
+from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
+from flows.staging import stage_outcome
+from flows.timers import TimerFired
+from locks import (
+    CapabilityMissing,
+    CodeRequest,
+    CodeStatus,
+    LockCapability,
+    LockError,
+    LockProvider,
+    LockRejected,
+    LockUnavailable,
+    ProgrammedCode,
+    RejectionReason,
+)
+from locks.pins import generate_pin, pin_for_locks
+from locks.port import capabilities_from_json, constraints_from_json
+from locks.windows import AccessWindow, access_window
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Asset,
+    AssetLock,
+    Booking,
+    Lock,
+    OutboxEffect,
+    StaffMember,
+)
+from storage.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+LIVE_STATES = (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING, AccessCodeState.SET)
+PROGRAM_TIMER = "access.program"
+DEADLINE_TIMER = "access.deadline"
+REVOKE_TIMER = "access.revoke"
+SET_EFFECT = "access.set"
+REMOVE_EFFECT = "access.remove"
+UPDATE_EFFECT = "access.update"
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    #: Codes are programmed this long before their window opens (at once when closer).
+    program_lead: timedelta = timedelta(hours=24)
+    #: A code not confirmed set this long before its window raises an alert and a backup.
+    confirm_deadline: timedelta = timedelta(hours=1)
+
+
+class AccessPlanError(Exception):
+    """A code cannot be planned (no lock to program, no PIN the locks accept)."""
+
+
+@dataclass
+class ReconcileReport:
+    lock_key: str
+    strays_removed: list[str] = field(default_factory=list)
+    reprogrammed: list[int] = field(default_factory=list)
+    drift: list[int] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.strays_removed or self.reprogrammed or self.drift)
+
+
+async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = None) -> list[Lock]:
+    """The asset's own locks and its location's shared gates, retired locks left out."""
+    asset = await Asset.get(id=booking.asset_id).using_db(conn)  # type: ignore[attr-defined]
+    mapped = (
+        await AssetLock.filter(asset_id=asset.id).using_db(conn).values_list("lock_id", flat=True)
+    )
+    own = await Lock.filter(id__in=list(mapped), retired_at__isnull=True).using_db(conn)
+    gates = await Lock.filter(
+        location_id=asset.location_id,  # type: ignore[attr-defined]
+        shared=True,
+        retired_at__isnull=True,
+    ).using_db(conn)
+    return sorted({lock.id: lock for lock in [*own, *gates]}.values(), key=lambda lk: lk.key)
+
+
+class AccessCodes:
+    """Plans codes inside the caller's transaction and carries them through their lifecycle."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, LockProvider],
+        sealer: Sealer,
+        clock: Clock,
+        policy: AccessPolicy | None = None,
+    ) -> None:
+        self.providers = providers
+        self.sealer = sealer
+        self.clock = clock
+        self.policy = policy or AccessPolicy()
+
+    # -- planning (inside the caller's transaction) -------------------------------------------
+
+    async def plan_booking_codes(self, conn: BaseDBAsyncClient, booking: Booking) -> Outcome:
+        locks = await locks_for_booking(booking, conn)
+        if not locks:
+            return Outcome(
+                alerts=[
+                    Alert(
+                        "asset_without_lock",
+                        f"asset-without-lock:{booking.asset_id}",  # type: ignore[attr-defined]
+                        "ops.asset_without_lock",
+                        {"booking": booking.reference},
+                    )
+                ]
+            )
+        asset = await Asset.get(id=booking.asset_id).using_db(conn).prefetch_related("location")  # type: ignore[attr-defined]
+        before = asset.buffer_before_minutes
+        after = asset.buffer_after_minutes
+        window = access_window(
+            booking.start_at,
+            booking.end_at,
+            buffer_before=timedelta(
+                minutes=before if before is not None else asset.location.buffer_before_minutes
+            ),
+            buffer_after=timedelta(
+                minutes=after if after is not None else asset.location.buffer_after_minutes
+            ),
+        )
+        return await self._plan(
+            conn, locks, window, label=f"Keyturn {booking.reference}", booking=booking
+        )
+
+    async def plan_staff_code(
+        self,
+        conn: BaseDBAsyncClient,
+        staff: StaffMember,
+        lock: Lock,
+        window: AccessWindow,
+        label: str,
+    ) -> Outcome:
+        lock_location = await Lock.get(id=lock.id).using_db(conn).prefetch_related("location")
+        scope = list(staff.location_scope)
+        if scope and lock_location.location.slug not in scope:
+            raise AccessPlanError(
+                f"{staff.name} may not open locks at {lock_location.location.name}"
+            )
+        outcome = await self._plan(conn, [lock], window, label=label or staff.name, staff=staff)
+        outcome.audits.append(
+            Audit(
+                f"staff:{staff.telegram_user_id}",
+                "access.staff_code",
+                f"lock:{lock.key}",
+                {"until": window.ends_at.isoformat(), "label": label},
+            )
+        )
+        return outcome
+
+    async def _plan(
+        self,
+        conn: BaseDBAsyncClient,
+        locks: list[Lock],
+        window: AccessWindow,
+        *,
+        label: str,
+        booking: Booking | None = None,
+        staff: StaffMember | None = None,
+    ) -> Outcome:
+        now = self.clock.now()
+        chosen: dict[str, str] = {}
+        pinned = [lock for lock in locks if not _computes_own_pin(lock)]
+        if pinned:
+            per_lock = {
+                lock.key: (
+                    constraints_from_json(lock.code_constraints),
+                    await self._taken(conn, lock, window),
+                )
+                for lock in pinned
+            }
+            chosen = pin_for_locks(per_lock)
+        outcome = Outcome()
+        for lock in locks:
+            pin = chosen.get(lock.key)
+            code = await AccessCode.create(
+                booking=booking,
+                staff=staff,
+                lock=lock,
+                label=label[:100],
+                pin_encrypted=self.sealer.seal(pin) if pin else "",
+                starts_at=window.starts_at,
+                ends_at=window.ends_at,
+                state=AccessCodeState.PENDING,
+                offline=pin is None,
+                using_db=conn,
+            )
+            program_at = max(now, window.starts_at - self.policy.program_lead)
+            deadline = max(now, window.starts_at - self.policy.confirm_deadline)
+            outcome.timers += [
+                SetTimer(PROGRAM_TIMER, program_at, f"access:program:{code.id}", {"code": code.id}),
+                SetTimer(DEADLINE_TIMER, deadline, f"access:deadline:{code.id}", {"code": code.id}),
+                SetTimer(
+                    REVOKE_TIMER, window.ends_at, f"access:revoke:{code.id}", {"code": code.id}
+                ),
+            ]
+            outcome.audits.append(
+                Audit(
+                    "system",
+                    "access.planned",
+                    f"code:{code.id}",
+                    {
+                        "lock": lock.key,
+                        "booking": booking.reference if booking else None,
+                        "from": window.starts_at.isoformat(),
+                        "until": window.ends_at.isoformat(),
+                    },
+                )
+            )
+        return outcome
+
+    async def _taken(
+        self, conn: BaseDBAsyncClient | None, lock: Lock, window: AccessWindow
+    ) -> set[str]:
+        """PINs of other live codes on this lock whose windows overlap ``window``."""
+        rows = await AccessCode.filter(
+            lock_id=lock.id,
+            state__in=LIVE_STATES,
+            starts_at__lt=window.ends_at,
+            ends_at__gt=window.starts_at,
+        ).using_db(conn)
+        return {self.sealer.open(row.pin_encrypted) for row in rows if row.pin_encrypted}
+
+    # -- moving and revoking (inside the caller's transaction) --------------------------------
+
+    async def revoke(
+        self, conn: BaseDBAsyncClient, codes: list[AccessCode], *, actor: str, reason: str
+    ) -> Outcome:
+        outcome = Outcome()
+        for code in codes:
+            if code.state in (AccessCodeState.REMOVED, AccessCodeState.REMOVING):
+                continue
+            await (
+                AccessCode.filter(id=code.id).using_db(conn).update(state=AccessCodeState.REMOVING)
+            )
+            outcome.timers += [
+                CancelTimer(f"access:program:{code.id}"),
+                CancelTimer(f"access:deadline:{code.id}"),
+                CancelTimer(f"access:revoke:{code.id}"),
+            ]
+            outcome.effects.append(_remove_effect(code.id))
+            outcome.audits.append(
+                Audit(actor, "access.revoked", f"code:{code.id}", {"reason": reason})
+            )
+        return outcome
+
+    async def move_window(
+        self, conn: BaseDBAsyncClient, booking: Booking, window: AccessWindow
+    ) -> tuple[Outcome, list[str]]:
+        """Move a booking's codes to ``window``: in place where the lock can, else replaced.
+
+        Returns the outcome and the labels of the locks whose PIN changes, so the renter is told.
+        """
+        outcome = Outcome()
+        replaced: list[Lock] = []
+        codes = (
+            await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+            .using_db(conn)
+            .prefetch_related("lock")
+        )
+        for code in codes:
+            lock = code.lock
+            can_update = LockCapability.UPDATE_WINDOW in capabilities_from_json(
+                lock.capabilities, lock.provider
+            )
+            if can_update or code.state == AccessCodeState.PENDING:
+                await (
+                    AccessCode.filter(id=code.id)
+                    .using_db(conn)
+                    .update(starts_at=window.starts_at, ends_at=window.ends_at)
+                )
+                outcome.timers.append(
+                    SetTimer(
+                        REVOKE_TIMER, window.ends_at, f"access:revoke:{code.id}", {"code": code.id}
+                    )
+                )
+                if code.state != AccessCodeState.PENDING:
+                    outcome.effects.append(
+                        Effect(
+                            UPDATE_EFFECT,
+                            f"access:update:{code.id}:{window.ends_at.isoformat()}",
+                            {"code": code.id},
+                        )
+                    )
+            else:
+                replaced.append(lock)
+                outcome = _merge(
+                    outcome, await self.revoke(conn, [code], actor="system", reason="window moved")
+                )
+        if replaced:
+            outcome = _merge(
+                outcome,
+                await self._plan(
+                    conn, replaced, window, label=f"Keyturn {booking.reference}", booking=booking
+                ),
+            )
+        return outcome, [lock.label for lock in replaced]
+
+    # -- timers -------------------------------------------------------------------------------
+
+    async def on_program_due(self, event: TimerFired) -> Outcome:
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id)
+        if code is None or code.state != AccessCodeState.PENDING:
+            return Outcome()
+        return Outcome(effects=[Effect(SET_EFFECT, f"access:set:{code_id}", {"code": code_id})])
+
+    async def on_revoke_due(self, event: TimerFired) -> Outcome:
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id)
+        if code is None or code.state in (AccessCodeState.REMOVED, AccessCodeState.REMOVING):
+            return Outcome()
+        await AccessCode.filter(id=code_id).update(state=AccessCodeState.REMOVING)
+        return Outcome(
+            timers=[
+                CancelTimer(f"access:program:{code_id}"),
+                CancelTimer(f"access:deadline:{code_id}"),
+            ],
+            effects=[_remove_effect(code_id)],
+            audits=[Audit("system", "access.window_ended", f"code:{code_id}")],
+        )
+
+    async def on_deadline(self, event: TimerFired) -> Outcome:
+        """The window opens soon: a code that is not confirmed set is an alert, and a backup."""
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id).prefetch_related("lock")
+        if code is None or code.state not in (
+            AccessCodeState.PENDING,
+            AccessCodeState.PROGRAMMING,
+            AccessCodeState.FAILED,
+        ):
+            return Outcome()
+        if code.state == AccessCodeState.PROGRAMMING and code.provider_ref:
+            confirmed = await self._confirm(code)
+            if confirmed:
+                return Outcome()
+        lock = code.lock
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "code_not_set",
+                    f"code-not-set:{lock.key}",
+                    "ops.code_not_set",
+                    {"lock": lock.label, "starts": code.starts_at.isoformat(), "state": code.state},
+                )
+            ]
+        )
+        if code.state == AccessCodeState.FAILED:
+            # A fresh PIN where the lock refused this one; programmed at once.
+            outcome.effects.append(
+                Effect(SET_EFFECT, f"access:set:{code_id}:backup", {"code": code_id, "fresh": True})
+            )
+        elif code.state == AccessCodeState.PENDING:
+            outcome.effects.append(Effect(SET_EFFECT, f"access:set:{code_id}", {"code": code_id}))
+        return outcome
+
+    async def _confirm(self, code: AccessCode) -> bool:
+        provider = self.providers.get(code.lock.provider)
+        if provider is None or code.provider_ref is None:
+            return False
+        try:
+            found = await provider.get_code(code.lock.device_id, code.provider_ref)
+        except LockError:
+            return False
+        if found is not None and found.status == CodeStatus.SET:
+            await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
+                state=AccessCodeState.SET
+            )
+            return True
+        return False
+
+    # -- effects (run by the outbox dispatcher, at least once) --------------------------------
+
+    async def execute_set(self, effect: OutboxEffect) -> None:
+        code_id = int(str(effect.payload["code"]))
+        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        if effect.payload.get("fresh") and code.state == AccessCodeState.FAILED:
+            await self._fresh_pin(code)
+        if code.state not in (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING):
+            return  # already set, or revoked meanwhile
+        lock = code.lock
+        provider = self._provider(lock)
+        await AccessCode.filter(id=code.id).update(state=AccessCodeState.PROGRAMMING)
+        request = CodeRequest(
+            device_id=lock.device_id,
+            pin=self.sealer.open(code.pin_encrypted) if code.pin_encrypted else None,
+            starts_at=code.starts_at,
+            ends_at=code.ends_at,
+            name=f"{code.label} #{code.id}",
+            timezone=lock.timezone,
+        )
+        try:
+            programmed = await provider.create_code(request)
+        except LockRejected as err:
+            if err.reason == RejectionReason.DUPLICATE_CODE:
+                adopted = await self._adopt(provider, lock, request)
+                if adopted is not None:
+                    await self._store_programmed(code, adopted)
+                    return
+            await self._fail(code, lock, err)
+            return
+        await self._store_programmed(code, programmed)
+
+    async def _store_programmed(self, code: AccessCode, programmed: ProgrammedCode) -> None:
+        state = (
+            AccessCodeState.SET
+            if programmed.status == CodeStatus.SET
+            else AccessCodeState.PROGRAMMING
+        )
+        update: dict[str, object] = {
+            "state": state,
+            "provider_ref": programmed.provider_ref,
+            "offline": programmed.offline,
+            "last_error": "",
+        }
+        if not code.pin_encrypted and programmed.pin:
+            update["pin_encrypted"] = self.sealer.seal(programmed.pin)
+        stored = await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
+            **update
+        )
+        if stored == 0:
+            # Revoked while the lock was being programmed: take the new code off again at once.
+            await self._provider(code.lock).delete_code(
+                code.lock.device_id, programmed.provider_ref
+            )
+            await AccessCode.filter(id=code.id).update(provider_ref=programmed.provider_ref)
+            return
+        log.info("access code %s is %s on %s", code.id, state, code.lock.key)
+
+    async def _adopt(
+        self, provider: LockProvider, lock: Lock, request: CodeRequest
+    ) -> ProgrammedCode | None:
+        """A retried create whose first try reached the lock: take the code already there."""
+        try:
+            existing = await provider.list_codes(lock.device_id)
+        except LockError:
+            return None
+        for programmed in existing:
+            if programmed.pin == request.pin and programmed.starts_at == request.starts_at:
+                return programmed
+        return None
+
+    async def _fresh_pin(self, code: AccessCode) -> None:
+        lock = code.lock
+        window = AccessWindow(code.starts_at, code.ends_at)
+        taken = await self._taken(None, lock, window)
+        if code.pin_encrypted:
+            taken.add(self.sealer.open(code.pin_encrypted))
+        pin = generate_pin(constraints_from_json(lock.code_constraints), taken=taken)
+        await AccessCode.filter(id=code.id).update(
+            pin_encrypted=self.sealer.seal(pin), state=AccessCodeState.PENDING, last_error=""
+        )
+        code.state = AccessCodeState.PENDING
+        code.pin_encrypted = self.sealer.seal(pin)
+
+    async def _fail(self, code: AccessCode, lock: Lock, err: LockRejected) -> None:
+        now = self.clock.now()
+        await AccessCode.filter(id=code.id).update(
+            state=AccessCodeState.FAILED, last_error=f"{err.reason}: {err}"[:500]
+        )
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "code_rejected",
+                    f"code-rejected:{lock.key}",
+                    "ops.code_rejected",
+                    {"lock": lock.label, "reason": str(err.reason)},
+                )
+            ],
+            audits=[
+                Audit("system", "access.failed", f"code:{code.id}", {"reason": str(err.reason)})
+            ],
+        )
+        if err.reason == RejectionReason.DUPLICATE_CODE:
+            outcome.effects.append(
+                Effect(SET_EFFECT, f"access:set:{code.id}:fresh", {"code": code.id, "fresh": True})
+            )
+        async with in_transaction() as conn:
+            await stage_outcome(conn, outcome, now)
+
+    async def execute_remove(self, effect: OutboxEffect) -> None:
+        code_id = int(str(effect.payload["code"]))
+        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        if code.state == AccessCodeState.REMOVED:
+            return
+        lock = code.lock
+        now = self.clock.now()
+        if code.provider_ref is None:
+            await AccessCode.filter(id=code.id, provider_ref__isnull=True).update(
+                state=AccessCodeState.REMOVED
+            )
+            return
+        try:
+            await self._provider(lock).delete_code(lock.device_id, code.provider_ref)
+        except CapabilityMissing:
+            await self._cannot_revoke(code, lock, now)
+            return
+        await AccessCode.filter(id=code.id).update(state=AccessCodeState.REMOVED, last_error="")
+        async with in_transaction() as conn:
+            await stage_outcome(
+                conn,
+                Outcome(
+                    audits=[
+                        Audit("system", "access.removed", f"code:{code.id}", {"lock": lock.key})
+                    ]
+                ),
+                now,
+            )
+
+    async def _cannot_revoke(self, code: AccessCode, lock: Lock, now: datetime) -> None:
+        """Offline codes cannot be taken off the lock: they lapse at their own end."""
+        outcome = Outcome(audits=[Audit("system", "access.lapses", f"code:{code.id}")])
+        if code.ends_at > now:
+            outcome.alerts.append(
+                Alert(
+                    "code_cannot_be_revoked",
+                    f"code-cannot-be-revoked:{code.id}",
+                    "ops.code_cannot_be_revoked",
+                    {"lock": lock.label, "until": code.ends_at.isoformat()},
+                )
+            )
+        await AccessCode.filter(id=code.id).update(
+            state=AccessCodeState.REMOVED, last_error="cannot be revoked remotely; lapses by itself"
+        )
+        async with in_transaction() as conn:
+            await stage_outcome(conn, outcome, now)
+
+    async def execute_update(self, effect: OutboxEffect) -> None:
+        code_id = int(str(effect.payload["code"]))
+        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        if (
+            code.state not in (AccessCodeState.SET, AccessCodeState.PROGRAMMING)
+            or not code.provider_ref
+        ):
+            return
+        lock = code.lock
+        await self._provider(lock).update_code_window(
+            lock.device_id, code.provider_ref, code.starts_at, code.ends_at
+        )
+
+    def _provider(self, lock: Lock) -> LockProvider:
+        provider = self.providers.get(lock.provider)
+        if provider is None:
+            raise LockUnavailable(f"the {lock.provider} provider is not configured")
+        return provider
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    async def reconcile(self, lock: Lock) -> ReconcileReport:
+        """Compare what the lock holds with what Keyturn expects, and put it right."""
+        report = ReconcileReport(lock.key)
+        provider = self._provider(lock)
+        now = self.clock.now()
+        on_lock = {code.provider_ref: code for code in await provider.list_codes(lock.device_id)}
+        expected = await AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES)
+        known_refs = {code.provider_ref for code in expected if code.provider_ref}
+        removing = set(
+            await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING).values_list(
+                "provider_ref", flat=True
+            )
+        )
+        for ref in on_lock:
+            if ref not in known_refs and ref not in removing:
+                await provider.delete_code(lock.device_id, ref)
+                report.strays_removed.append(ref)
+        outcome = Outcome()
+        for code in expected:
+            if code.state != AccessCodeState.SET or code.ends_at <= now:
+                continue
+            found = on_lock.get(code.provider_ref or "")
+            if found is None:
+                await AccessCode.filter(id=code.id).update(
+                    state=AccessCodeState.PENDING, provider_ref=None
+                )
+                outcome.effects.append(
+                    Effect(
+                        SET_EFFECT,
+                        f"access:set:{code.id}:reconcile:{now.isoformat()}",
+                        {"code": code.id},
+                    )
+                )
+                report.reprogrammed.append(code.id)
+            elif abs(found.ends_at - code.ends_at) > timedelta(minutes=1) or abs(
+                found.starts_at - code.starts_at
+            ) > timedelta(minutes=1):
+                report.drift.append(code.id)
+                outcome.effects.append(
+                    Effect(
+                        UPDATE_EFFECT,
+                        f"access:update:{code.id}:reconcile:{now.isoformat()}",
+                        {"code": code.id},
+                    )
+                )
+        if not report.clean:
+            outcome.alerts.append(
+                Alert(
+                    "lock_drift",
+                    f"lock-drift:{lock.key}",
+                    "ops.lock_drift",
+                    {
+                        "lock": lock.label,
+                        "strays": len(report.strays_removed),
+                        "missing": len(report.reprogrammed),
+                        "drift": len(report.drift),
+                    },
+                )
+            )
+            outcome.audits.append(
+                Audit(
+                    "system",
+                    "access.reconciled",
+                    f"lock:{lock.key}",
+                    {
+                        "strays_removed": len(report.strays_removed),
+                        "reprogrammed": report.reprogrammed,
+                        "drift": report.drift,
+                    },
+                )
+            )
+        async with in_transaction() as conn:
+            await stage_outcome(conn, outcome, now)
+        return report
+
+    async def check_pin(self, lock: Lock, pin: str, at: datetime) -> bool:
+        """The keypad test of the simulated lock, for the sandbox and tests."""
+        provider = self._provider(lock)
+        try_keypad = getattr(provider, "try_keypad", None)
+        if try_keypad is None:
+            raise CapabilityMissing(f"{lock.provider} locks have no keypad Keyturn can try")
+        result: bool = await try_keypad(lock.device_id, pin, at)
+        return result
+
+
+def _computes_own_pin(lock: Lock) -> bool:
+    """Locks that only take offline, algorithmic codes choose their PIN themselves."""
+    capabilities = capabilities_from_json(lock.capabilities, lock.provider)
+    return LockCapability.OFFLINE_CODES in capabilities and lock.provider == "igloohome"
+
+
+def _remove_effect(code_id: int) -> Effect:
+    return Effect(REMOVE_EFFECT, f"access:remove:{code_id}", {"code": code_id}, critical=True)
+
+
+def _merge(first: Outcome, second: Outcome) -> Outcome:
+    return Outcome(
+        replies=[*first.replies, *second.replies],
+        effects=[*first.effects, *second.effects],
+        timers=[*first.timers, *second.timers],
+        alerts=[*first.alerts, *second.alerts],
+        audits=[*first.audits, *second.audits],
+    )

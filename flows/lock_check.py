@@ -1,0 +1,119 @@
+"""Checking locks before they take bookings: is the connection live, and what does it report?"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tortoise.transactions import in_transaction
+
+from flows.clock import Clock
+from flows.effects import Alert, Audit, Outcome
+from flows.staging import stage_outcome
+from locks import CodeRequest, LockCapability, LockDevice, LockError, LockProvider
+from locks.pins import generate_pin
+from locks.port import capabilities_to_json, constraints_to_json
+from storage.models import AssetLock, Lock
+
+
+@dataclass
+class LockCheck:
+    lock_key: str
+    label: str
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+
+
+async def check_lock(
+    lock: Lock, provider: LockProvider, clock: Clock, *, open_door: bool = False
+) -> LockCheck:
+    """Ask the device what it is, then prove the connection with a test code (or an open)."""
+    result = LockCheck(lock.key, lock.label, ok=False)
+    now = clock.now()
+    try:
+        device = await provider.get_device(lock.device_id)
+    except LockError as err:
+        result.lines.append(f"cannot reach it: {err}")
+        return result
+    await _remember(lock, device, now)
+    result.lines.append(_describe(device))
+    try:
+        if open_door and LockCapability.REMOTE_UNLOCK in device.capabilities:
+            await provider.unlock(lock.device_id)
+            result.lines.append("opened remotely")
+        elif {LockCapability.TIMED_PINS, LockCapability.REMOTE_DELETE} <= _flags(device):
+            pin = generate_pin(device.constraints)
+            test = await provider.create_code(
+                CodeRequest(
+                    device_id=lock.device_id,
+                    pin=pin,
+                    starts_at=now,
+                    ends_at=now + timedelta(minutes=10),
+                    name="Keyturn connection check",
+                    timezone=lock.timezone,
+                )
+            )
+            await provider.delete_code(lock.device_id, test.provider_ref)
+            result.lines.append("set and removed a test code")
+        else:
+            result.lines.append("reachable; add --open to prove it with a remote open")
+    except LockError as err:
+        result.lines.append(f"the test failed: {err}")
+        return result
+    result.ok = True
+    async with in_transaction() as conn:
+        outcome = Outcome(audits=[Audit("operator", "lock.checked", f"lock:{lock.key}")])
+        if not lock.shared and not await AssetLock.filter(lock_id=lock.id).using_db(conn).exists():
+            outcome.alerts.append(
+                Alert(
+                    "lock_unmapped",
+                    f"lock-unmapped:{lock.key}",
+                    "ops.lock_unmapped",
+                    {"lock": lock.label},
+                )
+            )
+            result.lines.append("no item opens this lock: it gets no codes until one is mapped")
+        await stage_outcome(conn, outcome, now)
+    return result
+
+
+async def unmapped_devices(
+    providers: Mapping[str, LockProvider],
+) -> list[tuple[str, LockDevice]]:
+    """Devices the providers report that no lock in the inventory names."""
+    known = set(await Lock.all().values_list("provider", "device_id"))
+    found: list[tuple[str, LockDevice]] = []
+    for name, provider in sorted(providers.items()):
+        try:
+            devices = await provider.list_devices()
+        except LockError:
+            continue
+        found += [(name, d) for d in devices if (name, d.device_id) not in known]
+    return found
+
+
+def _flags(device: LockDevice) -> set[LockCapability]:
+    return {flag for flag in LockCapability if flag.value and flag in device.capabilities}
+
+
+def _describe(device: LockDevice) -> str:
+    online = {True: "online", False: "OFFLINE", None: "online state unknown"}[device.online]
+    battery = (
+        f"battery {round(device.battery_level * 100)}%"
+        if device.battery_level is not None
+        else "battery unknown"
+    )
+    abilities = ", ".join(
+        c.lower().replace("_", " ") for c in capabilities_to_json(device.capabilities)
+    )
+    return f"{online}, {battery}; can: {abilities or 'nothing remotely'}"
+
+
+async def _remember(lock: Lock, device: LockDevice, now: object) -> None:
+    await Lock.filter(id=lock.id).update(
+        online=device.online,
+        battery_level=device.battery_level,
+        capabilities=capabilities_to_json(device.capabilities),
+        code_constraints=constraints_to_json(device.constraints),
+    )

@@ -1,0 +1,172 @@
+"""A lock that lives in Keyturn's own database.
+
+It behaves like a cloud lock with time-windowed PINs: codes are set, moved and removed remotely,
+it can be opened remotely, and its keypad accepts a PIN only inside the code's window. Tests and
+the sandbox can take a device offline to see what Keyturn does when a lock cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from locks.pins import violations
+from locks.port import (
+    CodeConstraints,
+    CodeRequest,
+    CodeStatus,
+    LockCapability,
+    LockDevice,
+    LockNotFound,
+    LockRejected,
+    LockUnavailable,
+    ProgrammedCode,
+    RejectionReason,
+)
+from storage.models import Lock, SimulatedCode, SimulatedUnlock
+from storage.sealing import Sealer
+
+CAPABILITIES = (
+    LockCapability.TIMED_PINS
+    | LockCapability.UPDATE_WINDOW
+    | LockCapability.REMOTE_UNLOCK
+    | LockCapability.REMOTE_DELETE
+    | LockCapability.STATUS
+)
+CONSTRAINTS = CodeConstraints(lengths=(4, 5, 6, 7, 8), max_active_codes=250)
+
+
+class SimulatedLockProvider:
+    name = "simulated"
+
+    def __init__(self, sealer: Sealer, now: Callable[[], datetime] | None = None) -> None:
+        self.sealer = sealer
+        self.now = now or (lambda: datetime.now(UTC))
+        #: Device ids that behave as if their lock had lost its connection.
+        self.offline: set[str] = set()
+
+    async def _lock(self, device_id: str) -> Lock:
+        lock = await Lock.get_or_none(provider=self.name, device_id=device_id)
+        if lock is None:
+            raise LockNotFound(f"no simulated lock {device_id}")
+        if device_id in self.offline:
+            raise LockUnavailable(f"simulated lock {device_id} is offline")
+        return lock
+
+    def _device(self, lock: Lock) -> LockDevice:
+        return LockDevice(
+            device_id=lock.device_id,
+            name=lock.label,
+            capabilities=CAPABILITIES,
+            constraints=CONSTRAINTS,
+            online=lock.device_id not in self.offline,
+            battery_level=1.0,
+            model="Keyturn simulated keypad",
+        )
+
+    async def list_devices(self) -> list[LockDevice]:
+        locks = await Lock.filter(provider=self.name, retired_at__isnull=True).order_by("key")
+        return [self._device(lock) for lock in locks]
+
+    async def get_device(self, device_id: str) -> LockDevice:
+        lock = await Lock.get_or_none(provider=self.name, device_id=device_id)
+        if lock is None:
+            raise LockNotFound(f"no simulated lock {device_id}")
+        return self._device(lock)
+
+    async def create_code(self, request: CodeRequest) -> ProgrammedCode:
+        await self._lock(request.device_id)
+        if request.pin is None:
+            raise LockRejected(RejectionReason.INVALID_CODE, "a simulated lock needs a PIN")
+        if violations(request.pin, CONSTRAINTS):
+            raise LockRejected(RejectionReason.INVALID_CODE, "the PIN breaks the lock's rules")
+        active = await self._active(request.device_id)
+        if len(active) >= (CONSTRAINTS.max_active_codes or len(active) + 1):
+            raise LockRejected(RejectionReason.NO_SPACE, "the lock holds no more codes")
+        for code in active:
+            if self.sealer.open(code.pin_encrypted) == request.pin:
+                raise LockRejected(RejectionReason.DUPLICATE_CODE, "the lock has this PIN already")
+        row = await SimulatedCode.create(
+            device_id=request.device_id,
+            name=request.name,
+            pin_encrypted=self.sealer.seal(request.pin),
+            starts_at=request.starts_at,
+            ends_at=request.ends_at,
+            created_at=self.now(),
+        )
+        return self._programmed(row, request.pin)
+
+    async def update_code_window(
+        self, device_id: str, provider_ref: str, starts_at: datetime, ends_at: datetime
+    ) -> ProgrammedCode:
+        await self._lock(device_id)
+        row = await self._code(device_id, provider_ref)
+        row.starts_at, row.ends_at = starts_at, ends_at
+        await row.save(update_fields=["starts_at", "ends_at"])
+        return self._programmed(row, self.sealer.open(row.pin_encrypted))
+
+    async def delete_code(self, device_id: str, provider_ref: str) -> None:
+        await self._lock(device_id)
+        await SimulatedCode.filter(
+            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
+        ).update(removed_at=self.now())
+
+    async def get_code(self, device_id: str, provider_ref: str) -> ProgrammedCode | None:
+        await self._lock(device_id)
+        row = await SimulatedCode.get_or_none(
+            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
+        )
+        return None if row is None else self._programmed(row, self.sealer.open(row.pin_encrypted))
+
+    async def list_codes(self, device_id: str) -> list[ProgrammedCode]:
+        await self._lock(device_id)
+        return [
+            self._programmed(row, self.sealer.open(row.pin_encrypted))
+            for row in await self._active(device_id)
+        ]
+
+    async def unlock(self, device_id: str) -> None:
+        await self._lock(device_id)
+        await SimulatedUnlock.create(
+            device_id=device_id, source="remote", accepted=True, at=self.now()
+        )
+
+    async def try_keypad(self, device_id: str, pin: str, at: datetime) -> bool:
+        """Would the keypad open for ``pin`` at the instant ``at``? Every try is logged."""
+        accepted = any(
+            row.starts_at <= at < row.ends_at and self.sealer.open(row.pin_encrypted) == pin
+            for row in await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True)
+        )
+        await SimulatedUnlock.create(device_id=device_id, source="keypad", accepted=accepted, at=at)
+        return accepted
+
+    async def _active(self, device_id: str) -> list[SimulatedCode]:
+        return await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True).order_by(
+            "id"
+        )
+
+    async def _code(self, device_id: str, provider_ref: str) -> SimulatedCode:
+        row = await SimulatedCode.get_or_none(
+            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
+        )
+        if row is None:
+            raise LockNotFound(f"no code {provider_ref} on simulated lock {device_id}")
+        return row
+
+    @staticmethod
+    def _programmed(row: SimulatedCode, pin: str) -> ProgrammedCode:
+        return ProgrammedCode(
+            provider_ref=f"sim-{row.id}",
+            device_id=row.device_id,
+            pin=pin,
+            status=CodeStatus.SET,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+        )
+
+
+def _ref(provider_ref: str) -> int:
+    try:
+        return int(provider_ref.removeprefix("sim-"))
+    except ValueError:
+        raise LockNotFound(f"no simulated code {provider_ref}") from None

@@ -1,0 +1,237 @@
+"""The access-code lifecycle on the simulated lock: a PIN works exactly inside its window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+from tortoise.transactions import in_transaction
+
+from bot.app import Runtime, build_runtime
+from bot.cli import DEMO_INVENTORY
+from bot.config import Settings
+from flows.access import AccessPlanError
+from flows.inventory import apply_inventory, load_inventory
+from flows.staging import stage_outcome
+from locks import CodeRequest
+from locks.simulated import SimulatedLockProvider
+from locks.windows import AccessWindow
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Asset,
+    Booking,
+    BookingState,
+    Lock,
+    OpsAlert,
+    Renter,
+    StaffMember,
+)
+from tests.conftest import FakeClock
+
+START = datetime(2026, 6, 3, 14, 0, tzinfo=UTC)  # 10:00 at Harbor Yard (New York)
+END = START + timedelta(hours=4)
+
+
+@pytest.fixture
+async def runtime(database: str, clock: FakeClock) -> Runtime:
+    settings = Settings.from_env(
+        {"KEYTURN_DATABASE_URL": database, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    )
+    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    return build_runtime(settings, clock=clock)
+
+
+def simulated(runtime: Runtime) -> SimulatedLockProvider:
+    provider = runtime.locks["simulated"]
+    assert isinstance(provider, SimulatedLockProvider)
+    return provider
+
+
+async def confirmed_booking(runtime: Runtime, start: datetime = START, end: datetime = END) -> Booking:
+    renter = await Renter.create(phone="+15550100001")
+    asset = await Asset.get(code="T1")
+    booking = await Booking.create(
+        reference="KT1001", renter=renter, asset=asset, start_at=start, end_at=end,
+        state=BookingState.CONFIRMED, currency="USD", price_cents=5000,
+    )
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, runtime.clock.now())
+    return booking
+
+
+async def settle(runtime: Runtime) -> None:
+    """Run what is due now: timers, then the effects they staged."""
+    for _ in range(3):
+        await runtime.timers.run_due()
+        await runtime.dispatcher.run_once()
+
+
+async def codes_of(booking: Booking) -> list[AccessCode]:
+    return await AccessCode.filter(booking=booking).order_by("id").prefetch_related("lock")
+
+
+async def keypad(runtime: Runtime, lock: Lock, pin: str, at: datetime) -> bool:
+    return await simulated(runtime).try_keypad(lock.device_id, pin, at)
+
+
+async def test_pin_works_exactly_inside_the_buffered_window(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    booking = await confirmed_booking(runtime)
+    codes = await codes_of(booking)
+    assert sorted(c.lock.key for c in codes) == ["harbor-gate", "harbor-t1"]
+    pins = {runtime.access.sealer.open(c.pin_encrypted) for c in codes}
+    assert len(pins) == 1, "one PIN opens the item and the shared gate"
+    [pin] = pins
+    assert all(c.starts_at == START - timedelta(minutes=15) for c in codes)
+    assert all(c.ends_at == END + timedelta(minutes=15) for c in codes)
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.PENDING}, "not yet"
+    clock.current = START - timedelta(hours=24)  # the programming lead time
+    await settle(runtime)
+    codes = await codes_of(booking)
+    assert {c.state for c in codes} == {AccessCodeState.SET}
+    gate = next(c.lock for c in codes if c.lock.shared)
+    opens = START - timedelta(minutes=15)
+    closes = END + timedelta(minutes=15)
+    assert not await keypad(runtime, gate, pin, opens - timedelta(seconds=1))
+    assert await keypad(runtime, gate, pin, opens)
+    assert await keypad(runtime, gate, pin, closes - timedelta(seconds=1))
+    assert not await keypad(runtime, gate, pin, closes)
+    assert not await keypad(runtime, gate, "918273", START)
+    clock.current = closes
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    assert not await keypad(runtime, gate, pin, closes - timedelta(minutes=1)), "gone from the lock"
+
+
+async def test_an_offline_lock_is_retried_and_alerted_before_the_window(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=3)  # confirmed close to the start: program at once
+    simulated(runtime).offline.add("sim-harbor-t1")
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    states = {c.lock.key: c.state for c in await codes_of(booking)}
+    assert states == {"harbor-gate": AccessCodeState.SET, "harbor-t1": AccessCodeState.PROGRAMMING}
+    clock.current = START - timedelta(hours=1)  # the confirmation deadline
+    await settle(runtime)
+    alert = await OpsAlert.get(kind="code_not_set")
+    assert alert.resolved_at is None and "Trailer Bay 1" in str(alert.params["lock"])
+    simulated(runtime).offline.clear()
+    clock.advance(timedelta(minutes=30))
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.SET}
+
+
+async def test_cancellation_revokes_at_once(runtime: Runtime, clock: FakeClock) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    codes = await codes_of(booking)
+    pin = runtime.access.sealer.open(codes[0].pin_encrypted)
+    async with in_transaction() as conn:
+        outcome = await runtime.access.revoke(conn, codes, actor="renter:1", reason="cancelled")
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    assert not await keypad(runtime, codes[0].lock, pin, START + timedelta(hours=1))
+    clock.current = END + timedelta(hours=1)
+    await settle(runtime)  # the end-of-window timer was cancelled: nothing left to do
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+
+
+async def test_an_extension_moves_the_window_on_the_lock(runtime: Runtime, clock: FakeClock) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    new_end = END + timedelta(hours=2)
+    window = AccessWindow(START - timedelta(minutes=15), new_end + timedelta(minutes=15))
+    async with in_transaction() as conn:
+        outcome, replaced = await runtime.access.move_window(conn, booking, window)
+        await stage_outcome(conn, outcome, clock.now())
+    assert replaced == []
+    await settle(runtime)
+    codes = await codes_of(booking)
+    pin = runtime.access.sealer.open(codes[0].pin_encrypted)
+    assert await keypad(runtime, codes[0].lock, pin, END + timedelta(hours=1))
+    clock.current = END + timedelta(minutes=30)  # the old window's end passes
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.SET}
+    clock.current = new_end + timedelta(minutes=15)
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+
+
+async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    [code] = [c for c in await codes_of(booking) if c.lock.key == "harbor-t1"]
+    planned = runtime.access.sealer.open(code.pin_encrypted)
+    # Someone set the same PIN on the lock by hand, outside Keyturn.
+    await simulated(runtime).create_code(
+        CodeRequest("sim-harbor-t1", planned, clock.now(), END + timedelta(days=9), "by hand", "UTC")
+    )
+    await settle(runtime)
+    await code.refresh_from_db()
+    # Adopting the hand-made code would be wrong only if its window differed: it does, so the
+    # code gets a fresh PIN and is set.
+    assert code.state == AccessCodeState.SET
+    assert runtime.access.sealer.open(code.pin_encrypted) != planned
+    assert await OpsAlert.filter(kind="code_rejected").count() == 1
+
+
+async def test_reconcile_removes_strays_and_reprograms_missing_codes(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    lock = await Lock.get(key="harbor-t1")
+    [code] = [c for c in await codes_of(booking) if c.lock.key == "harbor-t1"]
+    provider = simulated(runtime)
+    assert code.provider_ref is not None
+    await provider.delete_code(lock.device_id, code.provider_ref)  # lost on the lock
+    await provider.create_code(
+        CodeRequest(lock.device_id, "583920", clock.now(), END, "stray", "UTC")
+    )
+    report = await runtime.access.reconcile(lock)
+    assert len(report.strays_removed) == 1 and report.reprogrammed == [code.id]
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.SET
+    pins = {c.pin for c in await provider.list_codes(lock.device_id)}
+    assert pins == {runtime.access.sealer.open(code.pin_encrypted)}
+    assert await OpsAlert.filter(kind="lock_drift").count() == 1
+    assert (await runtime.access.reconcile(lock)).clean
+
+
+async def test_staff_codes_are_scoped_timed_and_revocable(runtime: Runtime, clock: FakeClock) -> None:
+    support = await StaffMember.filter(role="support").first()
+    assert support is not None and support.location_scope
+    elsewhere = await Lock.exclude(location__slug__in=support.location_scope).first()
+    assert elsewhere is not None
+    window = AccessWindow(clock.now(), clock.now() + timedelta(hours=2))
+    async with in_transaction() as conn:
+        with pytest.raises(AccessPlanError):
+            await runtime.access.plan_staff_code(conn, support, elsewhere, window, "Cleaning")
+    inside = await Lock.filter(location__slug=support.location_scope[0]).first()
+    assert inside is not None
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_staff_code(conn, support, inside, window, "Cleaning")
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+    code = await AccessCode.get(staff=support)
+    assert code.state == AccessCodeState.SET
+    pin = runtime.access.sealer.open(code.pin_encrypted)
+    assert await keypad(runtime, inside, pin, clock.now() + timedelta(hours=1))
+    assert not await keypad(runtime, inside, pin, clock.now() + timedelta(hours=3))
+    clock.current += timedelta(hours=2)
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.REMOVED
