@@ -25,6 +25,8 @@ from bot.timers import TimerRunner
 from flows.access import (
     DEADLINE_TIMER,
     PROGRAM_TIMER,
+    RECONCILE_KEY,
+    RECONCILE_TIMER,
     REMOVE_EFFECT,
     REVOKE_TIMER,
     SET_EFFECT,
@@ -40,6 +42,7 @@ from locks import LockProvider
 from storage.db import close_database, open_database, ping
 from storage.models import EffectState, OutboxEffect, Timer, TimerState
 from storage.sealing import Sealer
+from storage.timers import ensure_timer
 
 
 @dataclass
@@ -95,6 +98,7 @@ def build_runtime(
             PROGRAM_TIMER: access.on_program_due,
             DEADLINE_TIMER: access.on_deadline,
             REVOKE_TIMER: access.on_revoke_due,
+            RECONCILE_TIMER: access.on_reconcile_due,
             **(timer_handlers or {}),
         },
     )
@@ -150,6 +154,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    now = runtime.clock.now()
+    await ensure_timer(kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=now, now=now)
     dispatching = asyncio.create_task(runtime.dispatcher.run_forever(), name="outbox")
     runtime.timers.start()
     yield

@@ -114,8 +114,12 @@ class OutboxDispatcher:
             type(err).__name__,
         )
         give_up = not effect.critical and effect.attempts >= self.policy.give_up_after
-        should_alert = give_up or (
-            not effect.alerted and effect.attempts >= self.policy.alert_after
+        # A critical effect that keeps failing (a code that stays on a lock) is raised again
+        # every ``alert_after`` attempts until a person acts; the alert is one message that grows.
+        should_alert = (
+            give_up
+            or (not effect.alerted and effect.attempts >= self.policy.alert_after)
+            or (effect.critical and effect.attempts % self.policy.alert_after == 0)
         )
         if should_alert:
             await raise_alert(

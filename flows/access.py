@@ -54,6 +54,8 @@ LIVE_STATES = (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING, AccessCodeS
 PROGRAM_TIMER = "access.program"
 DEADLINE_TIMER = "access.deadline"
 REVOKE_TIMER = "access.revoke"
+RECONCILE_TIMER = "access.reconcile"
+RECONCILE_KEY = "access:reconcile"
 SET_EFFECT = "access.set"
 REMOVE_EFFECT = "access.remove"
 UPDATE_EFFECT = "access.update"
@@ -65,6 +67,8 @@ class AccessPolicy:
     program_lead: timedelta = timedelta(hours=24)
     #: A code not confirmed set this long before its window raises an alert and a backup.
     confirm_deadline: timedelta = timedelta(hours=1)
+    #: Every lock's codes are compared with Keyturn's this often.
+    reconcile_every: timedelta = timedelta(hours=6)
 
 
 class AccessPlanError(Exception):
@@ -91,7 +95,7 @@ async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = N
     )
     own = await Lock.filter(id__in=list(mapped), retired_at__isnull=True).using_db(conn)
     gates = await Lock.filter(
-        location_id=asset.location_id,  # type: ignore[attr-defined]
+        location_id=asset.location_id,
         shared=True,
         retired_at__isnull=True,
     ).using_db(conn)
@@ -153,7 +157,9 @@ class AccessCodes:
         window: AccessWindow,
         label: str,
     ) -> Outcome:
-        lock_location = await Lock.get(id=lock.id).using_db(conn).prefetch_related("location")
+        lock_location = await Lock.filter(id=lock.id).using_db(conn).get().prefetch_related(
+            "location"
+        )
         scope = list(staff.location_scope)
         if scope and lock_location.location.slug not in scope:
             raise AccessPlanError(
@@ -576,11 +582,10 @@ class AccessCodes:
         on_lock = {code.provider_ref: code for code in await provider.list_codes(lock.device_id)}
         expected = await AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES)
         known_refs = {code.provider_ref for code in expected if code.provider_ref}
-        removing = set(
-            await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING).values_list(
-                "provider_ref", flat=True
-            )
-        )
+        removing = {
+            code.provider_ref
+            for code in await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING)
+        }
         for ref in on_lock:
             if ref not in known_refs and ref not in removing:
                 await provider.delete_code(lock.device_id, ref)
@@ -642,6 +647,32 @@ class AccessCodes:
         async with in_transaction() as conn:
             await stage_outcome(conn, outcome, now)
         return report
+
+    async def on_reconcile_due(self, event: TimerFired) -> Outcome:
+        """The scheduled pass over every lock; it sets its own next run."""
+        outcome = Outcome(
+            timers=[
+                SetTimer(
+                    RECONCILE_TIMER, self.clock.now() + self.policy.reconcile_every, RECONCILE_KEY
+                )
+            ]
+        )
+        for lock in await Lock.filter(retired_at__isnull=True).order_by("key"):
+            if lock.provider not in self.providers:
+                continue
+            try:
+                await self.reconcile(lock)
+            except LockError as err:
+                log.warning("reconciling %s failed: %s", lock.key, type(err).__name__)
+                outcome.alerts.append(
+                    Alert(
+                        "lock_unreachable",
+                        f"lock-unreachable:{lock.key}",
+                        "ops.lock_unreachable",
+                        {"lock": lock.label},
+                    )
+                )
+        return outcome
 
     async def check_pin(self, lock: Lock, pin: str, at: datetime) -> bool:
         """The keypad test of the simulated lock, for the sandbox and tests."""

@@ -91,3 +91,12 @@ async def next_due_at() -> datetime | None:
     if row.claimed_until is not None and row.claimed_until > row.due_at:
         return row.claimed_until
     return row.due_at
+
+
+async def ensure_timer(*, kind: str, key: str, due_at: datetime, now: datetime) -> bool:
+    """Set a keyed timer unless one is already pending (recurring work set at start-up)."""
+    if await Timer.filter(key=key, state=TimerState.PENDING).exists():
+        return False
+    async with in_transaction() as conn:
+        await set_timer(conn, kind=kind, due_at=due_at, now=now, key=key)
+    return True

@@ -49,12 +49,20 @@ def simulated(runtime: Runtime) -> SimulatedLockProvider:
     return provider
 
 
-async def confirmed_booking(runtime: Runtime, start: datetime = START, end: datetime = END) -> Booking:
+async def confirmed_booking(
+    runtime: Runtime, start: datetime = START, end: datetime = END
+) -> Booking:
     renter = await Renter.create(phone="+15550100001")
     asset = await Asset.get(code="T1")
     booking = await Booking.create(
-        reference="KT1001", renter=renter, asset=asset, start_at=start, end_at=end,
-        state=BookingState.CONFIRMED, currency="USD", price_cents=5000,
+        reference="KT1001",
+        renter=renter,
+        asset=asset,
+        start_at=start,
+        end_at=end,
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=5000,
     )
     async with in_transaction() as conn:
         outcome = await runtime.access.plan_booking_codes(conn, booking)
@@ -144,7 +152,9 @@ async def test_cancellation_revokes_at_once(runtime: Runtime, clock: FakeClock) 
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
 
 
-async def test_an_extension_moves_the_window_on_the_lock(runtime: Runtime, clock: FakeClock) -> None:
+async def test_an_extension_moves_the_window_on_the_lock(
+    runtime: Runtime, clock: FakeClock
+) -> None:
     clock.current = START - timedelta(hours=2)
     booking = await confirmed_booking(runtime)
     await settle(runtime)
@@ -175,7 +185,9 @@ async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
     planned = runtime.access.sealer.open(code.pin_encrypted)
     # Someone set the same PIN on the lock by hand, outside Keyturn.
     await simulated(runtime).create_code(
-        CodeRequest("sim-harbor-t1", planned, clock.now(), END + timedelta(days=9), "by hand", "UTC")
+        CodeRequest(
+            "sim-harbor-t1", planned, clock.now(), END + timedelta(days=9), "by hand", "UTC"
+        )
     )
     await settle(runtime)
     await code.refresh_from_db()
@@ -211,7 +223,9 @@ async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     assert (await runtime.access.reconcile(lock)).clean
 
 
-async def test_staff_codes_are_scoped_timed_and_revocable(runtime: Runtime, clock: FakeClock) -> None:
+async def test_staff_codes_are_scoped_timed_and_revocable(
+    runtime: Runtime, clock: FakeClock
+) -> None:
     support = await StaffMember.filter(role="support").first()
     assert support is not None and support.location_scope
     elsewhere = await Lock.exclude(location__slug__in=support.location_scope).first()
@@ -235,3 +249,51 @@ async def test_staff_codes_are_scoped_timed_and_revocable(runtime: Runtime, cloc
     await settle(runtime)
     await code.refresh_from_db()
     assert code.state == AccessCodeState.REMOVED
+
+
+async def test_a_failing_revocation_is_retried_and_keeps_ops_told(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    simulated(runtime).offline.add("sim-harbor-t1")
+    clock.current = END + timedelta(minutes=15)
+    for _ in range(12):
+        await settle(runtime)
+        clock.advance(timedelta(minutes=20))
+    states = {c.lock.key: c.state for c in await codes_of(booking)}
+    assert states == {"harbor-gate": AccessCodeState.REMOVED, "harbor-t1": AccessCodeState.REMOVING}
+    [alert] = await OpsAlert.filter(kind="effect_failing", resolved_at__isnull=True)
+    assert alert.occurrences >= 2, "raised again while the code stays on the lock"
+    simulated(runtime).offline.clear()
+    clock.advance(timedelta(hours=1))
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    await alert.refresh_from_db()
+    assert alert.resolved_at is not None
+
+
+async def test_the_scheduled_reconciliation_runs_and_sets_its_next_run(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    from flows.access import RECONCILE_KEY, RECONCILE_TIMER
+    from storage.models import Timer, TimerState
+    from storage.timers import ensure_timer
+
+    assert await ensure_timer(
+        kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=clock.now(), now=clock.now()
+    )
+    assert not await ensure_timer(
+        kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=clock.now(), now=clock.now()
+    )
+    lock = await Lock.get(key="harbor-s1")
+    await simulated(runtime).create_code(
+        CodeRequest(
+            lock.device_id, "583920", clock.now(), clock.now() + timedelta(days=1), "stray", "UTC"
+        )
+    )
+    await settle(runtime)
+    assert await simulated(runtime).list_codes(lock.device_id) == []
+    [next_run] = await Timer.filter(key=RECONCILE_KEY, state=TimerState.PENDING)
+    assert next_run.due_at == clock.now() + timedelta(hours=6)
