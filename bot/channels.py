@@ -12,6 +12,11 @@ class ChannelError(Exception):
     """A transport failed to send; the outbox retries."""
 
 
+class Undeliverable(ChannelError):
+    """The message can never be delivered as it is (an opted-out or invalid number, a blocked
+    bot); retrying will not help, so the outbox marks it failed instead."""
+
+
 class Channel(Protocol):
     name: str
 

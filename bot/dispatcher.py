@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from bot.channels import Channel, ChannelError
+from bot.channels import Channel, ChannelError, Undeliverable
 from flows.clock import Clock
 from flows.messages import OutboundMessage
 from storage.journal import raise_alert, resolve_alert
@@ -151,7 +151,12 @@ class MessageSender:
         channel = self.channels.get(message.channel)
         if channel is None:
             raise ChannelError(f"channel {message.channel!r} is not running")
-        provider_id = await channel.send(message, effect.idempotency_key)
+        try:
+            provider_id = await channel.send(message, effect.idempotency_key)
+        except Undeliverable as err:
+            log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
+            await Message.filter(id=effect.payload["message_id"]).update(status="undeliverable")
+            return
         await Message.filter(id=effect.payload["message_id"]).update(
             status="sent", provider_id=provider_id
         )

@@ -1,0 +1,105 @@
+"""The PaymentProvider and IdentityProvider ports and the normalized payment events flows see."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class PaymentError(Exception):
+    """Root of payment-provider errors."""
+
+
+class PaymentUnavailable(PaymentError):
+    """The provider cannot be reached right now (network, timeout, 5xx): retry later."""
+
+
+class PaymentRefused(PaymentError):
+    """The provider refused the request; retrying it unchanged will not help."""
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    booking_reference: str
+    amount: int  # in the currency's smallest unit
+    currency: str  # ISO 4217, lower or upper case
+    description: str
+    expires_at: datetime  # 30 minutes to 24 hours ahead
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+    #: A deposit is authorised (held) on the card and captured only if an operator claims it.
+    hold: bool = False
+    #: Save the card for an off-session charge later (rentals longer than a hold can live).
+    save_card: bool = False
+    locale: str = "auto"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    session_id: str
+    url: str
+    expires_at: datetime
+
+
+class PaymentEventKind(StrEnum):
+    CHECKOUT_PAID = "checkout_paid"
+    CHECKOUT_EXPIRED = "checkout_expired"
+    HOLD_PLACED = "hold_placed"  # an authorisation can now be captured
+    HOLD_CANCELLED = "hold_cancelled"
+    REFUNDED = "refunded"
+    PAYMENT_FAILED = "payment_failed"
+    IDENTITY_VERIFIED = "identity_verified"
+    IDENTITY_NEEDS_INPUT = "identity_needs_input"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """A provider event, normalized: what happened to which booking."""
+
+    event_id: str
+    kind: PaymentEventKind
+    occurred_at: datetime
+    booking_reference: str | None
+    object_id: str  # the session, payment intent, charge or verification session id
+    amount: int | None = None
+    currency: str | None = None
+    payment_intent: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class IdentitySession:
+    session_id: str
+    url: str
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout: ...
+
+    async def expire_checkout(self, session_id: str) -> None: ...
+
+    async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None: ...
+
+    async def release_hold(self, payment_intent: str, key: str) -> None: ...
+
+    async def refund(self, payment_intent: str, amount: int | None, key: str) -> str: ...
+
+    async def charge_saved_card(
+        self, customer: str, payment_method: str, amount: int, currency: str, key: str
+    ) -> str: ...
+
+
+class IdentityProvider(Protocol):
+    name: str
+
+    async def start_verification(
+        self, renter_reference: str, return_url: str, key: str
+    ) -> IdentitySession: ...
