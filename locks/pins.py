@@ -302,13 +302,11 @@ def _search(
             saw_acceptable = True
     if len(alphabet) ** n > EXHAUSTIVE_LIMIT:
         return None, (True if saw_acceptable else None)
-    acceptable = [
-        pin
-        for pin in map("".join, itertools.product(alphabet, repeat=n))
-        if _acceptable(pin, constraints)
-    ]
-    free = [pin for pin in acceptable if not taken.collides(pin)]
-    return (secrets.choice(free) if free else None), bool(acceptable)
+    space = list(map("".join, itertools.product(alphabet, repeat=n)))
+    free = [pin for pin in space if not taken.collides(pin) and _acceptable(pin, constraints)]
+    if free:
+        return secrets.choice(free), True
+    return None, any(_acceptable(pin, constraints) for pin in space)
 
 
 def _acceptable(pin: str, constraints: CodeConstraints) -> bool:

@@ -128,7 +128,9 @@ def to_lock_local(moment: datetime, timezone: str) -> datetime:
 def floor_to_hour(moment: datetime, timezone: str) -> datetime:
     """The latest instant at or before ``moment`` when the lock's clock shows a whole hour.
 
-    Returned aware in the lock's zone, so ``isoformat()`` carries the right offset. Searching
+    Returned aware in the lock's zone, so ``isoformat()`` carries the right offset; compare or
+    subtract such times in UTC (or as an ``AccessWindow``), since Python subtracts two datetimes
+    of one ``ZoneInfo`` by their wall clocks. Searching
     instants rather than truncating the wall clock keeps it right across DST and for zones with
     half-hour offsets.
     """
