@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tortoise.transactions import in_transaction
-
+from bot.app import Runtime
 from flows.lock_events import LockEvent, LockEventKind, handle_lock_event
-from flows.staging import stage_outcome
 from storage.models import AccessCode, AccessCodeState, Lock, OpsAlert
 from tests.conftest import FakeClock
-from tests.integration.test_access import (  # noqa: F401 (fixture)
-    START,
-    confirmed_booking,
-    runtime,
-    settle,
-    simulated,
-)
+from tests.integration.conftest import START, confirmed_booking, settle, simulated
 
 
 def event(kind: LockEventKind, n: int, at: FakeClock, **fields: object) -> LockEvent:
@@ -26,15 +18,15 @@ def event(kind: LockEventKind, n: int, at: FakeClock, **fields: object) -> LockE
         kind=kind,
         device_id=str(fields.pop("device_id", "sim-harbor-t1")),
         occurred_at=at.now(),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
 async def test_an_outage_is_one_alert_resolved_when_the_lock_is_back(
-    runtime: object, clock: FakeClock
+    runtime: Runtime, clock: FakeClock
 ) -> None:
     clock.current = START - timedelta(hours=2)
-    await confirmed_booking(runtime)  # type: ignore[arg-type]
+    await confirmed_booking(runtime)
     for n in range(5):
         assert await handle_lock_event(event(LockEventKind.DEVICE_OFFLINE, n, clock), clock.now())
     assert not await handle_lock_event(event(LockEventKind.DEVICE_OFFLINE, 0, clock), clock.now())
@@ -47,36 +39,39 @@ async def test_an_outage_is_one_alert_resolved_when_the_lock_is_back(
 
 
 async def test_a_code_removed_behind_keyturns_back_is_put_back(
-    runtime: object, clock: FakeClock
+    runtime: Runtime, clock: FakeClock
 ) -> None:
     clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)  # type: ignore[arg-type]
-    await settle(runtime)  # type: ignore[arg-type]
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
     code = await AccessCode.get(booking=booking, lock__key="harbor-t1")
     assert code.provider_ref is not None
-    await simulated(runtime).delete_code("sim-harbor-t1", code.provider_ref)  # type: ignore[arg-type]
+    await simulated(runtime).delete_code("sim-harbor-t1", code.provider_ref)
     removed = event(LockEventKind.CODE_REMOVED, 1, clock, code_ref=code.provider_ref)
     assert await handle_lock_event(removed, clock.now())
-    await settle(runtime)  # type: ignore[arg-type]
+    await settle(runtime)
     await code.refresh_from_db()
     assert code.state == AccessCodeState.SET
-    assert len(await simulated(runtime).list_codes("sim-harbor-t1")) == 1  # type: ignore[arg-type]
+    assert len(await simulated(runtime).list_codes("sim-harbor-t1")) == 1
 
 
 async def test_a_code_the_lock_failed_to_set_gets_a_fresh_pin_and_an_alert(
-    runtime: object, clock: FakeClock
+    runtime: Runtime, clock: FakeClock
 ) -> None:
     clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)  # type: ignore[arg-type]
-    await settle(runtime)  # type: ignore[arg-type]
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
     code = await AccessCode.get(booking=booking, lock__key="harbor-t1")
     old_pin = code.pin_encrypted
-    failed = event(LockEventKind.CODE_FAILED, 1, clock, code_ref=code.provider_ref,
-                   detail="duplicate_code_on_device")
+    failed = event(
+        LockEventKind.CODE_FAILED,
+        1,
+        clock,
+        code_ref=code.provider_ref,
+        detail="duplicate_code_on_device",
+    )
     assert await handle_lock_event(failed, clock.now())
     assert await OpsAlert.filter(kind="code_rejected").count() == 1
-    await settle(runtime)  # type: ignore[arg-type]
+    await settle(runtime)
     await code.refresh_from_db()
     assert code.state == AccessCodeState.SET and code.pin_encrypted != old_pin
-    async with in_transaction() as conn:
-        await stage_outcome(conn, await runtime.access.revoke(conn, [code], actor="t", reason="x"), clock.now())  # type: ignore[attr-defined]

@@ -1,0 +1,72 @@
+"""Fixtures for integration tests: a runtime over the demo inventory, driven by the fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+from tortoise.transactions import in_transaction
+
+from bot.app import Runtime, build_runtime
+from bot.cli import DEMO_INVENTORY
+from bot.config import Settings
+from flows.inventory import apply_inventory, load_inventory
+from flows.staging import stage_outcome
+from locks.simulated import SimulatedLockProvider
+from storage.models import AccessCode, Asset, Booking, BookingState, Lock, Renter
+from tests.conftest import FakeClock
+
+START = datetime(2026, 6, 3, 14, 0, tzinfo=UTC)  # 10:00 at Harbor Yard (New York)
+END = START + timedelta(hours=4)
+
+
+@pytest.fixture
+async def runtime(database: str, clock: FakeClock) -> Runtime:
+    settings = Settings.from_env(
+        {"KEYTURN_DATABASE_URL": database, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    )
+    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    return build_runtime(settings, clock=clock)
+
+
+def simulated(runtime: Runtime) -> SimulatedLockProvider:
+    provider = runtime.locks["simulated"]
+    assert isinstance(provider, SimulatedLockProvider)
+    return provider
+
+
+async def confirmed_booking(
+    runtime: Runtime, start: datetime = START, end: datetime = END
+) -> Booking:
+    renter = await Renter.create(phone="+15550100001")
+    asset = await Asset.get(code="T1")
+    booking = await Booking.create(
+        reference="KT1001",
+        renter=renter,
+        asset=asset,
+        start_at=start,
+        end_at=end,
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=5000,
+    )
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, runtime.clock.now())
+    return booking
+
+
+async def settle(runtime: Runtime) -> None:
+    """Run what is due now: timers, then the effects they staged."""
+    for _ in range(3):
+        await runtime.timers.run_due()
+        await runtime.dispatcher.run_once()
+
+
+async def codes_of(booking: Booking) -> list[AccessCode]:
+    return await AccessCode.filter(booking=booking).order_by("id").prefetch_related("lock")
+
+
+async def keypad(runtime: Runtime, lock: Lock, pin: str, at: datetime) -> bool:
+    return await simulated(runtime).try_keypad(lock.device_id, pin, at)
