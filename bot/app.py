@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from bot.channels import Channel
 from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
-from bot.keys import CLOCK, ENGINE, SETTINGS, TRANSLATOR
+from bot.keys import ACCESS, CLOCK, ENGINE, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.routes import setup_sandbox
@@ -134,6 +134,7 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app[CLOCK] = runtime.clock
     app[ENGINE] = runtime.engine
     app[TRANSLATOR] = runtime.translator
+    app[ACCESS] = runtime.access
     app.cleanup_ctx.append(_database)
     if workers:
         app.cleanup_ctx.append(_workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.config import Settings
+from flows.access import AccessCodes
 from flows.clock import Clock
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", ConversationEngine)
 TRANSLATOR = web.AppKey("translator", Translator)
+ACCESS = web.AppKey("access", AccessCodes)

@@ -9,12 +9,12 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from bot.keys import CLOCK, ENGINE, TRANSLATOR
+from bot.keys import ACCESS, CLOCK, ENGINE, TRANSLATOR
 from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
 from flows.i18n import Translator
 from flows.messages import InboundMessage
-from storage.journal import resolve_alert
-from storage.models import AuditEvent, Conversation, Message, OpsAlert
+from storage.journal import record_audit, resolve_alert
+from storage.models import AuditEvent, Conversation, Lock, Message, OpsAlert
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024
@@ -26,6 +26,8 @@ def setup_sandbox(app: web.Application) -> None:
     app.router.add_get("/sandbox/api/messages", list_messages)
     app.router.add_get("/sandbox/api/ops", ops_feed)
     app.router.add_post("/sandbox/api/alerts/{alert_id:\\d+}/resolve", resolve)
+    app.router.add_get("/sandbox/api/locks", list_locks)
+    app.router.add_post("/sandbox/api/keypad", keypad)
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -136,7 +138,49 @@ async def resolve(request: web.Request) -> web.Response:
     alert = await OpsAlert.get_or_none(id=int(request.match_info["alert_id"]))
     if alert is None or alert.open_key is None:
         raise web.HTTPNotFound(text="no open alert with that id")
-    await resolve_alert(
-        None, group_key=alert.open_key, now=request.app[CLOCK].now(), by="sandbox operator"
+    now = request.app[CLOCK].now()
+    await resolve_alert(None, group_key=alert.open_key, now=now, by="sandbox operator")
+    await record_audit(
+        None, at=now, actor="sandbox operator", action="alert.resolved", subject=f"alert:{alert.id}"
     )
     return web.json_response({"resolved": alert.id})
+
+
+async def list_locks(request: web.Request) -> web.Response:
+    locks = await Lock.filter(retired_at__isnull=True).order_by("key").prefetch_related("location")
+    return web.json_response(
+        {
+            "locks": [
+                {
+                    "key": lock.key,
+                    "label": lock.label,
+                    "location": lock.location.name,
+                    "provider": lock.provider,
+                    "shared": lock.shared,
+                    "online": lock.online,
+                }
+                for lock in locks
+            ]
+        }
+    )
+
+
+async def keypad(request: web.Request) -> web.Response:
+    """Type a PIN on a simulated lock's keypad: it opens only inside the code's window."""
+    body = await _json(request)
+    lock = await Lock.get_or_none(key=str(body.get("lock", "")), provider="simulated")
+    if lock is None:
+        raise web.HTTPNotFound(text="no simulated lock with that key")
+    pin = str(body.get("pin", ""))
+    if not pin.isdigit() or not 4 <= len(pin) <= 8:
+        raise web.HTTPUnprocessableEntity(text="a PIN is 4 to 8 digits")
+    now = request.app[CLOCK].now()
+    opens = await request.app[ACCESS].check_pin(lock, pin, now)
+    await record_audit(
+        None,
+        at=now,
+        actor="sandbox keypad",
+        action="lock.keypad_opened" if opens else "lock.keypad_refused",
+        subject=f"lock:{lock.key}",
+    )
+    return web.json_response({"opens": opens, "lock": lock.label})

@@ -109,3 +109,14 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert (await response.text()).strip()
     listing = await client.get("/sandbox/api/messages", params={"address": "+15550100001"})
     assert (await listing.json())["messages"] == []
+
+
+async def test_the_keypad_refuses_a_pin_no_code_holds(client: TestClient[Any, Any]) -> None:
+    locks = (await (await client.get("/sandbox/api/locks")).json())["locks"]
+    gate = next(lock for lock in locks if lock["shared"] and lock["location"] == "Harbor Yard")
+    tried = await client.post("/sandbox/api/keypad", json={"lock": gate["key"], "pin": "583920"})
+    assert await tried.json() == {"opens": False, "lock": gate["label"]}
+    bad = await client.post("/sandbox/api/keypad", json={"lock": gate["key"], "pin": "12"})
+    assert bad.status == 422
+    feed = await (await client.get("/sandbox/api/ops")).json()
+    assert feed["audit"][-1]["action"] == "lock.keypad_refused"
