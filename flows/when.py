@@ -1,0 +1,116 @@
+"""Understanding when a renter wants an item: "tomorrow 9am to 5pm", "sábado 10-14".
+
+The day is read by dateparser in the renter's language (English as a fallback), relative to now
+in the location's time zone; the hours come from a small, strict pattern so that "10-14" is a
+range and not a date. A local time that does not exist or is ambiguous on a daylight-saving night
+is raised as LocalTimeProblem, so the renter gets a question back instead of a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import dateparser
+
+from locks.windows import resolve_local
+
+_CLOCK = r"(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm|a\.m\.|p\.m\.|h|uhr)?"
+_SEPARATOR = r"\s*(?:-|–|—|to|till|until|a|à|hasta|bis|au)\s*"
+_RANGE = re.compile(rf"(?<![\d/]){_CLOCK}{_SEPARATOR}{_CLOCK}(?![\d/])", re.IGNORECASE)
+_NOISE = re.compile(
+    r"\b(from|de|desde|von|du|ab|le|el|la|am|um|at|on|the|der|die|das)\b", re.IGNORECASE
+)
+
+
+class WhenNotUnderstood(ValueError):
+    """The text has no day and hours we can read."""
+
+
+@dataclass(frozen=True)
+class LocalRange:
+    day: date
+    start: time
+    end: time  # an end at or before the start means the next day
+
+    def naive_bounds(self) -> tuple[datetime, datetime]:
+        start = datetime.combine(self.day, self.start)
+        end = datetime.combine(self.day, self.end)
+        if end <= start:
+            end += timedelta(days=1)
+        return start, end
+
+
+def _clock(hour: str, minute: str | None, suffix: str | None) -> time:
+    h = int(hour)
+    m = int(minute) if minute else 0
+    marker = (suffix or "").lower().replace(".", "")
+    if marker == "pm" and h < 12:
+        h += 12
+    elif marker == "am" and h == 12:
+        h = 0
+    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
+        raise WhenNotUnderstood("hours out of range")
+    return time(0, m) if h == 24 else time(h, m)
+
+
+def parse_local_range(text: str, *, language: str, now_local: datetime) -> LocalRange:
+    """The day and hours in ``text``, read in ``language`` relative to ``now_local``."""
+    match = _RANGE.search(text)
+    if match is None:
+        raise WhenNotUnderstood("no hours")
+    h1, m1, s1, h2, m2, s2 = match.groups()
+    if s1 is None and s2 is not None and s2.lower().replace(".", "") in ("am", "pm"):
+        # "9-5pm": the first time shares the second's half of the day when that reads forward.
+        candidate = _clock(h1, m1, s2)
+        s1 = s2 if candidate < _clock(h2, m2, s2) else None
+    start = _clock(h1, m1, s1)
+    end = _clock(h2, m2, s2)
+    day_text = _NOISE.sub(" ", (text[: match.start()] + " " + text[match.end() :])).strip(" ,.")
+    base = now_local.replace(tzinfo=None)
+    if not day_text:
+        day = base.date() if start > base.time() else base.date() + timedelta(days=1)
+        return LocalRange(day, start, end)
+    settings = {"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base, "DATE_ORDER": "DMY"}
+    languages = [language] if language == "en" else [language, "en"]
+    parsed = dateparser.parse(day_text, languages=languages, settings=settings)  # type: ignore[arg-type]
+    if parsed is None:
+        raise WhenNotUnderstood("no day")
+    return LocalRange(parsed.date(), start, end)
+
+
+def resolve_range(local: LocalRange, timezone: str) -> tuple[datetime, datetime]:
+    """UTC bounds of a local range; raises LocalTimeProblem on a daylight-saving gap or overlap."""
+    start, end = local.naive_bounds()
+    return resolve_local(start, timezone), resolve_local(end, timezone)
+
+
+def local_now(now: datetime, timezone: str) -> datetime:
+    return now.astimezone(ZoneInfo(timezone))
+
+
+_DURATION = re.compile(
+    r"^\s*(\d+(?:[.,]\d+)?)\s*(h|hr|hrs|hours?|horas?|heures?|stunden?|std|d|days?|d[ií]as?|"
+    r"jours?|tage?n?|m|min|mins|minutes?|minutos?|minuten?)?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "2h", "1 day", "30 min", "3 horas", "2 Tage" → a timedelta (hours when no unit)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise WhenNotUnderstood("no duration")
+    amount = float(match.group(1).replace(",", "."))
+    unit = (match.group(2) or "h").lower()
+    if unit.startswith(("d", "j", "t")):
+        delta = timedelta(days=amount)
+    elif unit.startswith("m"):
+        delta = timedelta(minutes=amount)
+    else:
+        delta = timedelta(hours=amount)
+    if delta <= timedelta(0):
+        raise WhenNotUnderstood("duration must be positive")
+    return delta
