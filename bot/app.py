@@ -18,7 +18,8 @@ from bot.channels import Channel
 from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CLOCK, ENGINE, SETTINGS, TRANSLATOR
-from bot.lock_providers import build_lock_providers
+from bot.lock_providers import build_lock_providers, close_lock_providers
+from bot.lock_routes import setup_seam_webhook
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
@@ -141,6 +142,9 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    seam = runtime.settings.seam
+    if seam is not None and seam.webhook_secret:
+        setup_seam_webhook(app, seam.webhook_secret)
     if sandbox:
         setup_sandbox(app)
         app.router.add_get("/", to_sandbox)
@@ -164,6 +168,7 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     dispatching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await dispatching
+    await close_lock_providers(runtime.locks)
 
 
 async def to_sandbox(request: web.Request) -> web.Response:

@@ -157,8 +157,8 @@ class AccessCodes:
         window: AccessWindow,
         label: str,
     ) -> Outcome:
-        lock_location = await Lock.filter(id=lock.id).using_db(conn).get().prefetch_related(
-            "location"
+        lock_location = (
+            await Lock.filter(id=lock.id).using_db(conn).get().prefetch_related("location")
         )
         scope = list(staff.location_scope)
         if scope and lock_location.location.slug not in scope:

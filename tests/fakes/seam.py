@@ -1,0 +1,731 @@
+"""A fake Seam Connect API (https://docs.seam.co/latest/api) for driving the real ``seam`` SDK.
+
+It speaks the routes, methods and JSON shapes the SDK 3.18 uses (reads by GET with query
+parameters, also POST with a JSON body as Seam accepts; ``/access_codes/update`` by PATCH or POST;
+``/access_codes/delete`` by DELETE with query parameters or POST) and refuses what Seam refuses:
+
+- no or wrong ``Authorization: Bearer seam_...`` → 401 ``unauthorized``;
+- unknown device → 404 ``device_not_found``; unknown code → 404 ``access_code_not_found``;
+- malformed input (missing ids, one of ``starts_at``/``ends_at`` without the other, a window that
+  ends before it starts or in the past, a non-numeric code or one of a length the lock does not
+  support, a ``common_code_key`` with a different code) → 400 ``invalid_input`` with Seam's
+  ``validation_errors``;
+- a PIN another managed code on the same lock already has in an overlapping window → 400
+  ``duplicate_access_code`` (what Seam answers synchronously).
+
+What only the lock can tell happens later, as on Seam: a created code is ``setting`` until the test
+calls ``program()``, which sets it (``access_code.set_on_device``) or fails it with Seam's errors —
+``failed_to_set_on_device`` + ``duplicate_code_on_device`` (a PIN an unmanaged code already uses),
+``no_space_for_access_code_on_device`` (the lock's ``max_active_codes_supported`` is reached) or
+``code_constraints_violated`` (``no_zeros``, ``cannot_start_with_12``...). Deleting a code moves it
+to ``removing``; ``program()`` then removes it (``access_code.removed_from_device``).
+
+Unlocking returns a pending action attempt that ``/action_attempts/get`` resolves according to
+``unlock_outcome``. ``fail_next`` and ``hang_next`` make the next requests fail or hang, and
+``sign_webhook`` produces Svix-signed webhook deliveries like Seam's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from svix.webhooks import Webhook
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "seam"
+API_KEY = "seam_test2bMS_94SrGUXuNR2JmJkjtvBQDg5c"
+#: A Svix signing secret: ``whsec_`` + base64 of the key bytes, as Seam shows it.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"keyturn-fake-seam-webhook-key!!").decode()
+WORKSPACE_ID = "398d80b7-3f96-47c2-b85a-6f8ba21d07be"
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class SeamApiError(Exception):
+    """Raised inside a handler; becomes Seam's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        validation_errors: Json | None = None,
+        data: Json | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.validation_errors = validation_errors
+        self.data = data
+
+
+def invalid_input(param: str, message: str) -> SeamApiError:
+    return SeamApiError(
+        400,
+        "invalid_input",
+        message,
+        validation_errors={"_errors": [], param: {"_errors": [message]}},
+    )
+
+
+def load_fixture(name: str) -> Json:
+    data: Json = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(param: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise invalid_input(param, f"{param} must be an ISO 8601 date-time string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise invalid_input(param, f"{param} is not a valid ISO 8601 date-time") from err
+    if moment.tzinfo is None:
+        raise invalid_input(param, f"{param} must include a time zone offset")
+    return moment
+
+
+def _overlaps(a: Json, starts_at: datetime | None, ends_at: datetime | None) -> bool:
+    a_start = datetime.fromisoformat(a["starts_at"]) if a.get("starts_at") else None
+    a_end = datetime.fromisoformat(a["ends_at"]) if a.get("ends_at") else None
+    if a_start is None or a_end is None or starts_at is None or ends_at is None:
+        return True  # an ongoing code overlaps everything
+    return a_start < ends_at and starts_at < a_end
+
+
+def _violated_constraint(code: str, constraints: list[Json]) -> str | None:
+    kinds = {c.get("constraint_type") for c in constraints}
+    if "no_zeros" in kinds and "0" in code:
+        return "no_zeros"
+    if "cannot_start_with_12" in kinds and code.startswith("12"):
+        return "cannot_start_with_12"
+    if "at_least_three_unique_digits" in kinds and len(set(code)) < 3:
+        return "at_least_three_unique_digits"
+    if "no_all_same_digits" in kinds and len(set(code)) == 1:
+        return "no_all_same_digits"
+    if "no_triple_consecutive_ints" in kinds:
+        digits = [int(d) for d in code]
+        for i in range(len(digits) - 2):
+            a, b, c = digits[i : i + 3]
+            if b - a == c - b and abs(b - a) == 1:
+                return "no_triple_consecutive_ints"
+    return None
+
+
+@dataclass
+class _Failure:
+    status: int
+    json_body: bool
+    path: str | None
+
+
+class FakeSeam:
+    """Seam's HTTP API in memory. Build the app with ``app()``, serve it with ``running``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        page_size: int = 50,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api_key = api_key
+        self.page_size = page_size
+        self.now = now
+        self.devices: dict[str, Json] = {}
+        self.access_codes: dict[str, Json] = {}
+        self.unmanaged_codes: dict[str, list[str]] = {}
+        self.action_attempts: dict[str, Json] = {}
+        self.events: list[Json] = []
+        #: Every request that reached the fake, as (method, path), failures and hangs included.
+        self.requests: list[tuple[str, str]] = []
+        #: How the next unlock's action attempt ends: "success", "pending" (forever), or an
+        #: error type such as "lock_jammed".
+        self.unlock_outcome = "success"
+        #: When true, a created code is programmed before Seam answers (a lock that is quick,
+        #: or a retried create): its failure is already on the code in the response.
+        self.program_immediately = False
+        self._failures: list[_Failure] = []
+        self._hangs = 0
+        self._hang_seconds = 30.0
+        self._release = asyncio.Event()
+
+    # --- test controls ----------------------------------------------------------------------
+
+    def add_device(
+        self,
+        *,
+        name: str = "Trailer Bay 1",
+        device_id: str | None = None,
+        device_type: str = "august_lock",
+        supported_code_lengths: tuple[int, ...] = (4, 5, 6, 7, 8),
+        code_constraints: tuple[Json, ...] = (
+            {"constraint_type": "no_zeros"},
+            {"constraint_type": "name_length", "max_length": 14},
+        ),
+        max_active_codes: int | None = 250,
+        online: bool = True,
+        battery_level: float = 0.86,
+        can_program_online_access_codes: bool = True,
+        can_program_offline_access_codes: bool = False,
+        can_remotely_unlock: bool = True,
+    ) -> str:
+        """A lock shaped like the recorded ``device.august_lock.json``, with overrides."""
+        device = load_fixture("device.august_lock.json")
+        device_id = device_id or str(uuid.uuid4())
+        props = device["properties"]
+        device.update(
+            device_id=device_id,
+            device_type=device_type,
+            display_name=name,
+            nickname=name,
+            can_program_online_access_codes=can_program_online_access_codes,
+            can_program_offline_access_codes=can_program_offline_access_codes,
+            can_remotely_unlock=can_remotely_unlock,
+            created_at=iso(self.now()),
+        )
+        props.update(
+            name=name,
+            online=online,
+            battery_level=battery_level,
+            battery={"level": battery_level, "status": "good" if battery_level > 0.2 else "low"},
+            supported_code_lengths=list(supported_code_lengths),
+            code_constraints=[dict(c) for c in code_constraints],
+            max_active_codes_supported=max_active_codes,
+        )
+        if max_active_codes is None:
+            del props["max_active_codes_supported"]
+        self.devices[device_id] = device
+        return device_id
+
+    def set_online(self, device_id: str, online: bool) -> Json:
+        self.devices[device_id]["properties"]["online"] = online
+        return self._event("device.connected" if online else "device.disconnected", device_id)
+
+    def set_battery(self, device_id: str, level: float) -> Json | None:
+        props = self.devices[device_id]["properties"]
+        props["battery_level"] = level
+        props["battery"] = {"level": level, "status": "good" if level > 0.2 else "low"}
+        if level <= 0.2:
+            return self._event(
+                "device.low_battery", device_id, battery_level=level, device_battery_level=level
+            )
+        return None
+
+    def add_unmanaged_code(self, device_id: str, code: str) -> None:
+        """A PIN programmed on the lock outside Seam (the owner's app, a keypad)."""
+        self.unmanaged_codes.setdefault(device_id, []).append(code)
+
+    def add_warning(self, access_code_id: str, warning_code: str, message: str = "") -> None:
+        self.access_codes[access_code_id]["warnings"].append(
+            {
+                "warning_code": warning_code,
+                "message": message or warning_code.replace("_", " "),
+                "created_at": iso(self.now()),
+            }
+        )
+
+    def fail_next(
+        self, count: int = 1, *, status: int = 500, json_body: bool = True, path: str | None = None
+    ) -> None:
+        """The next ``count`` requests (to ``path`` if given) fail with ``status``.
+
+        The body is Seam's error JSON, or plain text as a proxy in front of Seam would send.
+        """
+        self._failures.extend(_Failure(status, json_body, path) for _ in range(count))
+
+    def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
+        """The next ``count`` requests answer only after ``seconds`` (or when the fake stops)."""
+        self._hangs += count
+        self._hang_seconds = seconds
+
+    def program(self, access_code_id: str | None = None) -> list[Json]:
+        """Let the locks do their part: set or fail ``setting`` codes, remove ``removing`` ones.
+
+        Returns the events Seam would send. Offline locks keep their codes pending.
+        """
+        events: list[Json] = []
+        ids = [access_code_id] if access_code_id else list(self.access_codes)
+        for code_id in ids:
+            ac = self.access_codes.get(code_id)
+            if ac is None:
+                continue
+            device = self.devices[ac["device_id"]]
+            if not device["properties"]["online"]:
+                continue
+            if ac["status"] == "removing":
+                del self.access_codes[code_id]
+                events.append(self._event("access_code.removed_from_device", ac["device_id"], ac))
+            elif ac["status"] == "setting":
+                events.append(self._program_one(ac, device))
+        return events
+
+    def sign_webhook(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        secret: str = WEBHOOK_SECRET,
+        timestamp: datetime | None = None,
+        msg_id: str | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A webhook delivery as Seam (through Svix) makes it: the body and its headers."""
+        body = json.dumps(payload, separators=(",", ":"))
+        moment = timestamp or datetime.now(UTC)
+        msg_id = msg_id or f"msg_{uuid.uuid4().hex[:27]}"
+        signature = Webhook(secret).sign(msg_id, moment, body)
+        headers = {
+            "svix-id": msg_id,
+            "svix-timestamp": str(int(moment.timestamp())),
+            "svix-signature": signature,
+            "content-type": "application/json",
+        }
+        return body.encode(), headers
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._faults, self._auth, self._errors])
+        routes: list[tuple[str, str, Handler]] = [
+            ("/devices/list", "GET POST", self._devices_list),
+            ("/devices/get", "GET POST", self._devices_get),
+            ("/access_codes/create", "POST", self._access_codes_create),
+            ("/access_codes/update", "PATCH POST", self._access_codes_update),
+            ("/access_codes/delete", "DELETE POST", self._access_codes_delete),
+            ("/access_codes/get", "GET POST", self._access_codes_get),
+            ("/access_codes/list", "GET POST", self._access_codes_list),
+            ("/locks/unlock_door", "POST", self._locks_unlock_door),
+            ("/action_attempts/get", "GET POST", self._action_attempts_get),
+        ]
+        for path, methods, handler in routes:
+            for method in methods.split():
+                app.router.add_route(method, path, handler)
+
+        async def release_hung(_: web.Application) -> None:
+            self._release.set()
+
+        app.on_shutdown.append(release_hung)
+        return app
+
+    # --- middlewares ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        if self._hangs:
+            self._hangs -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), timeout=self._hang_seconds)
+        failure = next(
+            (f for f in self._failures if f.path is None or f.path == request.path), None
+        )
+        if failure is not None:
+            self._failures.remove(failure)
+            if not failure.json_body:
+                return web.Response(status=failure.status, text="upstream connect error")
+            return _error_response(
+                SeamApiError(failure.status, "internal_server_error", "Internal server error")
+            )
+        return await handler(request)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error_response(SeamApiError(401, "unauthorized", "Unauthorized"))
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SeamApiError as err:
+            return _error_response(err)
+
+    # --- routes -----------------------------------------------------------------------------
+
+    async def _devices_list(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        devices = list(self.devices.values())
+        if "device_ids" in params:
+            wanted = set(_as_list(params["device_ids"]))
+            devices = [d for d in devices if d["device_id"] in wanted]
+        return self._page(params, "devices", devices)
+
+    async def _devices_get(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        device_id, name = params.get("device_id"), params.get("name")
+        if not device_id and not name:
+            raise invalid_input("device_id", "Either 'device_id' or 'name' is required")
+        for device in self.devices.values():
+            if device["device_id"] == device_id or (name and device["display_name"] == name):
+                return _ok(device=device)
+        raise SeamApiError(404, "device_not_found", "Device not found")
+
+    async def _access_codes_create(self, request: web.Request) -> web.Response:
+        body = await _params(request)
+        device = self._device(_required_str(body, "device_id"))
+        if not device.get("can_program_online_access_codes"):
+            raise invalid_input("device_id", "Device does not support access codes")
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise invalid_input("name", "Expected string")
+        starts_at, ends_at = self._window(body)
+        code = body.get("code")
+        key = body.get("common_code_key")
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise invalid_input("common_code_key", "Expected non-empty string")
+            shared = next(
+                (c["code"] for c in self.access_codes.values() if c["common_code_key"] == key),
+                None,
+            )
+            if shared is not None:
+                if code is not None and code != shared:
+                    raise invalid_input(
+                        "code", "code must match the other access codes with this common_code_key"
+                    )
+                code = shared
+        if code is None:
+            code = self._generate_code(device)
+        self._check_code(device, code)
+        for other in self.access_codes.values():
+            if (
+                other["device_id"] == device["device_id"]
+                and other["code"] == code
+                and other["status"] != "removing"
+                and _overlaps(other, starts_at, ends_at)
+            ):
+                raise SeamApiError(
+                    400,
+                    "duplicate_access_code",
+                    "An access code with this code already exists on the device",
+                    data={"access_code_id": other["access_code_id"]},
+                )
+        now = self.now()
+        access_code: Json = {
+            "access_code_id": str(uuid.uuid4()),
+            "device_id": device["device_id"],
+            "workspace_id": WORKSPACE_ID,
+            "name": name,
+            "code": code,
+            "common_code_key": key,
+            "type": "time_bound" if starts_at else "ongoing",
+            "status": "setting",
+            "display_status": "Issuing",
+            "starts_at": iso(starts_at) if starts_at else None,
+            "ends_at": iso(ends_at) if ends_at else None,
+            "created_at": iso(now),
+            "errors": [],
+            "warnings": [],
+            "pending_mutations": [],
+            "is_managed": True,
+            "is_external_modification_allowed": False,
+            "is_offline_access_code": False,
+            "is_one_time_use": False,
+            "is_backup_access_code_available": False,
+            "is_scheduled_on_device": False,
+            "is_waiting_for_code_assignment": False,
+            "pulled_backup_access_code_id": None,
+        }
+        self.access_codes[access_code["access_code_id"]] = access_code
+        self._event("access_code.created", device["device_id"], access_code)
+        if self.program_immediately and device["properties"]["online"]:
+            self._program_one(access_code, device)
+        return _ok(access_code=access_code)
+
+    async def _access_codes_update(self, request: web.Request) -> web.Response:
+        body = await _params(request)
+        access_code = self._access_code(body)
+        starts_at, ends_at = self._window(body)
+        if "code" in body:
+            self._check_code(self._device(access_code["device_id"]), body["code"])
+            access_code["code"] = body["code"]
+        if isinstance(body.get("name"), str):
+            access_code["name"] = body["name"]
+        if starts_at is not None and ends_at is not None:
+            access_code.update(type="time_bound", starts_at=iso(starts_at), ends_at=iso(ends_at))
+            self._event("access_code.time_frame_changed", access_code["device_id"], access_code)
+        elif body.get("type") == "ongoing":
+            access_code.update(type="ongoing", starts_at=None, ends_at=None)
+        return _ok(action_attempt=self._action("UPDATE_ACCESS_CODE", "success"))
+
+    async def _access_codes_delete(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        access_code = self._access_code(params)
+        if access_code["status"] in ("set", "setting"):
+            access_code["status"] = "removing"
+            access_code["display_status"] = "Removing"
+            access_code["pending_mutations"] = [
+                {"mutation_code": "deleting", "created_at": iso(self.now()), "message": ""}
+            ]
+        elif access_code["status"] != "removing":
+            del self.access_codes[access_code["access_code_id"]]
+        self._event("access_code.deleted", access_code["device_id"], access_code)
+        return _ok(action_attempt=self._action("DELETE_ACCESS_CODE", "success"))
+
+    async def _access_codes_get(self, request: web.Request) -> web.Response:
+        return _ok(access_code=self._access_code(await _params(request)))
+
+    async def _access_codes_list(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        device_id = params.get("device_id")
+        ids = params.get("access_code_ids")
+        if not device_id and not ids:
+            raise invalid_input("device_id", "Specify device_id or access_code_ids")
+        codes = list(self.access_codes.values())
+        if device_id:
+            self._device(str(device_id))
+            codes = [c for c in codes if c["device_id"] == device_id]
+        if ids:
+            wanted = set(_as_list(ids))
+            codes = [c for c in codes if c["access_code_id"] in wanted]
+        return self._page(params, "access_codes", codes)
+
+    async def _locks_unlock_door(self, request: web.Request) -> web.Response:
+        body = await _params(request)
+        device = self._device(_required_str(body, "device_id"))
+        if not device.get("can_remotely_unlock"):
+            raise invalid_input("device_id", "Device does not support remote unlocking")
+        attempt = self._action("UNLOCK_DOOR", "pending")
+        attempt["_device_id"] = device["device_id"]
+        return _ok(action_attempt=_public(attempt))
+
+    async def _action_attempts_get(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        attempt = self.action_attempts.get(_required_str(params, "action_attempt_id"))
+        if attempt is None:
+            raise SeamApiError(404, "action_attempt_not_found", "action_attempt not found")
+        if attempt["status"] == "pending" and attempt["action_type"] == "UNLOCK_DOOR":
+            self._resolve_unlock(attempt)
+        return _ok(action_attempt=_public(attempt))
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _device(self, device_id: str) -> Json:
+        device = self.devices.get(device_id)
+        if device is None:
+            raise SeamApiError(
+                404, "device_not_found", "Device not found", data={"device_id": device_id}
+            )
+        return device
+
+    def _access_code(self, params: Json) -> Json:
+        access_code_id = _required_str(params, "access_code_id")
+        device_id = params.get("device_id")
+        if device_id is not None:
+            self._device(str(device_id))
+        access_code = self.access_codes.get(access_code_id)
+        if access_code is None or (device_id is not None and access_code["device_id"] != device_id):
+            raise SeamApiError(
+                404,
+                "access_code_not_found",
+                "Could not find an access_code with device_id or access_code_id",
+                data={"access_code_id": access_code_id},
+            )
+        return access_code
+
+    def _window(self, body: Json) -> tuple[datetime | None, datetime | None]:
+        raw_start, raw_end = body.get("starts_at"), body.get("ends_at")
+        if (raw_start is None) != (raw_end is None):
+            raise invalid_input("ends_at", "Both starts_at and ends_at must be provided if one is")
+        if raw_start is None:
+            return None, None
+        starts_at = _parse_time("starts_at", raw_start)
+        ends_at = _parse_time("ends_at", raw_end)
+        if ends_at <= starts_at:
+            raise invalid_input("ends_at", "ends_at must be after starts_at")
+        if ends_at <= self.now():
+            raise invalid_input("ends_at", "ends_at must be in the future")
+        return starts_at, ends_at
+
+    def _check_code(self, device: Json, code: object) -> None:
+        if not isinstance(code, str) or not code.isdigit():
+            raise invalid_input("code", "code must be a string of digits")
+        lengths = device["properties"].get("supported_code_lengths") or []
+        if lengths and len(code) not in lengths:
+            # Seam's messages may quote the code: callers must not pass them on verbatim.
+            raise invalid_input(
+                "code", f"Code {code} has a length this device does not support: {lengths}"
+            )
+
+    def _generate_code(self, device: Json) -> str:
+        lengths = device["properties"].get("supported_code_lengths") or [4]
+        constraints = device["properties"].get("code_constraints") or []
+        taken = {c["code"] for c in self.access_codes.values()}
+        for _ in range(1000):
+            code = "".join(random.choice("123456789") for _ in range(min(lengths)))
+            if code not in taken and _violated_constraint(code, constraints) is None:
+                return code
+        raise SeamApiError(500, "internal_server_error", "could not generate a code")
+
+    def _program_one(self, ac: Json, device: Json) -> Json:
+        device_id = device["device_id"]
+        failure: list[str] = []
+        if ac["code"] in self.unmanaged_codes.get(device_id, []):
+            failure = ["failed_to_set_on_device", "duplicate_code_on_device"]
+        elif _violated_constraint(ac["code"], device["properties"].get("code_constraints") or []):
+            failure = ["code_constraints_violated"]
+        else:
+            limit = device["properties"].get("max_active_codes_supported")
+            in_use = len(self.unmanaged_codes.get(device_id, [])) + sum(
+                1
+                for c in self.access_codes.values()
+                if c["device_id"] == device_id and c["status"] in ("set", "removing")
+            )
+            if limit is not None and in_use >= limit:
+                failure = ["no_space_for_access_code_on_device"]
+        if not failure:
+            ac.update(status="set", display_status="Set", is_scheduled_on_device=True)
+            return self._event("access_code.set_on_device", device_id, ac, code=ac["code"])
+        ac.update(status="unset", display_status="Failed")
+        ac["errors"] = [
+            {
+                "error_code": error_code,
+                "is_access_code_error": True,
+                "message": error_code.replace("_", " "),
+                "created_at": iso(self.now()),
+            }
+            for error_code in failure
+        ]
+        return self._event("access_code.failed_to_set_on_device", device_id, ac)
+
+    def _resolve_unlock(self, attempt: Json) -> None:
+        device = self.devices.get(attempt["_device_id"])
+        outcome = self.unlock_outcome
+        if device is not None and not device["properties"]["online"]:
+            outcome = "device_offline"
+        if outcome == "pending":
+            return
+        if outcome == "success":
+            attempt.update(status="success", result={"was_confirmed_by_device": True})
+            self._event("lock.unlocked", attempt["_device_id"], method="remote")
+            return
+        attempt.update(
+            status="error",
+            result=None,
+            error={"type": outcome, "message": outcome.replace("_", " ")},
+        )
+
+    def _action(self, action_type: str, status: str) -> Json:
+        attempt: Json = {
+            "action_attempt_id": str(uuid.uuid4()),
+            "action_type": action_type,
+            "status": status,
+            "result": {} if status == "success" else None,
+            "error": None,
+        }
+        self.action_attempts[attempt["action_attempt_id"]] = attempt
+        return attempt
+
+    def _page(self, params: Json, key: str, items: list[Json]) -> web.Response:
+        limit = int(params.get("limit") or self.page_size)
+        limit = max(1, min(limit, self.page_size))
+        start = 0
+        cursor = params.get("page_cursor")
+        if cursor:
+            try:
+                start = int(base64.urlsafe_b64decode(str(cursor)).decode())
+            except ValueError as err:
+                raise invalid_input("page_cursor", "Invalid page_cursor") from err
+        end = start + limit
+        has_next = end < len(items)
+        next_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if has_next else None
+        return _ok(
+            **{key: items[start:end]},
+            pagination={
+                "has_next_page": has_next,
+                "next_page_cursor": next_cursor,
+                "next_page_url": None,
+            },
+        )
+
+    def _event(
+        self, event_type: str, device_id: str, access_code: Json | None = None, **extra: Any
+    ) -> Json:
+        now = iso(self.now())
+        device = self.devices.get(device_id, {})
+        event: Json = {
+            "event_id": str(uuid.uuid4()),
+            "event_type": event_type,
+            "workspace_id": WORKSPACE_ID,
+            "device_id": device_id,
+            "connected_account_id": device.get("connected_account_id"),
+            "created_at": now,
+            "occurred_at": now,
+            "device_custom_metadata": {},
+            "connected_account_custom_metadata": {},
+        }
+        if access_code is not None:
+            event["access_code_id"] = access_code["access_code_id"]
+        event.update(extra)
+        self.events.append(event)
+        return event
+
+
+def _public(attempt: Json) -> Json:
+    return {k: v for k, v in attempt.items() if not k.startswith("_")}
+
+
+def _as_list(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _required_str(params: Json, name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise invalid_input(name, "Required")
+    return value
+
+
+async def _params(request: web.Request) -> Json:
+    """Seam reads parameters from the query string and from a JSON body alike."""
+    params: Json = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        params[key.removesuffix("[]")] = values if len(values) > 1 else values[0]
+    if request.can_read_body:
+        if request.content_type != "application/json":
+            raise SeamApiError(400, "invalid_input", "Expected a JSON body")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as err:
+            raise SeamApiError(400, "invalid_input", "Malformed JSON body") from err
+        if not isinstance(body, dict):
+            raise SeamApiError(400, "invalid_input", "Expected a JSON object")
+        params.update(body)
+    return params
+
+
+def _ok(**payload: Any) -> web.Response:
+    return web.json_response({**payload, "ok": True})
+
+
+def _error_response(err: SeamApiError) -> web.Response:
+    request_id = f"req_{uuid.uuid4().hex[:16]}"
+    error: Json = {"type": err.error_type, "message": err.message, "request_id": request_id}
+    if err.validation_errors is not None:
+        error["validation_errors"] = err.validation_errors
+    if err.data is not None:
+        error["data"] = err.data
+    return web.json_response(
+        {"error": error, "ok": False}, status=err.status, headers={"seam-request-id": request_id}
+    )
+
+
+def far(hours: float) -> datetime:
+    """A moment ``hours`` from now, on the minute, for access windows in tests."""
+    return (datetime.now(UTC) + timedelta(hours=hours)).replace(second=0, microsecond=0)
