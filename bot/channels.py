@@ -28,5 +28,10 @@ class Channel(Protocol):
 def numbered_text(message: OutboundMessage) -> str:
     """The text with its choices as numbered lines, for channels without buttons (SMS)."""
     lines = [message.text]
-    lines += [f"{choice.value}. {choice.label}" for choice in message.choices]
+    # A keyword choice (YES, NO) is already named in the text; numbered ones are listed.
+    lines += [
+        f"{choice.value}. {choice.label}"
+        for choice in message.choices
+        if choice.value != choice.label
+    ]
     return "\n".join(lines)

@@ -89,7 +89,7 @@ class ReconcileReport:
 
 async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = None) -> list[Lock]:
     """The asset's own locks and its location's shared gates, retired locks left out."""
-    asset = await Asset.get(id=booking.asset_id).using_db(conn)  # type: ignore[attr-defined]
+    asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
     mapped = (
         await AssetLock.filter(asset_id=asset.id).using_db(conn).values_list("lock_id", flat=True)
     )
@@ -126,13 +126,13 @@ class AccessCodes:
                 alerts=[
                     Alert(
                         "asset_without_lock",
-                        f"asset-without-lock:{booking.asset_id}",  # type: ignore[attr-defined]
+                        f"asset-without-lock:{booking.asset_id}",
                         "ops.asset_without_lock",
                         {"booking": booking.reference},
                     )
                 ]
             )
-        asset = await Asset.get(id=booking.asset_id).using_db(conn).prefetch_related("location")  # type: ignore[attr-defined]
+        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get().prefetch_related("location")
         before = asset.buffer_before_minutes
         after = asset.buffer_after_minutes
         window = access_window(

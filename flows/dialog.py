@@ -16,6 +16,7 @@ from babel.dates import format_timedelta
 from flows.effects import Audit, Outcome, Reply
 from flows.engine import StepResult, Turn
 from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map, money
+from flows.journey import Journey
 from flows.messages import Choice
 from storage.models import Asset, Location
 
@@ -31,13 +32,24 @@ class Command(StrEnum):
     HELP = "help"
     LANG = "lang"
     MENU = "menu"
+    BOOK = "book"
+    YES = "yes"
+    NO = "no"
+    EXTEND = "extend"
+    OPEN = "open"
+    CODE = "code"
+    CANCEL = "cancel"
+    AGENT = "agent"
+    STOP = "stop"
+    START = "start"
 
 
-KEYWORDS = {
-    Command.HELP: "keyword.help",
-    Command.LANG: "keyword.lang",
-    Command.MENU: "keyword.menu",
-}
+KEYWORDS = {command: f"keyword.{command.value}" for command in Command}
+#: What a renter who sent STOP may still say and get an answer to.
+WHILE_OPTED_OUT = frozenset({Command.START, Command.HELP, Command.STOP})
+BOOKING_COMMANDS = frozenset(
+    {Command.EXTEND, Command.OPEN, Command.CODE, Command.CANCEL, Command.AGENT}
+)
 BACK = "0"
 
 
@@ -48,13 +60,26 @@ class DialogSettings:
 
 
 class RenterDialog:
-    def __init__(self, translator: Translator, settings: DialogSettings | None = None) -> None:
+    def __init__(
+        self,
+        translator: Translator,
+        settings: DialogSettings | None = None,
+        journey: Journey | None = None,
+    ) -> None:
         self.settings = settings or DialogSettings()
+        self.journey = journey
         self._keywords = keyword_map(translator, {c.value: k for c, k in KEYWORDS.items()})
 
     async def step(self, turn: Turn) -> StepResult:
         words = turn.text.split()
         command = self._keywords.get(fold(words[0])) if words else None
+        if turn.opted_out and command not in WHILE_OPTED_OUT:
+            return StepResult(turn.state, dict(turn.data))  # they asked for silence
+        journey = self.journey
+        if journey is not None:
+            routed = await self._journey(turn, journey, command, words)
+            if routed is not None:
+                return routed
         if command == Command.HELP:
             return self._stay(turn, Reply(self._help(turn)))
         if command == Command.LANG:
@@ -70,6 +95,32 @@ class RenterDialog:
         if turn.state == DialogState.ASSET and turn.text == BACK:
             return await self._assets(turn, str(turn.data.get("location", "")))
         return self._stay(turn, Reply(turn.t("dialog.not_understood")))
+
+    async def _journey(
+        self, turn: Turn, journey: Journey, command: str | None, words: list[str]
+    ) -> StepResult | None:
+        """Booking and rental steps; None when the plain dialog should answer."""
+        if command in (Command.STOP, Command.START):
+            return journey.opt_out(turn, stop=command == Command.STOP)
+        if command == Command.BOOK:
+            if len(words) < 3:
+                return self._stay(turn, Reply(turn.t("journey.book_usage")))
+            return await journey.when(turn, words[1].upper(), " ".join(words[2:]))
+        if command in (Command.YES, Command.NO):
+            return await journey.answer(turn, yes=command == Command.YES)
+        if command in BOOKING_COMMANDS:
+            return await journey.command(turn, str(command), words[1:])
+        if turn.message.media:
+            return await journey.id_photo(turn)
+        if command is not None:
+            return None
+        if turn.state == DialogState.ASSET and turn.text != BACK:
+            return await journey.when(turn, str(turn.data.get("asset", "")), turn.text)
+        if turn.state == "alternatives":
+            return await journey.pick_alternative(turn)
+        if turn.state in ("quote", "extend_quote", "cancel_quote"):
+            return self._stay(turn, Reply(turn.t("journey.yes_or_no")))
+        return None
 
     # -- states -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,9 +48,13 @@ class Turn:
     renter_id: int
     now: datetime
     translator: Translator
+    opted_out: bool = False
 
     def t(self, key: str, **params: object) -> str:
         return self.translator.text(self.language, key, **params)
+
+
+Apply = Callable[[BaseDBAsyncClient], Awaitable[Outcome]]
 
 
 @dataclass
@@ -60,6 +64,9 @@ class StepResult:
     outcome: Outcome = field(default_factory=Outcome)
     #: Set when the renter chose a language: it is remembered for every later message.
     language: str | None = None
+    #: Domain writes (a booking hold, an opt-out) committed in the turn's transaction. If the
+    #: database refuses them (the slot was just taken), the turn is recomputed.
+    apply: Apply | None = None
 
 
 class Dialog(Protocol):
@@ -160,6 +167,7 @@ class ConversationEngine:
             renter_id=renter.id,
             now=now,
             translator=self.translator,
+            opted_out=renter.opted_out,
         )
         result = await self.dialog.step(turn)
         async with in_transaction() as conn:
@@ -196,10 +204,16 @@ class ConversationEngine:
                 created_at=message.received_at,
                 using_db=conn,
             )
-            await self._stage_replies(
-                conn, message, conversation.id, inbound.id, result.outcome, now
-            )
-            await stage_outcome(conn, result.outcome, now)
+            outcome = result.outcome
+            if result.apply is not None:
+                applied = await result.apply(conn)
+                outcome.effects += applied.effects
+                outcome.timers += applied.timers
+                outcome.alerts += applied.alerts
+                outcome.audits += applied.audits
+                outcome.replies += applied.replies
+            await self._stage_replies(conn, message, conversation.id, inbound.id, outcome, now)
+            await stage_outcome(conn, outcome, now)
 
     async def _stage_replies(
         self,
@@ -246,8 +260,8 @@ class ConversationEngine:
         return conversation
 
     async def _renter(self, message: InboundMessage, conversation: Conversation) -> Renter:
-        if conversation.renter_id is not None:  # type: ignore[attr-defined]
-            renter = await Renter.get_or_none(id=conversation.renter_id)  # type: ignore[attr-defined]
+        if conversation.renter_id is not None:
+            renter = await Renter.get_or_none(id=conversation.renter_id)
             if renter is not None:
                 return renter
         if message.channel in PHONE_CHANNELS:

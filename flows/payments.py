@@ -70,6 +70,8 @@ class PaymentEvent:
     amount: int | None = None
     currency: str | None = None
     payment_intent: str | None = None
+    customer: str | None = None
+    payment_method: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -91,6 +93,12 @@ class PaymentProvider(Protocol):
     async def release_hold(self, payment_intent: str, key: str) -> None: ...
 
     async def refund(self, payment_intent: str, amount: int | None, key: str) -> str: ...
+
+    async def place_hold(
+        self, customer: str, payment_method: str, amount: int, currency: str, key: str
+    ) -> str:
+        """Authorise ``amount`` on a saved card without capturing it; returns the intent id."""
+        ...
 
     async def charge_saved_card(
         self, customer: str, payment_method: str, amount: int, currency: str, key: str

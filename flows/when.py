@@ -75,7 +75,7 @@ def parse_local_range(text: str, *, language: str, now_local: datetime) -> Local
         return LocalRange(day, start, end)
     settings = {"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base, "DATE_ORDER": "DMY"}
     languages = [language] if language == "en" else [language, "en"]
-    parsed = dateparser.parse(day_text, languages=languages, settings=settings)  # type: ignore[arg-type]
+    parsed = dateparser.parse(day_text, languages=languages, settings=settings)
     if parsed is None:
         raise WhenNotUnderstood("no day")
     return LocalRange(parsed.date(), start, end)

@@ -7,6 +7,7 @@ readable from psql and sqlite3 alike.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
@@ -77,6 +78,9 @@ class Location(Model):
 
 
 class Asset(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        location_id: int
+
     id = fields.IntField(primary_key=True)
     code = fields.CharField(max_length=16, unique=True)
     label = fields.CharField(max_length=200)
@@ -100,6 +104,9 @@ class Asset(Model):
 
 
 class Lock(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        location_id: int
+
     id = fields.IntField(primary_key=True)
     key = fields.CharField(max_length=64, unique=True)
     provider = fields.CharField(max_length=32)
@@ -126,6 +133,10 @@ class Lock(Model):
 
 
 class AssetLock(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        asset_id: int
+        lock_id: int
+
     id = fields.IntField(primary_key=True)
     asset: fields.ForeignKeyRelation[Asset] = fields.ForeignKeyField(
         "models.Asset", related_name="lock_mappings", on_delete=fields.CASCADE
@@ -156,6 +167,9 @@ class Renter(Model):
 
 
 class Conversation(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        renter_id: int | None
+
     id = fields.IntField(primary_key=True)
     channel = fields.CharField(max_length=16)
     address = fields.CharField(max_length=100)
@@ -180,6 +194,9 @@ class Conversation(Model):
 
 
 class Message(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        conversation_id: int
+
     id = fields.BigIntField(primary_key=True)
     conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
         "models.Conversation", related_name="messages", on_delete=fields.CASCADE
@@ -198,6 +215,10 @@ class Message(Model):
 
 
 class Booking(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        renter_id: int
+        asset_id: int
+
     id = fields.IntField(primary_key=True)
     reference = fields.CharField(max_length=12, unique=True)
     renter: fields.ForeignKeyRelation[Renter] = fields.ForeignKeyField(
@@ -223,6 +244,9 @@ class Booking(Model):
 
 
 class Payment(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        booking_id: int
+
     id = fields.IntField(primary_key=True)
     booking: fields.ForeignKeyRelation[Booking] = fields.ForeignKeyField(
         "models.Booking", related_name="payments", on_delete=fields.RESTRICT
@@ -234,6 +258,8 @@ class Payment(Model):
     status = fields.CharField(max_length=24, default="created")
     provider_ref = fields.CharField(max_length=200, null=True, unique=True)
     idempotency_key = fields.CharField(max_length=120, unique=True)
+    #: Provider detail needed later: the payment intent, the saved customer and card, the URL.
+    details: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -242,6 +268,9 @@ class Payment(Model):
 
 
 class Extension(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        booking_id: int
+
     id = fields.IntField(primary_key=True)
     booking: fields.ForeignKeyRelation[Booking] = fields.ForeignKeyField(
         "models.Booking", related_name="extensions", on_delete=fields.CASCADE
@@ -272,6 +301,11 @@ class StaffMember(Model):
 
 
 class AccessCode(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        booking_id: int | None
+        staff_id: int | None
+        lock_id: int
+
     id = fields.IntField(primary_key=True)
     booking: fields.ForeignKeyNullableRelation[Booking] = fields.ForeignKeyField(
         "models.Booking", related_name="access_codes", null=True, on_delete=fields.RESTRICT
@@ -299,6 +333,10 @@ class AccessCode(Model):
 
 
 class IdentityCheck(Model):
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Tortoise adds
+        renter_id: int
+        booking_id: int | None
+
     id = fields.IntField(primary_key=True)
     renter: fields.ForeignKeyRelation[Renter] = fields.ForeignKeyField(
         "models.Renter", related_name="identity_checks", on_delete=fields.CASCADE

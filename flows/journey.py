@@ -1,0 +1,1309 @@
+"""The renter journey after an item is chosen: when, quote, hold, pay, ID, PIN, and the rental.
+
+Dialog steps here only read and return what they want done; writes that must land with the
+turn (holding a slot) go through ``StepResult.apply`` so the database can refuse them. Payment
+events, identity decisions and timers change bookings in one transaction with their effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
+from flows.bookings import (
+    IllegalTransition,
+    QuoteRefused,
+    alternatives,
+    is_free,
+    move,
+    new_reference,
+    quote,
+)
+from flows.clock import Clock
+from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
+from flows.engine import StepResult, Turn
+from flows.i18n import Translator, local_time, money
+from flows.messages import Choice
+from flows.notify import Notifier
+from flows.payments import (
+    CheckoutRequest,
+    PaymentEvent,
+    PaymentEventKind,
+    PaymentProvider,
+)
+from flows.staging import stage_outcome
+from flows.timers import TimerFired
+from flows.when import WhenNotUnderstood, parse_duration, parse_local_range, resolve_range
+from locks import LockCapability
+from locks.port import capabilities_from_json
+from locks.windows import LocalTimeProblem, access_window
+from storage.journal import resolve_alert
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Asset,
+    AuditEvent,
+    Booking,
+    BookingState,
+    Conversation,
+    Extension,
+    IdentityCheck,
+    Lock,
+    OutboxEffect,
+    Payment,
+    ProcessedWebhook,
+    Renter,
+)
+from storage.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+CHECKOUT_EFFECT = "payment.checkout"
+REFUND_EFFECT = "payment.refund"
+HOLD_EFFECT = "payment.hold_deposit"
+RELEASE_EFFECT = "payment.release_deposit"
+COLLECT_ID_EFFECT = "identity.collect"
+OPEN_EFFECT = "lock.open"
+HOLD_EXPIRY_TIMER = "booking.hold_expiry"
+DELIVER_PIN_TIMER = "booking.deliver_pin"
+START_TIMER = "booking.start"
+ENDING_TIMER = "booking.ending_soon"
+END_TIMER = "booking.end"
+LIVE_BOOKING = (
+    BookingState.AWAITING_PAYMENT,
+    BookingState.AWAITING_ID,
+    BookingState.CONFIRMED,
+    BookingState.ACTIVE,
+)
+
+
+class MediaFetcher(Protocol):
+    async def __call__(self, channel: str, url: str) -> tuple[bytes, str]:
+        """The media's bytes and content type; raises ValueError when it is refused."""
+        ...
+
+
+@dataclass(frozen=True)
+class JourneySettings:
+    public_url: str = "http://127.0.0.1:8080"
+    hold: timedelta = timedelta(minutes=30)
+    #: A renter verified within this long is not asked for an ID again.
+    id_valid_for: timedelta = timedelta(days=365)
+    #: The PIN is sent this long before the access window opens (at once when later).
+    pin_lead: timedelta = timedelta(hours=1)
+    ending_reminder: timedelta = timedelta(minutes=30)
+    opens_per_hour: int = 3
+    #: Full refund when cancelled this long before the start; half until the start; none after.
+    free_cancellation: timedelta = timedelta(hours=24)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _at(value: object) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+class Journey:
+    def __init__(
+        self,
+        translator: Translator,
+        clock: Clock,
+        access: AccessCodes,
+        payments: PaymentProvider,
+        sealer: Sealer,
+        fetch_media: MediaFetcher,
+        settings: JourneySettings | None = None,
+    ) -> None:
+        self.translator = translator
+        self.clock = clock
+        self.access = access
+        self.payments = payments
+        self.sealer = sealer
+        self.fetch_media = fetch_media
+        self.settings = settings or JourneySettings()
+        self.notifier = Notifier(translator)
+
+    # == dialog steps =========================================================================
+
+    async def when(self, turn: Turn, asset_code: str, text: str) -> StepResult:
+        """The renter said when: read it in the location's time zone and quote."""
+        asset = await Asset.get_or_none(code=asset_code, active=True).prefetch_related("location")
+        if asset is None:
+            return _stay(turn, turn.t("journey.unknown_asset", code=asset_code))
+        tz = asset.location.timezone
+        try:
+            local = parse_local_range(
+                text, language=turn.language, now_local=turn.now.astimezone(_zone(tz))
+            )
+            start, end = resolve_range(local, tz)
+        except WhenNotUnderstood:
+            return _stay(turn, turn.t("journey.when_not_understood", code=asset.code))
+        except LocalTimeProblem as problem:
+            key = (
+                "journey.time_does_not_exist"
+                if problem.kind == "nonexistent"
+                else "journey.time_is_ambiguous"
+            )
+            return _stay(turn, turn.t(key, time=problem.naive.strftime("%H:%M")))
+        return await self._quote(turn, asset, start, end)
+
+    async def _quote(self, turn: Turn, asset: Asset, start: datetime, end: datetime) -> StepResult:
+        tz = asset.location.timezone
+        try:
+            priced = quote(asset, start, end, turn.now)
+        except QuoteRefused as refused:
+            params = dict(refused.params)
+            if "minutes" in params:
+                params["duration"] = _duration(int(str(params.pop("minutes"))), turn.language)
+            return _stay(turn, turn.t(refused.key, **params))
+        if not await is_free(asset.id, start, end):
+            return await self._offer_alternatives(turn, asset, start, end)
+        text = turn.t(
+            "journey.quote",
+            code=asset.code,
+            label=asset.label,
+            location=asset.location.name,
+            start=local_time(start, tz, turn.language),
+            end=local_time(end, tz, turn.language),
+            price=money(priced.price, priced.currency, turn.language),
+            deposit=money(priced.deposit, priced.currency, turn.language),
+        )
+        data = {
+            "asset": asset.code,
+            "start": _iso(start),
+            "end": _iso(end),
+            "price": priced.price,
+            "deposit": priced.deposit,
+        }
+        return StepResult("quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+
+    async def _offer_alternatives(
+        self, turn: Turn, asset: Asset, start: datetime, end: datetime
+    ) -> StepResult:
+        tz = asset.location.timezone
+        slots = await alternatives(asset, start, end, now=turn.now)
+        choices = tuple(
+            Choice(
+                str(i),
+                f"{local_time(a, tz, turn.language)} – {local_time(b, tz, turn.language)}",
+            )
+            for i, (a, b) in enumerate(slots, start=1)
+        )
+        data = {"asset": asset.code, "slots": [[_iso(a), _iso(b)] for a, b in slots]}
+        key = "journey.taken_alternatives" if slots else "journey.taken_no_alternatives"
+        return StepResult("alternatives", data, Outcome([Reply(turn.t(key), choices)]))
+
+    async def pick_alternative(self, turn: Turn) -> StepResult:
+        slots = list(turn.data.get("slots", []))
+        if turn.text.isdigit() and 1 <= int(turn.text) <= len(slots):
+            asset = await Asset.get(code=str(turn.data["asset"])).prefetch_related("location")
+            start, end = slots[int(turn.text) - 1]
+            return await self._quote(turn, asset, _at(start), _at(end))
+        return await self.when(turn, str(turn.data.get("asset", "")), turn.text)
+
+    async def accept_quote(self, turn: Turn) -> StepResult:
+        """YES: hold the slot and send the payment link."""
+        asset = await Asset.get(code=str(turn.data["asset"])).prefetch_related("location")
+        start, end = _at(turn.data["start"]), _at(turn.data["end"])
+        if not await is_free(asset.id, start, end):
+            return await self._offer_alternatives(turn, asset, start, end)
+        reference = new_reference()
+        expires = turn.now + self.settings.hold
+        price, deposit = int(str(turn.data["price"])), int(str(turn.data["deposit"]))
+        renter_id = turn.renter_id
+
+        async def hold(conn: BaseDBAsyncClient) -> Outcome:
+            booking = await Booking.create(
+                reference=reference,
+                renter_id=renter_id,
+                asset_id=asset.id,
+                start_at=start,
+                end_at=end,
+                state=BookingState.AWAITING_PAYMENT,
+                currency=asset.currency,
+                price_cents=price,
+                deposit_cents=deposit,
+                hold_expires_at=expires,
+                using_db=conn,
+            )
+            return Outcome(
+                effects=[Effect(CHECKOUT_EFFECT, f"checkout:{reference}", {"booking": booking.id})],
+                timers=[
+                    SetTimer(
+                        HOLD_EXPIRY_TIMER, expires, f"hold:{reference}", {"booking": booking.id}
+                    )
+                ],
+                audits=[Audit(f"renter:{renter_id}", "booking.held", f"booking:{reference}")],
+            )
+
+        minutes = int(self.settings.hold.total_seconds() // 60)
+        text = turn.t("journey.holding", reference=reference, code=asset.code, minutes=minutes)
+        return StepResult("paying", {"booking": reference}, Outcome([Reply(text)]), apply=hold)
+
+    async def command(self, turn: Turn, command: str, args: list[str]) -> StepResult:
+        """EXTEND, OPEN, CODE, CANCEL and AGENT act on the renter's current booking."""
+        booking = await self._current_booking(turn.renter_id)
+        if command == "agent":
+            return await self._agent(turn, booking)
+        if booking is None:
+            return _stay(turn, turn.t("journey.no_booking"))
+        if command == "extend":
+            return await self._extend_quote(turn, booking, " ".join(args))
+        if command == "open":
+            return await self._open(turn, booking)
+        if command == "code":
+            return await self._resend_code(turn, booking)
+        if command == "cancel":
+            return await self._cancel_quote(turn, booking)
+        return _stay(turn, turn.t("dialog.not_understood"))
+
+    async def answer(self, turn: Turn, yes: bool) -> StepResult:
+        """YES or NO to the question the conversation is waiting on."""
+        if turn.state == "quote":
+            if yes:
+                return await self.accept_quote(turn)
+            return StepResult("start", {}, Outcome([Reply(turn.t("journey.quote_declined"))]))
+        if turn.state == "extend_quote":
+            if yes:
+                return await self._extend_accept(turn)
+            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.kept_as_is"))]))
+        if turn.state == "cancel_quote":
+            if yes:
+                return await self._cancel_accept(turn)
+            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.kept_as_is"))]))
+        return _stay(turn, turn.t("journey.nothing_to_answer"))
+
+    async def id_photo(self, turn: Turn) -> StepResult:
+        booking = await self._current_booking(turn.renter_id)
+        if booking is None or booking.state != BookingState.AWAITING_ID:
+            return _stay(turn, turn.t("dialog.media_not_needed"))
+        media = turn.message.media[0]
+        effect = Effect(
+            COLLECT_ID_EFFECT,
+            f"identity:{turn.message.channel}:{turn.message.provider_id}",
+            {
+                "booking": booking.id,
+                "channel": turn.message.channel,
+                "url": media.url,
+                "content_type": media.content_type,
+            },
+        )
+        return StepResult(
+            turn.state, dict(turn.data), Outcome([Reply(turn.t("journey.id_received"))], [effect])
+        )
+
+    def opt_out(self, turn: Turn, stop: bool) -> StepResult:
+        renter_id = turn.renter_id
+        now = turn.now
+
+        async def apply(conn: BaseDBAsyncClient) -> Outcome:
+            await (
+                Renter.filter(id=renter_id)
+                .using_db(conn)
+                .update(opted_out=stop, opted_out_at=now if stop else None)
+            )
+            action = "renter.opted_out" if stop else "renter.opted_in"
+            return Outcome(audits=[Audit(f"renter:{renter_id}", action)])
+
+        key = "journey.stopped" if stop else "journey.started"
+        return StepResult(turn.state, dict(turn.data), Outcome([Reply(turn.t(key))]), apply=apply)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def _current_booking(self, renter_id: int) -> Booking | None:
+        return (
+            await Booking.filter(renter_id=renter_id, state__in=LIVE_BOOKING)
+            .order_by("start_at")
+            .first()
+        )
+
+    async def _agent(self, turn: Turn, booking: Booking | None) -> StepResult:
+        conversation = await Conversation.get(
+            channel=turn.message.channel, address=turn.message.address
+        )
+        outcome = Outcome(
+            [Reply(turn.t("journey.agent_requested"))],
+            alerts=[
+                Alert(
+                    "agent_requested",
+                    f"agent:{conversation.id}",
+                    "ops.agent_requested",
+                    {
+                        "channel": turn.message.channel,
+                        "booking": booking.reference if booking else "-",
+                    },
+                )
+            ],
+            audits=[Audit(f"renter:{turn.renter_id}", "conversation.agent_requested")],
+        )
+        data = {**turn.data, "handoff": "requested"}
+        return StepResult(turn.state, data, outcome)
+
+    async def _open(self, turn: Turn, booking: Booking) -> StepResult:
+        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        window = self._window(asset, booking)
+        if not window.contains(turn.now) or booking.state not in (
+            BookingState.CONFIRMED,
+            BookingState.ACTIVE,
+        ):
+            return _stay(turn, turn.t("journey.open_outside_window"))
+        hour_ago = turn.now - timedelta(hours=1)
+        recent = await AuditEvent.filter(
+            action="lock.remote_open", subject=f"booking:{booking.reference}", at__gte=hour_ago
+        ).count()
+        if recent >= self.settings.opens_per_hour:
+            return _stay(turn, turn.t("journey.open_too_often"))
+        locks = [
+            lock
+            for lock in await locks_for_booking(booking)
+            if LockCapability.REMOTE_UNLOCK
+            in capabilities_from_json(lock.capabilities, lock.provider)
+        ]
+        if not locks:
+            return _stay(turn, turn.t("journey.open_not_possible"))
+        stamp = turn.message.provider_id
+        outcome = Outcome(
+            [Reply(turn.t("journey.opening", locks=", ".join(lk.label for lk in locks)))],
+            effects=[
+                Effect(OPEN_EFFECT, f"open:{lock.id}:{stamp}", {"lock": lock.id}) for lock in locks
+            ],
+            alerts=[
+                Alert(
+                    "remote_open",
+                    f"remote-open:{booking.reference}",
+                    "ops.remote_open",
+                    {"booking": booking.reference, "locks": ", ".join(lk.label for lk in locks)},
+                )
+            ],
+            audits=[
+                Audit(
+                    f"renter:{turn.renter_id}", "lock.remote_open", f"booking:{booking.reference}"
+                )
+            ],
+        )
+        return StepResult(turn.state, dict(turn.data), outcome)
+
+    async def _resend_code(self, turn: Turn, booking: Booking) -> StepResult:
+        codes = await self._set_codes(booking)
+        if codes is None:
+            return _stay(turn, turn.t("journey.code_not_ready"))
+        return _stay(turn, await self._pin_text(booking, codes, turn.language), kind="pin")
+
+    async def _extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
+        try:
+            extra = parse_duration(text)
+        except WhenNotUnderstood:
+            return _stay(turn, turn.t("journey.extend_usage"))
+        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        new_end = booking.end_at + extra
+        if (new_end - booking.start_at).total_seconds() / 60 > asset.max_duration_minutes:
+            return _stay(
+                turn,
+                turn.t(
+                    "journey.too_long",
+                    duration=_duration(asset.max_duration_minutes, turn.language),
+                ),
+            )
+        if not await is_free(asset.id, booking.end_at, new_end, ignore=booking.id):
+            outcome = Outcome(
+                [Reply(turn.t("journey.extend_conflict"))],
+                alerts=[
+                    Alert(
+                        "extension_conflict",
+                        f"extension-conflict:{booking.reference}",
+                        "ops.extension_conflict",
+                        {"booking": booking.reference},
+                    )
+                ],
+            )
+            return StepResult(turn.state, dict(turn.data), outcome)
+        hours = -(-int(extra.total_seconds()) // 3600)
+        price = hours * asset.price_per_hour_cents
+        if asset.price_per_day_cents:
+            price = min(price, -(-hours // 24) * asset.price_per_day_cents)
+        tz = asset.location.timezone
+        text_out = turn.t(
+            "journey.extend_quote",
+            end=local_time(new_end, tz, turn.language),
+            price=money(price, booking.currency, turn.language),
+        )
+        data = {"booking": booking.reference, "new_end": _iso(new_end), "price": price}
+        return StepResult("extend_quote", data, Outcome([Reply(text_out, self._yes_no(turn))]))
+
+    async def _extend_accept(self, turn: Turn) -> StepResult:
+        booking = await Booking.get(reference=str(turn.data["booking"]))
+        new_end = _at(turn.data["new_end"])
+        price = int(str(turn.data["price"]))
+        if not await is_free(booking.asset_id, booking.end_at, new_end, ignore=booking.id):
+            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
+
+        async def record(conn: BaseDBAsyncClient) -> Outcome:
+            extension = await Extension.create(
+                booking=booking,
+                old_end_at=booking.end_at,
+                new_end_at=new_end,
+                price_cents=price,
+                using_db=conn,
+            )
+            if price == 0:
+                return await self._apply_extension(conn, extension)
+            return Outcome(
+                effects=[
+                    Effect(
+                        CHECKOUT_EFFECT,
+                        f"checkout:{booking.reference}:extension:{extension.id}",
+                        {"booking": booking.id, "extension": extension.id},
+                    )
+                ]
+            )
+
+        return StepResult(
+            "booked", {}, Outcome([Reply(turn.t("journey.extend_paying"))]), apply=record
+        )
+
+    def _refund_for(self, booking: Booking, now: datetime) -> int:
+        if now <= booking.start_at - self.settings.free_cancellation:
+            return booking.price_cents
+        if now < booking.start_at:
+            return booking.price_cents // 2
+        return 0
+
+    async def _cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
+        refund = self._refund_for(booking, turn.now)
+        if booking.state == BookingState.AWAITING_PAYMENT:
+            refund = 0
+        text = turn.t(
+            "journey.cancel_quote",
+            reference=booking.reference,
+            refund=money(refund, booking.currency, turn.language),
+        )
+        data = {"booking": booking.reference}
+        return StepResult("cancel_quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+
+    async def _cancel_accept(self, turn: Turn) -> StepResult:
+        booking = await Booking.get(reference=str(turn.data["booking"]))
+        now = turn.now
+        actor = f"renter:{turn.renter_id}"
+
+        async def cancel(conn: BaseDBAsyncClient) -> Outcome:
+            return await self.cancel_booking(conn, booking, actor=actor, now=now, refund=None)
+
+        refund = (
+            self._refund_for(booking, now) if booking.state != BookingState.AWAITING_PAYMENT else 0
+        )
+        text = turn.t(
+            "journey.cancelled",
+            reference=booking.reference,
+            refund=money(refund, booking.currency, turn.language),
+        )
+        return StepResult("start", {}, Outcome([Reply(text)]), apply=cancel)
+
+    # == booking changes (inside a transaction) ==============================================
+
+    async def cancel_booking(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        *,
+        actor: str,
+        now: datetime,
+        refund: int | None,
+    ) -> Outcome:
+        """Cancel with the refund policy (or ``refund`` as given), revoke codes at once."""
+        was = booking.state
+        await move(conn, booking, BookingState.CANCELLED)
+        await Booking.filter(id=booking.id).using_db(conn).update(cancelled_at=now)
+        codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).using_db(conn)
+        outcome = await self.access.revoke(conn, codes, actor=actor, reason="booking cancelled")
+        outcome.timers += [
+            CancelTimer(f"{kind}:{booking.reference}")
+            for kind in ("hold", "pin", "start", "ending", "end")
+        ]
+        amount = 0 if was == BookingState.AWAITING_PAYMENT else self._refund_for(booking, now)
+        if refund is not None:
+            amount = refund
+        if was == BookingState.AWAITING_PAYMENT:
+            outcome.effects.append(
+                Effect(
+                    "payment.expire_checkout",
+                    f"expire:{booking.reference}",
+                    {"booking": booking.id},
+                )
+            )
+        if amount > 0:
+            outcome.effects.append(
+                Effect(
+                    REFUND_EFFECT,
+                    f"refund:{booking.reference}",
+                    {"booking": booking.id, "amount": amount},
+                )
+            )
+        outcome.effects.append(
+            Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
+        )
+        outcome.alerts.append(
+            Alert(
+                "booking_cancelled",
+                f"cancelled:{booking.reference}",
+                "ops.booking_cancelled",
+                {"booking": booking.reference, "by": actor},
+            )
+        )
+        outcome.audits.append(
+            Audit(actor, "booking.cancelled", f"booking:{booking.reference}", {"refund": amount})
+        )
+        return outcome
+
+    async def confirm(self, conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> Outcome:
+        """Payment and identity are done: plan the codes and the rental's timers."""
+        await move(conn, booking, BookingState.CONFIRMED)
+        outcome = await self.access.plan_booking_codes(conn, booking)
+        asset = (
+            await Asset.filter(id=booking.asset_id)
+            .using_db(conn)
+            .get()
+            .prefetch_related("location")
+        )
+        window = self._window(asset, booking)
+        ref = booking.reference
+        pin_at = max(now, window.starts_at - self.settings.pin_lead)
+        outcome.timers += [
+            SetTimer(DELIVER_PIN_TIMER, pin_at, f"pin:{ref}", {"booking": booking.id}),
+            SetTimer(START_TIMER, booking.start_at, f"start:{ref}", {"booking": booking.id}),
+            SetTimer(
+                ENDING_TIMER,
+                max(now, booking.end_at - self.settings.ending_reminder),
+                f"ending:{ref}",
+                {"booking": booking.id},
+            ),
+            SetTimer(END_TIMER, booking.end_at, f"end:{ref}", {"booking": booking.id}),
+        ]
+        outcome.audits.append(Audit("system", "booking.confirmed", f"booking:{ref}"))
+        tz = asset.location.timezone
+        language = await self._language(conn, booking)
+        await self.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.confirmed",
+            now=now,
+            kind="receipt",
+            params={
+                "reference": ref,
+                "code": asset.code,
+                "start": local_time(booking.start_at, tz, language),
+                "end": local_time(booking.end_at, tz, language),
+                "pin_at": local_time(pin_at, tz, language),
+            },
+        )
+        return outcome
+
+    async def _apply_extension(self, conn: BaseDBAsyncClient, extension: Extension) -> Outcome:
+        booking = await Booking.filter(id=extension.booking_id).using_db(conn).get()
+        asset = (
+            await Asset.filter(id=booking.asset_id)
+            .using_db(conn)
+            .get()
+            .prefetch_related("location")
+        )
+        now = self.clock.now()
+        await Booking.filter(id=booking.id).using_db(conn).update(end_at=extension.new_end_at)
+        await Extension.filter(id=extension.id).using_db(conn).update(state="applied")
+        booking.end_at = extension.new_end_at
+        window = self._window(asset, booking)
+        outcome, replaced = await self.access.move_window(conn, booking, window)
+        ref = booking.reference
+        outcome.timers += [
+            SetTimer(END_TIMER, booking.end_at, f"end:{ref}", {"booking": booking.id}),
+            SetTimer(
+                ENDING_TIMER,
+                max(now, booking.end_at - self.settings.ending_reminder),
+                f"ending:{ref}",
+                {"booking": booking.id},
+            ),
+        ]
+        if replaced:
+            outcome.timers.append(
+                SetTimer(DELIVER_PIN_TIMER, now, f"pin:{ref}", {"booking": booking.id})
+            )
+        outcome.audits.append(
+            Audit("system", "booking.extended", f"booking:{ref}", {"until": _iso(booking.end_at)})
+        )
+        language = await self._language(conn, booking)
+        await self.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.extended_new_code" if replaced else "journey.extended",
+            now=now,
+            kind="receipt",
+            params={"end": local_time(booking.end_at, asset.location.timezone, language)},
+        )
+        return outcome
+
+    # == payment events =====================================================================
+
+    async def on_payment_event(self, provider: str, event: PaymentEvent) -> bool:
+        """Apply a payment provider's event once; events may come in any order."""
+        now = self.clock.now()
+        try:
+            async with in_transaction() as conn:
+                await ProcessedWebhook.create(
+                    provider=provider, event_id=event.event_id, received_at=now, using_db=conn
+                )
+                outcome = await self._payment_event(conn, event, now)
+                await stage_outcome(conn, outcome, now)
+        except IntegrityError:
+            return False
+        return True
+
+    async def _payment_event(
+        self, conn: BaseDBAsyncClient, event: PaymentEvent, now: datetime
+    ) -> Outcome:
+        payment = (
+            await Payment.filter(provider_ref=event.object_id).using_db(conn).first()
+            if event.object_id
+            else None
+        )
+        booking = None
+        if event.booking_reference:
+            booking = await Booking.filter(reference=event.booking_reference).using_db(conn).first()
+        if booking is None and payment is not None:
+            booking = await Booking.filter(id=payment.booking_id).using_db(conn).first()
+        if booking is None:
+            log.info("payment event %s names no booking Keyturn knows", event.kind)
+            return Outcome()
+        if event.kind == PaymentEventKind.CHECKOUT_PAID:
+            return await self._paid(conn, booking, payment, event, now)
+        if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
+            if payment is not None and payment.purpose == "extension":
+                return Outcome()
+            return await self._expire(conn, booking, now)
+        if event.kind == PaymentEventKind.REFUNDED:
+            await Payment.create(
+                booking=booking,
+                provider="stripe"
+                if event.object_id.startswith(("ch_", "re_", "pi_"))
+                else "sandbox",
+                purpose="refund",
+                amount_cents=event.amount or 0,
+                currency=booking.currency,
+                status="refunded",
+                idempotency_key=f"refund-event:{event.event_id}",
+                using_db=conn,
+            )
+            return Outcome(
+                audits=[Audit("payments", "payment.refunded", f"booking:{booking.reference}")]
+            )
+        if event.kind == PaymentEventKind.HOLD_PLACED:
+            await (
+                Payment.filter(booking_id=booking.id, purpose="deposit")
+                .using_db(conn)
+                .update(status="held")
+            )
+        if event.kind == PaymentEventKind.PAYMENT_FAILED:
+            return Outcome(
+                alerts=[
+                    Alert(
+                        "payment_failed",
+                        f"payment-failed:{booking.reference}",
+                        "ops.payment_failed",
+                        {"booking": booking.reference},
+                    )
+                ]
+            )
+        return Outcome()
+
+    async def _paid(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment | None,
+        event: PaymentEvent,
+        now: datetime,
+    ) -> Outcome:
+        details = {
+            "payment_intent": event.payment_intent,
+            "customer": event.customer,
+            "payment_method": event.payment_method,
+        }
+        if payment is not None:
+            if payment.status == "paid":
+                return Outcome()
+            await (
+                Payment.filter(id=payment.id)
+                .using_db(conn)
+                .update(status="paid", details={**payment.details, **details})
+            )
+            if payment.purpose == "extension":
+                extension = (
+                    await Extension.filter(id=int(str(payment.details.get("extension"))))
+                    .using_db(conn)
+                    .get()
+                )
+                still_free = await is_free(
+                    booking.asset_id,
+                    extension.old_end_at,
+                    extension.new_end_at,
+                    ignore=booking.id,
+                    conn=conn,
+                )
+                if not still_free or booking.state not in (
+                    BookingState.CONFIRMED,
+                    BookingState.ACTIVE,
+                ):
+                    return self._refund_late(booking, payment, "extension_taken")
+                return await self._apply_extension(conn, extension)
+        if booking.state != BookingState.AWAITING_PAYMENT:
+            # Paid after the hold expired or was cancelled: give the money back.
+            if payment is not None:
+                return self._refund_late(booking, payment, "paid_after_expiry")
+            return Outcome()
+        await Booking.filter(id=booking.id).using_db(conn).update(hold_expires_at=None)
+        outcome = Outcome(
+            timers=[CancelTimer(f"hold:{booking.reference}")],
+            audits=[Audit("payments", "booking.paid", f"booking:{booking.reference}")],
+        )
+        if booking.deposit_cents and event.customer and event.payment_method:
+            outcome.effects.append(
+                Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
+            )
+        renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
+        verified = (
+            renter.verified_at is not None and renter.verified_at > now - self.settings.id_valid_for
+        )
+        if verified:
+            return _merge(outcome, await self.confirm(conn, booking, now))
+        await move(conn, booking, BookingState.AWAITING_ID)
+        await self.notifier.tell(
+            conn,
+            renter.id,
+            "journey.send_id",
+            now=now,
+            kind="receipt",
+            params={"reference": booking.reference},
+        )
+        return outcome
+
+    def _refund_late(self, booking: Booking, payment: Payment, why: str) -> Outcome:
+        return Outcome(
+            effects=[
+                Effect(
+                    REFUND_EFFECT,
+                    f"refund:{booking.reference}:{payment.id}",
+                    {"booking": booking.id, "payment": payment.id, "amount": payment.amount_cents},
+                )
+            ],
+            alerts=[
+                Alert(
+                    "late_payment_refunded",
+                    f"late-payment:{booking.reference}",
+                    "ops.late_payment_refunded",
+                    {"booking": booking.reference, "why": why},
+                )
+            ],
+        )
+
+    async def _expire(self, conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> Outcome:
+        if booking.state != BookingState.AWAITING_PAYMENT:
+            return Outcome()
+        await move(conn, booking, BookingState.EXPIRED)
+        await self.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.hold_expired",
+            now=now,
+            params={"reference": booking.reference},
+        )
+        return Outcome(
+            timers=[CancelTimer(f"hold:{booking.reference}")],
+            effects=[
+                Effect(
+                    "payment.expire_checkout",
+                    f"expire:{booking.reference}",
+                    {"booking": booking.id},
+                )
+            ],
+            alerts=[
+                Alert(
+                    "hold_expired",
+                    f"hold-expired:{booking.reference}",
+                    "ops.hold_expired",
+                    {"booking": booking.reference},
+                )
+            ],
+            audits=[Audit("system", "booking.expired", f"booking:{booking.reference}")],
+        )
+
+    # == identity ===========================================================================
+
+    async def decide_identity(
+        self, check_id: int, *, approved: bool, reviewer: str, reason: str = ""
+    ) -> bool:
+        """An operator's decision; the document image is deleted in the same transaction."""
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            check = await IdentityCheck.filter(id=check_id, status="pending").using_db(conn).first()
+            if check is None:
+                return False
+            await (
+                IdentityCheck.filter(id=check.id)
+                .using_db(conn)
+                .update(
+                    status="approved" if approved else "rejected",
+                    document_encrypted=None,
+                    reviewer_id=None,
+                    reason=reason[:500],
+                    decided_at=now,
+                )
+            )
+            outcome = Outcome(
+                audits=[
+                    Audit(
+                        reviewer,
+                        "identity.approved" if approved else "identity.rejected",
+                        f"identity:{check.id}",
+                        {"reason": reason},
+                    )
+                ]
+            )
+            booking = (
+                await Booking.filter(id=check.booking_id).using_db(conn).first()
+                if check.booking_id is not None
+                else None
+            )
+            if approved:
+                await Renter.filter(id=check.renter_id).using_db(conn).update(verified_at=now)
+                if booking is not None and booking.state == BookingState.AWAITING_ID:
+                    outcome = _merge(outcome, await self.confirm(conn, booking, now))
+            elif booking is not None and booking.state == BookingState.AWAITING_ID:
+                outcome = _merge(
+                    outcome,
+                    await self.cancel_booking(
+                        conn, booking, actor=reviewer, now=now, refund=booking.price_cents
+                    ),
+                )
+                await self.notifier.tell(
+                    conn,
+                    booking.renter_id,
+                    "journey.id_rejected",
+                    now=now,
+                    kind="receipt",
+                    params={"reason": reason or "-"},
+                )
+            await stage_outcome(conn, outcome, now)
+        await resolve_alert(None, group_key=f"id-review:{check_id}", now=now, by=reviewer)
+        return True
+
+    # == effects ============================================================================
+
+    async def execute_checkout(self, effect: OutboxEffect) -> None:
+        booking = await Booking.get(id=int(str(effect.payload["booking"]))).prefetch_related(
+            "asset"
+        )
+        extension_id = effect.payload.get("extension")
+        now = self.clock.now()
+        if extension_id is None:
+            if booking.state != BookingState.AWAITING_PAYMENT:
+                return
+            amount, purpose = booking.price_cents, "rental"
+            expires = max(booking.hold_expires_at or now, now + timedelta(minutes=31))
+        else:
+            extension = await Extension.get(id=int(str(extension_id)))
+            amount, purpose = extension.price_cents, "extension"
+            expires = now + timedelta(minutes=31)
+        checkout = await self.payments.create_checkout(
+            CheckoutRequest(
+                booking_reference=booking.reference,
+                amount=amount,
+                currency=booking.currency.lower(),
+                description=f"{booking.asset.label} ({booking.reference})",
+                expires_at=expires,
+                success_url=f"{self.settings.public_url}/paid/{booking.reference}",
+                cancel_url=f"{self.settings.public_url}/paid/{booking.reference}?cancelled=1",
+                idempotency_key=effect.idempotency_key,
+                save_card=booking.deposit_cents > 0 and purpose == "rental",
+                metadata={"purpose": purpose},
+            )
+        )
+        async with in_transaction() as conn:
+            await Payment.get_or_create(
+                idempotency_key=effect.idempotency_key,
+                defaults={
+                    "booking": booking,
+                    "provider": self.payments.name,
+                    "purpose": purpose,
+                    "amount_cents": amount,
+                    "currency": booking.currency,
+                    "status": "open",
+                    "provider_ref": checkout.session_id,
+                    "details": {"url": checkout.url, "extension": extension_id},
+                },
+                using_db=conn,
+            )
+            language = await self._language(conn, booking)
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.pay_link",
+                now=now,
+                kind="payment_link",
+                params={"url": checkout.url, "amount": money(amount, booking.currency, language)},
+                template_variables={"1": booking.reference, "2": checkout.url},
+            )
+
+    async def execute_refund(self, effect: OutboxEffect) -> None:
+        booking = await Booking.get(id=int(str(effect.payload["booking"])))
+        paid = await Payment.filter(
+            booking_id=booking.id, status="paid", purpose__in=("rental", "extension")
+        ).order_by("id")
+        remaining = int(str(effect.payload.get("amount", 0)))
+        for payment in paid:
+            intent = str(payment.details.get("payment_intent") or "")
+            if remaining <= 0 or not intent:
+                continue
+            part = min(remaining, payment.amount_cents)
+            await self.payments.refund(intent, part, f"{effect.idempotency_key}:{payment.id}")
+            remaining -= part
+
+    async def execute_expire_checkout(self, effect: OutboxEffect) -> None:
+        booking_id = int(str(effect.payload["booking"]))
+        for payment in await Payment.filter(booking_id=booking_id, status="open"):
+            if payment.provider_ref:
+                await self.payments.expire_checkout(payment.provider_ref)
+            await Payment.filter(id=payment.id).update(status="expired")
+
+    async def execute_hold_deposit(self, effect: OutboxEffect) -> None:
+        booking = await Booking.get(id=int(str(effect.payload["booking"])))
+        rental = await Payment.filter(
+            booking_id=booking.id, purpose="rental", status="paid"
+        ).first()
+        if rental is None or booking.deposit_cents <= 0:
+            return
+        customer = str(rental.details.get("customer") or "")
+        method = str(rental.details.get("payment_method") or "")
+        # A card authorisation lives about seven days; longer rentals keep the saved card and
+        # charge it off-session only if an operator claims the deposit.
+        if booking.end_at - self.clock.now() > timedelta(days=6):
+            status, intent = "card_on_file", None
+        else:
+            intent = await self.payments.place_hold(
+                customer,
+                method,
+                booking.deposit_cents,
+                booking.currency.lower(),
+                effect.idempotency_key,
+            )
+            status = "held"
+        await Payment.get_or_create(
+            idempotency_key=effect.idempotency_key,
+            defaults={
+                "booking": booking,
+                "provider": self.payments.name,
+                "purpose": "deposit",
+                "amount_cents": booking.deposit_cents,
+                "currency": booking.currency,
+                "status": status,
+                "provider_ref": intent,
+                "details": {"customer": customer, "payment_method": method},
+            },
+        )
+
+    async def execute_release_deposit(self, effect: OutboxEffect) -> None:
+        booking_id = int(str(effect.payload["booking"]))
+        for deposit in await Payment.filter(
+            booking_id=booking_id, purpose="deposit", status="held"
+        ):
+            if deposit.provider_ref:
+                await self.payments.release_hold(deposit.provider_ref, effect.idempotency_key)
+            await Payment.filter(id=deposit.id).update(status="released")
+
+    async def execute_collect_id(self, effect: OutboxEffect) -> None:
+        payload = effect.payload
+        booking = await Booking.get(id=int(str(payload["booking"])))
+        now = self.clock.now()
+        try:
+            content, content_type = await self.fetch_media(
+                str(payload["channel"]), str(payload["url"])
+            )
+        except ValueError:
+            async with in_transaction() as conn:
+                await self.notifier.tell(
+                    conn,
+                    booking.renter_id,
+                    "journey.id_unreadable",
+                    now=now,
+                    kind="receipt",
+                )
+            return
+        async with in_transaction() as conn:
+            check, created = await IdentityCheck.get_or_create(
+                provider_ref=effect.idempotency_key,
+                defaults={
+                    "renter_id": booking.renter_id,
+                    "booking": booking,
+                    "method": "manual",
+                    "document_encrypted": self.sealer.seal_bytes(content),
+                    "document_content_type": content_type,
+                },
+                using_db=conn,
+            )
+            if created:
+                await stage_outcome(
+                    conn,
+                    Outcome(
+                        alerts=[
+                            Alert(
+                                "id_review",
+                                f"id-review:{check.id}",
+                                "ops.id_review",
+                                {"booking": booking.reference, "check": check.id},
+                            )
+                        ],
+                        audits=[Audit("system", "identity.submitted", f"identity:{check.id}")],
+                    ),
+                    now,
+                )
+
+    async def execute_open(self, effect: OutboxEffect) -> None:
+        lock = await Lock.get(id=int(str(effect.payload["lock"])))
+        provider = self.access.providers.get(lock.provider)
+        if provider is None:
+            return
+        await provider.unlock(lock.device_id)
+
+    # == timers =============================================================================
+
+    async def on_hold_expiry(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            outcome = await self._expire(conn, booking, now)
+            await stage_outcome(conn, outcome, now)
+        return Outcome()
+
+    async def on_deliver_pin(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+        codes = await self._set_codes(booking)
+        if codes is None:
+            if now < booking.end_at:  # not set yet: look again shortly (ops is alerted by then)
+                return Outcome(
+                    timers=[
+                        SetTimer(
+                            DELIVER_PIN_TIMER,
+                            now + timedelta(minutes=5),
+                            f"pin:{booking.reference}",
+                            {"booking": booking.id},
+                        )
+                    ]
+                )
+            return Outcome()
+        async with in_transaction() as conn:
+            language = await self._language(conn, booking)
+            text_params = {"body": await self._pin_text(booking, codes, language)}
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.pin_message",
+                now=now,
+                kind="pin",
+                params=text_params,
+                template_variables={"1": booking.reference},
+            )
+            await stage_outcome(
+                conn,
+                Outcome(
+                    audits=[Audit("system", "booking.pin_sent", f"booking:{booking.reference}")]
+                ),
+                now,
+            )
+        return Outcome()
+
+    async def on_start(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        if booking.state == BookingState.CONFIRMED:
+            async with in_transaction() as conn:
+                await move(conn, booking, BookingState.ACTIVE)
+        return Outcome(audits=[Audit("system", "booking.started", f"booking:{booking.reference}")])
+
+    async def on_ending_soon(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"]))).prefetch_related(
+            "asset__location"
+        )
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            language = await self._language(conn, booking)
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.ending_soon",
+                now=now,
+                kind="reminder",
+                params={
+                    "end": local_time(booking.end_at, booking.asset.location.timezone, language)
+                },
+            )
+        return Outcome()
+
+    async def on_end(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            if booking.state == BookingState.CONFIRMED:
+                await move(conn, booking, BookingState.ACTIVE)
+            await move(conn, booking, BookingState.COMPLETED)
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.thank_you",
+                now=now,
+                kind="receipt",
+                params={"reference": booking.reference},
+            )
+            await stage_outcome(
+                conn,
+                Outcome(
+                    effects=[
+                        Effect(
+                            RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id}
+                        )
+                    ],
+                    audits=[Audit("system", "booking.completed", f"booking:{booking.reference}")],
+                ),
+                now,
+            )
+        return Outcome()
+
+    # == helpers ============================================================================
+
+    def _window(self, asset: Asset, booking: Booking) -> Any:
+        before = asset.buffer_before_minutes
+        after = asset.buffer_after_minutes
+        return access_window(
+            booking.start_at,
+            booking.end_at,
+            buffer_before=timedelta(
+                minutes=before if before is not None else asset.location.buffer_before_minutes
+            ),
+            buffer_after=timedelta(
+                minutes=after if after is not None else asset.location.buffer_after_minutes
+            ),
+        )
+
+    async def _set_codes(self, booking: Booking) -> list[AccessCode] | None:
+        codes = await AccessCode.filter(
+            booking_id=booking.id, state__in=LIVE_STATES
+        ).prefetch_related("lock")
+        if not codes or any(code.state != AccessCodeState.SET for code in codes):
+            return None
+        return codes
+
+    async def _pin_text(self, booking: Booking, codes: list[AccessCode], language: str) -> str:
+        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        tz = asset.location.timezone
+        t = self.translator
+        lines = [
+            t.text(
+                language,
+                "journey.pin_line",
+                lock=code.lock.label,
+                pin=self.sealer.open(code.pin_encrypted),
+            )
+            for code in sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label))
+        ]
+        window = codes[0]
+        text = t.text(
+            language,
+            "journey.pin",
+            reference=booking.reference,
+            codes="\n".join(lines),
+            start=local_time(window.starts_at, tz, language),
+            end=local_time(window.ends_at, tz, language),
+        )
+        if any(code.offline for code in codes):
+            text += "\n" + t.text(language, "journey.pin_offline_warning")
+        return text
+
+    async def _language(self, conn: BaseDBAsyncClient, booking: Booking) -> str:
+        renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
+        conversation = (
+            await Conversation.filter(renter_id=renter.id)
+            .using_db(conn)
+            .order_by("-last_inbound_at")
+            .first()
+        )
+        return await self.notifier.language(renter, conversation)
+
+    def _yes_no(self, turn: Turn) -> tuple[Choice, ...]:
+        yes = turn.t("keyword.yes").split("|")[0]
+        no = turn.t("keyword.no").split("|")[0]
+        return (Choice(yes, yes), Choice(no, no))
+
+
+def _stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:
+    return StepResult(turn.state, dict(turn.data), Outcome([Reply(text, kind=kind)]))
+
+
+def _merge(first: Outcome, second: Outcome) -> Outcome:
+    return Outcome(
+        replies=[*first.replies, *second.replies],
+        effects=[*first.effects, *second.effects],
+        timers=[*first.timers, *second.timers],
+        alerts=[*first.alerts, *second.alerts],
+        audits=[*first.audits, *second.audits],
+    )
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _duration(minutes: int, language: str) -> str:
+    from babel.dates import format_timedelta
+
+    return str(format_timedelta(timedelta(minutes=minutes), threshold=1.1, locale=language))
+
+
+EffectHandler = Callable[[OutboxEffect], Awaitable[None]]
+
+
+def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
+    return {
+        CHECKOUT_EFFECT: journey.execute_checkout,
+        REFUND_EFFECT: journey.execute_refund,
+        HOLD_EFFECT: journey.execute_hold_deposit,
+        RELEASE_EFFECT: journey.execute_release_deposit,
+        COLLECT_ID_EFFECT: journey.execute_collect_id,
+        OPEN_EFFECT: journey.execute_open,
+        "payment.expire_checkout": journey.execute_expire_checkout,
+    }
+
+
+def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awaitable[Outcome]]]:
+    return {
+        HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
+        DELIVER_PIN_TIMER: journey.on_deliver_pin,
+        START_TIMER: journey.on_start,
+        ENDING_TIMER: journey.on_ending_soon,
+        END_TIMER: journey.on_end,
+    }
+
+
+__all__ = ["IllegalTransition", "Journey", "JourneySettings", "MediaFetcher"]

@@ -1,0 +1,87 @@
+"""Messages Keyturn sends on its own (payment links, PINs, reminders), through the outbox.
+
+They go to the conversation the renter used last, in its language, with a kind that lets a
+channel pick an approved template where it needs one (WhatsApp outside 24 hours). A renter who
+opted out gets only what the rental cannot work without (``required``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.effects import Effect, Outcome
+from flows.i18n import LanguageSources, Translator, pick_language
+from flows.messages import Choice, OutboundMessage
+from flows.staging import stage_outcome
+from storage.models import Conversation, Message, Renter
+
+#: Kinds a renter who sent STOP still receives: without them the rental cannot go on.
+REQUIRED_KINDS = frozenset({"pin", "payment_link", "receipt"})
+
+
+class Notifier:
+    def __init__(self, translator: Translator) -> None:
+        self.translator = translator
+
+    async def language(self, renter: Renter, conversation: Conversation | None) -> str:
+        return pick_language(
+            LanguageSources(
+                explicit=renter.language,
+                channel_hint=conversation.language if conversation else None,
+                phone=renter.phone,
+            )
+        )
+
+    async def tell(
+        self,
+        conn: BaseDBAsyncClient,
+        renter_id: int,
+        key: str,
+        *,
+        now: datetime,
+        kind: str = "notice",
+        params: Mapping[str, object] | None = None,
+        choices: tuple[Choice, ...] = (),
+        template_variables: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Stage one message to the renter; False when there is nobody to tell or they opted out."""
+        renter = await Renter.filter(id=renter_id).using_db(conn).get()
+        if renter.opted_out and kind not in REQUIRED_KINDS:
+            return False
+        conversation = (
+            await Conversation.filter(renter_id=renter_id)
+            .using_db(conn)
+            .order_by("-last_inbound_at", "-id")
+            .first()
+        )
+        if conversation is None:
+            return False
+        language = await self.language(renter, conversation)
+        text = self.translator.text(language, key, **(params or {}))
+        outbound = OutboundMessage(
+            channel=conversation.channel,
+            address=conversation.address,
+            text=text,
+            choices=choices,
+            kind=kind,
+            template_variables=dict(template_variables or {}),
+        )
+        row = await Message.create(
+            conversation_id=conversation.id,
+            direction="out",
+            body=text,
+            choices=[[c.value, c.label] for c in choices],
+            status="queued",
+            created_at=now,
+            using_db=conn,
+        )
+        effect = Effect(
+            "send_message",
+            f"notify:{row.id}",
+            {"message_id": row.id, "message": outbound.to_payload()},
+        )
+        await stage_outcome(conn, Outcome(effects=[effect]), now)
+        return True
