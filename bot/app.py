@@ -17,12 +17,19 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from bot.channels import Channel
 from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
-from bot.keys import ACCESS, CLOCK, ENGINE, SETTINGS, TRANSLATOR
+from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.lock_routes import setup_seam_webhook
+from bot.payment_routes import setup_stripe_webhook
+from bot.payments import StripePayments
 from bot.sandbox.channel import SandboxChannel
+from bot.sandbox.payments import SandboxPayments
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
+from bot.transports.telegram import TelegramChannel
+from bot.transports.telegram_routes import setup_telegram
+from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
+from bot.transports.twilio_routes import setup_twilio
 from flows.access import (
     DEADLINE_TIMER,
     PROGRAM_TIMER,
@@ -38,6 +45,8 @@ from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
+from flows.journey import Journey, JourneySettings, journey_executors, journey_timers
+from flows.payments import PaymentProvider
 from flows.timers import TimerHandler
 from locks import LockProvider
 from storage.db import close_database, open_database, ping
@@ -56,7 +65,33 @@ class Runtime:
     timers: TimerRunner
     access: AccessCodes
     locks: dict[str, LockProvider]
+    journey: Journey
+    payments: PaymentProvider
     channels: dict[str, Channel] = field(default_factory=dict)
+    twilio: TwilioAccount | None = None
+
+
+MAX_ID_BYTES = 8 * 1024 * 1024
+
+
+class ChannelMedia:
+    """Fetches a picture a renter sent, through the channel it came on."""
+
+    def __init__(self, channels: Mapping[str, Channel], twilio: TwilioAccount | None) -> None:
+        self.channels = channels
+        self.twilio = twilio
+
+    async def __call__(self, channel: str, url: str) -> tuple[bytes, str]:
+        transport = self.channels.get(channel)
+        if isinstance(transport, SandboxChannel):
+            return await transport.fetch_media(url)
+        if isinstance(transport, TelegramChannel):
+            return await transport.fetch_photo(url, max_bytes=MAX_ID_BYTES)
+        if channel in ("sms", "whatsapp") and self.twilio is not None:
+            return await self.twilio.fetch_media(
+                url, max_bytes=MAX_ID_BYTES, allowed_types=ID_DOCUMENT_TYPES
+            )
+        raise ValueError("unsupported")
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -71,6 +106,7 @@ def build_runtime(
     timer_handlers: Mapping[str, TimerHandler] | None = None,
     sandbox: bool = False,
     locks: Mapping[str, LockProvider] | None = None,
+    payments: PaymentProvider | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
     translator = Translator()
@@ -82,7 +118,41 @@ def build_runtime(
     all_channels: dict[str, Channel] = {}
     if sandbox:
         all_channels["sandbox"] = SandboxChannel()
+    twilio = None
+    if settings.twilio is not None:
+        t = settings.twilio
+        twilio = TwilioAccount(
+            t.account_sid, t.auth_token, public_url=settings.public_url, api_base=t.api_base
+        )
+        all_channels.update(
+            twilio_channels(
+                twilio,
+                clock=clock,
+                sms_from=t.sms_from,
+                whatsapp_from=t.whatsapp_from,
+                whatsapp_templates=t.whatsapp_templates,
+            )
+        )
+    if settings.telegram is not None:
+        all_channels["telegram"] = TelegramChannel(
+            settings.telegram.bot_token, api_base=settings.telegram.api_base
+        )
     all_channels.update(channels or {})
+    if payments is None:
+        payments = (
+            StripePayments(settings.stripe.api_key, api_base=settings.stripe.api_base)
+            if settings.stripe is not None
+            else SandboxPayments(settings.public_url)
+        )
+    journey = Journey(
+        translator,
+        clock,
+        access,
+        payments,
+        sealer,
+        ChannelMedia(all_channels, twilio),
+        JourneySettings(public_url=settings.public_url),
+    )
     dispatcher = OutboxDispatcher(
         clock,
         {
@@ -90,6 +160,7 @@ def build_runtime(
             SET_EFFECT: access.execute_set,
             REMOVE_EFFECT: access.execute_remove,
             UPDATE_EFFECT: access.execute_update,
+            **journey_executors(journey),
             **(executors or {}),
         },
     )
@@ -100,6 +171,7 @@ def build_runtime(
             DEADLINE_TIMER: access.on_deadline,
             REVOKE_TIMER: access.on_revoke_due,
             RECONCILE_TIMER: access.on_reconcile_due,
+            **journey_timers(journey),
             **(timer_handlers or {}),
         },
     )
@@ -108,6 +180,7 @@ def build_runtime(
         DialogSettings(
             business_name=settings.business_name, support_contact=settings.support_contact
         ),
+        journey,
     )
 
     def committed() -> None:
@@ -124,19 +197,40 @@ def build_runtime(
         timers,
         access,
         lock_providers,
+        journey,
+        payments,
         all_channels,
+        twilio,
     )
 
 
 def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    # Webhook routes refuse large bodies themselves; the sandbox accepts an ID photo.
+    app = web.Application(client_max_size=MAX_ID_BYTES * 2)
     app[RUNTIME] = runtime
     app[SETTINGS] = runtime.settings
     app[CLOCK] = runtime.clock
     app[ENGINE] = runtime.engine
     app[TRANSLATOR] = runtime.translator
     app[ACCESS] = runtime.access
+    app[JOURNEY] = runtime.journey
+    app[SEALER] = runtime.journey.sealer
+    app[CHANNELS] = runtime.channels
     app.cleanup_ctx.append(_database)
+    settings = runtime.settings
+    if runtime.twilio is not None and settings.twilio is not None:
+        app.cleanup_ctx.append(_twilio)
+        setup_twilio(app, auth_token=settings.twilio.auth_token, public_url=settings.public_url)
+    telegram = runtime.channels.get("telegram")
+    if isinstance(telegram, TelegramChannel) and settings.telegram is not None:
+        setup_telegram(
+            app,
+            telegram,
+            secret=settings.telegram.webhook_secret,
+            public_url=settings.public_url,
+        )
+    if settings.stripe is not None:
+        setup_stripe_webhook(app, settings.stripe.webhook_secret)
     if workers:
         app.cleanup_ctx.append(_workers)
     app.router.add_get("/healthz", healthz)
@@ -157,6 +251,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await close_database()
 
 
+async def _twilio(app: web.Application) -> AsyncIterator[None]:
+    account = app[RUNTIME].twilio
+    assert account is not None
+    await account.start()
+    yield
+    await account.close()
+
+
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     now = runtime.clock.now()
@@ -169,6 +271,9 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await dispatching
     await close_lock_providers(runtime.locks)
+    closing = getattr(runtime.payments, "close", None)
+    if closing is not None:
+        await closing()
 
 
 async def to_sandbox(request: web.Request) -> web.Response:

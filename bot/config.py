@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from storage.db import DEFAULT_DATABASE_URL
@@ -26,6 +27,8 @@ class TwilioSettings:
     sms_from: str | None
     whatsapp_from: str | None
     api_base: str | None
+    #: Approved WhatsApp Content templates by message kind, for messages outside 24 hours.
+    whatsapp_templates: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,26 @@ def _twilio(r: _Reader) -> TwilioSettings | None:
         sms_from=sms_from,
         whatsapp_from=whatsapp_from,
         api_base=r.optional_url("TWILIO_API_BASE"),
+        whatsapp_templates=_templates(r.raw("TWILIO_WHATSAPP_TEMPLATES")),
     )
+
+
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+
+
+def _templates(raw: str | None) -> dict[str, str]:
+    """``pin=HX…,reminder=HX…`` → {"pin": "HX…", "reminder": "HX…"}."""
+    templates: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        kind, sep, sid = (part.strip() for part in item.partition("="))
+        if not sep or not kind or not _CONTENT_SID.fullmatch(sid):
+            raise SettingsError(
+                "TWILIO_WHATSAPP_TEMPLATES: expected kind=HX… pairs separated by commas"
+            )
+        templates[kind] = sid
+    return templates
 
 
 def _telegram(r: _Reader) -> TelegramSettings | None:

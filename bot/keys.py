@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bot.channels import Channel
 from bot.config import Settings
 from flows.access import AccessCodes
 from flows.clock import Clock
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
+from flows.journey import Journey
+from storage.sealing import Sealer
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", ConversationEngine)
 TRANSLATOR = web.AppKey("translator", Translator)
 ACCESS = web.AppKey("access", AccessCodes)
+JOURNEY = web.AppKey("journey", Journey)
+SEALER = web.AppKey("sealer", Sealer)
+CHANNELS = web.AppKey("channels", dict[str, Channel])

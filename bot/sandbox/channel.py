@@ -6,6 +6,8 @@ import uuid
 
 from flows.messages import OutboundMessage
 
+MAX_MEDIA = 5 * 1024 * 1024
+
 
 class SandboxChannel:
     """Delivery is the outbox marking the message sent; the page reads sent messages back."""
@@ -14,6 +16,21 @@ class SandboxChannel:
 
     def __init__(self) -> None:
         self.sent: list[OutboundMessage] = []
+        #: Pictures sent from the page, until the flow that asked for them has fetched them.
+        self.media: dict[str, tuple[bytes, str]] = {}
+
+    def keep_media(self, content: bytes, content_type: str) -> str:
+        if len(content) > MAX_MEDIA:
+            raise ValueError("too_large")
+        media_id = uuid.uuid4().hex
+        self.media[media_id] = (content, content_type)
+        return f"sandbox-media:{media_id}"
+
+    async def fetch_media(self, url: str) -> tuple[bytes, str]:
+        found = self.media.pop(url.removeprefix("sandbox-media:"), None)
+        if found is None:
+            raise ValueError("unavailable")
+        return found
 
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
         self.sent.append(message)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import html
 import uuid
 from pathlib import Path
 from typing import Any
@@ -9,12 +12,24 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from bot.keys import ACCESS, CLOCK, ENGINE, TRANSLATOR
+from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
+from bot.sandbox.channel import SandboxChannel
+from bot.sandbox.payments import PROVIDER, new_event_id
 from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
 from flows.i18n import Translator
-from flows.messages import InboundMessage
+from flows.messages import InboundMessage, Media
+from flows.payments import PaymentEvent, PaymentEventKind
 from storage.journal import record_audit, resolve_alert
-from storage.models import AuditEvent, Conversation, Lock, Message, OpsAlert
+from storage.models import (
+    AuditEvent,
+    Booking,
+    Conversation,
+    IdentityCheck,
+    Lock,
+    Message,
+    OpsAlert,
+    Payment,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024
@@ -28,6 +43,11 @@ def setup_sandbox(app: web.Application) -> None:
     app.router.add_post("/sandbox/api/alerts/{alert_id:\\d+}/resolve", resolve)
     app.router.add_get("/sandbox/api/locks", list_locks)
     app.router.add_post("/sandbox/api/keypad", keypad)
+    app.router.add_get("/sandbox/pay/{session}", pay_page)
+    app.router.add_post("/sandbox/pay/{session}", pay)
+    app.router.add_get("/sandbox/api/identity", identity_checks)
+    app.router.add_get("/sandbox/api/identity/{check:\\d+}/document", identity_document)
+    app.router.add_post("/sandbox/api/identity/{check:\\d+}/decision", identity_decision)
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -62,7 +82,11 @@ async def post_message(request: web.Request) -> web.Response:
     body = await _json(request)
     address = _address(body.get("address"))
     text = str(body.get("text", ""))
-    if not text.strip():
+    media: tuple[Media, ...] = ()
+    image = body.get("image")
+    if isinstance(image, str) and image:
+        media = (_keep_image(request, image),)
+    if not text.strip() and not media:
         raise web.HTTPUnprocessableEntity(text="text is empty")
     if len(text) > MAX_TEXT_LENGTH:
         raise web.HTTPUnprocessableEntity(text=f"text is longer than {MAX_TEXT_LENGTH} characters")
@@ -73,6 +97,7 @@ async def post_message(request: web.Request) -> web.Response:
         text=text,
         provider_id=str(body.get("id") or uuid.uuid4()),
         received_at=request.app[CLOCK].now(),
+        media=media,
     )
     result = await engine.handle(message)
     return web.json_response({"result": result.value}, status=202)
@@ -184,3 +209,126 @@ async def keypad(request: web.Request) -> web.Response:
         subject=f"lock:{lock.key}",
     )
     return web.json_response({"opens": opens, "lock": lock.label})
+
+
+IMAGE_TYPES = ("image/jpeg", "image/png")
+
+
+def _keep_image(request: web.Request, data_url: str) -> Media:
+    """A picture sent from the page as a data: URL, kept until the flow fetches it."""
+    header, _, encoded = data_url.partition(",")
+    content_type = header.removeprefix("data:").removesuffix(";base64")
+    if content_type not in IMAGE_TYPES:
+        raise web.HTTPUnprocessableEntity(text="send a JPEG or PNG picture")
+    try:
+        content = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise web.HTTPBadRequest(text="the picture is not valid base64") from None
+    channel = request.app[CHANNELS].get("sandbox")
+    if not isinstance(channel, SandboxChannel):
+        raise web.HTTPNotFound(text="the sandbox channel is not running")
+    try:
+        url = channel.keep_media(content, content_type)
+    except ValueError:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=5 * 1024 * 1024, actual_size=len(content)
+        ) from None
+    return Media(url=url, content_type=content_type)
+
+
+async def _sandbox_payment(request: web.Request) -> Payment:
+    payment = await Payment.get_or_none(
+        provider_ref=request.match_info["session"], provider=PROVIDER
+    )
+    if payment is None:
+        raise web.HTTPNotFound(text="no such checkout")
+    return payment
+
+
+async def pay_page(request: web.Request) -> web.Response:
+    payment = await _sandbox_payment(request)
+    booking = await Booking.get(id=payment.booking_id).prefetch_related("asset")
+    amount = f"{payment.amount_cents / 100:.2f} {payment.currency}"
+    state = {
+        "open": '<form method="post"><button>Pay {amount}</button></form>',
+        "paid": "<p>Paid. You can go back to the chat.</p>",
+    }.get(payment.status, f"<p>This checkout is {html.escape(payment.status)}.</p>")
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Keyturn sandbox checkout</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem}}
+button{{font-size:1.1rem;padding:.6rem 1.4rem;background:#1f7aec;color:#fff;border:0;
+border-radius:6px}}
+</style></head><body><h1>Sandbox checkout</h1>
+<p>{html.escape(booking.asset.label)} · booking {html.escape(booking.reference)}</p>
+<p>Nothing is charged: this page stands in for the card payment.</p>
+{state.format(amount=html.escape(amount))}</body></html>"""
+    return web.Response(text=page, content_type="text/html")
+
+
+async def pay(request: web.Request) -> web.Response:
+    payment = await _sandbox_payment(request)
+    booking = await Booking.get(id=payment.booking_id)
+    session = payment.provider_ref or ""
+    event = PaymentEvent(
+        event_id=new_event_id(),
+        kind=PaymentEventKind.CHECKOUT_PAID,
+        occurred_at=request.app[CLOCK].now(),
+        booking_reference=booking.reference,
+        object_id=session,
+        amount=payment.amount_cents,
+        currency=payment.currency,
+        payment_intent=f"sbx_pi_{session}",
+        customer="sbx_cus_sandbox",
+        payment_method="sbx_pm_card",
+    )
+    if payment.status == "open":
+        await request.app[JOURNEY].on_payment_event(PROVIDER, event)
+    raise web.HTTPSeeOther(f"/sandbox/pay/{session}")
+
+
+async def identity_checks(request: web.Request) -> web.Response:
+    checks = await IdentityCheck.filter(status="pending").order_by("id").prefetch_related("booking")
+    return web.json_response(
+        {
+            "checks": [
+                {
+                    "id": check.id,
+                    "booking": check.booking.reference if check.booking else None,
+                    "submitted_at": check.created_at.isoformat(),
+                }
+                for check in checks
+            ]
+        }
+    )
+
+
+async def identity_document(request: web.Request) -> web.Response:
+    check = await IdentityCheck.get_or_none(id=int(request.match_info["check"]))
+    if check is None or check.document_encrypted is None:
+        raise web.HTTPGone(text="the document was deleted when the decision was made")
+    content = request.app[SEALER].open_bytes(check.document_encrypted)
+    return web.Response(
+        body=content,
+        content_type=check.document_content_type or "application/octet-stream",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def identity_decision(request: web.Request) -> web.Response:
+    body = await _json(request)
+    approve = body.get("approve")
+    if not isinstance(approve, bool):
+        raise web.HTTPUnprocessableEntity(text="approve must be true or false")
+    reason = str(body.get("reason", ""))[:200]
+    if not approve and not reason.strip():
+        raise web.HTTPUnprocessableEntity(text="a rejection needs a reason")
+    decided = await request.app[JOURNEY].decide_identity(
+        int(request.match_info["check"]),
+        approved=approve,
+        reviewer="sandbox operator",
+        reason=reason,
+    )
+    if not decided:
+        raise web.HTTPConflict(text="this check was already decided")
+    return web.json_response({"decided": True})
