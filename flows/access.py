@@ -132,7 +132,12 @@ class AccessCodes:
                     )
                 ]
             )
-        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get().prefetch_related("location")
+        asset = (
+            await Asset.filter(id=booking.asset_id)
+            .using_db(conn)
+            .get()
+            .prefetch_related("location")
+        )
         before = asset.buffer_before_minutes
         after = asset.buffer_after_minutes
         window = access_window(
