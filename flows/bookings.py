@@ -35,9 +35,7 @@ async def move(conn: BaseDBAsyncClient, booking: Booking, to: BookingState) -> N
     """Move ``booking`` to ``to`` if the table allows it and nobody moved it meanwhile."""
     if to not in TRANSITIONS[booking.state]:
         raise IllegalTransition(booking, to)
-    moved = (
-        await Booking.filter(id=booking.id, state=booking.state).using_db(conn).update(state=to)
-    )
+    moved = await Booking.filter(id=booking.id, state=booking.state).using_db(conn).update(state=to)
     if moved != 1:
         raise IllegalTransition(booking, to)
     booking.state = to
