@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from babel.dates import format_datetime
+from babel.dates import format_skeleton, format_time
 from babel.languages import get_official_languages
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
@@ -84,7 +84,10 @@ def money(cents: int, currency: str, language: str) -> str:
 
 
 def local_time(moment: datetime, timezone: str, language: str) -> str:
-    return format_datetime(moment.astimezone(ZoneInfo(timezone)), "medium", locale=language)
+    """A day and a time a renter reads at a glance: "Tue, Jun 2 9:45 AM", "Di., 2. Juni 09:45"."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    day = format_skeleton("MMMEd", local, locale=language)
+    return f"{day} {format_time(local, 'short', locale=language)}"
 
 
 def language_of_phone(phone: str) -> str | None:

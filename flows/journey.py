@@ -772,7 +772,7 @@ class Journey:
             timers=[CancelTimer(f"hold:{booking.reference}")],
             audits=[Audit("payments", "booking.paid", f"booking:{booking.reference}")],
         )
-        if booking.deposit_cents and event.customer and event.payment_method:
+        if booking.deposit_cents:
             outcome.effects.append(
                 Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
             )
@@ -990,6 +990,13 @@ class Journey:
             return
         customer = str(rental.details.get("customer") or "")
         method = str(rental.details.get("payment_method") or "")
+        intent_paid = str(rental.details.get("payment_intent") or "")
+        if not (customer and method) and intent_paid:
+            saved = await self.payments.saved_card(intent_paid)
+            if saved is None:
+                await self._deposit_not_held(booking, "no card was saved at checkout")
+                return
+            customer, method = saved
         # A card authorisation lives about seven days; longer rentals keep the saved card and
         # charge it off-session only if an operator claims the deposit.
         if booking.end_at - self.clock.now() > timedelta(days=6):
@@ -1016,6 +1023,23 @@ class Journey:
                 "details": {"customer": customer, "payment_method": method},
             },
         )
+
+    async def _deposit_not_held(self, booking: Booking, why: str) -> None:
+        async with in_transaction() as conn:
+            await stage_outcome(
+                conn,
+                Outcome(
+                    alerts=[
+                        Alert(
+                            "deposit_not_held",
+                            f"deposit:{booking.reference}",
+                            "ops.deposit_not_held",
+                            {"booking": booking.reference, "why": why},
+                        )
+                    ]
+                ),
+                self.clock.now(),
+            )
 
     async def execute_release_deposit(self, effect: OutboxEffect) -> None:
         booking_id = int(str(effect.payload["booking"]))

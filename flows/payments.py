@@ -94,6 +94,10 @@ class PaymentProvider(Protocol):
 
     async def refund(self, payment_intent: str, amount: int | None, key: str) -> str: ...
 
+    async def saved_card(self, payment_intent: str) -> tuple[str, str] | None:
+        """The customer and card a paid intent saved for later, if it saved one."""
+        ...
+
     async def place_hold(
         self, customer: str, payment_method: str, amount: int, currency: str, key: str
     ) -> str:

@@ -321,6 +321,22 @@ class StripePayments(_StripeApi):
         )
         return refund.id
 
+    async def saved_card(self, payment_intent: str) -> tuple[str, str] | None:
+        """The customer and card a paid checkout saved (``setup_future_usage``), if any.
+
+        ``checkout.session.completed`` names the customer but not the card, so the intent is
+        read back before a deposit hold is placed on the same card.
+        """
+        intent = await self._call(
+            "payment_intents.retrieve",
+            lambda: self._client.v1.payment_intents.retrieve_async(payment_intent),
+        )
+        customer = _id_of(intent.customer)
+        method = _id_of(intent.payment_method)
+        if customer is None or method is None:
+            return None
+        return customer, method
+
     async def place_hold(
         self, customer: str, payment_method: str, amount: int, currency: str, key: str
     ) -> str:

@@ -40,6 +40,9 @@ class SandboxPayments:
     async def refund(self, payment_intent: str, amount: int | None, key: str) -> str:
         return _stable("sbx_re", key)
 
+    async def saved_card(self, payment_intent: str) -> tuple[str, str] | None:
+        return "sbx_cus_sandbox", "sbx_pm_card"
+
     async def place_hold(
         self, customer: str, payment_method: str, amount: int, currency: str, key: str
     ) -> str:

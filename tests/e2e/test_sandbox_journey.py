@@ -1,0 +1,230 @@
+"""A renter's whole rental on the sandbox, through the page's HTTP API and an injected clock:
+book, pay, send an ID, get the PIN, open the keypad, extend, and check out."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+
+from bot.app import Runtime, build_runtime, create_app
+from bot.cli import DEMO_INVENTORY
+from bot.config import Settings
+from flows.inventory import apply_inventory, load_inventory
+from storage import db
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Booking,
+    BookingState,
+    IdentityCheck,
+    OpsAlert,
+    Payment,
+)
+from tests.conftest import FakeClock
+
+ADDRESS = "+15550100001"
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+NOW = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)  # Monday 12:00 in New York
+
+
+@pytest.fixture
+async def journey(
+    sqlite_template: Path, tmp_path: Path
+) -> AsyncIterator[tuple[TestClient[Any, Any], Runtime, FakeClock]]:
+    path = tmp_path / "journey.sqlite3"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite://{path}"
+    clock = FakeClock(NOW)
+    await db.open_database(url)
+    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    await db.close_database()
+    settings = Settings.from_env(
+        {"KEYTURN_DATABASE_URL": url, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    )
+    runtime = build_runtime(settings, clock=clock, sandbox=True)
+    app = create_app(runtime, sandbox=True, workers=False)
+    async with TestClient(TestServer(app)) as client:
+        yield client, runtime, clock
+
+
+async def run(runtime: Runtime) -> None:
+    for _ in range(4):
+        await runtime.timers.run_due()
+        await runtime.dispatcher.run_once()
+
+
+class Renter:
+    def __init__(self, client: TestClient[Any, Any], runtime: Runtime, address: str = ADDRESS):
+        self.client, self.runtime, self.address = client, runtime, address
+        self.seen = 0
+
+    async def say(self, text: str = "", image: str | None = None) -> list[str]:
+        body: dict[str, str] = {"address": self.address, "text": text}
+        if image:
+            body["image"] = f"data:image/png;base64,{image}"
+        response = await self.client.post("/sandbox/api/messages", json=body)
+        assert response.status == 202, await response.text()
+        return await self.inbox()
+
+    async def inbox(self) -> list[str]:
+        await run(self.runtime)
+        listing = await self.client.get("/sandbox/api/messages", params={"address": self.address})
+        out = [m for m in (await listing.json())["messages"] if m["direction"] == "out"]
+        assert all(m["status"] == "sent" for m in out)
+        new = [m["text"] for m in out[self.seen :]]
+        self.seen = len(out)
+        return new
+
+
+async def pay(client: TestClient[Any, Any], link_text: str) -> None:
+    match = re.search(r"/sandbox/pay/(\S+)", link_text)
+    assert match, link_text
+    page = await client.get(f"/sandbox/pay/{match.group(1)}")
+    assert "Pay " in await page.text()
+    paid = await client.post(f"/sandbox/pay/{match.group(1)}", allow_redirects=False)
+    assert paid.status == 303
+
+
+async def test_a_whole_rental_on_the_sandbox(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, clock = journey
+    renter = Renter(client, runtime)
+    [quote] = await renter.say("BOOK T1 tomorrow 10am to 2pm")
+    assert "From Tue, Jun 2 10:00\u202fAM" in quote and "Until Tue, Jun 2 2:00\u202fPM" in quote
+    assert "$50.00" in quote and "$100.00" in quote
+    holding, link = await renter.say("yes")
+    assert "holding T1" in holding
+    booking = await Booking.get()
+    assert booking.state == BookingState.AWAITING_PAYMENT
+    await pay(client, link)
+    [ask_id] = await renter.inbox()
+    assert "photo of your ID" in ask_id
+    [thanks] = await renter.say(image=PNG)
+    assert "checking your ID" in thanks
+    await run(runtime)
+    [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    document = await client.get(f"/sandbox/api/identity/{check['id']}/document")
+    assert document.status == 200 and (await document.read()).startswith(b"\x89PNG")
+    decided = await client.post(
+        f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True}
+    )
+    assert decided.status == 200
+    gone = await client.get(f"/sandbox/api/identity/{check['id']}/document")
+    assert gone.status == 410, "the ID image is deleted once decided"
+    assert (await IdentityCheck.get()).document_encrypted is None
+    [confirmed] = await renter.inbox()
+    assert "is confirmed" in confirmed
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    assert await Payment.filter(booking=booking, purpose="deposit", status="held").exists()
+
+    clock.current = booking.start_at - timedelta(hours=1)  # the PIN goes out before the window
+    [pin_message] = await renter.inbox()
+    assert "Main gate: " in pin_message and "Trailer Bay 1: " in pin_message
+    assert "Tue, Jun 2 9:45\u202fAM" in pin_message, "the window, buffers included, local time"
+    pins = set(re.findall(r": (\d{6})", pin_message))
+    assert len(pins) == 1
+    [pin] = pins
+    [resent] = await renter.say("CODE")
+    assert pin in resent
+    [too_early] = await renter.say("OPEN")
+    assert "only open remotely during your rental" in too_early
+
+    clock.current = booking.start_at + timedelta(minutes=5)
+    await run(runtime)
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.ACTIVE
+    opened = await client.post("/sandbox/api/keypad", json={"lock": "harbor-t1", "pin": pin})
+    assert (await opened.json())["opens"] is True
+    [opening] = await renter.say("OPEN")
+    assert "Opening" in opening
+    assert await OpsAlert.filter(kind="remote_open").exists()
+
+    [extend_quote] = await renter.say("EXTEND 1h")
+    assert "$12.50" in extend_quote
+    [paying, extension_link] = await renter.say("YES")
+    assert "payment link for the extension" in paying
+    await pay(client, extension_link)
+    [extended] = await renter.inbox()
+    assert "now ends" in extended
+    await booking.refresh_from_db()
+    assert booking.end_at == datetime(2026, 6, 2, 19, 0, tzinfo=UTC)
+
+    clock.current = booking.end_at - timedelta(minutes=30)
+    [ending] = await renter.inbox()
+    assert "EXTEND" in ending
+    clock.current = booking.end_at
+    [thank_you] = await renter.inbox()
+    assert "Thank you" in thank_you
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.COMPLETED
+    assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
+    clock.current = booking.end_at + timedelta(minutes=15)  # the buffer after the rental
+    await run(runtime)
+    assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.REMOVED}
+    late = await client.post("/sandbox/api/keypad", json={"lock": "harbor-t1", "pin": pin})
+    assert (await late.json())["opens"] is False
+
+
+async def test_an_unpaid_hold_expires_and_frees_the_slot(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, clock = journey
+    first = Renter(client, runtime)
+    await first.say("BOOK T1 tomorrow 10-14")
+    await first.say("YES")
+    second = Renter(client, runtime, "+15550100002")
+    [taken] = await second.say("BOOK T1 tomorrow 10-14")
+    assert "That time is taken" in taken
+    clock.advance(timedelta(minutes=31))
+    [expired] = await first.inbox()
+    assert "was not paid in time" in expired
+    assert (await Booking.get()).state == BookingState.EXPIRED
+    [quote] = await second.say("BOOK T1 tomorrow 10-14")
+    assert "Reply YES" in quote
+
+
+async def test_cancel_before_the_start_refunds_and_revokes(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    await renter.say("BOOK T1 in 3 days 10-14")
+    _, link = await renter.say("YES")
+    await pay(client, link)
+    await renter.say(image=PNG)
+    [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
+    await renter.inbox()
+    [offer] = await renter.say("CANCEL")
+    assert "$50.00 back" in offer
+    [done] = await renter.say("YES")
+    assert "is cancelled" in done
+    booking = await Booking.get()
+    assert booking.state == BookingState.CANCELLED
+    assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.REMOVED}
+    assert await OpsAlert.filter(kind="booking_cancelled").exists()
+
+
+async def test_stop_silences_and_start_resumes(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    [stopped] = await renter.say("STOP")
+    assert "no more messages" in stopped
+    assert await renter.say("hi") == []
+    [started] = await renter.say("START")
+    assert "Welcome back" in started
+    [greeting] = await renter.say("hi")
+    assert greeting.startswith("Welcome to Keyturn")
