@@ -152,6 +152,11 @@ def _demo(args: argparse.Namespace) -> int:
         if name.startswith("KEYTURN_") and name not in ("KEYTURN_DATABASE_URL",)
     }
     env["KEYTURN_DATABASE_URL"] = f"sqlite://{database}"
+    # Links the demo sends (the sandbox checkout) point at where it actually listens.
+    if args.host:
+        env["KEYTURN_HOST"] = args.host
+    if args.port:
+        env["KEYTURN_PORT"] = str(args.port)
     env["KEYTURN_ENCRYPTION_KEY"] = key_file.read_text().strip()
     settings = _settings(env)  # demo ignores real provider credentials on purpose
     applied = asyncio.run(db.migrate(settings.database_url))

@@ -85,3 +85,40 @@ def test_a_bad_inventory_file_is_refused_with_its_line(
     assert result.returncode == 2
     assert expected in result.stderr
     assert keyturn("inventory", "show", env=env).stdout.strip() in ("", "no locations")
+
+
+def test_locks_check_staff_code_and_revoke(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3",
+        "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    keyturn("migrate", env=env)
+    keyturn("inventory", "apply", str(DEMO_INVENTORY), env=env)
+    checked = keyturn("locks", "check", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "harbor-t1 (Trailer Bay 1): OK" in checked.stdout
+    assert "set and removed a test code" in checked.stdout
+    unknown = keyturn("locks", "check", "no-such-lock", env=env)
+    assert unknown.returncode == 2 and "no lock 'no-such-lock'" in unknown.stderr
+    issued = keyturn(
+        "codes",
+        "staff",
+        "harbor-t1",
+        "--staff",
+        "100000001",
+        "--hours",
+        "2",
+        "--label",
+        "Cleaning",
+        env=env,
+    )
+    assert issued.returncode == 0, issued.stdout + issued.stderr
+    assert "on Trailer Bay 1:" in issued.stdout and "works until" in issued.stdout
+    code_id = issued.stdout.split()[1]
+    outsider = keyturn("codes", "staff", "harbor-t1", "--staff", "999", env=env)
+    assert outsider.returncode == 2 and "no active staff member" in outsider.stderr
+    revoked = keyturn("codes", "revoke", code_id, env=env)
+    assert revoked.returncode == 0 and revoked.stdout.strip() == f"code {code_id} is removed"
+    assert keyturn("locks", "reconcile", env=env).returncode == 0
