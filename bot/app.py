@@ -21,7 +21,7 @@ from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS,
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.lock_routes import setup_seam_webhook
 from bot.payment_routes import setup_stripe_webhook
-from bot.payments import StripePayments
+from bot.payments import StripeIdentity, StripePayments
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
 from bot.sandbox.routes import setup_sandbox
@@ -144,6 +144,11 @@ def build_runtime(
             if settings.stripe is not None
             else SandboxPayments(settings.public_url)
         )
+    identity = (
+        StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
+        if settings.stripe is not None and settings.identity_method == "stripe"
+        else None
+    )
     journey = Journey(
         translator,
         clock,
@@ -151,7 +156,8 @@ def build_runtime(
         payments,
         sealer,
         ChannelMedia(all_channels, twilio),
-        JourneySettings(public_url=settings.public_url),
+        JourneySettings(public_url=settings.public_url, identity_method=settings.identity_method),
+        identity,
     )
     dispatcher = OutboxDispatcher(
         clock,
@@ -271,9 +277,10 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await dispatching
     await close_lock_providers(runtime.locks)
-    closing = getattr(runtime.payments, "close", None)
-    if closing is not None:
-        await closing()
+    for client in (runtime.payments, runtime.journey.identity):
+        closing = getattr(client, "close", None)
+        if closing is not None:
+            await closing()
 
 
 async def to_sandbox(request: web.Request) -> web.Response:

@@ -75,6 +75,7 @@ class Settings:
     encryption_key: str | None
     business_name: str
     support_contact: str
+    identity_method: str
     twilio: TwilioSettings | None
     telegram: TelegramSettings | None
     stripe: StripeSettings | None
@@ -95,6 +96,7 @@ class Settings:
             encryption_key=reader.fernet_key("KEYTURN_ENCRYPTION_KEY"),
             business_name=reader.text("KEYTURN_BUSINESS_NAME", default="Keyturn"),
             support_contact=reader.text("KEYTURN_SUPPORT_CONTACT", default=""),
+            identity_method=reader.choice("KEYTURN_IDENTITY_METHOD", ("manual", "stripe")),
             twilio=_twilio(reader),
             telegram=_telegram(reader),
             stripe=_stripe(reader),
@@ -102,6 +104,10 @@ class Settings:
             igloohome=_igloohome(reader),
             nuki=_nuki(reader),
         )
+        if settings.identity_method == "stripe" and settings.stripe is None:
+            raise SettingsError(
+                "KEYTURN_IDENTITY_METHOD: 'stripe' needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET"
+            )
         return settings
 
     def require_encryption_key(self) -> str:
@@ -130,6 +136,12 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or choices[0]).lower()
+        if value not in choices:
+            raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+        return value
 
     def required(self, name: str, because: str) -> str:
         value = self.raw(name)

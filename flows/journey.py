@@ -35,6 +35,7 @@ from flows.messages import Choice
 from flows.notify import Notifier
 from flows.payments import (
     CheckoutRequest,
+    IdentityProvider,
     PaymentEvent,
     PaymentEventKind,
     PaymentProvider,
@@ -71,6 +72,7 @@ REFUND_EFFECT = "payment.refund"
 HOLD_EFFECT = "payment.hold_deposit"
 RELEASE_EFFECT = "payment.release_deposit"
 COLLECT_ID_EFFECT = "identity.collect"
+IDENTITY_START_EFFECT = "identity.start_verification"
 OPEN_EFFECT = "lock.open"
 HOLD_EXPIRY_TIMER = "booking.hold_expiry"
 DELIVER_PIN_TIMER = "booking.deliver_pin"
@@ -103,6 +105,8 @@ class JourneySettings:
     opens_per_hour: int = 3
     #: Full refund when cancelled this long before the start; half until the start; none after.
     free_cancellation: timedelta = timedelta(hours=24)
+    #: "manual": a photo reviewed by an operator; "stripe": Stripe Identity's hosted check.
+    identity_method: str = "manual"
 
 
 def _iso(moment: datetime) -> str:
@@ -123,6 +127,7 @@ class Journey:
         sealer: Sealer,
         fetch_media: MediaFetcher,
         settings: JourneySettings | None = None,
+        identity: IdentityProvider | None = None,
     ) -> None:
         self.translator = translator
         self.clock = clock
@@ -131,6 +136,7 @@ class Journey:
         self.sealer = sealer
         self.fetch_media = fetch_media
         self.settings = settings or JourneySettings()
+        self.identity = identity
         self.notifier = Notifier(translator)
 
     # == dialog steps =========================================================================
@@ -683,6 +689,11 @@ class Journey:
             return Outcome()
         if event.kind == PaymentEventKind.CHECKOUT_PAID:
             return await self._paid(conn, booking, payment, event, now)
+        if event.kind in (
+            PaymentEventKind.IDENTITY_VERIFIED,
+            PaymentEventKind.IDENTITY_NEEDS_INPUT,
+        ):
+            return await self._identity_event(conn, booking, event, now)
         if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
             if payment is not None and payment.purpose == "extension":
                 return Outcome()
@@ -783,6 +794,15 @@ class Journey:
         if verified:
             return _merge(outcome, await self.confirm(conn, booking, now))
         await move(conn, booking, BookingState.AWAITING_ID)
+        if self.settings.identity_method == "stripe":
+            outcome.effects.append(
+                Effect(
+                    IDENTITY_START_EFFECT,
+                    f"identity-start:{booking.reference}",
+                    {"booking": booking.id},
+                )
+            )
+            return outcome
         await self.notifier.tell(
             conn,
             renter.id,
@@ -854,54 +874,120 @@ class Journey:
             check = await IdentityCheck.filter(id=check_id, status="pending").using_db(conn).first()
             if check is None:
                 return False
-            await (
-                IdentityCheck.filter(id=check.id)
-                .using_db(conn)
-                .update(
-                    status="approved" if approved else "rejected",
-                    document_encrypted=None,
-                    reviewer_id=None,
-                    reason=reason[:500],
-                    decided_at=now,
-                )
-            )
-            outcome = Outcome(
-                audits=[
-                    Audit(
-                        reviewer,
-                        "identity.approved" if approved else "identity.rejected",
-                        f"identity:{check.id}",
-                        {"reason": reason},
-                    )
-                ]
-            )
-            booking = (
-                await Booking.filter(id=check.booking_id).using_db(conn).first()
-                if check.booking_id is not None
-                else None
-            )
-            if approved:
-                await Renter.filter(id=check.renter_id).using_db(conn).update(verified_at=now)
-                if booking is not None and booking.state == BookingState.AWAITING_ID:
-                    outcome = _merge(outcome, await self.confirm(conn, booking, now))
-            elif booking is not None and booking.state == BookingState.AWAITING_ID:
-                outcome = _merge(
-                    outcome,
-                    await self.cancel_booking(
-                        conn, booking, actor=reviewer, now=now, refund=booking.price_cents
-                    ),
-                )
-                await self.notifier.tell(
-                    conn,
-                    booking.renter_id,
-                    "journey.id_rejected",
-                    now=now,
-                    kind="receipt",
-                    params={"reason": reason or "-"},
-                )
+            outcome = await self._decide(conn, check, approved, reviewer, reason, now)
             await stage_outcome(conn, outcome, now)
         await resolve_alert(None, group_key=f"id-review:{check_id}", now=now, by=reviewer)
         return True
+
+    async def _decide(
+        self,
+        conn: BaseDBAsyncClient,
+        check: IdentityCheck,
+        approved: bool,
+        reviewer: str,
+        reason: str,
+        now: datetime,
+    ) -> Outcome:
+        await (
+            IdentityCheck.filter(id=check.id)
+            .using_db(conn)
+            .update(
+                status="approved" if approved else "rejected",
+                document_encrypted=None,
+                reviewer_id=None,
+                reason=reason[:500],
+                decided_at=now,
+            )
+        )
+        outcome = Outcome(
+            audits=[
+                Audit(
+                    reviewer,
+                    "identity.approved" if approved else "identity.rejected",
+                    f"identity:{check.id}",
+                    {"reason": reason},
+                )
+            ]
+        )
+        booking = (
+            await Booking.filter(id=check.booking_id).using_db(conn).first()
+            if check.booking_id is not None
+            else None
+        )
+        if approved:
+            await Renter.filter(id=check.renter_id).using_db(conn).update(verified_at=now)
+            if booking is not None and booking.state == BookingState.AWAITING_ID:
+                outcome = _merge(outcome, await self.confirm(conn, booking, now))
+        elif booking is not None and booking.state == BookingState.AWAITING_ID:
+            outcome = _merge(
+                outcome,
+                await self.cancel_booking(
+                    conn, booking, actor=reviewer, now=now, refund=booking.price_cents
+                ),
+            )
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.id_rejected",
+                now=now,
+                kind="receipt",
+                params={"reason": reason or "-"},
+            )
+        return outcome
+
+    async def execute_identity_start(self, effect: OutboxEffect) -> None:
+        """Stripe Identity: open a verification session and send its link to the renter."""
+        if self.identity is None:
+            raise LookupError("Stripe Identity is not configured")
+        booking = await Booking.get(id=int(str(effect.payload["booking"])))
+        session = await self.identity.start_verification(
+            booking.reference,
+            f"{self.settings.public_url}/paid/{booking.reference}",
+            effect.idempotency_key,
+        )
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            _, created = await IdentityCheck.get_or_create(
+                provider_ref=session.session_id,
+                defaults={
+                    "renter_id": booking.renter_id,
+                    "booking": booking,
+                    "method": "stripe_identity",
+                },
+                using_db=conn,
+            )
+            if created:
+                await self.notifier.tell(
+                    conn,
+                    booking.renter_id,
+                    "journey.verify_link",
+                    now=now,
+                    kind="payment_link",
+                    params={"url": session.url},
+                    template_variables={"1": booking.reference, "2": session.url},
+                )
+
+    async def _identity_event(
+        self, conn: BaseDBAsyncClient, booking: Booking, event: PaymentEvent, now: datetime
+    ) -> Outcome:
+        check = await IdentityCheck.filter(provider_ref=event.object_id).using_db(conn).first()
+        if check is None or check.status != "pending":
+            return Outcome()
+        if event.kind == PaymentEventKind.IDENTITY_VERIFIED:
+            return await self._decide(conn, check, True, "stripe_identity", "", now)
+        await self.notifier.tell(
+            conn, booking.renter_id, "journey.verify_again", now=now, kind="receipt"
+        )
+        return Outcome(
+            alerts=[
+                Alert(
+                    "identity_needs_input",
+                    f"identity-input:{booking.reference}",
+                    "ops.identity_needs_input",
+                    {"booking": booking.reference},
+                )
+            ]
+        )
 
     # == effects ============================================================================
 
@@ -1315,6 +1401,7 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
         HOLD_EFFECT: journey.execute_hold_deposit,
         RELEASE_EFFECT: journey.execute_release_deposit,
         COLLECT_ID_EFFECT: journey.execute_collect_id,
+        IDENTITY_START_EFFECT: journey.execute_identity_start,
         OPEN_EFFECT: journey.execute_open,
         "payment.expire_checkout": journey.execute_expire_checkout,
     }

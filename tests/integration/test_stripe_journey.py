@@ -1,0 +1,99 @@
+"""Paying with Stripe and proving identity with Stripe Identity, through the real SDK against
+the fake and signed webhooks: paid → deposit held on the saved card → verified → confirmed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+
+from bot.app import Runtime, build_runtime, create_app
+from bot.cli import DEMO_INVENTORY
+from bot.config import Settings
+from bot.payments import StripePayments
+from flows.inventory import apply_inventory, load_inventory
+from storage.models import Booking, BookingState, IdentityCheck, Message, Payment
+from tests.conftest import FakeClock
+from tests.fakes.server import running
+from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe
+from tests.support import inbound
+
+
+@pytest.fixture
+async def stripe_app(
+    database: str, clock: FakeClock
+) -> AsyncIterator[tuple[FakeStripe, Runtime, TestClient[Any, Any]]]:
+    fake = FakeStripe(now=clock.now)
+    async with running(fake.app()) as base:
+        settings = Settings.from_env(
+            {
+                "KEYTURN_DATABASE_URL": database,
+                "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "STRIPE_API_KEY": API_KEY,
+                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "STRIPE_API_BASE": base,
+                "KEYTURN_IDENTITY_METHOD": "stripe",
+            }
+        )
+        await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+        payments = StripePayments(API_KEY, api_base=base, now=clock.now)
+        runtime = build_runtime(settings, clock=clock, sandbox=True, payments=payments)
+        app = create_app(runtime, sandbox=True, workers=False)
+        app.cleanup_ctx.clear()  # the test's `database` fixture holds the connection
+        async with TestClient(TestServer(app)) as client:
+            yield fake, runtime, client
+        await runtime.payments.close()  # type: ignore[attr-defined]
+        if runtime.journey.identity is not None:
+            await runtime.journey.identity.close()  # type: ignore[attr-defined]
+
+
+async def run(runtime: Runtime) -> None:
+    for _ in range(3):
+        await runtime.timers.run_due()
+        await runtime.dispatcher.run_once()
+
+
+async def last_text() -> str:
+    message = await Message.filter(direction="out").order_by("-id").first()
+    assert message is not None
+    return message.body
+
+
+async def test_stripe_payment_and_identity(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, client = stripe_app
+    await runtime.engine.handle(inbound("BOOK T1 tomorrow 10-14", at=clock.now()))
+    await runtime.engine.handle(inbound("YES", at=clock.now()))
+    await run(runtime)
+    [session_id] = list(fake.sessions)
+    assert re.search(r"Pay \$50\.00 here to confirm: http", await last_text())
+    params = fake.session_params[session_id]
+    assert params["client_reference_id"] == (await Booking.get()).reference
+    paid = fake.complete(session_id)
+    for _ in range(2):  # Stripe retries deliveries: the second changes nothing
+        response = await client.post("/webhooks/stripe", data=paid.body, headers=paid.headers)
+        assert response.status == 200
+    tampered = await client.post("/webhooks/stripe", data=paid.body + b" ", headers=paid.headers)
+    assert tampered.status == 400
+    await run(runtime)
+    booking = await Booking.get()
+    assert booking.state == BookingState.AWAITING_ID
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == "held"
+    assert fake.payment_intents[str(deposit.provider_ref)]["status"] == "requires_capture"
+    check = await IdentityCheck.get()
+    assert check.method == "stripe_identity"
+    assert "verify your ID here" in await last_text()
+    verified = fake.verify_identity(str(check.provider_ref))
+    assert (
+        await client.post("/webhooks/stripe", data=verified.body, headers=verified.headers)
+    ).status == 200
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    await run(runtime)
+    assert "is confirmed" in await last_text()
