@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -156,7 +157,11 @@ def build_runtime(
         payments,
         sealer,
         ChannelMedia(all_channels, twilio),
-        JourneySettings(public_url=settings.public_url, identity_method=settings.identity_method),
+        JourneySettings(
+            public_url=settings.public_url,
+            identity_method=settings.identity_method,
+            id_valid_for=timedelta(days=settings.id_valid_days),
+        ),
         identity,
     )
     dispatcher = OutboxDispatcher(

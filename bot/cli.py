@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from aiohttp import web
@@ -113,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     staff.add_argument("--staff", type=int, required=True, help="the staff member's Telegram id")
     staff.add_argument("--label", default="", help="shown in the lock's app (e.g. Cleaning)")
     staff.set_defaults(run=_codes_staff)
+    deposits = commands.add_parser("deposits", help="renters' deposits")
+    deposit_actions = deposits.add_subparsers(title="actions", required=True, metavar="ACTION")
+    claim = deposit_actions.add_parser(
+        "claim", help="keep a deposit (or part of it) for damage or a late return"
+    )
+    claim.add_argument("booking", help="the booking reference, e.g. KQG7KA9")
+    claim.add_argument("--amount", help="in major units, e.g. 25.00 (default: all of it)")
+    claim.set_defaults(run=_deposits_claim)
     revoke = code_actions.add_parser("revoke", help="take a code off its lock now")
     revoke.add_argument("code", type=int, help="the code's number, as `codes staff` printed it")
     revoke.set_defaults(run=_codes_revoke)
@@ -335,6 +344,27 @@ def _codes_revoke(args: argparse.Namespace) -> int:
         await code.refresh_from_db()
         print(f"code {code.id} is {code.state}")
         return 0 if code.state == AccessCodeState.REMOVED else 1
+
+    return asyncio.run(_with_locks(work))
+
+
+def _deposits_claim(args: argparse.Namespace) -> int:
+    async def work(runtime: Runtime) -> int:
+        amount = None
+        if args.amount is not None:
+            try:
+                amount = int((Decimal(args.amount) * 100).to_integral_value())
+            except InvalidOperation:
+                raise SettingsError(
+                    f"--amount must be a number like 25.00, got {args.amount!r}"
+                ) from None
+        try:
+            claimed = await runtime.journey.claim_deposit(args.booking, amount, actor="operator")
+        except (LookupError, ValueError) as err:
+            print(f"keyturn: {err}", file=sys.stderr)
+            return 2
+        print(f"claimed {claimed / 100:.2f} of the deposit for {args.booking}")
+        return 0
 
     return asyncio.run(_with_locks(work))
 

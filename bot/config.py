@@ -76,6 +76,7 @@ class Settings:
     business_name: str
     support_contact: str
     identity_method: str
+    id_valid_days: int
     twilio: TwilioSettings | None
     telegram: TelegramSettings | None
     stripe: StripeSettings | None
@@ -97,6 +98,7 @@ class Settings:
             business_name=reader.text("KEYTURN_BUSINESS_NAME", default="Keyturn"),
             support_contact=reader.text("KEYTURN_SUPPORT_CONTACT", default=""),
             identity_method=reader.choice("KEYTURN_IDENTITY_METHOD", ("manual", "stripe")),
+            id_valid_days=reader.integer("KEYTURN_ID_VALID_DAYS", default=365, low=0, high=3650),
             twilio=_twilio(reader),
             telegram=_telegram(reader),
             stripe=_stripe(reader),

@@ -39,6 +39,7 @@ from flows.payments import (
     PaymentEvent,
     PaymentEventKind,
     PaymentProvider,
+    PaymentRefused,
 )
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
@@ -715,8 +716,12 @@ class Journey:
                 audits=[Audit("payments", "payment.refunded", f"booking:{booking.reference}")]
             )
         if event.kind == PaymentEventKind.HOLD_PLACED:
+            # Only a deposit still waiting for its authorisation: this event may arrive late,
+            # after the hold was released or captured, and must not bring it back.
             await (
-                Payment.filter(booking_id=booking.id, purpose="deposit")
+                Payment.filter(
+                    booking_id=booking.id, purpose="deposit", status__in=("created", "open")
+                )
                 .using_db(conn)
                 .update(status="held")
             )
@@ -788,12 +793,10 @@ class Journey:
                 Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
             )
         renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
-        verified = (
-            renter.verified_at is not None and renter.verified_at > now - self.settings.id_valid_for
-        )
-        if verified:
-            return _merge(outcome, await self.confirm(conn, booking, now))
+        # Paid: now the checks before the rental (identity, the deposit hold) are awaited.
         await move(conn, booking, BookingState.AWAITING_ID)
+        if self._verified(renter, now):
+            return _merge(outcome, await self._maybe_confirm(conn, booking, now))
         if self.settings.identity_method == "stripe":
             outcome.effects.append(
                 Effect(
@@ -812,6 +815,32 @@ class Journey:
             params={"reference": booking.reference},
         )
         return outcome
+
+    def _verified(self, renter: Renter, now: datetime) -> bool:
+        verified_at = renter.verified_at
+        return verified_at is not None and verified_at > now - self.settings.id_valid_for
+
+    async def _maybe_confirm(
+        self, conn: BaseDBAsyncClient, booking: Booking, now: datetime
+    ) -> Outcome:
+        """Confirm once payment, identity and (where the item has one) the deposit are done."""
+        booking = await Booking.filter(id=booking.id).using_db(conn).get()
+        if booking.state != BookingState.AWAITING_ID:
+            return Outcome()
+        renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
+        if not self._verified(renter, now):
+            return Outcome()
+        if booking.deposit_cents > 0:
+            held = await (
+                Payment.filter(
+                    booking_id=booking.id, purpose="deposit", status__in=("held", "card_on_file")
+                )
+                .using_db(conn)
+                .exists()
+            )
+            if not held:
+                return Outcome()
+        return await self.confirm(conn, booking, now)
 
     def _refund_late(self, booking: Booking, payment: Payment, why: str) -> Outcome:
         return Outcome(
@@ -916,8 +945,8 @@ class Journey:
         )
         if approved:
             await Renter.filter(id=check.renter_id).using_db(conn).update(verified_at=now)
-            if booking is not None and booking.state == BookingState.AWAITING_ID:
-                outcome = _merge(outcome, await self.confirm(conn, booking, now))
+            if booking is not None:
+                outcome = _merge(outcome, await self._maybe_confirm(conn, booking, now))
         elif booking is not None and booking.state == BookingState.AWAITING_ID:
             outcome = _merge(
                 outcome,
@@ -1088,13 +1117,17 @@ class Journey:
         if booking.end_at - self.clock.now() > timedelta(days=6):
             status, intent = "card_on_file", None
         else:
-            intent = await self.payments.place_hold(
-                customer,
-                method,
-                booking.deposit_cents,
-                booking.currency.lower(),
-                effect.idempotency_key,
-            )
+            try:
+                intent = await self.payments.place_hold(
+                    customer,
+                    method,
+                    booking.deposit_cents,
+                    booking.currency.lower(),
+                    effect.idempotency_key,
+                )
+            except PaymentRefused:
+                await self._deposit_not_held(booking, "the card refused the hold")
+                return
             status = "held"
         await Payment.get_or_create(
             idempotency_key=effect.idempotency_key,
@@ -1109,6 +1142,60 @@ class Journey:
                 "details": {"customer": customer, "payment_method": method},
             },
         )
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            await stage_outcome(conn, await self._maybe_confirm(conn, booking, now), now)
+
+    async def claim_deposit(self, reference: str, amount: int | None, *, actor: str) -> int:
+        """An operator keeps (part of) a deposit: capture the hold, or charge the saved card for
+        a rental too long for a hold. Returns the amount claimed."""
+        booking = await Booking.get(reference=reference)
+        deposit = await Payment.filter(
+            booking_id=booking.id, purpose="deposit", status__in=("held", "card_on_file")
+        ).first()
+        if deposit is None:
+            raise LookupError(f"booking {reference} has no deposit to claim")
+        claimed = deposit.amount_cents if amount is None else amount
+        if not 0 < claimed <= deposit.amount_cents:
+            raise ValueError(f"claim between 0 and {deposit.amount_cents} (smallest unit)")
+        key = f"claim:{reference}:{claimed}"
+        if deposit.status == "held" and deposit.provider_ref:
+            await self.payments.capture_hold(deposit.provider_ref, claimed, key)
+            charge = deposit.provider_ref
+        else:
+            charge = await self.payments.charge_saved_card(
+                str(deposit.details.get("customer") or ""),
+                str(deposit.details.get("payment_method") or ""),
+                claimed,
+                booking.currency.lower(),
+                key,
+            )
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            await Payment.filter(id=deposit.id).using_db(conn).update(status="claimed")
+            await Payment.get_or_create(
+                idempotency_key=key,
+                defaults={
+                    "booking": booking,
+                    "provider": self.payments.name,
+                    "purpose": "claim",
+                    "amount_cents": claimed,
+                    "currency": booking.currency,
+                    "status": "paid",
+                    "details": {"charge": charge},
+                },
+                using_db=conn,
+            )
+            await stage_outcome(
+                conn,
+                Outcome(
+                    audits=[
+                        Audit(actor, "deposit.claimed", f"booking:{reference}", {"amount": claimed})
+                    ]
+                ),
+                now,
+            )
+        return claimed
 
     async def _deposit_not_held(self, booking: Booking, why: str) -> None:
         async with in_transaction() as conn:

@@ -228,3 +228,94 @@ async def test_stop_silences_and_start_resumes(
     assert "Welcome back" in started
     [greeting] = await renter.say("hi")
     assert greeting.startswith("Welcome to Keyturn")
+
+
+async def book_and_confirm(
+    client: TestClient[Any, Any], runtime: Runtime, renter: Renter, when: str
+) -> Booking:
+    await renter.say(f"BOOK T1 {when}")
+    _, link = await renter.say("YES")
+    await pay(client, link)
+    await renter.say(image=PNG)
+    [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
+    await renter.inbox()
+    booking = await Booking.get(state=BookingState.CONFIRMED)
+    return booking
+
+
+async def test_extension_conflict_is_refused_and_ops_told(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, _ = journey
+    first = Renter(client, runtime)
+    booking = await book_and_confirm(client, runtime, first, "tomorrow 10-14")
+    second = Renter(client, runtime, "+15550100002")
+    await second.say("BOOK T1 tomorrow 14-16")
+    await second.say("YES")
+    [conflict] = await first.say("EXTEND 1h")
+    assert "cannot be extended" in conflict
+    await booking.refresh_from_db()
+    assert booking.end_at == datetime(2026, 6, 2, 18, 0, tzinfo=UTC)
+    assert await OpsAlert.filter(kind="extension_conflict").exists()
+
+
+async def test_cancel_after_the_start_refunds_nothing_and_locks_out(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, clock = journey
+    renter = Renter(client, runtime)
+    booking = await book_and_confirm(client, runtime, renter, "tomorrow 10-14")
+    clock.current = booking.start_at + timedelta(minutes=30)
+    await renter.inbox()
+    [offer] = await renter.say("CANCEL")
+    assert "You get $0.00 back" in offer
+    [done] = await renter.say("YES")
+    assert "is cancelled" in done
+    assert not await Payment.filter(booking=booking, purpose="refund").exists()
+    assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
+    assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.REMOVED}
+
+
+async def test_an_operator_claims_part_of_the_deposit(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, clock = journey
+    renter = Renter(client, runtime)
+    booking = await book_and_confirm(client, runtime, renter, "tomorrow 10-14")
+    claimed = await runtime.journey.claim_deposit(booking.reference, 2500, actor="staff:1")
+    assert claimed == 2500
+    assert await Payment.filter(booking=booking, purpose="claim", amount_cents=2500).exists()
+    clock.current = booking.end_at
+    await renter.inbox()
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == "claimed", "a claimed deposit is not released at check-out"
+    with pytest.raises(LookupError):
+        await runtime.journey.claim_deposit(booking.reference, 100, actor="staff:1")
+
+
+async def test_confirmation_waits_for_the_deposit_hold(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _, link = await renter.say("YES")
+    original = runtime.payments.place_hold
+
+    async def card_refuses(*args: Any, **kwargs: Any) -> str:
+        from flows.payments import PaymentRefused
+
+        raise PaymentRefused("card declined")
+
+    runtime.payments.place_hold = card_refuses  # type: ignore[method-assign]
+    await pay(client, link)
+    await renter.say(image=PNG)
+    [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
+    await renter.inbox()
+    booking = await Booking.get()
+    assert booking.state == BookingState.AWAITING_ID, "no code without the deposit"
+    assert await OpsAlert.filter(kind="deposit_not_held").exists()
+    assert not await AccessCode.filter(booking=booking).exists()
+    runtime.payments.place_hold = original  # type: ignore[method-assign]
