@@ -1,0 +1,49 @@
+"""The daily retention pass, run by a durable timer that sets its own next run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flows.clock import Clock
+from flows.effects import Audit, Outcome, SetTimer
+from flows.timers import TimerFired
+from storage.retention import purge
+
+RETENTION_TIMER = "retention.purge"
+RETENTION_KEY = "retention:purge"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    audit_days: int = 90
+    message_days: int = 90
+    every: timedelta = timedelta(days=1)
+
+
+class Retention:
+    def __init__(self, clock: Clock, policy: RetentionPolicy | None = None) -> None:
+        self.clock = clock
+        self.policy = policy or RetentionPolicy()
+
+    async def on_due(self, event: TimerFired) -> Outcome:
+        now = self.clock.now()
+        purged = await purge(
+            now, audit_days=self.policy.audit_days, message_days=self.policy.message_days
+        )
+        return Outcome(
+            timers=[SetTimer(RETENTION_TIMER, now + self.policy.every, RETENTION_KEY)],
+            audits=[
+                Audit(
+                    "system",
+                    "retention.purged",
+                    details={
+                        "audit_events": purged.audit_events,
+                        "message_bodies": purged.message_bodies,
+                        "access_records": purged.access_records,
+                        "webhook_ids": purged.webhook_ids,
+                        "finished_work": purged.finished_work,
+                    },
+                )
+            ],
+        )

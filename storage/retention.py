@@ -1,0 +1,57 @@
+"""Retention: what Keyturn keeps about people, and for how long.
+
+ID images are deleted the moment a decision is made (flows.journey); this purge removes audit and
+lock-access records after their period, blanks message bodies after theirs, and forgets provider
+event ids once no provider would retry them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from storage.models import (
+    AuditEvent,
+    EffectState,
+    Message,
+    OutboxEffect,
+    ProcessedWebhook,
+    SimulatedUnlock,
+    Timer,
+    TimerState,
+)
+
+#: Providers retry deliveries for days (Stripe: up to three); ids are kept well past that.
+WEBHOOK_IDS_KEPT = timedelta(days=30)
+#: Finished outbox effects and timers are kept a week for investigation.
+FINISHED_WORK_KEPT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Purged:
+    audit_events: int
+    message_bodies: int
+    access_records: int
+    webhook_ids: int
+    finished_work: int
+
+
+async def purge(now: datetime, *, audit_days: int, message_days: int) -> Purged:
+    audit_before = now - timedelta(days=audit_days)
+    messages_before = now - timedelta(days=message_days)
+    audit = await AuditEvent.filter(at__lt=audit_before).delete()
+    access = await SimulatedUnlock.filter(at__lt=audit_before).delete()
+    bodies = (
+        await Message.filter(created_at__lt=messages_before)
+        .exclude(body="")
+        .update(body="", media=[], choices=[])
+    )
+    webhooks = await ProcessedWebhook.filter(received_at__lt=now - WEBHOOK_IDS_KEPT).delete()
+    effects = await OutboxEffect.filter(
+        state=EffectState.DONE, done_at__lt=now - FINISHED_WORK_KEPT
+    ).delete()
+    timers = await Timer.filter(
+        state__in=(TimerState.DONE, TimerState.CANCELLED),
+        created_at__lt=now - FINISHED_WORK_KEPT,
+    ).delete()
+    return Purged(audit, bodies, access, webhooks, effects + timers)
