@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot.channels import Channel
@@ -21,6 +20,8 @@ from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.lock_routes import setup_seam_webhook
+from bot.metrics import exposition, observe_turn
+from bot.ops import AlertSender, OpsChat, OpsUpdates, StaffRelay
 from bot.payment_routes import setup_stripe_webhook
 from bot.payments import StripeIdentity, StripePayments
 from bot.sandbox.channel import SandboxChannel
@@ -45,13 +46,16 @@ from flows.access import (
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.engine import ConversationEngine
+from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.journey import Journey, JourneySettings, journey_executors, journey_timers
+from flows.ops import OpsDesk
 from flows.payments import PaymentProvider
+from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
 from flows.timers import TimerHandler
 from locks import LockProvider
 from storage.db import close_database, open_database, ping
-from storage.models import EffectState, OutboxEffect, Timer, TimerState
+from storage.journal import ALERT_EFFECT
 from storage.sealing import Sealer
 from storage.timers import ensure_timer
 
@@ -70,6 +74,10 @@ class Runtime:
     payments: PaymentProvider
     channels: dict[str, Channel] = field(default_factory=dict)
     twilio: TwilioAccount | None = None
+    handoff: Handoff | None = None
+    ops: OpsDesk | None = None
+    #: The operators' Bot API calls, when Telegram and ``TELEGRAM_OPS_CHAT_ID`` are configured.
+    ops_chat: OpsChat | None = None
 
 
 MAX_ID_BYTES = 8 * 1024 * 1024
@@ -164,10 +172,22 @@ def build_runtime(
         ),
         identity,
     )
+    handoff = Handoff(
+        translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))
+    )
+    ops = OpsDesk(translator, journey, access, handoff)
+    telegram = all_channels.get("telegram")
+    ops_chat = OpsChat(telegram) if isinstance(telegram, TelegramChannel) else None
+    ops_chat_id = settings.telegram.ops_chat_id if settings.telegram is not None else None
     dispatcher = OutboxDispatcher(
         clock,
         {
             "send_message": MessageSender(all_channels),
+            # Without Telegram and an ops chat these do nothing: the sandbox page shows alerts.
+            ALERT_EFFECT: AlertSender(
+                ops_chat if ops_chat_id is not None else None, ops_chat_id, translator, sealer
+            ),
+            TO_STAFF_EFFECT: StaffRelay(ops_chat, ops_chat_id, handoff, journey.fetch_media),
             SET_EFFECT: access.execute_set,
             REMOVE_EFFECT: access.execute_remove,
             UPDATE_EFFECT: access.execute_update,
@@ -183,22 +203,34 @@ def build_runtime(
             REVOKE_TIMER: access.on_revoke_due,
             RECONCILE_TIMER: access.on_reconcile_due,
             **journey_timers(journey),
+            RETENTION_TIMER: Retention(
+                clock,
+                RetentionPolicy(
+                    audit_days=settings.audit_retention_days,
+                    message_days=settings.message_retention_days,
+                ),
+            ).on_due,
+            IDLE_TIMER: handoff.on_idle,
             **(timer_handlers or {}),
         },
     )
-    dialog = RenterDialog(
-        translator,
-        DialogSettings(
-            business_name=settings.business_name, support_contact=settings.support_contact
-        ),
-        journey,
+    dialog = handoff.dialog(
+        RenterDialog(
+            translator,
+            DialogSettings(
+                business_name=settings.business_name, support_contact=settings.support_contact
+            ),
+            journey,
+        )
     )
 
     def committed() -> None:
         dispatcher.wake()
         timers.poke()
 
-    engine = ConversationEngine(dialog, translator, clock, on_commit=committed)
+    engine = ConversationEngine(
+        dialog, translator, clock, on_commit=committed, on_turn=observe_turn
+    )
     return Runtime(
         settings,
         clock,
@@ -212,6 +244,9 @@ def build_runtime(
         payments,
         all_channels,
         twilio,
+        handoff=handoff,
+        ops=ops,
+        ops_chat=ops_chat,
     )
 
 
@@ -234,11 +269,19 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
         setup_twilio(app, auth_token=settings.twilio.auth_token, public_url=settings.public_url)
     telegram = runtime.channels.get("telegram")
     if isinstance(telegram, TelegramChannel) and settings.telegram is not None:
+        handlers = []
+        if runtime.ops is not None and runtime.handoff is not None and runtime.ops_chat:
+            handlers.append(
+                OpsUpdates(
+                    runtime.ops, runtime.ops_chat, runtime.handoff, settings.telegram.ops_chat_id
+                )
+            )
         setup_telegram(
             app,
             telegram,
             secret=settings.telegram.webhook_secret,
             public_url=settings.public_url,
+            handlers=handlers,
         )
     if settings.stripe is not None:
         setup_stripe_webhook(app, settings.stripe.webhook_secret)
@@ -274,6 +317,7 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     now = runtime.clock.now()
     await ensure_timer(kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=now, now=now)
+    await ensure_timer(kind=RETENTION_TIMER, key=RETENTION_KEY, due_at=now, now=now)
     dispatching = asyncio.create_task(runtime.dispatcher.run_forever(), name="outbox")
     runtime.timers.start()
     yield
@@ -303,21 +347,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    now = request.app[CLOCK].now()
-    registry = CollectorRegistry()
-    pending = OutboxEffect.filter(state=EffectState.PENDING)
-    oldest = await pending.order_by("created_at").first()
-    Gauge("keyturn_outbox_depth", "Effects waiting to run", registry=registry).set(
-        await pending.count()
-    )
-    Gauge(
-        "keyturn_outbox_oldest_age_seconds", "Age of the oldest waiting effect", registry=registry
-    ).set((now - oldest.created_at).total_seconds() if oldest else 0)
-    Gauge("keyturn_outbox_dead", "Effects given up on", registry=registry).set(
-        await OutboxEffect.filter(state=EffectState.DEAD).count()
-    )
-    overdue = await Timer.filter(state=TimerState.PENDING, due_at__lte=now).count()
-    Gauge("keyturn_timers_overdue", "Timers past their due time", registry=registry).set(overdue)
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    body = await exposition(request.app[CLOCK].now())
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

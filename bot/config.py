@@ -77,12 +77,16 @@ class Settings:
     support_contact: str
     identity_method: str
     id_valid_days: int
+    audit_retention_days: int
+    message_retention_days: int
     twilio: TwilioSettings | None
     telegram: TelegramSettings | None
     stripe: StripeSettings | None
     seam: SeamSettings | None
     igloohome: IgloohomeSettings | None
     nuki: NukiSettings | None
+    #: A conversation a person took over goes back to the bot after this long without a message.
+    handoff_idle_minutes: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -99,12 +103,21 @@ class Settings:
             support_contact=reader.text("KEYTURN_SUPPORT_CONTACT", default=""),
             identity_method=reader.choice("KEYTURN_IDENTITY_METHOD", ("manual", "stripe")),
             id_valid_days=reader.integer("KEYTURN_ID_VALID_DAYS", default=365, low=0, high=3650),
+            audit_retention_days=reader.integer(
+                "KEYTURN_AUDIT_RETENTION_DAYS", default=90, low=1, high=3650
+            ),
+            message_retention_days=reader.integer(
+                "KEYTURN_MESSAGE_RETENTION_DAYS", default=90, low=1, high=3650
+            ),
             twilio=_twilio(reader),
             telegram=_telegram(reader),
             stripe=_stripe(reader),
             seam=_seam(reader),
             igloohome=_igloohome(reader),
             nuki=_nuki(reader),
+            handoff_idle_minutes=reader.integer(
+                "KEYTURN_HANDOFF_IDLE_MINUTES", default=30, low=1, high=7 * 24 * 60
+            ),
         )
         if settings.identity_method == "stripe" and settings.stripe is None:
             raise SettingsError(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.channels import Channel, ChannelError, Undeliverable
+from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock
 from flows.messages import OutboundMessage
 from storage.journal import raise_alert, resolve_alert
@@ -106,6 +107,7 @@ class OutboxDispatcher:
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()
         error = f"{type(err).__name__}: {err}"[:300]
+        EFFECT_FAILURES.labels(effect.kind).inc()
         log.warning(
             "effect %s (%s) attempt %d failed: %s",
             effect.id,
@@ -154,9 +156,11 @@ class MessageSender:
         try:
             provider_id = await channel.send(message, effect.idempotency_key)
         except Undeliverable as err:
+            MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
             await Message.filter(id=effect.payload["message_id"]).update(status="undeliverable")
             return
         await Message.filter(id=effect.payload["message_id"]).update(
             status="sent", provider_id=provider_id
         )
+        MESSAGES_OUT.labels(message.channel, "sent").inc()

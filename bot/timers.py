@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.dispatcher import RetryPolicy
+from bot.metrics import TIMER_LATENESS
 from flows.clock import Clock
 from flows.timers import TimerHandler, fire_timer
 from storage.timers import claim_due_timers, next_due_at, retry_timer
@@ -67,6 +68,9 @@ class TimerRunner:
                         await retry_timer(timer, self.clock.now() + delay)
                     else:
                         fired += 1
+                        TIMER_LATENESS.observe(
+                            max((self.clock.now() - timer.due_at).total_seconds(), 0.0)
+                        )
         await self.reschedule()
         return fired
 

@@ -102,6 +102,23 @@ async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = N
     return sorted({lock.id: lock for lock in [*own, *gates]}.values(), key=lambda lk: lk.key)
 
 
+def booking_window(asset: Asset, booking: Booking) -> AccessWindow:
+    """The booking's times widened by the item's buffers, or its location's (asset prefetched
+    with its location)."""
+    before = asset.buffer_before_minutes
+    after = asset.buffer_after_minutes
+    return access_window(
+        booking.start_at,
+        booking.end_at,
+        buffer_before=timedelta(
+            minutes=before if before is not None else asset.location.buffer_before_minutes
+        ),
+        buffer_after=timedelta(
+            minutes=after if after is not None else asset.location.buffer_after_minutes
+        ),
+    )
+
+
 class AccessCodes:
     """Plans codes inside the caller's transaction and carries them through their lifecycle."""
 
@@ -138,18 +155,7 @@ class AccessCodes:
             .get()
             .prefetch_related("location")
         )
-        before = asset.buffer_before_minutes
-        after = asset.buffer_after_minutes
-        window = access_window(
-            booking.start_at,
-            booking.end_at,
-            buffer_before=timedelta(
-                minutes=before if before is not None else asset.location.buffer_before_minutes
-            ),
-            buffer_after=timedelta(
-                minutes=after if after is not None else asset.location.buffer_after_minutes
-            ),
-        )
+        window = booking_window(asset, booking)
         return await self._plan(
             conn, locks, window, label=f"Keyturn {booking.reference}", booking=booking
         )
@@ -317,15 +323,14 @@ class AccessCodes:
                     )
             else:
                 replaced.append(lock)
-                outcome = _merge(
-                    outcome, await self.revoke(conn, [code], actor="system", reason="window moved")
+                outcome = outcome + (
+                    await self.revoke(conn, [code], actor="system", reason="window moved")
                 )
         if replaced:
-            outcome = _merge(
-                outcome,
+            outcome = outcome + (
                 await self._plan(
                     conn, replaced, window, label=f"Keyturn {booking.reference}", booking=booking
-                ),
+                )
             )
         return outcome, [lock.label for lock in replaced]
 
@@ -697,13 +702,3 @@ def _computes_own_pin(lock: Lock) -> bool:
 
 def _remove_effect(code_id: int) -> Effect:
     return Effect(REMOVE_EFFECT, f"access:remove:{code_id}", {"code": code_id}, critical=True)
-
-
-def _merge(first: Outcome, second: Outcome) -> Outcome:
-    return Outcome(
-        replies=[*first.replies, *second.replies],
-        effects=[*first.effects, *second.effects],
-        timers=[*first.timers, *second.timers],
-        alerts=[*first.alerts, *second.alerts],
-        audits=[*first.audits, *second.audits],
-    )

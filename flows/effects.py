@@ -67,3 +67,12 @@ class Outcome:
     timers: list[SetTimer | CancelTimer] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     audits: list[Audit] = field(default_factory=list)
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(
+            replies=[*self.replies, *other.replies],
+            effects=[*self.effects, *other.effects],
+            timers=[*self.timers, *other.timers],
+            alerts=[*self.alerts, *other.alerts],
+            audits=[*self.audits, *other.audits],
+        )

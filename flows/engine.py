@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -114,17 +115,26 @@ class ConversationEngine:
         clock: Clock,
         *,
         on_commit: Callable[[], None] | None = None,
+        on_turn: Callable[[InboundMessage, TurnResult, float], None] | None = None,
         max_attempts: int = 5,
     ) -> None:
         self.dialog = dialog
         self.translator = translator
         self.clock = clock
         self.on_commit = on_commit
+        self.on_turn = on_turn
         self.max_attempts = max_attempts
         self._locks = _AddressLocks()
 
     async def handle(self, message: InboundMessage) -> TurnResult:
         """Run one renter turn; a message seen before (same provider id) is dropped."""
+        started = time.perf_counter()
+        result = await self._handle(message)
+        if self.on_turn is not None:
+            self.on_turn(message, result, time.perf_counter() - started)
+        return result
+
+    async def _handle(self, message: InboundMessage) -> TurnResult:
         dedupe_provider = f"msg:{message.channel}"
         async with self._locks.hold((message.channel, message.address)):
             for _attempt in range(self.max_attempts):

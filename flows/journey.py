@@ -17,7 +17,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
+from flows.access import LIVE_STATES, AccessCodes, booking_window, locks_for_booking
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
@@ -46,7 +46,7 @@ from flows.timers import TimerFired
 from flows.when import WhenNotUnderstood, parse_duration, parse_local_range, resolve_range
 from locks import LockCapability
 from locks.port import capabilities_from_json
-from locks.windows import LocalTimeProblem, access_window
+from locks.windows import AccessWindow, LocalTimeProblem
 from storage.journal import resolve_alert
 from storage.models import (
     AccessCode,
@@ -796,7 +796,7 @@ class Journey:
         # Paid: now the checks before the rental (identity, the deposit hold) are awaited.
         await move(conn, booking, BookingState.AWAITING_ID)
         if self._verified(renter, now):
-            return _merge(outcome, await self._maybe_confirm(conn, booking, now))
+            return outcome + (await self._maybe_confirm(conn, booking, now))
         if self.settings.identity_method == "stripe":
             outcome.effects.append(
                 Effect(
@@ -946,13 +946,12 @@ class Journey:
         if approved:
             await Renter.filter(id=check.renter_id).using_db(conn).update(verified_at=now)
             if booking is not None:
-                outcome = _merge(outcome, await self._maybe_confirm(conn, booking, now))
+                outcome = outcome + (await self._maybe_confirm(conn, booking, now))
         elif booking is not None and booking.state == BookingState.AWAITING_ID:
-            outcome = _merge(
-                outcome,
+            outcome = outcome + (
                 await self.cancel_booking(
                     conn, booking, actor=reviewer, now=now, refund=booking.price_cents
-                ),
+                )
             )
             await self.notifier.tell(
                 conn,
@@ -1388,19 +1387,8 @@ class Journey:
 
     # == helpers ============================================================================
 
-    def _window(self, asset: Asset, booking: Booking) -> Any:
-        before = asset.buffer_before_minutes
-        after = asset.buffer_after_minutes
-        return access_window(
-            booking.start_at,
-            booking.end_at,
-            buffer_before=timedelta(
-                minutes=before if before is not None else asset.location.buffer_before_minutes
-            ),
-            buffer_after=timedelta(
-                minutes=after if after is not None else asset.location.buffer_after_minutes
-            ),
-        )
+    def _window(self, asset: Asset, booking: Booking) -> AccessWindow:
+        return booking_window(asset, booking)
 
     async def _set_codes(self, booking: Booking) -> list[AccessCode] | None:
         codes = await AccessCode.filter(
@@ -1454,16 +1442,6 @@ class Journey:
 
 def _stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:
     return StepResult(turn.state, dict(turn.data), Outcome([Reply(text, kind=kind)]))
-
-
-def _merge(first: Outcome, second: Outcome) -> Outcome:
-    return Outcome(
-        replies=[*first.replies, *second.replies],
-        effects=[*first.effects, *second.effects],
-        timers=[*first.timers, *second.timers],
-        alerts=[*first.alerts, *second.alerts],
-        audits=[*first.audits, *second.audits],
-    )
 
 
 def _zone(name: str) -> Any:

@@ -1,4 +1,9 @@
-"""Audit events and operator alerts, written in the transaction of what they describe."""
+"""Audit events and operator alerts, written in the transaction of what they describe.
+
+Every new alert and every change of an open one (another occurrence, resolved) stages an
+``ops.alert`` outbox effect in the same transaction, so the operators' chat hears of it at least
+once and a storm of one group is one message that is edited as it grows.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from storage.models import AuditEvent, OpsAlert
+from storage.outbox import enqueue_effect
+
+#: The outbox effect that shows an alert (or its change) to the operators.
+ALERT_EFFECT = "alert.show"
 
 
 async def record_audit(
@@ -34,6 +44,16 @@ async def raise_alert(
     params: dict[str, Any] | None = None,
 ) -> OpsAlert:
     """Open an alert, or fold it into the open alert with the same group key."""
+    if conn is None:
+        async with in_transaction() as own:
+            return await raise_alert(
+                own,
+                now=now,
+                kind=kind,
+                group_key=group_key,
+                message_key=message_key,
+                params=params,
+            )
     existing = await OpsAlert.filter(open_key=group_key).using_db(conn).select_for_update().first()
     if existing is not None:
         existing.occurrences += 1
@@ -41,8 +61,9 @@ async def raise_alert(
         existing.params = params or existing.params
         existing.message_key = message_key
         await existing.save(using_db=conn)
+        await _announce(conn, existing, now)
         return existing
-    return await OpsAlert.create(
+    alert = await OpsAlert.create(
         kind=kind,
         group_key=group_key,
         open_key=group_key,
@@ -52,14 +73,36 @@ async def raise_alert(
         updated_at=now,
         using_db=conn,
     )
+    await _announce(conn, alert, now)
+    return alert
 
 
 async def resolve_alert(
     conn: BaseDBAsyncClient | None, *, group_key: str, now: datetime, by: str
 ) -> bool:
-    changed = (
-        await OpsAlert.filter(open_key=group_key)
+    if conn is None:
+        async with in_transaction() as own:
+            return await resolve_alert(own, group_key=group_key, now=now, by=by)
+    alerts = await OpsAlert.filter(open_key=group_key).using_db(conn).select_for_update()
+    if not alerts:
+        return False
+    await (
+        OpsAlert.filter(id__in=[a.id for a in alerts])
         .using_db(conn)
         .update(resolved_at=now, resolved_by=by, open_key=None, updated_at=now)
     )
-    return changed > 0
+    for alert in alerts:
+        alert.resolved_at = now
+        await _announce(conn, alert, now)
+    return True
+
+
+async def _announce(conn: BaseDBAsyncClient, alert: OpsAlert, now: datetime) -> None:
+    resolved = "resolved" if alert.resolved_at is not None else "open"
+    await enqueue_effect(
+        conn,
+        kind=ALERT_EFFECT,
+        payload={"alert": alert.id},
+        idempotency_key=f"alert:{alert.id}:{alert.occurrences}:{resolved}",
+        now=now,
+    )

@@ -182,6 +182,8 @@ class Conversation(Model):
     #: Telegram user id of the staff member who took the conversation over (None: the bot).
     agent_id = fields.BigIntField(null=True)
     agent_since = fields.DatetimeField(null=True)
+    #: The forum topic in the ops group where staff talk with this renter (None: none yet).
+    agent_thread_id = fields.BigIntField(null=True)
     last_inbound_at = fields.DatetimeField(null=True)
     #: Bumped on every turn. A turn computed from an older version is recomputed, not saved.
     version = fields.IntField(default=0)
@@ -388,6 +390,8 @@ class OpsAlert(Model):
     resolved_by = fields.CharField(max_length=64, null=True)
     #: Only one open alert per group key. Resolved ones keep theirs for the record.
     open_key = fields.CharField(max_length=200, null=True, unique=True)
+    #: The message in the ops group that shows this alert, edited on changes (None: not sent).
+    telegram_message_id = fields.BigIntField(null=True)
 
     class Meta:
         table = "ops_alert"

@@ -52,8 +52,13 @@ async def test_health_readiness_and_metrics(client: TestClient[Any, Any]) -> Non
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
+    await client.post("/sandbox/api/messages", json={"address": "+15550100009", "text": "hi"})
+    await _replies(client, "+15550100009", 1)
     metrics = await (await client.get("/metrics")).text()
-    assert "keyturn_outbox_depth" in metrics and "keyturn_timers_overdue" in metrics
+    assert "keyturn_outbox_depth 0.0" in metrics and "keyturn_timers_overdue" in metrics
+    assert 'keyturn_messages_in_total{channel="sandbox",result="handled"}' in metrics
+    assert 'keyturn_messages_out_total{channel="sandbox",status="sent"}' in metrics
+    assert "keyturn_turn_seconds_count" in metrics
 
 
 async def test_a_renter_chats_on_the_sandbox_page(client: TestClient[Any, Any]) -> None:

@@ -1,0 +1,112 @@
+"""The Bot API calls the operators' side makes, through the renter channel's bot, with every
+Telegram error turned into one of ours (``ChannelError``: the outbox retries; ``Undeliverable``:
+it cannot help)."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot.channels import ChannelError, Undeliverable
+from bot.transports.telegram import MESSAGE_TEXT_LIMIT, TelegramChannel
+
+log = logging.getLogger(__name__)
+
+Buttons = tuple[tuple[str, str], ...]  # (label, callback data), one per row
+
+
+def keyboard(buttons: Buttons) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data)] for label, data in buttons]
+    )
+
+
+class OpsChat:
+    def __init__(self, channel: TelegramChannel) -> None:
+        self.channel = channel
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        buttons: Buttons = (),
+        *,
+        thread: int | None = None,
+    ) -> int:
+        try:
+            sent: Message = await self.channel.bot.send_message(
+                chat_id=chat_id,
+                text=_fit(text),
+                reply_markup=keyboard(buttons),
+                message_thread_id=thread,
+            )
+        except TelegramError as err:
+            raise _error(err, "sendMessage") from err
+        return sent.message_id
+
+    async def edit(self, chat_id: int, message_id: int, text: str, buttons: Buttons = ()) -> None:
+        try:
+            await self.channel.bot.edit_message_text(
+                chat_id=chat_id,
+                message_id=message_id,
+                text=_fit(text),
+                reply_markup=keyboard(buttons),
+            )
+        except BadRequest as err:
+            if "not modified" in err.message.lower():
+                return  # already shows this
+            raise _error(err, "editMessageText") from err
+        except TelegramError as err:
+            raise _error(err, "editMessageText") from err
+
+    async def send_photo(
+        self,
+        chat_id: int,
+        photo: bytes | str,
+        caption: str,
+        *,
+        thread: int | None = None,
+    ) -> int:
+        """A photo as bytes (uploaded) or a Telegram file id (sent again by reference)."""
+        try:
+            sent: Message = await self.channel.bot.send_photo(
+                chat_id=chat_id,
+                photo=photo,
+                caption=caption[:1024],
+                message_thread_id=thread,
+            )
+        except TelegramError as err:
+            raise _error(err, "sendPhoto") from err
+        return sent.message_id
+
+    async def create_topic(self, chat_id: int, name: str) -> int | None:
+        """A forum topic's thread id; None when the chat does not allow topics."""
+        try:
+            topic = await self.channel.bot.create_forum_topic(chat_id=chat_id, name=name[:128])
+        except BadRequest as err:
+            log.info("no forum topic in the ops chat: %s", err.message)
+            return None
+        except TelegramError as err:
+            raise _error(err, "createForumTopic") from err
+        return topic.message_thread_id
+
+    async def answer(self, query_id: str) -> None:
+        await self.channel.answer_callback(query_id)
+
+
+def _fit(text: str) -> str:
+    if len(text) <= MESSAGE_TEXT_LIMIT:
+        return text
+    return text[: MESSAGE_TEXT_LIMIT - 1] + "…"
+
+
+def _error(err: TelegramError, method: str) -> ChannelError:
+    if isinstance(err, Forbidden):
+        return Undeliverable(f"Telegram {method}: {err.message}")
+    if isinstance(err, BadRequest) and "not found" in err.message.lower():
+        return Undeliverable(f"Telegram {method}: {err.message}")
+    return ChannelError(f"Telegram {method} failed: {type(err).__name__}")

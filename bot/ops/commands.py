@@ -1,0 +1,155 @@
+"""Telegram glue for the operators: commands, alert buttons and forum-topic messages, in the ops
+group and in staff members' private chats with the bot.
+
+``OpsUpdates`` is offered every update before the renter path (``setup_telegram(handlers=...)``):
+it takes everything in the ops group, ops buttons anywhere, and ops commands in private chats
+(a renter's ``/help`` goes on to the renter dialog). The logic, role checks and changes are
+``flows.ops.OpsDesk``'s; this module only parses and delivers.
+
+For topics the group must be a forum and the bot an admin allowed to manage topics; an admin bot
+also sees plain messages in the group (privacy mode hides them from other bots).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Message, Update
+from telegram.constants import ChatType
+
+from bot.channels import ChannelError
+from bot.ops.chat import OpsChat
+from flows.handoff import Handoff
+from flows.ops import Context, OpsAnswer, OpsDesk
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PREFIX = "ops:"
+
+
+def parse_command(text: str) -> tuple[str, list[str]] | None:
+    """``/extend@keyturn_bot KX3 2h`` → ``("extend", ["KX3", "2h"])``; None if not a command."""
+    if not text.startswith("/"):
+        return None
+    first, *args = text.split()
+    name = first[1:].split("@", 1)[0].lower()
+    if not name:
+        return None
+    return name, args
+
+
+class OpsUpdates:
+    def __init__(
+        self, desk: OpsDesk, chat: OpsChat, handoff: Handoff, ops_chat_id: int | None
+    ) -> None:
+        self.desk = desk
+        self.chat = chat
+        self.handoff = handoff
+        self.ops_chat_id = ops_chat_id
+
+    async def __call__(self, update: Update) -> bool:
+        if update.callback_query is not None:
+            return await self._button(update)
+        message = update.message or update.edited_message
+        if message is None:
+            return False
+        in_ops = self.ops_chat_id is not None and message.chat.id == self.ops_chat_id
+        if in_ops:
+            if update.message is not None:
+                await self._in_ops_group(message)
+            return True
+        if message.chat.type != ChatType.PRIVATE or update.message is None:
+            return False
+        parsed = parse_command(message.text or "")
+        user = message.from_user
+        if parsed is None or user is None or not self.desk.is_command(parsed[0]):
+            return False
+        if parsed[0] == "help" and await self.desk.staff(user.id) is None:
+            return False  # a renter asking the bot for help
+        answer = await self.desk.run(user.id, parsed[0], parsed[1])
+        await self._deliver(answer, message.chat.id, None, user.id)
+        return True
+
+    async def _in_ops_group(self, message: Message) -> None:
+        user = message.from_user
+        if user is None or user.is_bot:
+            return
+        thread = message.message_thread_id if message.is_topic_message else None
+        conversation = await self.handoff.by_thread(thread) if thread is not None else None
+        parsed = parse_command(message.text or "")
+        if parsed is not None:
+            context = Context(conversation.id if conversation else None)
+            answer = await self.desk.run(user.id, parsed[0], parsed[1], context)
+            await self._deliver(answer, message.chat.id, thread, user.id)
+            return
+        if conversation is not None and (message.text or message.caption):
+            answer = await self.desk.say_in_topic(
+                user.id, conversation.id, message.text or message.caption or ""
+            )
+            if answer.lines:
+                await self._deliver(answer, message.chat.id, thread, user.id)
+
+    async def _button(self, update: Update) -> bool:
+        query = update.callback_query
+        assert query is not None
+        data = query.data or ""
+        if not data.startswith(CALLBACK_PREFIX):
+            return False
+        action, _, ident = data.removeprefix(CALLBACK_PREFIX).partition(":")
+        answer = await self.desk.press(query.from_user.id, action, ident)
+        await self.chat.answer(query.id)
+        origin = query.message
+        if origin is None:
+            chat_id, thread = query.from_user.id, None
+        else:
+            chat_id = origin.chat.id
+            thread = origin.message_thread_id if isinstance(origin, Message) else None
+        await self._deliver(answer, chat_id, thread, query.from_user.id)
+        return True
+
+    async def _deliver(
+        self, answer: OpsAnswer, chat_id: int, thread: int | None, user_id: int
+    ) -> None:
+        lines = list(answer.lines)
+        if answer.private:
+            lines += await self._privately(answer.private, chat_id, user_id)
+        if answer.taken is not None:
+            lines = await self._topic(answer, chat_id, thread)
+        if lines:
+            await self._send(chat_id, "\n".join(lines), thread)
+
+    async def _privately(self, private: list[str], chat_id: int, user_id: int) -> list[str]:
+        """Lines only the member may see; in the group, a note that they went privately."""
+        if chat_id == user_id:
+            return private
+        try:
+            await self.chat.send(user_id, "\n".join(private))
+        except ChannelError:
+            return [self.desk.t("ops.start_private_chat")]
+        return [self.desk.t("ops.sent_privately")]
+
+    async def _topic(self, answer: OpsAnswer, chat_id: int, thread: int | None) -> list[str]:
+        """A conversation just taken over: its transcript in its own forum topic where the ops
+        group allows them; else here, with how to answer."""
+        taken = answer.taken
+        assert taken is not None
+        topic = taken.thread_id
+        if topic is None and self.ops_chat_id is not None:
+            name = self.desk.t("ops.topic_name", who=taken.who, channel=taken.channel)
+            topic = await self.chat.create_topic(self.ops_chat_id, name)
+            if topic is not None:
+                await self.handoff.set_thread(taken.conversation_id, topic)
+        if topic is None or self.ops_chat_id is None:
+            return [*answer.lines, self.desk.t("ops.reply_hint", ident=taken.conversation_id)]
+        await self._send(
+            self.ops_chat_id, "\n".join([*answer.lines, self.desk.t("ops.topic_hint")]), topic
+        )
+        if chat_id == self.ops_chat_id and thread == topic:
+            return []
+        return [self.desk.t("ops.topic_opened", who=taken.who)]
+
+    async def _send(self, chat_id: int, text: str, thread: int | None) -> None:
+        try:
+            await self.chat.send(chat_id, text, thread=thread)
+        except ChannelError as err:
+            log.warning("an answer to the operators was not delivered: %s", err)

@@ -1,0 +1,91 @@
+"""What a renter sends while a person has the conversation, shown to the staff: the
+``handoff.to_staff`` executor.
+
+It goes to the conversation's forum topic in the ops group; without a topic, to the private chat
+of the staff member who has the conversation (or to the ops group while nobody has taken it yet),
+with the ``/reply`` line to answer. Photos travel too: a Telegram renter's by file id, an SMS or
+WhatsApp renter's fetched through their channel and uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.ops.chat import OpsChat
+from flows.handoff import OPS_LANGUAGE, Handoff
+from flows.journey import MediaFetcher
+from storage.models import Conversation, OutboxEffect
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_FILE = "telegram-file:"
+
+
+class StaffRelay:
+    """With ``chat`` None (no Telegram configured) it does nothing: the sandbox page shows the
+    conversation's messages."""
+
+    def __init__(
+        self,
+        chat: OpsChat | None,
+        chat_id: int | None,
+        handoff: Handoff,
+        fetch_media: MediaFetcher,
+    ) -> None:
+        self.chat = chat
+        self.chat_id = chat_id
+        self.handoff = handoff
+        self.fetch_media = fetch_media
+
+    def t(self, key: str, **params: object) -> str:
+        return self.handoff.translator.text(OPS_LANGUAGE, key, **params)
+
+    async def __call__(self, effect: OutboxEffect) -> None:
+        chat = self.chat
+        if chat is None:
+            return
+        payload = effect.payload
+        conversation = await Conversation.get(id=int(str(payload["conversation"])))
+        target, thread = self._where(conversation)
+        if target is None:
+            return
+        if payload.get("notice"):
+            await chat.send(target, str(payload["text"]), thread=thread)
+            return
+        who = await self.handoff.who(conversation)
+        text = str(payload.get("text") or "")
+        media = _pairs(payload.get("media"))
+        for url, _content_type in media:
+            photo = await self._photo(str(payload.get("channel", "")), url)
+            caption = self.t("ops.relay_photo", who=who)
+            if photo is None:
+                await chat.send(target, self.t("ops.relay_photo_refused", who=who), thread=thread)
+            else:
+                await chat.send_photo(target, photo, caption, thread=thread)
+        if text or not media:
+            key = "ops.relay_in_topic" if thread is not None else "ops.relay"
+            line = self.t(key, who=who, text=text or "-", ident=conversation.id)
+            await chat.send(target, line, thread=thread)
+
+    def _where(self, conversation: Conversation) -> tuple[int | None, int | None]:
+        if conversation.agent_thread_id is not None and self.chat_id is not None:
+            return self.chat_id, conversation.agent_thread_id
+        if conversation.agent_id is not None:
+            return conversation.agent_id, None
+        return self.chat_id, None
+
+    async def _photo(self, channel: str, url: str) -> bytes | str | None:
+        if url.startswith(TELEGRAM_FILE):
+            return url.removeprefix(TELEGRAM_FILE)  # the same bot sends it again by file id
+        try:
+            content, _ = await self.fetch_media(channel, url)
+        except ValueError:
+            log.info("a %s renter's picture could not be fetched for the staff", channel)
+            return None
+        return content
+
+
+def _pairs(value: object) -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        return []
+    return [(str(item[0]), str(item[1])) for item in value if isinstance(item, list | tuple)]

@@ -1,0 +1,466 @@
+"""Support hand-off: a person takes a renter's conversation over from the bot, and gives it back.
+
+A conversation is with a person when ``Conversation.agent_id`` names a staff member, and waiting
+for one when the renter asked (AGENT, or the dialog failed to understand them several times in a
+row). Meanwhile the bot does not answer the renter: what they send is relayed to the staff through
+the outbox (``handoff.to_staff``), and what the staff write reaches the renter's channel as an
+ordinary ``send_message`` effect. Messages Keyturn sends on its own (the PIN, receipts) still go
+out through the Notifier. STOP and START are always the bot's to answer.
+
+A durable timer hands an idle conversation back to the bot; every message either way moves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
+
+from flows.clock import Clock
+from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
+from flows.engine import Dialog, StepResult, Turn
+from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
+from flows.messages import OutboundMessage
+from flows.staging import stage_outcome
+from flows.timers import TimerFired
+from storage.journal import resolve_alert
+from storage.models import Booking, Conversation, Message, Renter, StaffMember
+
+IDLE_TIMER = "handoff.idle"
+#: Relays a renter's message (or a notice about the conversation) to the staff.
+TO_STAFF_EFFECT = "handoff.to_staff"
+#: Operators' texts are rendered in this language (the ops group's).
+OPS_LANGUAGE = "en"
+REQUESTED = "requested"
+_ALWAYS_THE_BOTS = {"stop": "keyword.stop", "start": "keyword.start"}
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    #: A conversation nobody wrote in for this long goes back to the bot.
+    idle: timedelta = timedelta(minutes=30)
+    #: How many recent messages the staff member sees on taking over.
+    transcript: int = 10
+    #: After this many answers in a row that the dialog did not understand, a person is asked.
+    misunderstood: int = 3
+
+
+class HandoffRefused(Exception):
+    """The hand-off cannot be done; ``key`` and ``params`` say why, for the operator."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    conversation_id: int
+    who: str
+    channel: str
+    #: The conversation's forum topic in the ops group, if it has one already.
+    thread_id: int | None
+    transcript: tuple[str, ...]
+
+
+def idle_key(conversation_id: int) -> str:
+    return f"handoff:{conversation_id}"
+
+
+def agent_group(conversation_id: int) -> str:
+    """The group key of the conversation's "renter asked for a person" alert."""
+    return f"agent:{conversation_id}"
+
+
+class Handoff:
+    def __init__(
+        self, translator: Translator, clock: Clock, settings: HandoffSettings | None = None
+    ) -> None:
+        self.translator = translator
+        self.clock = clock
+        self.settings = settings or HandoffSettings()
+        self._bots_words = keyword_map(translator, _ALWAYS_THE_BOTS)
+
+    def dialog(self, inner: Dialog) -> HandoffDialog:
+        """``inner`` as the renter's dialog, silent while a person has the conversation."""
+        return HandoffDialog(self, inner)
+
+    def ops_text(self, key: str, **params: object) -> str:
+        return self.translator.text(OPS_LANGUAGE, key, **params)
+
+    # -- finding conversations ----------------------------------------------------------------
+
+    async def find(self, ident: str) -> Conversation | None:
+        """A conversation by its number, the renter's phone, or one of the renter's bookings."""
+        ident = ident.strip()
+        if ident.isdigit() and len(ident) <= 9:
+            return await Conversation.get_or_none(id=int(ident))
+        renter: Renter | None = None
+        if ident.startswith("+"):
+            renter = await Renter.get_or_none(phone=ident)
+        else:
+            booking = await Booking.get_or_none(reference=ident.upper())
+            if booking is not None:
+                renter = await Renter.get(id=booking.renter_id)
+        if renter is None:
+            return None
+        return (
+            await Conversation.filter(renter_id=renter.id)
+            .order_by("-last_inbound_at", "-id")
+            .first()
+        )
+
+    async def by_thread(self, thread_id: int) -> Conversation | None:
+        return await Conversation.filter(agent_thread_id=thread_id).first()
+
+    async def taken_by(self, staff: StaffMember) -> list[Conversation]:
+        return await Conversation.filter(agent_id=staff.telegram_user_id).order_by("id")
+
+    async def who(self, conversation: Conversation) -> str:
+        renter = (
+            await Renter.get_or_none(id=conversation.renter_id) if conversation.renter_id else None
+        )
+        name = renter.name if renter is not None and renter.name else ""
+        return f"{name} ({conversation.address})" if name else conversation.address
+
+    # -- staff actions ------------------------------------------------------------------------
+
+    async def take_over(self, conversation_id: int, staff: StaffMember) -> TakenOver:
+        now = self.clock.now()
+        actor = f"staff:{staff.telegram_user_id}"
+        async with in_transaction() as conn:
+            conversation = (
+                await Conversation.filter(id=conversation_id)
+                .using_db(conn)
+                .select_for_update()
+                .first()
+            )
+            if conversation is None:
+                raise HandoffRefused("ops.not_found", what=str(conversation_id))
+            who = await self.who(conversation)
+            if conversation.agent_id not in (None, staff.telegram_user_id):
+                agent = await StaffMember.get_or_none(telegram_user_id=conversation.agent_id)
+                raise HandoffRefused(
+                    "ops.already_taken", who=who, agent=agent.name if agent else "?"
+                )
+            data = dict(conversation.data)
+            data.pop("handoff", None)
+            data.pop("misunderstood", None)
+            await (
+                Conversation.filter(id=conversation.id)
+                .using_db(conn)
+                .update(
+                    agent_id=staff.telegram_user_id,
+                    agent_since=now,
+                    data=data,
+                    version=F("version") + 1,
+                    updated_at=now,
+                )
+            )
+            outcome = Outcome(
+                timers=[
+                    SetTimer(
+                        IDLE_TIMER,
+                        now + self.settings.idle,
+                        idle_key(conversation.id),
+                        {"conversation": conversation.id},
+                    )
+                ],
+                audits=[Audit(actor, "conversation.taken_over", f"conversation:{conversation.id}")],
+            )
+            if conversation.agent_id is None:
+                outcome.effects.append(
+                    await self._tell(
+                        conn, conversation, "handoff.taken", now, name=staff.name.split()[0]
+                    )
+                )
+            await stage_outcome(conn, outcome, now)
+            await resolve_alert(
+                conn, group_key=agent_group(conversation.id), now=now, by=staff.name
+            )
+            transcript = await self._transcript(conn, conversation.id)
+        return TakenOver(
+            conversation.id,
+            who,
+            conversation.channel,
+            conversation.agent_thread_id,
+            transcript,
+        )
+
+    async def set_thread(self, conversation_id: int, thread_id: int) -> None:
+        await Conversation.filter(id=conversation_id).update(agent_thread_id=thread_id)
+
+    async def release(self, conversation_id: int, *, by: str, tell_staff: bool = True) -> bool:
+        """Hand the conversation back to the bot and tell the renter (and, with ``tell_staff``,
+        the conversation's thread); False when no person had it."""
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            released = await self._release(
+                conn, conversation_id, by=by, now=now, tell_staff=tell_staff
+            )
+        return released
+
+    async def _release(
+        self,
+        conn: BaseDBAsyncClient,
+        conversation_id: int,
+        *,
+        by: str,
+        now: datetime,
+        tell_staff: bool,
+    ) -> bool:
+        conversation = (
+            await Conversation.filter(id=conversation_id).using_db(conn).select_for_update().first()
+        )
+        if conversation is None:
+            return False
+        waiting = conversation.data.get("handoff") == REQUESTED
+        if conversation.agent_id is None and not waiting:
+            return False
+        data = dict(conversation.data)
+        data.pop("handoff", None)
+        data.pop("misunderstood", None)
+        await (
+            Conversation.filter(id=conversation.id)
+            .using_db(conn)
+            .update(
+                agent_id=None,
+                agent_since=None,
+                data=data,
+                version=F("version") + 1,
+                updated_at=now,
+            )
+        )
+        who = await self.who(conversation)
+        outcome = Outcome(
+            effects=[await self._tell(conn, conversation, "handoff.released", now)],
+            timers=[CancelTimer(idle_key(conversation.id))],
+            audits=[Audit(by, "conversation.released", f"conversation:{conversation.id}")],
+        )
+        if tell_staff:
+            outcome.effects.append(
+                Effect(
+                    TO_STAFF_EFFECT,
+                    f"handoff:released:{conversation.id}:{now.isoformat()}",
+                    {
+                        "conversation": conversation.id,
+                        "text": self.ops_text("ops.released", who=who),
+                        "notice": True,
+                    },
+                )
+            )
+        await stage_outcome(conn, outcome, now)
+        await resolve_alert(conn, group_key=agent_group(conversation.id), now=now, by=by)
+        return True
+
+    async def staff_says(self, conversation_id: int, staff: StaffMember, text: str) -> None:
+        """What a staff member wrote goes to the renter on the renter's channel."""
+        now = self.clock.now()
+        text = text.strip()
+        if not text:
+            raise HandoffRefused("ops.reply_empty")
+        async with in_transaction() as conn:
+            conversation = await Conversation.filter(id=conversation_id).using_db(conn).first()
+            if conversation is None:
+                raise HandoffRefused("ops.not_found", what=str(conversation_id))
+            if conversation.agent_id != staff.telegram_user_id:
+                raise HandoffRefused("ops.not_yours", who=await self.who(conversation))
+            renter = (
+                await Renter.filter(id=conversation.renter_id).using_db(conn).first()
+                if conversation.renter_id
+                else None
+            )
+            if renter is not None and renter.opted_out:
+                raise HandoffRefused("ops.renter_opted_out", who=await self.who(conversation))
+            effect = await self._send(conn, conversation, text, now)
+            outcome = Outcome(
+                effects=[effect],
+                timers=[
+                    SetTimer(
+                        IDLE_TIMER,
+                        now + self.settings.idle,
+                        idle_key(conversation.id),
+                        {"conversation": conversation.id},
+                    )
+                ],
+                audits=[
+                    Audit(
+                        f"staff:{staff.telegram_user_id}",
+                        "conversation.staff_message",
+                        f"conversation:{conversation.id}",
+                    )
+                ],
+            )
+            await stage_outcome(conn, outcome, now)
+
+    # -- the idle timer -----------------------------------------------------------------------
+
+    async def on_idle(self, event: TimerFired) -> Outcome:
+        conversation_id = int(str(event.payload["conversation"]))
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            await self._release(conn, conversation_id, by="system:idle", now=now, tell_staff=True)
+        return Outcome()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def hands_to_bot(self, text: str) -> bool:
+        """STOP and START are answered by the bot even while a person has the conversation."""
+        words = text.split()
+        return bool(words) and fold(words[0]) in self._bots_words
+
+    async def _transcript(self, conn: BaseDBAsyncClient, conversation_id: int) -> tuple[str, ...]:
+        rows = (
+            await Message.filter(conversation_id=conversation_id)
+            .using_db(conn)
+            .order_by("-id")
+            .limit(self.settings.transcript)
+        )
+        lines = []
+        for row in reversed(rows):
+            body = row.body or (self.ops_text("ops.transcript_photo") if row.media else "")
+            key = "ops.transcript_in" if row.direction == "in" else "ops.transcript_out"
+            lines.append(self.ops_text(key, at=row.created_at.strftime("%H:%M"), text=body))
+        return tuple(lines)
+
+    async def _tell(
+        self,
+        conn: BaseDBAsyncClient,
+        conversation: Conversation,
+        key: str,
+        now: datetime,
+        **params: object,
+    ) -> Effect:
+        renter = (
+            await Renter.filter(id=conversation.renter_id).using_db(conn).first()
+            if conversation.renter_id
+            else None
+        )
+        language = pick_language(
+            LanguageSources(
+                explicit=renter.language if renter else None,
+                channel_hint=conversation.language,
+                phone=renter.phone if renter else None,
+            )
+        )
+        return await self._send(
+            conn, conversation, self.translator.text(language, key, **params), now
+        )
+
+    async def _send(
+        self, conn: BaseDBAsyncClient, conversation: Conversation, text: str, now: datetime
+    ) -> Effect:
+        """A message to this very conversation (not the renter's latest one)."""
+        row = await Message.create(
+            conversation_id=conversation.id,
+            direction="out",
+            body=text,
+            status="queued",
+            created_at=now,
+            using_db=conn,
+        )
+        outbound = OutboundMessage(
+            channel=conversation.channel, address=conversation.address, text=text
+        )
+        return Effect(
+            "send_message",
+            f"handoff:{row.id}",
+            {"message_id": row.id, "message": outbound.to_payload()},
+        )
+
+
+class HandoffDialog:
+    """Wraps the renter dialog: relays instead of answering while a person has the
+    conversation, and asks for a person when the dialog keeps failing to understand."""
+
+    def __init__(self, handoff: Handoff, inner: Dialog) -> None:
+        self.handoff = handoff
+        self.inner = inner
+
+    async def step(self, turn: Turn) -> StepResult:
+        conversation = await Conversation.get_or_none(
+            channel=turn.message.channel, address=turn.message.address
+        )
+        if conversation is None:
+            return await self.inner.step(turn)
+        with_person = conversation.agent_id is not None or turn.data.get("handoff") == REQUESTED
+        if with_person and not self.handoff.hands_to_bot(turn.text):
+            return self._relay(turn, conversation)
+        result = await self.inner.step(turn)
+        return self._after(turn, conversation, result)
+
+    def _relay(self, turn: Turn, conversation: Conversation) -> StepResult:
+        message = turn.message
+        payload: dict[str, Any] = {
+            "conversation": conversation.id,
+            "text": turn.text,
+            "media": [[m.url, m.content_type] for m in message.media],
+            "channel": message.channel,
+        }
+        outcome = Outcome(
+            effects=[
+                Effect(TO_STAFF_EFFECT, f"relay:{message.channel}:{message.provider_id}", payload)
+            ],
+        )
+        if conversation.agent_id is not None:
+            outcome.timers.append(self._idle(turn, conversation))
+        return StepResult(turn.state, dict(turn.data), outcome)
+
+    def _idle(self, turn: Turn, conversation: Conversation) -> SetTimer:
+        return SetTimer(
+            IDLE_TIMER,
+            turn.now + self.handoff.settings.idle,
+            idle_key(conversation.id),
+            {"conversation": conversation.id},
+        )
+
+    def _after(self, turn: Turn, conversation: Conversation, result: StepResult) -> StepResult:
+        data: dict[str, Any] = result.data
+        if data.get("handoff") == REQUESTED and turn.data.get("handoff") != REQUESTED:
+            result.outcome.timers.append(self._idle(turn, conversation))
+            return result
+        lost = turn.t("dialog.not_understood")
+        if not any(reply.text == lost for reply in result.outcome.replies):
+            data.pop("misunderstood", None)
+            return result
+        count = _count(turn.data.get("misunderstood")) + 1
+        if count < self.handoff.settings.misunderstood:
+            data["misunderstood"] = count
+            return result
+        # The bot cannot help: ask a person, as if the renter had sent AGENT.
+        data.pop("misunderstood", None)
+        data["handoff"] = REQUESTED
+        result.outcome.replies = [Reply(turn.t("journey.agent_requested"))]
+        result.outcome.alerts.append(
+            Alert(
+                "agent_requested",
+                agent_group(conversation.id),
+                "ops.agent_stuck",
+                {"channel": turn.message.channel, "conversation": conversation.id},
+            )
+        )
+        result.outcome.audits.append(
+            Audit(f"renter:{turn.renter_id}", "conversation.agent_requested", "dialog stuck")
+        )
+        result.outcome.timers.append(self._idle(turn, conversation))
+        return result
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+__all__ = [
+    "IDLE_TIMER",
+    "TO_STAFF_EFFECT",
+    "Handoff",
+    "HandoffDialog",
+    "HandoffRefused",
+    "HandoffSettings",
+    "TakenOver",
+]
