@@ -1368,7 +1368,7 @@ class Journey:
                 booking.renter_id,
                 "journey.thank_you",
                 now=now,
-                kind="receipt",
+                kind="notice",
                 params={"reference": booking.reference},
             )
             await stage_outcome(
