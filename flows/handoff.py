@@ -12,6 +12,7 @@ A durable timer hands an idle conversation back to the bot; every message either
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -251,6 +252,7 @@ class Handoff:
                         "conversation": conversation.id,
                         "text": self.ops_text("ops.released", who=who),
                         "notice": True,
+                        "agent": conversation.agent_id,
                     },
                 )
             )
@@ -424,16 +426,27 @@ class HandoffDialog:
         if data.get("handoff") == REQUESTED and turn.data.get("handoff") != REQUESTED:
             result.outcome.timers.append(self._idle(turn, conversation))
             return result
-        lost = turn.t("dialog.not_understood")
-        if not any(reply.text == lost for reply in result.outcome.replies):
+        # The bot cannot help when it says it did not understand, or gives the same answer
+        # again without getting anywhere, several times in a row.
+        replies = result.outcome.replies
+        answer = _fingerprint(replies[0].text) if len(replies) == 1 else ""
+        lost = answer == _fingerprint(turn.t("dialog.not_understood")) or (
+            answer and answer == turn.data.get("last_answer") and result.state == turn.state
+        )
+        if not lost:
             data.pop("misunderstood", None)
+            data.pop("last_answer", None)
+            if answer and result.state == turn.state:
+                data["last_answer"] = answer
             return result
-        count = _count(turn.data.get("misunderstood")) + 1
+        count = max(_count(turn.data.get("misunderstood")), 1) + 1
         if count < self.handoff.settings.misunderstood:
             data["misunderstood"] = count
+            data["last_answer"] = answer
             return result
         # The bot cannot help: ask a person, as if the renter had sent AGENT.
         data.pop("misunderstood", None)
+        data.pop("last_answer", None)
         data["handoff"] = REQUESTED
         result.outcome.replies = [Reply(turn.t("journey.agent_requested"))]
         result.outcome.alerts.append(
@@ -449,6 +462,10 @@ class HandoffDialog:
         )
         result.outcome.timers.append(self._idle(turn, conversation))
         return result
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _count(value: object) -> int:

@@ -46,7 +46,8 @@ class StaffRelay:
             return
         payload = effect.payload
         conversation = await Conversation.get(id=int(str(payload["conversation"])))
-        target, thread = self._where(conversation)
+        agent = payload.get("agent")
+        target, thread = self._where(conversation, agent if isinstance(agent, int) else None)
         if target is None:
             return
         if payload.get("notice"):
@@ -67,11 +68,16 @@ class StaffRelay:
             line = self.t(key, who=who, text=text or "-", ident=conversation.id)
             await chat.send(target, line, thread=thread)
 
-    def _where(self, conversation: Conversation) -> tuple[int | None, int | None]:
+    def _where(
+        self, conversation: Conversation, agent: int | None
+    ) -> tuple[int | None, int | None]:
+        """The conversation's topic; else the private chat of the member who has (or, for a
+        notice about its release, had) it; else the ops group."""
         if conversation.agent_thread_id is not None and self.chat_id is not None:
             return self.chat_id, conversation.agent_thread_id
-        if conversation.agent_id is not None:
-            return conversation.agent_id, None
+        agent = conversation.agent_id or agent
+        if agent is not None:
+            return agent, None
         return self.chat_id, None
 
     async def _photo(self, channel: str, url: str) -> bytes | str | None:

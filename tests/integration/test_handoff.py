@@ -1,0 +1,154 @@
+"""Support hand-off against the fake Bot API: an SMS renter handed to a support member in a forum
+topic and back, a Telegram renter's photo relayed, /reply without topics, and the idle timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from storage.models import AuditEvent, Conversation, Renter
+from tests.integration.ops_harness import (
+    OPS_CHAT,
+    RENTER_PHONE,
+    SUPPORT,
+    buttons,
+    ops_app,
+)
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
+
+
+async def test_a_full_hand_off_from_an_sms_renter_to_support_and_back(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
+        await Renter.create(phone=RENTER_PHONE, name="Rita Renter", language="en")
+        [menu] = await ops.renter_says("hi")
+        assert menu.startswith("Welcome")
+        [asked] = await ops.renter_says("AGENT")
+        assert "A person from our team will answer" in asked
+        alert = ops.ops_messages()[-1]
+        assert "asked for a person" in alert["text"]
+        [take, _resolve] = buttons(alert)
+        assert take[0] == "Take over"
+
+        # Waiting for a person, the bot stays silent; the message reaches the group.
+        assert await ops.renter_says("my bike chain is off") == []
+        assert "my bike chain is off" in ops.ops_messages()[-1]["text"]
+
+        sent_before = len(ops.sms.sent)
+        answer = await ops.press(SUPPORT, alert, take[1])
+        conversation = await Conversation.get(channel="sms", address=RENTER_PHONE)
+        assert conversation.agent_id == SUPPORT and conversation.agent_thread_id is not None
+        topic = conversation.agent_thread_id
+        assert "in its own topic" in answer
+        [topic_name] = [t["name"] for t in ops.fake.topics[OPS_CHAT].values()]
+        assert "Rita Renter" in topic_name and "sms" in topic_name
+        transcript = next(m for m in ops.ops_messages() if m.get("message_thread_id") == topic)[
+            "text"
+        ]
+        assert "renter: AGENT" in transcript and "renter: my bike chain is off" in transcript
+        assert "bot: A person from our team" in transcript
+        await ops.deliver()
+        assert ops.sms.texts()[sent_before:] == [
+            "You are now chatting with Jonas from our team. Just write here."
+        ]
+        edited = ops.fake.messages[(OPS_CHAT, alert["message_id"])]
+        assert "Resolved" in edited["text"] and "Jonas Weber" in edited["text"]
+
+        # Relayed both ways; the bot says nothing of its own meanwhile.
+        for text in ("hello?", "BOOK B1 tomorrow 9-12", "HELP"):
+            assert await ops.renter_says(text) == []
+            last = ops.ops_messages()[-1]
+            assert last["text"] == f"Rita Renter ({RENTER_PHONE}): {text}"
+            assert last["message_thread_id"] == topic
+        await ops.in_topic(SUPPORT, topic, "Flip the bike and pull the chain back on the gear.")
+        await ops.deliver()
+        assert ops.sms.texts()[-1] == "Flip the bike and pull the chain back on the gear."
+        assert len(ops.sms.sent) == sent_before + 2
+
+        # Another staff member without the talk permission cannot write to the renter.
+        await ops.in_topic(100000004, topic, "hi from maintenance")
+        await ops.deliver()
+        assert len(ops.sms.sent) == sent_before + 2
+
+        # /release in the topic: the bot is back and says so.
+        answer = await ops.command(SUPPORT, "/release")
+        assert "is back with the bot" in answer
+        await ops.deliver()
+        assert ops.sms.texts()[-1].startswith("You are back with the automatic assistant")
+        conversation = await Conversation.get(id=conversation.id)
+        assert conversation.agent_id is None
+        [menu] = await ops.renter_says("MENU")
+        assert menu.startswith("Welcome")
+        actions = set(await AuditEvent.all().values_list("action", flat=True))
+        assert {
+            "conversation.agent_requested",
+            "conversation.taken_over",
+            "conversation.staff_message",
+            "conversation.released",
+        } <= actions
+
+
+async def test_a_telegram_renters_photo_reaches_the_topic(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
+        renter = ops.fake.private_chat(777001, "Tom")
+        await ops.post(ops.fake.text_update(renter, "hello"))
+        await ops.deliver()
+        conversation = await Conversation.get(channel="telegram")
+        answer = await ops.command(SUPPORT, f"/takeover {conversation.id}")
+        assert "in its own topic" in answer
+        conversation = await Conversation.get(id=conversation.id)
+        assert conversation.agent_id == SUPPORT
+        before = len(ops.fake.sent(777001))
+        await ops.post(ops.fake.photo_update(renter, JPEG, caption="the lock is broken"))
+        await ops.deliver()
+        [photo] = [m for m in ops.ops_messages() if "photo" in m]
+        assert photo["message_thread_id"] == conversation.agent_thread_id
+        assert "Photo from Tom" in photo["caption"]
+        assert ops.ops_messages()[-1]["text"].endswith("the lock is broken")
+        # Only the hand-off notice went to the renter; the bot did not answer the photo.
+        assert [m["text"] for m in ops.fake.sent(777001)[before:]] == [
+            "You are now chatting with Jonas from our team. Just write here."
+        ]
+
+
+async def test_without_topics_staff_reply_by_command_and_idle_hands_back(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with ops_app(tmp_path, sqlite_template, forum=False) as ops:
+        await Renter.create(phone=RENTER_PHONE, name="Rita Renter", language="en")
+        await ops.renter_says("hi")
+        # Three answers the bot does not understand: it asks for a person itself.
+        await ops.renter_says("blue")
+        await ops.renter_says("green")
+        [stuck] = await ops.renter_says("purple")
+        assert "A person from our team will answer" in stuck
+        assert "stuck with the bot" in ops.ops_messages()[-1]["text"]
+
+        answer = await ops.command(SUPPORT, f"/takeover {RENTER_PHONE}", private=True)
+        conversation = await Conversation.get(channel="sms")
+        assert f"/reply {conversation.id} <text>" in answer
+        assert "renter: purple" in answer
+        assert conversation.agent_thread_id is None
+        assert "Sent to" in await ops.command(
+            SUPPORT, f"/reply {conversation.id} Which bike?", private=True
+        )
+        await ops.deliver()
+        assert ops.sms.texts()[-1] == "Which bike?"
+        # The renter's answer goes to the member's private chat, with how to reply.
+        assert await ops.renter_says("the red one") == []
+        relayed = ops.fake.sent(SUPPORT)[-1]["text"]
+        assert "the red one" in relayed and f"/reply {conversation.id}" in relayed
+
+        # Nobody writes for the idle time: the conversation goes back to the bot.
+        ops.clock.advance(timedelta(minutes=29))
+        await ops.deliver()
+        assert (await Conversation.get(id=conversation.id)).agent_id == SUPPORT
+        ops.clock.advance(timedelta(minutes=2))
+        await ops.deliver()
+        assert (await Conversation.get(id=conversation.id)).agent_id is None
+        assert ops.sms.texts()[-1].startswith("You are back with the automatic assistant")
+        assert "is back with the bot" in ops.fake.sent(SUPPORT)[-1]["text"]

@@ -1,0 +1,294 @@
+"""The operators' Telegram side against the fake Bot API: every command for an allowed and a
+refused role, bad arguments, the ID review by button, and an alert storm in one message."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from flows.effects import Alert, Outcome
+from flows.staging import stage_outcome
+from storage.journal import raise_alert
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Asset,
+    AuditEvent,
+    Booking,
+    BookingState,
+    Conversation,
+    Extension,
+    IdentityCheck,
+    OpsAlert,
+    OutboxEffect,
+    Renter,
+)
+from tests.integration.ops_harness import (
+    MAINTENANCE,
+    MANAGER,
+    OPS_CHAT,
+    OWNER,
+    STRANGER,
+    SUPPORT,
+    Ops,
+    altstadt_booking,
+    buttons,
+    ops_app,
+)
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
+
+
+@pytest.fixture
+async def ops(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Ops]:
+    async with ops_app(tmp_path, sqlite_template) as running:
+        yield running
+
+
+async def pending_check(ops: Ops, booking: Booking) -> IdentityCheck:
+    """An ID photo as the journey stores it, with its review alert."""
+    check = await IdentityCheck.create(
+        renter_id=booking.renter_id,
+        booking=booking,
+        method="manual",
+        document_encrypted=ops.runtime.journey.sealer.seal_bytes(JPEG),
+        document_content_type="image/jpeg",
+    )
+    alert = Alert(
+        "id_review",
+        f"id-review:{check.id}",
+        "ops.id_review",
+        {"booking": booking.reference, "check": check.id},
+    )
+    async with in_transaction() as conn:
+        await stage_outcome(conn, Outcome(alerts=[alert]), ops.clock.now())
+    return check
+
+
+# (command, a role allowed to use it, a role refused, a piece of the allowed answer)
+COMMANDS = [
+    ("/today", SUPPORT, MAINTENANCE, "KBIKE01"),
+    ("/booking KBIKE01", SUPPORT, MAINTENANCE, "KBIKE01 (confirmed)"),
+    ("/find Rita", SUPPORT, MAINTENANCE, "Rita Renter"),
+    ("/find 15112345678", OWNER, MAINTENANCE, "KBIKE01"),
+    ("/cancel KBIKE01 full", MANAGER, SUPPORT, "cancelled; refund €32.00"),
+    ("/revoke KBIKE01", MANAGER, SUPPORT, "Revoking 2 codes"),
+    ("/extend KBIKE01 2h", OWNER, SUPPORT, "now ends"),
+    ("/open altstadt-b1", MAINTENANCE, SUPPORT, "Opening Bike box 1"),
+    ("/staffcode altstadt-c1 3 Cleaning", MAINTENANCE, SUPPORT, "Staff code"),
+    ("/locks", SUPPORT, MAINTENANCE, "altstadt-b1 (Bike box 1)"),
+    ("/audit KBIKE01", SUPPORT, MAINTENANCE, "access.planned"),
+    ("/takeover KBIKE01", SUPPORT, MAINTENANCE, "topic"),
+    ("/release", SUPPORT, MAINTENANCE, "You have no conversation"),
+    ("/reply KBIKE01 hello", SUPPORT, MAINTENANCE, "not yours"),
+    ("/approve {check}", SUPPORT, MAINTENANCE, "approved"),
+    ("/reject {check} blurry photo", SUPPORT, MAINTENANCE, "rejected: blurry photo"),
+    ("/help", MAINTENANCE, STRANGER, "/staffcode"),
+]
+
+
+@pytest.mark.parametrize(("text", "allowed", "refused", "expected"), COMMANDS)
+async def test_each_command_for_an_allowed_and_a_refused_member(
+    ops: Ops, text: str, allowed: int, refused: int, expected: str
+) -> None:
+    booking = await altstadt_booking(ops)
+    check = await pending_check(ops, booking)
+    await ops.deliver()
+    text = text.format(check=check.id)
+    effects = await OutboxEffect.all().count()
+    refusal = await ops.command(refused, text)
+    assert "may not use" in refusal or "Only Keyturn staff" in refusal
+    audit = await AuditEvent.get(action="ops.refused")
+    assert audit.actor == f"telegram:{refused}"
+    assert await OutboxEffect.all().count() == effects, "a refused command changes nothing"
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    answer = await ops.command(allowed, text)
+    assert expected in answer, answer
+    assert "may not use" not in answer
+
+
+async def test_commands_change_state_through_the_flows(ops: Ops) -> None:
+    booking = await altstadt_booking(ops)
+    await ops.command(OWNER, "/extend KBIKE01 2h")
+    await booking.refresh_from_db()
+    assert booking.end_at == ops.clock.now() + timedelta(hours=8)
+    assert (await Extension.get(booking=booking)).state == "applied"
+    await ops.deliver()
+    assert any("now ends" in text for text in ops.sms.texts()), "the renter is told"
+
+    answer = await ops.command(MAINTENANCE, "/staffcode altstadt-c1 3 Cleaning")
+    assert "Sent to you in a private chat" in answer
+    [pin_message] = ops.fake.sent(MAINTENANCE)
+    code = await AccessCode.get(staff__telegram_user_id=MAINTENANCE)
+    pin = ops.runtime.access.sealer.open(code.pin_encrypted)
+    assert pin in pin_message["text"] and pin not in answer, "the PIN only goes privately"
+    await ops.deliver()
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.SET and code.label == "Cleaning"
+
+    await ops.command(MANAGER, "/cancel KBIKE01")
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CANCELLED
+    await ops.deliver()
+    codes = await AccessCode.filter(booking=booking)
+    assert codes and all(c.state == AccessCodeState.REMOVED for c in codes)
+    assert any("is cancelled" in text for text in ops.sms.texts())
+    assert await AuditEvent.filter(actor=f"staff:{MANAGER}", action="booking.cancelled").exists()
+
+
+async def test_scope_and_strangers_are_refused_and_audited(ops: Ops) -> None:
+    await altstadt_booking(ops)
+    harbor = await Booking.create(
+        reference="KHARB01",
+        renter=await Renter.create(phone="+15550100001"),
+        asset=await Asset.get(code="T1"),
+        start_at=ops.clock.now(),
+        end_at=ops.clock.now() + timedelta(hours=2),
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=2500,
+    )
+    answer = await ops.command(SUPPORT, f"/booking {harbor.reference}")
+    assert "outside your locations" in answer
+    assert "outside your locations" in await ops.command(MAINTENANCE, "/open harbor-gate")
+    assert "Only Keyturn staff" in await ops.command(STRANGER, "/today", private=True)
+    refused = await AuditEvent.filter(action="ops.refused").values_list("actor", flat=True)
+    assert set(refused) == {
+        f"telegram:{SUPPORT}",
+        f"telegram:{MAINTENANCE}",
+        f"telegram:{STRANGER}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "usage"),
+    [
+        ("/extend KBIKE01 soon", "Usage: /extend <ref> <duration>"),
+        ("/staffcode altstadt-b1 forever", "Usage: /staffcode <lock> <hours>"),
+        ("/cancel KBIKE01 lots", "Usage: /cancel <ref>"),
+        ("/booking", "Usage: /booking <ref>"),
+        ("/approve first", "Usage: /approve <check>"),
+    ],
+)
+async def test_a_bad_argument_answers_with_the_usage_and_changes_nothing(
+    ops: Ops, text: str, usage: str
+) -> None:
+    booking = await altstadt_booking(ops)
+    effects = await OutboxEffect.all().count()
+    codes = await AccessCode.all().count()
+    answer = await ops.command(OWNER, text)
+    assert answer.startswith(usage), answer
+    assert await OutboxEffect.all().count() == effects
+    assert await AccessCode.all().count() == codes
+    assert not await Extension.exists()
+    await booking.refresh_from_db()
+    assert (
+        booking.state == BookingState.CONFIRMED
+        and booking.end_at == booking.start_at + timedelta(hours=4)
+    )
+
+
+async def test_the_id_review_round_trip_by_button(ops: Ops) -> None:
+    booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+    check = await pending_check(ops, booking)
+    await ops.deliver()
+    [photo_call] = ops.fake.calls_to("sendPhoto")
+    assert photo_call.files["photo"] == JPEG and int(photo_call.params["chat_id"]) == OPS_CHAT
+    photo, alert_message = ops.ops_messages()
+    assert f"check {check.id}" in photo["caption"]
+    assert f"An ID is waiting for review for booking {booking.reference}" in alert_message["text"]
+    assert buttons(alert_message) == [
+        ("Approve", f"ops:approve:{check.id}"),
+        ("Reject", f"ops:reject:{check.id}"),
+    ]
+    # A maintenance member cannot decide.
+    assert "may not use" in await ops.press(MAINTENANCE, alert_message, f"ops:approve:{check.id}")
+    await check.refresh_from_db()
+    assert check.status == "pending"
+    answer = await ops.press(SUPPORT, alert_message, f"ops:approve:{check.id}")
+    assert f"ID check {check.id} approved" in answer
+    await check.refresh_from_db()
+    assert check.status == "approved" and check.document_encrypted is None
+    assert (await Renter.get(id=booking.renter_id)).verified_at is not None
+    await ops.deliver()
+    edited = ops.fake.messages[(OPS_CHAT, alert_message["message_id"])]
+    assert "Resolved" in edited["text"] and "by Jonas Weber" in edited["text"]
+    assert buttons(edited) == []
+    assert len(ops.fake.calls_to("sendPhoto")) == 1
+
+    # Rejecting asks for the reason, then takes it from /reject.
+    second = await pending_check(ops, booking)
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    prompt = await ops.press(SUPPORT, message, f"ops:reject:{second.id}")
+    assert f"/reject {second.id} <reason>" in prompt
+    await second.refresh_from_db()
+    assert second.status == "pending"
+    assert "rejected" in await ops.command(SUPPORT, f"/reject {second.id} face not visible")
+    await second.refresh_from_db()
+    assert second.status == "rejected" and second.reason == "face not visible"
+
+
+async def test_an_alert_storm_is_one_message_that_updates(ops: Ops) -> None:
+    body = "Courtyard gate is offline"
+    for burst in range(5):
+        for _ in range(10):
+            await raise_alert(
+                None,
+                now=ops.clock.now(),
+                kind="lock_offline",
+                group_key="lock-offline:altstadt-gate",
+                message_key="ops.lock_offline",
+                params={"lock": "Courtyard gate", "at_risk": "none"},
+            )
+        await ops.deliver()
+        ops.clock.advance(timedelta(minutes=burst + 1))
+    alerts = [m for m in ops.ops_messages() if body in m.get("text", "")]
+    assert len(alerts) == 1, "one message for the whole storm"
+    [message] = alerts
+    assert "Seen 50 times" in message["text"]
+    assert buttons(message) == [("Resolve", f"ops:resolve:{(await OpsAlert.get()).id}")]
+    edits = ops.fake.calls_to("editMessageText")
+    assert 1 <= len(edits) <= 4
+    answer = await ops.press(OWNER, message, buttons(message)[0][1])
+    assert "Resolved." in answer
+    await ops.deliver()
+    message = ops.fake.messages[(OPS_CHAT, message["message_id"])]
+    assert "Resolved" in message["text"] and "by Ana Reyes" in message["text"]
+    assert buttons(message) == []
+    alert = await OpsAlert.get()
+    assert alert.occurrences == 50 and alert.resolved_by == "Ana Reyes"
+    assert await AuditEvent.filter(action="alert.resolved", actor=f"staff:{OWNER}").exists()
+
+
+async def test_a_failing_revocation_is_retried_by_button(ops: Ops) -> None:
+    booking = await altstadt_booking(ops)
+    code = await AccessCode.filter(booking=booking).first()
+    assert code is not None
+    [effect] = [
+        e for e in await OutboxEffect.filter(kind="access.set") if e.payload["code"] == code.id
+    ]
+    await raise_alert(
+        None,
+        now=ops.clock.now(),
+        kind="effect_failing",
+        group_key=f"effect:{effect.id}",
+        message_key="ops.effect_failing",
+        params={"kind": "access.remove", "attempts": 5, "error": "LockUnavailable"},
+    )
+    await OutboxEffect.filter(id=effect.id).update(
+        state="dead", next_attempt_at=ops.clock.now() + timedelta(hours=1)
+    )
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    assert [label for label, _ in buttons(message)] == ["Retry", "Resolve"]
+    assert "may not use" in await ops.press(SUPPORT, message, buttons(message)[0][1])
+    assert "Trying again" in await ops.press(MANAGER, message, buttons(message)[0][1])
+    await effect.refresh_from_db()
+    assert effect.state == "pending" and effect.next_attempt_at <= ops.clock.now()
+    assert not await Conversation.filter(agent_id__isnull=False).exists()
