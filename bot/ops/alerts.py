@@ -67,6 +67,12 @@ class AlertSender:
             await OpsAlert.filter(id=alert.id).update(telegram_message_id=message_id)
         elif self._shown.get(alert.id) != (text, buttons):
             await chat.edit(chat_id, alert.telegram_message_id, text, buttons)
+        photo = alert.params.get("photo_message_id")
+        if alert.resolved_at is not None and photo is not None:
+            # The ID has been decided: its image leaves the ops group as it left the database.
+            await chat.delete(chat_id, int(str(photo)))
+            params = {k: v for k, v in alert.params.items() if k != "photo_message_id"}
+            await OpsAlert.filter(id=alert.id).update(params=params)
         self._shown[alert.id] = (text, buttons)
         if alert.resolved_at is not None:
             self._locks.pop(alert.id, None)
@@ -116,7 +122,10 @@ class AlertSender:
         caption = self.t(
             "ops.id_photo_caption", booking=alert.params.get("booking", "-"), check=check.id
         )
-        await chat.send_photo(chat_id, photo, caption)
+        message_id = await chat.send_photo(chat_id, photo, caption)
+        params = {**alert.params, "photo_message_id": message_id}
+        await OpsAlert.filter(id=alert.id).update(params=params)
+        alert.params = params
 
 
 def _about_this_executor(alert: OpsAlert) -> bool:

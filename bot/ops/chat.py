@@ -83,6 +83,16 @@ class OpsChat:
             raise _error(err, "sendPhoto") from err
         return sent.message_id
 
+    async def delete(self, chat_id: int, message_id: int) -> None:
+        """Delete a message the bot sent; one already gone is not an error."""
+        try:
+            await self.channel.bot.delete_message(chat_id=chat_id, message_id=message_id)
+        except BadRequest as err:
+            if "not found" not in err.message.lower():
+                raise _error(err, "deleteMessage") from err
+        except TelegramError as err:
+            raise _error(err, "deleteMessage") from err
+
     async def create_topic(self, chat_id: int, name: str) -> int | None:
         """A forum topic's thread id; None when the chat does not allow topics."""
         try:

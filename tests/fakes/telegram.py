@@ -116,6 +116,8 @@ class FakeTelegram:
         self.blocked: set[int] = set()
         #: Messages in chats, by (chat id, message id), as the Bot API returns them.
         self.messages: dict[tuple[int, int], Json] = {}
+        #: (chat id, message id) of every message the bot deleted.
+        self.deleted: list[tuple[int, int]] = []
         self.files: dict[str, StoredFile] = {}
         self.downloads: list[str] = []
         self.callback_queries: dict[str, bool] = {}  # id → answered
@@ -139,6 +141,7 @@ class FakeTelegram:
             "answercallbackquery": self._answer_callback_query,
             "getfile": self._get_file,
             "createforumtopic": self._create_forum_topic,
+            "deletemessage": self._delete_message,
         }
 
     # -- the server ---------------------------------------------------------------------------
@@ -454,6 +457,17 @@ class FakeTelegram:
         _set_markup(message, markup)
         message["edit_date"] = int(time.time())
         return message
+
+    async def _delete_message(self, call: _Call) -> bool:
+        chat = self._chat(call.params)
+        try:
+            message_id = int(call.params.get("message_id", ""))
+        except (TypeError, ValueError):
+            raise bad_request("message identifier is not specified") from None
+        if self.messages.pop((chat["id"], message_id), None) is None:
+            raise bad_request("message to delete not found")
+        self.deleted.append((chat["id"], message_id))
+        return True
 
     async def _edit_message_reply_markup(self, call: _Call) -> Json:
         message = self._own_message(call.params)

@@ -220,6 +220,8 @@ async def test_the_id_review_round_trip_by_button(ops: Ops) -> None:
     assert "Resolved" in edited["text"] and "by Jonas Weber" in edited["text"]
     assert buttons(edited) == []
     assert len(ops.fake.calls_to("sendPhoto")) == 1
+    assert (OPS_CHAT, photo["message_id"]) in ops.fake.deleted, "the ID image leaves the group"
+    assert (OPS_CHAT, photo["message_id"]) not in ops.fake.messages
 
     # Rejecting asks for the reason, then takes it from /reject.
     second = await pending_check(ops, booking)
