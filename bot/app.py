@@ -22,7 +22,7 @@ from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.lock_routes import setup_seam_webhook
 from bot.metrics import exposition, observe_turn
 from bot.ops import AlertSender, OpsChat, OpsUpdates, StaffRelay
-from bot.payment_routes import setup_stripe_webhook
+from bot.payment_routes import setup_return_page, setup_stripe_webhook
 from bot.payments import StripeIdentity, StripePayments
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
@@ -287,6 +287,7 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
         setup_stripe_webhook(app, settings.stripe.webhook_secret)
     if workers:
         app.cleanup_ctx.append(_workers)
+    setup_return_page(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -109,6 +109,11 @@ async def test_a_whole_rental_on_the_sandbox(
     await pay(client, link)
     [ask_id] = await renter.inbox()
     assert "photo of your ID" in ask_id
+    back = await client.get(f"/paid/{booking.reference}")
+    assert "went through" in await back.text()
+    left = await client.get(f"/paid/{booking.reference}", params={"cancelled": "1"})
+    assert "You left the payment page" in await left.text()
+    assert (await client.get("/paid/KNOPE00")).status == 404
     [thanks] = await renter.say(image=PNG)
     assert "checking your ID" in thanks
     await run(runtime)
