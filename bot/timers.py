@@ -116,4 +116,7 @@ class TimerRunner:
             id=NEXT_JOB,
             replace_existing=True,
             misfire_grace_time=None,
+            # run_due reschedules from inside this job: with one instance allowed, the next
+            # run would be skipped as "maximum number of running instances reached".
+            max_instances=2,
         )
