@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
@@ -97,6 +98,9 @@ async def ensure_timer(*, kind: str, key: str, due_at: datetime, now: datetime) 
     """Set a keyed timer unless one is already pending (recurring work set at start-up)."""
     if await Timer.filter(key=key, state=TimerState.PENDING).exists():
         return False
-    async with in_transaction() as conn:
-        await set_timer(conn, kind=kind, due_at=due_at, now=now, key=key)
+    try:
+        async with in_transaction() as conn:
+            await set_timer(conn, kind=kind, due_at=due_at, now=now, key=key)
+    except IntegrityError:
+        return False  # another worker starting at the same moment set it first
     return True

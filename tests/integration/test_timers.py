@@ -137,3 +137,18 @@ async def test_two_workers_on_postgres_fire_1000_timers_exactly_once(postgres: s
     assert first.fired and second.fired, "both workers took a share"
     assert await Timer.filter(state=TimerState.PENDING).count() == 0, "none left behind"
     assert await AuditEvent.filter(action="timer.fired").count() == 1000
+
+
+async def test_workers_starting_together_set_a_recurring_timer_once(
+    database: str, clock: FakeClock
+) -> None:
+    from storage.timers import ensure_timer
+
+    # Each start-up sets it or finds it set; none fails, and there is one timer.
+    await asyncio.gather(
+        *(
+            ensure_timer(kind="remind", key="every-day", due_at=clock.now(), now=clock.now())
+            for _ in range(5)
+        )
+    )
+    assert await Timer.filter(key="every-day").count() == 1
