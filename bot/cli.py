@@ -142,6 +142,13 @@ def _serve(args: argparse.Namespace) -> int:
     settings.require_encryption_key()
     started = settings.started_providers()
     log.info("providers configured: %s", ", ".join(started) or "none")
+    if settings.twilio is None and settings.telegram is None and not args.sandbox:
+        log.warning(
+            "no renter channel is configured: set the TWILIO_* or TELEGRAM_* settings "
+            "(or use `keyturn demo` to try Keyturn without accounts)"
+        )
+    if settings.stripe is None:
+        log.warning("STRIPE_API_KEY is not set: renters pay on the sandbox checkout page")
     return _run(settings, args, sandbox=args.sandbox)
 
 
