@@ -56,10 +56,10 @@ async def seam_webhook(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
     try:
         event = verify_seam_webhook(request.app[SEAM_SECRET], body, request.headers)
+    except SeamWebhookUnreadable:  # a subclass of SeamWebhookInvalid: it must come first
+        raise web.HTTPBadRequest(text="not a Seam event") from None
     except SeamWebhookInvalid:
         raise web.HTTPForbidden(text="signature refused") from None
-    except SeamWebhookUnreadable:
-        raise web.HTTPBadRequest(text="not a Seam event") from None
     now = request.app[CLOCK].now()
     applied = await handle_lock_event(lock_event_from_seam(event, now), now)
     log.info("seam event %s %s", event.event_type, "applied" if applied else "seen before")

@@ -1,0 +1,428 @@
+"""Hostile input at every door: fuzzed renter texts, forged and malformed webhook bodies,
+oversized bodies, wrong content types and replayed Stripe signatures.
+
+A renter's text, whatever it holds (control characters, right-to-left marks, emoji, thousands of
+characters), is answered with a helpful reply or refused clearly, never with a 5xx. A webhook
+without the provider's valid signature is refused with a 4xx and leaves every table as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tortoise.models import Model
+
+from bot.app import Runtime
+from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
+from flows.engine import MAX_TEXT_LENGTH
+from storage import models
+from storage.models import Message
+from tests.conftest import FakeClock
+from tests.e2e.test_channel_journeys import TELEGRAM_SECRET, TelegramRenter, World, world
+from tests.e2e.test_sandbox_journey import journey, run
+from tests.fakes.seam import WEBHOOK_SECRET as SEAM_SECRET
+from tests.fakes.seam import FakeSeam
+from tests.fakes.stripe import WEBHOOK_SECRET as STRIPE_SECRET
+from tests.fakes.twilio import FakeTwilio
+from tests.integration.test_seam_lifecycle import webhook_client
+
+__all__ = ["journey", "world"]  # the fixtures, imported for these tests
+
+Sandbox = tuple[TestClient[Any, Any], Runtime, FakeClock]
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+MODELS = [
+    m
+    for m in vars(models).values()
+    if isinstance(m, type) and issubclass(m, Model) and m is not Model
+]
+_phones = itertools.count(1)
+FORM = "application/x-www-form-urlencoded"
+
+
+def a_phone() -> str:
+    return f"+1555020{next(_phones):04d}"
+
+
+async def row_counts() -> dict[str, int]:
+    return {m.__name__: await m.all().count() for m in MODELS}
+
+
+# -- what renters type ------------------------------------------------------------------------
+
+awkward = st.one_of(
+    st.text(max_size=300),
+    st.text(st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Zs", "Mn"]), max_size=50),
+    st.text(st.characters(min_codepoint=0x0590, max_codepoint=0x06FF), max_size=80),  # RTL
+    st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF), max_size=80),  # emoji
+    st.sampled_from(
+        [
+            "\u202eBOOK T1 tomorrow 10-14\u202c",
+            "BOOK\u200bT1\x00 tomorrow 10\u201314",
+            "YES" * 600,
+            "x" * (MAX_TEXT_LENGTH - 1),
+            "x" * MAX_TEXT_LENGTH,
+            "x" * (MAX_TEXT_LENGTH + 1),
+            "\U0001f6b2" * MAX_TEXT_LENGTH,
+            "BOOK T1 " + "9" * 5000,
+            "\r\n\t\x1b[31m\x7f",
+            "%s%n{0}{{}}<script>'\"; DROP TABLE renter;--",
+        ]
+    ),
+)
+keyword = st.sampled_from(["", "BOOK T1 ", "BOOK T1 tomorrow ", "EXTEND ", "LANG ", "CODE "])
+
+
+async def replies_to(messages: list[dict[str, Any]]) -> list[str]:
+    out = [m for m in messages if m["direction"] == "out"]
+    assert all(m["status"] == "sent" for m in out), out
+    return [str(m["text"]) for m in out]
+
+
+@FUZZ
+@given(prefix=keyword, text=awkward)
+async def test_any_text_on_the_sandbox_gets_a_reply_or_a_clear_refusal(
+    journey: Sandbox, prefix: str, text: str
+) -> None:
+    client, runtime, _ = journey
+    address = a_phone()
+    body = prefix + text
+    response = await client.post("/sandbox/api/messages", json={"address": address, "text": body})
+    assert response.status < 500, await response.text()
+    if response.status != 202:
+        assert response.status in (413, 422), response.status
+        reason = await response.text()
+        assert "text is empty" in reason or "longer than" in reason or "body size" in reason
+        # JSON-escaped, an emoji is 12 bytes: 1,600 of them are more than the API's 16 KiB.
+        assert not body.strip() or len(body) > MAX_TEXT_LENGTH or len(body.encode()) > 4000
+        return
+    await run(runtime)
+    listing = await client.get("/sandbox/api/messages", params={"address": address})
+    assert listing.status == 200
+    messages = (await listing.json())["messages"]
+    [inbound] = [m for m in messages if m["direction"] == "in"]
+    assert inbound["text"] == body.strip()[:MAX_TEXT_LENGTH]
+    replies = await replies_to(messages)
+    assert replies and all(r.strip() for r in replies), "a reply, never silence"
+
+
+@FUZZ
+@given(address=st.text(max_size=40))
+async def test_a_sandbox_address_that_is_not_a_phone_number_is_refused(
+    journey: Sandbox, address: str
+) -> None:
+    client, _, _ = journey
+    before = await row_counts()
+    response = await client.post("/sandbox/api/messages", json={"address": address, "text": "hi"})
+    assert response.status in (202, 422), response.status
+    if response.status == 422:
+        assert "international form" in await response.text()
+        assert await row_counts() == before
+
+
+@FUZZ
+@given(prefix=keyword, text=awkward)
+async def test_any_text_by_sms_gets_a_reply_or_a_clear_refusal(
+    world: World, prefix: str, text: str
+) -> None:
+    phone = a_phone()
+    form, headers = world.twilio.inbound(from_=phone, body=prefix + text)
+    response = await world.client.post("/webhooks/twilio", data=form, headers=headers)
+    assert response.status < 500, await response.text()
+    if response.status == 413:  # only a body no phone can send (Twilio's limit is 1,600)
+        assert len(text.encode()) * 3 > 64 * 1024
+        return
+    assert response.status == 200 and "<Response></Response>" in await response.text()
+    await world.run()
+    replies = [m for m in world.twilio.sent if m.to == phone]
+    assert replies and all((m.body or "").strip() for m in replies), "a reply, never silence"
+    stored = await Message.filter(direction="out", conversation__address=phone)
+    assert {m.status for m in stored} == {"sent"}, "Twilio accepted every reply"
+
+
+async def test_texts_over_the_limit_are_cut_not_refused(world: World) -> None:
+    phone = a_phone()
+    form, headers = world.twilio.inbound(from_=phone, body="BOOK T1 tomorrow 10-14 " + "z" * 5000)
+    response = await world.client.post("/webhooks/twilio", data=form, headers=headers)
+    assert response.status == 200
+    await world.run()
+    [inbound] = await Message.filter(direction="in", conversation__address=phone)
+    assert len(inbound.body or "") == MAX_TEXT_LENGTH
+    assert [m.to for m in world.twilio.sent] == [phone]
+
+
+# -- forged, malformed and oversized webhooks -------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    st.binary(max_size=400),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.sampled_from(
+        [
+            b"",
+            b"{}",
+            b'{"update_id": 1, "message": {"text": "hi"}}',
+            b'{"id": "evt_1", "type": "checkout.session.completed", "data": {"object": {}}}',
+            b'{"event_id": "x", "event_type": "access_code.set_on_device"}',
+            b"\xff\xfe\x00",
+        ]
+    ),
+)
+#: What fits in a header at all (a client cannot send control characters there).
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+signatures = st.one_of(
+    st.none(), st.text(PRINTABLE, max_size=80), st.sampled_from(["t=1,v1=00", "v1,abc"])
+)
+
+
+def headers_with(name: str, value: str | None, content_type: str) -> dict[str, str]:
+    headers = {"Content-Type": content_type}
+    if value is not None:
+        headers[name] = value.encode("ascii", "replace").decode()
+    return headers
+
+
+@FUZZ
+@given(
+    form=st.dictionaries(st.text(max_size=20), st.text(max_size=60), max_size=8),
+    signature=signatures,
+    forged=st.booleans(),
+)
+async def test_an_unsigned_or_forged_twilio_post_is_refused_and_changes_nothing(
+    world: World, form: dict[str, str], signature: str | None, forged: bool
+) -> None:
+    before = await row_counts()
+    if forged:  # signed, but with another account's token
+        headers = FakeTwilio(auth_token="0" * 32).signed_headers("/webhooks/twilio", form)
+    else:
+        headers = headers_with("X-Twilio-Signature", signature, FORM)
+    headers["Content-Type"] = FORM
+    for path in ("/webhooks/twilio", "/webhooks/twilio/status"):
+        response = await world.client.post(path, data=urlencode(form), headers=headers)
+        assert response.status == 403, response.status
+    await world.run()
+    assert await row_counts() == before
+    assert world.twilio.requests == []
+
+
+@FUZZ
+@given(body=bodies, secret=st.one_of(st.none(), st.text(PRINTABLE, max_size=40)))
+async def test_a_telegram_post_without_the_secret_is_refused_and_changes_nothing(
+    world: World, body: bytes, secret: str | None
+) -> None:
+    before = await row_counts()
+    headers = headers_with(SECRET_HEADER, secret, "application/json")
+    if headers.get(SECRET_HEADER) == TELEGRAM_SECRET:
+        headers[SECRET_HEADER] = "wrong"
+    response = await world.client.post(WEBHOOK_PATH, data=body, headers=headers)
+    assert response.status == 403
+    assert await row_counts() == before
+
+
+@FUZZ
+@given(body=bodies)
+async def test_a_malformed_telegram_update_with_the_secret_is_refused_and_changes_nothing(
+    world: World, body: bytes
+) -> None:
+    before = await row_counts()
+    headers = {SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": "application/json"}
+    response = await world.client.post(WEBHOOK_PATH, data=body, headers=headers)
+    assert response.status in (200, 400), response.status
+    if response.status == 400:
+        assert await row_counts() == before
+
+
+def stripe_signature(body: bytes, *, secret: str = STRIPE_SECRET, age: int = 0) -> str:
+    moment = int(time.time()) - age
+    digest = hmac.new(secret.encode(), f"{moment}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={moment},v1={digest}"
+
+
+@FUZZ
+@given(body=bodies, signature=signatures, forged=st.booleans())
+async def test_an_unsigned_or_forged_stripe_event_is_refused_and_changes_nothing(
+    world: World, body: bytes, signature: str | None, forged: bool
+) -> None:
+    before = await row_counts()
+    if forged:
+        signature = stripe_signature(body, secret="whsec_not_ours")
+    headers = headers_with("Stripe-Signature", signature, "application/json")
+    response = await world.client.post("/webhooks/stripe", data=body, headers=headers)
+    assert response.status == 400
+    assert "signature refused" in await response.text()
+    await world.run()
+    assert await row_counts() == before
+
+
+@FUZZ
+@given(body=bodies)
+async def test_a_signed_stripe_body_that_is_no_event_is_refused_not_a_crash(
+    world: World, body: bytes
+) -> None:
+    before = await row_counts()
+    headers = {"Stripe-Signature": stripe_signature(body), "Content-Type": "application/json"}
+    response = await world.client.post("/webhooks/stripe", data=body, headers=headers)
+    assert response.status in (200, 400), response.status
+    if response.status == 400:
+        assert await row_counts() == before
+
+
+async def test_a_replayed_old_stripe_signature_is_refused(world: World) -> None:
+    renter = TelegramRenter(world)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    await renter.say("YES")
+    [session_id] = world.stripe.sessions
+    event = json.loads(world.stripe.complete(session_id).body)
+    before = await row_counts()
+    for age in (301, 3600, 86400 * 3):
+        old = world.stripe.sign(event, timestamp=int(time.time()) - age)
+        assert await world.stripe_webhook(old) == 400, age
+    assert await row_counts() == before
+    assert await renter.inbox() == []
+    # The very same event, signed now, is taken: the refusal was for the age alone.
+    assert await world.stripe_webhook(world.stripe.sign(event)) == 200
+    [ask_id] = await renter.inbox()
+    assert "photo of your ID" in ask_id
+
+
+@pytest.fixture
+async def seam_hook(journey: Sandbox) -> AsyncIterator[TestClient[Any, Any]]:
+    client = await webhook_client(journey[1])
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@FUZZ
+@given(body=bodies, signature=signatures, forged=st.booleans())
+async def test_an_unsigned_or_forged_seam_event_is_refused_and_changes_nothing(
+    seam_hook: TestClient[Any, Any], body: bytes, signature: str | None, forged: bool
+) -> None:
+    before = await row_counts()
+    if forged:
+        payload = {"event_id": "e1", "event_type": "device.disconnected", "device_id": "d1"}
+        body, headers = FakeSeam().sign_webhook(payload, secret="whsec_" + "QUJD" * 8)
+    else:
+        headers = headers_with("svix-signature", signature, "application/json")
+        headers.update({"svix-id": "msg_1", "svix-timestamp": str(int(time.time()))})
+    response = await seam_hook.post("/webhooks/seam", data=body, headers=headers)
+    assert response.status == 403, response.status
+    assert await row_counts() == before
+
+
+@FUZZ
+@given(payload=st.dictionaries(st.text(max_size=12), json_values, max_size=6))
+async def test_a_signed_seam_body_that_is_no_event_is_refused_not_a_crash(
+    seam_hook: TestClient[Any, Any], payload: dict[str, Any]
+) -> None:
+    before = await row_counts()
+    body, headers = FakeSeam().sign_webhook(payload, secret=SEAM_SECRET)
+    response = await seam_hook.post("/webhooks/seam", data=body, headers=headers)
+    assert response.status in (200, 400), response.status
+    if response.status == 400:
+        assert await response.text() == "not a Seam event", "signed: not a signature problem"
+        assert await row_counts() == before
+
+
+async def chunks(total: int) -> AsyncIterator[bytes]:
+    """A body sent without Content-Length: only the bytes read tell its size."""
+    for _ in range(total // 8192):
+        yield b"a" * 8192
+
+
+async def test_oversized_webhooks_are_refused_with_413(world: World) -> None:
+    before = await row_counts()
+    form, headers = world.twilio.inbound(from_=a_phone(), body="x" * 70_000)
+    twilio = await world.client.post("/webhooks/twilio", data=form, headers=headers)
+    assert twilio.status == 413
+    streamed = await world.client.post(
+        "/webhooks/twilio",
+        data=chunks(128 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert streamed.status == 413
+    telegram_headers = {SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": "application/json"}
+    for data in (b" " * (300 * 1024), chunks(300 * 1024)):
+        huge = await world.client.post(WEBHOOK_PATH, data=data, headers=telegram_headers)
+        assert huge.status == 413
+    big_event = json.dumps({"id": "evt_big", "pad": "p" * 600_000}).encode()
+    for data in (big_event, chunks(600 * 1024)):
+        stripe = await world.client.post(
+            "/webhooks/stripe",
+            data=data,
+            headers={"Stripe-Signature": stripe_signature(big_event)},
+        )
+        assert stripe.status == 413
+    await world.run()
+    assert await row_counts() == before
+
+
+async def test_oversized_sandbox_and_seam_posts_are_refused_with_413(
+    journey: Sandbox, seam_hook: TestClient[Any, Any]
+) -> None:
+    before = await row_counts()
+    client = journey[0]
+    sandbox = await client.post(
+        "/sandbox/api/messages", json={"address": a_phone(), "text": "y" * 20_000}
+    )
+    assert sandbox.status == 413
+    body, headers = FakeSeam().sign_webhook({"event_id": "e", "pad": "p" * 300_000})
+    seam = await seam_hook.post("/webhooks/seam", data=body, headers=headers)
+    assert seam.status == 413
+    assert await row_counts() == before
+
+
+async def test_wrong_content_types_are_refused(world: World) -> None:
+    before = await row_counts()
+    form, headers = world.twilio.inbound(from_=a_phone(), body="BOOK T1 tomorrow 10-14")
+    as_json = await world.client.post("/webhooks/twilio", json=form, headers=headers)
+    assert as_json.status == 415
+    as_multipart = await world.client.post(
+        "/webhooks/twilio", data={**form, "file": b"x"}, headers=headers
+    )
+    assert as_multipart.status == 415
+    update = world.telegram.text_update(TelegramRenter(world).user, "hi")
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await world.client.post(
+            WEBHOOK_PATH,
+            data=json.dumps(update),
+            headers={SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": content_type},
+        )
+        assert response.status == 415
+    await world.run()
+    assert await row_counts() == before
+    assert (
+        world.twilio.requests == [] and world.telegram.sent(update["message"]["chat"]["id"]) == []
+    )
+
+
+async def test_a_sandbox_post_that_is_not_json_is_refused(journey: Sandbox) -> None:
+    client = journey[0]
+    before = await row_counts()
+    for data, content_type in (
+        ("address=%2B15550100001&text=hi", "application/x-www-form-urlencoded"),
+        ("hi", "text/plain"),
+        ('["+15550100001", "hi"]', "application/json"),
+    ):
+        response = await client.post(
+            "/sandbox/api/messages", data=data, headers={"Content-Type": content_type}
+        )
+        assert response.status == 400, (content_type, response.status)
+    assert await row_counts() == before
