@@ -182,7 +182,7 @@ def build_runtime(
     dispatcher = OutboxDispatcher(
         clock,
         {
-            "send_message": MessageSender(all_channels),
+            "send_message": MessageSender(all_channels, sealer),
             # Without Telegram and an ops chat these do nothing: the sandbox page shows alerts.
             ALERT_EFFECT: AlertSender(
                 ops_chat if ops_chat_id is not None else None, ops_chat_id, translator, sealer
@@ -229,7 +229,7 @@ def build_runtime(
         timers.poke()
 
     engine = ConversationEngine(
-        dialog, translator, clock, on_commit=committed, on_turn=observe_turn
+        dialog, translator, clock, on_commit=committed, on_turn=observe_turn, sealer=sealer
     )
     return Runtime(
         settings,

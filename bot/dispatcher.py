@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from bot.channels import Channel, ChannelError, Undeliverable
@@ -23,6 +23,7 @@ from flows.messages import OutboundMessage
 from storage.journal import raise_alert, resolve_alert
 from storage.models import Message, OutboxEffect
 from storage.outbox import claim_due_effects, mark_done, mark_failed
+from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,16 @@ def _group(effect: OutboxEffect) -> str:
 class MessageSender:
     """Executes ``send_message`` effects through the channel the message belongs to."""
 
-    def __init__(self, channels: Mapping[str, Channel]) -> None:
+    def __init__(self, channels: Mapping[str, Channel], sealer: Sealer | None = None) -> None:
         self.channels = channels
+        self.sealer = sealer
 
     async def __call__(self, effect: OutboxEffect) -> None:
         message = OutboundMessage.from_payload(effect.payload["message"])  # type: ignore[arg-type]
+        if effect.payload.get("sealed"):
+            if self.sealer is None:
+                raise ChannelError("a sealed message needs the encryption key to be sent")
+            message = replace(message, text=self.sealer.open(message.text))
         channel = self.channels.get(message.channel)
         if channel is None:
             raise ChannelError(f"channel {message.channel!r} is not running")

@@ -27,8 +27,10 @@ from flows.clock import Clock
 from flows.effects import Effect, Outcome
 from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import InboundMessage, OutboundMessage
+from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
 from storage.models import Conversation, Message, ProcessedWebhook, Renter
+from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +119,14 @@ class ConversationEngine:
         on_commit: Callable[[], None] | None = None,
         on_turn: Callable[[InboundMessage, TurnResult, float], None] | None = None,
         max_attempts: int = 5,
+        sealer: Sealer | None = None,
     ) -> None:
         self.dialog = dialog
         self.translator = translator
         self.clock = clock
         self.on_commit = on_commit
         self.on_turn = on_turn
+        self.sealer = sealer
         self.max_attempts = max_attempts
         self._locks = _AddressLocks()
 
@@ -235,17 +239,20 @@ class ConversationEngine:
         now: datetime,
     ) -> None:
         for index, reply in enumerate(outcome.replies):
+            sealed = self.sealer is not None and reply.kind in SEALED_KINDS
+            text = self.sealer.seal(reply.text) if sealed and self.sealer else reply.text
             outbound = OutboundMessage(
                 channel=message.channel,
                 address=message.address,
-                text=reply.text,
+                text=text,
                 choices=reply.choices,
                 kind=reply.kind,
             )
             row = await Message.create(
                 conversation_id=conversation_id,
                 direction="out",
-                body=reply.text,
+                body=text,
+                sealed=sealed,
                 choices=[[choice.value, choice.label] for choice in reply.choices],
                 status="queued",
                 created_at=now,
@@ -255,7 +262,11 @@ class ConversationEngine:
                 Effect(
                     kind="send_message",
                     key=f"reply:{inbound_id}:{index}",
-                    payload={"message_id": row.id, "message": outbound.to_payload()},
+                    payload={
+                        "message_id": row.id,
+                        "message": outbound.to_payload(),
+                        "sealed": sealed,
+                    },
                 )
             )
 

@@ -325,7 +325,10 @@ class Handoff:
         )
         lines = []
         for row in reversed(rows):
-            body = row.body or (self.ops_text("ops.transcript_photo") if row.media else "")
+            if row.sealed:
+                body = self.ops_text("ops.transcript_sealed")
+            else:
+                body = row.body or (self.ops_text("ops.transcript_photo") if row.media else "")
             key = "ops.transcript_in" if row.direction == "in" else "ops.transcript_out"
             lines.append(self.ops_text(key, at=row.created_at.strftime("%H:%M"), text=body))
         return tuple(lines)

@@ -138,7 +138,7 @@ class Journey:
         self.fetch_media = fetch_media
         self.settings = settings or JourneySettings()
         self.identity = identity
-        self.notifier = Notifier(translator)
+        self.notifier = Notifier(translator, sealer)
 
     # == dialog steps =========================================================================
 

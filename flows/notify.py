@@ -17,14 +17,20 @@ from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import Choice, OutboundMessage
 from flows.staging import stage_outcome
 from storage.models import Conversation, Message, Renter
+from storage.sealing import Sealer
 
 #: Kinds a renter who sent STOP still receives: without them the rental cannot go on.
 REQUIRED_KINDS = frozenset({"pin", "payment_link", "receipt"})
 
 
+#: Kinds whose text carries a PIN: stored and queued encrypted, opened only to send or show it.
+SEALED_KINDS = frozenset({"pin"})
+
+
 class Notifier:
-    def __init__(self, translator: Translator) -> None:
+    def __init__(self, translator: Translator, sealer: Sealer | None = None) -> None:
         self.translator = translator
+        self.sealer = sealer
 
     async def language(self, renter: Renter, conversation: Conversation | None) -> str:
         return pick_language(
@@ -61,6 +67,9 @@ class Notifier:
             return False
         language = await self.language(renter, conversation)
         text = self.translator.text(language, key, **(params or {}))
+        sealed = self.sealer is not None and kind in SEALED_KINDS
+        if sealed and self.sealer is not None:
+            text = self.sealer.seal(text)
         outbound = OutboundMessage(
             channel=conversation.channel,
             address=conversation.address,
@@ -73,6 +82,7 @@ class Notifier:
             conversation_id=conversation.id,
             direction="out",
             body=text,
+            sealed=sealed,
             choices=[[c.value, c.label] for c in choices],
             status="queued",
             created_at=now,
@@ -81,7 +91,7 @@ class Notifier:
         effect = Effect(
             "send_message",
             f"notify:{row.id}",
-            {"message_id": row.id, "message": outbound.to_payload()},
+            {"message_id": row.id, "message": outbound.to_payload(), "sealed": sealed},
         )
         await stage_outcome(conn, Outcome(effects=[effect]), now)
         return True

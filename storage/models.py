@@ -206,6 +206,8 @@ class Message(Model):
     direction = fields.CharField(max_length=3)  # "in" or "out"
     body = fields.TextField(default="")
     media: fields.Field[list[object]] = fields.JSONField(default=list)
+    #: True when ``body`` is Fernet-encrypted: messages that carry a PIN are sealed at rest.
+    sealed = fields.BooleanField(default=False)
     #: The numbered choices or buttons an outbound message offered, as [value, label] pairs.
     choices: fields.Field[list[object]] = fields.JSONField(default=list)
     provider_id = fields.CharField(max_length=100, null=True)

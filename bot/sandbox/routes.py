@@ -114,7 +114,7 @@ async def list_messages(request: web.Request) -> web.Response:
         {
             "id": row.id,
             "direction": row.direction,
-            "text": row.body,
+            "text": request.app[SEALER].open(row.body) if row.sealed else row.body,
             "choices": row.choices,
             "status": row.status,
             "at": row.created_at.isoformat(),

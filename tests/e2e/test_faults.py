@@ -219,7 +219,8 @@ async def test_the_pin_reaches_the_renter_once_after_a_channel_outage(
     if mode != "slow":
         assert await renter.inbox() == [], "nothing got through while the channel was down"
         [stored] = await Message.filter(direction="out", status="queued")
-        assert "Your door codes" in (stored.body or "")
+        assert stored.sealed, "a queued PIN is kept encrypted"
+        assert "Your door codes" in world.runtime.journey.sealer.open(stored.body)
     await ride_out(world, outage, "send_message")
     [pin_message] = await renter.inbox()
     pin = the_pin(pin_message)

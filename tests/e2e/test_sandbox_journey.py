@@ -4,6 +4,7 @@ book, pay, send an ID, get the PIN, open the keypad, extend, and check out."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -26,7 +27,9 @@ from storage.models import (
     Booking,
     BookingState,
     IdentityCheck,
+    Message,
     OpsAlert,
+    OutboxEffect,
     Payment,
 )
 from tests.conftest import FakeClock
@@ -142,6 +145,11 @@ async def test_a_whole_rental_on_the_sandbox(
     [pin] = pins
     [resent] = await renter.say("CODE")
     assert pin in resent
+    # The PIN is shown to the renter, but kept encrypted in the database and the outbox.
+    stored = await Message.filter(direction="out", sealed=True).count()
+    assert stored == 2
+    assert not await Message.filter(body__contains=pin).exists()
+    assert not [e for e in await OutboxEffect.all() if pin in json.dumps(e.payload)]
     [too_early] = await renter.say("OPEN")
     assert "only open remotely during your rental" in too_early
 

@@ -1,0 +1,16 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from tortoise import fields
+
+class Migration(migrations.Migration):
+    dependencies = [('models', '0005_ops_messages')]
+
+    initial = False
+
+    operations = [
+        ops.AddField(
+            model_name='Message',
+            name='sealed',
+            field=fields.BooleanField(default=False, description='True when ``body`` is Fernet-encrypted: messages that carry a PIN are sealed at rest.'),
+        ),
+    ]
