@@ -12,7 +12,6 @@ for the same PIN. A test can make the next API calls fail with a status or hang 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import Faults
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "igloohome"
 API_PREFIX = "/igloohome"
@@ -50,33 +51,6 @@ def load_devices() -> list[dict[str, Any]]:
     data = json.loads((FIXTURES / "devices.json").read_text())
     devices: list[dict[str, Any]] = data["payload"]
     return devices
-
-
-class Faults:
-    """The next API calls' fate: answer with an error status, or hang until released."""
-
-    def __init__(self) -> None:
-        self._plan: list[tuple[str, float]] = []
-        self._released = asyncio.Event()
-
-    def fail_next(self, count: int = 1, status: int = 500) -> None:
-        self._plan.extend([("fail", float(status))] * count)
-
-    def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
-        self._plan.extend([("hang", seconds)] * count)
-
-    def release(self) -> None:
-        self._released.set()
-
-    async def apply(self) -> web.StreamResponse | None:
-        if not self._plan:
-            return None
-        kind, value = self._plan.pop(0)
-        if kind == "fail":
-            return web.json_response({"message": "Internal server error"}, status=int(value))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), value)
-        return web.json_response({"message": "Gateway timeout"}, status=504)
 
 
 @dataclass

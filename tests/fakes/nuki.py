@@ -13,8 +13,6 @@ calls fail with a status or hang until released.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import hmac
 import itertools
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import Faults
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nuki"
 
@@ -60,39 +60,12 @@ def keypad_code_refusal(code: object) -> str | None:
     return None
 
 
-class Faults:
-    """The next calls' fate: answer with an error status, or hang until released."""
-
-    def __init__(self) -> None:
-        self._plan: list[tuple[str, float]] = []
-        self._released = asyncio.Event()
-
-    def fail_next(self, count: int = 1, status: int = 500) -> None:
-        self._plan.extend([("fail", float(status))] * count)
-
-    def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
-        self._plan.extend([("hang", seconds)] * count)
-
-    def release(self) -> None:
-        self._released.set()
-
-    async def apply(self) -> web.StreamResponse | None:
-        if not self._plan:
-            return None
-        kind, value = self._plan.pop(0)
-        if kind == "fail":
-            return web.json_response({"detailMessage": "Internal error"}, status=int(value))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), value)
-        return web.json_response({"detailMessage": "Gateway timeout"}, status=504)
-
-
 @dataclass
 class FakeNuki:
     api_token: str = "nuki-test-token"
     smartlocks: list[dict[str, Any]] = field(default_factory=load_smartlocks)
     auths: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    faults: Faults = field(default_factory=Faults)
+    faults: Faults = field(default_factory=lambda: Faults("detailMessage"))
     #: New authorizations stay out of this many listings (Nuki creates them asynchronously).
     hide_new_auths_for: int = 0
     #: New and updated authorizations keep an ``operationId`` (still being applied to the lock).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,3 +20,34 @@ async def running(app: web.Application) -> AsyncIterator[str]:
         yield str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
+
+
+class Faults:
+    """The next calls' fate: answer with an error status, or hang until released.
+
+    ``message_key`` names the field the vendor's error body carries its message in.
+    """
+
+    def __init__(self, message_key: str = "message") -> None:
+        self.message_key = message_key
+        self._plan: list[tuple[str, float]] = []
+        self._released = asyncio.Event()
+
+    def fail_next(self, count: int = 1, status: int = 500) -> None:
+        self._plan.extend([("fail", float(status))] * count)
+
+    def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
+        self._plan.extend([("hang", seconds)] * count)
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def apply(self) -> web.StreamResponse | None:
+        if not self._plan:
+            return None
+        kind, value = self._plan.pop(0)
+        if kind == "fail":
+            return web.json_response({self.message_key: "Internal error"}, status=int(value))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), value)
+        return web.json_response({self.message_key: "Gateway timeout"}, status=504)
