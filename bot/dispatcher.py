@@ -77,20 +77,32 @@ class OutboxDispatcher:
             )
             if not effects:
                 return attempted
-            await asyncio.gather(*(self._execute(effect) for effect in effects))
+            outcomes = await asyncio.gather(*(self._execute(effect) for effect in effects))
+            done = [effect for effect, ok in zip(effects, outcomes, strict=True) if ok]
+            now = self.clock.now()
+            await mark_done(done, now)
+            for effect in done:
+                if effect.alerted:
+                    await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
             attempted += len(effects)
+            if len(effects) < self.batch_size:
+                # A short batch took everything that was due; what became due since then
+                # woke the dispatcher, which comes straight back.
+                return attempted
 
     async def run_forever(self, poll_interval: float = 1.0) -> None:
         while True:
+            # Cleared before the pass, so a commit made during it brings the next pass at once.
+            self._wake.clear()
             try:
                 await self.run_once()
             except Exception:
                 log.exception("outbox pass failed; trying again shortly")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_interval)
 
-    async def _execute(self, effect: OutboxEffect) -> None:
+    async def _execute(self, effect: OutboxEffect) -> bool:
+        """Run one effect; True when it succeeded (the caller marks the batch done)."""
         executor = self.executors.get(effect.kind)
         try:
             if executor is None:
@@ -99,11 +111,8 @@ class OutboxDispatcher:
                 await executor(effect)
         except Exception as err:
             await self._failed(effect, err)
-            return
-        now = self.clock.now()
-        await mark_done(effect, now)
-        if effect.alerted:
-            await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
+            return False
+        return True
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()

@@ -1,10 +1,16 @@
 """The conversation engine: one renter turn at a time per address, state and effects in one commit.
 
-A turn reads the conversation, runs the dialog step outside any transaction (steps only read and
-return what they want done), then commits the new state, the inbound and outbound messages, and
-every effect in ONE transaction. The commit is conditional on the conversation's version, so a
-turn raced by another worker is recomputed instead of overwriting it. Inside one process, turns
-of one address are serialized by a lock and turns of different addresses run concurrently.
+A turn reads the conversation and its renter (one query), runs the dialog step outside any
+transaction (steps only read and return what they want done), then commits the new state, the
+inbound and outbound messages, and every effect in ONE transaction. The commit is conditional on
+the conversation's version, so a turn raced by another worker is recomputed instead of
+overwriting it. Inside one process, turns of one address are serialized by a lock and turns of
+different addresses run concurrently.
+
+A message is recognised as seen before by the unique ``(provider, event_id)`` row its turn
+inserts first: a re-delivery's commit fails on it and the turn is dropped. Checking beforehand
+would cost every turn a query for the rare retry; only messages with media are checked first,
+so a retried photo is not downloaded again.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class Turn:
     now: datetime
     translator: Translator
     opted_out: bool = False
+    conversation_id: int = 0
+    #: The staff member who has taken the conversation over, if any.
+    agent_id: int | None = None
 
     def t(self, key: str, **params: object) -> str:
         return self.translator.text(self.language, key, **params)
@@ -142,13 +151,15 @@ class ConversationEngine:
         dedupe_provider = f"msg:{message.channel}"
         async with self._locks.hold((message.channel, message.address)):
             for _attempt in range(self.max_attempts):
-                if await ProcessedWebhook.exists(
-                    provider=dedupe_provider, event_id=message.provider_id
-                ):
+                if message.media and await self._seen(dedupe_provider, message):
                     return TurnResult.DUPLICATE
                 try:
                     await self._turn(message, dedupe_provider)
                 except (_Raced, IntegrityError) as err:
+                    if isinstance(err, IntegrityError) and await self._seen(
+                        dedupe_provider, message
+                    ):
+                        return TurnResult.DUPLICATE
                     log.info(
                         "turn for a %s conversation raced (%s); recomputing",
                         message.channel,
@@ -160,10 +171,13 @@ class ConversationEngine:
                 return TurnResult.HANDLED
         raise RuntimeError(f"turn on {message.channel} kept racing; giving up")
 
+    @staticmethod
+    async def _seen(dedupe_provider: str, message: InboundMessage) -> bool:
+        return await ProcessedWebhook.exists(provider=dedupe_provider, event_id=message.provider_id)
+
     async def _turn(self, message: InboundMessage, dedupe_provider: str) -> None:
         now = self.clock.now()
-        conversation = await self._conversation(message)
-        renter = await self._renter(message, conversation)
+        conversation, renter = await self._conversation(message)
         language = pick_language(
             LanguageSources(
                 explicit=renter.language,
@@ -182,6 +196,8 @@ class ConversationEngine:
             now=now,
             translator=self.translator,
             opted_out=renter.opted_out,
+            conversation_id=conversation.id,
+            agent_id=conversation.agent_id,
         )
         result = await self.dialog.step(turn)
         async with in_transaction() as conn:
@@ -270,21 +286,21 @@ class ConversationEngine:
                 )
             )
 
-    async def _conversation(self, message: InboundMessage) -> Conversation:
-        conversation = await Conversation.get_or_none(
-            channel=message.channel, address=message.address
+    async def _conversation(self, message: InboundMessage) -> tuple[Conversation, Renter]:
+        conversation = (
+            await Conversation.filter(channel=message.channel, address=message.address)
+            .select_related("renter")
+            .first()
         )
         if conversation is None:
             conversation = await Conversation.create(
                 channel=message.channel, address=message.address
             )
-        return conversation
+        elif conversation.renter is not None:
+            return conversation, conversation.renter
+        return conversation, await self._renter(message)
 
-    async def _renter(self, message: InboundMessage, conversation: Conversation) -> Renter:
-        if conversation.renter_id is not None:
-            renter = await Renter.get_or_none(id=conversation.renter_id)
-            if renter is not None:
-                return renter
+    async def _renter(self, message: InboundMessage) -> Renter:
         if message.channel in PHONE_CHANNELS:
             renter = await Renter.get_or_none(phone=message.address)
             if renter is None:

@@ -388,21 +388,16 @@ class HandoffDialog:
         self.inner = inner
 
     async def step(self, turn: Turn) -> StepResult:
-        conversation = await Conversation.get_or_none(
-            channel=turn.message.channel, address=turn.message.address
-        )
-        if conversation is None:
-            return await self.inner.step(turn)
-        with_person = conversation.agent_id is not None or turn.data.get("handoff") == REQUESTED
+        with_person = turn.agent_id is not None or turn.data.get("handoff") == REQUESTED
         if with_person and not self.handoff.hands_to_bot(turn.text):
-            return self._relay(turn, conversation)
+            return self._relay(turn)
         result = await self.inner.step(turn)
-        return self._after(turn, conversation, result)
+        return self._after(turn, result)
 
-    def _relay(self, turn: Turn, conversation: Conversation) -> StepResult:
+    def _relay(self, turn: Turn) -> StepResult:
         message = turn.message
         payload: dict[str, Any] = {
-            "conversation": conversation.id,
+            "conversation": turn.conversation_id,
             "text": turn.text,
             "media": [[m.url, m.content_type] for m in message.media],
             "channel": message.channel,
@@ -412,22 +407,22 @@ class HandoffDialog:
                 Effect(TO_STAFF_EFFECT, f"relay:{message.channel}:{message.provider_id}", payload)
             ],
         )
-        if conversation.agent_id is not None:
-            outcome.timers.append(self._idle(turn, conversation))
+        if turn.agent_id is not None:
+            outcome.timers.append(self._idle(turn))
         return StepResult(turn.state, dict(turn.data), outcome)
 
-    def _idle(self, turn: Turn, conversation: Conversation) -> SetTimer:
+    def _idle(self, turn: Turn) -> SetTimer:
         return SetTimer(
             IDLE_TIMER,
             turn.now + self.handoff.settings.idle,
-            idle_key(conversation.id),
-            {"conversation": conversation.id},
+            idle_key(turn.conversation_id),
+            {"conversation": turn.conversation_id},
         )
 
-    def _after(self, turn: Turn, conversation: Conversation, result: StepResult) -> StepResult:
+    def _after(self, turn: Turn, result: StepResult) -> StepResult:
         data: dict[str, Any] = result.data
         if data.get("handoff") == REQUESTED and turn.data.get("handoff") != REQUESTED:
-            result.outcome.timers.append(self._idle(turn, conversation))
+            result.outcome.timers.append(self._idle(turn))
             return result
         # The bot cannot help when it says it did not understand, or gives the same answer
         # again without getting anywhere, several times in a row.
@@ -455,15 +450,15 @@ class HandoffDialog:
         result.outcome.alerts.append(
             Alert(
                 "agent_requested",
-                agent_group(conversation.id),
+                agent_group(turn.conversation_id),
                 "ops.agent_stuck",
-                {"channel": turn.message.channel, "conversation": conversation.id},
+                {"channel": turn.message.channel, "conversation": turn.conversation_id},
             )
         )
         result.outcome.audits.append(
             Audit(f"renter:{turn.renter_id}", "conversation.agent_requested", "dialog stuck")
         )
-        result.outcome.timers.append(self._idle(turn, conversation))
+        result.outcome.timers.append(self._idle(turn))
         return result
 
 

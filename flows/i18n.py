@@ -6,6 +6,7 @@ catalog that maps them to text with ``{named}`` placeholders.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import string
@@ -90,8 +91,12 @@ def local_time(moment: datetime, timezone: str, language: str) -> str:
     return f"{day} {format_time(local, 'short', locale=language)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def language_of_phone(phone: str) -> str | None:
-    """The first supported official language of the phone number's country, if any."""
+    """The first supported official language of the phone number's country, if any.
+
+    Asked on every renter turn; parsing a number costs more than the rest of picking a
+    language, so recent numbers are remembered."""
     try:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:

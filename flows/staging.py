@@ -8,20 +8,19 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.effects import CancelTimer, Outcome, SetTimer
 from storage.journal import raise_alert, record_audit
-from storage.outbox import enqueue_effect
+from storage.outbox import StagedEffect, enqueue_effects
 from storage.timers import cancel_timer, set_timer
 
 
 async def stage_outcome(conn: BaseDBAsyncClient, outcome: Outcome, now: datetime) -> None:
-    for effect in outcome.effects:
-        await enqueue_effect(
-            conn,
-            kind=effect.kind,
-            payload=dict(effect.payload),
-            idempotency_key=effect.key,
-            critical=effect.critical,
-            now=now,
-        )
+    await enqueue_effects(
+        conn,
+        [
+            StagedEffect(effect.kind, dict(effect.payload), effect.key, effect.critical)
+            for effect in outcome.effects
+        ],
+        now=now,
+    )
     for timer in outcome.timers:
         if isinstance(timer, SetTimer):
             await set_timer(

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 
 from storage.models import Location
@@ -29,7 +30,7 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     """The Tortoise configuration for ``database_url`` (``sqlite://path`` or ``postgres://…``)."""
     name = connection_name(database_url)
     return {
-        "connections": {name: database_url},
+        "connections": {name: _connection_config(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": [MODELS_MODULE],
@@ -40,6 +41,22 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def _connection_config(database_url: str) -> dict[str, Any]:
+    config: dict[str, Any] = expand_db_url(database_url)
+    if connection_name(database_url) == "postgres":
+        # asyncpg resets a pooled connection with a round trip (RESET ALL, UNLISTEN, advisory
+        # unlock...) every time it goes back to the pool, which Tortoise does after every
+        # statement outside a transaction: that doubled the cost of each query. Keyturn keeps no
+        # session state (no SET, LISTEN, advisory locks or cursors), and asyncpg still rolls back
+        # a transaction left open before this hook runs.
+        config["credentials"].setdefault("reset", _keep_session)
+    return config
+
+
+async def _keep_session(connection: object) -> None:
+    """Pool reset hook: nothing to undo (see ``_connection_config``)."""
 
 
 def ensure_sqlite_directory(database_url: str) -> None:

@@ -7,6 +7,8 @@ claimed again once the lease runs out (at least once). On SQLite one worker runs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +16,40 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
+from storage.db import connection, dialect
 from storage.models import EffectState, OutboxEffect
+
+
+@dataclass(frozen=True)
+class StagedEffect:
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    critical: bool = False
+
+
+async def enqueue_effects(
+    conn: BaseDBAsyncClient, effects: Sequence[StagedEffect], *, now: datetime
+) -> None:
+    """Stage effects in the caller's transaction, in one statement; a key staged before is not
+    staged again (the unique key's conflict is ignored, so no lookup precedes the insert)."""
+    if not effects:
+        return
+    await OutboxEffect.bulk_create(
+        [
+            OutboxEffect(
+                kind=effect.kind,
+                payload=effect.payload,
+                idempotency_key=effect.idempotency_key,
+                critical=effect.critical,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for effect in effects
+        ],
+        ignore_conflicts=True,
+        using_db=conn,
+    )
 
 
 async def enqueue_effect(
@@ -25,23 +60,30 @@ async def enqueue_effect(
     idempotency_key: str,
     now: datetime,
     critical: bool = False,
-) -> OutboxEffect | None:
-    """Stage an effect in the caller's transaction; a key staged before is not staged again."""
-    if await OutboxEffect.filter(idempotency_key=idempotency_key).using_db(conn).exists():
-        return None
-    return await OutboxEffect.create(
-        kind=kind,
-        payload=payload,
-        idempotency_key=idempotency_key,
-        critical=critical,
-        next_attempt_at=now,
-        created_at=now,
-        using_db=conn,
-    )
+) -> None:
+    """Stage one effect in the caller's transaction; a key staged before is not staged again."""
+    await enqueue_effects(conn, [StagedEffect(kind, payload, idempotency_key, critical)], now=now)
+
+
+#: The claim in one statement on PostgreSQL: lock the due rows nobody else holds, push their
+#: lease forward and return them. It starts with WITH so Tortoise's client fetches its rows.
+_CLAIM_POSTGRES = (
+    "WITH due AS ("
+    " SELECT id FROM outbox_effect WHERE state = $1 AND next_attempt_at <= $2"
+    " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+    ") UPDATE outbox_effect SET next_attempt_at = $4, attempts = outbox_effect.attempts + 1"
+    " FROM due WHERE outbox_effect.id = due.id RETURNING outbox_effect.*"
+)
 
 
 async def claim_due_effects(now: datetime, *, limit: int, lease: timedelta) -> list[OutboxEffect]:
     """Claim up to ``limit`` due effects for this worker, for the length of ``lease``."""
+    if dialect() == "postgres":
+        conn = connection()
+        claimed: list[OutboxEffect] = await conn.executor_class(
+            model=OutboxEffect, db=conn
+        ).execute_select(_CLAIM_POSTGRES, [EffectState.PENDING.value, now, limit, now + lease])
+        return sorted(claimed, key=lambda effect: effect.id)
     async with in_transaction() as conn:
         rows = (
             await OutboxEffect.filter(state=EffectState.PENDING, next_attempt_at__lte=now)
@@ -64,10 +106,11 @@ async def claim_due_effects(now: datetime, *, limit: int, lease: timedelta) -> l
     return rows
 
 
-async def mark_done(effect: OutboxEffect, now: datetime) -> None:
-    await OutboxEffect.filter(id=effect.id).update(
-        state=EffectState.DONE, done_at=now, last_error=""
-    )
+async def mark_done(effects: Sequence[OutboxEffect], now: datetime) -> None:
+    if effects:
+        await OutboxEffect.filter(id__in=[effect.id for effect in effects]).update(
+            state=EffectState.DONE, done_at=now, last_error=""
+        )
 
 
 async def mark_failed(

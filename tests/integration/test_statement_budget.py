@@ -1,0 +1,96 @@
+"""How many SQL statements a renter turn and its reply cost: the budget that bounds throughput.
+
+Counted, not timed (timing belongs in bench/): each statement is a round trip and a query built
+in Python, and the benchmark showed the worker's CPU goes there. A change that adds statements to
+the hot path fails here and says which ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from bot.app import Runtime
+from storage import db
+from storage.models import Message
+from tests.conftest import FakeClock
+from tests.support import RecordingChannel, inbound
+
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+class _Statements(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple):
+            query = str(record.args[0])
+        else:
+            query = record.getMessage()
+        if not query.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            self.seen.append(query.split(": [")[0][:160])
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    logger = logging.getLogger("tortoise.db_client")
+    handler = _Statements()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def _settled(runtime: Runtime, clock: FakeClock, sms: RecordingChannel) -> None:
+    """A renter who has written before: their conversation and renter rows exist."""
+    await runtime.engine.handle(inbound("hi", channel="sms", at=clock.now()))
+    await runtime.dispatcher.run_once()
+    assert sms.sent, "the greeting was sent"
+
+
+async def test_a_plain_turn_and_its_reply_stay_within_budget(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    sms = RecordingChannel("sms")
+    runtime.channels["sms"] = sms
+    await _settled(runtime, clock, sms)
+
+    with statements() as turn:
+        await runtime.engine.handle(inbound("HELP", channel="sms", at=clock.now()))
+    with statements() as dispatch:
+        await runtime.dispatcher.run_once()
+
+    # Read the conversation with its renter; write the dedupe row, the conversation, the
+    # inbound message, the reply and its outbox effect.
+    assert len(turn) <= 6, "\n".join(turn)
+    # Claim (one statement on PostgreSQL, select and update on SQLite), mark done, and
+    # record the provider's message id.
+    budget = 3 if db.dialect() == "postgres" else 4
+    assert len(dispatch) <= budget, "\n".join(dispatch)
+    assert len(sms.sent) == 2
+    reply = await Message.filter(direction="out").order_by("-id").first()
+    assert reply is not None and reply.status == "sent"
+
+
+async def test_a_redelivered_message_writes_nothing(runtime: Runtime, clock: FakeClock) -> None:
+    sms = RecordingChannel("sms")
+    runtime.channels["sms"] = sms
+    await _settled(runtime, clock, sms)
+    first = inbound("HELP", channel="sms", at=clock.now(), provider_id="SM-once")
+    await runtime.engine.handle(first)
+    messages = await Message.all().count()
+
+    with statements() as again:
+        result = await runtime.engine.handle(first)
+
+    assert result.value == "duplicate"
+    assert await Message.all().count() == messages
+    # The turn's own writes were rolled back with the refused dedupe row; nothing else wrote.
+    assert not [q for q in again if q.lstrip().upper().startswith("UPDATE")], again
