@@ -35,6 +35,7 @@ from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
+from storage.conversations import save_turn
 from storage.models import Conversation, Message, ProcessedWebhook, Renter
 from storage.sealing import Sealer
 
@@ -207,20 +208,16 @@ class ConversationEngine:
                 received_at=now,
                 using_db=conn,
             )
-            saved = (
-                await Conversation.filter(id=conversation.id, version=conversation.version)
-                .using_db(conn)
-                .update(
-                    state=result.state,
-                    data=result.data,
-                    language=result.language or language,
-                    renter_id=renter.id,
-                    last_inbound_at=now,
-                    version=conversation.version + 1,
-                    updated_at=now,
-                )
+            saved = await save_turn(
+                conn,
+                conversation,
+                state=result.state,
+                data=result.data,
+                language=result.language or language,
+                renter_id=renter.id,
+                at=now,
             )
-            if saved != 1:
+            if not saved:
                 raise _Raced()
             if result.language:
                 await Renter.filter(id=renter.id).using_db(conn).update(language=result.language)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +74,20 @@ def dialect() -> str:
     """``sqlite`` or ``postgres``: the few queries that need SQL care branch on it."""
     name: str = connection().capabilities.dialect
     return name
+
+
+def sql(statement: str) -> str:
+    """``statement`` written with PostgreSQL's ``$1, $2…`` placeholders, for the open database.
+
+    The few statements on the hot path of every turn are written by hand: Tortoise builds a
+    filtered UPDATE or a bulk INSERT anew on every call, and that cost more than running it.
+    Each placeholder must appear once, in order, so SQLite's ``?`` take the same values."""
+    if dialect() == "postgres":
+        return statement
+    return _PLACEHOLDER.sub("?", statement)
+
+
+_PLACEHOLDER = re.compile(r"\$\d+")
 
 
 def connection() -> BaseDBAsyncClient:

@@ -16,8 +16,15 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from storage.db import connection, dialect
+from storage.db import connection, dialect, sql
 from storage.models import EffectState, OutboxEffect
+
+_INSERT_EFFECT = (
+    "INSERT INTO outbox_effect (kind, payload, idempotency_key, state, critical, attempts,"
+    " next_attempt_at, last_error, alerted, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, 0, $6, '', $7, $8)"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
 
 
 @dataclass(frozen=True)
@@ -35,20 +42,22 @@ async def enqueue_effects(
     staged again (the unique key's conflict is ignored, so no lookup precedes the insert)."""
     if not effects:
         return
-    await OutboxEffect.bulk_create(
+    encode = OutboxEffect._meta.fields_map["payload"].to_db_value
+    await conn.execute_many(
+        sql(_INSERT_EFFECT),
         [
-            OutboxEffect(
-                kind=effect.kind,
-                payload=effect.payload,
-                idempotency_key=effect.idempotency_key,
-                critical=effect.critical,
-                next_attempt_at=now,
-                created_at=now,
-            )
+            [
+                effect.kind,
+                encode(effect.payload, OutboxEffect),
+                effect.idempotency_key,
+                EffectState.PENDING.value,
+                effect.critical,
+                now,
+                False,
+                now,
+            ]
             for effect in effects
         ],
-        ignore_conflicts=True,
-        using_db=conn,
     )
 
 
