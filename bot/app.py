@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -224,9 +224,10 @@ def build_runtime(
         )
     )
 
-    def committed() -> None:
+    def committed(earliest_timer: datetime | None) -> None:
         dispatcher.wake()
-        timers.poke()
+        if earliest_timer is not None:
+            timers.poke(earliest_timer)
 
     engine = ConversationEngine(
         dialog, translator, clock, on_commit=committed, on_turn=observe_turn, sealer=sealer

@@ -93,10 +93,14 @@ class TimerRunner:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
 
-    def poke(self) -> None:
-        """Something may have set an earlier timer: look again at the next due time."""
-        if self._scheduler is not None:
-            asyncio.get_running_loop().create_task(self.reschedule())
+    def poke(self, due: datetime | None = None) -> None:
+        """Something may have set an earlier timer (due at ``due``, when known): look again at
+        the next due time. A timer due after the next safety pass needs no look."""
+        if self._scheduler is None:
+            return
+        if due is not None and (due - self.clock.now()).total_seconds() >= self.safety_interval:
+            return
+        asyncio.get_running_loop().create_task(self.reschedule())
 
     async def reschedule(self) -> None:
         if self._scheduler is None:

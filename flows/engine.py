@@ -30,12 +30,12 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
-from flows.effects import Effect, Outcome
+from flows.effects import Effect, Outcome, SetTimer
 from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
-from storage.conversations import save_turn
+from storage.conversations import read_conversation, save_turn
 from storage.models import Conversation, Message, ProcessedWebhook, Renter
 from storage.sealing import Sealer
 
@@ -95,6 +95,11 @@ class _Raced(Exception):
     """Another worker committed a turn of this conversation first."""
 
 
+def _earliest_timer(outcome: Outcome) -> datetime | None:
+    dues = [timer.due_at for timer in outcome.timers if isinstance(timer, SetTimer)]
+    return min(dues, default=None)
+
+
 class _AddressLocks:
     """One asyncio.Lock per address, dropped when nobody holds or waits for it."""
 
@@ -126,7 +131,8 @@ class ConversationEngine:
         translator: Translator,
         clock: Clock,
         *,
-        on_commit: Callable[[], None] | None = None,
+        #: Called after each committed turn with the earliest timer it set, if any.
+        on_commit: Callable[[datetime | None], None] | None = None,
         on_turn: Callable[[InboundMessage, TurnResult, float], None] | None = None,
         max_attempts: int = 5,
         sealer: Sealer | None = None,
@@ -155,7 +161,7 @@ class ConversationEngine:
                 if message.media and await self._seen(dedupe_provider, message):
                     return TurnResult.DUPLICATE
                 try:
-                    await self._turn(message, dedupe_provider)
+                    outcome = await self._turn(message, dedupe_provider)
                 except (_Raced, IntegrityError) as err:
                     if isinstance(err, IntegrityError) and await self._seen(
                         dedupe_provider, message
@@ -168,7 +174,7 @@ class ConversationEngine:
                     )
                     continue
                 if self.on_commit is not None:
-                    self.on_commit()
+                    self.on_commit(_earliest_timer(outcome))
                 return TurnResult.HANDLED
         raise RuntimeError(f"turn on {message.channel} kept racing; giving up")
 
@@ -176,7 +182,7 @@ class ConversationEngine:
     async def _seen(dedupe_provider: str, message: InboundMessage) -> bool:
         return await ProcessedWebhook.exists(provider=dedupe_provider, event_id=message.provider_id)
 
-    async def _turn(self, message: InboundMessage, dedupe_provider: str) -> None:
+    async def _turn(self, message: InboundMessage, dedupe_provider: str) -> Outcome:
         now = self.clock.now()
         conversation, renter = await self._conversation(message)
         language = pick_language(
@@ -241,6 +247,7 @@ class ConversationEngine:
                 outcome.replies += applied.replies
             await self._stage_replies(conn, message, conversation.id, inbound.id, outcome, now)
             await stage_outcome(conn, outcome, now)
+        return outcome
 
     async def _stage_replies(
         self,
@@ -284,17 +291,15 @@ class ConversationEngine:
             )
 
     async def _conversation(self, message: InboundMessage) -> tuple[Conversation, Renter]:
-        conversation = (
-            await Conversation.filter(channel=message.channel, address=message.address)
-            .select_related("renter")
-            .first()
-        )
-        if conversation is None:
+        found = await read_conversation(message.channel, message.address)
+        if found is None:
             conversation = await Conversation.create(
                 channel=message.channel, address=message.address
             )
-        elif conversation.renter is not None:
-            return conversation, conversation.renter
+        else:
+            conversation, renter = found
+            if renter is not None:
+                return conversation, renter
         return conversation, await self._renter(message)
 
     async def _renter(self, message: InboundMessage) -> Renter:

@@ -1,4 +1,7 @@
-"""The write every renter turn ends with, in hand-written SQL (see ``storage.db.sql``)."""
+"""What every renter turn reads first and writes last, in hand-written SQL.
+
+See ``storage.db.sql`` for why these statements are not built by the ORM.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from storage.db import sql
-from storage.models import Conversation
+from storage.db import connection, sql
+from storage.models import Conversation, Renter
 
 _SAVE_TURN = (
     "UPDATE conversation SET state = $1, data = $2, language = $3, renter_id = $4,"
@@ -46,3 +49,44 @@ async def save_turn(
         ],
     )
     return saved == 1
+
+
+#: Every column of ``renter``; the statement budget tests check the list against the model.
+RENTER_COLUMNS = (
+    "id",
+    "phone",
+    "telegram_id",
+    "name",
+    "language",
+    "opted_out",
+    "opted_out_at",
+    "verified_at",
+    "created_at",
+    "updated_at",
+)
+_READ = (
+    "SELECT c.*, r.id AS renter__id, r.phone AS renter__phone,"
+    " r.telegram_id AS renter__telegram_id, r.name AS renter__name,"
+    " r.language AS renter__language, r.opted_out AS renter__opted_out,"
+    " r.opted_out_at AS renter__opted_out_at, r.verified_at AS renter__verified_at,"
+    " r.created_at AS renter__created_at, r.updated_at AS renter__updated_at"
+    " FROM conversation c LEFT JOIN renter r ON r.id = c.renter_id"
+    " WHERE c.channel = $1 AND c.address = $2"
+)
+
+
+async def read_conversation(
+    channel: str, address: str
+) -> tuple[Conversation, Renter | None] | None:
+    """The conversation with this address and its renter, in one query; None if there is none.
+
+    Rows become models the way Tortoise's own queries make them (``_init_from_db``)."""
+    rows = await connection().execute_query_dict(sql(_READ), [channel, address])
+    if not rows:
+        return None
+    row = rows[0]
+    renter_values = {column: row.pop(f"renter__{column}") for column in RENTER_COLUMNS}
+    conversation = Conversation._init_from_db(**row)
+    if renter_values["id"] is None:
+        return conversation, None
+    return conversation, Renter._init_from_db(**renter_values)

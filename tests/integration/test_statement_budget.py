@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 from bot.app import Runtime
 from storage import db
-from storage.models import Message
+from storage.conversations import RENTER_COLUMNS, read_conversation
+from storage.models import Conversation, Message, Renter
 from tests.conftest import FakeClock
 from tests.support import RecordingChannel, inbound
 
@@ -94,3 +95,29 @@ async def test_a_redelivered_message_writes_nothing(runtime: Runtime, clock: Fak
     assert await Message.all().count() == messages
     # The turn's own writes were rolled back with the refused dedupe row; nothing else wrote.
     assert not [q for q in again if q.lstrip().upper().startswith("UPDATE")], again
+
+
+async def test_the_hand_written_read_gives_what_the_orm_gives(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    assert sorted(RENTER_COLUMNS) == sorted(Renter._meta.fields_db_projection.values())
+    await runtime.engine.handle(inbound("hi", channel="sms", at=clock.now()))
+
+    found = await read_conversation("sms", "+15550100001")
+
+    assert found is not None
+    conversation, renter = found
+    stored = await Conversation.get(channel="sms", address="+15550100001").prefetch_related(
+        "renter"
+    )
+    assert renter is not None and stored.renter is not None
+    assert {f: getattr(renter, f) for f in Renter._meta.db_fields} == {
+        f: getattr(stored.renter, f) for f in Renter._meta.db_fields
+    }
+    assert (conversation.id, conversation.state, conversation.data, conversation.version) == (
+        stored.id,
+        stored.state,
+        stored.data,
+        stored.version,
+    )
+    assert await read_conversation("sms", "+15550100999") is None
