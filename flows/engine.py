@@ -35,8 +35,8 @@ from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
-from storage.conversations import read_conversation, save_turn
-from storage.models import Conversation, Message, ProcessedWebhook, Renter
+from storage.conversations import NewMessage, insert_messages, read_conversation, save_turn
+from storage.models import Conversation, ProcessedWebhook, Renter
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -227,16 +227,6 @@ class ConversationEngine:
                 raise _Raced()
             if result.language:
                 await Renter.filter(id=renter.id).using_db(conn).update(language=result.language)
-            inbound = await Message.create(
-                conversation_id=conversation.id,
-                direction="in",
-                body=text,
-                media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
-                provider_id=message.provider_id,
-                status="received",
-                created_at=message.received_at,
-                using_db=conn,
-            )
             outcome = result.outcome
             if result.apply is not None:
                 applied = await result.apply(conn)
@@ -245,47 +235,65 @@ class ConversationEngine:
                 outcome.alerts += applied.alerts
                 outcome.audits += applied.audits
                 outcome.replies += applied.replies
-            await self._stage_replies(conn, message, conversation.id, inbound.id, outcome, now)
+            await self._stage_messages(conn, message, conversation.id, text, outcome, now)
             await stage_outcome(conn, outcome, now)
         return outcome
 
-    async def _stage_replies(
+    async def _stage_messages(
         self,
         conn: BaseDBAsyncClient,
         message: InboundMessage,
         conversation_id: int,
-        inbound_id: int,
+        text: str,
         outcome: Outcome,
         now: datetime,
     ) -> None:
-        for index, reply in enumerate(outcome.replies):
-            sealed = self.sealer is not None and reply.kind in SEALED_KINDS
-            text = self.sealer.seal(reply.text) if sealed and self.sealer else reply.text
-            outbound = OutboundMessage(
-                channel=message.channel,
-                address=message.address,
-                text=text,
-                choices=reply.choices,
-                kind=reply.kind,
-            )
-            row = await Message.create(
-                conversation_id=conversation_id,
-                direction="out",
+        """Store the inbound message and the replies, and stage a send for each reply."""
+        rows = [
+            NewMessage(
+                direction="in",
                 body=text,
-                sealed=sealed,
-                choices=[[choice.value, choice.label] for choice in reply.choices],
-                status="queued",
-                created_at=now,
-                using_db=conn,
+                status="received",
+                created_at=message.received_at,
+                media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+                provider_id=message.provider_id,
             )
+        ]
+        outbound: list[OutboundMessage] = []
+        for reply in outcome.replies:
+            sealed = self.sealer is not None and reply.kind in SEALED_KINDS
+            body = self.sealer.seal(reply.text) if sealed and self.sealer else reply.text
+            outbound.append(
+                OutboundMessage(
+                    channel=message.channel,
+                    address=message.address,
+                    text=body,
+                    choices=reply.choices,
+                    kind=reply.kind,
+                )
+            )
+            rows.append(
+                NewMessage(
+                    direction="out",
+                    body=body,
+                    status="queued",
+                    created_at=now,
+                    choices=[[choice.value, choice.label] for choice in reply.choices],
+                    sealed=sealed,
+                )
+            )
+        inbound_id, *reply_ids = await insert_messages(conn, conversation_id, rows)
+        for index, (row_id, sent, row) in enumerate(
+            zip(reply_ids, outbound, rows[1:], strict=True)
+        ):
             outcome.effects.append(
                 Effect(
                     kind="send_message",
                     key=f"reply:{inbound_id}:{index}",
                     payload={
-                        "message_id": row.id,
-                        "message": outbound.to_payload(),
-                        "sealed": sealed,
+                        "message_id": row_id,
+                        "message": sent.to_payload(),
+                        "sealed": row.sealed,
                     },
                 )
             )

@@ -5,13 +5,15 @@ See ``storage.db.sql`` for why these statements are not built by the ORM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from storage.db import connection, sql
-from storage.models import Conversation, Renter
+from storage.models import Conversation, Message, Renter
 
 _SAVE_TURN = (
     "UPDATE conversation SET state = $1, data = $2, language = $3, renter_id = $4,"
@@ -90,3 +92,52 @@ async def read_conversation(
     if renter_values["id"] is None:
         return conversation, None
     return conversation, Renter._init_from_db(**renter_values)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    direction: str  # "in" or "out"
+    body: str
+    status: str
+    created_at: datetime
+    media: list[object] = field(default_factory=list)
+    choices: list[object] = field(default_factory=list)
+    sealed: bool = False
+    provider_id: str | None = None
+
+
+_MESSAGE_VALUES = 9
+
+
+async def insert_messages(
+    conn: BaseDBAsyncClient, conversation_id: int, messages: Sequence[NewMessage]
+) -> list[int]:
+    """Insert a turn's messages in one statement; returns their ids in the order given.
+
+    Ids come from one sequence (PostgreSQL) or rowid (SQLite) in the order of the VALUES list,
+    so the returned ids, sorted, line up with ``messages``."""
+    if not messages:
+        return []
+    encode = Message._meta.fields_map["media"].to_db_value
+    groups = []
+    values: list[Any] = []
+    for index, message in enumerate(messages):
+        first = index * _MESSAGE_VALUES
+        groups.append("(" + ", ".join(f"${first + n}" for n in range(1, _MESSAGE_VALUES + 1)) + ")")
+        values += [
+            conversation_id,
+            message.direction,
+            message.body,
+            encode(message.media, Message),
+            message.sealed,
+            encode(message.choices, Message),
+            message.provider_id,
+            message.status,
+            message.created_at,
+        ]
+    statement = (
+        "INSERT INTO message (conversation_id, direction, body, media, sealed, choices,"  # noqa: S608 (only placeholders are joined in)
+        " provider_id, status, created_at) VALUES " + ", ".join(groups) + " RETURNING id"
+    )
+    rows = await conn.execute_query_dict(sql(statement), values)
+    return sorted(int(row["id"]) for row in rows)
