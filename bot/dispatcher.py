@@ -20,8 +20,9 @@ from bot.channels import Channel, ChannelError, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock
 from flows.messages import OutboundMessage
+from storage.conversations import record_send
 from storage.journal import raise_alert, resolve_alert
-from storage.models import Message, OutboxEffect
+from storage.models import OutboxEffect
 from storage.outbox import claim_due_effects, mark_done, mark_failed
 from storage.sealing import Sealer
 
@@ -173,9 +174,11 @@ class MessageSender:
         except Undeliverable as err:
             MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
-            await Message.filter(id=effect.payload["message_id"]).update(status="undeliverable")
+            await record_send(_message_id(effect), status="undeliverable")
             return
-        await Message.filter(id=effect.payload["message_id"]).update(
-            status="sent", provider_id=provider_id
-        )
+        await record_send(_message_id(effect), status="sent", provider_id=provider_id)
         MESSAGES_OUT.labels(message.channel, "sent").inc()
+
+
+def _message_id(effect: OutboxEffect) -> int:
+    return int(str(effect.payload["message_id"]))

@@ -361,7 +361,7 @@ class AccessCodes:
     async def on_deadline(self, event: TimerFired) -> Outcome:
         """The window opens soon: a code that is not confirmed set is an alert, and a backup."""
         code_id = int(event.payload["code"])
-        code = await AccessCode.get_or_none(id=code_id).prefetch_related("lock")
+        code = await AccessCode.get_or_none(id=code_id).select_related("lock")
         if code is None or code.state not in (
             AccessCodeState.PENDING,
             AccessCodeState.PROGRAMMING,
@@ -411,7 +411,7 @@ class AccessCodes:
 
     async def execute_set(self, effect: OutboxEffect) -> None:
         code_id = int(str(effect.payload["code"]))
-        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        code = await AccessCode.get(id=code_id).select_related("lock")
         if effect.payload.get("fresh") and code.state == AccessCodeState.FAILED:
             await self._fresh_pin(code)
         if code.state not in (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING):
@@ -518,7 +518,7 @@ class AccessCodes:
 
     async def execute_remove(self, effect: OutboxEffect) -> None:
         code_id = int(str(effect.payload["code"]))
-        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        code = await AccessCode.get(id=code_id).select_related("lock")
         if code.state == AccessCodeState.REMOVED:
             return
         lock = code.lock
@@ -565,7 +565,7 @@ class AccessCodes:
 
     async def execute_update(self, effect: OutboxEffect) -> None:
         code_id = int(str(effect.payload["code"]))
-        code = await AccessCode.get(id=code_id).prefetch_related("lock")
+        code = await AccessCode.get(id=code_id).select_related("lock")
         if (
             code.state not in (AccessCodeState.SET, AccessCodeState.PROGRAMMING)
             or not code.provider_ref

@@ -178,7 +178,7 @@ class RenterDialog:
         picked = by_code.get(turn.text.upper()) or _pick(turn.text, codes)
         if picked is None:
             return self._stay(turn, Reply(turn.t("dialog.pick_a_number", count=len(codes))))
-        asset = await Asset.get_or_none(code=picked, active=True).prefetch_related("location")
+        asset = await Asset.get_or_none(code=picked, active=True).select_related("location")
         if asset is None:
             return await self._assets(turn, str(turn.data.get("location", "")))
         language = turn.language

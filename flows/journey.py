@@ -144,7 +144,7 @@ class Journey:
 
     async def when(self, turn: Turn, asset_code: str, text: str) -> StepResult:
         """The renter said when: read it in the location's time zone and quote."""
-        asset = await Asset.get_or_none(code=asset_code, active=True).prefetch_related("location")
+        asset = await Asset.get_or_none(code=asset_code, active=True).select_related("location")
         if asset is None:
             return _stay(turn, turn.t("journey.unknown_asset", code=asset_code))
         tz = asset.location.timezone
@@ -213,14 +213,14 @@ class Journey:
     async def pick_alternative(self, turn: Turn) -> StepResult:
         slots = list(turn.data.get("slots", []))
         if turn.text.isdigit() and 1 <= int(turn.text) <= len(slots):
-            asset = await Asset.get(code=str(turn.data["asset"])).prefetch_related("location")
+            asset = await Asset.get(code=str(turn.data["asset"])).select_related("location")
             start, end = slots[int(turn.text) - 1]
             return await self._quote(turn, asset, _at(start), _at(end))
         return await self.when(turn, str(turn.data.get("asset", "")), turn.text)
 
     async def accept_quote(self, turn: Turn) -> StepResult:
         """YES: hold the slot and send the payment link."""
-        asset = await Asset.get(code=str(turn.data["asset"])).prefetch_related("location")
+        asset = await Asset.get(code=str(turn.data["asset"])).select_related("location")
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
         if not await is_free(asset.id, start, end):
             return await self._offer_alternatives(turn, asset, start, end)
@@ -357,7 +357,7 @@ class Journey:
         return StepResult(turn.state, data, outcome)
 
     async def _open(self, turn: Turn, booking: Booking) -> StepResult:
-        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
         window = self._window(asset, booking)
         if not window.contains(turn.now) or booking.state not in (
             BookingState.CONFIRMED,
@@ -411,7 +411,7 @@ class Journey:
             extra = parse_duration(text)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.extend_usage"))
-        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
         new_end = booking.end_at + extra
         if (new_end - booking.start_at).total_seconds() / 60 > asset.max_duration_minutes:
             return _stay(
@@ -576,10 +576,7 @@ class Journey:
         await move(conn, booking, BookingState.CONFIRMED)
         outcome = await self.access.plan_booking_codes(conn, booking)
         asset = (
-            await Asset.filter(id=booking.asset_id)
-            .using_db(conn)
-            .get()
-            .prefetch_related("location")
+            await Asset.filter(id=booking.asset_id).using_db(conn).get().select_related("location")
         )
         window = self._window(asset, booking)
         ref = booking.reference
@@ -617,10 +614,7 @@ class Journey:
     async def _apply_extension(self, conn: BaseDBAsyncClient, extension: Extension) -> Outcome:
         booking = await Booking.filter(id=extension.booking_id).using_db(conn).get()
         asset = (
-            await Asset.filter(id=booking.asset_id)
-            .using_db(conn)
-            .get()
-            .prefetch_related("location")
+            await Asset.filter(id=booking.asset_id).using_db(conn).get().select_related("location")
         )
         now = self.clock.now()
         await Booking.filter(id=booking.id).using_db(conn).update(end_at=extension.new_end_at)
@@ -1399,7 +1393,7 @@ class Journey:
         return codes
 
     async def _pin_text(self, booking: Booking, codes: list[AccessCode], language: str) -> str:
-        asset = await Asset.get(id=booking.asset_id).prefetch_related("location")
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
         tz = asset.location.timezone
         t = self.translator
         lines = [

@@ -141,3 +141,12 @@ async def insert_messages(
     )
     rows = await conn.execute_query_dict(sql(statement), values)
     return sorted(int(row["id"]) for row in rows)
+
+
+_RECORD_SEND = "UPDATE message SET status = $1, provider_id = $2 WHERE id = $3"
+
+
+async def record_send(message_id: int, *, status: str, provider_id: str | None = None) -> None:
+    """What became of sending an outbound message: ``sent`` with the provider's id for it, or
+    ``undeliverable``."""
+    await connection().execute_query(sql(_RECORD_SEND), [status, provider_id, message_id])
