@@ -1191,7 +1191,22 @@ class Journey:
         return claimed
 
     async def _deposit_not_held(self, booking: Booking, why: str) -> None:
+        """Ops decide what happens to a booking whose deposit could not be held; the renter
+        hears that their booking stands and that a person will be in touch."""
+        now = self.clock.now()
         async with in_transaction() as conn:
+            language = await self._language(conn, booking)
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.deposit_not_held",
+                now=now,
+                kind="receipt",
+                params={
+                    "reference": booking.reference,
+                    "deposit": money(booking.deposit_cents, booking.currency, language),
+                },
+            )
             await stage_outcome(
                 conn,
                 Outcome(
@@ -1204,7 +1219,7 @@ class Journey:
                         )
                     ]
                 ),
-                self.clock.now(),
+                now,
             )
 
     async def execute_release_deposit(self, effect: OutboxEffect) -> None:

@@ -323,11 +323,15 @@ async def test_confirmation_waits_for_the_deposit_hold(
 
     runtime.payments.place_hold = card_refuses  # type: ignore[method-assign]
     await pay(client, link)
-    await renter.say(image=PNG)
+    told = await renter.say(image=PNG)
     [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
     await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
-    await renter.inbox()
+    told += await renter.inbox()
     booking = await Booking.get()
+    assert any(
+        "did not accept the $100.00 deposit hold" in text and booking.reference in text
+        for text in told
+    ), told
     assert booking.state == BookingState.AWAITING_ID, "no code without the deposit"
     assert await OpsAlert.filter(kind="deposit_not_held").exists()
     assert not await AccessCode.filter(booking=booking).exists()
