@@ -136,6 +136,7 @@ class ConversationEngine:
         on_turn: Callable[[InboundMessage, TurnResult, float], None] | None = None,
         max_attempts: int = 5,
         sealer: Sealer | None = None,
+        max_concurrent_turns: int = 16,
     ) -> None:
         self.dialog = dialog
         self.translator = translator
@@ -145,6 +146,10 @@ class ConversationEngine:
         self.sealer = sealer
         self.max_attempts = max_attempts
         self._locks = _AddressLocks()
+        #: Turns running at once in this process. Past it, webhooks wait their turn holding no
+        #: connection, so under a flood the outbox still gets connections and replies keep
+        #: going out, and memory stays bounded by the turns running rather than those waiting.
+        self._slots = asyncio.Semaphore(max_concurrent_turns)
 
     async def handle(self, message: InboundMessage) -> TurnResult:
         """Run one renter turn; a message seen before (same provider id) is dropped."""
@@ -156,7 +161,7 @@ class ConversationEngine:
 
     async def _handle(self, message: InboundMessage) -> TurnResult:
         dedupe_provider = f"msg:{message.channel}"
-        async with self._locks.hold((message.channel, message.address)):
+        async with self._locks.hold((message.channel, message.address)), self._slots:
             for _attempt in range(self.max_attempts):
                 if message.media and await self._seen(dedupe_provider, message):
                     return TurnResult.DUPLICATE

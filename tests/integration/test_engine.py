@@ -103,6 +103,26 @@ async def test_two_addresses_are_handled_concurrently(database: str, clock: Fake
     assert sorted(dialog.finished) == ["quick", "slow"]
 
 
+async def test_a_flood_runs_a_bounded_number_of_turns_at_once(
+    database: str, clock: FakeClock
+) -> None:
+    dialog = GatedDialog()
+    engine = ConversationEngine(dialog, TRANSLATOR, clock, max_concurrent_turns=2)
+    texts = [f"slow{i}" for i in range(4)]
+    for text in texts:
+        dialog.gates[text] = asyncio.Event()
+    turns = [
+        asyncio.create_task(engine.handle(inbound(text, address=f"+1555010000{i}", at=clock.now())))
+        for i, text in enumerate(texts)
+    ]
+    await asyncio.sleep(0.1)
+    assert len(dialog.started) == 2, "two turns run, the others wait"
+    for text in texts:
+        dialog.gates[text].set()
+    assert await asyncio.wait_for(asyncio.gather(*turns), timeout=10) == [TurnResult.HANDLED] * 4
+    assert sorted(dialog.finished) == texts
+
+
 async def test_crash_between_commit_and_send_resends_once(database: str, clock: FakeClock) -> None:
     await small_inventory()
     message = inbound("hi", at=clock.now(), provider_id="SM-crash")
