@@ -78,13 +78,7 @@ class OutboxDispatcher:
             )
             if not effects:
                 return attempted
-            outcomes = await asyncio.gather(*(self._execute(effect) for effect in effects))
-            done = [effect for effect, ok in zip(effects, outcomes, strict=True) if ok]
-            now = self.clock.now()
-            await mark_done(done, now)
-            for effect in done:
-                if effect.alerted:
-                    await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
+            await asyncio.gather(*(self._execute(effect) for effect in effects))
             attempted += len(effects)
             if len(effects) < self.batch_size:
                 # A short batch took everything that was due; what became due since then
@@ -102,8 +96,7 @@ class OutboxDispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_interval)
 
-    async def _execute(self, effect: OutboxEffect) -> bool:
-        """Run one effect; True when it succeeded (the caller marks the batch done)."""
+    async def _execute(self, effect: OutboxEffect) -> None:
         executor = self.executors.get(effect.kind)
         try:
             if executor is None:
@@ -112,8 +105,14 @@ class OutboxDispatcher:
                 await executor(effect)
         except Exception as err:
             await self._failed(effect, err)
-            return False
-        return True
+            return
+        # Marked done at once, not with the rest of the batch: a worker killed in between runs
+        # this effect again after the lease, so the window between the two stays as short as
+        # it can be.
+        now = self.clock.now()
+        await mark_done([effect], now)
+        if effect.alerted:
+            await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()

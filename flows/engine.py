@@ -35,7 +35,13 @@ from flows.i18n import LanguageSources, Translator, pick_language
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
-from storage.conversations import NewMessage, insert_messages, read_conversation, save_turn
+from storage.conversations import (
+    NewMessage,
+    claim_message,
+    insert_messages,
+    read_conversation,
+    save_turn,
+)
 from storage.models import Conversation, ProcessedWebhook, Renter
 from storage.sealing import Sealer
 
@@ -213,12 +219,7 @@ class ConversationEngine:
         )
         result = await self.dialog.step(turn)
         async with in_transaction() as conn:
-            await ProcessedWebhook.create(
-                provider=dedupe_provider,
-                event_id=message.provider_id,
-                received_at=now,
-                using_db=conn,
-            )
+            await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
                 conn,
                 conversation,

@@ -150,3 +150,16 @@ async def record_send(message_id: int, *, status: str, provider_id: str | None =
     """What became of sending an outbound message: ``sent`` with the provider's id for it, or
     ``undeliverable``."""
     await connection().execute_query(sql(_RECORD_SEND), [status, provider_id, message_id])
+
+
+_CLAIM_MESSAGE = (
+    "INSERT INTO processed_webhook (provider, event_id, received_at) VALUES ($1, $2, $3)"
+)
+
+
+async def claim_message(
+    conn: BaseDBAsyncClient, provider: str, event_id: str, *, at: datetime
+) -> None:
+    """Record in the turn's transaction that this provider message is being handled; a second
+    delivery of it fails here with IntegrityError (the unique ``(provider, event_id)``)."""
+    await conn.execute_query(sql(_CLAIM_MESSAGE), [provider, event_id, at])
