@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
 from locks.pins import violations
 from locks.port import (
     CodeConstraints,
@@ -75,26 +78,36 @@ class SimulatedLockProvider:
         return self._device(lock)
 
     async def create_code(self, request: CodeRequest) -> ProgrammedCode:
-        await self._lock(request.device_id)
+        lock = await self._lock(request.device_id)
         if request.pin is None:
             raise LockRejected(RejectionReason.INVALID_CODE, "a simulated lock needs a PIN")
         if violations(request.pin, CONSTRAINTS):
             raise LockRejected(RejectionReason.INVALID_CODE, "the PIN breaks the lock's rules")
-        active = await self._active(request.device_id)
+        # A keypad refuses a PIN it already holds, whoever asks at the same moment: the check and
+        # the insert run under the lock row's row lock, so two workers cannot both add it.
+        async with in_transaction() as conn:
+            await Lock.filter(id=lock.id).using_db(conn).select_for_update().get()
+            return await self._add_code(request, request.pin, conn)
+
+    async def _add_code(
+        self, request: CodeRequest, pin: str, conn: BaseDBAsyncClient
+    ) -> ProgrammedCode:
+        active = await self._active(request.device_id, conn)
         if len(active) >= (CONSTRAINTS.max_active_codes or len(active) + 1):
             raise LockRejected(RejectionReason.NO_SPACE, "the lock holds no more codes")
         for code in active:
-            if self.sealer.open(code.pin_encrypted) == request.pin:
+            if self.sealer.open(code.pin_encrypted) == pin:
                 raise LockRejected(RejectionReason.DUPLICATE_CODE, "the lock has this PIN already")
         row = await SimulatedCode.create(
             device_id=request.device_id,
             name=request.name,
-            pin_encrypted=self.sealer.seal(request.pin),
+            pin_encrypted=self.sealer.seal(pin),
             starts_at=request.starts_at,
             ends_at=request.ends_at,
             created_at=self.now(),
+            using_db=conn,
         )
-        return self._programmed(row, request.pin)
+        return self._programmed(row, pin)
 
     async def update_code_window(
         self, device_id: str, provider_ref: str, starts_at: datetime, ends_at: datetime
@@ -140,9 +153,13 @@ class SimulatedLockProvider:
         await SimulatedUnlock.create(device_id=device_id, source="keypad", accepted=accepted, at=at)
         return accepted
 
-    async def _active(self, device_id: str) -> list[SimulatedCode]:
-        return await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True).order_by(
-            "id"
+    async def _active(
+        self, device_id: str, conn: BaseDBAsyncClient | None = None
+    ) -> list[SimulatedCode]:
+        return (
+            await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True)
+            .using_db(conn)
+            .order_by("id")
         )
 
     async def _code(self, device_id: str, provider_ref: str) -> SimulatedCode:
