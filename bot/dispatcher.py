@@ -110,7 +110,7 @@ class OutboxDispatcher:
         # this effect again after the lease, so the window between the two stays as short as
         # it can be.
         now = self.clock.now()
-        await mark_done([effect], now)
+        await mark_done(effect, now)
         if effect.alerted:
             await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
 

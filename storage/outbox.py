@@ -115,11 +115,10 @@ async def claim_due_effects(now: datetime, *, limit: int, lease: timedelta) -> l
     return rows
 
 
-async def mark_done(effects: Sequence[OutboxEffect], now: datetime) -> None:
-    if effects:
-        await OutboxEffect.filter(id__in=[effect.id for effect in effects]).update(
-            state=EffectState.DONE, done_at=now, last_error=""
-        )
+async def mark_done(effect: OutboxEffect, now: datetime) -> None:
+    await OutboxEffect.filter(id=effect.id).update(
+        state=EffectState.DONE, done_at=now, last_error=""
+    )
 
 
 async def mark_failed(
