@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -29,6 +31,11 @@ from storage.sealing import Sealer
 log = logging.getLogger(__name__)
 
 EffectExecutor = Callable[[OutboxEffect], Awaitable[None]]
+
+
+def this_worker() -> str:
+    """How this process signs the effects and timers it claims: host and process id."""
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,12 @@ class OutboxDispatcher:
         batch_size: int = 50,
         lease: timedelta = timedelta(minutes=2),
         effect_timeout: float = 30.0,
+        worker: str | None = None,
     ) -> None:
+        # An effect must finish (or time out) well inside its lease, or another worker would
+        # claim it while it still runs.
+        if effect_timeout >= lease.total_seconds() / 2:
+            raise ValueError("an effect's timeout must stay well inside its lease")
         self.clock = clock
         self.executors = dict(executors)
         self.policy = policy or RetryPolicy()
@@ -64,6 +76,7 @@ class OutboxDispatcher:
         self.batch_size = batch_size
         self.lease = lease
         self.effect_timeout = effect_timeout
+        self.worker = worker or this_worker()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -74,7 +87,7 @@ class OutboxDispatcher:
         attempted = 0
         while True:
             effects = await claim_due_effects(
-                self.clock.now(), limit=self.batch_size, lease=self.lease
+                self.clock.now(), limit=self.batch_size, lease=self.lease, worker=self.worker
             )
             if not effects:
                 return attempted
@@ -110,7 +123,9 @@ class OutboxDispatcher:
         # this effect again after the lease, so the window between the two stays as short as
         # it can be.
         now = self.clock.now()
-        await mark_done(effect, now)
+        if not await mark_done(effect, now):
+            _taken_over(effect)
+            return
         if effect.alerted:
             await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
 
@@ -143,9 +158,20 @@ class OutboxDispatcher:
                 params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
             )
         retry_at = None if give_up else now + self.policy.delay(effect.attempts, self.rng)
-        await mark_failed(
+        if not await mark_failed(
             effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
-        )
+        ):
+            _taken_over(effect)
+
+
+def _taken_over(effect: OutboxEffect) -> None:
+    log.warning(
+        "effect %s (%s) attempt %d outlasted its lease and was claimed again; its result is"
+        " left to the newer claim",
+        effect.id,
+        effect.kind,
+        effect.attempts,
+    )
 
 
 def _group(effect: OutboxEffect) -> str:

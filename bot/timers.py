@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.dispatcher import RetryPolicy
+from bot.dispatcher import RetryPolicy, this_worker
 from bot.metrics import TIMER_LATENESS
 from flows.clock import Clock
 from flows.timers import TimerHandler, fire_timer
-from storage.timers import claim_due_timers, next_due_at, retry_timer
+from storage.timers import TimerTakenOver, claim_due_timers, next_due_at, retry_timer
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ class TimerRunner:
         lease: timedelta = timedelta(minutes=2),
         safety_interval: float = 5.0,
         policy: RetryPolicy | None = None,
+        worker: str | None = None,
     ) -> None:
         self.clock = clock
+        self.worker = worker or this_worker()
         self.handlers = dict(handlers)
         self.batch_size = batch_size
         self.lease = lease
@@ -54,17 +56,25 @@ class TimerRunner:
         async with self._running:
             while True:
                 now = self.clock.now()
-                timers = await claim_due_timers(now, limit=self.batch_size, lease=self.lease)
+                timers = await claim_due_timers(
+                    now, limit=self.batch_size, lease=self.lease, worker=self.worker
+                )
                 if not timers:
                     break
                 for timer in timers:
                     try:
                         await fire_timer(timer, self.handlers, self.clock.now())
+                    except TimerTakenOver:
+                        log.warning(
+                            "timer %s (%s) outlasted its lease; the newer claim fires it",
+                            timer.id,
+                            timer.kind,
+                        )
                     except Exception as err:
                         log.warning(
                             "timer %s (%s) failed: %s", timer.id, timer.kind, type(err).__name__
                         )
-                        delay = self.policy.delay(timer.attempts + 1, self._rng)
+                        delay = self.policy.delay(timer.attempts, self._rng)
                         await retry_timer(timer, self.clock.now() + delay)
                     else:
                         fired += 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
@@ -418,15 +419,13 @@ class AccessCodes:
             return  # already set, or revoked meanwhile
         lock = code.lock
         provider = self._provider(lock)
-        await AccessCode.filter(id=code.id).update(state=AccessCodeState.PROGRAMMING)
-        request = CodeRequest(
-            device_id=lock.device_id,
-            pin=self.sealer.open(code.pin_encrypted) if code.pin_encrypted else None,
-            starts_at=code.starts_at,
-            ends_at=code.ends_at,
-            name=f"{code.label} #{code.id}",
-            timezone=lock.timezone,
-        )
+        # Only from a state that wants the code: a revocation since the read above stands.
+        programming = await AccessCode.filter(
+            id=code.id, state__in=(AccessCodeState.PENDING, AccessCodeState.PROGRAMMING)
+        ).update(state=AccessCodeState.PROGRAMMING)
+        if not programming:
+            return
+        request = self._request(code, lock)
         try:
             programmed = await provider.create_code(request)
         except LockRejected as err:
@@ -473,10 +472,37 @@ class AccessCodes:
             existing = await provider.list_codes(lock.device_id)
         except LockError:
             return None
-        for programmed in existing:
-            if programmed.pin == request.pin and programmed.starts_at == request.starts_at:
-                return programmed
-        return None
+        return next((c for c in existing if _same_code(c, request)), None)
+
+    async def _unrecorded(self, code: AccessCode, lock: Lock) -> ProgrammedCode | None:
+        """The code on the lock that a set attempt created without recording it (its worker
+        died between the lock's answer and the database), or None.
+
+        The lock is only asked when an attempt was made: a code revoked before its programming
+        time never reached it."""
+        if not code.pin_encrypted:
+            return None
+        attempted = await OutboxEffect.filter(
+            Q(idempotency_key=f"access:set:{code.id}")
+            | Q(idempotency_key__startswith=f"access:set:{code.id}:"),
+            attempts__gt=0,
+        ).exists()
+        if not attempted:
+            return None
+        request = self._request(code, lock)
+        existing = await self._provider(lock).list_codes(lock.device_id)
+        return next((c for c in existing if _same_code(c, request)), None)
+
+    def _request(self, code: AccessCode, lock: Lock) -> CodeRequest:
+        """What the lock is asked to hold for ``code``."""
+        return CodeRequest(
+            device_id=lock.device_id,
+            pin=self.sealer.open(code.pin_encrypted) if code.pin_encrypted else None,
+            starts_at=code.starts_at,
+            ends_at=code.ends_at,
+            name=f"{code.label} #{code.id}",
+            timezone=lock.timezone,
+        )
 
     async def _fresh_pin(self, code: AccessCode) -> None:
         lock = code.lock
@@ -524,6 +550,9 @@ class AccessCodes:
         lock = code.lock
         now = self.clock.now()
         if code.provider_ref is None:
+            unrecorded = await self._unrecorded(code, lock)
+            if unrecorded is not None:
+                await self._provider(lock).delete_code(lock.device_id, unrecorded.provider_ref)
             await AccessCode.filter(id=code.id, provider_ref__isnull=True).update(
                 state=AccessCodeState.REMOVED
             )
@@ -698,6 +727,11 @@ def _computes_own_pin(lock: Lock) -> bool:
     """Locks that only take offline, algorithmic codes choose their PIN themselves."""
     capabilities = capabilities_from_json(lock.capabilities, lock.provider)
     return LockCapability.OFFLINE_CODES in capabilities and lock.provider == "igloohome"
+
+
+def _same_code(programmed: ProgrammedCode, request: CodeRequest) -> bool:
+    """The code on the lock is the one ``request`` asked for: its PIN from its start."""
+    return programmed.pin == request.pin and programmed.starts_at == request.starts_at
 
 
 def _remove_effect(code_id: int) -> Effect:

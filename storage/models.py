@@ -413,6 +413,8 @@ class OutboxEffect(Model):
     next_attempt_at = fields.DatetimeField()
     last_error = fields.CharField(max_length=500, default="")
     alerted = fields.BooleanField(default=False)
+    #: The worker that claimed it last ("host/pid"): whose lease ``next_attempt_at`` is.
+    claimed_by = fields.CharField(max_length=100, default="")
     created_at = fields.DatetimeField()
     done_at = fields.DatetimeField(null=True)
 
@@ -432,6 +434,8 @@ class Timer(Model):
     attempts = fields.IntField(default=0)
     #: While a worker runs the timer, other workers leave it alone until this passes.
     claimed_until = fields.DatetimeField(null=True)
+    #: The worker that claimed it last ("host/pid").
+    claimed_by = fields.CharField(max_length=100, default="")
     created_at = fields.DatetimeField()
     fired_at = fields.DatetimeField(null=True)
 

@@ -3,6 +3,10 @@
 On PostgreSQL due rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several workers never run the
 same row; claiming pushes ``next_attempt_at`` forward by a lease, so a row whose worker died is
 claimed again once the lease runs out (at least once). On SQLite one worker runs.
+
+Each claim records the worker and counts the attempt; the attempt number fences the result: a
+worker whose lease ran out and was taken over cannot mark the row done, failed or dead under the
+worker that holds it now.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from storage.models import EffectState, OutboxEffect
 
 _INSERT_EFFECT = (
     "INSERT INTO outbox_effect (kind, payload, idempotency_key, state, critical, attempts,"
-    " next_attempt_at, last_error, alerted, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, 0, $6, '', $7, $8)"
+    " next_attempt_at, last_error, alerted, claimed_by, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, 0, $6, '', $7, '', $8)"
     " ON CONFLICT (idempotency_key) DO NOTHING"
 )
 
@@ -80,18 +84,22 @@ _CLAIM_POSTGRES = (
     "WITH due AS ("
     " SELECT id FROM outbox_effect WHERE state = $1 AND next_attempt_at <= $2"
     " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
-    ") UPDATE outbox_effect SET next_attempt_at = $4, attempts = outbox_effect.attempts + 1"
-    " FROM due WHERE outbox_effect.id = due.id RETURNING outbox_effect.*"
+    ") UPDATE outbox_effect SET next_attempt_at = $4, attempts = outbox_effect.attempts + 1,"
+    " claimed_by = $5 FROM due WHERE outbox_effect.id = due.id RETURNING outbox_effect.*"
 )
 
 
-async def claim_due_effects(now: datetime, *, limit: int, lease: timedelta) -> list[OutboxEffect]:
-    """Claim up to ``limit`` due effects for this worker, for the length of ``lease``."""
+async def claim_due_effects(
+    now: datetime, *, limit: int, lease: timedelta, worker: str
+) -> list[OutboxEffect]:
+    """Claim up to ``limit`` due effects for ``worker``, for the length of ``lease``."""
     if dialect() == "postgres":
         conn = connection()
         claimed: list[OutboxEffect] = await conn.executor_class(
             model=OutboxEffect, db=conn
-        ).execute_select(_CLAIM_POSTGRES, [EffectState.PENDING.value, now, limit, now + lease])
+        ).execute_select(
+            _CLAIM_POSTGRES, [EffectState.PENDING.value, now, limit, now + lease, worker]
+        )
         return sorted(claimed, key=lambda effect: effect.id)
     async with in_transaction() as conn:
         rows = (
@@ -107,30 +115,38 @@ async def claim_due_effects(now: datetime, *, limit: int, lease: timedelta) -> l
         await (
             OutboxEffect.filter(id__in=ids)
             .using_db(conn)
-            .update(next_attempt_at=now + lease, attempts=F("attempts") + 1)
+            .update(next_attempt_at=now + lease, attempts=F("attempts") + 1, claimed_by=worker)
         )
     for row in rows:
         row.attempts += 1
         row.next_attempt_at = now + lease
+        row.claimed_by = worker
     return rows
 
 
-async def mark_done(effect: OutboxEffect, now: datetime) -> None:
-    await OutboxEffect.filter(id=effect.id).update(
-        state=EffectState.DONE, done_at=now, last_error=""
-    )
+def _held(effect: OutboxEffect) -> Any:
+    """The row as long as this claim holds it: still pending, and not claimed again since."""
+    return OutboxEffect.filter(id=effect.id, state=EffectState.PENDING, attempts=effect.attempts)
+
+
+async def mark_done(effect: OutboxEffect, now: datetime) -> bool:
+    """Mark the claimed effect done; False when another claim has taken it over meanwhile."""
+    changed: int = await _held(effect).update(state=EffectState.DONE, done_at=now, last_error="")
+    return changed > 0
 
 
 async def mark_failed(
     effect: OutboxEffect, *, error: str, retry_at: datetime | None, alerted: bool
-) -> None:
-    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row."""
+) -> bool:
+    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row.
+    False when another claim has taken the effect over meanwhile (its result stands)."""
     update: dict[str, Any] = {"last_error": error[:500], "alerted": alerted}
     if retry_at is None:
         update["state"] = EffectState.DEAD
     else:
         update["next_attempt_at"] = retry_at
-    await OutboxEffect.filter(id=effect.id).update(**update)
+    changed: int = await _held(effect).update(**update)
+    return changed > 0
 
 
 async def pending_count() -> int:

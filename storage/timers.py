@@ -52,8 +52,10 @@ def _due(now: datetime) -> Q:
     )
 
 
-async def claim_due_timers(now: datetime, *, limit: int, lease: timedelta) -> list[Timer]:
-    """Claim up to ``limit`` due timers for this worker for the length of ``lease``."""
+async def claim_due_timers(
+    now: datetime, *, limit: int, lease: timedelta, worker: str
+) -> list[Timer]:
+    """Claim up to ``limit`` due timers for ``worker`` for the length of ``lease``."""
     async with in_transaction() as conn:
         rows = (
             await Timer.filter(_due(now))
@@ -67,21 +69,42 @@ async def claim_due_timers(now: datetime, *, limit: int, lease: timedelta) -> li
         await (
             Timer.filter(id__in=[row.id for row in rows])
             .using_db(conn)
-            .update(claimed_until=now + lease, attempts=F("attempts") + 1)
+            .update(claimed_until=now + lease, attempts=F("attempts") + 1, claimed_by=worker)
         )
+    for row in rows:
+        row.attempts += 1
+        row.claimed_until = now + lease
+        row.claimed_by = worker
     return rows
 
 
+class TimerTakenOver(RuntimeError):
+    """The timer's lease ran out while it fired and another claim holds it now."""
+
+
 async def finish_timer(conn: BaseDBAsyncClient, timer: Timer, now: datetime) -> None:
-    await (
-        Timer.filter(id=timer.id)
+    """Mark the claimed timer done in the handler's transaction.
+
+    Raises ``TimerTakenOver`` (rolling the transaction back) when another claim holds the timer
+    now: that claim fires it and stages its outcome. A timer moved to a new time while it fired
+    stays pending for that time."""
+    done = await (
+        Timer.filter(id=timer.id, state=TimerState.PENDING, attempts=timer.attempts)
+        .filter(due_at=timer.due_at)
         .using_db(conn)
         .update(state=TimerState.DONE, fired_at=now, key=None, claimed_until=None)
     )
+    if done:
+        return
+    row = await Timer.filter(id=timer.id).using_db(conn).first()
+    if row is not None and row.attempts != timer.attempts:
+        raise TimerTakenOver(f"timer {timer.id} was claimed again while it fired")
 
 
 async def retry_timer(timer: Timer, retry_at: datetime) -> None:
-    await Timer.filter(id=timer.id, state=TimerState.PENDING).update(claimed_until=retry_at)
+    await Timer.filter(id=timer.id, state=TimerState.PENDING, attempts=timer.attempts).update(
+        claimed_until=retry_at
+    )
 
 
 async def next_due_at() -> datetime | None:

@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 from bot.app import Runtime
 from flows.access import AccessPlanError
 from flows.staging import stage_outcome
-from locks import CodeRequest
+from locks import CodeRequest, ProgrammedCode
 from locks.windows import AccessWindow
 from storage.models import (
     AccessCode,
@@ -95,6 +95,54 @@ async def test_cancellation_revokes_at_once(runtime: Runtime, clock: FakeClock) 
     assert not await keypad(runtime, codes[0].lock, pin, START + timedelta(hours=1))
     clock.current = END + timedelta(hours=1)
     await settle(runtime)  # the end-of-window timer was cancelled: nothing left to do
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+
+
+async def test_a_code_set_by_a_worker_that_died_unrecorded_is_taken_off_on_cancel(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    lock_provider = simulated(runtime)
+    reached_lock = lock_provider.create_code
+
+    async def dies_after_the_lock_answered(request: CodeRequest) -> ProgrammedCode:
+        await reached_lock(request)
+        raise ConnectionResetError("the worker died before recording the code")
+
+    monkeypatch.setattr(lock_provider, "create_code", dies_after_the_lock_answered)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    codes = await codes_of(booking)
+    assert {c.provider_ref for c in codes} == {None}, "nothing recorded"
+    pin = runtime.access.sealer.open(codes[0].pin_encrypted)
+    gate = next(c.lock for c in codes if c.lock.shared)
+    assert await keypad(runtime, gate, pin, START), "yet the codes are on the locks"
+    monkeypatch.undo()
+    async with in_transaction() as conn:
+        outcome = await runtime.access.revoke(conn, codes, actor="renter:1", reason="cancelled")
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    for code in codes:
+        assert not await keypad(runtime, code.lock, pin, START), code.lock.key
+    clock.advance(timedelta(minutes=5))  # the interrupted set attempts come round again
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    for code in codes:
+        assert await lock_provider.list_codes(code.lock.device_id) == [], code.lock.key
+
+
+async def test_a_code_revoked_before_programming_time_is_not_looked_for_on_the_lock(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    booking = await confirmed_booking(runtime)  # days ahead: nothing programmed yet
+    await settle(runtime)
+    simulated(runtime).offline.update({"sim-harbor-t1", "sim-harbor-gate"})
+    codes = await codes_of(booking)
+    async with in_transaction() as conn:
+        outcome = await runtime.access.revoke(conn, codes, actor="renter:1", reason="cancelled")
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
 
 

@@ -119,8 +119,11 @@ async def test_a_claimed_effect_of_a_dead_worker_is_taken_over(
     from storage.outbox import claim_due_effects
 
     await _stage(clock, "orphan")
-    claimed = await claim_due_effects(clock.now(), limit=10, lease=timedelta(minutes=2))
+    claimed = await claim_due_effects(
+        clock.now(), limit=10, lease=timedelta(minutes=2), worker="box-a/41"
+    )
     assert [e.idempotency_key for e in claimed] == ["orphan"]
+    assert (await OutboxEffect.get(idempotency_key="orphan")).claimed_by == "box-a/41"
     # That worker died before finishing. Within the lease nobody else takes it ...
     executor = FlakyExecutor(failures=0)
     dispatcher = _dispatcher(clock, executor, RetryPolicy())
@@ -129,3 +132,28 @@ async def test_a_claimed_effect_of_a_dead_worker_is_taken_over(
     clock.advance(timedelta(minutes=2, seconds=1))
     assert await dispatcher.run_once() == 1
     assert executor.succeeded == ["orphan"]
+
+
+async def test_a_claim_that_outlasted_its_lease_cannot_overrule_the_newer_one(
+    database: str, clock: FakeClock
+) -> None:
+    from storage.outbox import claim_due_effects, mark_done, mark_failed
+
+    await _stage(clock, "slow")
+    lease = timedelta(minutes=2)
+    [stale] = await claim_due_effects(clock.now(), limit=10, lease=lease, worker="box-a/41")
+    clock.advance(lease + timedelta(seconds=1))
+    [newer] = await claim_due_effects(clock.now(), limit=10, lease=lease, worker="box-b/7")
+    assert (stale.attempts, newer.attempts) == (1, 2)
+    # The first worker comes back late: its failure neither reschedules nor kills the effect ...
+    assert not await mark_failed(stale, error="ConnectionError", retry_at=None, alerted=False)
+    row = await OutboxEffect.get(idempotency_key="slow")
+    assert row.state == EffectState.PENDING and row.claimed_by == "box-b/7"
+    assert row.next_attempt_at == clock.now() + lease and row.last_error == ""
+    # ... nor does its success end the newer claim's run; the newer claim marks it done.
+    assert not await mark_done(stale, clock.now())
+    assert await mark_done(newer, clock.now())
+    row = await OutboxEffect.get(idempotency_key="slow")
+    assert row.state == EffectState.DONE
+    assert not await mark_failed(newer, error="late", retry_at=clock.now(), alerted=False)
+    assert (await OutboxEffect.get(idempotency_key="slow")).state == EffectState.DONE

@@ -152,3 +152,55 @@ async def test_workers_starting_together_set_a_recurring_timer_once(
         )
     )
     assert await Timer.filter(key="every-day").count() == 1
+
+
+class Held(Recorder):
+    """A handler that waits for ``release`` on its first call, as a slow lock cloud would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, event: TimerFired) -> Outcome:
+        if not self.fired:
+            self.started.set()
+            await self.release.wait()
+        return await super().__call__(event)
+
+
+async def test_a_firing_that_outlasted_its_lease_leaves_the_timer_to_the_newer_claim(
+    database: str, clock: FakeClock
+) -> None:
+    await _set(clock.now(), clock.now())
+    slow, fast = Held(), Recorder()
+    lease = timedelta(minutes=2)
+    slow_run = asyncio.create_task(
+        TimerRunner(clock, {"remind": slow}, lease=lease, worker="box-a/41").run_due()
+    )
+    await asyncio.wait_for(slow.started.wait(), 5)
+    clock.advance(lease + timedelta(seconds=1))
+    assert await TimerRunner(clock, {"remind": fast}, worker="box-b/7").run_due() == 1
+    slow.release.set()
+    assert await slow_run == 0, "the late firing does not count"
+    timer = await Timer.get()
+    assert timer.state == TimerState.DONE and timer.claimed_by == "box-b/7"
+    assert await AuditEvent.filter(action="timer.fired").count() == 1, "one outcome staged"
+    assert await OutboxEffect.filter(idempotency_key__startswith="timer-effect:").count() == 1
+
+
+async def test_a_timer_moved_while_it_fires_stays_pending_for_its_new_time(
+    database: str, clock: FakeClock
+) -> None:
+    await _set(clock.now(), clock.now(), key="end:1")
+    handler = Held()
+    run = asyncio.create_task(TimerRunner(clock, {"remind": handler}).run_due())
+    await asyncio.wait_for(handler.started.wait(), 5)
+    await _set(clock.now(), clock.now() + timedelta(hours=2), key="end:1")  # extended meanwhile
+    handler.release.set()
+    await run
+    timer = await Timer.get()
+    assert timer.state == TimerState.PENDING and timer.due_at == clock.now() + timedelta(hours=2)
+    clock.advance(timedelta(hours=2))
+    assert await TimerRunner(clock, {"remind": Recorder()}).run_due() == 1
+    assert (await Timer.get()).state == TimerState.DONE
