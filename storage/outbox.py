@@ -124,15 +124,29 @@ async def claim_due_effects(
     return rows
 
 
-def _held(effect: OutboxEffect) -> Any:
-    """The row as long as this claim holds it: still pending, and not claimed again since."""
-    return OutboxEffect.filter(id=effect.id, state=EffectState.PENDING, attempts=effect.attempts)
+#: Every write of a claim's result holds only while the claim does: the row is still pending and
+#: not claimed again since (``attempts`` is the claim's number).
+_MARK_DONE = (
+    "UPDATE outbox_effect SET state = $1, done_at = $2, last_error = ''"
+    " WHERE id = $3 AND state = $4 AND attempts = $5"
+)
+_MARK_RETRY = (
+    "UPDATE outbox_effect SET last_error = $1, alerted = $2, next_attempt_at = $3"
+    " WHERE id = $4 AND state = $5 AND attempts = $6"
+)
+_MARK_DEAD = (
+    "UPDATE outbox_effect SET last_error = $1, alerted = $2, state = $3"
+    " WHERE id = $4 AND state = $5 AND attempts = $6"
+)
 
 
 async def mark_done(effect: OutboxEffect, now: datetime) -> bool:
     """Mark the claimed effect done; False when another claim has taken it over meanwhile."""
-    changed: int = await _held(effect).update(state=EffectState.DONE, done_at=now, last_error="")
-    return changed > 0
+    changed, _ = await connection().execute_query(
+        sql(_MARK_DONE),
+        [EffectState.DONE.value, now, effect.id, EffectState.PENDING.value, effect.attempts],
+    )
+    return bool(changed)
 
 
 async def mark_failed(
@@ -140,13 +154,14 @@ async def mark_failed(
 ) -> bool:
     """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row.
     False when another claim has taken the effect over meanwhile (its result stands)."""
-    update: dict[str, Any] = {"last_error": error[:500], "alerted": alerted}
-    if retry_at is None:
-        update["state"] = EffectState.DEAD
-    else:
-        update["next_attempt_at"] = retry_at
-    changed: int = await _held(effect).update(**update)
-    return changed > 0
+    statement, then = (
+        (_MARK_DEAD, EffectState.DEAD.value) if retry_at is None else (_MARK_RETRY, retry_at)
+    )
+    changed, _ = await connection().execute_query(
+        sql(statement),
+        [error[:500], alerted, then, effect.id, EffectState.PENDING.value, effect.attempts],
+    )
+    return bool(changed)
 
 
 async def pending_count() -> int:
