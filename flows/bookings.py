@@ -97,15 +97,29 @@ async def is_free(
 async def alternatives(
     asset: Asset, start: datetime, end: datetime, *, now: datetime, count: int = 3
 ) -> list[tuple[datetime, datetime]]:
-    """The nearest free slots of the same length, earlier or later, by steps of 30 minutes."""
+    """The nearest free slots of the same length, earlier or later, by steps of 30 minutes,
+    up to a week away. The bookings of that fortnight are read once."""
     length = end - start
     step = timedelta(minutes=30)
+    reach = 7 * 48
+    held = await Booking.filter(
+        asset_id=asset.id,
+        state__in=SLOT_HOLDING_STATES,
+        start_at__lt=end + reach * step,
+        end_at__gt=start - reach * step,
+    ).values_list("start_at", "end_at")
+
+    def free(candidate: datetime) -> bool:
+        return all(
+            not (b_start < candidate + length and b_end > candidate) for b_start, b_end in held
+        )
+
     found: list[tuple[datetime, datetime]] = []
-    for n in range(1, 7 * 48):
+    for n in range(1, reach):
         for candidate in (start + n * step, start - n * step):
             if candidate < now or len(found) >= count:
                 continue
-            if await is_free(asset.id, candidate, candidate + length):
+            if free(candidate):
                 found.append((candidate, candidate + length))
         if len(found) >= count:
             break
