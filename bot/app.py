@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -19,17 +20,13 @@ from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
-from bot.lock_routes import setup_seam_webhook
 from bot.metrics import exposition, observe_turn
-from bot.ops import AlertSender, OpsChat, OpsUpdates, StaffRelay
-from bot.payment_routes import setup_return_page, setup_stripe_webhook
-from bot.payments import StripeIdentity, StripePayments
+from bot.ops import AlertSender, StaffRelay
+from bot.payment_routes import setup_return_page
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
-from bot.transports.telegram import TelegramChannel
-from bot.transports.telegram_routes import setup_telegram
 from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
 from bot.transports.twilio_routes import setup_twilio
 from flows.access import (
@@ -58,6 +55,13 @@ from storage.db import close_database, open_database, ping
 from storage.journal import ALERT_EFFECT
 from storage.sealing import Sealer
 from storage.timers import ensure_timer
+
+if TYPE_CHECKING:
+    from bot.ops.chat import OpsChat
+    from bot.transports.telegram import TelegramChannel
+
+# Telegram's, Stripe's and Seam's libraries are imported where they are configured, not here: a
+# worker that does not use them starts faster and holds tens of MB less.
 
 
 @dataclass
@@ -94,13 +98,24 @@ class ChannelMedia:
         transport = self.channels.get(channel)
         if isinstance(transport, SandboxChannel):
             return await transport.fetch_media(url)
-        if isinstance(transport, TelegramChannel):
-            return await transport.fetch_photo(url, max_bytes=MAX_ID_BYTES)
+        telegram = _telegram(self.channels) if channel == "telegram" else None
+        if telegram is not None:
+            return await telegram.fetch_photo(url, max_bytes=MAX_ID_BYTES)
         if channel in ("sms", "whatsapp") and self.twilio is not None:
             return await self.twilio.fetch_media(
                 url, max_bytes=MAX_ID_BYTES, allowed_types=ID_DOCUMENT_TYPES
             )
         raise ValueError("unsupported")
+
+
+def _telegram(channels: Mapping[str, Channel]) -> TelegramChannel | None:
+    """The Telegram channel, when one runs."""
+    channel = channels.get("telegram")
+    if channel is None:
+        return None
+    from bot.transports.telegram import TelegramChannel
+
+    return channel if isinstance(channel, TelegramChannel) else None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -143,21 +158,22 @@ def build_runtime(
             )
         )
     if settings.telegram is not None:
+        from bot.transports.telegram import TelegramChannel
+
         all_channels["telegram"] = TelegramChannel(
             settings.telegram.bot_token, api_base=settings.telegram.api_base
         )
     all_channels.update(channels or {})
+    identity = None
+    if settings.stripe is not None:
+        from bot.payments import StripeIdentity, StripePayments
+
+        if payments is None:
+            payments = StripePayments(settings.stripe.api_key, api_base=settings.stripe.api_base)
+        if settings.identity_method == "stripe":
+            identity = StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
     if payments is None:
-        payments = (
-            StripePayments(settings.stripe.api_key, api_base=settings.stripe.api_base)
-            if settings.stripe is not None
-            else SandboxPayments(settings.public_url)
-        )
-    identity = (
-        StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
-        if settings.stripe is not None and settings.identity_method == "stripe"
-        else None
-    )
+        payments = SandboxPayments(settings.public_url)
     journey = Journey(
         translator,
         clock,
@@ -176,8 +192,12 @@ def build_runtime(
         translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))
     )
     ops = OpsDesk(translator, journey, access, handoff)
-    telegram = all_channels.get("telegram")
-    ops_chat = OpsChat(telegram) if isinstance(telegram, TelegramChannel) else None
+    telegram = _telegram(all_channels)
+    ops_chat = None
+    if telegram is not None:
+        from bot.ops.chat import OpsChat
+
+        ops_chat = OpsChat(telegram)
     ops_chat_id = settings.telegram.ops_chat_id if settings.telegram is not None else None
     dispatcher = OutboxDispatcher(
         clock,
@@ -268,8 +288,11 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     if runtime.twilio is not None and settings.twilio is not None:
         app.cleanup_ctx.append(_twilio)
         setup_twilio(app, auth_token=settings.twilio.auth_token, public_url=settings.public_url)
-    telegram = runtime.channels.get("telegram")
-    if isinstance(telegram, TelegramChannel) and settings.telegram is not None:
+    telegram = _telegram(runtime.channels)
+    if telegram is not None and settings.telegram is not None:
+        from bot.ops.commands import OpsUpdates
+        from bot.transports.telegram_routes import setup_telegram
+
         handlers = []
         if runtime.ops is not None and runtime.handoff is not None and runtime.ops_chat:
             handlers.append(
@@ -285,6 +308,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
             handlers=handlers,
         )
     if settings.stripe is not None:
+        from bot.payments.webhook import setup_stripe_webhook
+
         setup_stripe_webhook(app, settings.stripe.webhook_secret)
     if workers:
         app.cleanup_ctx.append(_workers)
@@ -294,6 +319,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app.router.add_get("/metrics", metrics)
     seam = runtime.settings.seam
     if seam is not None and seam.webhook_secret:
+        from bot.lock_routes import setup_seam_webhook
+
         setup_seam_webhook(app, seam.webhook_secret)
     if sandbox:
         setup_sandbox(app)

@@ -1,19 +1,13 @@
-"""``POST /webhooks/stripe``: signed on the raw body, each event applied once, in any order."""
+"""``GET /paid/{reference}``: the page a checkout sends the renter back to."""
 
 from __future__ import annotations
 
 import html
-import logging
 
 from aiohttp import web
 
 from bot.keys import JOURNEY
-from bot.payments import StripeWebhookInvalid, parse_stripe_event
 from storage.models import Booking, Renter
-
-log = logging.getLogger(__name__)
-MAX_BODY = 512 * 1024
-STRIPE_SECRET = web.AppKey("stripe_webhook_secret", str)
 
 
 def setup_return_page(app: web.Application) -> None:
@@ -39,25 +33,3 @@ async def return_page(request: web.Request) -> web.Response:
         f'padding:0 1rem"><p>{text}</p></body></html>'
     )
     return web.Response(text=page, content_type="text/html")
-
-
-def setup_stripe_webhook(app: web.Application, secret: str) -> None:
-    app[STRIPE_SECRET] = secret
-    app.router.add_post("/webhooks/stripe", stripe_webhook)
-
-
-async def stripe_webhook(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
-    try:
-        event = parse_stripe_event(
-            body, request.headers.get("Stripe-Signature"), request.app[STRIPE_SECRET]
-        )
-    except StripeWebhookInvalid:
-        raise web.HTTPBadRequest(text="signature refused") from None
-    applied = await request.app[JOURNEY].on_payment_event("stripe", event)
-    log.info("stripe event %s %s", event.kind, "applied" if applied else "seen before")
-    return web.json_response({"received": True})

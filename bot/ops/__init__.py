@@ -1,10 +1,13 @@
-"""The operators' side in Telegram: alerts in the ops group, commands, buttons and hand-off."""
+"""The operators' side in Telegram: alerts in the ops group, commands, buttons and hand-off.
+
+``AlertSender`` and ``StaffRelay`` run without Telegram too (they then do nothing); what talks to
+Telegram (``OpsChat``, ``OpsUpdates``) is imported from its module, so that a worker without
+Telegram never loads Telegram's library.
+"""
 
 from __future__ import annotations
 
 from bot.ops.alerts import AlertSender
-from bot.ops.chat import OpsChat
-from bot.ops.commands import OpsUpdates, parse_command
 from bot.ops.relay import StaffRelay
 
-__all__ = ["AlertSender", "OpsChat", "OpsUpdates", "StaffRelay", "parse_command"]
+__all__ = ["AlertSender", "StaffRelay"]

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from bot.ops.chat import Buttons, OpsChat
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import Translator
 from storage.journal import ALERT_EFFECT
 from storage.models import IdentityCheck, OpsAlert, OutboxEffect, StaffMember
 from storage.sealing import Sealer
+
+if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
+    from bot.ops.chat import Buttons, OpsChat
 
 log = logging.getLogger(__name__)
 

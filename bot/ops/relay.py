@@ -10,11 +10,14 @@ WhatsApp renter's fetched through their channel and uploaded.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from bot.ops.chat import OpsChat
 from flows.handoff import OPS_LANGUAGE, Handoff
 from flows.journey import MediaFetcher
 from storage.models import Conversation, OutboxEffect
+
+if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
+    from bot.ops.chat import OpsChat
 
 log = logging.getLogger(__name__)
 
