@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import dateparser
@@ -73,12 +74,21 @@ def parse_local_range(text: str, *, language: str, now_local: datetime) -> Local
     if not day_text:
         day = base.date() if start > base.time() else base.date() + timedelta(days=1)
         return LocalRange(day, start, end)
+    parsed = _day(day_text.casefold(), language, base.date())
+    if parsed is None:
+        raise WhenNotUnderstood("no day")
+    return LocalRange(parsed, start, end)
+
+
+@lru_cache(maxsize=4096)
+def _day(day_text: str, language: str, today: date) -> date | None:
+    """The day ``day_text`` names, read from ``today``. Renters name the same few days ("today",
+    "friday", "3 December") over and over, and dateparser takes milliseconds each time."""
+    base = datetime.combine(today, time())
     settings = {"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base, "DATE_ORDER": "DMY"}
     languages = [language] if language == "en" else [language, "en"]
     parsed = dateparser.parse(day_text, languages=languages, settings=settings)
-    if parsed is None:
-        raise WhenNotUnderstood("no day")
-    return LocalRange(parsed.date(), start, end)
+    return None if parsed is None else parsed.date()
 
 
 def resolve_range(local: LocalRange, timezone: str) -> tuple[datetime, datetime]:
