@@ -80,12 +80,17 @@ def fold(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
 
 
+@functools.lru_cache(maxsize=4096)
 def money(cents: int, currency: str, language: str) -> str:
+    """An amount as the renter's language writes it; prices repeat, so they are remembered."""
     return format_currency(Decimal(cents) / 100, currency, locale=language)
 
 
+@functools.lru_cache(maxsize=4096)
 def local_time(moment: datetime, timezone: str, language: str) -> str:
-    """A day and a time a renter reads at a glance: "Tue, Jun 2 9:45 AM", "Di., 2. Juni 09:45"."""
+    """A day and a time a renter reads at a glance: "Tue, Jun 2 9:45 AM", "Di., 2. Juni 09:45".
+
+    Bookings start and end on the same few half hours, so these are remembered."""
     local = moment.astimezone(ZoneInfo(timezone))
     day = format_skeleton("MMMEd", local, locale=language)
     return f"{day} {format_time(local, 'short', locale=language)}"

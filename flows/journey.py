@@ -1014,9 +1014,7 @@ class Journey:
     # == effects ============================================================================
 
     async def execute_checkout(self, effect: OutboxEffect) -> None:
-        booking = await Booking.get(id=int(str(effect.payload["booking"]))).prefetch_related(
-            "asset"
-        )
+        booking = await Booking.get(id=int(str(effect.payload["booking"]))).select_related("asset")
         extension_id = effect.payload.get("extension")
         now = self.clock.now()
         if extension_id is None:
