@@ -37,7 +37,9 @@ from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
 from storage.conversations import (
     NewMessage,
+    add_conversation,
     claim_message,
+    find_or_add_renter,
     insert_messages,
     read_conversation,
     save_turn,
@@ -306,22 +308,25 @@ class ConversationEngine:
 
     async def _conversation(self, message: InboundMessage) -> tuple[Conversation, Renter]:
         found = await read_conversation(message.channel, message.address)
-        if found is None:
-            conversation = await Conversation.create(
-                channel=message.channel, address=message.address
-            )
-        else:
-            conversation, renter = found
-            if renter is not None:
-                return conversation, renter
-        return conversation, await self._renter(message)
+        if found is not None and found[1] is not None:
+            return found[0], found[1]
+        renter = await self._renter(message)
+        if found is not None:
+            return found[0], renter
+        conversation = await add_conversation(
+            message.channel, message.address, renter.id, at=self.clock.now()
+        )
+        if conversation is None:
+            raise _Raced()  # another worker's first turn with this address started it
+        return conversation, renter
 
     async def _renter(self, message: InboundMessage) -> Renter:
+        name = message.display_name or ""
         if message.channel in PHONE_CHANNELS:
-            renter = await Renter.get_or_none(phone=message.address)
-            if renter is None:
-                renter = await Renter.create(phone=message.address, name=message.display_name or "")
-            return renter
+            return await find_or_add_renter(phone=message.address, name=name, at=self.clock.now())
+        return await find_or_add_renter(
+            telegram_id=int(message.address), name=name, at=self.clock.now()
+        )
         telegram_id = int(message.address)
         renter = await Renter.get_or_none(telegram_id=telegram_id)
         if renter is None:

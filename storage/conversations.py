@@ -94,6 +94,48 @@ async def read_conversation(
     return conversation, Renter._init_from_db(**renter_values)
 
 
+#: A renter's first message: the renter is found by phone or Telegram id, or added, in one
+#: statement (the no-op update makes an existing row come back through RETURNING).
+_RENTER_BY = {
+    column: (
+        f"INSERT INTO renter ({column}, name, opted_out, created_at, updated_at)"  # noqa: S608 (a fixed column name)
+        f" VALUES ($1, $2, $3, $4, $5) ON CONFLICT ({column})"
+        f" DO UPDATE SET {column} = EXCLUDED.{column} RETURNING *"
+    )
+    for column in ("phone", "telegram_id")
+}
+_ADD_CONVERSATION = (
+    "INSERT INTO conversation (channel, address, renter_id, state, data, version, created_at,"
+    " updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)"
+    " ON CONFLICT (channel, address) DO NOTHING RETURNING *"
+)
+
+
+async def find_or_add_renter(
+    *, phone: str | None = None, telegram_id: int | None = None, name: str, at: datetime
+) -> Renter:
+    """The renter with this phone number or Telegram id, added (with ``name``) if new."""
+    column, value = ("phone", phone) if phone is not None else ("telegram_id", telegram_id)
+    if value is None:
+        raise ValueError("a renter is found by phone or by Telegram id")
+    rows = await connection().execute_query_dict(
+        sql(_RENTER_BY[column]), [value, name, False, at, at]
+    )
+    return Renter._init_from_db(**rows[0])
+
+
+async def add_conversation(
+    channel: str, address: str, renter_id: int, *, at: datetime
+) -> Conversation | None:
+    """Start the conversation with this address; None if another worker started it first."""
+    encode = Conversation._meta.fields_map["data"].to_db_value
+    rows = await connection().execute_query_dict(
+        sql(_ADD_CONVERSATION),
+        [channel, address, renter_id, "start", encode({}, Conversation), at, at],
+    )
+    return Conversation._init_from_db(**rows[0]) if rows else None
+
+
 @dataclass(frozen=True)
 class NewMessage:
     direction: str  # "in" or "out"

@@ -37,9 +37,7 @@ async def test_the_nearest_free_slots_around_taken_ones_are_offered(
     await _book(asset, renter, 6, 10, BookingState.CANCELLED)  # frees its slot
     wanted = (DAY + timedelta(hours=10), DAY + timedelta(hours=14))
     found = await alternatives(asset, *wanted, now=DAY)
-    assert found == [
-        (DAY + timedelta(hours=h), DAY + timedelta(hours=h + 4)) for h in (5, 5.5, 6)
-    ]
+    assert found == [(DAY + timedelta(hours=h), DAY + timedelta(hours=h + 4)) for h in (5, 5.5, 6)]
     # Nothing before now is offered: later ones are, after the second booking.
     found = await alternatives(asset, *wanted, now=DAY + timedelta(hours=9))
     assert found == [

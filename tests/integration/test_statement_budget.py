@@ -121,3 +121,32 @@ async def test_the_hand_written_read_gives_what_the_orm_gives(
         stored.version,
     )
     assert await read_conversation("sms", "+15550100999") is None
+
+
+async def test_a_first_message_adds_renter_and_conversation_in_two_statements(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    first = inbound("hi", channel="sms", at=clock.now())
+    with statements() as turn:
+        await runtime.engine.handle(first)
+    # The read that finds nothing, the renter and the conversation, the greeting's locations,
+    # then the turn's own writes (dedupe row, conversation, messages, effects).
+    assert len(turn) <= 8, "\n".join(turn)
+    conversation = await Conversation.get(channel="sms", address=first.address)
+    renter = await Renter.get(phone=first.address)
+    assert conversation.renter_id == renter.id and conversation.version == 1
+
+
+async def test_the_same_phone_on_another_channel_is_the_same_renter(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    from dataclasses import replace
+
+    sms = inbound("hi", channel="sms", at=clock.now(), provider_id="SM-1")
+    await runtime.engine.handle(replace(sms, display_name="Ana"))
+    whatsapp = inbound("hola", channel="whatsapp", at=clock.now(), provider_id="SM-2")
+    await runtime.engine.handle(replace(whatsapp, display_name="Ana WhatsApp"))
+    [renter] = await Renter.filter(phone=sms.address)
+    assert renter.name == "Ana", "the name from the first contact is kept"
+    conversations = await Conversation.filter(renter_id=renter.id).order_by("channel")
+    assert [c.channel for c in conversations] == ["sms", "whatsapp"]
