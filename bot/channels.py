@@ -3,7 +3,8 @@ sandbox. Each transport renders choices its own way."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from flows.messages import OutboundMessage
 
@@ -22,6 +23,16 @@ class Channel(Protocol):
 
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
         """Send ``message``; returns the provider's message id."""
+        ...
+
+
+@runtime_checkable
+class FindsSent(Protocol):
+    """A channel whose provider takes no idempotency key, but can say what was sent: before a
+    retried send, the outbox asks it whether an earlier attempt got through after all."""
+
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
+        """The provider's id of ``message`` if it was accepted at or after ``since``."""
         ...
 
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from bot.channels import Channel, ChannelError, Undeliverable
+from bot.channels import Channel, ChannelError, FindsSent, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock
 from flows.messages import OutboundMessage
@@ -194,6 +194,17 @@ class MessageSender:
         channel = self.channels.get(message.channel)
         if channel is None:
             raise ChannelError(f"channel {message.channel!r} is not running")
+        if effect.attempts > 1 and isinstance(channel, FindsSent):
+            # An earlier attempt may have been accepted with its answer lost (a timeout, or a
+            # worker that died before recording it): adopt it rather than send it twice.
+            earlier = await channel.find_sent(message, effect.created_at)
+            if earlier is not None:
+                log.info(
+                    "message %s was accepted by an earlier attempt", effect.payload["message_id"]
+                )
+                await record_send(_message_id(effect), status="sent", provider_id=earlier)
+                MESSAGES_OUT.labels(message.channel, "sent").inc()
+                return
         try:
             provider_id = await channel.send(message, effect.idempotency_key)
         except Undeliverable as err:

@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Collection, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -52,6 +52,10 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 WHATSAPP_WINDOW_MARGIN = timedelta(minutes=5)
 #: Twilio refuses bodies longer than this (error 21617).
 MAX_BODY_LENGTH = 1600
+#: How many of a recipient's newest messages a retried send looks through for itself.
+RECENT_MESSAGES = 20
+#: Twilio's clock and ours may differ by this much when a retried send looks for itself.
+CLOCK_SKEW = timedelta(minutes=5)
 
 OPTED_OUT = 21610
 OUTSIDE_WHATSAPP_WINDOW = 63016
@@ -167,6 +171,33 @@ class TwilioAccount:
         if not sid:
             raise ChannelError("Twilio answered without a message sid")
         return str(sid)
+
+    async def find_message(self, *, to: str, from_: str, body: str, since: datetime) -> str | None:
+        """The sid of a message created from ``from_`` to ``to`` with ``body`` at or after
+        ``since``, if there is one: a send whose answer was lost (a timeout, a worker that died
+        before recording it) may have reached Twilio, and must not be sent a second time.
+
+        Twilio's Messages API takes no idempotency key, so the account's recent messages to the
+        recipient are read instead (newest first; one page is enough)."""
+        if self._client is None:
+            raise ChannelError("the Twilio account is not started")
+        try:
+            async with asyncio.timeout(self.timeout):
+                recent = await self._client.messages.list_async(
+                    to=to, from_=from_, limit=RECENT_MESSAGES, page_size=RECENT_MESSAGES
+                )
+        except TwilioException as err:
+            raise _channel_error(err) from err
+        except TimeoutError as err:
+            raise ChannelError(f"Twilio did not answer within {self.timeout:g} s") from err
+        except (aiohttp.ClientError, OSError, ValueError) as err:
+            raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
+        earliest = since - CLOCK_SKEW
+        for found in recent:
+            created = getattr(found, "date_created", None)
+            if found.body == body and isinstance(created, datetime) and created >= earliest:
+                return str(found.sid)
+        return None
 
     async def fetch_media(
         self, url: str, *, max_bytes: int, allowed_types: Collection[str]
@@ -286,6 +317,14 @@ class TwilioSmsChannel:
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
         return await self.send_text(message.address, numbered_text(message))
 
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
+        return await self.account.find_message(
+            to=message.address,
+            from_=self.from_number,
+            body=_body(numbered_text(message)),
+            since=since,
+        )
+
     async def send_text(self, address: str, text: str) -> str:
         try:
             return await self.account.create_message(
@@ -338,6 +377,19 @@ class TwilioWhatsAppChannel:
             except OutsideWhatsAppWindow:
                 log.info("WhatsApp refused free-form text (63016); using the closed-window path")
         return await self._outside_window(message, to, text)
+
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
+        """Free-form text already sent on WhatsApp, or by SMS when the window had closed. A
+        template's text is Twilio's to render, so a template is not looked for."""
+        sid = await self.account.find_message(
+            to=WHATSAPP_PREFIX + message.address,
+            from_=self.from_address,
+            body=_body(numbered_text(message)),
+            since=since,
+        )
+        if sid is None and self.sms is not None:
+            sid = await self.sms.find_sent(message, since)
+        return sid
 
     async def within_window(self, address: str) -> bool:
         conversation = await Conversation.get_or_none(channel=self.name, address=address)

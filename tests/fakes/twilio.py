@@ -89,6 +89,7 @@ class SentMessage:
     content_variables: str | None
     status_callback: str | None
     params: dict[str, str] = field(repr=False)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -126,6 +127,9 @@ class FakeTwilio:
         self._failures: list[int] = []
         self._hangs = 0
         self._hang_seconds = 30.0
+        self._lost_answers = 0
+        #: The query of every Messages list request (a retried send looking for itself).
+        self.lookups: list[dict[str, str]] = []
         self._stopping = asyncio.Event()
         self.app = self._api_app()
         self.cdn_app = self._cdn_app()
@@ -149,6 +153,12 @@ class FakeTwilio:
     def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
         """The next ``count`` Messages requests answer only after ``seconds`` (or at stop)."""
         self._hangs += count
+        self._hang_seconds = seconds
+
+    def lose_answer_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
+        """The next ``count`` Messages requests are accepted (the message is sent), but the
+        answer comes only after ``seconds``: the caller times out not knowing it was sent."""
+        self._lost_answers += count
         self._hang_seconds = seconds
 
     def add_media(self, content: bytes, content_type: str, *, chunked: bool = False) -> str:
@@ -229,6 +239,7 @@ class FakeTwilio:
     def _api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._create_message)
+        app.router.add_get("/2010-04-01/Accounts/{account}/Messages.json", self._list_messages)
         app.router.add_get(
             "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}", self._media_get
         )
@@ -272,7 +283,41 @@ class FakeTwilio:
             raise TwilioApiError(status, 20500 if status >= 500 else status, "Internal error")
         sent = self._validate(params)
         self.sent.append(sent)
+        if self._lost_answers > 0:
+            self._lost_answers -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._hang_seconds)
         return web.json_response(self._resource(sent), status=201)
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """Read the account's messages, newest first, filtered by ``To`` and ``From``, one page
+        of ``PageSize`` (50 by default, at most 1000) as Twilio's list resource answers it."""
+        self._authenticate(request)
+        query = dict(request.query)
+        self.lookups.append(query)
+        try:
+            size = min(int(query.get("PageSize", "50")), 1000)
+        except ValueError:
+            raise TwilioApiError(400, 20001, "Invalid PageSize") from None
+        found = [
+            m
+            for m in reversed(self.sent)
+            if query.get("To", m.to) == m.to and query.get("From", m.from_) == m.from_
+        ][:size]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return web.json_response(
+            {
+                "messages": [self._resource(m) for m in found],
+                "end": max(len(found) - 1, 0),
+                "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": f"{uri}?PageSize={size}&Page=0",
+            }
+        )
 
     def _validate(self, params: Mapping[str, str]) -> SentMessage:
         to, from_ = params.get("To", ""), params.get("From", "")
@@ -335,7 +380,7 @@ class FakeTwilio:
         )
 
     def _resource(self, sent: SentMessage) -> Json:
-        now = format_datetime(datetime.now(UTC), usegmt=True)
+        now = format_datetime(sent.created_at, usegmt=True)
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sent.sid}"
         return {
             "account_sid": self.account_sid,

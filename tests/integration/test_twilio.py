@@ -295,6 +295,45 @@ async def test_a_failed_send_is_retried_and_sent_once(harness: Harness, trouble:
     assert len(harness.fake.sent) == 1
 
 
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+async def test_a_send_accepted_with_its_answer_lost_is_not_sent_again(
+    harness: Harness, channel: str
+) -> None:
+    sender = RENTER if channel == "sms" else "whatsapp:" + RENTER
+    harness.fake.lose_answer_next(1, seconds=30)  # Twilio takes it; the answer never comes
+    form, headers = harness.fake.inbound(from_=sender, body="hi")
+    await harness.post(form, headers)
+    await harness.deliver()
+    assert len(harness.fake.sent) == 1, "Twilio has it"
+    reply = await Message.get(direction="out")
+    assert reply.status == "queued", "Keyturn does not know"
+    harness.clock.advance(timedelta(minutes=1))
+    assert await harness.deliver() == 1
+    assert len(harness.fake.sent) == 1, "the retry found it and did not send it twice"
+    assert len(harness.fake.requests) == 1 and len(harness.fake.lookups) == 1
+    assert harness.fake.lookups[0]["To"] == sender
+    reply = await Message.get(direction="out")
+    assert reply.status == "sent" and reply.provider_id == harness.fake.sent[0].sid
+
+
+async def test_a_retry_sends_what_twilio_does_not_have(harness: Harness) -> None:
+    """The same text sent earlier, before this message was staged, is another message."""
+    reminder = OutboundMessage(channel="sms", address=RENTER, text="Your rental ends at 14:00.")
+    await harness.stage(reminder, "reminder:1")
+    await harness.deliver()
+    [earlier] = harness.fake.sent
+    harness.clock.current = earlier.created_at + timedelta(minutes=10)
+    await harness.stage(reminder, "reminder:2")
+    harness.fake.fail_next(1, status=503)
+    await harness.deliver()
+    harness.clock.advance(timedelta(minutes=1))
+    assert await harness.deliver() == 1
+    assert len(harness.fake.lookups) == 1, "the retry looked first"
+    assert [m.body for m in harness.fake.sent] == [reminder.text, reminder.text]
+    second = await Message.filter(direction="out").order_by("-id").first()
+    assert second is not None and second.provider_id == harness.fake.sent[1].sid
+
+
 async def test_wrong_credentials_are_retried_not_given_up(harness: Harness) -> None:
     account = TwilioAccount(
         ACCOUNT_SID, "f" * 32, public_url=PUBLIC_URL, api_base=harness.fake.base_url
