@@ -31,8 +31,9 @@ class FindsSent(Protocol):
     """A channel whose provider takes no idempotency key, but can say what was sent: before a
     retried send, the outbox asks it whether an earlier attempt got through after all."""
 
-    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
-        """The provider's id of ``message`` if it was accepted at or after ``since``."""
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> list[str]:
+        """The provider's ids of messages like ``message`` accepted at or after ``since``,
+        newest first; the caller skips those already recorded as other messages."""
         ...
 
 

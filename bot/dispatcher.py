@@ -22,7 +22,7 @@ from bot.channels import Channel, ChannelError, FindsSent, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock
 from flows.messages import OutboundMessage
-from storage.conversations import record_send
+from storage.conversations import record_send, recorded_provider_ids
 from storage.journal import raise_alert, resolve_alert
 from storage.models import OutboxEffect
 from storage.outbox import claim_due_effects, mark_done, mark_failed
@@ -196,12 +196,13 @@ class MessageSender:
             raise ChannelError(f"channel {message.channel!r} is not running")
         if effect.attempts > 1 and isinstance(channel, FindsSent):
             # An earlier attempt may have been accepted with its answer lost (a timeout, or a
-            # worker that died before recording it): adopt it rather than send it twice.
-            earlier = await channel.find_sent(message, effect.created_at)
+            # worker that died before recording it): adopt it rather than send it twice. A
+            # message like it that is recorded already is another message, not this one.
+            found = await channel.find_sent(message, effect.created_at)
+            taken = await recorded_provider_ids(found) if found else set()
+            earlier = next((sid for sid in found if sid not in taken), None)
             if earlier is not None:
-                log.info(
-                    "message %s was accepted by an earlier attempt", effect.payload["message_id"]
-                )
+                log.info("message %s was accepted by an earlier attempt", _message_id(effect))
                 await record_send(_message_id(effect), status="sent", provider_id=earlier)
                 MESSAGES_OUT.labels(message.channel, "sent").inc()
                 return

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
@@ -478,16 +477,11 @@ class AccessCodes:
         """The code on the lock that a set attempt created without recording it (its worker
         died between the lock's answer and the database), or None.
 
-        The lock is only asked when an attempt was made: a code revoked before its programming
-        time never reached it."""
+        The lock is asked only once the code's programming time has come: no set is attempted
+        before it, so a code revoked days ahead never reached the lock."""
         if not code.pin_encrypted:
             return None
-        attempted = await OutboxEffect.filter(
-            Q(idempotency_key=f"access:set:{code.id}")
-            | Q(idempotency_key__startswith=f"access:set:{code.id}:"),
-            attempts__gt=0,
-        ).exists()
-        if not attempted:
+        if self.clock.now() < code.starts_at - self.policy.program_lead:
             return None
         request = self._request(code, lock)
         existing = await self._provider(lock).list_codes(lock.device_id)
@@ -511,17 +505,22 @@ class AccessCodes:
         if code.pin_encrypted:
             taken.add(self.sealer.open(code.pin_encrypted))
         pin = generate_pin(constraints_from_json(lock.code_constraints), taken=taken)
-        await AccessCode.filter(id=code.id).update(
-            pin_encrypted=self.sealer.seal(pin), state=AccessCodeState.PENDING, last_error=""
+        sealed = self.sealer.seal(pin)
+        # Only a code still refused: a revocation since stands, and nothing is programmed.
+        fresh = await AccessCode.filter(id=code.id, state=AccessCodeState.FAILED).update(
+            pin_encrypted=sealed, state=AccessCodeState.PENDING, last_error=""
         )
-        code.state = AccessCodeState.PENDING
-        code.pin_encrypted = self.sealer.seal(pin)
+        if fresh:
+            code.state = AccessCodeState.PENDING
+            code.pin_encrypted = sealed
 
     async def _fail(self, code: AccessCode, lock: Lock, err: LockRejected) -> None:
         now = self.clock.now()
-        await AccessCode.filter(id=code.id).update(
+        failed = await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
             state=AccessCodeState.FAILED, last_error=f"{err.reason}: {err}"[:500]
         )
+        if not failed:
+            return  # revoked while the lock answered: nothing to retry, nobody to tell
         outcome = Outcome(
             alerts=[
                 Alert(

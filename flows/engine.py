@@ -327,8 +327,3 @@ class ConversationEngine:
         return await find_or_add_renter(
             telegram_id=int(message.address), name=name, at=self.clock.now()
         )
-        telegram_id = int(message.address)
-        renter = await Renter.get_or_none(telegram_id=telegram_id)
-        if renter is None:
-            renter = await Renter.create(telegram_id=telegram_id, name=message.display_name or "")
-        return renter

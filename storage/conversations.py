@@ -194,6 +194,14 @@ async def record_send(message_id: int, *, status: str, provider_id: str | None =
     await connection().execute_query(sql(_RECORD_SEND), [status, provider_id, message_id])
 
 
+async def recorded_provider_ids(provider_ids: Sequence[str]) -> set[str]:
+    """Which of these provider message ids are recorded on an outbound message already."""
+    rows = await Message.filter(direction="out", provider_id__in=list(provider_ids)).values_list(
+        "provider_id", flat=True
+    )
+    return {str(row) for row in rows}
+
+
 _CLAIM_MESSAGE = (
     "INSERT INTO processed_webhook (provider, event_id, received_at) VALUES ($1, $2, $3)"
 )

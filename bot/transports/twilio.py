@@ -15,8 +15,8 @@ Twilio errors become ours: a recipient that can never get the message (opted out
 not a mobile number, not on WhatsApp, blocked us) → ``Undeliverable``, which the outbox does not
 retry; everything else (429, 5xx, network, timeouts, our own misconfiguration) → ``ChannelError``,
 which it retries with backoff and alerts on. Twilio's Messages API takes no idempotency key, so a
-send that timed out after Twilio accepted it can reach the renter twice; that is the price of
-at-least-once delivery.
+retried send first looks for itself among the recipient's newest messages (``find_sent``): a send
+that timed out after Twilio accepted it is then recorded rather than sent twice.
 
 Nothing here logs a message body (it may hold a PIN), a phone number or the auth token.
 """
@@ -55,7 +55,7 @@ MAX_BODY_LENGTH = 1600
 #: How many of a recipient's newest messages a retried send looks through for itself.
 RECENT_MESSAGES = 20
 #: Twilio's clock and ours may differ by this much when a retried send looks for itself.
-CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=1)
 
 OPTED_OUT = 21610
 OUTSIDE_WHATSAPP_WINDOW = 63016
@@ -172,13 +172,13 @@ class TwilioAccount:
             raise ChannelError("Twilio answered without a message sid")
         return str(sid)
 
-    async def find_message(self, *, to: str, from_: str, body: str, since: datetime) -> str | None:
-        """The sid of a message created from ``from_`` to ``to`` with ``body`` at or after
-        ``since``, if there is one: a send whose answer was lost (a timeout, a worker that died
+    async def find_message(self, *, to: str, from_: str, body: str, since: datetime) -> list[str]:
+        """The sids of messages created from ``from_`` to ``to`` with ``body`` at or after
+        ``since``, newest first: a send whose answer was lost (a timeout, a worker that died
         before recording it) may have reached Twilio, and must not be sent a second time.
 
         Twilio's Messages API takes no idempotency key, so the account's recent messages to the
-        recipient are read instead (newest first; one page is enough)."""
+        recipient are read instead (one page is enough)."""
         if self._client is None:
             raise ChannelError("the Twilio account is not started")
         try:
@@ -193,11 +193,13 @@ class TwilioAccount:
         except (aiohttp.ClientError, OSError, ValueError) as err:
             raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
         earliest = since - CLOCK_SKEW
-        for found in recent:
-            created = getattr(found, "date_created", None)
-            if found.body == body and isinstance(created, datetime) and created >= earliest:
-                return str(found.sid)
-        return None
+        return [
+            str(found.sid)
+            for found in recent
+            if found.body == body
+            and isinstance(found.date_created, datetime)
+            and found.date_created >= earliest
+        ]
 
     async def fetch_media(
         self, url: str, *, max_bytes: int, allowed_types: Collection[str]
@@ -317,7 +319,7 @@ class TwilioSmsChannel:
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
         return await self.send_text(message.address, numbered_text(message))
 
-    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> list[str]:
         return await self.account.find_message(
             to=message.address,
             from_=self.from_number,
@@ -378,18 +380,18 @@ class TwilioWhatsAppChannel:
                 log.info("WhatsApp refused free-form text (63016); using the closed-window path")
         return await self._outside_window(message, to, text)
 
-    async def find_sent(self, message: OutboundMessage, since: datetime) -> str | None:
+    async def find_sent(self, message: OutboundMessage, since: datetime) -> list[str]:
         """Free-form text already sent on WhatsApp, or by SMS when the window had closed. A
         template's text is Twilio's to render, so a template is not looked for."""
-        sid = await self.account.find_message(
+        found = await self.account.find_message(
             to=WHATSAPP_PREFIX + message.address,
             from_=self.from_address,
             body=_body(numbered_text(message)),
             since=since,
         )
-        if sid is None and self.sms is not None:
-            sid = await self.sms.find_sent(message, since)
-        return sid
+        if not found and self.sms is not None:
+            found = await self.sms.find_sent(message, since)
+        return found
 
     async def within_window(self, address: str) -> bool:
         conversation = await Conversation.get_or_none(channel=self.name, address=address)

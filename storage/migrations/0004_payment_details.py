@@ -4,13 +4,15 @@ import functools
 from json import dumps, loads
 from tortoise import fields
 
+from storage.migrations._filled import AddFilledField
+
 class Migration(migrations.Migration):
     dependencies = [('models', '0003_simulated_locks')]
 
     initial = False
 
     operations = [
-        ops.AddField(
+        AddFilledField(
             model_name='Payment',
             name='details',
             field=fields.JSONField(default=dict, description='Provider detail needed later: the payment intent, the saved customer and card, the URL.', encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads),

@@ -108,7 +108,10 @@ class FakeTwilio:
         auth_token: str = AUTH_TOKEN,
         numbers: Sequence[str] = (SMS_NUMBER, WHATSAPP_NUMBER),
         public_url: str = "https://keyturn.example.com",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        #: Twilio's clock, which stamps the messages it accepts (a test's clock, usually).
+        self.now = now
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.numbers = set(numbers)
@@ -377,6 +380,7 @@ class FakeTwilio:
             content_variables=variables,
             status_callback=params.get("StatusCallback"),
             params=dict(params),
+            created_at=self.now(),
         )
 
     def _resource(self, sent: SentMessage) -> Json:

@@ -10,13 +10,14 @@ from tortoise.transactions import in_transaction
 from bot.app import Runtime
 from flows.access import AccessPlanError
 from flows.staging import stage_outcome
-from locks import CodeRequest, ProgrammedCode
+from locks import CodeRequest, LockRejected, ProgrammedCode, RejectionReason
 from locks.windows import AccessWindow
 from storage.models import (
     AccessCode,
     AccessCodeState,
     Lock,
     OpsAlert,
+    OutboxEffect,
     StaffMember,
 )
 from tests.conftest import FakeClock
@@ -130,6 +131,28 @@ async def test_a_code_set_by_a_worker_that_died_unrecorded_is_taken_off_on_cance
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
     for code in codes:
         assert await lock_provider.list_codes(code.lock.device_id) == [], code.lock.key
+
+
+async def test_a_refusal_that_comes_after_a_revocation_programs_nothing_new(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+
+    async def revoked_meanwhile_then_refused(request: CodeRequest) -> ProgrammedCode:
+        # The renter cancels while the lock thinks; the removal has run by the time it answers.
+        await AccessCode.filter(booking=booking).update(state=AccessCodeState.REMOVED)
+        raise LockRejected(RejectionReason.DUPLICATE_CODE, "the lock has this PIN already")
+
+    monkeypatch.setattr(simulated(runtime), "create_code", revoked_meanwhile_then_refused)
+    await settle(runtime)
+    monkeypatch.undo()
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    assert not await OutboxEffect.filter(idempotency_key__endswith=":fresh").exists()
+    for code in await codes_of(booking):
+        assert await simulated(runtime).list_codes(code.lock.device_id) == []
 
 
 async def test_a_code_revoked_before_programming_time_is_not_looked_for_on_the_lock(

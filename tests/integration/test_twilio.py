@@ -110,7 +110,7 @@ async def harness(database: str, clock: FakeClock) -> AsyncIterator[Harness]:
         }
     )
     await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
-    fake = FakeTwilio(public_url=PUBLIC_URL)
+    fake = FakeTwilio(public_url=PUBLIC_URL, now=clock.now)
     async with fake.serving():
         account = TwilioAccount(
             ACCOUNT_SID, AUTH_TOKEN, public_url=PUBLIC_URL, api_base=fake.base_url, timeout=0.5
@@ -317,21 +317,37 @@ async def test_a_send_accepted_with_its_answer_lost_is_not_sent_again(
 
 
 async def test_a_retry_sends_what_twilio_does_not_have(harness: Harness) -> None:
-    """The same text sent earlier, before this message was staged, is another message."""
+    """The same text to the same renter, sent just before and recorded, is another message."""
     reminder = OutboundMessage(channel="sms", address=RENTER, text="Your rental ends at 14:00.")
     await harness.stage(reminder, "reminder:1")
     await harness.deliver()
     [earlier] = harness.fake.sent
-    harness.clock.current = earlier.created_at + timedelta(minutes=10)
     await harness.stage(reminder, "reminder:2")
+    harness.fake.fail_next(1, status=503)
+    await harness.deliver()
+    harness.clock.advance(timedelta(seconds=30))
+    assert await harness.deliver() == 1
+    assert len(harness.fake.lookups) == 1, "the retry looked first"
+    assert [m.body for m in harness.fake.sent] == [reminder.text, reminder.text]
+    rows = await Message.filter(direction="out").order_by("id")
+    assert [r.provider_id for r in rows] == [earlier.sid, harness.fake.sent[1].sid]
+
+
+async def test_a_retry_does_not_adopt_a_message_from_before_it_was_staged(
+    harness: Harness,
+) -> None:
+    """The same text sent ten minutes earlier outside Keyturn's records is not this message."""
+    reminder = OutboundMessage(channel="sms", address=RENTER, text="Your rental ends at 14:00.")
+    unrecorded = await harness.channels["sms"].send(reminder, "by-hand")
+    harness.clock.advance(timedelta(minutes=10))
+    await harness.stage(reminder, "reminder:1")
     harness.fake.fail_next(1, status=503)
     await harness.deliver()
     harness.clock.advance(timedelta(minutes=1))
     assert await harness.deliver() == 1
-    assert len(harness.fake.lookups) == 1, "the retry looked first"
-    assert [m.body for m in harness.fake.sent] == [reminder.text, reminder.text]
-    second = await Message.filter(direction="out").order_by("-id").first()
-    assert second is not None and second.provider_id == harness.fake.sent[1].sid
+    assert len(harness.fake.lookups) == 1 and len(harness.fake.sent) == 2
+    row = await Message.get(direction="out")
+    assert row.provider_id == harness.fake.sent[1].sid != unrecorded
 
 
 async def test_wrong_credentials_are_retried_not_given_up(harness: Harness) -> None:
