@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +48,30 @@ def clock() -> FakeClock:
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def asyncpg_url(url: str) -> str:
+    """``url`` as asyncpg spells it (``postgresql://``)."""
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+@contextmanager
+def scratch_postgres(name: str) -> Iterator[str]:
+    """An empty PostgreSQL database called ``name`` for the length of the block, then dropped."""
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(asyncpg_url(POSTGRES_ADMIN_URL))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

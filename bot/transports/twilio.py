@@ -24,9 +24,10 @@ Nothing here logs a message body (it may hold a PIN), a phone number or the auth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -152,21 +153,28 @@ class TwilioAccount:
         if media is not None:
             await media.close()
 
-    async def create_message(self, **params: str) -> str:
-        """Create a Message resource; returns its sid. ``params`` are the SDK's ``create`` ones."""
+    @contextlib.asynccontextmanager
+    async def _api_call(self) -> AsyncIterator[Any]:
+        """One REST call with the client, bounded by ``timeout``; Twilio's and the network's
+        errors become ``ChannelError`` (``Undeliverable`` where retrying cannot help)."""
         if self._client is None:
             raise ChannelError("the Twilio account is not started")
         try:
             async with asyncio.timeout(self.timeout):
-                message = await self._client.messages.create_async(
-                    status_callback=self.status_callback, **params
-                )
+                yield self._client
         except TwilioException as err:
             raise _channel_error(err) from err
         except TimeoutError as err:
             raise ChannelError(f"Twilio did not answer within {self.timeout:g} s") from err
         except (aiohttp.ClientError, OSError, ValueError) as err:
             raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
+
+    async def create_message(self, **params: str) -> str:
+        """Create a Message resource; returns its sid. ``params`` are the SDK's ``create`` ones."""
+        async with self._api_call() as client:
+            message = await client.messages.create_async(
+                status_callback=self.status_callback, **params
+            )
         sid = getattr(message, "sid", None)
         if not sid:
             raise ChannelError("Twilio answered without a message sid")
@@ -179,19 +187,10 @@ class TwilioAccount:
 
         Twilio's Messages API takes no idempotency key, so the account's recent messages to the
         recipient are read instead (one page is enough)."""
-        if self._client is None:
-            raise ChannelError("the Twilio account is not started")
-        try:
-            async with asyncio.timeout(self.timeout):
-                recent = await self._client.messages.list_async(
-                    to=to, from_=from_, limit=RECENT_MESSAGES, page_size=RECENT_MESSAGES
-                )
-        except TwilioException as err:
-            raise _channel_error(err) from err
-        except TimeoutError as err:
-            raise ChannelError(f"Twilio did not answer within {self.timeout:g} s") from err
-        except (aiohttp.ClientError, OSError, ValueError) as err:
-            raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
+        async with self._api_call() as client:
+            recent = await client.messages.list_async(
+                to=to, from_=from_, limit=RECENT_MESSAGES, page_size=RECENT_MESSAGES
+            )
         earliest = since - CLOCK_SKEW
         return [
             str(found.sid)

@@ -37,7 +37,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot.cli import DEMO_INVENTORY
-from tests.conftest import POSTGRES_ADMIN_URL, _with_database
+from tests.conftest import asyncpg_url, scratch_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -47,27 +47,10 @@ HARBOR = ZoneInfo("America/New_York")
 T = TypeVar("T")
 
 
-def _pg(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
-
-
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    name = f"keyturn_crash_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(_pg(POSTGRES_ADMIN_URL))
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_postgres(f"keyturn_crash_{os.getpid()}") as url:
+        yield url
 
 
 def free_port() -> int:
@@ -179,7 +162,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
 
 async def end_leases(database_url: str, worker: str) -> None:
     """What two minutes would do: the dead ``worker``'s claims on effects and timers lapse."""
-    conn = await asyncpg.connect(_pg(database_url))
+    conn = await asyncpg.connect(asyncpg_url(database_url))
     try:
         await conn.execute(
             "UPDATE outbox_effect SET next_attempt_at = now() WHERE state = 'pending'"
@@ -195,7 +178,7 @@ async def end_leases(database_url: str, worker: str) -> None:
 
 
 async def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(_pg(database_url))
+    conn = await asyncpg.connect(asyncpg_url(database_url))
     try:
         return list(await conn.fetch(sql, *args))
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from tortoise import Tortoise
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 
 from storage import db
-from tests.conftest import POSTGRES_ADMIN_URL, _with_database
+from tests.conftest import asyncpg_url, scratch_postgres
 
 #: The tables, parents first, that a database migrated up to 0003 fills in before upgrading.
 TABLES = (
@@ -40,30 +39,13 @@ KNOWN = {
 }
 
 
-def _pg(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'old.sqlite3'}"
         return
-    name = f"keyturn_upgrade_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(_pg(POSTGRES_ADMIN_URL))
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_postgres(f"keyturn_upgrade_{os.getpid()}") as url:
+        yield url
 
 
 def _value(table: str, column: str, kind: str, row: int) -> Any:
@@ -92,7 +74,7 @@ def _native(kind: str, value: Any) -> Any:
 
 
 async def _fill_postgres(url: str) -> None:
-    conn = await asyncpg.connect(_pg(url))
+    conn = await asyncpg.connect(asyncpg_url(url))
     try:
         for table in TABLES:
             columns = await conn.fetch(
