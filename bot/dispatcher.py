@@ -148,6 +148,13 @@ class OutboxDispatcher:
             or (not effect.alerted and effect.attempts >= self.policy.alert_after)
             or (effect.critical and effect.attempts % self.policy.alert_after == 0)
         )
+        retry_at = None if give_up else now + self.policy.delay(effect.attempts, self.rng)
+        # Recorded first: a claim that was taken over meanwhile neither counts nor alerts.
+        if not await mark_failed(
+            effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
+        ):
+            _taken_over(effect)
+            return
         if should_alert:
             await raise_alert(
                 None,
@@ -157,11 +164,6 @@ class OutboxDispatcher:
                 message_key="ops.effect_dead" if give_up else "ops.effect_failing",
                 params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
             )
-        retry_at = None if give_up else now + self.policy.delay(effect.attempts, self.rng)
-        if not await mark_failed(
-            effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
-        ):
-            _taken_over(effect)
 
 
 def _taken_over(effect: OutboxEffect) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 
@@ -157,3 +158,34 @@ async def test_a_claim_that_outlasted_its_lease_cannot_overrule_the_newer_one(
     assert row.state == EffectState.DONE
     assert not await mark_failed(newer, error="late", retry_at=clock.now(), alerted=False)
     assert (await OutboxEffect.get(idempotency_key="slow")).state == EffectState.DONE
+
+
+async def test_a_failure_reported_after_the_lease_neither_alerts_nor_undoes_the_newer_claim(
+    database: str, clock: FakeClock
+) -> None:
+    await _stage(clock, "slow")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck_then_fails(effect: OutboxEffect) -> None:
+        started.set()
+        await release.wait()
+        raise ConnectionError("provider answered 503")
+
+    policy = RetryPolicy(alert_after=1, give_up_after=1)  # this first failure would alert
+    first = OutboxDispatcher(
+        clock, {"poke": stuck_then_fails, ALERT_EFFECT: _shown}, policy=policy, worker="box-a/41"
+    )
+    running = asyncio.create_task(first.run_once())
+    await asyncio.wait_for(started.wait(), 5)
+    clock.advance(timedelta(minutes=2, seconds=1))  # its lease runs out
+    executor = FlakyExecutor(failures=0)
+    second = OutboxDispatcher(
+        clock, {"poke": executor, ALERT_EFFECT: _shown}, policy=policy, worker="box-b/7"
+    )
+    assert await second.run_once() == 1
+    release.set()
+    await running
+    row = await OutboxEffect.get(idempotency_key="slow")
+    assert row.state == EffectState.DONE and row.claimed_by == "box-b/7"
+    assert executor.succeeded == ["slow"]
+    assert await OpsAlert.all().count() == 0, "nobody is told about a failure that was overtaken"
