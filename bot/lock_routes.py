@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from bot.keys import CLOCK
+from bot.webhook_body import read_capped
 from flows.lock_events import LockEvent, LockEventKind, handle_lock_event
 from locks.seam import SeamEvent, SeamWebhookInvalid, SeamWebhookUnreadable, verify_seam_webhook
 
@@ -49,11 +50,7 @@ def lock_event_from_seam(event: SeamEvent, received: object) -> LockEvent:
 
 
 async def seam_webhook(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
+    body = await read_capped(request, MAX_BODY)
     try:
         event = verify_seam_webhook(request.app[SEAM_SECRET], body, request.headers)
     except SeamWebhookUnreadable:  # a subclass of SeamWebhookInvalid: it must come first

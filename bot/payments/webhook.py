@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bot.keys import JOURNEY
 from bot.payments.stripe import StripeWebhookInvalid, parse_stripe_event
+from bot.webhook_body import read_capped
 
 log = logging.getLogger(__name__)
 MAX_BODY = 512 * 1024
@@ -20,11 +21,7 @@ def setup_stripe_webhook(app: web.Application, secret: str) -> None:
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
+    body = await read_capped(request, MAX_BODY)
     try:
         event = parse_stripe_event(
             body, request.headers.get("Stripe-Signature"), request.app[STRIPE_SECRET]

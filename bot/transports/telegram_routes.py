@@ -25,6 +25,7 @@ from bot.transports.telegram import (
     check_webhook_secret,
     update_to_inbound,
 )
+from bot.webhook_body import read_capped
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,7 @@ async def telegram_webhook(request: web.Request) -> web.Response:
 async def _update_json(request: web.Request) -> dict[str, object]:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="updates are application/json")
-    if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_UPDATE_BYTES, actual_size=request.content_length
-        )
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_UPDATE_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_UPDATE_BYTES, actual_size=len(body))
+    body = await read_capped(request, MAX_UPDATE_BYTES)
     try:
         data = json.loads(body)
     except ValueError:  # also invalid UTF-8

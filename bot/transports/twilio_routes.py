@@ -28,6 +28,7 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from bot.keys import CLOCK, ENGINE
+from bot.webhook_body import read_capped
 from flows.messages import InboundMessage, Media
 from storage.models import Message
 
@@ -111,7 +112,7 @@ class TwilioWebhooks:
     async def _signed_form(self, request: web.Request) -> MultiDict[str]:
         if request.content_type != "application/x-www-form-urlencoded":
             raise web.HTTPUnsupportedMediaType(text="expected a form post")
-        body = await _read_capped(request, MAX_FORM_BYTES)
+        body = await read_capped(request, MAX_FORM_BYTES)
         try:
             text = body.decode(request.charset or "utf-8")
         except (UnicodeDecodeError, LookupError):
@@ -131,17 +132,6 @@ def setup_twilio(app: web.Application, *, auth_token: str, public_url: str) -> N
     hooks = TwilioWebhooks(auth_token=auth_token, public_url=public_url)
     app.router.add_post(INBOUND_PATH, hooks.inbound)
     app.router.add_post(STATUS_PATH, hooks.status)
-
-
-async def _read_capped(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(16 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return bytes(body)
 
 
 def _channel_and_address(sender: str) -> tuple[str, str]:
