@@ -79,6 +79,8 @@ class OutboxResult:
     replies: int = 0
     replies_per_second: float = 0.0
     drained_after: float | None = None
+    #: The workers' CPU time (user and system) over the step and its drain, per message handled.
+    cpu_ms_per_message: float = float("nan")
 
 
 @dataclass
@@ -170,6 +172,32 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time used so far by these processes (``/proc/<pid>/stat``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def machine_speed() -> float:
+    """Seconds this machine takes for ten million additions in a plain Python loop (best of 3).
+
+    Machines of the same kind differ by up to 3x; this figure lets runs on two of them be compared.
+    """
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        best = min(best, time.perf_counter() - began)
+    return best
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -305,6 +333,7 @@ async def load_steps(
     warmup: float,
     phone_prefix: str,
     twilio_api: str | None,
+    pids: Sequence[int] = (),
 ) -> list[tuple[StepResult, OutboxResult | None]]:
     crowd = RenterCrowd(twilio, phone_prefix=phone_prefix)
     if warmup:
@@ -315,6 +344,7 @@ async def load_steps(
     results: list[tuple[StepResult, OutboxResult | None]] = []
     for rate in [*rates, 0.0] if saturate else rates:
         before = await replies_sent(session, twilio_api) if twilio_api else 0
+        cpu_before = cpu_seconds(pids)
         if rate:
             step = await run_step(session, crowd, targets, rate=rate, duration=duration)
         else:
@@ -327,6 +357,8 @@ async def load_steps(
             drained = await drain(session, targets[0])
             total = await replies_sent(session, twilio_api) - before
             outbox = OutboxResult(total, during / step.elapsed if step.elapsed else 0.0, drained)
+            if step.ok:
+                outbox.cpu_ms_per_message = (cpu_seconds(pids) - cpu_before) / step.ok * 1000
         results.append((step, outbox))
         print("  " + step_line(step, outbox), flush=True)
     return results
@@ -427,6 +459,7 @@ async def run_config(
                 warmup=args.warmup,
                 phone_prefix=prefix,
                 twilio_api=twilio_api,
+                pids=[worker.pid for worker in workers],
             )
             if args.timers:
                 run.timers = await timer_lateness(url, args.timers, args.timer_window)
@@ -472,7 +505,8 @@ def step_line(step: StepResult, outbox: OutboxResult | None) -> str:
         drained = f"{outbox.drained_after:.1f} s" if outbox.drained_after is not None else "no"
         line += (
             f"; replies {outbox.replies_per_second:6.1f}/s during, "
-            f"{outbox.replies} in all, outbox empty after {drained}"
+            f"{outbox.replies} in all, outbox empty after {drained}; "
+            f"worker CPU {outbox.cpu_ms_per_message:.2f} ms/msg"
         )
     return line
 
@@ -508,12 +542,15 @@ def summary(baseline: Run, runs: Sequence[Run]) -> str:
             if step.rate and step.ok == step.planned and step.percentile(99) * 1000 < P99_TARGET_MS
         ]
         workers = max(len(run.memory_mb), 1)
+        cpu = [o.cpu_ms_per_message for _, o in run.steps if o and o.cpu_ms_per_message > 0]
         lines.append(
             f"  {run.name}: best {best.throughput:.0f} msg/s "
             f"({best.throughput / workers:.0f} per worker, p99 {best.percentile(99) * 1000:.0f} ms)"
             f", ratio {ratio:.2f}; within target {max(good, default=0):.0f}/s "
             f"({max(good, default=0) / workers:.0f} per worker); "
-            f"peak {memory_text(run.memory_mb)}"
+            f"peak {memory_text(run.memory_mb)}; "
+            f"worker CPU {min(cpu, default=float('nan')):.2f}–{max(cpu, default=float('nan')):.2f}"
+            " ms/msg"
         )
         if run.timers is not None:
             lines.append(f"    {timer_line(run.timers)}")
@@ -536,6 +573,11 @@ async def bench(args: argparse.Namespace) -> int:
             twilio_api, _ = await processes.helper("twilio", base_env())
             baseline_url, baseline_pid = await processes.helper("baseline", base_env())
             print(f"machine: {os.cpu_count()} cores; logs under {logs}")
+            print(
+                f"machine speed: 10 million additions in a Python loop take "
+                f"{machine_speed():.2f} s (1.6 s on the slowest machine of bench/README.md)",
+                flush=True,
+            )
             print("\nbare aiohttp handler (same form body, same empty TwiML)", flush=True)
             baseline = Run("bare aiohttp")
             baseline.steps = await load_steps(
