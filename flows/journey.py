@@ -1083,9 +1083,13 @@ class Journey:
     async def execute_expire_checkout(self, effect: OutboxEffect) -> None:
         booking_id = int(str(effect.payload["booking"]))
         for payment in await Payment.filter(booking_id=booking_id, status="open"):
-            if payment.provider_ref:
-                await self.payments.expire_checkout(payment.provider_ref)
-            await Payment.filter(id=payment.id).update(status="expired")
+            if payment.provider_ref and not await self.payments.expire_checkout(
+                payment.provider_ref
+            ):
+                # Completed at the last moment: its paid event refunds it (the hold is gone).
+                continue
+            # Only while still open: a paid event handled meanwhile keeps its "paid".
+            await Payment.filter(id=payment.id, status="open").update(status="expired")
 
     async def execute_hold_deposit(self, effect: OutboxEffect) -> None:
         booking = await Booking.get(id=int(str(effect.payload["booking"])))

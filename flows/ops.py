@@ -9,6 +9,7 @@ argument answers with the command's usage before anything is changed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -116,6 +117,17 @@ class OpsAnswer:
     private: list[str] = field(default_factory=list)
     #: A conversation just taken over: the glue gives it a forum topic where it can.
     taken: TakenOver | None = None
+    #: The first line asks the member for a reason, which they give by replying to it.
+    asks: ReasonAsked | None = None
+
+
+@dataclass(frozen=True)
+class ReasonAsked:
+    """A prompt the member answers by replying to it (Telegram's ForceReply). It starts with
+    ``who``, the member's name, so that in a group only they get the reply field."""
+
+    who: str
+    placeholder: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,7 @@ class OpsDesk:
         self.access = access
         self.handoff = handoff
         self.clock = journey.clock
+        self._reject_prompt = self._pattern("ops.reject_prompt", who=".*?", check=r"(?P<check>\d+)")
         self._handlers: dict[str, Handler] = {
             "today": self._today,
             "booking": self._booking,
@@ -175,6 +188,20 @@ class OpsDesk:
 
     def t(self, key: str, **params: object) -> str:
         return self.translator.text(OPS_LANGUAGE, key, **params)
+
+    def _pattern(self, key: str, **slots: str) -> re.Pattern[str]:
+        """A regular expression matching the text of ``key`` with ``slots`` in its fields."""
+        marked = self.t(key, **{name: f"\x00{name}\x00" for name in slots})
+        pattern, seen = "", set()
+        for index, piece in enumerate(marked.split("\x00")):
+            if index % 2 == 0:
+                pattern += re.escape(piece)
+            elif piece in seen and f"(?P<{piece}>" in slots[piece]:
+                pattern += f"(?P={piece})"  # the same value again
+            else:
+                pattern += slots[piece]
+                seen.add(piece)
+        return re.compile(pattern + r"\Z", re.DOTALL)
 
     async def staff(self, user_id: int) -> StaffMember | None:
         return await StaffMember.get_or_none(telegram_user_id=user_id, active=True)
@@ -226,7 +253,7 @@ class OpsDesk:
         if action == "approve":
             return await self.run(user_id, "approve", [ident])
         if action == "reject":
-            return OpsAnswer([self.t("ops.reject_prompt", check=ident)])
+            return await self._ask_rejection(staff, ident)
         if action == "take":
             return await self.run(user_id, "takeover", [ident])
         alert = await OpsAlert.get_or_none(id=int(ident))
@@ -601,6 +628,29 @@ class OpsDesk:
         if not await self.journey.decide_identity(check.id, approved=True, reviewer=_actor(staff)):
             return OpsAnswer([self.t("ops.decided_already", check=check.id)])
         return OpsAnswer([self.t("ops.approved", check=check.id)])
+
+    async def _ask_rejection(self, staff: StaffMember, ident: str) -> OpsAnswer:
+        """The Reject button: ask the member why, as a prompt they reply to."""
+        try:
+            check = await self._check_in_scope(staff, ident)
+        except _Refused as refused:
+            await self._refused(staff.telegram_user_id, "button:reject", refused.key)
+            return OpsAnswer([self.t(refused.key, **refused.params)])
+        if check.status != "pending":
+            return OpsAnswer([self.t("ops.decided_already", check=check.id)])
+        prompt = self.t("ops.reject_prompt", who=staff.name, check=check.id)
+        return OpsAnswer([prompt], asks=ReasonAsked(staff.name, self.t("ops.reject_placeholder")))
+
+    async def answer_prompt(self, user_id: int, prompt: str, text: str) -> OpsAnswer | None:
+        """A member replied ``text`` to one of Keyturn's messages, ``prompt``: the reason for a
+        rejection it asked for. None when ``prompt`` asked for nothing."""
+        asked = self._reject_prompt.match(prompt)
+        if asked is None:
+            return None
+        reason = text.strip()
+        if not reason or reason.startswith("/"):
+            return OpsAnswer([self.t("ops.reason_needed")])
+        return await self.run(user_id, "reject", [asked["check"], reason])
 
     async def _reject(self, staff: StaffMember, args: list[str], ctx: Context) -> OpsAnswer:
         check = await self._check_in_scope(staff, args[0])

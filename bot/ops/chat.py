@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import (
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    User,
+)
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.channels import ChannelError, Undeliverable
@@ -42,6 +49,37 @@ class OpsChat:
                 chat_id=chat_id,
                 text=_fit(text),
                 reply_markup=keyboard(buttons),
+                message_thread_id=thread,
+            )
+        except TelegramError as err:
+            raise _error(err, "sendMessage") from err
+        return sent.message_id
+
+    async def ask(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        who: tuple[int, str],
+        placeholder: str,
+        thread: int | None = None,
+    ) -> int:
+        """Send a prompt the member answers by replying to it. ``text`` starts with their name
+        (``who``: user id, name), marked as a mention so that in a group only they get the reply
+        field."""
+        user_id, name = who
+        text = _fit(text)
+        mention = []
+        if text.startswith(name):
+            length = len(name.encode("utf-16-le")) // 2  # Telegram counts UTF-16 code units
+            user = User(id=user_id, first_name=name, is_bot=False)
+            mention = [MessageEntity(MessageEntity.TEXT_MENTION, 0, length, user=user)]
+        try:
+            sent: Message = await self.channel.bot.send_message(
+                chat_id=chat_id,
+                text=text,
+                entities=mention,
+                reply_markup=ForceReply(selective=True, input_field_placeholder=placeholder[:64]),
                 message_thread_id=thread,
             )
         except TelegramError as err:

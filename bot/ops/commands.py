@@ -60,8 +60,10 @@ class OpsUpdates:
             return True
         if message.chat.type != ChatType.PRIVATE or update.message is None:
             return False
-        parsed = parse_command(message.text or "")
         user = message.from_user
+        if user is not None and await self._answered_prompt(message, user.id):
+            return True
+        parsed = parse_command(message.text or "")
         if parsed is None or user is None or not self.desk.is_command(parsed[0]):
             return False
         if parsed[0] == "help" and await self.desk.staff(user.id) is None:
@@ -75,6 +77,8 @@ class OpsUpdates:
         if user is None or user.is_bot:
             return
         thread = message.message_thread_id if message.is_topic_message else None
+        if await self._answered_prompt(message, user.id, thread):
+            return
         conversation = await self.handoff.by_thread(thread) if thread is not None else None
         parsed = parse_command(message.text or "")
         if parsed is not None:
@@ -88,6 +92,21 @@ class OpsUpdates:
             )
             if answer.lines:
                 await self._deliver(answer, message.chat.id, thread, user.id)
+
+    async def _answered_prompt(
+        self, message: Message, user_id: int, thread: int | None = None
+    ) -> bool:
+        """A reply to one of the bot's prompts (a rejection's reason): answered here."""
+        prompt = message.reply_to_message
+        if prompt is None or prompt.from_user is None or message.text is None:
+            return False
+        if prompt.from_user.id != self.chat.channel.bot.id or not prompt.text:
+            return False
+        answer = await self.desk.answer_prompt(user_id, prompt.text, message.text)
+        if answer is None:
+            return False
+        await self._deliver(answer, message.chat.id, thread, user_id)
+        return True
 
     async def _button(self, update: Update) -> bool:
         query = update.callback_query
@@ -115,6 +134,19 @@ class OpsUpdates:
             lines += await self._privately(answer.private, chat_id, user_id)
         if answer.taken is not None:
             lines = await self._topic(answer, chat_id, thread)
+        if answer.asks is not None and lines:
+            prompt, *lines = lines
+            asks = answer.asks
+            try:
+                await self.chat.ask(
+                    chat_id,
+                    prompt,
+                    who=(user_id, asks.who),
+                    placeholder=asks.placeholder,
+                    thread=thread,
+                )
+            except ChannelError as err:
+                log.warning("a prompt to the operators was not delivered: %s", err)
         if lines:
             await self._send(chat_id, "\n".join(lines), thread)
 

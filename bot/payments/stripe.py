@@ -250,8 +250,9 @@ class StripePayments(_StripeApi):
         bounded = min(max(expires_at, earliest + _EXPIRY_MARGIN), latest - _EXPIRY_MARGIN)
         return int(bounded.timestamp())
 
-    async def expire_checkout(self, session_id: str) -> None:
-        """Close an open session; one that already expired or completed is left as it is."""
+    async def expire_checkout(self, session_id: str) -> bool:
+        """Close an open session; one that already expired or completed is left as it is.
+        False when the renter completed it."""
         sessions = self._client.v1.checkout.sessions
         try:
             await self._call(
@@ -268,6 +269,8 @@ class StripePayments(_StripeApi):
             )
             if session.status not in ("expired", "complete"):
                 raise
+            return session.status == "expired"
+        return True
 
     async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None:
         """Capture an authorised hold, all of it or ``amount``; a hold already captured is done."""

@@ -28,8 +28,8 @@ class SandboxPayments:
         session = _stable("sbx_cs", request.idempotency_key)
         return Checkout(session, f"{self.public_url}/sandbox/pay/{session}", request.expires_at)
 
-    async def expire_checkout(self, session_id: str) -> None:
-        return None
+    async def expire_checkout(self, session_id: str) -> bool:
+        return True  # the sandbox page takes no payment once Keyturn marks the checkout expired
 
     async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None:
         return None

@@ -545,8 +545,12 @@ async def test_a_payment_after_the_hold_expired_is_refunded_and_ops_told(world: 
     assert f"Booking {booking.reference} was not paid in time" in expired
     await booking.refresh_from_db()
     assert booking.state == BookingState.EXPIRED
+    rental = await Payment.get(booking=booking, purpose="rental")
+    assert rental.status == "open", "Stripe said it was completed: not marked expired"
     assert await world.stripe_webhook(completed) == 200
     await world.run()
+    await rental.refresh_from_db()
+    assert rental.status == "paid"
     intent = world.stripe.sessions[session_id]["payment_intent"]
     [refund] = world.stripe.refunds.values()
     assert (refund["payment_intent"], refund["amount"]) == (intent, PRICE)

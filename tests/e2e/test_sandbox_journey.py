@@ -203,6 +203,7 @@ async def test_an_unpaid_hold_expires_and_frees_the_slot(
     [expired] = await first.inbox()
     assert "was not paid in time" in expired
     assert (await Booking.get()).state == BookingState.EXPIRED
+    assert (await Payment.get(purpose="rental")).status == "expired"
     [quote] = await second.say("BOOK T1 tomorrow 10-14")
     assert "Reply YES" in quote
 

@@ -12,7 +12,8 @@ It refuses what Telegram refuses:
   ``Unauthorized``;
 - a chat the bot has never seen → 400 ``Bad Request: chat not found``; a user who blocked the bot →
   403 ``Forbidden: bot was blocked by the user``;
-- empty or over-4096-character text, malformed ``reply_markup``, ``callback_data`` outside 1-64
+- empty or over-4096-character text, malformed ``reply_markup`` (an inline keyboard, or a
+  ``ForceReply`` on a new message), entities past the text's end, ``callback_data`` outside 1-64
   bytes (``BUTTON_DATA_INVALID``), an unknown ``message_thread_id``, forum topics in a chat that is
   not a forum, editing a message that does not exist or into the same content, answering a callback
   query twice or one that never existed, an unknown ``file_id``, a webhook that is not HTTPS or a
@@ -118,6 +119,8 @@ class FakeTelegram:
         self.messages: dict[tuple[int, int], Json] = {}
         #: (chat id, message id) of every message the bot deleted.
         self.deleted: list[tuple[int, int]] = []
+        #: (chat, message id) of each message sent with a ForceReply → that ForceReply.
+        self.force_replies: dict[tuple[int, int], Json] = {}
         self.files: dict[str, StoredFile] = {}
         self.downloads: list[str] = []
         self.callback_queries: dict[str, bool] = {}  # id → answered
@@ -274,9 +277,18 @@ class FakeTelegram:
 
     # -- what Telegram would POST to the webhook ----------------------------------------------
 
-    def text_update(self, user: Json, text: str, *, chat: Json | None = None) -> Json:
+    def text_update(
+        self, user: Json, text: str, *, chat: Json | None = None, reply_to: Json | None = None
+    ) -> Json:
+        """``reply_to``: a message in the same chat this one answers (Telegram attaches it)."""
         message = self._incoming(user, chat)
         message["text"] = text
+        if reply_to is not None:
+            assert reply_to["chat"]["id"] == message["chat"]["id"], "a reply stays in its chat"
+            message["reply_to_message"] = reply_to
+            if "message_thread_id" in reply_to:
+                message["message_thread_id"] = reply_to["message_thread_id"]
+                message["is_topic_message"] = True
         if text.startswith("/"):
             command = text.split()[0]
             message["entities"] = [{"offset": 0, "length": len(command), "type": "bot_command"}]
@@ -417,7 +429,10 @@ class FakeTelegram:
             raise bad_request("message text is empty")
         if len(text) > MAX_TEXT:
             raise bad_request("message is too long")
-        return self._post(chat, call.params, {"text": text})
+        content: Json = {"text": text}
+        if entities := _entities(call.params, text):
+            content["entities"] = entities
+        return self._post(chat, call.params, content)
 
     async def _send_photo(self, call: _Call) -> Json:
         chat = self._chat(call.params)
@@ -447,7 +462,7 @@ class FakeTelegram:
         text = _text(call.params, "text")
         if not text.strip():
             raise bad_request("message text is empty")
-        markup = _markup(call.params)
+        markup = _markup(call.params, inline_only=True)
         if text == message.get("text") and markup == message.get("reply_markup"):
             raise bad_request(
                 "message is not modified: specified new message content and reply markup are "
@@ -471,7 +486,7 @@ class FakeTelegram:
 
     async def _edit_message_reply_markup(self, call: _Call) -> Json:
         message = self._own_message(call.params)
-        markup = _markup(call.params)
+        markup = _markup(call.params, inline_only=True)
         if markup == message.get("reply_markup"):
             raise bad_request(
                 "message is not modified: specified new message content and reply markup are "
@@ -562,7 +577,10 @@ class FakeTelegram:
                 raise bad_request("message thread not found")
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
-        _set_markup(message, _markup(params))
+        markup = _markup(params)
+        _set_markup(message, markup)
+        if markup is not None and "force_reply" in markup:
+            self.force_replies[(chat["id"], message["message_id"])] = markup
         self.messages[(chat["id"], message["message_id"])] = message
         return message
 
@@ -607,11 +625,16 @@ def _json_value(params: Json, name: str, *, default: Any = None) -> Any:
     return value
 
 
-def _markup(params: Json) -> Json | None:
+def _markup(params: Json, *, inline_only: bool = False) -> Json | None:
+    """An InlineKeyboardMarkup, or a ForceReply where a new message may carry one."""
     markup = _json_value(params, "reply_markup")
     if markup is None:
         return None
+    if isinstance(markup, dict) and "force_reply" in markup and not inline_only:
+        return _force_reply(markup)
     rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if inline_only and rows is None:
+        raise bad_request("inline keyboard expected")
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
         raise bad_request("can't parse reply keyboard markup JSON object")
     for row in rows:
@@ -630,8 +653,36 @@ def _markup(params: Json) -> Json | None:
     return {"inline_keyboard": rows}
 
 
+def _force_reply(markup: Json) -> Json:
+    if markup.get("force_reply") is not True:
+        raise bad_request("can't parse reply keyboard markup JSON object")
+    placeholder = markup.get("input_field_placeholder")
+    if placeholder is not None and not 1 <= len(str(placeholder)) <= 64:
+        raise bad_request("can't parse reply keyboard markup JSON object")
+    if not isinstance(markup.get("selective", False), bool):
+        raise bad_request("can't parse reply keyboard markup JSON object")
+    return dict(markup)
+
+
+def _entities(params: Json, text: str) -> list[Json]:
+    """``entities`` as sent, checked against the text's length in UTF-16 code units."""
+    entities = _json_value(params, "entities", default=[])
+    length = len(text.encode("utf-16-le")) // 2
+    if not isinstance(entities, list):
+        raise bad_request("can't parse entities JSON object")
+    for entity in entities:
+        if not isinstance(entity, dict) or not {"type", "offset", "length"} <= entity.keys():
+            raise bad_request("can't parse MessageEntity")
+        offset, size = int(entity["offset"]), int(entity["length"])
+        if offset < 0 or size <= 0 or offset + size > length:
+            raise bad_request("entity beyond the end of the text")
+        if entity["type"] == "text_mention" and not isinstance(entity.get("user"), dict):
+            raise bad_request("can't parse MessageEntity: user is required for text_mention")
+    return entities
+
+
 def _set_markup(message: Json, markup: Json | None) -> None:
-    if markup is None or not markup["inline_keyboard"]:
+    if markup is None or "force_reply" in markup or not markup["inline_keyboard"]:
         message.pop("reply_markup", None)
     else:
         message["reply_markup"] = markup

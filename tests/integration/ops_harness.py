@@ -73,6 +73,14 @@ class Ops:
         update["message"]["is_topic_message"] = True
         await self.post(update)
 
+    async def reply(self, user: int, message: Json, text: str) -> str:
+        """A staff member replies to the bot's ``message`` (in its chat); returns the answer."""
+        chat_id = message["chat"]["id"]
+        chat = self.group if chat_id == OPS_CHAT else None
+        before = len(self.fake.sent(chat_id))
+        await self.post(self.fake.text_update(self.users[user], text, chat=chat, reply_to=message))
+        return "\n".join(m.get("text", "") for m in self.fake.sent(chat_id)[before:])
+
     async def press(self, user: int, message: Json, data: str) -> str:
         """A staff member presses a button on the bot's message in the ops group."""
         before = len(self.fake.sent(OPS_CHAT))

@@ -223,17 +223,36 @@ async def test_the_id_review_round_trip_by_button(ops: Ops) -> None:
     assert (OPS_CHAT, photo["message_id"]) in ops.fake.deleted, "the ID image leaves the group"
     assert (OPS_CHAT, photo["message_id"]) not in ops.fake.messages
 
-    # Rejecting asks for the reason, then takes it from /reject.
+    # Rejecting asks the member for the reason, which they give by replying to the prompt.
     second = await pending_check(ops, booking)
     await ops.deliver()
     message = ops.ops_messages()[-1]
-    prompt = await ops.press(SUPPORT, message, f"ops:reject:{second.id}")
-    assert f"/reject {second.id} <reason>" in prompt
+    prompt_text = await ops.press(SUPPORT, message, f"ops:reject:{second.id}")
+    assert prompt_text.startswith(f"Jonas Weber, why is ID check {second.id} rejected?")
+    prompt = ops.ops_messages()[-1]
+    force_reply = ops.fake.force_replies[(OPS_CHAT, prompt["message_id"])]
+    assert force_reply["selective"] is True and force_reply["input_field_placeholder"]
+    [mention] = prompt["entities"]
+    assert mention["type"] == "text_mention" and mention["user"]["id"] == SUPPORT
+    assert (mention["offset"], mention["length"]) == (0, len("Jonas Weber"))
+    await second.refresh_from_db()
+    assert second.status == "pending", "nothing is decided before the reason comes"
+    assert "reason for the rejection" in await ops.reply(SUPPORT, prompt, "/approve")
+    assert "may not use" in await ops.reply(MAINTENANCE, prompt, "blurry")
     await second.refresh_from_db()
     assert second.status == "pending"
-    assert "rejected" in await ops.command(SUPPORT, f"/reject {second.id} face not visible")
+    answer = await ops.reply(SUPPORT, prompt, "face not visible")
+    assert f"ID check {second.id} rejected: face not visible" in answer
     await second.refresh_from_db()
     assert second.status == "rejected" and second.reason == "face not visible"
+    assert "was already decided" in await ops.press(SUPPORT, message, f"ops:reject:{second.id}")
+    # /reject with the reason still works, and a reply to any other bot message is not taken
+    # for a reason.
+    third = await pending_check(ops, booking)
+    assert await ops.reply(SUPPORT, ops.ops_messages()[0], "face not visible") == ""
+    assert "rejected" in await ops.command(SUPPORT, f"/reject {third.id} expired licence")
+    await third.refresh_from_db()
+    assert third.status == "rejected" and third.reason == "expired licence"
 
 
 async def test_an_alert_storm_is_one_message_that_updates(ops: Ops) -> None:

@@ -223,9 +223,9 @@ async def test_expiring_a_checkout_closes_it_and_a_closed_one_is_not_an_error(
     paid_one = await payments.create_checkout(checkout_request(idempotency_key="checkout-2"))
     fake.complete(paid_one.session_id)
 
-    await payments.expire_checkout(open_one.session_id)
-    await payments.expire_checkout(open_one.session_id)
-    await payments.expire_checkout(paid_one.session_id)
+    assert await payments.expire_checkout(open_one.session_id) is True
+    assert await payments.expire_checkout(open_one.session_id) is True
+    assert await payments.expire_checkout(paid_one.session_id) is False
 
     assert fake.sessions[open_one.session_id]["status"] == "expired"
     assert fake.sessions[paid_one.session_id]["status"] == "complete"
