@@ -1,7 +1,7 @@
 """The renter dialog: greeting, locations and items with prices, HELP and LANG.
 
-Every text comes from the catalogs through ``turn.t``; the step only reads the inventory and
-returns what to say and which state to be in next.
+Every text comes from the translation catalogs through ``turn.t``; the step only reads the
+inventory (``InventoryCache``) and returns what to say and which state to be in next.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from babel.dates import format_timedelta
 from flows.effects import Audit, Outcome, Reply
 from flows.engine import StepResult, Turn
 from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map, money
+from flows.inventory_cache import InventoryCache
 from flows.journey import Journey
 from flows.messages import Choice
-from storage.models import Asset, Location
 
 
 class DialogState(StrEnum):
@@ -68,6 +68,7 @@ class RenterDialog:
     ) -> None:
         self.settings = settings or DialogSettings()
         self.journey = journey
+        self.inventory = journey.inventory if journey is not None else InventoryCache()
         self._keywords = keyword_map(translator, {c.value: k for c, k in KEYWORDS.items()})
 
     async def step(self, turn: Turn) -> StepResult:
@@ -125,7 +126,7 @@ class RenterDialog:
     # -- states -----------------------------------------------------------------------------
 
     async def _locations(self, turn: Turn, *, greet: bool) -> StepResult:
-        locations = await Location.filter(assets__active=True).distinct().order_by("name")
+        locations = await self.inventory.open_locations()
         if not locations:
             return StepResult(DialogState.START, {}, Outcome([Reply(turn.t("dialog.closed"))]))
         choices = tuple(Choice(str(i), loc.name) for i, loc in enumerate(locations, start=1))
@@ -146,10 +147,10 @@ class RenterDialog:
         return await self._assets(turn, picked)
 
     async def _assets(self, turn: Turn, slug: str) -> StepResult:
-        location = await Location.get_or_none(slug=slug)
+        location = await self.inventory.location(slug)
         if location is None:
             return await self._locations(turn, greet=False)
-        assets = await Asset.filter(location=location, active=True).order_by("code")
+        assets = await self.inventory.active_assets(location)
         choices = [
             Choice(
                 str(i),
@@ -178,7 +179,7 @@ class RenterDialog:
         picked = by_code.get(turn.text.upper()) or _pick(turn.text, codes)
         if picked is None:
             return self._stay(turn, Reply(turn.t("dialog.pick_a_number", count=len(codes))))
-        asset = await Asset.get_or_none(code=picked, active=True).select_related("location")
+        asset = await self.inventory.asset(picked)
         if asset is None:
             return await self._assets(turn, str(turn.data.get("location", "")))
         language = turn.language

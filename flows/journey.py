@@ -31,6 +31,7 @@ from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import StepResult, Turn
 from flows.i18n import Translator, local_time, money
+from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
 from flows.notify import Notifier
 from flows.payments import (
@@ -129,8 +130,10 @@ class Journey:
         fetch_media: MediaFetcher,
         settings: JourneySettings | None = None,
         identity: IdentityProvider | None = None,
+        inventory: InventoryCache | None = None,
     ) -> None:
         self.translator = translator
+        self.inventory = inventory or InventoryCache()
         self.clock = clock
         self.access = access
         self.payments = payments
@@ -144,7 +147,7 @@ class Journey:
 
     async def when(self, turn: Turn, asset_code: str, text: str) -> StepResult:
         """The renter said when: read it in the location's time zone and quote."""
-        asset = await Asset.get_or_none(code=asset_code, active=True).select_related("location")
+        asset = await self.inventory.asset(asset_code)
         if asset is None:
             return _stay(turn, turn.t("journey.unknown_asset", code=asset_code))
         tz = asset.location.timezone
@@ -213,14 +216,18 @@ class Journey:
     async def pick_alternative(self, turn: Turn) -> StepResult:
         slots = list(turn.data.get("slots", []))
         if turn.text.isdigit() and 1 <= int(turn.text) <= len(slots):
-            asset = await Asset.get(code=str(turn.data["asset"])).select_related("location")
+            asset = await self.inventory.asset(str(turn.data["asset"]))
+            if asset is None:
+                return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
             start, end = slots[int(turn.text) - 1]
             return await self._quote(turn, asset, _at(start), _at(end))
         return await self.when(turn, str(turn.data.get("asset", "")), turn.text)
 
     async def accept_quote(self, turn: Turn) -> StepResult:
         """YES: hold the slot and send the payment link."""
-        asset = await Asset.get(code=str(turn.data["asset"])).select_related("location")
+        asset = await self.inventory.asset(str(turn.data["asset"]))
+        if asset is None:  # taken out of service since the quote
+            return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
         if not await is_free(asset.id, start, end):
             return await self._offer_alternatives(turn, asset, start, end)
@@ -357,7 +364,7 @@ class Journey:
         return StepResult(turn.state, data, outcome)
 
     async def _open(self, turn: Turn, booking: Booking) -> StepResult:
-        asset = await Asset.get(id=booking.asset_id).select_related("location")
+        asset = await self.inventory.asset_by_id(booking.asset_id)
         window = self._window(asset, booking)
         if not window.contains(turn.now) or booking.state not in (
             BookingState.CONFIRMED,
@@ -411,7 +418,7 @@ class Journey:
             extra = parse_duration(text)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.extend_usage"))
-        asset = await Asset.get(id=booking.asset_id).select_related("location")
+        asset = await self.inventory.asset_by_id(booking.asset_id)
         new_end = booking.end_at + extra
         if (new_end - booking.start_at).total_seconds() / 60 > asset.max_duration_minutes:
             return _stay(
@@ -594,14 +601,13 @@ class Journey:
         ]
         outcome.audits.append(Audit("system", "booking.confirmed", f"booking:{ref}"))
         tz = asset.location.timezone
-        language = await self._language(conn, booking)
         await self.notifier.tell(
             conn,
             booking.renter_id,
             "journey.confirmed",
             now=now,
             kind="receipt",
-            params={
+            params=lambda language: {
                 "reference": ref,
                 "code": asset.code,
                 "start": local_time(booking.start_at, tz, language),
@@ -639,14 +645,15 @@ class Journey:
         outcome.audits.append(
             Audit("system", "booking.extended", f"booking:{ref}", {"until": _iso(booking.end_at)})
         )
-        language = await self._language(conn, booking)
         await self.notifier.tell(
             conn,
             booking.renter_id,
             "journey.extended_new_code" if replaced else "journey.extended",
             now=now,
             kind="receipt",
-            params={"end": local_time(booking.end_at, asset.location.timezone, language)},
+            params=lambda language: {
+                "end": local_time(booking.end_at, asset.location.timezone, language)
+            },
         )
         return outcome
 
@@ -1041,28 +1048,31 @@ class Journey:
             )
         )
         async with in_transaction() as conn:
-            await Payment.get_or_create(
+            recorded = Payment.filter(idempotency_key=effect.idempotency_key).using_db(conn)
+            if await recorded.exists():
+                return  # an earlier attempt recorded it and sent the link, and then stopped
+            await Payment.create(
                 idempotency_key=effect.idempotency_key,
-                defaults={
-                    "booking": booking,
-                    "provider": self.payments.name,
-                    "purpose": purpose,
-                    "amount_cents": amount,
-                    "currency": booking.currency,
-                    "status": "open",
-                    "provider_ref": checkout.session_id,
-                    "details": {"url": checkout.url, "extension": extension_id},
-                },
+                booking=booking,
+                provider=self.payments.name,
+                purpose=purpose,
+                amount_cents=amount,
+                currency=booking.currency,
+                status="open",
+                provider_ref=checkout.session_id,
+                details={"url": checkout.url, "extension": extension_id},
                 using_db=conn,
             )
-            language = await self._language(conn, booking)
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
                 "journey.pay_link",
                 now=now,
                 kind="payment_link",
-                params={"url": checkout.url, "amount": money(amount, booking.currency, language)},
+                params=lambda language: {
+                    "url": checkout.url,
+                    "amount": money(amount, booking.currency, language),
+                },
                 template_variables={"1": booking.reference, "2": checkout.url},
             )
 
@@ -1197,14 +1207,13 @@ class Journey:
         hears that their booking stands and that a person will be in touch."""
         now = self.clock.now()
         async with in_transaction() as conn:
-            language = await self._language(conn, booking)
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
                 "journey.deposit_not_held",
                 now=now,
                 kind="receipt",
-                params={
+                params=lambda language: {
                     "reference": booking.reference,
                     "deposit": money(booking.deposit_cents, booking.currency, language),
                 },
@@ -1352,14 +1361,13 @@ class Journey:
             return Outcome()
         now = self.clock.now()
         async with in_transaction() as conn:
-            language = await self._language(conn, booking)
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
                 "journey.ending_soon",
                 now=now,
                 kind="reminder",
-                params={
+                params=lambda language: {
                     "end": local_time(booking.end_at, booking.asset.location.timezone, language)
                 },
             )

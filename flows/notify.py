@@ -7,7 +7,7 @@ opted out gets only what the rental cannot work without (``required``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -49,11 +49,12 @@ class Notifier:
         *,
         now: datetime,
         kind: str = "notice",
-        params: Mapping[str, object] | None = None,
+        params: Mapping[str, object] | Callable[[str], Mapping[str, object]] | None = None,
         choices: tuple[Choice, ...] = (),
         template_variables: Mapping[str, str] | None = None,
     ) -> bool:
-        """Stage one message to the renter; False when there is nobody to tell or they opted out."""
+        """Stage one message to the renter; False when there is nobody to tell or they opted out.
+        ``params`` may be a function of the renter's language (for amounts and times)."""
         renter = await Renter.filter(id=renter_id).using_db(conn).get()
         if renter.opted_out and kind not in REQUIRED_KINDS:
             return False
@@ -66,6 +67,8 @@ class Notifier:
         if conversation is None:
             return False
         language = await self.language(renter, conversation)
+        if callable(params):
+            params = params(language)
         text = self.translator.text(language, key, **(params or {}))
         sealed = self.sealer is not None and kind in SEALED_KINDS
         if sealed and self.sealer is not None:

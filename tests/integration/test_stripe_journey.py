@@ -16,7 +16,15 @@ from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from bot.payments import StripePayments
 from flows.inventory import apply_inventory, load_inventory
-from storage.models import Booking, BookingState, IdentityCheck, Message, Payment
+from flows.journey import CHECKOUT_EFFECT
+from storage.models import (
+    Booking,
+    BookingState,
+    IdentityCheck,
+    Message,
+    OutboxEffect,
+    Payment,
+)
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe
@@ -97,3 +105,21 @@ async def test_stripe_payment_and_identity(
     assert booking.state == BookingState.CONFIRMED
     await run(runtime)
     assert "is confirmed" in await last_text()
+
+
+async def test_a_payment_link_effect_run_again_sends_no_second_link(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, _ = stripe_app
+    await runtime.engine.handle(inbound("BOOK T1 tomorrow 10-14", at=clock.now()))
+    await runtime.engine.handle(inbound("YES", at=clock.now()))
+    await run(runtime)
+    # A worker that recorded the link and stopped before marking the effect done: the effect
+    # runs again after its lease.
+    effect = await OutboxEffect.get(kind=CHECKOUT_EFFECT)
+    await runtime.journey.execute_checkout(effect)
+    await run(runtime)
+    assert len(fake.sessions) == 1, "Stripe's idempotency key gives the same session"
+    assert await Payment.filter(purpose="rental").count() == 1
+    links = await Message.filter(direction="out", body__contains="Pay $50.00 here")
+    assert len(links) == 1
