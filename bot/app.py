@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
+from bot.media_links import MediaLinks, add_media_route
 from bot.metrics import exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
 from bot.payment_routes import setup_return_page
@@ -82,6 +83,8 @@ class Runtime:
     ops: OpsDesk | None = None
     #: The operators' Bot API calls, when Telegram and ``TELEGRAM_OPS_CHAT_ID`` are configured.
     ops_chat: OpsChat | None = None
+    #: Links to staff photos for Twilio to fetch, when both Twilio and Telegram are configured.
+    media_links: MediaLinks | None = None
 
 
 MAX_ID_BYTES = 8 * 1024 * 1024
@@ -163,6 +166,11 @@ def build_runtime(
         all_channels["telegram"] = TelegramChannel(
             settings.telegram.bot_token, api_base=settings.telegram.api_base
         )
+    media_links = None
+    if twilio is not None and settings.telegram is not None:
+        # Photos staff post in a renter's topic reach SMS and WhatsApp renters by these links.
+        media_links = MediaLinks(settings.public_url, settings.require_encryption_key(), clock)
+        twilio.media_links = media_links
     all_channels.update(channels or {})
     identity = None
     if settings.stripe is not None:
@@ -268,6 +276,7 @@ def build_runtime(
         handoff=handoff,
         ops=ops,
         ops_chat=ops_chat,
+        media_links=media_links,
     )
 
 
@@ -307,6 +316,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
             public_url=settings.public_url,
             handlers=handlers,
         )
+        if runtime.media_links is not None:
+            add_media_route(app, runtime.media_links, telegram.fetch_photo)
     if settings.stripe is not None:
         from bot.payments.webhook import setup_stripe_webhook
 

@@ -25,7 +25,7 @@ from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import Dialog, StepResult, Turn
 from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
-from flows.messages import OutboundMessage
+from flows.messages import Media, OutboundMessage
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from storage.journal import resolve_alert
@@ -260,11 +260,18 @@ class Handoff:
         await resolve_alert(conn, group_key=agent_group(conversation.id), now=now, by=by)
         return True
 
-    async def staff_says(self, conversation_id: int, staff: StaffMember, text: str) -> None:
-        """What a staff member wrote goes to the renter on the renter's channel."""
+    async def staff_says(
+        self,
+        conversation_id: int,
+        staff: StaffMember,
+        text: str,
+        media: tuple[Media, ...] = (),
+    ) -> None:
+        """What a staff member wrote (or a photo they posted, ``text`` its caption) goes to the
+        renter on the renter's channel."""
         now = self.clock.now()
         text = text.strip()
-        if not text:
+        if not text and not media:
             raise HandoffRefused("ops.reply_empty")
         async with in_transaction() as conn:
             conversation = await Conversation.filter(id=conversation_id).using_db(conn).first()
@@ -279,7 +286,7 @@ class Handoff:
             )
             if renter is not None and renter.opted_out:
                 raise HandoffRefused("ops.renter_opted_out", who=await self.who(conversation))
-            effect = await self._send(conn, conversation, text, now)
+            effect = await self._send(conn, conversation, text, now, media)
             outcome = Outcome(
                 effects=[effect],
                 timers=[
@@ -358,19 +365,25 @@ class Handoff:
         )
 
     async def _send(
-        self, conn: BaseDBAsyncClient, conversation: Conversation, text: str, now: datetime
+        self,
+        conn: BaseDBAsyncClient,
+        conversation: Conversation,
+        text: str,
+        now: datetime,
+        media: tuple[Media, ...] = (),
     ) -> Effect:
         """A message to this very conversation (not the renter's latest one)."""
         row = await Message.create(
             conversation_id=conversation.id,
             direction="out",
             body=text,
+            media=[{"url": m.url, "content_type": m.content_type} for m in media],
             status="queued",
             created_at=now,
             using_db=conn,
         )
         outbound = OutboundMessage(
-            channel=conversation.channel, address=conversation.address, text=text
+            channel=conversation.channel, address=conversation.address, text=text, media=media
         )
         return Effect(
             "send_message",

@@ -47,9 +47,11 @@ class OutboundMessage:
     choices: tuple[Choice, ...] = ()
     kind: str = "reply"  # reply, or a business-initiated kind (pin, reminder) for templates
     template_variables: Mapping[str, str] = field(default_factory=dict)
+    #: Photos to attach (one a staff member posted), by reference; ``text`` is their caption.
+    media: tuple[Media, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "channel": self.channel,
             "address": self.address,
             "text": self.text,
@@ -57,6 +59,9 @@ class OutboundMessage:
             "kind": self.kind,
             "template_variables": dict(self.template_variables),
         }
+        if self.media:
+            payload["media"] = [[m.url, m.content_type] for m in self.media]
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> OutboundMessage:
@@ -69,4 +74,5 @@ class OutboundMessage:
             template_variables={
                 str(k): str(v) for k, v in dict(payload.get("template_variables", {})).items()
             },
+            media=tuple(Media(str(url), str(kind)) for url, kind in payload.get("media", [])),
         )

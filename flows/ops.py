@@ -25,6 +25,7 @@ from flows.effects import Audit, Effect, Outcome
 from flows.handoff import OPS_LANGUAGE, Handoff, HandoffRefused, TakenOver
 from flows.i18n import Translator, local_time, money
 from flows.journey import LIVE_BOOKING, OPEN_EFFECT, REFUND_EFFECT, Journey
+from flows.messages import Media
 from flows.staging import stage_outcome
 from flows.when import WhenNotUnderstood, parse_duration
 from locks import LockCapability
@@ -699,14 +700,17 @@ class OpsDesk:
         await self.handoff.staff_says(conversation.id, staff, args[1])
         return OpsAnswer([self.t("ops.reply_sent", who=await self.handoff.who(conversation))])
 
-    async def say_in_topic(self, user_id: int, conversation_id: int, text: str) -> OpsAnswer:
-        """A staff member wrote in a conversation's forum topic: it goes to the renter."""
+    async def say_in_topic(
+        self, user_id: int, conversation_id: int, text: str, media: tuple[Media, ...] = ()
+    ) -> OpsAnswer:
+        """A staff member wrote (or posted a photo) in a conversation's forum topic: it goes to
+        the renter."""
         staff = await self.staff(user_id)
         if staff is None or not self.may(staff, Permission.TALK):
             await self._refused(user_id, "topic message", "not allowed to talk to renters")
             return OpsAnswer([self.t("ops.refused", command="reply")])
         try:
-            await self.handoff.staff_says(conversation_id, staff, text)
+            await self.handoff.staff_says(conversation_id, staff, text, media)
         except HandoffRefused as refused:
             return OpsAnswer([self.t(refused.key, **refused.params)])
         return OpsAnswer()

@@ -19,7 +19,9 @@ from telegram.constants import ChatType
 
 from bot.channels import ChannelError
 from bot.ops.chat import OpsChat
+from bot.transports.telegram import MEDIA_SCHEME
 from flows.handoff import Handoff
+from flows.messages import Media
 from flows.ops import Context, OpsAnswer, OpsDesk
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,18 @@ class OpsUpdates:
             answer = await self.desk.run(user.id, parsed[0], parsed[1], context)
             await self._deliver(answer, message.chat.id, thread, user.id)
             return
-        if conversation is not None and (message.text or message.caption):
+        if conversation is None:
+            return
+        media: tuple[Media, ...] = ()
+        if message.photo:  # sizes, the largest last
+            media = (Media(MEDIA_SCHEME + message.photo[-1].file_id, "image/jpeg"),)
+        elif message.effective_attachment is not None:
+            answer = OpsAnswer([self.desk.t("ops.only_text_and_photos")])
+            await self._deliver(answer, message.chat.id, thread, user.id)
+            return
+        if message.text or message.caption or media:
             answer = await self.desk.say_in_topic(
-                user.id, conversation.id, message.text or message.caption or ""
+                user.id, conversation.id, message.text or message.caption or "", media
             )
             if answer.lines:
                 await self._deliver(answer, message.chat.id, thread, user.id)

@@ -55,6 +55,7 @@ MEDIA_SCHEME = "telegram-file:"
 #: Bot API limits: ``callback_data`` is 1-64 bytes, a message text 1-4096 characters.
 CALLBACK_DATA_LIMIT = 64
 MESSAGE_TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
 #: What ``set_webhook`` subscribes to; the operators' bot may ask for more.
 RENTER_UPDATES = ("message", "callback_query")
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -196,6 +197,8 @@ class TelegramChannel:
         Bot API message id of the last part."""
         chat_id = _chat_id(message.address)
         markup = inline_keyboard(message)
+        if message.media:
+            return await self._send_photos(chat_id, message, markup, idempotency_key)
         parts = split_text(message.text)
         provider_id = ""
         for index, part in enumerate(parts):
@@ -207,6 +210,51 @@ class TelegramChannel:
                 self._remember(key, sent)
             provider_id = sent
         return provider_id
+
+    async def _send_photos(
+        self,
+        chat_id: int,
+        message: OutboundMessage,
+        markup: InlineKeyboardMarkup | None,
+        idempotency_key: str,
+    ) -> str:
+        """Each photo (by the file id the bot already knows), the text as the last one's caption
+        where it fits, else after them."""
+        text = message.text.strip()
+        caption = text if len(text) <= CAPTION_LIMIT else ""
+        provider_id = ""
+        for index, media in enumerate(message.media):
+            key = f"{idempotency_key}#photo{index}"
+            sent = self._sent.get(key)
+            if sent is None:
+                last = index == len(message.media) - 1
+                try:
+                    file_id = _file_id(media.url)
+                except MediaRefused as err:
+                    raise Undeliverable(str(err)) from err
+                sent = await self._send_photo(
+                    chat_id,
+                    file_id,
+                    caption if last else "",
+                    markup if last and not (text and not caption) else None,
+                )
+                self._remember(key, sent)
+            provider_id = sent
+        if text and not caption:
+            rest = OutboundMessage(message.channel, message.address, text, message.choices)
+            provider_id = await self.send(rest, idempotency_key)
+        return provider_id
+
+    async def _send_photo(
+        self, chat_id: int, file_id: str, caption: str, markup: InlineKeyboardMarkup | None
+    ) -> str:
+        try:
+            sent: Message = await self.bot.send_photo(
+                chat_id=chat_id, photo=file_id, caption=caption or None, reply_markup=markup
+            )
+        except TelegramError as err:
+            raise _channel_error(err, "sendPhoto") from err
+        return str(sent.message_id)
 
     async def send_to(
         self,
@@ -238,9 +286,7 @@ class TelegramChannel:
 
     async def fetch_photo(self, media_url: str, *, max_bytes: int) -> tuple[bytes, str]:
         """Download a file a renter sent (``telegram-file:<file_id>``); returns bytes and type."""
-        if not media_url.startswith(MEDIA_SCHEME) or len(media_url) == len(MEDIA_SCHEME):
-            raise MediaRefused("not a Telegram file reference")
-        file_id = media_url.removeprefix(MEDIA_SCHEME)
+        file_id = _file_id(media_url)
         try:
             async with asyncio.timeout(self.timeouts.download):
                 file = await self.bot.get_file(file_id)
@@ -264,6 +310,12 @@ class TelegramChannel:
         self._sent[key] = provider_id
         while len(self._sent) > _SENT_MEMORY:
             self._sent.popitem(last=False)
+
+
+def _file_id(media_url: str) -> str:
+    if not media_url.startswith(MEDIA_SCHEME) or len(media_url) == len(MEDIA_SCHEME):
+        raise MediaRefused("not a Telegram file reference")
+    return media_url.removeprefix(MEDIA_SCHEME)
 
 
 def check_webhook_secret(secret: str) -> None:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,8 +38,9 @@ from twilio.rest import Client
 from yarl import URL
 
 from bot.channels import ChannelError, Undeliverable, numbered_text
+from bot.media_links import MediaLinks
 from flows.clock import Clock
-from flows.messages import OutboundMessage
+from flows.messages import Media, OutboundMessage
 from storage.models import Conversation, Renter
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 WHATSAPP_WINDOW_MARGIN = timedelta(minutes=5)
 #: Twilio refuses bodies longer than this (error 21617).
 MAX_BODY_LENGTH = 1600
+#: Twilio attaches at most 10 media files to a message.
+MAX_MEDIA = 10
 #: How many of a recipient's newest messages a retried send looks through for itself.
 RECENT_MESSAGES = 20
 #: Twilio's clock and ours may differ by this much when a retried send looks for itself.
@@ -69,6 +72,16 @@ UNDELIVERABLE_CODES: Mapping[int, str] = {
     63003: "the channel could not find the 'To' address",
     63014: "the recipient blocked the sender",
     63024: "the recipient is not a valid WhatsApp user",
+}
+
+#: Twilio error codes meaning this message is malformed: sending it again cannot help.
+MALFORMED_CODES: Mapping[int, str] = {
+    21617: "the body is over 1,600 characters",
+    21619: "no body, media or template",
+    21620: "a media URL is not a URL",
+    21623: "more than 10 media files",
+    21655: "the template (ContentSid) is not valid",
+    21656: "the template variables are not valid",
 }
 
 #: Media types worth keeping as a photo of an ID; callers pass their own list to ``fetch_media``.
@@ -113,8 +126,11 @@ class TwilioAccount:
         api_base: str | None = None,
         timeout: float = 10.0,
         media_timeout: float = 30.0,
+        media_links: MediaLinks | None = None,
     ) -> None:
         self.account_sid = account_sid
+        #: Public links to photos Keyturn attaches (Twilio fetches media by URL).
+        self.media_links = media_links
         self._auth_token = auth_token
         self.status_callback = public_url.rstrip("/") + STATUS_CALLBACK_PATH
         self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
@@ -169,7 +185,17 @@ class TwilioAccount:
         except (aiohttp.ClientError, OSError, ValueError) as err:
             raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
 
-    async def create_message(self, **params: str) -> str:
+    def media_urls(self, media: Sequence[Media]) -> list[str]:
+        """The links Twilio fetches ``media`` from (``MediaUrl``; at most 10, 5 MB in all)."""
+        if not media:
+            return []
+        if self.media_links is None:
+            raise Undeliverable("photos need KEYTURN_PUBLIC_URL, where Twilio fetches them")
+        if len(media) > MAX_MEDIA:
+            raise Undeliverable(f"{len(media)} photos; Twilio sends at most {MAX_MEDIA}")
+        return [self.media_links.url_for(item) for item in media]
+
+    async def create_message(self, **params: str | list[str]) -> str:
         """Create a Message resource; returns its sid. ``params`` are the SDK's ``create`` ones."""
         async with self._api_call() as client:
             message = await client.messages.create_async(
@@ -180,7 +206,9 @@ class TwilioAccount:
             raise ChannelError("Twilio answered without a message sid")
         return str(sid)
 
-    async def find_message(self, *, to: str, from_: str, body: str, since: datetime) -> list[str]:
+    async def find_message(
+        self, *, to: str, from_: str, body: str, since: datetime, media: int = 0
+    ) -> list[str]:
         """The sids of messages created from ``from_`` to ``to`` with ``body`` at or after
         ``since``, newest first: a send whose answer was lost (a timeout, a worker that died
         before recording it) may have reached Twilio, and must not be sent a second time.
@@ -196,6 +224,7 @@ class TwilioAccount:
             str(found.sid)
             for found in recent
             if found.body == body
+            and str(found.num_media or "0") == str(media)
             and isinstance(found.date_created, datetime)
             and found.date_created >= earliest
         ]
@@ -288,6 +317,8 @@ def _channel_error(err: TwilioException) -> ChannelError:
         return RecipientUnreachable(code)
     if code == OUTSIDE_WHATSAPP_WINDOW:
         return OutsideWhatsAppWindow("twilio 63016: outside the WhatsApp 24-hour window")
+    if code in MALFORMED_CODES:
+        return Undeliverable(f"twilio {code}: {MALFORMED_CODES[code]}")
     return ChannelError(f"twilio error {code or '?'} (HTTP {status or '?'})")
 
 
@@ -316,7 +347,7 @@ class TwilioSmsChannel:
         self.clock = clock
 
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
-        return await self.send_text(message.address, numbered_text(message))
+        return await self.send_text(message.address, numbered_text(message), message.media)
 
     async def find_sent(self, message: OutboundMessage, since: datetime) -> list[str]:
         return await self.account.find_message(
@@ -324,13 +355,18 @@ class TwilioSmsChannel:
             from_=self.from_number,
             body=_body(numbered_text(message)),
             since=since,
+            media=len(message.media),
         )
 
-    async def send_text(self, address: str, text: str) -> str:
+    async def send_text(self, address: str, text: str, media: Sequence[Media] = ()) -> str:
+        """Text, and photos by MMS (where the carrier takes MMS)."""
+        params: dict[str, str | list[str]] = {"to": address, "from_": self.from_number}
+        if text:
+            params["body"] = _body(text)
+        if media:
+            params["media_url"] = self.account.media_urls(media)
         try:
-            return await self.account.create_message(
-                to=address, from_=self.from_number, body=_body(text)
-            )
+            return await self.account.create_message(**params)
         except RecipientUnreachable as err:
             if err.code == OPTED_OUT:
                 await self._mirror_opt_out(address)
@@ -371,10 +407,13 @@ class TwilioWhatsAppChannel:
         to = WHATSAPP_PREFIX + message.address
         text = numbered_text(message)
         if await self.within_window(message.address):
+            params: dict[str, str | list[str]] = {"to": to, "from_": self.from_address}
+            if text:
+                params["body"] = _body(text)
+            if message.media:
+                params["media_url"] = self.account.media_urls(message.media)
             try:
-                return await self.account.create_message(
-                    to=to, from_=self.from_address, body=_body(text)
-                )
+                return await self.account.create_message(**params)
             except OutsideWhatsAppWindow:
                 log.info("WhatsApp refused free-form text (63016); using the closed-window path")
         return await self._outside_window(message, to, text)
@@ -387,6 +426,7 @@ class TwilioWhatsAppChannel:
             from_=self.from_address,
             body=_body(numbered_text(message)),
             since=since,
+            media=len(message.media),
         )
         if not found and self.sms is not None:
             found = await self.sms.find_sent(message, since)
@@ -413,7 +453,7 @@ class TwilioWhatsAppChannel:
                 ) from err
         if self.sms is not None:
             log.info("WhatsApp window closed, no template for %r: sending by SMS", message.kind)
-            return await self.sms.send_text(message.address, text)
+            return await self.sms.send_text(message.address, text, message.media)
         raise Undeliverable(
             f"WhatsApp window closed, no template for {message.kind!r} and no SMS number"
         )

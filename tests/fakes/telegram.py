@@ -309,8 +309,11 @@ class FakeTelegram:
         width: int = 1280,
         height: int = 960,
         report_size: bool = True,
+        chat: Json | None = None,
+        thread: int | None = None,
     ) -> Json:
-        """A photo as Telegram delivers it: several sizes, the largest last."""
+        """A photo as Telegram delivers it: several sizes, the largest last; in ``chat`` (the
+        user's private chat by default) and forum topic ``thread``."""
         sizes = []
         for scale in (16, 4, 1):
             data = image if scale == 1 else image[: max(len(image) // (scale * scale), 1)]
@@ -324,15 +327,24 @@ class FakeTelegram:
             if stored.file_size is not None:
                 size["file_size"] = stored.file_size
             sizes.append(size)
-        message = self._incoming(user, None)
+        message = self._in_thread(self._incoming(user, chat), thread)
         message["photo"] = sizes
         if caption is not None:
             message["caption"] = caption
         return {"update_id": next(self._update_ids), "message": message}
 
-    def document_update(self, user: Json, data: bytes, *, mime_type: str, file_name: str) -> Json:
+    def document_update(
+        self,
+        user: Json,
+        data: bytes,
+        *,
+        mime_type: str,
+        file_name: str,
+        chat: Json | None = None,
+        thread: int | None = None,
+    ) -> Json:
         stored = self.add_file(data, kind="documents", extension=file_name.rsplit(".", 1)[-1])
-        message = self._incoming(user, None)
+        message = self._in_thread(self._incoming(user, chat), thread)
         message["document"] = {
             "file_name": file_name,
             "mime_type": mime_type,
@@ -370,6 +382,13 @@ class FakeTelegram:
             "data": data,
         }
         return {"update_id": next(self._update_ids), "callback_query": query}
+
+    def _in_thread(self, message: Json, thread: int | None) -> Json:
+        if thread is not None:
+            assert thread in self.topics.get(message["chat"]["id"], {}), "no such forum topic"
+            message["message_thread_id"] = thread
+            message["is_topic_message"] = True
+        return message
 
     def _incoming(self, user: Json, chat: Json | None) -> Json:
         chat = chat or self.chats[user["id"]]

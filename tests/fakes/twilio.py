@@ -9,7 +9,8 @@ It speaks what the SDK 9.13 sends and what Twilio answers:
   ``TwilioRestException``.
 - Refusals with Twilio's codes: no ``To`` (21604) or ``From`` (21603); a ``To`` that is not E.164
   or ``whatsapp:`` + E.164 (21211); a ``From`` the account does not own (21659, WhatsApp 63007);
-  ``From`` and ``To`` on different channels (21910); neither ``Body`` nor ``ContentSid`` (21619);
+  ``From`` and ``To`` on different channels (21910); no ``Body``, ``MediaUrl`` or ``ContentSid``
+  (21619); a ``MediaUrl`` that is not an http(s) URL (21620) or more than 10 of them (21623);
   a body over 1,600 characters (21617); ``ContentVariables`` without ``ContentSid`` (21654) or not
   a JSON object of non-empty strings (21656); a ``ContentSid`` not ``HX`` + 32 hex (21655).
 - What only Twilio knows, set by the test: ``opted_out`` SMS numbers (21610, as after STOP),
@@ -90,6 +91,8 @@ class SentMessage:
     status_callback: str | None
     params: dict[str, str] = field(repr=False)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The ``MediaUrl`` values, in order (the parameter repeats, one per file).
+    media_urls: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -273,7 +276,8 @@ class FakeTwilio:
 
     async def _create_message(self, request: web.Request) -> web.Response:
         self._authenticate(request)
-        params = {key: str(value) for key, value in (await request.post()).items()}
+        form = await request.post()
+        params = {key: str(value) for key, value in form.items()}
         self.requests.append(params)
         if self._hangs > 0:
             self._hangs -= 1
@@ -284,7 +288,7 @@ class FakeTwilio:
         if self._failures:
             status = self._failures.pop(0)
             raise TwilioApiError(status, 20500 if status >= 500 else status, "Internal error")
-        sent = self._validate(params)
+        sent = self._validate(params, [str(url) for url in form.getall("MediaUrl", [])])
         self.sent.append(sent)
         if self._lost_answers > 0:
             self._lost_answers -= 1
@@ -322,7 +326,7 @@ class FakeTwilio:
             }
         )
 
-    def _validate(self, params: Mapping[str, str]) -> SentMessage:
+    def _validate(self, params: Mapping[str, str], media_urls: list[str]) -> SentMessage:
         to, from_ = params.get("To", ""), params.get("From", "")
         body, content_sid = params.get("Body"), params.get("ContentSid")
         variables = params.get("ContentVariables")
@@ -346,10 +350,14 @@ class FakeTwilio:
             raise TwilioApiError(
                 400, 21910, "Invalid 'From' and 'To' pair. They should be of the same channel."
             )
-        if not body and not content_sid:
+        if not body and not content_sid and not media_urls:
             raise TwilioApiError(
                 400, 21619, "A Message Body, Media URL or Content SID is required."
             )
+        if any(not url.startswith(("http://", "https://")) for url in media_urls):
+            raise TwilioApiError(400, 21620, "Invalid media URL(s)")
+        if len(media_urls) > 10:
+            raise TwilioApiError(400, 21623, "Number of media files exceeds allowed limit")
         if body and len(body) > MAX_BODY:
             raise TwilioApiError(
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
@@ -381,6 +389,7 @@ class FakeTwilio:
             status_callback=params.get("StatusCallback"),
             params=dict(params),
             created_at=self.now(),
+            media_urls=media_urls,
         )
 
     def _resource(self, sent: SentMessage) -> Json:
@@ -398,7 +407,7 @@ class FakeTwilio:
             "error_message": None,
             "from": sent.from_,
             "messaging_service_sid": None,
-            "num_media": "0",
+            "num_media": str(len(sent.media_urls)),
             "num_segments": "1",
             "price": None,
             "price_unit": "USD",

@@ -26,6 +26,7 @@ from storage.models import Asset, Booking, BookingState, Renter, StaffMember, St
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, FakeTwilio
 from tests.support import RecordingChannel, inbound
 
 SECRET = "kt-ops_4c1d"
@@ -111,7 +112,11 @@ def buttons(message: Json) -> list[tuple[str, str]]:
 
 
 @asynccontextmanager
-async def ops_app(tmp_path: Path, template: Path, *, forum: bool = True) -> AsyncIterator[Ops]:
+async def ops_app(
+    tmp_path: Path, template: Path, *, forum: bool = True, twilio: FakeTwilio | None = None
+) -> AsyncIterator[Ops]:
+    """``twilio``: SMS goes through the real Twilio adapter to this fake (already serving)
+    instead of a recording channel."""
     path = tmp_path / "ops.sqlite3"
     shutil.copy(template, path)
     url = f"sqlite://{path}"
@@ -141,8 +146,17 @@ async def ops_app(tmp_path: Path, template: Path, *, forum: bool = True) -> Asyn
         )
     }
     async with running(fake.web_app()) as api_base:
+        twilio_env = {}
+        if twilio is not None:
+            twilio_env = {
+                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_SMS_FROM": SMS_NUMBER,
+                "TWILIO_API_BASE": twilio.base_url,
+            }
         settings = Settings.from_env(
             {
+                **twilio_env,
                 "KEYTURN_DATABASE_URL": url,
                 "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
                 "KEYTURN_PUBLIC_URL": "https://keyturn.example",
@@ -153,7 +167,9 @@ async def ops_app(tmp_path: Path, template: Path, *, forum: bool = True) -> Asyn
             }
         )
         sms = RecordingChannel("sms")
-        runtime = build_runtime(settings, clock=clock, channels={"sms": sms})
+        runtime = build_runtime(
+            settings, clock=clock, channels={"sms": sms} if twilio is None else None
+        )
         app = create_app(runtime, workers=False)
         async with TestClient(TestServer(app)) as client:
             yield Ops(client, fake, runtime, clock, sms, group, users)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from storage.models import AuditEvent, Conversation, Renter
+from yarl import URL
+
+from storage.models import AuditEvent, Conversation, Message, Renter
+from tests.fakes.twilio import FakeTwilio
 from tests.integration.ops_harness import (
     OPS_CHAT,
     RENTER_PHONE,
@@ -152,3 +155,77 @@ async def test_without_topics_staff_reply_by_command_and_idle_hands_back(
         assert (await Conversation.get(id=conversation.id)).agent_id is None
         assert ops.sms.texts()[-1].startswith("You are back with the automatic assistant")
         assert "is back with the bot" in ops.fake.sent(SUPPORT)[-1]["text"]
+
+
+async def test_a_staff_photo_reaches_an_sms_renter_by_a_link_twilio_fetches(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    twilio = FakeTwilio(public_url="https://keyturn.example")
+    async with twilio.serving(), ops_app(tmp_path, sqlite_template, twilio=twilio) as ops:
+        await Renter.create(phone=RENTER_PHONE, name="Rita Renter", language="en")
+        await ops.renter_says("hi")
+        conversation = await Conversation.get(channel="sms", address=RENTER_PHONE)
+        assert "in its own topic" in await ops.command(SUPPORT, f"/takeover {conversation.id}")
+        await conversation.refresh_from_db()
+        topic = conversation.agent_thread_id
+        assert topic is not None
+        staff = ops.users[SUPPORT]
+        caption = "The key box is left of the gate."
+        await ops.post(
+            ops.fake.photo_update(staff, JPEG, caption=caption, chat=ops.group, thread=topic)
+        )
+        await ops.deliver()
+        [mms] = [m for m in twilio.sent if m.media_urls]
+        assert (mms.to, mms.body) == (RENTER_PHONE, caption)
+        [link] = mms.media_urls
+        assert link.startswith("https://keyturn.example/media/")
+        stored = await Message.filter(direction="out").order_by("-id").first()
+        assert stored is not None and stored.body == caption
+        [reference] = stored.media
+        assert reference["url"].startswith("telegram-file:"), "a reference, never the bytes"
+
+        # Twilio fetches the link when it sends: Keyturn fetches the photo from Telegram.
+        path = URL(link).path
+        fetched = await ops.client.get(path)
+        assert fetched.status == 200 and fetched.content_type == "image/jpeg"
+        assert await fetched.read() == JPEG
+        forged = path[:-4] + ("AAAA" if not path.endswith("AAAA") else "BBBB")
+        assert (await ops.client.get(forged)).status == 404
+
+        # Anything but text and photos is not relayed, and the member hears so.
+        before = len(twilio.sent)
+        voice = ops.fake.document_update(
+            staff, b"%PDF-1.7", mime_type="application/pdf", file_name="map.pdf"
+        )
+        voice["message"].update(chat=ops.group, message_thread_id=topic, is_topic_message=True)
+        await ops.post(voice)
+        await ops.deliver()
+        assert len(twilio.sent) == before
+        assert "Only text and photos reach the renter" in ops.ops_messages()[-1]["text"]
+
+        ops.clock.advance(timedelta(hours=1, seconds=1))
+        assert (await ops.client.get(path)).status == 404, "a link works for an hour"
+
+
+async def test_a_staff_photo_reaches_a_telegram_renter(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
+        renter = ops.fake.private_chat(777001, "Tom")
+        await ops.post(ops.fake.text_update(renter, "hello"))
+        await ops.deliver()
+        conversation = await Conversation.get(channel="telegram")
+        await ops.command(SUPPORT, f"/takeover {conversation.id}")
+        await conversation.refresh_from_db()
+        topic = conversation.agent_thread_id
+        assert topic is not None
+        update = ops.fake.photo_update(
+            ops.users[SUPPORT], JPEG, caption="Here it is", chat=ops.group, thread=topic
+        )
+        largest = update["message"]["photo"][-1]["file_id"]
+        await ops.post(update)
+        await ops.deliver()
+        [photo] = [m for m in ops.fake.sent(777001) if "photo" in m]
+        assert photo["caption"] == "Here it is"
+        [call] = ops.fake.calls_to("sendPhoto")
+        assert call.params["photo"] == largest, "sent by the file id Telegram already has"

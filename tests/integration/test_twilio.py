@@ -23,6 +23,7 @@ from bot.channels import ChannelError, Undeliverable, numbered_text
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from bot.keys import CLOCK, ENGINE
+from bot.media_links import MediaLinks
 from bot.transports.twilio import (
     ID_DOCUMENT_TYPES,
     MediaRefused,
@@ -33,7 +34,7 @@ from bot.transports.twilio import (
 )
 from bot.transports.twilio_routes import EMPTY_TWIML, setup_twilio
 from flows.inventory import apply_inventory, load_inventory
-from flows.messages import Choice, OutboundMessage
+from flows.messages import Choice, Media, OutboundMessage
 from storage.models import (
     Conversation,
     EffectState,
@@ -568,3 +569,31 @@ async def test_media_twilio_no_longer_has_is_unavailable(harness: Harness) -> No
     with pytest.raises(MediaRefused) as refused:
         await harness.account.fetch_media(url, max_bytes=1_000_000, allowed_types={"image/jpeg"})
     assert refused.value.reason == "unavailable"
+
+
+async def test_a_photo_goes_by_link_and_a_retry_finds_it_by_its_media(harness: Harness) -> None:
+    harness.account.media_links = MediaLinks(
+        PUBLIC_URL, Fernet.generate_key().decode(), harness.clock
+    )
+    photo = Media("telegram-file:AgACAgIAAxkBAAI", "image/jpeg")
+    text_only = OutboundMessage(channel="sms", address=RENTER, text="")
+    with pytest.raises(Undeliverable):
+        await harness.channels["sms"].send(text_only, "empty")  # Twilio: 21619
+    # An earlier photo without a caption to the same renter is not this one's send.
+    await harness.channels["sms"].send(
+        OutboundMessage(channel="sms", address=RENTER, text="", media=(photo,)), "earlier"
+    )
+    second = OutboundMessage(channel="sms", address=RENTER, text="", media=(photo, photo))
+    harness.fake.lose_answer_next(1, seconds=30)
+    await harness.stage(second, "photos")
+    await harness.deliver()
+    harness.clock.advance(timedelta(minutes=1))
+    assert await harness.deliver() == 1
+    first, accepted = harness.fake.sent
+    assert accepted.body is None and len(accepted.media_urls) == 2
+    assert all(url.startswith(f"{PUBLIC_URL}/media/") for url in accepted.media_urls)
+    row = await Message.get(direction="out")
+    assert row.provider_id == accepted.sid != first.sid, "adopted by its two photos"
+    too_many = OutboundMessage(channel="sms", address=RENTER, text="x", media=(photo,) * 11)
+    with pytest.raises(Undeliverable, match="at most 10"):
+        await harness.channels["sms"].send(too_many, "many")
