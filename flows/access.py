@@ -373,6 +373,8 @@ class AccessCodes:
             if confirmed:
                 return Outcome()
         lock = code.lock
+        if code.state != AccessCodeState.FAILED and _takes_offline_backup(lock, code):
+            return await self._offline_backup(code, lock)
         outcome = Outcome(
             alerts=[
                 Alert(
@@ -391,6 +393,54 @@ class AccessCodes:
         elif code.state == AccessCodeState.PENDING:
             outcome.effects.append(Effect(SET_EFFECT, f"access:set:{code_id}", {"code": code_id}))
         return outcome
+
+    async def _offline_backup(self, code: AccessCode, lock: Lock) -> Outcome:
+        """The lock could not be reached in time, and it takes offline codes: the code waiting
+        for it is withdrawn and an offline one, which the vendor computes without the lock,
+        takes its place. The renter is sent that PIN; it cannot be removed before its end."""
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            outcome = await self.revoke(
+                conn, [code], actor="system", reason="lock unreachable: offline backup issued"
+            )
+            backup = await AccessCode.create(
+                booking_id=code.booking_id,
+                staff_id=code.staff_id,
+                lock=lock,
+                label=code.label,
+                pin_encrypted="",
+                starts_at=code.starts_at,
+                ends_at=code.ends_at,
+                state=AccessCodeState.PENDING,
+                offline=True,
+                using_db=conn,
+            )
+            outcome.effects.append(
+                Effect(SET_EFFECT, f"access:set:{backup.id}", {"code": backup.id})
+            )
+            outcome.timers.append(
+                SetTimer(
+                    REVOKE_TIMER, code.ends_at, f"access:revoke:{backup.id}", {"code": backup.id}
+                )
+            )
+            outcome.alerts.append(
+                Alert(
+                    "code_not_set",
+                    f"code-not-set:{lock.key}",
+                    "ops.offline_backup_issued",
+                    {"lock": lock.label, "starts": code.starts_at.isoformat()},
+                )
+            )
+            outcome.audits.append(
+                Audit(
+                    "system",
+                    "access.offline_backup",
+                    f"code:{backup.id}",
+                    {"lock": lock.key, "replaces": code.id},
+                )
+            )
+            await stage_outcome(conn, outcome, now)
+        return Outcome()
 
     async def _confirm(self, code: AccessCode) -> bool:
         provider = self.providers.get(code.lock.provider)
@@ -496,6 +546,7 @@ class AccessCodes:
             ends_at=code.ends_at,
             name=f"{code.label} #{code.id}",
             timezone=lock.timezone,
+            offline=code.offline and not _computes_own_pin(lock),
         )
 
     async def _fresh_pin(self, code: AccessCode) -> None:
@@ -555,6 +606,11 @@ class AccessCodes:
             await AccessCode.filter(id=code.id, provider_ref__isnull=True).update(
                 state=AccessCodeState.REMOVED
             )
+            return
+        if code.offline and not _computes_own_pin(lock):
+            # An offline backup (issued while the lock was unreachable) cannot be removed
+            # through the vendor's API; it lapses at its end.
+            await self._cannot_revoke(code, lock, now)
             return
         try:
             await self._provider(lock).delete_code(lock.device_id, code.provider_ref)
@@ -726,6 +782,16 @@ def _computes_own_pin(lock: Lock) -> bool:
     """Locks that only take offline, algorithmic codes choose their PIN themselves."""
     capabilities = capabilities_from_json(lock.capabilities, lock.provider)
     return LockCapability.OFFLINE_CODES in capabilities and lock.provider == "igloohome"
+
+
+def _takes_offline_backup(lock: Lock, code: AccessCode) -> bool:
+    """A lock that takes online codes and can also be given an offline one."""
+    capabilities = capabilities_from_json(lock.capabilities, lock.provider)
+    return (
+        LockCapability.OFFLINE_CODES in capabilities
+        and not _computes_own_pin(lock)
+        and not code.offline
+    )
 
 
 def _same_code(programmed: ProgrammedCode, request: CodeRequest) -> bool:

@@ -103,6 +103,9 @@ class CodeRequest:
     timezone: str  # the lock's IANA time zone, for providers that take local times
     #: Codes created with the same key share one PIN across devices where the provider can.
     common_key: str | None = None
+    #: An offline code (``OFFLINE_CODES``): the vendor computes it without reaching the lock,
+    #: so it works while the lock is offline; it cannot be removed before its end.
+    offline: bool = False
 
 
 @dataclass(frozen=True)

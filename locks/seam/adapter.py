@@ -12,6 +12,7 @@ raised as ``LockRejected``; one that arrives later shows as ``CodeStatus.FAILED`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -235,6 +236,8 @@ class SeamLockProvider:
 
     async def create_code(self, request: CodeRequest) -> ProgrammedCode:
         device = await self._client.get_device(request.device_id)
+        if request.offline:
+            return await self._create_offline(device, request)
         require(to_lock_device(device), LockCapability.TIMED_PINS, self.name)
         if request.pin is not None and "cannot_specify_pin_code" in _constraint_types(device):
             raise LockRejected(
@@ -261,6 +264,30 @@ class SeamLockProvider:
                 reason,
                 f"seam lock {request.device_id} refused code {code.access_code_id}: {seam_code}",
             )
+        return programmed
+
+    async def _create_offline(self, device: Device, request: CodeRequest) -> ProgrammedCode:
+        """An offline code: Seam has the lock's vendor compute it, so it works while the lock is
+        offline. It is usable once Seam returns its PIN, whatever its ``status`` says."""
+        require(to_lock_device(device), LockCapability.OFFLINE_CODES, self.name)
+        max_name = _name_max_length(device)
+        code = await self._client.create_access_code(
+            device_id=request.device_id,
+            code=None,
+            name=request.name[:max_name] if max_name is not None else request.name,
+            starts_at=_iso(request.starts_at),
+            ends_at=_iso(request.ends_at),
+            common_code_key=None,
+            offline=True,
+        )
+        programmed = to_programmed_code(code)
+        if programmed.status is CodeStatus.FAILED:
+            raise LockRejected(
+                RejectionReason.OTHER,
+                f"seam lock {request.device_id} refused an offline code: {programmed.error}",
+            )
+        if programmed.pin and programmed.status is CodeStatus.SETTING:
+            programmed = replace(programmed, status=CodeStatus.SET)
         return programmed
 
     async def update_code_window(

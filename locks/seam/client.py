@@ -236,7 +236,20 @@ class SeamClient:
         starts_at: str,
         ends_at: str,
         common_code_key: str | None,
+        offline: bool = False,
     ) -> AccessCode:
+        if offline:  # Seam computes the PIN (no ``code``), rounding the window to whole hours
+            return await self._run(
+                "access_codes/create",
+                self._sdk.access_codes.create(
+                    device_id=device_id,
+                    name=name,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    is_offline_access_code=True,
+                    max_time_rounding="1hour",
+                ),
+            )
         return await self._run(
             "access_codes/create",
             self._sdk.access_codes.create(

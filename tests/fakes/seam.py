@@ -20,6 +20,11 @@ calls ``program()``, which sets it (``access_code.set_on_device``) or fails it w
 ``code_constraints_violated`` (``no_zeros``, ``cannot_start_with_12``...). Deleting a code moves it
 to ``removing``; ``program()`` then removes it (``access_code.removed_from_device``).
 
+Offline codes (``is_offline_access_code``, for devices with ``can_program_offline_access_codes``)
+are computed at once, with the window widened to whole hours (or days, ``max_time_rounding``);
+giving a ``code`` is refused, and so is deleting one: Seam's docs say an offline code cannot be
+updated or deleted through the API.
+
 Unlocking returns a pending action attempt that ``/action_attempts/get`` resolves according to
 ``unlock_outcome``. ``fail_next`` and ``hang_next`` make the next requests fail or hang, and
 ``sign_webhook`` produces Svix-signed webhook deliveries like Seam's.
@@ -49,6 +54,15 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"keyturn-fake-seam-webhook-key!!")
 WORKSPACE_ID = "398d80b7-3f96-47c2-b85a-6f8ba21d07be"
 
 Json = dict[str, Any]
+#: ``max_time_rounding`` values Seam takes for offline codes, and the step each rounds to.
+OFFLINE_ROUNDING = {
+    "1hour": timedelta(hours=1),
+    "1h": timedelta(hours=1),
+    "1day": timedelta(days=1),
+    "1d": timedelta(days=1),
+}
+#: Hourly offline (igloohome algoPIN) codes last 1 to 672 hours.
+OFFLINE_HOURLY_MAX = timedelta(hours=672)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -100,6 +114,16 @@ def _parse_time(param: str, value: object) -> datetime:
     if moment.tzinfo is None:
         raise invalid_input(param, f"{param} must include a time zone offset")
     return moment
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    return moment - (moment - epoch) % step
+
+
+def _ceil(moment: datetime, step: timedelta) -> datetime:
+    floored = _floor(moment, step)
+    return floored if floored == moment else floored + step
 
 
 def _overlaps(a: Json, starts_at: datetime | None, ends_at: datetime | None) -> bool:
@@ -378,6 +402,8 @@ class FakeSeam:
     async def _access_codes_create(self, request: web.Request) -> web.Response:
         body = await _params(request)
         device = self._device(_required_str(body, "device_id"))
+        if body.get("is_offline_access_code") is True:
+            return self._create_offline(body, device)
         if not device.get("can_program_online_access_codes"):
             raise invalid_input("device_id", "Device does not support access codes")
         name = body.get("name")
@@ -447,6 +473,53 @@ class FakeSeam:
             self._program_one(access_code, device)
         return _ok(access_code=access_code)
 
+    def _create_offline(self, body: Json, device: Json) -> web.Response:
+        """An offline code: the vendor computes the PIN from the window, without the lock, so
+        it is there at once and works while the lock is offline."""
+        if not device.get("can_program_offline_access_codes"):
+            raise invalid_input("is_offline_access_code", "Device cannot program offline codes")
+        if body.get("code") is not None:
+            raise invalid_input("code", "Offline access codes are generated; code cannot be set")
+        rounding = body.get("max_time_rounding", "1hour")
+        if rounding not in OFFLINE_ROUNDING:
+            raise invalid_input("max_time_rounding", f"Expected one of {sorted(OFFLINE_ROUNDING)}")
+        starts_at, ends_at = self._window(body)
+        if starts_at is None or ends_at is None:
+            raise invalid_input("starts_at", "Offline access codes need starts_at and ends_at")
+        step = OFFLINE_ROUNDING[rounding]
+        starts_at = _floor(starts_at, step)
+        ends_at = _ceil(ends_at, step)
+        if step == timedelta(hours=1) and ends_at - starts_at > OFFLINE_HOURLY_MAX:
+            raise invalid_input("ends_at", "Hourly offline codes last at most 672 hours")
+        access_code: Json = {
+            "access_code_id": str(uuid.uuid4()),
+            "device_id": device["device_id"],
+            "workspace_id": WORKSPACE_ID,
+            "name": body.get("name"),
+            "code": self._generate_code(device),
+            "common_code_key": None,
+            "type": "time_bound",
+            "status": "set",
+            "display_status": "Set",
+            "starts_at": iso(starts_at),
+            "ends_at": iso(ends_at),
+            "created_at": iso(self.now()),
+            "errors": [],
+            "warnings": [],
+            "pending_mutations": [],
+            "is_managed": True,
+            "is_external_modification_allowed": False,
+            "is_offline_access_code": True,
+            "is_one_time_use": False,
+            "is_backup_access_code_available": False,
+            "is_scheduled_on_device": False,
+            "is_waiting_for_code_assignment": False,
+            "pulled_backup_access_code_id": None,
+        }
+        self.access_codes[access_code["access_code_id"]] = access_code
+        self._event("access_code.created", device["device_id"], access_code)
+        return _ok(access_code=access_code)
+
     async def _access_codes_update(self, request: web.Request) -> web.Response:
         body = await _params(request)
         access_code = self._access_code(body)
@@ -466,6 +539,8 @@ class FakeSeam:
     async def _access_codes_delete(self, request: web.Request) -> web.Response:
         params = await _params(request)
         access_code = self._access_code(params)
+        if access_code["is_offline_access_code"]:
+            raise invalid_input("access_code_id", "Offline access codes cannot be deleted")
         if access_code["status"] in ("set", "setting"):
             access_code["status"] = "removing"
             access_code["display_status"] = "Removing"

@@ -17,6 +17,8 @@ from bot.config import Settings
 from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
 from flows.staging import stage_outcome
+from locks import LockCapability
+from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
 from storage.models import (
@@ -158,3 +160,61 @@ async def test_seam_down_is_retried_until_the_code_is_set(
     code = await AccessCode.get(booking=booking)
     assert code.state == AccessCodeState.PROGRAMMING
     assert len(fake.access_codes) == 1, "created once despite the retries"
+
+
+async def test_a_lock_unreachable_at_the_deadline_gets_an_offline_backup_code(
+    database: str, clock: FakeClock
+) -> None:
+    fake = FakeSeam(now=clock.now)
+    device = fake.add_device(name="Bay 7 keypad", can_program_offline_access_codes=True)
+    async with running(fake.app()) as base:
+        key = Fernet.generate_key().decode()
+        settings = Settings.from_env(
+            {"KEYTURN_DATABASE_URL": database, "KEYTURN_ENCRYPTION_KEY": key}
+        )
+        provider = SeamLockProvider(API_KEY, base_url=base, timeout=5)
+        runtime = build_runtime(settings, clock=clock, locks={"seam": provider})
+        try:
+            clock.current = START - timedelta(hours=2)
+            booking = await booking_on(device, runtime)
+            await Lock.filter(key="bay7").update(
+                capabilities=capabilities_to_json(
+                    DEFAULT_CAPABILITIES["seam"] | LockCapability.OFFLINE_CODES
+                )
+            )
+            fake.set_online(device, False)  # its bridge is down: Seam holds the code "setting"
+            await settle(runtime)
+            [first] = await AccessCode.filter(booking=booking)
+            assert first.state == AccessCodeState.PROGRAMMING
+
+            clock.current = START - timedelta(hours=1)  # the deadline
+            await settle(runtime)
+            first = await AccessCode.get(id=first.id)
+            assert first.state == AccessCodeState.REMOVED, "the code waiting for the lock is gone"
+            [backup] = await AccessCode.filter(booking=booking, state=AccessCodeState.SET)
+            assert backup.offline and backup.id != first.id
+            [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+            assert runtime.access.sealer.open(backup.pin_encrypted) == offline["code"]
+            assert offline["starts_at"] <= "2026-06-03T13:45:00" < offline["ends_at"]
+            alert = await OpsAlert.get(kind="code_not_set")
+            assert alert.message_key == "ops.offline_backup_issued"
+            with_lock = await AccessCode.get(id=backup.id).prefetch_related("lock")
+            pin_text = await runtime.journey._pin_text(booking, [with_lock], "en")
+            assert offline["code"] in pin_text and "within 24 hours" in pin_text
+
+            # Cancelled mid-rental: the offline code cannot be taken off; ops hear until when.
+            clock.current = START + timedelta(hours=1)
+            async with in_transaction() as conn:
+                outcome = await runtime.access.revoke(
+                    conn, [backup], actor="ops", reason="cancelled"
+                )
+                await stage_outcome(conn, outcome, clock.now())
+            await settle(runtime)
+            backup = await AccessCode.get(id=backup.id)
+            assert backup.state == AccessCodeState.REMOVED
+            assert "lapses" in backup.last_error
+            assert offline["access_code_id"] in fake.access_codes, "never asked to delete it"
+            lapse = await OpsAlert.get(kind="code_cannot_be_revoked")
+            assert "Bay 7" in str(lapse.params)
+        finally:
+            await provider.aclose()
