@@ -238,29 +238,26 @@ class SeamClient:
         common_code_key: str | None,
         offline: bool = False,
     ) -> AccessCode:
+        create = self._sdk.access_codes.create
         if offline:  # Seam computes the PIN (no ``code``), rounding the window to whole hours
-            return await self._run(
-                "access_codes/create",
-                self._sdk.access_codes.create(
-                    device_id=device_id,
-                    name=name,
-                    starts_at=starts_at,
-                    ends_at=ends_at,
-                    is_offline_access_code=True,
-                    max_time_rounding="1hour",
-                ),
+            request = create(
+                device_id=device_id,
+                name=name,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                is_offline_access_code=True,
+                max_time_rounding="1hour",
             )
-        return await self._run(
-            "access_codes/create",
-            self._sdk.access_codes.create(
+        else:
+            request = create(
                 device_id=device_id,
                 code=code,
                 name=name,
                 starts_at=starts_at,
                 ends_at=ends_at,
                 common_code_key=common_code_key,
-            ),
-        )
+            )
+        return await self._run("access_codes/create", request)
 
     async def update_access_code_window(
         self, *, access_code_id: str, device_id: str, starts_at: str, ends_at: str

@@ -441,8 +441,27 @@ class FakeSeam:
                     "An access code with this code already exists on the device",
                     data={"access_code_id": other["access_code_id"]},
                 )
-        now = self.now()
-        access_code: Json = {
+        access_code = self._new_access_code(
+            device, name=name, code=code, key=key, starts_at=starts_at, ends_at=ends_at
+        )
+        self.access_codes[access_code["access_code_id"]] = access_code
+        self._event("access_code.created", device["device_id"], access_code)
+        if self.program_immediately and device["properties"]["online"]:
+            self._program_one(access_code, device)
+        return _ok(access_code=access_code)
+
+    def _new_access_code(
+        self,
+        device: Json,
+        *,
+        name: object,
+        code: str,
+        key: str | None,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> Json:
+        """A managed code as Seam returns it from ``/access_codes/create``: ``setting``."""
+        return {
             "access_code_id": str(uuid.uuid4()),
             "device_id": device["device_id"],
             "workspace_id": WORKSPACE_ID,
@@ -454,7 +473,7 @@ class FakeSeam:
             "display_status": "Issuing",
             "starts_at": iso(starts_at) if starts_at else None,
             "ends_at": iso(ends_at) if ends_at else None,
-            "created_at": iso(now),
+            "created_at": iso(self.now()),
             "errors": [],
             "warnings": [],
             "pending_mutations": [],
@@ -467,11 +486,6 @@ class FakeSeam:
             "is_waiting_for_code_assignment": False,
             "pulled_backup_access_code_id": None,
         }
-        self.access_codes[access_code["access_code_id"]] = access_code
-        self._event("access_code.created", device["device_id"], access_code)
-        if self.program_immediately and device["properties"]["online"]:
-            self._program_one(access_code, device)
-        return _ok(access_code=access_code)
 
     def _create_offline(self, body: Json, device: Json) -> web.Response:
         """An offline code: the vendor computes the PIN from the window, without the lock, so
@@ -491,31 +505,15 @@ class FakeSeam:
         ends_at = _ceil(ends_at, step)
         if step == timedelta(hours=1) and ends_at - starts_at > OFFLINE_HOURLY_MAX:
             raise invalid_input("ends_at", "Hourly offline codes last at most 672 hours")
-        access_code: Json = {
-            "access_code_id": str(uuid.uuid4()),
-            "device_id": device["device_id"],
-            "workspace_id": WORKSPACE_ID,
-            "name": body.get("name"),
-            "code": self._generate_code(device),
-            "common_code_key": None,
-            "type": "time_bound",
-            "status": "set",
-            "display_status": "Set",
-            "starts_at": iso(starts_at),
-            "ends_at": iso(ends_at),
-            "created_at": iso(self.now()),
-            "errors": [],
-            "warnings": [],
-            "pending_mutations": [],
-            "is_managed": True,
-            "is_external_modification_allowed": False,
-            "is_offline_access_code": True,
-            "is_one_time_use": False,
-            "is_backup_access_code_available": False,
-            "is_scheduled_on_device": False,
-            "is_waiting_for_code_assignment": False,
-            "pulled_backup_access_code_id": None,
-        }
+        access_code = self._new_access_code(
+            device,
+            name=body.get("name"),
+            code=self._generate_code(device),
+            key=None,
+            starts_at=starts_at,
+            ends_at=ends_at,
+        )
+        access_code.update(status="set", display_status="Set", is_offline_access_code=True)
         self.access_codes[access_code["access_code_id"]] = access_code
         self._event("access_code.created", device["device_id"], access_code)
         return _ok(access_code=access_code)

@@ -93,7 +93,7 @@ async def test_a_full_hand_off_from_an_sms_renter_to_support_and_back(
         } <= actions
 
 
-async def test_a_telegram_renters_photo_reaches_the_topic(
+async def test_photos_between_a_telegram_renter_and_the_topic(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
     async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
@@ -116,6 +116,20 @@ async def test_a_telegram_renters_photo_reaches_the_topic(
         assert [m["text"] for m in ops.fake.sent(777001)[before:]] == [
             "You are now chatting with Jonas from our team. Just write here."
         ]
+
+        # And the other way: a photo the member posts in the topic reaches the renter.
+        topic = conversation.agent_thread_id
+        assert topic is not None
+        update = ops.fake.photo_update(
+            ops.users[SUPPORT], JPEG, caption="Here it is", chat=ops.group, thread=topic
+        )
+        largest = update["message"]["photo"][-1]["file_id"]
+        await ops.post(update)
+        await ops.deliver()
+        [photo] = [m for m in ops.fake.sent(777001) if "photo" in m]
+        assert photo["caption"] == "Here it is"
+        [call] = [c for c in ops.fake.calls_to("sendPhoto") if c.params["chat_id"] == "777001"]
+        assert call.params["photo"] == largest, "sent by the file id Telegram already has"
 
 
 async def test_without_topics_staff_reply_by_command_and_idle_hands_back(
@@ -205,27 +219,3 @@ async def test_a_staff_photo_reaches_an_sms_renter_by_a_link_twilio_fetches(
 
         ops.clock.advance(timedelta(hours=1, seconds=1))
         assert (await ops.client.get(path)).status == 404, "a link works for an hour"
-
-
-async def test_a_staff_photo_reaches_a_telegram_renter(
-    tmp_path: Path, sqlite_template: Path
-) -> None:
-    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
-        renter = ops.fake.private_chat(777001, "Tom")
-        await ops.post(ops.fake.text_update(renter, "hello"))
-        await ops.deliver()
-        conversation = await Conversation.get(channel="telegram")
-        await ops.command(SUPPORT, f"/takeover {conversation.id}")
-        await conversation.refresh_from_db()
-        topic = conversation.agent_thread_id
-        assert topic is not None
-        update = ops.fake.photo_update(
-            ops.users[SUPPORT], JPEG, caption="Here it is", chat=ops.group, thread=topic
-        )
-        largest = update["message"]["photo"][-1]["file_id"]
-        await ops.post(update)
-        await ops.deliver()
-        [photo] = [m for m in ops.fake.sent(777001) if "photo" in m]
-        assert photo["caption"] == "Here it is"
-        [call] = ops.fake.calls_to("sendPhoto")
-        assert call.params["photo"] == largest, "sent by the file id Telegram already has"
