@@ -40,8 +40,6 @@ from locks.igloohome.client import (
     IglooDevice,
     IgloohomeAuthError,
     IgloohomeClient,
-    IgloohomeHttpError,
-    IgloohomeProtocolError,
 )
 from locks.port import (
     CapabilityMissing,
@@ -53,10 +51,10 @@ from locks.port import (
     LockError,
     LockNotFound,
     LockRejected,
-    LockUnavailable,
     ProgrammedCode,
     RejectionReason,
 )
+from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
 
 HOURLY_MAX: Final = timedelta(hours=672)
 DAILY_MIN_DAYS: Final = 29
@@ -141,11 +139,12 @@ def plan_algopin_window(starts_at: datetime, ends_at: datetime, timezone: str) -
     return AlgoPinWindow(AlgoPinKind.DAILY, start, end_same_time)
 
 
-def _credentials_refused(status: int) -> LockError:
-    return LockError(
-        f"igloohome refused the credentials (HTTP {status}): check IGLOOHOME_CLIENT_ID and "
-        "IGLOOHOME_CLIENT_SECRET and that the API client has the algoPIN, device and bridge scopes"
-    )
+ERRORS: Final = VendorErrors(
+    vendor="igloohome",
+    credentials_hint="check IGLOOHOME_CLIENT_ID and IGLOOHOME_CLIENT_SECRET and that the API "
+    "client has the algoPIN, device and bridge scopes",
+    not_found="this device",
+)
 
 
 @asynccontextmanager
@@ -153,26 +152,15 @@ async def _vendor_errors(
     action: str, rejection: RejectionReason = RejectionReason.OTHER
 ) -> AsyncIterator[None]:
     """Turn whatever the client raises into one of the port's errors."""
+
+    def refusal(err: VendorHttpError) -> LockError:
+        return LockRejected(rejection, f"igloohome refused to {action}: {err.message}")
+
     try:
-        yield
-    except IgloohomeAuthError as err:
-        raise _credentials_refused(err.status) from err
-    except IgloohomeHttpError as err:
-        if err.status in (401, 403):
-            raise _credentials_refused(err.status) from err
-        if err.status == 404:
-            raise LockNotFound(f"igloohome does not know this device ({action})") from err
-        if err.status == 429 or err.status >= 500:
-            raise LockUnavailable(
-                f"igloohome is unavailable ({action}): HTTP {err.status}"
-            ) from err
-        raise LockRejected(rejection, f"igloohome refused to {action}: {err.message}") from err
-    except IgloohomeProtocolError as err:
-        raise LockUnavailable(f"igloohome gave an unreadable answer ({action})") from err
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise LockUnavailable(
-            f"igloohome cannot be reached ({action}): {type(err).__name__}"
-        ) from err
+        async with port_errors(ERRORS, action, refusal):
+            yield
+    except IgloohomeAuthError as err:  # the token endpoint's own refusal
+        raise ERRORS.credentials_refused(err.status) from err
 
 
 def _linked_bridge(lock: IglooDevice, devices: list[IglooDevice]) -> str | None:

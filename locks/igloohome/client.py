@@ -38,6 +38,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
+from locks.vendor_http import VendorHttpError, VendorProtocolError, VendorSession, read_body
+
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE: Final = "https://api.igloodeveloper.co/igloohome"
@@ -82,16 +84,13 @@ class IgloohomeAuthError(Exception):
         self.oauth_error = oauth_error
 
 
-class IgloohomeHttpError(Exception):
+class IgloohomeHttpError(VendorHttpError):
     """The API answered with an HTTP error status."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"igloohome answered HTTP {status}: {message}")
-        self.status = status
-        self.message = message
+    vendor = "igloohome"
 
 
-class IgloohomeProtocolError(Exception):
+class IgloohomeProtocolError(VendorProtocolError):
     """The API answered 2xx with a body this client cannot read."""
 
 
@@ -179,24 +178,13 @@ class IgloohomeClient:
             self._token_url = DEFAULT_TOKEN_URL
         self._timeout = timeout
         self._clock = clock
-        self._session = session
-        self._owns_session = session is None
+        self._session = VendorSession(session, timeout)
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
 
     async def close(self) -> None:
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
-            )
-            self._owns_session = True
-        return self._session
+        await self._session.close()
 
     # -- token -----------------------------------------------------------------------------
 
@@ -212,9 +200,9 @@ class IgloohomeClient:
             }
             async with (
                 asyncio.timeout(self._timeout),
-                self._http().post(self._token_url, data=form, headers=headers) as response,
+                self._session.get().post(self._token_url, data=form, headers=headers) as response,
             ):
-                body = await self._read(response)
+                body = await read_body(response)
             if response.status in (400, 401, 403):
                 error = body.get("error") if isinstance(body, dict) else None
                 raise IgloohomeAuthError(response.status, str(error or "refused"))
@@ -237,16 +225,6 @@ class IgloohomeClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    @staticmethod
-    async def _read(response: aiohttp.ClientResponse) -> Any:
-        text = await response.text()
-        if not text:
-            return None
-        try:
-            return await response.json(content_type=None)
-        except ValueError:
-            return text
-
     async def _request(self, method: str, path: str, *, json: object = None) -> Any:
         """One API call; a token refused once (revoked early) is renewed and the call repeated."""
         url = f"{self._base}{path}"
@@ -255,9 +233,9 @@ class IgloohomeClient:
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             async with (
                 asyncio.timeout(self._timeout),
-                self._http().request(method, url, json=json, headers=headers) as response,
+                self._session.get().request(method, url, json=json, headers=headers) as response,
             ):
-                body = await self._read(response)
+                body = await read_body(response)
             if response.status == 401 and attempt == 1:
                 self._forget_token(token)
                 continue

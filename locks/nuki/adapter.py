@@ -34,8 +34,6 @@ from locks.nuki.client import (
     SMARTLOCK_TYPE_OPENER,
     NukiAuth,
     NukiClient,
-    NukiHttpError,
-    NukiProtocolError,
     NukiSmartlock,
     format_instant,
 )
@@ -53,6 +51,7 @@ from locks.port import (
     ProgrammedCode,
     RejectionReason,
 )
+from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
 
 #: Nuki truncates nothing itself; longer names are refused, so Keyturn shortens them.
 MAX_NAME_LENGTH: Final = 32
@@ -96,10 +95,12 @@ def _smartlock_id(device_id: str) -> int:
     return int(device_id)
 
 
-def _credentials_refused(status: int) -> LockError:
-    return LockError(
-        f"Nuki refused the credentials (HTTP {status}): check NUKI_API_TOKEN and its permissions"
-    )
+ERRORS: Final = VendorErrors(
+    vendor="Nuki",
+    credentials_hint="check NUKI_API_TOKEN and its permissions",
+    not_found="this smartlock or code",
+    busy=frozenset({423}),  # the lock is busy with another operation
+)
 
 
 def _rejection_for(message: str, code_sent: bool) -> RejectionReason:
@@ -117,28 +118,20 @@ def _rejection_for(message: str, code_sent: bool) -> RejectionReason:
 @asynccontextmanager
 async def _vendor_errors(action: str, *, code_sent: bool = False) -> AsyncIterator[None]:
     """Turn whatever the client raises into one of the port's errors."""
-    try:
-        yield
-    except NukiHttpError as err:
-        if err.status in (401, 403):
-            raise _credentials_refused(err.status) from err
-        if err.status == 404:
-            raise LockNotFound(f"Nuki does not know this smartlock or code ({action})") from err
+
+    def refusal(err: VendorHttpError) -> LockError:
         if err.status == 409 and code_sent:
             # Assumed: the Swagger does not name the status of a duplicate keypad code.
-            raise LockRejected(
+            return LockRejected(
                 RejectionReason.DUPLICATE_CODE,
                 f"Nuki refused to {action}: another keypad code on the lock has this PIN",
-            ) from err
-        if err.status in (423, 429) or err.status >= 500:
-            raise LockUnavailable(f"Nuki is unavailable ({action}): HTTP {err.status}") from err
-        raise LockRejected(
+            )
+        return LockRejected(
             _rejection_for(err.message, code_sent), f"Nuki refused to {action}: {err.message}"
-        ) from err
-    except NukiProtocolError as err:
-        raise LockUnavailable(f"Nuki gave an unreadable answer ({action})") from err
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise LockUnavailable(f"Nuki cannot be reached ({action}): {type(err).__name__}") from err
+        )
+
+    async with port_errors(ERRORS, action, refusal):
+        yield
 
 
 def _battery_level(smartlock: NukiSmartlock) -> float | None:

@@ -34,6 +34,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from locks.vendor_http import VendorHttpError, VendorProtocolError, VendorSession, read_body
+
 DEFAULT_API_BASE: Final = "https://api.nuki.io"
 
 AUTH_TYPE_KEYPAD_CODE: Final = 13
@@ -51,16 +53,13 @@ def mask_digits(text: str) -> str:
     return _PIN_LIKE.sub("****", text)[:200]
 
 
-class NukiHttpError(Exception):
+class NukiHttpError(VendorHttpError):
     """The Web API answered with an HTTP error status; ``message`` has digit runs masked."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Nuki answered HTTP {status}: {message}")
-        self.status = status
-        self.message = message
+    vendor = "Nuki"
 
 
-class NukiProtocolError(Exception):
+class NukiProtocolError(VendorProtocolError):
     """The Web API answered 2xx with a body this client cannot read."""
 
 
@@ -175,21 +174,10 @@ class NukiClient:
         self._token = api_token
         self._base = (base_url or DEFAULT_API_BASE).rstrip("/")
         self._timeout = timeout
-        self._session = session
-        self._owns_session = session is None
+        self._session = VendorSession(session, timeout)
 
     async def close(self) -> None:
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
-            )
-            self._owns_session = True
-        return self._session
+        await self._session.close()
 
     async def _request(
         self,
@@ -202,17 +190,11 @@ class NukiClient:
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         async with (
             asyncio.timeout(self._timeout),
-            self._http().request(
+            self._session.get().request(
                 method, f"{self._base}{path}", json=json, params=params, headers=headers
             ) as response,
         ):
-            text = await response.text()
-        body: Any = None
-        if text:
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = text
+            body = await read_body(response)
         if response.status >= 300:
             raise NukiHttpError(response.status, _message_of(body))
         return body
