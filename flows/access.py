@@ -345,10 +345,15 @@ class AccessCodes:
 
     async def on_revoke_due(self, event: TimerFired) -> Outcome:
         code_id = int(event.payload["code"])
-        code = await AccessCode.get_or_none(id=code_id)
-        if code is None or code.state in (AccessCodeState.REMOVED, AccessCodeState.REMOVING):
+        # Only a code whose window has ended: one moved later meanwhile (an extension paid
+        # while this timer fired) keeps working, and its own timer revokes it at its new end.
+        revoking = (
+            await AccessCode.filter(id=code_id, ends_at__lte=self.clock.now())
+            .exclude(state__in=(AccessCodeState.REMOVED, AccessCodeState.REMOVING))
+            .update(state=AccessCodeState.REMOVING)
+        )
+        if not revoking:
             return Outcome()
-        await AccessCode.filter(id=code_id).update(state=AccessCodeState.REMOVING)
         return Outcome(
             timers=[
                 CancelTimer(f"access:program:{code_id}"),

@@ -8,8 +8,10 @@ import pytest
 from tortoise.transactions import in_transaction
 
 from bot.app import Runtime
-from flows.access import AccessPlanError
+from flows.access import REVOKE_TIMER, AccessPlanError
+from flows.effects import Outcome
 from flows.staging import stage_outcome
+from flows.timers import TimerFired
 from locks import CodeRequest, LockRejected, ProgrammedCode, RejectionReason
 from locks.windows import AccessWindow
 from storage.models import (
@@ -191,6 +193,30 @@ async def test_an_extension_moves_the_window_on_the_lock(
     clock.current = new_end + timedelta(minutes=15)
     await settle(runtime)
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+
+
+async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_nothing(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    [code, *_] = await codes_of(booking)
+    old_end = code.ends_at
+    # The extension commits while the old revocation timer is already firing.
+    clock.current = old_end
+    window = AccessWindow(code.starts_at, old_end + timedelta(hours=2))
+    async with in_transaction() as conn:
+        outcome, _ = await runtime.access.move_window(conn, booking, window)
+        await stage_outcome(conn, outcome, clock.now())
+    late = TimerFired(0, REVOKE_TIMER, None, {"code": code.id}, old_end, clock.now())
+    assert await runtime.access.on_revoke_due(late) == Outcome()
+    await settle(runtime)
+    code = await AccessCode.get(id=code.id)
+    assert code.state == AccessCodeState.SET and code.ends_at == window.ends_at
+    pin = runtime.access.sealer.open(code.pin_encrypted)
+    lock = await Lock.get(id=code.lock_id)
+    assert await keypad(runtime, lock, pin, old_end + timedelta(hours=1))
 
 
 async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
