@@ -6,7 +6,8 @@ It starts everything on 127.0.0.1 in processes of its own: a fake Twilio REST AP
 really sent), a bare aiohttp baseline, and ``keyturn serve`` workers on SQLite and on PostgreSQL
 (a database ``keyturn_bench`` it creates and drops). Simulated renters post signed SMS webhooks
 at rising rates; it prints messages/s handled, p50/p99 webhook latency, how fast the outbox sent
-the replies, p99 lateness of 10,000 timers due in the same minute, and each worker's peak memory.
+the replies, the workers' CPU time per message, p99 lateness of 10,000 timers due in the same
+minute, and each worker's peak memory.
 Everything it starts it stops, and it removes what it created, also when interrupted.
 """
 
