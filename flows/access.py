@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -35,7 +36,7 @@ from locks import (
 )
 from locks.pins import generate_pin, pin_for_locks
 from locks.port import capabilities_from_json, constraints_from_json
-from locks.windows import AccessWindow, access_window
+from locks.windows import AccessWindow, access_window, ceil_hour, floor_hour
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -299,8 +300,11 @@ class AccessCodes:
         )
         for code in codes:
             lock = code.lock
-            can_update = LockCapability.UPDATE_WINDOW in capabilities_from_json(
-                lock.capabilities, lock.provider
+            # An offline code is computed from its window: it cannot be moved, only replaced.
+            can_update = (
+                not code.offline
+                and LockCapability.UPDATE_WINDOW
+                in capabilities_from_json(lock.capabilities, lock.provider)
             )
             if can_update or code.state == AccessCodeState.PENDING:
                 await (
@@ -374,12 +378,18 @@ class AccessCodes:
         ):
             return Outcome()
         if code.state == AccessCodeState.PROGRAMMING and code.provider_ref:
-            confirmed = await self._confirm(code)
+            confirmed = await self.confirm(code)
             if confirmed:
                 return Outcome()
         lock = code.lock
-        if code.state != AccessCodeState.FAILED and _takes_offline_backup(lock, code):
-            return await self._offline_backup(code, lock)
+        if (
+            code.state != AccessCodeState.FAILED
+            and _takes_offline_backup(lock, code)
+            and await self._reported_offline(lock)
+        ):
+            backup = await self._offline_backup(code, lock)
+            if backup is not None:
+                return backup
         outcome = Outcome(
             alerts=[
                 Alert(
@@ -399,11 +409,24 @@ class AccessCodes:
             outcome.effects.append(Effect(SET_EFFECT, f"access:set:{code_id}", {"code": code_id}))
         return outcome
 
-    async def _offline_backup(self, code: AccessCode, lock: Lock) -> Outcome:
-        """The lock could not be reached in time, and it takes offline codes: the code waiting
+    async def _reported_offline(self, lock: Lock) -> bool:
+        """The provider says the lock is offline (not merely slow to confirm a new code)."""
+        try:
+            device = await self._provider(lock).get_device(lock.device_id)
+        except LockError:
+            return False  # the vendor's cloud itself is down: it cannot issue a code either
+        return device.online is False
+
+    async def _offline_backup(self, code: AccessCode, lock: Lock) -> Outcome | None:
+        """The lock is offline at the deadline, and it takes offline codes: the code waiting
         for it is withdrawn and an offline one, which the vendor computes without the lock,
-        takes its place. The renter is sent that PIN; it cannot be removed before its end."""
+        takes its place. The renter is sent that PIN; it cannot be removed before its end.
+        None when no whole hour of the window can be given without reaching into another
+        renter's time on this lock."""
         now = self.clock.now()
+        window = await self._offline_window(code, lock)
+        if window is None:
+            return None
         async with in_transaction() as conn:
             outcome = await self.revoke(
                 conn, [code], actor="system", reason="lock unreachable: offline backup issued"
@@ -414,8 +437,8 @@ class AccessCodes:
                 lock=lock,
                 label=code.label,
                 pin_encrypted="",
-                starts_at=code.starts_at,
-                ends_at=code.ends_at,
+                starts_at=window.starts_at,
+                ends_at=window.ends_at,
                 state=AccessCodeState.PENDING,
                 offline=True,
                 using_db=conn,
@@ -425,7 +448,10 @@ class AccessCodes:
             )
             outcome.timers.append(
                 SetTimer(
-                    REVOKE_TIMER, code.ends_at, f"access:revoke:{backup.id}", {"code": backup.id}
+                    REVOKE_TIMER,
+                    window.ends_at,
+                    f"access:revoke:{backup.id}",
+                    {"code": backup.id},
                 )
             )
             outcome.alerts.append(
@@ -447,7 +473,31 @@ class AccessCodes:
             await stage_outcome(conn, outcome, now)
         return Outcome()
 
-    async def _confirm(self, code: AccessCode) -> bool:
+    async def _offline_window(self, code: AccessCode, lock: Lock) -> AccessWindow | None:
+        """The code's window in whole hours of the lock's time zone, as offline codes are
+        computed: widened where that reaches no other booking's code on this lock (a shared
+        gate admits many renters at once), else narrowed."""
+        zone = ZoneInfo(lock.timezone)
+
+        def utc_hour(instant: datetime, up: bool) -> datetime:
+            return (ceil_hour if up else floor_hour)(instant, zone).astimezone(UTC)
+
+        starts_at, ends_at = utc_hour(code.starts_at, False), utc_hour(code.ends_at, True)
+        if not lock.shared:
+            others = AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES).exclude(
+                booking_id=code.booking_id
+            )
+            if await others.filter(starts_at__lt=code.starts_at, ends_at__gt=starts_at).exists():
+                starts_at = utc_hour(code.starts_at, True)
+            if await others.filter(starts_at__lt=ends_at, ends_at__gt=code.ends_at).exists():
+                ends_at = utc_hour(code.ends_at, False)
+        if ends_at <= starts_at:
+            return None
+        return AccessWindow(starts_at, ends_at)
+
+    async def confirm(self, code: AccessCode) -> bool:
+        """Ask the provider whether a code still programming is set now (with its PIN, for a
+        code the vendor computes); True when it is."""
         provider = self.providers.get(code.lock.provider)
         if provider is None or code.provider_ref is None:
             return False
@@ -455,12 +505,15 @@ class AccessCodes:
             found = await provider.get_code(code.lock.device_id, code.provider_ref)
         except LockError:
             return False
-        if found is not None and found.status == CodeStatus.SET:
-            await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
-                state=AccessCodeState.SET
-            )
-            return True
-        return False
+        if found is None or found.status != CodeStatus.SET:
+            return False
+        update: dict[str, object] = {"state": AccessCodeState.SET}
+        if not code.pin_encrypted:
+            if not found.pin:
+                return False
+            update["pin_encrypted"] = self.sealer.seal(found.pin)
+        await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(**update)
+        return True
 
     # -- effects (run by the outbox dispatcher, at least once) --------------------------------
 
@@ -658,6 +711,7 @@ class AccessCodes:
         if (
             code.state not in (AccessCodeState.SET, AccessCodeState.PROGRAMMING)
             or not code.provider_ref
+            or code.offline  # computed from its window: replaced, never moved
         ):
             return
         lock = code.lock
@@ -685,13 +739,15 @@ class AccessCodes:
             code.provider_ref
             for code in await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING)
         }
-        for ref in on_lock:
-            if ref not in known_refs and ref not in removing:
+        for ref, held in on_lock.items():
+            leaving = held.status in (CodeStatus.REMOVING, CodeStatus.REMOVED)
+            # Offline codes cannot be removed; they lapse at their own end.
+            if ref not in known_refs and ref not in removing and not leaving and not held.offline:
                 await provider.delete_code(lock.device_id, ref)
                 report.strays_removed.append(ref)
         outcome = Outcome()
         for code in expected:
-            if code.state != AccessCodeState.SET or code.ends_at <= now:
+            if code.state != AccessCodeState.SET or code.ends_at <= now or code.offline:
                 continue
             found = on_lock.get(code.provider_ref or "")
             if found is None:

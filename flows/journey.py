@@ -226,7 +226,9 @@ class Journey:
     async def accept_quote(self, turn: Turn) -> StepResult:
         """YES: hold the slot and send the payment link."""
         asset = await self.inventory.asset(str(turn.data["asset"]))
-        if asset is None:  # taken out of service since the quote
+        # Taken out of service since the quote (read from the database: the inventory in
+        # memory may be a few seconds old).
+        if asset is None or not await Asset.filter(id=asset.id, active=True).exists():
             return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
         if not await is_free(asset.id, start, end):
@@ -1413,6 +1415,13 @@ class Journey:
         codes = await AccessCode.filter(
             booking_id=booking.id, state__in=LIVE_STATES
         ).prefetch_related("lock")
+        waiting = [c for c in codes if c.offline and c.state == AccessCodeState.PROGRAMMING]
+        if waiting:  # offline codes whose PIN the vendor had not computed when they were made
+            if not all([await self.access.confirm(code) for code in waiting]):
+                return None
+            codes = await AccessCode.filter(
+                booking_id=booking.id, state__in=LIVE_STATES
+            ).prefetch_related("lock")
         if not codes or any(code.state != AccessCodeState.SET for code in codes):
             return None
         return codes

@@ -173,3 +173,19 @@ def _zone(timezone: str) -> ZoneInfo:
 def _require_aware(moment: datetime, name: str) -> None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime")
+
+
+def floor_hour(instant: datetime, zone: ZoneInfo) -> datetime:
+    """The whole hour of ``zone``'s clock at or before ``instant``."""
+    local = instant.astimezone(zone)
+    floored = local.replace(minute=0, second=0, microsecond=0)
+    # Round-trip through UTC so the offset is the one in force at that instant (fold kept).
+    return floored.astimezone(UTC).astimezone(zone)
+
+
+def ceil_hour(instant: datetime, zone: ZoneInfo) -> datetime:
+    """The whole hour of ``zone``'s clock at or after ``instant``."""
+    floored = floor_hour(instant, zone)
+    if floored == instant:
+        return floored
+    return (floored.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Message, Update
+from telegram import Message, MessageEntity, Update
 from telegram.constants import ChatType
 
 from bot.channels import ChannelError
@@ -112,6 +112,17 @@ class OpsUpdates:
         if prompt is None or prompt.from_user is None or message.text is None:
             return False
         if prompt.from_user.id != self.chat.channel.bot.id or not prompt.text:
+            return False
+        # The bot's prompts name the member they ask; relayed renter text names nobody, so a
+        # renter cannot write something that reads like a prompt and have it answered.
+        asked = any(
+            entity.type == MessageEntity.TEXT_MENTION
+            and entity.offset == 0
+            and entity.user is not None
+            and entity.user.id == user_id
+            for entity in prompt.entities
+        )
+        if not asked:
             return False
         answer = await self.desk.answer_prompt(user_id, prompt.text, message.text)
         if answer is None:

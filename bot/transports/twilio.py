@@ -54,8 +54,9 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 WHATSAPP_WINDOW_MARGIN = timedelta(minutes=5)
 #: Twilio refuses bodies longer than this (error 21617).
 MAX_BODY_LENGTH = 1600
-#: Twilio attaches at most 10 media files to a message.
+#: Twilio attaches at most 10 media files to an MMS, and one to a WhatsApp message.
 MAX_MEDIA = 10
+MAX_WHATSAPP_MEDIA = 1
 #: How many of a recipient's newest messages a retried send looks through for itself.
 RECENT_MESSAGES = 20
 #: Twilio's clock and ours may differ by this much when a retried send looks for itself.
@@ -185,14 +186,14 @@ class TwilioAccount:
         except (aiohttp.ClientError, OSError, ValueError) as err:
             raise ChannelError(f"Twilio request failed: {type(err).__name__}") from err
 
-    def media_urls(self, media: Sequence[Media]) -> list[str]:
-        """The links Twilio fetches ``media`` from (``MediaUrl``; at most 10, 5 MB in all)."""
+    def media_urls(self, media: Sequence[Media], *, most: int = MAX_MEDIA) -> list[str]:
+        """The links Twilio fetches ``media`` from (``MediaUrl``; 5 MB in all)."""
         if not media:
             return []
         if self.media_links is None:
             raise Undeliverable("photos need KEYTURN_PUBLIC_URL, where Twilio fetches them")
-        if len(media) > MAX_MEDIA:
-            raise Undeliverable(f"{len(media)} photos; Twilio sends at most {MAX_MEDIA}")
+        if len(media) > most:
+            raise Undeliverable(f"{len(media)} photos; Twilio sends at most {most} here")
         return [self.media_links.url_for(item) for item in media]
 
     async def create_message(self, **params: str | list[str]) -> str:
@@ -411,7 +412,9 @@ class TwilioWhatsAppChannel:
             if text:
                 params["body"] = _body(text)
             if message.media:
-                params["media_url"] = self.account.media_urls(message.media)
+                params["media_url"] = self.account.media_urls(
+                    message.media, most=MAX_WHATSAPP_MEDIA
+                )
             try:
                 return await self.account.create_message(**params)
             except OutsideWhatsAppWindow:
@@ -440,7 +443,8 @@ class TwilioWhatsAppChannel:
         return self.clock.now() - last < WHATSAPP_WINDOW - WHATSAPP_WINDOW_MARGIN
 
     async def _outside_window(self, message: OutboundMessage, to: str, text: str) -> str:
-        content_sid = self.templates.get(message.kind)
+        # A template carries no photo (Twilio 63030): a message with one goes by SMS (MMS).
+        content_sid = None if message.media else self.templates.get(message.kind)
         if content_sid is not None:
             params = {"to": to, "from_": self.from_address, "content_sid": content_sid}
             if message.template_variables:

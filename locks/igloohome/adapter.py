@@ -55,6 +55,7 @@ from locks.port import (
     RejectionReason,
 )
 from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
+from locks.windows import ceil_hour, floor_hour
 
 HOURLY_MAX: Final = timedelta(hours=672)
 DAILY_MIN_DAYS: Final = 29
@@ -91,20 +92,6 @@ class AlgoPinWindow:
         return self.end.isoformat(timespec="seconds")
 
 
-def _floor_hour(instant: datetime, zone: ZoneInfo) -> datetime:
-    local = instant.astimezone(zone)
-    floored = local.replace(minute=0, second=0, microsecond=0)
-    # Round-trip through UTC so the offset is the one in force at that instant (fold kept).
-    return floored.astimezone(UTC).astimezone(zone)
-
-
-def _ceil_hour(instant: datetime, zone: ZoneInfo) -> datetime:
-    floored = _floor_hour(instant, zone)
-    if floored == instant:
-        return floored
-    return (floored.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
-
-
 def _at_local_time(day: datetime, like: datetime, zone: ZoneInfo) -> datetime:
     """``day``'s date at ``like``'s wall-clock time, as an existing instant in ``zone``."""
     wall = datetime.combine(day.date(), like.timetz().replace(tzinfo=None), tzinfo=zone)
@@ -121,8 +108,8 @@ def plan_algopin_window(starts_at: datetime, ends_at: datetime, timezone: str) -
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as err:
         raise LockRejected(RejectionReason.OTHER, f"unknown time zone {timezone!r}") from err
-    start = _floor_hour(starts_at, zone)
-    end = _ceil_hour(ends_at, zone)
+    start = floor_hour(starts_at, zone)
+    end = ceil_hour(ends_at, zone)
     if end - start <= HOURLY_MAX:
         return AlgoPinWindow(AlgoPinKind.HOURLY, start, end)
     # Daily: whole days from the start's local time of day, at least 29 of them.

@@ -12,7 +12,6 @@ raised as ``LockRejected``; one that arrives later shows as ``CodeStatus.FAILED`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -101,6 +100,8 @@ def _status(code: AccessCode, failed: bool, now: datetime) -> CodeStatus:
     ends_at = _parse_time(code.ends_at)
     if code.status == "unset" and ends_at is not None and ends_at <= now:
         return CodeStatus.REMOVED
+    if code.is_offline_access_code and code.code:
+        return CodeStatus.SET  # computed by the vendor: it works once its PIN is known
     # "setting", "unset" before its window (Seam programs time-bound codes ahead), "unknown".
     return CodeStatus.SETTING
 
@@ -286,9 +287,7 @@ class SeamLockProvider:
                 RejectionReason.OTHER,
                 f"seam lock {request.device_id} refused an offline code: {programmed.error}",
             )
-        if programmed.pin and programmed.status is CodeStatus.SETTING:
-            programmed = replace(programmed, status=CodeStatus.SET)
-        return programmed
+        return programmed  # SET with its PIN, or SETTING until Seam has computed it
 
     async def update_code_window(
         self, device_id: str, provider_ref: str, starts_at: datetime, ends_at: datetime

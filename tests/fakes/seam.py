@@ -22,8 +22,8 @@ to ``removing``; ``program()`` then removes it (``access_code.removed_from_devic
 
 Offline codes (``is_offline_access_code``, for devices with ``can_program_offline_access_codes``)
 are computed at once, with the window widened to whole hours (or days, ``max_time_rounding``);
-giving a ``code`` is refused, and so is deleting one: Seam's docs say an offline code cannot be
-updated or deleted through the API.
+giving a ``code`` is refused, and so are updating and deleting one: Seam's docs say an offline
+code cannot be updated or deleted through the API.
 
 Unlocking returns a pending action attempt that ``/action_attempts/get`` resolves according to
 ``unlock_outcome``. ``fail_next`` and ``hang_next`` make the next requests fail or hang, and
@@ -521,6 +521,8 @@ class FakeSeam:
     async def _access_codes_update(self, request: web.Request) -> web.Response:
         body = await _params(request)
         access_code = self._access_code(body)
+        if access_code["is_offline_access_code"]:
+            raise invalid_input("access_code_id", "Offline access codes cannot be updated")
         starts_at, ends_at = self._window(body)
         if "code" in body:
             self._check_code(self._device(access_code["device_id"]), body["code"])

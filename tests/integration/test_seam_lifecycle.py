@@ -16,11 +16,13 @@ from bot.app import Runtime, build_runtime
 from bot.config import Settings
 from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
+from flows.access import LIVE_STATES
 from flows.staging import stage_outcome
 from locks import LockCapability
 from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
+from locks.windows import AccessWindow
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -35,7 +37,7 @@ from storage.models import (
 )
 from storage.sealing import Sealer
 from tests.conftest import FakeClock
-from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam
+from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam, Json
 from tests.fakes.server import running
 from tests.integration.conftest import END, START, settle
 
@@ -162,9 +164,11 @@ async def test_seam_down_is_retried_until_the_code_is_set(
     assert len(fake.access_codes) == 1, "created once despite the retries"
 
 
-async def test_a_lock_unreachable_at_the_deadline_gets_an_offline_backup_code(
+@pytest.fixture
+async def offline_capable(
     database: str, clock: FakeClock
-) -> None:
+) -> AsyncIterator[tuple[FakeSeam, Runtime, str]]:
+    """A Seam lock that also takes offline codes (igloohome, dormakaba through Seam)."""
     fake = FakeSeam(now=clock.now)
     device = fake.add_device(name="Bay 7 keypad", can_program_offline_access_codes=True)
     async with running(fake.app()) as base:
@@ -174,47 +178,127 @@ async def test_a_lock_unreachable_at_the_deadline_gets_an_offline_backup_code(
         )
         provider = SeamLockProvider(API_KEY, base_url=base, timeout=5)
         runtime = build_runtime(settings, clock=clock, locks={"seam": provider})
-        try:
-            clock.current = START - timedelta(hours=2)
-            booking = await booking_on(device, runtime)
-            await Lock.filter(key="bay7").update(
-                capabilities=capabilities_to_json(
-                    DEFAULT_CAPABILITIES["seam"] | LockCapability.OFFLINE_CODES
-                )
-            )
-            fake.set_online(device, False)  # its bridge is down: Seam holds the code "setting"
-            await settle(runtime)
-            [first] = await AccessCode.filter(booking=booking)
-            assert first.state == AccessCodeState.PROGRAMMING
+        yield fake, runtime, device
+        await provider.aclose()
 
-            clock.current = START - timedelta(hours=1)  # the deadline
-            await settle(runtime)
-            first = await AccessCode.get(id=first.id)
-            assert first.state == AccessCodeState.REMOVED, "the code waiting for the lock is gone"
-            [backup] = await AccessCode.filter(booking=booking, state=AccessCodeState.SET)
-            assert backup.offline and backup.id != first.id
-            [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
-            assert runtime.access.sealer.open(backup.pin_encrypted) == offline["code"]
-            assert offline["starts_at"] <= "2026-06-03T13:45:00" < offline["ends_at"]
-            alert = await OpsAlert.get(kind="code_not_set")
-            assert alert.message_key == "ops.offline_backup_issued"
-            with_lock = await AccessCode.get(id=backup.id).prefetch_related("lock")
-            pin_text = await runtime.journey._pin_text(booking, [with_lock], "en")
-            assert offline["code"] in pin_text and "within 24 hours" in pin_text
 
-            # Cancelled mid-rental: the offline code cannot be taken off; ops hear until when.
-            clock.current = START + timedelta(hours=1)
-            async with in_transaction() as conn:
-                outcome = await runtime.access.revoke(
-                    conn, [backup], actor="ops", reason="cancelled"
-                )
-                await stage_outcome(conn, outcome, clock.now())
-            await settle(runtime)
-            backup = await AccessCode.get(id=backup.id)
-            assert backup.state == AccessCodeState.REMOVED
-            assert "lapses" in backup.last_error
-            assert offline["access_code_id"] in fake.access_codes, "never asked to delete it"
-            lapse = await OpsAlert.get(kind="code_cannot_be_revoked")
-            assert "Bay 7" in str(lapse.params)
-        finally:
-            await provider.aclose()
+async def offline_capable_booking(runtime: Runtime, device: str) -> Booking:
+    booking = await booking_on(device, runtime)
+    await Lock.filter(key="bay7").update(
+        capabilities=capabilities_to_json(
+            DEFAULT_CAPABILITIES["seam"] | LockCapability.OFFLINE_CODES
+        )
+    )
+    return booking
+
+
+async def backup_at_the_deadline(
+    fake: FakeSeam, runtime: Runtime, device: str, clock: FakeClock
+) -> tuple[Booking, AccessCode, Json]:
+    """A booking whose lock went offline before its code was set, at the deadline."""
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+    fake.set_online(device, False)  # its bridge is down: Seam holds the code "setting"
+    await settle(runtime)
+    clock.current = START - timedelta(hours=1)  # the deadline
+    await settle(runtime)
+    [backup] = await AccessCode.filter(booking=booking, state=AccessCodeState.SET)
+    [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+    return booking, backup, offline
+
+
+async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    booking, backup, offline = await backup_at_the_deadline(fake, runtime, device, clock)
+    [first] = await AccessCode.filter(booking=booking).exclude(id=backup.id)
+    assert first.state == AccessCodeState.REMOVED, "the code waiting for the lock is gone"
+    assert backup.offline
+    assert runtime.access.sealer.open(backup.pin_encrypted) == offline["code"]
+    # Whole hours of the lock's day around the window (09:45–14:15 in New York).
+    assert (backup.starts_at, backup.ends_at) == (
+        START - timedelta(hours=1),
+        END + timedelta(hours=1),
+    )
+    assert offline["starts_at"].startswith("2026-06-03T13:00:00")
+    alert = await OpsAlert.get(kind="code_not_set")
+    assert alert.message_key == "ops.offline_backup_issued"
+    with_lock = await AccessCode.get(id=backup.id).prefetch_related("lock")
+    pin_text = await runtime.journey._pin_text(booking, [with_lock], "en")
+    assert offline["code"] in pin_text and "within 24 hours" in pin_text
+
+    # The lock is back: the check leaves the offline code as it is (it cannot be removed).
+    fake.set_online(device, True)
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    assert report.clean and offline["access_code_id"] in fake.access_codes
+
+    # Cancelled mid-rental: the offline code cannot be taken off; ops hear until when.
+    clock.current = START + timedelta(hours=1)
+    async with in_transaction() as conn:
+        outcome = await runtime.access.revoke(conn, [backup], actor="ops", reason="cancelled")
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+    backup = await AccessCode.get(id=backup.id)
+    assert backup.state == AccessCodeState.REMOVED and "lapses" in backup.last_error
+    assert offline["access_code_id"] in fake.access_codes, "never asked to delete it"
+    lapse = await OpsAlert.get(kind="code_cannot_be_revoked")
+    assert "Bay 7" in str(lapse.params)
+
+
+async def test_an_extension_replaces_an_offline_backup_rather_than_moving_it(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    booking, backup, offline = await backup_at_the_deadline(fake, runtime, device, clock)
+    fake.set_online(device, True)
+    window = AccessWindow(backup.starts_at, END + timedelta(hours=3))
+    async with in_transaction() as conn:
+        outcome, replaced = await runtime.access.move_window(conn, booking, window)
+        await stage_outcome(conn, outcome, clock.now())
+    assert replaced == ["Bay 7"], "the renter is told their code changes"
+    await settle(runtime)
+    assert offline["ends_at"].startswith("2026-06-03T19:00:00"), "the offline code is as it was"
+    [new] = await AccessCode.filter(booking=booking, state__in=LIVE_STATES)
+    assert not new.offline and new.ends_at == window.ends_at
+
+
+async def test_a_booking_made_within_the_hour_on_an_online_lock_gets_its_normal_code(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    clock.current = START - timedelta(minutes=30)  # the deadline has passed already
+    booking = await offline_capable_booking(runtime, device)
+    await settle(runtime)
+    [code] = await AccessCode.filter(booking=booking)
+    assert code.state == AccessCodeState.PROGRAMMING and not code.offline
+    assert not any(c["is_offline_access_code"] for c in fake.access_codes.values())
+    assert not await OpsAlert.filter(message_key="ops.offline_backup_issued").exists()
+
+
+async def test_an_offline_backup_stops_short_of_the_next_renters_time(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+    later = await Booking.create(
+        reference="KSEAM2",
+        renter=await Renter.create(phone="+15550100002"),
+        asset_id=booking.asset_id,
+        start_at=END + timedelta(minutes=30),
+        end_at=END + timedelta(hours=3),
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=100,
+    )
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, later)
+        await stage_outcome(conn, outcome, clock.now())
+    fake.set_online(device, False)
+    await settle(runtime)
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    [backup] = await AccessCode.filter(booking=booking, offline=True)
+    assert backup.starts_at == START - timedelta(hours=1), "widened where nobody else is"
+    assert backup.ends_at == END, "narrowed: the next renter's code starts at 14:15"

@@ -597,3 +597,29 @@ async def test_a_photo_goes_by_link_and_a_retry_finds_it_by_its_media(harness: H
     too_many = OutboundMessage(channel="sms", address=RENTER, text="x", media=(photo,) * 11)
     with pytest.raises(Undeliverable, match="at most 10"):
         await harness.channels["sms"].send(too_many, "many")
+
+
+async def test_whatsapp_takes_one_photo_and_a_closed_window_sends_it_by_mms(
+    harness: Harness,
+) -> None:
+    harness.account.media_links = MediaLinks(
+        PUBLIC_URL, Fernet.generate_key().decode(), harness.clock
+    )
+    photo = Media("telegram-file:AgACAgIAAxkBAAI", "image/jpeg")
+    await _renter_writes_on_whatsapp(harness)
+    whatsapp = harness.channels["whatsapp"]
+    two = OutboundMessage(channel="whatsapp", address=RENTER, text="", media=(photo, photo))
+    with pytest.raises(Undeliverable, match="at most 1"):
+        await whatsapp.send(two, "two")
+    one = OutboundMessage(channel="whatsapp", address=RENTER, text="Here", media=(photo,))
+    await whatsapp.send(one, "one")
+    sent = harness.fake.sent[-1]
+    assert sent.to == f"whatsapp:{RENTER}" and len(sent.media_urls) == 1
+    # Outside the 24 hours a template would carry no photo: it goes by SMS instead.
+    harness.clock.advance(timedelta(hours=25))
+    later = OutboundMessage(
+        channel="whatsapp", address=RENTER, text="Here", kind="pin", media=(photo,)
+    )
+    await whatsapp.send(later, "later")
+    sent = harness.fake.sent[-1]
+    assert sent.to == RENTER and sent.content_sid is None and len(sent.media_urls) == 1
