@@ -526,6 +526,7 @@ class AccessCodes:
             return  # already set, or revoked meanwhile
         lock = code.lock
         provider = self._provider(lock)
+        retried = code.state == AccessCodeState.PROGRAMMING
         # Only from a state that wants the code: a revocation since the read above stands.
         programming = await AccessCode.filter(
             id=code.id, state__in=(AccessCodeState.PENDING, AccessCodeState.PROGRAMMING)
@@ -533,6 +534,13 @@ class AccessCodes:
         if not programming:
             return
         request = self._request(code, lock)
+        if retried and request.offline:
+            # An offline code has no PIN to look for: an earlier attempt that created it without
+            # recording it (its worker died) is found by its name, not created twice.
+            earlier = await self._adopt(provider, lock, request)
+            if earlier is not None:
+                await self._store_programmed(code, earlier)
+                return
         try:
             programmed = await provider.create_code(request)
         except LockRejected as err:
@@ -856,7 +864,15 @@ def _takes_offline_backup(lock: Lock, code: AccessCode) -> bool:
 
 
 def _same_code(programmed: ProgrammedCode, request: CodeRequest) -> bool:
-    """The code on the lock is the one ``request`` asked for: its PIN from its start."""
+    """The code on the lock is the one ``request`` asked for: its PIN from its start, or for an
+    offline code (whose PIN the vendor chose) its name and window."""
+    if request.offline:  # the lock may have shortened the name
+        return (
+            programmed.offline
+            and bool(programmed.name)
+            and request.name.startswith(programmed.name)
+            and (programmed.starts_at, programmed.ends_at) == (request.starts_at, request.ends_at)
+        )
     return programmed.pin == request.pin and programmed.starts_at == request.starts_at
 
 

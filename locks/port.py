@@ -119,6 +119,8 @@ class ProgrammedCode:
     offline: bool = False
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    #: The name the code was created with, where the provider reports it.
+    name: str = ""
 
 
 @runtime_checkable

@@ -130,6 +130,7 @@ def to_programmed_code(code: AccessCode, *, now: datetime | None = None) -> Prog
         offline=bool(code.is_offline_access_code),
         error=error,
         warnings=tuple(warnings),
+        name=code.name or "",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -302,3 +303,35 @@ async def test_an_offline_backup_stops_short_of_the_next_renters_time(
     [backup] = await AccessCode.filter(booking=booking, offline=True)
     assert backup.starts_at == START - timedelta(hours=1), "widened where nobody else is"
     assert backup.ends_at == END, "narrowed: the next renter's code starts at 14:15"
+
+
+async def test_an_offline_backup_made_by_a_worker_that_died_is_found_not_made_twice(
+    offline_capable: tuple[FakeSeam, Runtime, str],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, runtime, device = offline_capable
+    store = runtime.access._store_programmed
+    died: list[str] = []
+
+    async def dies_after_the_first_offline_code(code: AccessCode, programmed: Any) -> None:
+        if programmed.offline and not died:
+            died.append(programmed.provider_ref)
+            raise ConnectionError("the worker died before recording the code")
+        await store(code, programmed)
+
+    monkeypatch.setattr(runtime.access, "_store_programmed", dies_after_the_first_offline_code)
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+    fake.set_online(device, False)
+    await settle(runtime)
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    assert died, "the offline code was made and not recorded"
+    clock.advance(timedelta(minutes=10))  # the effect's retry
+    await settle(runtime)
+    offline = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+    assert [c["access_code_id"] for c in offline] == died, "found again, not made twice"
+    [backup] = await AccessCode.filter(booking=booking, state=AccessCodeState.SET)
+    assert backup.provider_ref == died[0]
+    assert runtime.access.sealer.open(backup.pin_encrypted) == offline[0]["code"]
