@@ -15,17 +15,19 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tortoise.models import Model
+from yarl import URL
 
 from bot.app import Runtime
 from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
 from flows.engine import MAX_TEXT_LENGTH
+from flows.messages import Media
 from storage import models
 from storage.models import Message
 from tests.conftest import FakeClock
@@ -426,3 +428,24 @@ async def test_a_sandbox_post_that_is_not_json_is_refused(journey: Sandbox) -> N
         )
         assert response.status == 400, (content_type, response.status)
     assert await row_counts() == before
+
+
+@FUZZ
+@given(
+    token=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=200)
+)
+async def test_a_media_link_that_keyturn_did_not_make_is_not_found(
+    world: World, token: str
+) -> None:
+    before = len(world.telegram.calls_to("getFile"))
+    response = await world.client.get("/media/" + quote(token, safe=""))
+    assert response.status == 404
+    assert len(world.telegram.calls_to("getFile")) == before, "nothing fetched for it"
+
+
+async def test_a_media_link_to_a_file_telegram_does_not_have_is_not_found(world: World) -> None:
+    links = world.runtime.media_links
+    assert links is not None
+    link = links.url_for(Media("telegram-file:AgACAgIAAxkBAAIgone", "image/jpeg"))
+    response = await world.client.get(URL(link).path)
+    assert response.status == 404
