@@ -294,10 +294,13 @@ class AccessCodes:
         outcome = Outcome()
         replaced: list[Lock] = []
         codes = (
-            await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+            await AccessCode.filter(
+                booking_id=booking.id, state__in=(*LIVE_STATES, AccessCodeState.FAILED)
+            )
             .using_db(conn)
             .prefetch_related("lock")
         )
+        not_on_lock = (AccessCodeState.PENDING, AccessCodeState.FAILED)  # moved here only
         for code in codes:
             lock = code.lock
             # An offline code is computed from its window: it cannot be moved, only replaced.
@@ -306,7 +309,7 @@ class AccessCodes:
                 and LockCapability.UPDATE_WINDOW
                 in capabilities_from_json(lock.capabilities, lock.provider)
             )
-            if can_update or code.state == AccessCodeState.PENDING:
+            if can_update or code.state in not_on_lock:
                 await (
                     AccessCode.filter(id=code.id)
                     .using_db(conn)
@@ -317,7 +320,7 @@ class AccessCodes:
                         REVOKE_TIMER, window.ends_at, f"access:revoke:{code.id}", {"code": code.id}
                     )
                 )
-                if code.state != AccessCodeState.PENDING:
+                if code.state not in not_on_lock:
                     outcome.effects.append(
                         Effect(
                             UPDATE_EFFECT,
@@ -330,6 +333,12 @@ class AccessCodes:
                 outcome = outcome + (
                     await self.revoke(conn, [code], actor="system", reason="window moved")
                 )
+        # A lock left without a live code (its code's window ended and it was revoked just as
+        # the window moved) gets a new one for the new window.
+        covered = {code.lock_id for code in codes}
+        replaced += [
+            lock for lock in await locks_for_booking(booking, conn) if lock.id not in covered
+        ]
         if replaced:
             outcome = outcome + (
                 await self._plan(

@@ -219,6 +219,29 @@ async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_no
     assert await keypad(runtime, lock, pin, old_end + timedelta(hours=1))
 
 
+async def test_an_extension_applied_just_after_the_codes_were_revoked_plans_new_ones(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    codes = await codes_of(booking)
+    old_end = codes[0].ends_at
+    clock.current = old_end
+    await settle(runtime)  # the window ended: the codes are revoked
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    window = AccessWindow(codes[0].starts_at, old_end + timedelta(hours=2))
+    async with in_transaction() as conn:
+        outcome, replaced = await runtime.access.move_window(conn, booking, window)
+        await stage_outcome(conn, outcome, clock.now())
+    assert sorted(replaced) == sorted(c.lock.label for c in codes), "the renter hears of it"
+    await settle(runtime)
+    new = [c for c in await codes_of(booking) if c.state == AccessCodeState.SET]
+    assert len(new) == len(codes) and all(c.ends_at == window.ends_at for c in new)
+    pin = runtime.access.sealer.open(new[0].pin_encrypted)
+    assert await keypad(runtime, new[0].lock, pin, old_end + timedelta(hours=1))
+
+
 async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
     runtime: Runtime, clock: FakeClock
 ) -> None:
