@@ -57,6 +57,8 @@ DEADLINE_TIMER = "access.deadline"
 REVOKE_TIMER = "access.revoke"
 RECONCILE_TIMER = "access.reconcile"
 RECONCILE_KEY = "access:reconcile"
+#: Offline codes bound by the hour last at most this long (igloohome's algoPINs, through Seam).
+OFFLINE_HOURLY_MAX = timedelta(hours=672)
 SET_EFFECT = "access.set"
 REMOVE_EFFECT = "access.remove"
 UPDATE_EFFECT = "access.update"
@@ -309,7 +311,7 @@ class AccessCodes:
                 and LockCapability.UPDATE_WINDOW
                 in capabilities_from_json(lock.capabilities, lock.provider)
             )
-            if can_update or code.state in not_on_lock:
+            if not code.offline and (can_update or code.state in not_on_lock):
                 await (
                     AccessCode.filter(id=code.id)
                     .using_db(conn)
@@ -433,12 +435,24 @@ class AccessCodes:
         None when no whole hour of the window can be given without reaching into another
         renter's time on this lock."""
         now = self.clock.now()
-        window = await self._offline_window(code, lock)
-        if window is None:
-            return None
         async with in_transaction() as conn:
+            # Read again under a row lock: a cancellation or an extension since the deadline
+            # fired stands, and the backup takes the window the code has now.
+            fresh = (
+                await AccessCode.filter(
+                    id=code.id, state__in=(AccessCodeState.PENDING, AccessCodeState.PROGRAMMING)
+                )
+                .using_db(conn)
+                .select_for_update()
+                .first()
+            )
+            if fresh is None:
+                return Outcome()
+            window = await self._offline_window(fresh, lock, conn)
+            if window is None:
+                return None
             outcome = await self.revoke(
-                conn, [code], actor="system", reason="lock unreachable: offline backup issued"
+                conn, [fresh], actor="system", reason="lock unreachable: offline backup issued"
             )
             backup = await AccessCode.create(
                 booking_id=code.booking_id,
@@ -482,7 +496,9 @@ class AccessCodes:
             await stage_outcome(conn, outcome, now)
         return Outcome()
 
-    async def _offline_window(self, code: AccessCode, lock: Lock) -> AccessWindow | None:
+    async def _offline_window(
+        self, code: AccessCode, lock: Lock, conn: BaseDBAsyncClient
+    ) -> AccessWindow | None:
         """The code's window in whole hours of the lock's time zone, as offline codes are
         computed: widened where that reaches no other booking's code on this lock (a shared
         gate admits many renters at once), else narrowed."""
@@ -493,15 +509,17 @@ class AccessCodes:
 
         starts_at, ends_at = utc_hour(code.starts_at, False), utc_hour(code.ends_at, True)
         if not lock.shared:
-            others = AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES).exclude(
-                booking_id=code.booking_id
+            others = (
+                AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES)
+                .exclude(booking_id=code.booking_id)
+                .using_db(conn)
             )
             if await others.filter(starts_at__lt=code.starts_at, ends_at__gt=starts_at).exists():
                 starts_at = utc_hour(code.starts_at, True)
             if await others.filter(starts_at__lt=ends_at, ends_at__gt=code.ends_at).exists():
                 ends_at = utc_hour(code.ends_at, False)
-        if ends_at <= starts_at:
-            return None
+        if not timedelta(hours=1) <= ends_at - starts_at <= OFFLINE_HOURLY_MAX:
+            return None  # no whole hour left, or longer than hourly offline codes last
         return AccessWindow(starts_at, ends_at)
 
     async def confirm(self, code: AccessCode) -> bool:
@@ -517,7 +535,7 @@ class AccessCodes:
         if found is None or found.status != CodeStatus.SET:
             return False
         update: dict[str, object] = {"state": AccessCodeState.SET}
-        if not code.pin_encrypted:
+        if found.offline or not code.pin_encrypted:  # a computed PIN is the vendor's
             if not found.pin:
                 return False
             update["pin_encrypted"] = self.sealer.seal(found.pin)
@@ -535,6 +553,9 @@ class AccessCodes:
             return  # already set, or revoked meanwhile
         lock = code.lock
         provider = self._provider(lock)
+        if code.offline and code.provider_ref and not _computes_own_pin(lock):
+            await self.confirm(code)  # made already: it can only be waited for, never remade
+            return
         retried = code.state == AccessCodeState.PROGRAMMING
         # Only from a state that wants the code: a revocation since the read above stands.
         programming = await AccessCode.filter(
@@ -545,8 +566,10 @@ class AccessCodes:
         request = self._request(code, lock)
         if retried and request.offline:
             # An offline code has no PIN to look for: an earlier attempt that created it without
-            # recording it (its worker died) is found by its name, not created twice.
-            earlier = await self._adopt(provider, lock, request)
+            # recording it (its worker died) is found by its name and window, not created twice.
+            # A lock that cannot be listed now fails this attempt; it is retried.
+            existing = await provider.list_codes(lock.device_id)
+            earlier = next((c for c in existing if _same_code(c, request)), None)
             if earlier is not None:
                 await self._store_programmed(code, earlier)
                 return
@@ -574,11 +597,16 @@ class AccessCodes:
             "offline": programmed.offline,
             "last_error": "",
         }
-        if not code.pin_encrypted and programmed.pin:
-            update["pin_encrypted"] = self.sealer.seal(programmed.pin)
+        if programmed.pin and (programmed.offline or not code.pin_encrypted):
+            update["pin_encrypted"] = self.sealer.seal(programmed.pin)  # the vendor's own PIN
         stored = await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
             **update
         )
+        if stored == 0 and programmed.offline:
+            # Revoked while the vendor computed it: it cannot be taken off, so ops hear of it.
+            await AccessCode.filter(id=code.id).update(provider_ref=programmed.provider_ref)
+            await self._cannot_revoke(code, code.lock, self.clock.now())
+            return
         if stored == 0:
             # Revoked while the lock was being programmed: take the new code off again at once.
             await self._provider(code.lock).delete_code(
@@ -604,11 +632,11 @@ class AccessCodes:
 
         The lock is asked only once the code's programming time has come: no set is attempted
         before it, so a code revoked days ahead never reached the lock."""
-        if not code.pin_encrypted:
+        request = self._request(code, lock)
+        if not code.pin_encrypted and not request.offline:
             return None
         if self.clock.now() < code.starts_at - self.policy.program_lead:
             return None
-        request = self._request(code, lock)
         existing = await self._provider(lock).list_codes(lock.device_id)
         return next((c for c in existing if _same_code(c, request)), None)
 
@@ -626,6 +654,12 @@ class AccessCodes:
 
     async def _fresh_pin(self, code: AccessCode) -> None:
         lock = code.lock
+        if code.offline:  # the vendor computes it: asked again as it is
+            await AccessCode.filter(id=code.id, state=AccessCodeState.FAILED).update(
+                state=AccessCodeState.PENDING, last_error=""
+            )
+            code.state = AccessCodeState.PENDING
+            return
         window = AccessWindow(code.starts_at, code.ends_at)
         taken = await self._taken(None, lock, window)
         if code.pin_encrypted:
@@ -676,6 +710,10 @@ class AccessCodes:
         now = self.clock.now()
         if code.provider_ref is None:
             unrecorded = await self._unrecorded(code, lock)
+            if unrecorded is not None and unrecorded.offline:
+                await AccessCode.filter(id=code.id).update(provider_ref=unrecorded.provider_ref)
+                await self._cannot_revoke(code, lock, now)
+                return
             if unrecorded is not None:
                 await self._provider(lock).delete_code(lock.device_id, unrecorded.provider_ref)
             await AccessCode.filter(id=code.id, provider_ref__isnull=True).update(

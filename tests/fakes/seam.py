@@ -186,6 +186,10 @@ class FakeSeam:
         #: When true, a created code is programmed before Seam answers (a lock that is quick,
         #: or a retried create): its failure is already on the code in the response.
         self.program_immediately = False
+        #: Offline codes come back without their PIN (``setting``) until ``compute_offline()``:
+        #: Seam's guides say a code may take a while to be computed.
+        self.offline_pins_later = False
+        self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
         self._hang_seconds = 30.0
@@ -279,6 +283,13 @@ class FakeSeam:
         """The next ``count`` requests answer only after ``seconds`` (or when the fake stops)."""
         self._hangs += count
         self._hang_seconds = seconds
+
+    def compute_offline(self) -> None:
+        """The vendor has computed the offline codes still waiting: their PINs appear."""
+        for code_id, pin in self._computed.items():
+            if code_id in self.access_codes:
+                self.access_codes[code_id].update(code=pin, status="set", display_status="Set")
+        self._computed.clear()
 
     def program(self, access_code_id: str | None = None) -> list[Json]:
         """Let the locks do their part: set or fail ``setting`` codes, remove ``removing`` ones.
@@ -514,6 +525,9 @@ class FakeSeam:
             ends_at=ends_at,
         )
         access_code.update(status="set", display_status="Set", is_offline_access_code=True)
+        if self.offline_pins_later:
+            self._computed[access_code["access_code_id"]] = access_code["code"]
+            access_code.update(code=None, status="setting", display_status="Issuing")
         self.access_codes[access_code["access_code_id"]] = access_code
         self._event("access_code.created", device["device_id"], access_code)
         return _ok(access_code=access_code)

@@ -34,6 +34,7 @@ from storage.models import (
     Location,
     Lock,
     OpsAlert,
+    OutboxEffect,
     Renter,
 )
 from storage.sealing import Sealer
@@ -335,3 +336,42 @@ async def test_an_offline_backup_made_by_a_worker_that_died_is_found_not_made_tw
     [backup] = await AccessCode.filter(booking=booking, state=AccessCodeState.SET)
     assert backup.provider_ref == died[0]
     assert runtime.access.sealer.open(backup.pin_encrypted) == offline[0]["code"]
+
+
+async def test_an_offline_pin_computed_later_is_sent_once_known(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    fake.offline_pins_later = True
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+    fake.set_online(device, False)
+    await settle(runtime)
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    [backup] = await AccessCode.filter(booking=booking, offline=True)
+    assert backup.state == AccessCodeState.PROGRAMMING and not backup.pin_encrypted
+    assert await runtime.journey._set_codes(booking) is None, "no PIN to send yet"
+    fake.compute_offline()
+    codes = await runtime.journey._set_codes(booking)
+    assert codes is not None and [c.id for c in codes] == [backup.id]
+    [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+    assert runtime.access.sealer.open(codes[0].pin_encrypted) == offline["code"]
+
+
+async def test_a_retried_offline_backup_keeps_the_vendors_pin(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    _, backup, offline = await backup_at_the_deadline(fake, runtime, device, clock)
+    # As if the vendor had refused it and ops pressed Retry: a fresh attempt, asked as it is.
+    del fake.access_codes[offline["access_code_id"]]
+    await AccessCode.filter(id=backup.id).update(
+        state=AccessCodeState.FAILED, provider_ref=None, pin_encrypted=""
+    )
+    effect = OutboxEffect(payload={"code": backup.id, "fresh": True}, idempotency_key="retry")
+    await runtime.access.execute_set(effect)
+    backup = await AccessCode.get(id=backup.id)
+    [again] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+    assert backup.state == AccessCodeState.SET
+    assert runtime.access.sealer.open(backup.pin_encrypted) == again["code"], "the vendor's PIN"
