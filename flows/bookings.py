@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from storage.models import SLOT_HOLDING_STATES, Asset, Booking, BookingState
 
@@ -78,6 +80,21 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
     return Quote(min(positive), asset.deposit_cents, asset.currency)
 
 
+def _occupied(asset_id: int) -> QuerySet[Booking]:
+    """Bookings whose time the item is not free in: those holding their slot, and cancelled
+    ones whose offline code could not be taken off the lock (it works until its end, so the
+    time is not sold again)."""
+    return Booking.filter(
+        Q(state__in=SLOT_HOLDING_STATES)
+        | Q(
+            state=BookingState.CANCELLED,
+            access_codes__offline=True,
+            access_codes__provider_ref__isnull=False,
+        ),
+        asset_id=asset_id,
+    )
+
+
 async def is_free(
     asset_id: int,
     start: datetime,
@@ -86,9 +103,7 @@ async def is_free(
     ignore: int | None = None,
     conn: BaseDBAsyncClient | None = None,
 ) -> bool:
-    clashes = Booking.filter(
-        asset_id=asset_id, state__in=SLOT_HOLDING_STATES, start_at__lt=end, end_at__gt=start
-    )
+    clashes = _occupied(asset_id).filter(start_at__lt=end, end_at__gt=start)
     if ignore is not None:
         clashes = clashes.exclude(id=ignore)
     return not await clashes.using_db(conn).exists()
@@ -102,12 +117,12 @@ async def alternatives(
     length = end - start
     step = timedelta(minutes=30)
     reach = 7 * 48
-    held = await Booking.filter(
-        asset_id=asset.id,
-        state__in=SLOT_HOLDING_STATES,
-        start_at__lt=end + reach * step,
-        end_at__gt=start - reach * step,
-    ).values_list("start_at", "end_at")
+    held = (
+        await _occupied(asset.id)
+        .filter(start_at__lt=end + reach * step, end_at__gt=start - reach * step)
+        .distinct()
+        .values_list("start_at", "end_at")
+    )
 
     def free(candidate: datetime) -> bool:
         return all(

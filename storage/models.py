@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tortoise import fields
+from tortoise.indexes import Index
 from tortoise.models import Model
 
 
@@ -334,6 +335,7 @@ class AccessCode(Model):
 
     class Meta:
         table = "access_code"
+        indexes = (Index(fields=["booking_id"]),)
 
 
 class IdentityCheck(Model):

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
 from flows.access import LIVE_STATES
+from flows.bookings import is_free
 from flows.staging import stage_outcome
 from locks import LockCapability
 from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
@@ -246,6 +247,11 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     assert offline["access_code_id"] in fake.access_codes, "never asked to delete it"
     lapse = await OpsAlert.get(kind="code_cannot_be_revoked")
     assert "Bay 7" in str(lapse.params)
+    # Its time is not sold again while that PIN works; a booking without one frees its time.
+    await Booking.filter(id=booking.id).update(state=BookingState.CANCELLED)
+    assert not await is_free(booking.asset_id, START + timedelta(hours=2), END)
+    await AccessCode.filter(booking=booking).update(offline=False)
+    assert await is_free(booking.asset_id, START + timedelta(hours=2), END)
 
 
 async def test_an_extension_replaces_an_offline_backup_rather_than_moving_it(
