@@ -1430,23 +1430,28 @@ class Journey:
         asset = await Asset.get(id=booking.asset_id).select_related("location")
         tz = asset.location.timezone
         t = self.translator
-        lines = [
-            t.text(
+        # Codes share one window, unless one is an offline code in whole hours: then each line
+        # says its own, and the heading spans them all.
+        windows = {(code.starts_at, code.ends_at) for code in codes}
+        lines = []
+        for code in sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label)):
+            line = t.text(
                 language,
                 "journey.pin_line",
                 lock=code.lock.label,
                 pin=self.sealer.open(code.pin_encrypted),
             )
-            for code in sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label))
-        ]
-        window = codes[0]
+            if len(windows) > 1:
+                start = local_time(code.starts_at, tz, language)
+                line += f" ({start} – {local_time(code.ends_at, tz, language)})"
+            lines.append(line)
         text = t.text(
             language,
             "journey.pin",
             reference=booking.reference,
             codes="\n".join(lines),
-            start=local_time(window.starts_at, tz, language),
-            end=local_time(window.ends_at, tz, language),
+            start=local_time(min(start for start, _ in windows), tz, language),
+            end=local_time(max(end for _, end in windows), tz, language),
         )
         if any(code.offline for code in codes):
             text += "\n" + t.text(language, "journey.pin_offline_warning")

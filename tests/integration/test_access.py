@@ -363,3 +363,22 @@ async def test_the_scheduled_reconciliation_runs_and_sets_its_next_run(
     assert await simulated(runtime).list_codes(lock.device_id) == []
     [next_run] = await Timer.filter(key=RECONCILE_KEY, state=TimerState.PENDING)
     assert next_run.due_at == clock.now() + timedelta(hours=6)
+
+
+async def test_codes_with_different_windows_each_say_their_own(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    booking = await confirmed_booking(runtime)
+    codes = await codes_of(booking)
+    gate = next(c for c in codes if c.lock.shared)
+    # The gate's code was replaced by an offline one in whole hours (09:00–15:00 at Harbor Yard).
+    await AccessCode.filter(id=gate.id).update(
+        starts_at=START - timedelta(hours=1), ends_at=END + timedelta(hours=1), offline=True
+    )
+    text = await runtime.journey._pin_text(booking, await codes_of(booking), "en")
+    lines = text.splitlines()
+    [gate_line] = [line for line in lines if line.startswith(gate.lock.label)]
+    assert "9:00" in gate_line and "3:00" in gate_line
+    [item_line] = [line for line in lines if line.startswith("T1") or "trailer" in line.lower()]
+    assert "9:45" in item_line and "2:15" in item_line
+    assert "within 24 hours" in text
