@@ -17,6 +17,7 @@ from locks.windows import AccessWindow
 from storage.models import (
     AccessCode,
     AccessCodeState,
+    Booking,
     Lock,
     OpsAlert,
     OutboxEffect,
@@ -32,6 +33,14 @@ from tests.integration.conftest import (
     settle,
     simulated,
 )
+
+
+async def moved(runtime: Runtime, booking: Booking, window: AccessWindow) -> list[str]:
+    """Move the booking's codes to ``window`` as an extension does; the locks whose PIN changed."""
+    async with in_transaction() as conn:
+        outcome, replaced = await runtime.access.move_window(conn, booking, window)
+        await stage_outcome(conn, outcome, runtime.clock.now())
+    return replaced
 
 
 async def test_pin_works_exactly_inside_the_buffered_window(
@@ -179,9 +188,7 @@ async def test_an_extension_moves_the_window_on_the_lock(
     await settle(runtime)
     new_end = END + timedelta(hours=2)
     window = AccessWindow(START - timedelta(minutes=15), new_end + timedelta(minutes=15))
-    async with in_transaction() as conn:
-        outcome, replaced = await runtime.access.move_window(conn, booking, window)
-        await stage_outcome(conn, outcome, clock.now())
+    replaced = await moved(runtime, booking, window)
     assert replaced == []
     await settle(runtime)
     codes = await codes_of(booking)
@@ -206,9 +213,7 @@ async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_no
     # The extension commits while the old revocation timer is already firing.
     clock.current = old_end
     window = AccessWindow(code.starts_at, old_end + timedelta(hours=2))
-    async with in_transaction() as conn:
-        outcome, _ = await runtime.access.move_window(conn, booking, window)
-        await stage_outcome(conn, outcome, clock.now())
+    await moved(runtime, booking, window)
     late = TimerFired(0, REVOKE_TIMER, None, {"code": code.id}, old_end, clock.now())
     assert await runtime.access.on_revoke_due(late) == Outcome()
     await settle(runtime)
@@ -231,9 +236,7 @@ async def test_an_extension_applied_just_after_the_codes_were_revoked_plans_new_
     await settle(runtime)  # the window ended: the codes are revoked
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
     window = AccessWindow(codes[0].starts_at, old_end + timedelta(hours=2))
-    async with in_transaction() as conn:
-        outcome, replaced = await runtime.access.move_window(conn, booking, window)
-        await stage_outcome(conn, outcome, clock.now())
+    replaced = await moved(runtime, booking, window)
     assert sorted(replaced) == sorted(c.lock.label for c in codes), "the renter hears of it"
     await settle(runtime)
     new = [c for c in await codes_of(booking) if c.state == AccessCodeState.SET]
