@@ -199,7 +199,11 @@ class AccessCodes:
         label: str,
         booking: Booking | None = None,
         staff: StaffMember | None = None,
+        deadline: bool = True,
     ) -> Outcome:
+        """Codes for ``locks`` over ``window``, with their timers. ``deadline``: check by the
+        confirm deadline that they are set (no check for the code that follows a refused
+        offline backup, so the deadline does not ask for another)."""
         now = self.clock.now()
         chosen: dict[str, str] = {}
         pinned = [lock for lock in locks if not _computes_own_pin(lock)]
@@ -228,14 +232,19 @@ class AccessCodes:
                 using_db=conn,
             )
             program_at = max(now, window.starts_at - self.policy.program_lead)
-            deadline = max(now, window.starts_at - self.policy.confirm_deadline)
+            confirm_by = max(now, window.starts_at - self.policy.confirm_deadline)
             outcome.timers += [
                 SetTimer(PROGRAM_TIMER, program_at, f"access:program:{code.id}", {"code": code.id}),
-                SetTimer(DEADLINE_TIMER, deadline, f"access:deadline:{code.id}", {"code": code.id}),
                 SetTimer(
                     REVOKE_TIMER, window.ends_at, f"access:revoke:{code.id}", {"code": code.id}
                 ),
             ]
+            if deadline:
+                outcome.timers.append(
+                    SetTimer(
+                        DEADLINE_TIMER, confirm_by, f"access:deadline:{code.id}", {"code": code.id}
+                    )
+                )
             outcome.audits.append(
                 Audit(
                     "system",
@@ -699,6 +708,19 @@ class AccessCodes:
                 Effect(SET_EFFECT, f"access:set:{code.id}:fresh", {"code": code.id, "fresh": True})
             )
         async with in_transaction() as conn:
+            if code.offline and code.booking_id and not _computes_own_pin(lock):
+                # A refused offline backup: the renter gets an ordinary code again, set when
+                # the lock is back, rather than nothing.
+                await (
+                    AccessCode.filter(id=code.id, state=AccessCodeState.FAILED)
+                    .using_db(conn)
+                    .update(state=AccessCodeState.REMOVED)
+                )
+                booking = await Booking.filter(id=code.booking_id).using_db(conn).get()
+                window = AccessWindow(code.starts_at, code.ends_at)
+                outcome = outcome + await self._plan(
+                    conn, [lock], window, label=code.label, booking=booking, deadline=False
+                )
             await stage_outcome(conn, outcome, now)
 
     async def execute_remove(self, effect: OutboxEffect) -> None:

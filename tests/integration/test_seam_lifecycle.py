@@ -381,3 +381,25 @@ async def test_a_retried_offline_backup_keeps_the_vendors_pin(
     [again] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
     assert backup.state == AccessCodeState.SET
     assert runtime.access.sealer.open(backup.pin_encrypted) == again["code"], "the vendor's PIN"
+
+
+async def test_a_refused_offline_backup_gives_way_to_an_ordinary_code_again(
+    offline_capable: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = offline_capable
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+    fake.set_online(device, False)
+    await settle(runtime)
+    fake.fail_next(1, status=400, path="/access_codes/create")  # the vendor refuses the backup
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    assert not any(c["is_offline_access_code"] for c in fake.access_codes.values())
+    [backup] = await AccessCode.filter(booking=booking, offline=True)
+    assert backup.state == AccessCodeState.REMOVED
+    [again] = await AccessCode.filter(booking=booking, state__in=LIVE_STATES)
+    assert not again.offline and again.state == AccessCodeState.PROGRAMMING
+    assert await OpsAlert.filter(kind="code_rejected").exists()
+    clock.advance(timedelta(minutes=30))
+    await settle(runtime)
+    assert await AccessCode.filter(booking=booking, offline=True).count() == 1, "no second try"
