@@ -505,6 +505,28 @@ class AccessCodes:
             await stage_outcome(conn, outcome, now)
         return Outcome()
 
+    async def _whole_hours(self, code: AccessCode, lock: Lock) -> None:
+        """igloohome computes its codes for whole hours and would widen the window itself, into
+        the next renter's time too: the window is set to whole hours here instead, widened only
+        where no other booking's code on the lock is, and its revocation moves with it."""
+        async with in_transaction() as conn:
+            window = await self._offline_window(code, lock, conn)
+            if window is None or (window.starts_at, window.ends_at) == (
+                code.starts_at,
+                code.ends_at,
+            ):
+                return
+            await (
+                AccessCode.filter(id=code.id)
+                .using_db(conn)
+                .update(starts_at=window.starts_at, ends_at=window.ends_at)
+            )
+            code.starts_at, code.ends_at = window.starts_at, window.ends_at
+            revoke = SetTimer(
+                REVOKE_TIMER, window.ends_at, f"access:revoke:{code.id}", {"code": code.id}
+            )
+            await stage_outcome(conn, Outcome(timers=[revoke]), self.clock.now())
+
     async def _offline_window(
         self, code: AccessCode, lock: Lock, conn: BaseDBAsyncClient
     ) -> AccessWindow | None:
@@ -572,6 +594,8 @@ class AccessCodes:
         ).update(state=AccessCodeState.PROGRAMMING)
         if not programming:
             return
+        if _computes_own_pin(lock) and not retried:
+            await self._whole_hours(code, lock)
         request = self._request(code, lock)
         if retried and request.offline:
             # An offline code has no PIN to look for: an earlier attempt that created it without
