@@ -20,7 +20,7 @@ from bot.lock_routes import setup_seam_webhook
 from flows.access import LIVE_STATES
 from flows.bookings import is_free
 from flows.staging import stage_outcome
-from locks import LockCapability
+from locks import CodeRequest, LockCapability, ProgrammedCode
 from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
@@ -403,3 +403,34 @@ async def test_a_refused_offline_backup_gives_way_to_an_ordinary_code_again(
     clock.advance(timedelta(minutes=30))
     await settle(runtime)
     assert await AccessCode.filter(booking=booking, offline=True).count() == 1, "no second try"
+
+
+async def test_an_offline_backup_cancelled_while_being_made_is_reported_as_lapsing(
+    offline_capable: tuple[FakeSeam, Runtime, str],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, runtime, device = offline_capable
+    provider = runtime.locks["seam"]
+    create = provider.create_code
+    clock.current = START - timedelta(hours=2)
+    booking = await offline_capable_booking(runtime, device)
+
+    async def cancelled_meanwhile(request: CodeRequest) -> ProgrammedCode:
+        made = await create(request)
+        if made.offline:  # the renter cancels while the vendor computes the code
+            await AccessCode.filter(booking=booking).update(state=AccessCodeState.REMOVING)
+        return made
+
+    monkeypatch.setattr(provider, "create_code", cancelled_meanwhile)
+    fake.set_online(device, False)
+    await settle(runtime)
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
+    [backup] = await AccessCode.filter(booking=booking, offline=True)
+    assert (
+        backup.state == AccessCodeState.REMOVED and backup.provider_ref == offline["access_code_id"]
+    ), "its reference is kept: the code exists and cannot be removed"
+    alert = await OpsAlert.get(kind="code_cannot_be_revoked")
+    assert "Bay 7" in str(alert.params)
