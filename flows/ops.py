@@ -378,7 +378,7 @@ class OpsDesk:
                 self.t("ops.booking_renter", name=renter.name or "-", contact=_contact(renter)),
                 self.t(
                     "ops.booking_codes",
-                    codes=", ".join(f"{c.lock.label} {c.state.value}" for c in codes) or none,
+                    codes=", ".join(self._code_line(c, tz) for c in codes) or none,
                 ),
                 self.t(
                     "ops.booking_payments",
@@ -610,6 +610,13 @@ class OpsDesk:
             pin = self.access.sealer.open(code.pin_encrypted)
             answer.private.append(self.t("ops.staffcode_pin", lock=lock.label, pin=pin, end=until))
         return answer
+
+    def _code_line(self, code: AccessCode, tz: str) -> str:
+        line = f"{code.lock.label} {code.state.value}"
+        if code.offline:  # it works until its end, whatever its state says
+            until = local_time(code.ends_at, tz, OPS_LANGUAGE)
+            line += " " + self.t("ops.code_offline_until", until=until)
+        return line
 
     # -- identity -----------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from storage.models import (
     OpsAlert,
     OutboxEffect,
     Renter,
+    StaffMember,
+    StaffRole,
 )
 from storage.sealing import Sealer
 from tests.conftest import FakeClock
@@ -247,6 +249,10 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     assert offline["access_code_id"] in fake.access_codes, "never asked to delete it"
     lapse = await OpsAlert.get(kind="code_cannot_be_revoked")
     assert "Bay 7" in str(lapse.params)
+    staff = await StaffMember.create(telegram_user_id=42, name="Ana", role=StaffRole.OWNER)
+    assert runtime.ops is not None
+    answer = await runtime.ops.run(staff.telegram_user_id, "booking", [booking.reference])
+    assert "Bay 7 removed (offline: works until Wed, Jun 3 3:00" in "\n".join(answer.lines)
     # Its time is not sold again while that PIN works; a booking without one frees its time.
     await Booking.filter(id=booking.id).update(state=BookingState.CANCELLED)
     assert not await is_free(booking.asset_id, START + timedelta(hours=2), END)
