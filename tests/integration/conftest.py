@@ -30,6 +30,32 @@ async def runtime(database: str, clock: FakeClock) -> Runtime:
     return build_runtime(settings, clock=clock)
 
 
+async def booked(
+    runtime: Runtime,
+    asset_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    reference: str,
+    phone: str,
+) -> Booking:
+    """A confirmed booking of ``asset_id`` by a new renter, its codes planned."""
+    booking = await Booking.create(
+        reference=reference,
+        renter=await Renter.create(phone=phone),
+        asset_id=asset_id,
+        start_at=start,
+        end_at=end,
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=100,
+    )
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, runtime.clock.now())
+    return booking
+
+
 def simulated(runtime: Runtime) -> SimulatedLockProvider:
     provider = runtime.locks["simulated"]
     assert isinstance(provider, SimulatedLockProvider)

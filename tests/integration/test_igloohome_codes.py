@@ -9,28 +9,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from tortoise.transactions import in_transaction
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from flows.staging import stage_outcome
 from locks.igloohome import IgloohomeLockProvider
 from storage.models import (
     AccessCode,
     AccessCodeState,
     Asset,
     AssetLock,
-    Booking,
-    BookingState,
     Location,
     Lock,
-    Renter,
     Timer,
 )
 from tests.conftest import FakeClock
 from tests.fakes.igloohome import FakeIgloohome
 from tests.fakes.server import running
-from tests.integration.conftest import settle
+from tests.integration.conftest import booked, settle
 
 LOCK = "EB1X0a1b2c3d"
 START = datetime(2026, 6, 3, 8, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -56,24 +51,6 @@ async def igloo(database: str, clock: FakeClock) -> AsyncIterator[tuple[FakeIglo
             await provider.close()
 
 
-async def booked(runtime: Runtime, asset: Asset, start: datetime, end: datetime) -> Booking:
-    renter = await Renter.create(phone=f"+1555010{await Renter.all().count():04d}")
-    booking = await Booking.create(
-        reference=f"KIGL{await Booking.all().count()}",
-        renter=renter,
-        asset=asset,
-        start_at=start,
-        end_at=end,
-        state=BookingState.CONFIRMED,
-        currency="EUR",
-        price_cents=100,
-    )
-    async with in_transaction() as conn:
-        outcome = await runtime.access.plan_booking_codes(conn, booking)
-        await stage_outcome(conn, outcome, runtime.clock.now())
-    return booking
-
-
 async def test_a_code_stops_at_the_hour_the_next_renters_code_begins(
     igloo: tuple[FakeIgloohome, Runtime], clock: FakeClock
 ) -> None:
@@ -90,8 +67,15 @@ async def test_a_code_stops_at_the_hour_the_next_renters_code_begins(
         location=depot,
     )
     await AssetLock.create(asset=bike, lock=lock)
-    first = await booked(runtime, bike, START, END)
-    await booked(runtime, bike, END + timedelta(minutes=30), END + timedelta(hours=3))
+    first = await booked(runtime, bike.id, START, END, reference="KIGL0", phone="+15550100001")
+    await booked(
+        runtime,
+        bike.id,
+        END + timedelta(minutes=30),
+        END + timedelta(hours=3),
+        reference="KIGL1",
+        phone="+15550100002",
+    )
     clock.current = START - timedelta(hours=24)  # programming time
     await settle(runtime)
     code = await AccessCode.get(booking=first)

@@ -36,7 +36,6 @@ from storage.models import (
     Lock,
     OpsAlert,
     OutboxEffect,
-    Renter,
     StaffMember,
     StaffRole,
 )
@@ -44,7 +43,7 @@ from storage.sealing import Sealer
 from tests.conftest import FakeClock
 from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam, Json
 from tests.fakes.server import running
-from tests.integration.conftest import END, START, settle
+from tests.integration.conftest import END, START, booked, settle
 
 
 @pytest.fixture
@@ -77,21 +76,7 @@ async def booking_on(device: str, runtime: Runtime) -> Booking:
         location=yard,
     )
     await AssetLock.create(asset=asset, lock=lock)
-    renter = await Renter.create(phone="+15550100001")
-    booking = await Booking.create(
-        reference="KSEAM1",
-        renter=renter,
-        asset=asset,
-        start_at=START,
-        end_at=END,
-        state=BookingState.CONFIRMED,
-        currency="USD",
-        price_cents=100,
-    )
-    async with in_transaction() as conn:
-        outcome = await runtime.access.plan_booking_codes(conn, booking)
-        await stage_outcome(conn, outcome, runtime.clock.now())
-    return booking
+    return await booked(runtime, asset.id, START, END, reference="KSEAM1", phone="+15550100001")
 
 
 async def webhook_client(runtime: Runtime) -> TestClient:  # type: ignore[type-arg]
@@ -296,19 +281,14 @@ async def test_an_offline_backup_stops_short_of_the_next_renters_time(
     fake, runtime, device = offline_capable
     clock.current = START - timedelta(hours=2)
     booking = await offline_capable_booking(runtime, device)
-    later = await Booking.create(
+    await booked(
+        runtime,
+        booking.asset_id,
+        END + timedelta(minutes=30),
+        END + timedelta(hours=3),
         reference="KSEAM2",
-        renter=await Renter.create(phone="+15550100002"),
-        asset_id=booking.asset_id,
-        start_at=END + timedelta(minutes=30),
-        end_at=END + timedelta(hours=3),
-        state=BookingState.CONFIRMED,
-        currency="USD",
-        price_cents=100,
+        phone="+15550100002",
     )
-    async with in_transaction() as conn:
-        outcome = await runtime.access.plan_booking_codes(conn, later)
-        await stage_outcome(conn, outcome, clock.now())
     fake.set_online(device, False)
     await settle(runtime)
     clock.current = START - timedelta(hours=1)
