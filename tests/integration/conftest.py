@@ -38,6 +38,7 @@ async def booked(
     *,
     reference: str,
     phone: str,
+    price_cents: int = 100,
 ) -> Booking:
     """A confirmed booking of ``asset_id`` by a new renter, its codes planned."""
     booking = await Booking.create(
@@ -48,7 +49,7 @@ async def booked(
         end_at=end,
         state=BookingState.CONFIRMED,
         currency="USD",
-        price_cents=100,
+        price_cents=price_cents,
     )
     async with in_transaction() as conn:
         outcome = await runtime.access.plan_booking_codes(conn, booking)
@@ -65,22 +66,10 @@ def simulated(runtime: Runtime) -> SimulatedLockProvider:
 async def confirmed_booking(
     runtime: Runtime, start: datetime = START, end: datetime = END
 ) -> Booking:
-    renter = await Renter.create(phone="+15550100001")
     asset = await Asset.get(code="T1")
-    booking = await Booking.create(
-        reference="KT1001",
-        renter=renter,
-        asset=asset,
-        start_at=start,
-        end_at=end,
-        state=BookingState.CONFIRMED,
-        currency="USD",
-        price_cents=5000,
+    return await booked(
+        runtime, asset.id, start, end, reference="KT1001", phone="+15550100001", price_cents=5000
     )
-    async with in_transaction() as conn:
-        outcome = await runtime.access.plan_booking_codes(conn, booking)
-        await stage_outcome(conn, outcome, runtime.clock.now())
-    return booking
 
 
 async def settle(runtime: Runtime) -> None:

@@ -35,6 +35,14 @@ from tests.integration.conftest import (
 )
 
 
+async def programmed_booking(runtime: Runtime, clock: FakeClock) -> Booking:
+    """A confirmed booking two hours before it starts, its codes programmed."""
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    return booking
+
+
 async def moved(runtime: Runtime, booking: Booking, window: AccessWindow) -> list[str]:
     """Move the booking's codes to ``window`` as an extension does; the locks whose PIN changed."""
     async with in_transaction() as conn:
@@ -94,9 +102,7 @@ async def test_an_offline_lock_is_retried_and_alerted_before_the_window(
 
 
 async def test_cancellation_revokes_at_once(runtime: Runtime, clock: FakeClock) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     codes = await codes_of(booking)
     pin = runtime.access.sealer.open(codes[0].pin_encrypted)
     async with in_transaction() as conn:
@@ -183,9 +189,7 @@ async def test_a_code_revoked_before_programming_time_is_not_looked_for_on_the_l
 async def test_an_extension_moves_the_window_on_the_lock(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     new_end = END + timedelta(hours=2)
     window = AccessWindow(START - timedelta(minutes=15), new_end + timedelta(minutes=15))
     replaced = await moved(runtime, booking, window)
@@ -205,9 +209,7 @@ async def test_an_extension_moves_the_window_on_the_lock(
 async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_nothing(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     [code, *_] = await codes_of(booking)
     old_end = code.ends_at
     # The extension commits while the old revocation timer is already firing.
@@ -227,9 +229,7 @@ async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_no
 async def test_an_extension_applied_just_after_the_codes_were_revoked_plans_new_ones(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     codes = await codes_of(booking)
     old_end = codes[0].ends_at
     clock.current = old_end
@@ -270,9 +270,7 @@ async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
 async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     lock = await Lock.get(key="harbor-t1")
     [code] = [c for c in await codes_of(booking) if c.lock.key == "harbor-t1"]
     provider = simulated(runtime)
@@ -323,9 +321,7 @@ async def test_staff_codes_are_scoped_timed_and_revocable(
 async def test_a_failing_revocation_is_retried_and_keeps_ops_told(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    clock.current = START - timedelta(hours=2)
-    booking = await confirmed_booking(runtime)
-    await settle(runtime)
+    booking = await programmed_booking(runtime, clock)
     simulated(runtime).offline.add("sim-harbor-t1")
     clock.current = END + timedelta(minutes=15)
     for _ in range(12):
