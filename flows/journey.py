@@ -111,6 +111,11 @@ class JourneySettings:
     identity_method: str = "manual"
 
 
+#: How soon a PIN that fell due before its codes were set is looked at again: a renter booking at
+#: the last minute gets it within this long of the lock confirming the code.
+PIN_RECHECK = timedelta(seconds=30)
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -1320,7 +1325,7 @@ class Journey:
                     timers=[
                         SetTimer(
                             DELIVER_PIN_TIMER,
-                            now + timedelta(minutes=5),
+                            now + PIN_RECHECK,
                             f"pin:{booking.reference}",
                             {"booking": booking.id},
                         )

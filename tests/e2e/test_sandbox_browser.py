@@ -1,0 +1,273 @@
+"""The sandbox page in a real browser: a person rents an item by clicking, as the README says.
+
+`keyturn demo` runs as a newcomer starts it, and headless Chromium (driven through ChromeDriver)
+clicks through the page: the greeting's buttons, the quote's YES, the sandbox checkout, the ID
+photo, the operator's Approve, the PIN in the chat, and the simulated keypad that opens with that
+PIN and refuses another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+T = TypeVar("T")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[str]:
+    """`keyturn demo` on a free port, in a folder of its own; yields the sandbox page's URL."""
+    port = _free_port()
+    keyturn = Path(sys.executable).with_name("keyturn")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "demo.log").open("w")
+    process = subprocess.Popen(
+        [str(keyturn), "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        else:
+            pytest.fail("keyturn demo did not start listening")
+        if process.poll() is not None:
+            pytest.fail("keyturn demo exited: " + (tmp_path / "demo.log").read_text())
+        yield f"{url}/sandbox"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
+        "the browser tests need Debian's chromium and chromium-driver (make test installs them)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="keyturn-chromium-")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _until(find: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+    """Poll the page the way a person waits for it; fail naming what never appeared."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = find()
+        except (StaleElementReferenceException, WebDriverException):
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"the page never showed {what}")
+
+
+def _bubbles(driver: WebDriver) -> list[str]:
+    return [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#chat .bubble.out")]
+
+
+def _reply_containing(driver: WebDriver, pattern: str, timeout: float = 30) -> str:
+    regex = re.compile(pattern, re.S)
+    try:
+        return _until(
+            lambda: next((text for text in _bubbles(driver) if regex.search(text)), None),
+            f"a reply matching {pattern!r}",
+            timeout,
+        )
+    except AssertionError as missing:
+        raise AssertionError(f"{missing}; the chat says: {_bubbles(driver)}") from None
+
+
+def _button(driver: WebDriver, scope: str, label: str) -> WebElement:
+    def find() -> WebElement | None:
+        buttons = driver.find_elements(By.CSS_SELECTOR, f"{scope} button")
+        return next((b for b in reversed(buttons) if label in b.text), None)
+
+    return _until(find, f"a button {label!r} in {scope}")
+
+
+def _type(driver: WebDriver, text: str) -> None:
+    box = driver.find_element(By.ID, "text")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def _png(path: Path) -> Path:
+    """A small real PNG, as a phone camera would not make it but a browser accepts."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    width = height = 16
+    rows = b"".join(b"\x00" + b"\x80\x40\x20" * width for _ in range(height))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _soon_slot() -> tuple[str, str, str, str]:
+    """A location, item, its lock and local times for a rental that starts in a few minutes today.
+
+    The demo runs on real time; its PIN is sent an hour before the window opens, so a rental
+    starting now shows the whole journey. Harbor Yard (New York) or Altstadt (Berlin), whichever
+    has two hours left before its midnight.
+    """
+    for location, item, lock, zone in (
+        ("Harbor Yard", "T1", "Trailer Bay 1", "America/New_York"),
+        ("Altstadt Depot", "B1", "Bike box 1", "Europe/Berlin"),
+    ):
+        now = datetime.now(UTC).astimezone(ZoneInfo(zone))
+        start = (now + timedelta(minutes=10)).replace(second=0, microsecond=0)
+        start -= timedelta(minutes=start.minute % 5)
+        end = start + timedelta(hours=2)
+        if end.date() == now.date():
+            return location, item, lock, f"today {start:%H:%M}-{end:%H:%M}"
+    raise AssertionError("no demo location has two hours left today")
+
+
+def test_a_person_rents_and_opens_the_door_by_clicking(
+    demo: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    browser.get(demo)
+    assert "Keyturn sandbox" in browser.title
+
+    _type(browser, "hi")
+    assert "Welcome to Keyturn!" in _reply_containing(browser, "Welcome")
+    location, item, lock_label, when = _soon_slot()
+    _button(browser, "#chat", location).click()
+    _button(browser, "#chat", item).click()
+    _reply_containing(browser, r"(?i)when")
+    _type(browser, when)
+    quote = _reply_containing(browser, r"YES")
+    assert item in quote and "Price" in quote
+
+    _button(browser, "#chat", "YES").click()
+    link = _until(
+        lambda: next(
+            (
+                a
+                for a in browser.find_elements(By.CSS_SELECTOR, "#chat .bubble.out a")
+                if "/sandbox/pay/" in (a.get_attribute("href") or "")
+            ),
+            None,
+        ),
+        "the payment link",
+    )
+    chat_window = browser.current_window_handle
+    link.click()
+    _until(lambda: len(browser.window_handles) > 1 or None, "the checkout tab")
+    browser.switch_to.window(next(h for h in browser.window_handles if h != chat_window))
+    _until(lambda: browser.find_element(By.TAG_NAME, "button"), "the Pay button").click()
+    assert "Paid" in _until(
+        lambda: "Paid" in browser.page_source and browser.page_source, "the paid checkout"
+    )
+    browser.close()
+    browser.switch_to.window(chat_window)
+
+    _reply_containing(browser, r"Payment received.*photo of your ID")
+    photo = browser.find_element(By.ID, "photo")
+    photo.send_keys(str(_png(tmp_path / "id.png")))
+    _until(
+        lambda: any("📎" in b.text for b in browser.find_elements(By.CSS_SELECTOR, "#chat .in")),
+        "the photo sent in the chat",
+    )
+    _button(browser, "#reviews", "Approve").click()
+    _until(
+        lambda: "No ID waiting" in browser.find_element(By.ID, "reviews").text,
+        "the review decided",
+    )
+
+    assert "checking your ID" in _reply_containing(browser, "checking your ID")
+    assert "is confirmed" in _reply_containing(browser, "is confirmed")
+    # A rental booked at the last minute gets its PIN as soon as the lock has the code.
+    pin_pattern = rf"door codes.*{lock_label}: \d{{4,8}}"
+    pin_message = _reply_containing(browser, pin_pattern, timeout=60)
+    pin = re.findall(rf"{lock_label}: (\d{{4,8}})", pin_message)[0]
+
+    lock = Select(browser.find_element(By.ID, "lock"))
+    lock.select_by_visible_text(f"{lock_label} · {location}")
+    wrong = "1" + pin[1:] if pin[0] != "1" else "2" + pin[1:]
+    keypad = browser.find_element(By.ID, "pin")
+    keypad.send_keys(wrong)
+    keypad.send_keys(Keys.ENTER)
+    result = browser.find_element(By.ID, "keypad-result")
+    assert "wrong PIN" in _until(lambda: result.text, "the keypad's answer")
+    browser.execute_script("document.getElementById('keypad-result').textContent = ''")
+    keypad.send_keys(pin)
+    keypad.send_keys(Keys.ENTER)
+    assert "the door opens" in _until(lambda: result.text, "the keypad's answer")
+    audit = browser.find_element(By.ID, "audit").text
+    assert "keypad" in audit
