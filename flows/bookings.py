@@ -1,4 +1,9 @@
-"""Bookings: the state machine, prices, availability and nearest free alternatives."""
+"""Bookings: the state machine, prices, the turnaround, availability and nearest free
+alternatives.
+
+An item is taken for its booking's whole access window, buffers included (the turnaround), on
+locks that are not shared: the range is computed once, when the booking is made, and stored
+with it; availability compares those stored ranges, never today's buffers."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
+from locks.windows import AccessWindow, access_window
 from storage.models import SLOT_HOLDING_STATES, Asset, Booking, BookingState
 
 S = BookingState
@@ -80,6 +86,35 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
     return Quote(min(positive), asset.deposit_cents, asset.currency)
 
 
+def blocked_range(asset: Asset, start: datetime, end: datetime) -> AccessWindow:
+    """What a rental of ``asset`` from ``start`` to ``end`` takes: ``[start − buffer_before,
+    end + buffer_after]``, the item's own buffers else its location's (asset with its location
+    loaded). A new booking stores it; its codes' window is this range."""
+    before = asset.buffer_before_minutes
+    after = asset.buffer_after_minutes
+    return access_window(
+        start,
+        end,
+        buffer_before=timedelta(
+            minutes=before if before is not None else asset.location.buffer_before_minutes
+        ),
+        buffer_after=timedelta(
+            minutes=after if after is not None else asset.location.buffer_after_minutes
+        ),
+    )
+
+
+def stored_range(booking: Booking) -> AccessWindow:
+    """The range a booking took when it was made (its codes' window)."""
+    return AccessWindow(booking.blocked_from, booking.blocked_until)
+
+
+def extended_range(booking: Booking, new_end: datetime) -> AccessWindow:
+    """The booking's range with its end moved to ``new_end``: the buffer after stays the one
+    stored with it, whatever the location's is today."""
+    return AccessWindow(booking.blocked_from, new_end + (booking.blocked_until - booking.end_at))
+
+
 def _occupied(asset_id: int) -> QuerySet[Booking]:
     """Bookings whose time the item is not free in: those holding their slot, and cancelled
     ones whose offline code could not be taken off the lock (it works until its end, so the
@@ -97,13 +132,16 @@ def _occupied(asset_id: int) -> QuerySet[Booking]:
 
 async def is_free(
     asset_id: int,
-    start: datetime,
-    end: datetime,
+    blocked: AccessWindow,
     *,
     ignore: int | None = None,
     conn: BaseDBAsyncClient | None = None,
 ) -> bool:
-    clashes = _occupied(asset_id).filter(start_at__lt=end, end_at__gt=start)
+    """Whether ``blocked`` (a range from ``blocked_range`` or ``extended_range``) reaches no
+    other booking's stored range on the item."""
+    clashes = _occupied(asset_id).filter(
+        blocked_from__lt=blocked.ends_at, blocked_until__gt=blocked.starts_at
+    )
     if ignore is not None:
         clashes = clashes.exclude(id=ignore)
     return not await clashes.using_db(conn).exists()
@@ -113,21 +151,26 @@ async def alternatives(
     asset: Asset, start: datetime, end: datetime, *, now: datetime, count: int = 3
 ) -> list[tuple[datetime, datetime]]:
     """The nearest free slots of the same length, earlier or later, by steps of 30 minutes,
-    up to a week away. The bookings of that fortnight are read once."""
+    up to a week away, each with its own turnaround clear of the others' stored ranges (asset
+    with its location loaded). The bookings of that fortnight are read once."""
     length = end - start
     step = timedelta(minutes=30)
     reach = 7 * 48
+    wanted = blocked_range(asset, start, end)
+    before, after = start - wanted.starts_at, wanted.ends_at - end
     held = (
         await _occupied(asset.id)
-        .filter(start_at__lt=end + reach * step, end_at__gt=start - reach * step)
+        .filter(
+            blocked_from__lt=wanted.ends_at + reach * step,
+            blocked_until__gt=wanted.starts_at - reach * step,
+        )
         .distinct()
-        .values_list("start_at", "end_at")
+        .values_list("blocked_from", "blocked_until")
     )
 
     def free(candidate: datetime) -> bool:
-        return all(
-            not (b_start < candidate + length and b_end > candidate) for b_start, b_end in held
-        )
+        takes_from, takes_until = candidate - before, candidate + length + after
+        return all(not (b_from < takes_until and b_until > takes_from) for b_from, b_until in held)
 
     found: list[tuple[datetime, datetime]] = []
     for n in range(1, reach):

@@ -39,6 +39,7 @@ from tests.integration.ops_harness import (
     buttons,
     ops_app,
 )
+from tests.support import rental_times
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
 
@@ -143,12 +144,12 @@ async def test_commands_change_state_through_the_flows(ops: Ops) -> None:
 
 async def test_scope_and_strangers_are_refused_and_audited(ops: Ops) -> None:
     await altstadt_booking(ops)
+    trailer = await Asset.get(code="T1")
     harbor = await Booking.create(
         reference="KHARB01",
         renter=await Renter.create(phone="+15550100001"),
-        asset=await Asset.get(code="T1"),
-        start_at=ops.clock.now(),
-        end_at=ops.clock.now() + timedelta(hours=2),
+        asset=trailer,
+        **await rental_times(trailer.id, ops.clock.now(), ops.clock.now() + timedelta(hours=2)),
         state=BookingState.CONFIRMED,
         currency="USD",
         price_cents=2500,
