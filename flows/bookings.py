@@ -17,7 +17,7 @@ from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 from locks.windows import AccessWindow, access_window
-from storage.models import SLOT_HOLDING_STATES, Asset, Booking, BookingState
+from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState
 
 S = BookingState
 #: Every legal move; anything else is refused.
@@ -115,17 +115,25 @@ def extended_range(booking: Booking, new_end: datetime) -> AccessWindow:
     return AccessWindow(booking.blocked_from, new_end + (booking.blocked_until - booking.end_at))
 
 
-def _occupied(asset_id: int) -> QuerySet[Booking]:
-    """Bookings whose time the item is not free in: those holding their slot, and cancelled
-    ones whose offline code could not be taken off the lock (it works until its end, so the
-    time is not sold again)."""
+def _taking(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[Booking]:
+    """Bookings that keep the item from being taken between ``starts`` and ``ends``: those
+    holding their slot whose stored range reaches into it, and cancelled ones whose offline code
+    could not be taken off the lock (it works until its end, so that time is not sold again).
+    Such a code's window is in whole hours and may reach past the booking's range: on the
+    item's own locks, that counts too."""
+    reaches = Q(blocked_from__lt=ends, blocked_until__gt=starts)
+    lapsing = Q(
+        state=BookingState.CANCELLED,
+        access_codes__offline=True,
+        access_codes__provider_ref__isnull=False,
+    )
+    code_works = Q(
+        access_codes__lock__shared=False,
+        access_codes__starts_at__lt=ends,
+        access_codes__ends_at__gt=starts,
+    )
     return Booking.filter(
-        Q(state__in=SLOT_HOLDING_STATES)
-        | Q(
-            state=BookingState.CANCELLED,
-            access_codes__offline=True,
-            access_codes__provider_ref__isnull=False,
-        ),
+        Q(Q(state__in=SLOT_HOLDING_STATES), reaches) | Q(lapsing, Q(reaches | code_works)),
         asset_id=asset_id,
     )
 
@@ -138,10 +146,8 @@ async def is_free(
     conn: BaseDBAsyncClient | None = None,
 ) -> bool:
     """Whether ``blocked`` (a range from ``blocked_range`` or ``extended_range``) reaches no
-    other booking's stored range on the item."""
-    clashes = _occupied(asset_id).filter(
-        blocked_from__lt=blocked.ends_at, blocked_until__gt=blocked.starts_at
-    )
+    other booking's stored range on the item, nor a lapsing offline code's window."""
+    clashes = _taking(asset_id, blocked.starts_at, blocked.ends_at)
     if ignore is not None:
         clashes = clashes.exclude(id=ignore)
     return not await clashes.using_db(conn).exists()
@@ -158,15 +164,19 @@ async def alternatives(
     reach = 7 * 48
     wanted = blocked_range(asset, start, end)
     before, after = start - wanted.starts_at, wanted.ends_at - end
-    held = (
-        await _occupied(asset.id)
-        .filter(
-            blocked_from__lt=wanted.ends_at + reach * step,
-            blocked_until__gt=wanted.starts_at - reach * step,
-        )
-        .distinct()
-        .values_list("blocked_from", "blocked_until")
-    )
+    around = (wanted.starts_at - reach * step, wanted.ends_at + reach * step)
+    held = [
+        *await _taking(asset.id, *around).distinct().values_list("blocked_from", "blocked_until"),
+        *await AccessCode.filter(
+            booking__asset_id=asset.id,
+            booking__state=BookingState.CANCELLED,
+            offline=True,
+            provider_ref__isnull=False,
+            lock__shared=False,
+            starts_at__lt=around[1],
+            ends_at__gt=around[0],
+        ).values_list("starts_at", "ends_at"),
+    ]
 
     def free(candidate: datetime) -> bool:
         takes_from, takes_until = candidate - before, candidate + length + after

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from bot.cli import DEMO_INVENTORY
 from flows.bookings import alternatives
 from flows.inventory import apply_inventory, load_inventory
-from storage.models import Asset, Booking, BookingState, Renter
+from storage.models import AccessCode, AccessCodeState, Asset, Booking, BookingState, Lock, Renter
 from tests.conftest import FakeClock
 from tests.support import rental_times
 
@@ -45,4 +45,40 @@ async def test_the_nearest_free_slots_around_taken_ones_are_offered(
     found = await alternatives(asset, *wanted, now=DAY + timedelta(hours=9))
     assert found == [
         (DAY + timedelta(hours=h), DAY + timedelta(hours=h + 4)) for h in (19, 19.5, 20)
+    ]
+
+
+async def test_a_lapsing_offline_code_keeps_its_whole_hours_from_being_offered(
+    database: str, clock: FakeClock
+) -> None:
+    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    asset = await Asset.get(code="T1").prefetch_related("location")
+    renter = await Renter.create(phone="+15550100009")
+    await _book(asset, renter, 10, 14, BookingState.CONFIRMED)  # takes 9:45-14:15
+    cancelled = await Booking.create(
+        reference="KTLAPSE",
+        renter=renter,
+        asset=asset,
+        **await rental_times(asset.id, DAY + timedelta(hours=5), DAY + timedelta(hours=7)),
+        state=BookingState.CANCELLED,
+        currency="USD",
+        price_cents=2500,
+    )
+    # Its offline code on the bay could not be removed: it works 4:00-8:00, in whole hours.
+    await AccessCode.create(
+        booking=cancelled,
+        lock=await Lock.get(key="harbor-t1"),
+        pin_encrypted="sealed",
+        starts_at=DAY + timedelta(hours=4),
+        ends_at=DAY + timedelta(hours=8),
+        state=AccessCodeState.REMOVED,
+        offline=True,
+        provider_ref="offline-1",
+    )
+    wanted = (DAY + timedelta(hours=10), DAY + timedelta(hours=12))
+    found = await alternatives(asset, *wanted, now=DAY)
+    # 7:30-9:30 would take 7:15-9:45, clear of both bookings' ranges, but the offline code
+    # still works until 8:00: only later times are offered.
+    assert found == [
+        (DAY + timedelta(hours=h), DAY + timedelta(hours=h + 2)) for h in (14.5, 15, 15.5)
     ]
