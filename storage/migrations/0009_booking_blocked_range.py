@@ -4,8 +4,9 @@ The blocked range is stored with the booking (``blocked_from``, ``blocked_until`
 location's buffers changed later neither reopen nor double-book it, and the overlap constraint
 (PostgreSQL) and triggers (SQLite) of 0002 move onto it. Existing bookings get the buffers in
 force (the item's own, else its location's). Back-to-back bookings made before this rule would
-overlap by their buffers: where that happens the later booking's range starts where the earlier
-one's ends, and neither is cut into its rental, so the upgrade never fails on them.
+overlap by their buffers: where that happens the earlier one's buffer after stops at the later
+one's start and the later one's range begins where the earlier one's ends, neither cut into its
+rental, so the upgrade never fails on them (their codes already on the locks stay as they are).
 """
 
 from __future__ import annotations
