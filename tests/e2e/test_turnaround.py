@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import Runtime
 from bot.cli import DEMO_INVENTORY
 from locks.windows import AccessWindow
-from storage.models import AccessCode, Booking, BookingState
+from storage.models import AccessCode, Booking, BookingState, EffectState, OpsAlert, OutboxEffect
 from tests.conftest import FakeClock
 from tests.e2e.test_cli import keyturn
 from tests.e2e.test_sandbox_journey import PNG, Renter, journey, pay, run
@@ -119,6 +119,29 @@ async def test_an_extension_into_the_next_renters_turnaround_is_refused(journey:
     await a.refresh_from_db()
     assert (a.end_at, a.blocked_until) == (local(12), local(12.25))
     assert await window_on(a, "harbor-t1") == AccessWindow(local(9.75), local(12.25))
+
+
+async def test_an_extension_paid_after_the_next_renter_took_its_turnaround_is_refunded(
+    journey: Journey,
+) -> None:
+    client, runtime, _ = journey
+    first = Renter(client, runtime)
+    a = await confirmed(client, first, "BOOK T1 tomorrow 10-12")
+    [quote] = await first.say("EXTEND 1h")
+    assert "Reply YES" in quote
+    _, link = await first.say("YES")  # quoted and linked, not yet paid: nothing is held
+    second = Renter(client, runtime, "+15550100002")
+    [taken] = await second.say("BOOK T1 tomorrow 13-15")
+    assert "Reply YES" in taken
+    await second.say("YES")  # its turnaround starts at 12:45, before A's would end (13:15)
+    await pay(client, link)
+    await run(runtime)
+    await a.refresh_from_db()
+    assert (a.end_at, a.blocked_until) == (local(12), local(12.25))
+    [refund] = await OutboxEffect.filter(kind="payment.refund")
+    assert refund.state == EffectState.DONE and refund.payload["amount"] == 1250
+    alert = await OpsAlert.get(kind="late_payment_refunded")
+    assert alert.params["why"] == "extension_taken"
 
 
 def harbor_buffers(tmp_path: Path, minutes: int) -> Path:
