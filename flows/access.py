@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from flows.bookings import stored_range
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.staging import stage_outcome
@@ -36,7 +37,7 @@ from locks import (
 )
 from locks.pins import generate_pin, pin_for_locks
 from locks.port import capabilities_from_json, constraints_from_json
-from locks.windows import AccessWindow, access_window, ceil_hour, floor_hour
+from locks.windows import AccessWindow, ceil_hour, floor_hour
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -105,23 +106,6 @@ async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = N
     return sorted({lock.id: lock for lock in [*own, *gates]}.values(), key=lambda lk: lk.key)
 
 
-def booking_window(asset: Asset, booking: Booking) -> AccessWindow:
-    """The booking's times widened by the item's buffers, or its location's (asset prefetched
-    with its location)."""
-    before = asset.buffer_before_minutes
-    after = asset.buffer_after_minutes
-    return access_window(
-        booking.start_at,
-        booking.end_at,
-        buffer_before=timedelta(
-            minutes=before if before is not None else asset.location.buffer_before_minutes
-        ),
-        buffer_after=timedelta(
-            minutes=after if after is not None else asset.location.buffer_after_minutes
-        ),
-    )
-
-
 class AccessCodes:
     """Plans codes inside the caller's transaction and carries them through their lifecycle."""
 
@@ -152,13 +136,7 @@ class AccessCodes:
                     )
                 ]
             )
-        asset = (
-            await Asset.filter(id=booking.asset_id)
-            .using_db(conn)
-            .get()
-            .prefetch_related("location")
-        )
-        window = booking_window(asset, booking)
+        window = stored_range(booking)
         return await self._plan(
             conn, locks, window, label=f"Keyturn {booking.reference}", booking=booking
         )

@@ -1,4 +1,9 @@
-"""Bookings: the state machine, prices, availability and nearest free alternatives."""
+"""Bookings: the state machine, prices, the turnaround, availability and nearest free
+alternatives.
+
+An item is taken for its booking's whole access window, buffers included (the turnaround), on
+locks that are not shared: the range is computed once, when the booking is made, and stored
+with it; availability compares those stored ranges, never today's buffers."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
-from storage.models import SLOT_HOLDING_STATES, Asset, Booking, BookingState
+from locks.windows import AccessWindow, access_window
+from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState
 
 S = BookingState
 #: Every legal move; anything else is refused.
@@ -80,30 +86,68 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
     return Quote(min(positive), asset.deposit_cents, asset.currency)
 
 
-def _occupied(asset_id: int) -> QuerySet[Booking]:
-    """Bookings whose time the item is not free in: those holding their slot, and cancelled
-    ones whose offline code could not be taken off the lock (it works until its end, so the
-    time is not sold again)."""
-    return Booking.filter(
-        Q(state__in=SLOT_HOLDING_STATES)
-        | Q(
-            state=BookingState.CANCELLED,
-            access_codes__offline=True,
-            access_codes__provider_ref__isnull=False,
+def blocked_range(asset: Asset, start: datetime, end: datetime) -> AccessWindow:
+    """What a rental of ``asset`` from ``start`` to ``end`` takes: ``[start − buffer_before,
+    end + buffer_after]``, the item's own buffers else its location's (asset with its location
+    loaded). A new booking stores it; its codes' window is this range."""
+    before = asset.buffer_before_minutes
+    after = asset.buffer_after_minutes
+    return access_window(
+        start,
+        end,
+        buffer_before=timedelta(
+            minutes=before if before is not None else asset.location.buffer_before_minutes
         ),
+        buffer_after=timedelta(
+            minutes=after if after is not None else asset.location.buffer_after_minutes
+        ),
+    )
+
+
+def stored_range(booking: Booking) -> AccessWindow:
+    """The range a booking took when it was made (its codes' window)."""
+    return AccessWindow(booking.blocked_from, booking.blocked_until)
+
+
+def extended_range(booking: Booking, new_end: datetime) -> AccessWindow:
+    """The booking's range with its end moved to ``new_end``: the buffer after stays the one
+    stored with it, whatever the location's is today."""
+    return AccessWindow(booking.blocked_from, new_end + (booking.blocked_until - booking.end_at))
+
+
+def _taking(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[Booking]:
+    """Bookings that keep the item from being taken between ``starts`` and ``ends``: those
+    holding their slot whose stored range reaches into it, and cancelled ones whose offline code
+    could not be taken off the lock (it works until its end, so that time is not sold again).
+    Such a code's window is in whole hours and may reach past the booking's range: on the
+    item's own locks, that counts too."""
+    reaches = Q(blocked_from__lt=ends, blocked_until__gt=starts)
+    lapsing = Q(
+        state=BookingState.CANCELLED,
+        access_codes__offline=True,
+        access_codes__provider_ref__isnull=False,
+    )
+    code_works = Q(
+        access_codes__lock__shared=False,
+        access_codes__starts_at__lt=ends,
+        access_codes__ends_at__gt=starts,
+    )
+    return Booking.filter(
+        Q(Q(state__in=SLOT_HOLDING_STATES), reaches) | Q(lapsing, Q(reaches | code_works)),
         asset_id=asset_id,
     )
 
 
 async def is_free(
     asset_id: int,
-    start: datetime,
-    end: datetime,
+    blocked: AccessWindow,
     *,
     ignore: int | None = None,
     conn: BaseDBAsyncClient | None = None,
 ) -> bool:
-    clashes = _occupied(asset_id).filter(start_at__lt=end, end_at__gt=start)
+    """Whether ``blocked`` (a range from ``blocked_range`` or ``extended_range``) reaches no
+    other booking's stored range on the item, nor a lapsing offline code's window."""
+    clashes = _taking(asset_id, blocked.starts_at, blocked.ends_at)
     if ignore is not None:
         clashes = clashes.exclude(id=ignore)
     return not await clashes.using_db(conn).exists()
@@ -113,21 +157,30 @@ async def alternatives(
     asset: Asset, start: datetime, end: datetime, *, now: datetime, count: int = 3
 ) -> list[tuple[datetime, datetime]]:
     """The nearest free slots of the same length, earlier or later, by steps of 30 minutes,
-    up to a week away. The bookings of that fortnight are read once."""
+    up to a week away, each with its own turnaround clear of the others' stored ranges (asset
+    with its location loaded). The bookings of that fortnight are read once."""
     length = end - start
     step = timedelta(minutes=30)
     reach = 7 * 48
-    held = (
-        await _occupied(asset.id)
-        .filter(start_at__lt=end + reach * step, end_at__gt=start - reach * step)
-        .distinct()
-        .values_list("start_at", "end_at")
-    )
+    wanted = blocked_range(asset, start, end)
+    before, after = start - wanted.starts_at, wanted.ends_at - end
+    around = (wanted.starts_at - reach * step, wanted.ends_at + reach * step)
+    held = [
+        *await _taking(asset.id, *around).distinct().values_list("blocked_from", "blocked_until"),
+        *await AccessCode.filter(
+            booking__asset_id=asset.id,
+            booking__state=BookingState.CANCELLED,
+            offline=True,
+            provider_ref__isnull=False,
+            lock__shared=False,
+            starts_at__lt=around[1],
+            ends_at__gt=around[0],
+        ).values_list("starts_at", "ends_at"),
+    ]
 
     def free(candidate: datetime) -> bool:
-        return all(
-            not (b_start < candidate + length and b_end > candidate) for b_start, b_end in held
-        )
+        takes_from, takes_until = candidate - before, candidate + length + after
+        return all(not (b_from < takes_until and b_until > takes_from) for b_from, b_until in held)
 
     found: list[tuple[datetime, datetime]] = []
     for n in range(1, reach):

@@ -17,15 +17,18 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import LIVE_STATES, AccessCodes, booking_window, locks_for_booking
+from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
     alternatives,
+    blocked_range,
+    extended_range,
     is_free,
     move,
     new_reference,
     quote,
+    stored_range,
 )
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
@@ -47,7 +50,7 @@ from flows.timers import TimerFired
 from flows.when import WhenNotUnderstood, parse_duration, parse_local_range, resolve_range
 from locks import LockCapability
 from locks.port import capabilities_from_json
-from locks.windows import AccessWindow, LocalTimeProblem
+from locks.windows import LocalTimeProblem
 from storage.journal import resolve_alert
 from storage.models import (
     AccessCode,
@@ -181,7 +184,7 @@ class Journey:
             if "minutes" in params:
                 params["duration"] = _duration(int(str(params.pop("minutes"))), turn.language)
             return _stay(turn, turn.t(refused.key, **params))
-        if not await is_free(asset.id, start, end):
+        if not await is_free(asset.id, blocked_range(asset, start, end)):
             return await self._offer_alternatives(turn, asset, start, end)
         text = turn.t(
             "journey.quote",
@@ -236,7 +239,8 @@ class Journey:
         if asset is None or not await Asset.filter(id=asset.id, active=True).exists():
             return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
-        if not await is_free(asset.id, start, end):
+        blocked = blocked_range(asset, start, end)
+        if not await is_free(asset.id, blocked):
             return await self._offer_alternatives(turn, asset, start, end)
         reference = new_reference()
         expires = turn.now + self.settings.hold
@@ -250,6 +254,8 @@ class Journey:
                 asset_id=asset.id,
                 start_at=start,
                 end_at=end,
+                blocked_from=blocked.starts_at,
+                blocked_until=blocked.ends_at,
                 state=BookingState.AWAITING_PAYMENT,
                 currency=asset.currency,
                 price_cents=price,
@@ -371,8 +377,7 @@ class Journey:
         return StepResult(turn.state, data, outcome)
 
     async def _open(self, turn: Turn, booking: Booking) -> StepResult:
-        asset = await self.inventory.asset_by_id(booking.asset_id)
-        window = self._window(asset, booking)
+        window = stored_range(booking)
         if not window.contains(turn.now) or booking.state not in (
             BookingState.CONFIRMED,
             BookingState.ACTIVE,
@@ -435,7 +440,7 @@ class Journey:
                     duration=_duration(asset.max_duration_minutes, turn.language),
                 ),
             )
-        if not await is_free(asset.id, booking.end_at, new_end, ignore=booking.id):
+        if not await is_free(asset.id, extended_range(booking, new_end), ignore=booking.id):
             outcome = Outcome(
                 [Reply(turn.t("journey.extend_conflict"))],
                 alerts=[
@@ -465,7 +470,7 @@ class Journey:
         booking = await Booking.get(reference=str(turn.data["booking"]))
         new_end = _at(turn.data["new_end"])
         price = int(str(turn.data["price"]))
-        if not await is_free(booking.asset_id, booking.end_at, new_end, ignore=booking.id):
+        if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
             return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
@@ -592,7 +597,7 @@ class Journey:
         asset = (
             await Asset.filter(id=booking.asset_id).using_db(conn).get().select_related("location")
         )
-        window = self._window(asset, booking)
+        window = stored_range(booking)
         ref = booking.reference
         pin_at = max(now, window.starts_at - self.settings.pin_lead)
         outcome.timers += [
@@ -630,10 +635,14 @@ class Journey:
             await Asset.filter(id=booking.asset_id).using_db(conn).get().select_related("location")
         )
         now = self.clock.now()
-        await Booking.filter(id=booking.id).using_db(conn).update(end_at=extension.new_end_at)
+        window = extended_range(booking, extension.new_end_at)
+        await (
+            Booking.filter(id=booking.id)
+            .using_db(conn)
+            .update(end_at=extension.new_end_at, blocked_until=window.ends_at)
+        )
         await Extension.filter(id=extension.id).using_db(conn).update(state="applied")
-        booking.end_at = extension.new_end_at
-        window = self._window(asset, booking)
+        booking.end_at, booking.blocked_until = extension.new_end_at, window.ends_at
         outcome, replaced = await self.access.move_window(conn, booking, window)
         ref = booking.reference
         outcome.timers += [
@@ -775,8 +784,7 @@ class Journey:
                 )
                 still_free = await is_free(
                     booking.asset_id,
-                    extension.old_end_at,
-                    extension.new_end_at,
+                    extended_range(booking, extension.new_end_at),
                     ignore=booking.id,
                     conn=conn,
                 )
@@ -1412,9 +1420,6 @@ class Journey:
         return Outcome()
 
     # == helpers ============================================================================
-
-    def _window(self, asset: Asset, booking: Booking) -> AccessWindow:
-        return booking_window(asset, booking)
 
     async def _set_codes(self, booking: Booking) -> list[AccessCode] | None:
         codes = await AccessCode.filter(

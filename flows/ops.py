@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from tortoise.transactions import in_transaction
 
 from flows.access import LIVE_STATES, SET_EFFECT, AccessCodes
-from flows.bookings import IllegalTransition, is_free
+from flows.bookings import IllegalTransition, extended_range, is_free
 from flows.effects import Audit, Effect, Outcome
 from flows.handoff import OPS_LANGUAGE, Handoff, HandoffRefused, TakenOver
 from flows.i18n import Translator, local_time, money
@@ -536,7 +536,7 @@ class OpsDesk:
         if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
             raise _Refused("ops.cannot_extend", reference=booking.reference, state=booking.state)
         new_end = booking.end_at + extra
-        if not await is_free(booking.asset_id, booking.end_at, new_end, ignore=booking.id):
+        if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
             return OpsAnswer([self.t("ops.extend_conflict", reference=booking.reference)])
         now = self.clock.now()
         async with in_transaction() as conn:

@@ -25,7 +25,8 @@ class BookingState(StrEnum):
     EXPIRED = "expired"
 
 
-#: States in which a booking holds its asset. The database refuses two such bookings that overlap.
+#: States in which a booking holds its asset. The database refuses two such bookings whose
+#: blocked ranges overlap.
 SLOT_HOLDING_STATES: tuple[BookingState, ...] = (
     BookingState.AWAITING_PAYMENT,
     BookingState.AWAITING_ID,
@@ -234,6 +235,11 @@ class Booking(Model):
     )
     start_at = fields.DatetimeField()
     end_at = fields.DatetimeField()
+    #: The turnaround: the item is taken from ``blocked_from`` to ``blocked_until`` (the rental
+    #: widened by the buffers in force when it was booked), which is also its codes' window. The
+    #: database refuses two slot-holding bookings of one item whose blocked ranges overlap.
+    blocked_from = fields.DatetimeField()
+    blocked_until = fields.DatetimeField()
     state = fields.CharEnumField(BookingState, max_length=20, default=BookingState.DRAFT)
     currency = fields.CharField(max_length=3)
     price_cents = fields.IntField()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
+from flows.bookings import blocked_range
 from flows.messages import InboundMessage, OutboundMessage
 from storage.models import Asset, Location, Renter
 
@@ -70,6 +71,19 @@ async def small_inventory() -> tuple[Location, Location, Asset]:
         price_per_day_cents=3500,
     )
     return harbor, depot, trailer
+
+
+async def rental_times(asset_id: int, start: datetime, end: datetime) -> dict[str, datetime]:
+    """A booking's times as Keyturn stores them: the rental and the range it takes (its
+    item's buffers, else its location's), for ``Booking.create(**…)``."""
+    asset = await Asset.get(id=asset_id).prefetch_related("location")
+    blocked = blocked_range(asset, start, end)
+    return {
+        "start_at": start,
+        "end_at": end,
+        "blocked_from": blocked.starts_at,
+        "blocked_until": blocked.ends_at,
+    }
 
 
 async def a_renter(phone: str = "+15550100009") -> Renter:

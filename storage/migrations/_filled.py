@@ -16,7 +16,17 @@ class AddFilledField(ops.AddField):
     as its database default, which fills the rows already there; on PostgreSQL that default is
     then dropped, so the schema is the one the model describes (SQLite cannot drop a default and
     keeps one equal to the model's).
+
+    A column without a default that a later step of the same migration computes row by row
+    takes ``fill`` instead: a placeholder the rows hold only until that step (SQLite keeps it
+    as the column's default, so a check of the values must refuse it).
     """
+
+    def __init__(
+        self, model_name: str, name: str, field: Any, fill: Any = DB_DEFAULT_NOT_SET
+    ) -> None:
+        super().__init__(model_name, name, field)
+        self.fill = fill
 
     async def database_forward(
         self, app_label: str, old_state: Any, new_state: Any, state_editor: Any = None
@@ -25,7 +35,9 @@ class AddFilledField(ops.AddField):
             return
         model = new_state.apps.get_model(f"{app_label}.{self.model_name}")
         field = model._meta.fields_map[self.name]
-        fill = field.default() if callable(field.default) else field.default
+        fill = self.fill
+        if fill is DB_DEFAULT_NOT_SET:
+            fill = field.default() if callable(field.default) else field.default
         field.db_default = fill
         try:
             await state_editor.add_field(model, self.name)

@@ -265,7 +265,7 @@ async def test_extension_conflict_is_refused_and_ops_told(
     first = Renter(client, runtime)
     booking = await book_and_confirm(client, runtime, first, "tomorrow 10-14")
     second = Renter(client, runtime, "+15550100002")
-    await second.say("BOOK T1 tomorrow 14-16")
+    await second.say("BOOK T1 tomorrow 15-17")
     await second.say("YES")
     [conflict] = await first.say("EXTEND 1h")
     assert "cannot be extended" in conflict

@@ -16,6 +16,7 @@ from flows.staging import stage_outcome
 from locks.simulated import SimulatedLockProvider
 from storage.models import AccessCode, Asset, Booking, BookingState, Lock, Renter
 from tests.conftest import FakeClock
+from tests.support import rental_times
 
 START = datetime(2026, 6, 3, 14, 0, tzinfo=UTC)  # 10:00 at Harbor Yard (New York)
 END = START + timedelta(hours=4)
@@ -45,8 +46,7 @@ async def booked(
         reference=reference,
         renter=await Renter.create(phone=phone),
         asset_id=asset_id,
-        start_at=start,
-        end_at=end,
+        **await rental_times(asset_id, start, end),
         state=BookingState.CONFIRMED,
         currency="USD",
         price_cents=price_cents,

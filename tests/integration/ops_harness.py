@@ -27,7 +27,7 @@ from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, FakeTwilio
-from tests.support import RecordingChannel, inbound
+from tests.support import RecordingChannel, inbound, rental_times
 
 SECRET = "kt-ops_4c1d"
 OPS_CHAT = -1001234567890
@@ -185,8 +185,7 @@ async def altstadt_booking(ops: Ops, state: BookingState = BookingState.CONFIRME
         reference="KBIKE01",
         renter=renter,
         asset=asset,
-        start_at=start,
-        end_at=start + timedelta(hours=4),
+        **await rental_times(asset.id, start, start + timedelta(hours=4)),
         state=state,
         currency="EUR",
         price_cents=3200,

@@ -27,6 +27,7 @@ from storage.models import (
     StaffRole,
 )
 from tests.conftest import FakeClock
+from tests.support import rental_times
 
 DEMO = Path(__file__).resolve().parents[2] / "bot" / "demo" / "inventory.toml"
 
@@ -100,8 +101,9 @@ async def confirmed_booking(code: str, clock: FakeClock, reference: str = "KTB00
         reference=reference,
         renter=renter,
         asset=asset,
-        start_at=clock.now() + timedelta(hours=1),
-        end_at=clock.now() + timedelta(hours=5),
+        **await rental_times(
+            asset.id, clock.now() + timedelta(hours=1), clock.now() + timedelta(hours=5)
+        ),
         state=BookingState.CONFIRMED,
         currency=asset.currency,
         price_cents=5000,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,5 +141,60 @@ async def test_a_database_with_rows_upgrades_to_the_latest_schema(fresh_url: str
         assert (await Message.get()).sealed is False
         assert (await OutboxEffect.get()).claimed_by == ""
         assert (await Timer.get()).claimed_by == ""
+    finally:
+        await db.close_database()
+
+
+async def _book_right_after_the_first(url: str) -> None:
+    """A second booking of the first one's item, starting where it ends (allowed before 0009)."""
+    start, end = "2026-06-01 14:00:00+00:00", "2026-06-01 16:00:00+00:00"
+    copy = (
+        "INSERT INTO booking (reference, renter_id, asset_id, start_at, end_at, state, currency,"
+        " price_cents, deposit_cents, cancel_reason, created_at, updated_at)"
+        " SELECT 'next', renter_id, asset_id, {}, {}, state, currency, price_cents, deposit_cents,"
+        " cancel_reason, created_at, updated_at FROM booking WHERE id = 1"
+    )
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite://"))
+        try:
+            conn.execute(copy.format("?", "?"), [start, end])
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    pg = await asyncpg.connect(asyncpg_url(url))
+    try:
+        await pg.execute(
+            copy.format("$1", "$2"), _native("timestamp", start), _native("timestamp", end)
+        )
+    finally:
+        await pg.close()
+
+
+async def test_existing_bookings_take_their_buffers_and_back_to_back_ones_still_upgrade(
+    fresh_url: str,
+) -> None:
+    try:
+        await tortoise_migrate(config=db.tortoise_config(fresh_url), target=BEFORE)
+    finally:
+        await Tortoise.close_connections()
+    if fresh_url.startswith("sqlite"):
+        _fill_sqlite(fresh_url)
+    else:
+        await _fill_postgres(fresh_url)
+    await _book_right_after_the_first(fresh_url)
+
+    await db.migrate(fresh_url)
+
+    await db.open_database(fresh_url)
+    try:
+        from storage.models import Booking
+
+        first, second = await Booking.all().order_by("start_at")
+        minute = timedelta(minutes=1)  # the filled location's buffers; the item has none
+        # The first keeps its buffer before; its buffer after would reach into the second's
+        # rental, so it stops where that starts, and the second's range begins there.
+        assert (first.blocked_from, first.blocked_until) == (first.start_at - minute, first.end_at)
+        assert (second.blocked_from, second.blocked_until) == (first.end_at, second.end_at + minute)
     finally:
         await db.close_database()

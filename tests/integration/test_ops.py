@@ -39,6 +39,7 @@ from tests.integration.ops_harness import (
     buttons,
     ops_app,
 )
+from tests.support import rental_times
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
 
@@ -141,14 +142,35 @@ async def test_commands_change_state_through_the_flows(ops: Ops) -> None:
     assert await AuditEvent.filter(actor=f"staff:{MANAGER}", action="booking.cancelled").exists()
 
 
+async def test_extend_into_the_next_renters_turnaround_is_refused(ops: Ops) -> None:
+    booking = await altstadt_booking(ops)  # Altstadt: 10 minutes before, 20 after
+    bike = await Asset.get(code="B1")
+    next_start = booking.end_at + timedelta(minutes=30)  # its range starts where ours ends
+    await Booking.create(
+        reference="KBIKE02",
+        renter=await Renter.create(phone="+4915112345679"),
+        asset=bike,
+        **await rental_times(bike.id, next_start, next_start + timedelta(hours=2)),
+        state=BookingState.CONFIRMED,
+        currency="EUR",
+        price_cents=1600,
+    )
+    answer = await ops.command(OWNER, "/extend KBIKE01 5m")
+    assert "Cannot extend KBIKE01: the time after it is taken." in answer
+    ends, blocked_until = booking.end_at, booking.blocked_until
+    await booking.refresh_from_db()
+    assert (booking.end_at, booking.blocked_until) == (ends, blocked_until)
+    assert not await Extension.exists()
+
+
 async def test_scope_and_strangers_are_refused_and_audited(ops: Ops) -> None:
     await altstadt_booking(ops)
+    trailer = await Asset.get(code="T1")
     harbor = await Booking.create(
         reference="KHARB01",
         renter=await Renter.create(phone="+15550100001"),
-        asset=await Asset.get(code="T1"),
-        start_at=ops.clock.now(),
-        end_at=ops.clock.now() + timedelta(hours=2),
+        asset=trailer,
+        **await rental_times(trailer.id, ops.clock.now(), ops.clock.now() + timedelta(hours=2)),
         state=BookingState.CONFIRMED,
         currency="USD",
         price_cents=2500,

@@ -240,9 +240,15 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     assert "Bay 7 removed (offline: works until Wed, Jun 3 3:00" in "\n".join(answer.lines)
     # Its time is not sold again while that PIN works; a booking without one frees its time.
     await Booking.filter(id=booking.id).update(state=BookingState.CANCELLED)
-    assert not await is_free(booking.asset_id, START + timedelta(hours=2), END)
+    later = AccessWindow(START + timedelta(hours=2), END)
+    assert not await is_free(booking.asset_id, later)
+    # Nor the whole hour the code was widened to, past the booking's own range.
+    widened = AccessWindow(END + timedelta(minutes=30), END + timedelta(hours=2))
+    assert booking.blocked_until < widened.starts_at < backup.ends_at
+    assert not await is_free(booking.asset_id, widened)
     await AccessCode.filter(booking=booking).update(offline=False)
-    assert await is_free(booking.asset_id, START + timedelta(hours=2), END)
+    assert await is_free(booking.asset_id, later)
+    assert await is_free(booking.asset_id, widened)
 
 
 async def test_an_extension_replaces_an_offline_backup_rather_than_moving_it(

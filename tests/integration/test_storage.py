@@ -8,7 +8,7 @@ import pytest
 from tortoise.exceptions import IntegrityError
 
 from storage.models import Asset, Booking, BookingState, ProcessedWebhook
-from tests.support import a_renter, small_inventory
+from tests.support import a_renter, rental_times, small_inventory
 
 START = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
 
@@ -21,8 +21,7 @@ async def _book(
         reference=ref,
         renter=renter,
         asset=asset,
-        start_at=start,
-        end_at=start + timedelta(hours=hours),
+        **await rental_times(asset.id, start, start + timedelta(hours=hours)),
         state=state,
         currency="USD",
         price_cents=1000,
@@ -37,10 +36,28 @@ async def test_overlapping_bookings_of_one_asset_are_refused(database: str) -> N
     assert await Booking.filter(asset=trailer).count() == 1
 
 
-async def test_back_to_back_and_released_bookings_are_allowed(database: str) -> None:
+async def test_back_to_back_rentals_overlap_by_their_turnaround_and_are_refused(
+    database: str,
+) -> None:
+    _, _, trailer = await small_inventory()  # Harbor's buffers: 15 minutes each side
+    first = await _book(trailer, START, 2, BookingState.CONFIRMED, "D1")
+    with pytest.raises(IntegrityError):
+        await _book(trailer, START + timedelta(hours=2), 2, BookingState.AWAITING_PAYMENT, "D2")
+    assert await Booking.filter(asset=trailer).count() == 1
+    # Nor may a booking's range be moved onto another's (an extension into the next turnaround).
+    await _book(trailer, START + timedelta(hours=2, minutes=30), 2, BookingState.CONFIRMED, "D3")
+    with pytest.raises(IntegrityError):
+        await Booking.filter(id=first.id).update(
+            blocked_until=first.blocked_until + timedelta(minutes=1)
+        )
+    await first.refresh_from_db()
+    assert first.blocked_until == START + timedelta(hours=2, minutes=15)
+
+
+async def test_back_to_back_turnarounds_and_released_bookings_are_allowed(database: str) -> None:
     _, _, trailer = await small_inventory()
-    await _book(trailer, START, 2, BookingState.ACTIVE, "B1")
-    await _book(trailer, START + timedelta(hours=2), 2, BookingState.CONFIRMED, "B2")
+    await _book(trailer, START, 2, BookingState.ACTIVE, "B1")  # takes 9:45-12:15
+    await _book(trailer, START + timedelta(hours=2, minutes=30), 2, BookingState.CONFIRMED, "B2")
     cancelled = await _book(trailer, START + timedelta(hours=1), 2, BookingState.CANCELLED, "B3")
     assert await Booking.filter(asset=trailer).count() == 3
     cancelled.state = BookingState.AWAITING_ID
@@ -48,6 +65,27 @@ async def test_back_to_back_and_released_bookings_are_allowed(database: str) -> 
         await cancelled.save()
     await cancelled.refresh_from_db()
     assert cancelled.state == BookingState.CANCELLED
+
+
+async def test_a_booking_takes_at_least_its_rental(database: str) -> None:
+    _, _, trailer = await small_inventory()
+    renter = await a_renter()
+    times = await rental_times(trailer.id, START, START + timedelta(hours=2))
+    for wrong in (
+        {"blocked_from": START + timedelta(minutes=5)},
+        {"blocked_until": START + timedelta(hours=1)},
+    ):
+        with pytest.raises(IntegrityError):
+            await Booking.create(
+                reference=f"E{len(wrong)}{next(iter(wrong))[8]}",
+                renter=renter,
+                asset=trailer,
+                **{**times, **wrong},
+                state=BookingState.CONFIRMED,
+                currency="USD",
+                price_cents=1000,
+            )
+    assert not await Booking.exists()
 
 
 async def test_a_booking_must_end_after_it_starts(database: str) -> None:
