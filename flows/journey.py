@@ -34,6 +34,7 @@ from flows.i18n import Translator, local_time, money
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
 from flows.notify import Notifier
+from flows.payment_match import OWNED_KINDS, disagreement, own_payment
 from flows.payments import (
     CheckoutRequest,
     IdentityProvider,
@@ -669,45 +670,39 @@ class Journey:
                 await ProcessedWebhook.create(
                     provider=provider, event_id=event.event_id, received_at=now, using_db=conn
                 )
-                outcome = await self._payment_event(conn, event, now)
+                outcome = await self._payment_event(conn, provider, event, now)
                 await stage_outcome(conn, outcome, now)
         except IntegrityError:
             return False
         return True
 
     async def _payment_event(
-        self, conn: BaseDBAsyncClient, event: PaymentEvent, now: datetime
+        self, conn: BaseDBAsyncClient, provider: str, event: PaymentEvent, now: datetime
     ) -> Outcome:
-        payment = (
-            await Payment.filter(provider_ref=event.object_id).using_db(conn).first()
-            if event.object_id
-            else None
-        )
-        booking = None
-        if event.booking_reference:
-            booking = await Booking.filter(reference=event.booking_reference).using_db(conn).first()
-        if booking is None and payment is not None:
-            booking = await Booking.filter(id=payment.booking_id).using_db(conn).first()
-        if booking is None:
-            log.info("payment event %s names no booking Keyturn knows", event.kind)
-            return Outcome()
-        if event.kind == PaymentEventKind.CHECKOUT_PAID:
-            return await self._paid(conn, booking, payment, event, now)
         if event.kind in (
             PaymentEventKind.IDENTITY_VERIFIED,
             PaymentEventKind.IDENTITY_NEEDS_INPUT,
         ):
-            return await self._identity_event(conn, booking, event, now)
+            return await self._identity_event(conn, event, now)
+        if event.kind not in OWNED_KINDS:
+            return Outcome()
+        matched = await own_payment(conn, provider, event)
+        if matched is None:
+            return await self._not_ours(conn, event)
+        why = disagreement(event, matched)
+        if why is not None:
+            return _payment_mismatch(event, matched.booking.reference, why)
+        payment, booking = matched.payment, matched.booking
+        if event.kind == PaymentEventKind.CHECKOUT_PAID:
+            return await self._paid(conn, booking, payment, event, now)
         if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
-            if payment is not None and payment.purpose == "extension":
+            if payment.purpose == "extension":
                 return Outcome()
             return await self._expire(conn, booking, now)
         if event.kind == PaymentEventKind.REFUNDED:
             await Payment.create(
                 booking=booking,
-                provider="stripe"
-                if event.object_id.startswith(("ch_", "re_", "pi_"))
-                else "sandbox",
+                provider=provider,
                 purpose="refund",
                 amount_cents=event.amount or 0,
                 currency=booking.currency,
@@ -722,30 +717,43 @@ class Journey:
             # Only a deposit still waiting for its authorisation: this event may arrive late,
             # after the hold was released or captured, and must not bring it back.
             await (
-                Payment.filter(
-                    booking_id=booking.id, purpose="deposit", status__in=("created", "open")
-                )
+                Payment.filter(id=payment.id, purpose="deposit", status__in=("created", "open"))
                 .using_db(conn)
                 .update(status="held")
             )
-        if event.kind == PaymentEventKind.PAYMENT_FAILED:
-            return Outcome(
-                alerts=[
-                    Alert(
-                        "payment_failed",
-                        f"payment-failed:{booking.reference}",
-                        "ops.payment_failed",
-                        {"booking": booking.reference},
-                    )
-                ]
-            )
-        return Outcome()
+            return Outcome()
+        return Outcome(
+            alerts=[
+                Alert(
+                    "payment_failed",
+                    f"payment-failed:{booking.reference}",
+                    "ops.payment_failed",
+                    {"booking": booking.reference},
+                )
+            ]
+        )
+
+    async def _not_ours(self, conn: BaseDBAsyncClient, event: PaymentEvent) -> Outcome:
+        """An event about a session or intent Keyturn did not create changes nothing. Ops hear
+        of it when it names one of Keyturn's bookings: someone paid (or refunded) elsewhere on
+        the account in a booking's name. Other sales on the same account are none of ours; so
+        are intents whose record is still being written (a deposit hold's, a failed card's)."""
+        reference = event.booking_reference
+        known = (
+            reference is not None
+            and await Booking.filter(reference=reference).using_db(conn).exists()
+        )
+        quiet = event.kind in (PaymentEventKind.HOLD_PLACED, PaymentEventKind.PAYMENT_FAILED)
+        if not known or quiet or reference is None:
+            log.info("payment event %s is about no payment Keyturn made", event.kind)
+            return Outcome()
+        return _payment_mismatch(event, reference, "Keyturn did not create this payment")
 
     async def _paid(
         self,
         conn: BaseDBAsyncClient,
         booking: Booking,
-        payment: Payment | None,
+        payment: Payment,
         event: PaymentEvent,
         now: datetime,
     ) -> Outcome:
@@ -754,38 +762,35 @@ class Journey:
             "customer": event.customer,
             "payment_method": event.payment_method,
         }
-        if payment is not None:
-            if payment.status == "paid":
-                return Outcome()
-            await (
-                Payment.filter(id=payment.id)
+        if payment.status == "paid":
+            return Outcome()
+        await (
+            Payment.filter(id=payment.id)
+            .using_db(conn)
+            .update(status="paid", details={**payment.details, **details})
+        )
+        if payment.purpose == "extension":
+            extension = (
+                await Extension.filter(id=int(str(payment.details.get("extension"))))
                 .using_db(conn)
-                .update(status="paid", details={**payment.details, **details})
+                .get()
             )
-            if payment.purpose == "extension":
-                extension = (
-                    await Extension.filter(id=int(str(payment.details.get("extension"))))
-                    .using_db(conn)
-                    .get()
-                )
-                still_free = await is_free(
-                    booking.asset_id,
-                    extension.old_end_at,
-                    extension.new_end_at,
-                    ignore=booking.id,
-                    conn=conn,
-                )
-                if not still_free or booking.state not in (
-                    BookingState.CONFIRMED,
-                    BookingState.ACTIVE,
-                ):
-                    return self._refund_late(booking, payment, "extension_taken")
-                return await self._apply_extension(conn, extension)
+            still_free = await is_free(
+                booking.asset_id,
+                extension.old_end_at,
+                extension.new_end_at,
+                ignore=booking.id,
+                conn=conn,
+            )
+            if not still_free or booking.state not in (
+                BookingState.CONFIRMED,
+                BookingState.ACTIVE,
+            ):
+                return self._refund_late(booking, payment, "extension_taken")
+            return await self._apply_extension(conn, extension)
         if booking.state != BookingState.AWAITING_PAYMENT:
             # Paid after the hold expired or was cancelled: give the money back.
-            if payment is not None:
-                return self._refund_late(booking, payment, "paid_after_expiry")
-            return Outcome()
+            return self._refund_late(booking, payment, "paid_after_expiry")
         await Booking.filter(id=booking.id).using_db(conn).update(hold_expires_at=None)
         outcome = Outcome(
             timers=[CancelTimer(f"hold:{booking.reference}")],
@@ -999,11 +1004,12 @@ class Journey:
                 )
 
     async def _identity_event(
-        self, conn: BaseDBAsyncClient, booking: Booking, event: PaymentEvent, now: datetime
+        self, conn: BaseDBAsyncClient, event: PaymentEvent, now: datetime
     ) -> Outcome:
         check = await IdentityCheck.filter(provider_ref=event.object_id).using_db(conn).first()
-        if check is None or check.status != "pending":
+        if check is None or check.status != "pending" or check.booking_id is None:
             return Outcome()
+        booking = await Booking.filter(id=check.booking_id).using_db(conn).get()
         if event.kind == PaymentEventKind.IDENTITY_VERIFIED:
             return await self._decide(conn, check, True, "stripe_identity", "", now)
         await self.notifier.tell(
@@ -1471,6 +1477,33 @@ class Journey:
         yes = turn.t("keyword.yes").split("|")[0]
         no = turn.t("keyword.no").split("|")[0]
         return (Choice(yes, yes), Choice(no, no))
+
+
+def _payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:
+    """A payment event that moves nothing, for ops to look at."""
+    return Outcome(
+        alerts=[
+            Alert(
+                "payment_mismatch",
+                f"payment-mismatch:{event.object_id or event.event_id}",
+                "ops.payment_mismatch",
+                {
+                    "booking": reference,
+                    "event": event.kind.value,
+                    "object": event.object_id,
+                    "why": why,
+                },
+            )
+        ],
+        audits=[
+            Audit(
+                "payments",
+                "payment.event_refused",
+                f"booking:{reference}",
+                {"event": event.event_id, "kind": event.kind.value, "why": why},
+            )
+        ],
+    )
 
 
 def _stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:
