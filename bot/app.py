@@ -193,6 +193,8 @@ def build_runtime(
             public_url=settings.public_url,
             identity_method=settings.identity_method,
             id_valid_for=timedelta(days=settings.id_valid_days),
+            max_unpaid=settings.max_unpaid_per_renter,
+            booking_horizon_days=settings.booking_horizon_days,
         ),
         identity,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -21,11 +21,13 @@ from flows.access import LIVE_STATES, AccessCodes, booking_window, locks_for_boo
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
+    UnpaidLimitReached,
     alternatives,
     is_free,
     move,
     new_reference,
     quote,
+    unpaid_bookings,
 )
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
@@ -110,6 +112,10 @@ class JourneySettings:
     free_cancellation: timedelta = timedelta(hours=24)
     #: "manual": a photo reviewed by an operator; "stripe": Stripe Identity's hosted check.
     identity_method: str = "manual"
+    #: Bookings one renter may have waiting for payment at once.
+    max_unpaid: int = 2
+    #: How many days ahead a booking may start, where its location does not say.
+    booking_horizon_days: int = 90
 
 
 def _iso(moment: datetime) -> str:
@@ -153,9 +159,10 @@ class Journey:
             return _stay(turn, turn.t("journey.unknown_asset", code=asset_code))
         tz = asset.location.timezone
         try:
-            local = parse_local_range(
-                text, language=turn.language, now_local=turn.now.astimezone(_zone(tz))
-            )
+            now_local = turn.now.astimezone(_zone(tz))
+            local = parse_local_range(text, language=turn.language, now_local=now_local)
+            if self._beyond_horizon(asset, local.day, now_local.date()):
+                return _stay(turn, self._horizon_text(turn, asset))
             start, end = resolve_range(local, tz)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.when_not_understood", code=asset.code))
@@ -170,6 +177,8 @@ class Journey:
 
     async def _quote(self, turn: Turn, asset: Asset, start: datetime, end: datetime) -> StepResult:
         tz = asset.location.timezone
+        if self._starts_beyond_horizon(asset, start, turn.now):
+            return _stay(turn, self._horizon_text(turn, asset))
         try:
             priced = quote(asset, start, end, turn.now)
         except QuoteRefused as refused:
@@ -197,6 +206,23 @@ class Journey:
             "deposit": priced.deposit,
         }
         return StepResult("quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+
+    def _horizon(self, asset: Asset) -> int:
+        days = asset.location.booking_horizon_days
+        return self.settings.booking_horizon_days if days is None else days
+
+    def _beyond_horizon(self, asset: Asset, day: date, today: date) -> bool:
+        """Whether a rental starting on local ``day`` is further ahead than its location books."""
+        return (day - today).days > self._horizon(asset)
+
+    def _starts_beyond_horizon(self, asset: Asset, start: datetime, now: datetime) -> bool:
+        zone = _zone(asset.location.timezone)
+        return self._beyond_horizon(
+            asset, start.astimezone(zone).date(), now.astimezone(zone).date()
+        )
+
+    def _horizon_text(self, turn: Turn, asset: Asset) -> str:
+        return turn.t("journey.beyond_horizon", code=asset.code, days=self._horizon(asset))
 
     async def _offer_alternatives(
         self, turn: Turn, asset: Asset, start: datetime, end: datetime
@@ -232,14 +258,24 @@ class Journey:
         if asset is None or not await Asset.filter(id=asset.id, active=True).exists():
             return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
+        if self._starts_beyond_horizon(asset, start, turn.now):
+            return StepResult("start", {}, Outcome([Reply(self._horizon_text(turn, asset))]))
+        limit = self.settings.max_unpaid
+        renter_id = turn.renter_id
+        if await unpaid_bookings(renter_id) >= limit:
+            text = turn.t("journey.too_many_unpaid", count=limit)
+            return StepResult("start", {}, Outcome([Reply(text)]))
         if not await is_free(asset.id, start, end):
             return await self._offer_alternatives(turn, asset, start, end)
         reference = new_reference()
         expires = turn.now + self.settings.hold
         price, deposit = int(str(turn.data["price"])), int(str(turn.data["deposit"]))
-        renter_id = turn.renter_id
 
         async def hold(conn: BaseDBAsyncClient) -> Outcome:
+            # Counted again under the renter's row lock: a turn of theirs on another channel
+            # or worker may have held a slot meanwhile; if so the turn is recomputed.
+            if await unpaid_bookings(renter_id, conn=conn, lock=True) >= limit:
+                raise UnpaidLimitReached(renter_id)
             booking = await Booking.create(
                 reference=reference,
                 renter_id=renter_id,
