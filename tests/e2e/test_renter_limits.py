@@ -4,6 +4,7 @@ sandbox page's HTTP API on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +18,9 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from flows.inventory import apply_inventory, load_inventory
-from storage.models import Booking, BookingState, Payment
+from storage.models import Booking, BookingState, Message, Payment, Renter
 from tests.conftest import FakeClock
+from tests.support import inbound
 
 NOW = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)  # Monday 12:00 in New York
 ADDRESS = "+15550100001"
@@ -131,3 +133,27 @@ async def test_the_horizon_is_the_locations_or_the_settings_default(
     assert answer == "B1 can be booked at most 30 days ahead. Please pick an earlier day."
     [quote] = await say(app, "BOOK B1 1 July 2026 10-14")
     assert "Reply YES" in quote or "JA" in quote
+
+
+async def test_yes_at_once_on_two_channels_of_one_renter_stays_within_the_limit(
+    make_app: Callable[..., Any],
+) -> None:
+    """The same phone on SMS and WhatsApp: two conversations, one renter, turns that run at
+    the same time. The hold's own transaction counts again, under the renter's row lock."""
+    _, runtime = await make_app({"KEYTURN_MAX_UNPAID_PER_RENTER": "1"})
+    now = runtime.clock.now()
+    for channel, code in (("sms", "T1"), ("whatsapp", "T2")):
+        await runtime.engine.handle(
+            inbound(f"BOOK {code} tomorrow 10-14", channel=channel, address=ADDRESS, at=now)
+        )
+    await asyncio.gather(
+        *(
+            runtime.engine.handle(inbound("YES", channel=channel, address=ADDRESS, at=now))
+            for channel in ("sms", "whatsapp")
+        )
+    )
+    assert await Renter.all().count() == 1
+    assert await Booking.filter(state=BookingState.AWAITING_PAYMENT).count() == 1
+    replies = [m.body for m in await Message.filter(direction="out").order_by("id")][-2:]
+    assert sum("I am holding" in reply for reply in replies) == 1
+    assert sum("You already have 1 bookings waiting" in reply for reply in replies) == 1
