@@ -84,6 +84,9 @@ DELIVER_PIN_TIMER = "booking.deliver_pin"
 START_TIMER = "booking.start"
 ENDING_TIMER = "booking.ending_soon"
 END_TIMER = "booking.end"
+#: A shorter extension is refused: it would be priced as a started hour, or (rounded to
+#: nothing) moved the end for free.
+MIN_EXTENSION = timedelta(minutes=15)
 LIVE_BOOKING = (
     BookingState.AWAITING_PAYMENT,
     BookingState.AWAITING_ID,
@@ -457,6 +460,9 @@ class Journey:
             extra = parse_duration(text)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.extend_usage"))
+        if extra < MIN_EXTENSION:
+            minutes = int(MIN_EXTENSION.total_seconds() // 60)
+            return _stay(turn, turn.t("journey.extend_too_short", minutes=minutes))
         asset = await self.inventory.asset_by_id(booking.asset_id)
         new_end = booking.end_at + extra
         if (new_end - booking.start_at).total_seconds() / 60 > asset.max_duration_minutes:
@@ -520,9 +526,10 @@ class Journey:
                 ]
             )
 
-        return StepResult(
-            "booked", {}, Outcome([Reply(turn.t("journey.extend_paying"))]), apply=record
-        )
+        # Only a price staged as a checkout has a payment link to announce; a free extension is
+        # applied in this turn and its receipt follows.
+        key = "journey.extend_paying" if price > 0 else "journey.extend_free"
+        return StepResult("booked", {}, Outcome([Reply(turn.t(key))]), apply=record)
 
     def _refund_for(self, booking: Booking, now: datetime) -> int:
         if now <= booking.start_at - self.settings.free_cancellation:
