@@ -134,6 +134,7 @@ def build_runtime(
     sandbox: bool = False,
     locks: Mapping[str, LockProvider] | None = None,
     payments: PaymentProvider | None = None,
+    take_payments: bool = True,
 ) -> Runtime:
     clock = clock or SystemClock()
     translator = Translator()
@@ -195,6 +196,7 @@ def build_runtime(
             id_valid_for=timedelta(days=settings.id_valid_days),
             max_unpaid=settings.max_unpaid_per_renter,
             booking_horizon_days=settings.booking_horizon_days,
+            take_payments=take_payments,
         ),
         identity,
     )

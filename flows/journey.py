@@ -119,6 +119,9 @@ class JourneySettings:
     max_unpaid: int = 2
     #: How many days ahead a booking may start, where its location does not say.
     booking_horizon_days: int = 90
+    #: False (``serve --no-payments``): no payment or deposit is taken; a booking held with
+    #: YES goes straight on to the ID check and confirmation, and records no price.
+    take_payments: bool = True
 
 
 def _iso(moment: datetime) -> str:
@@ -302,9 +305,42 @@ class Journey:
                 audits=[Audit(f"renter:{renter_id}", "booking.held", f"booking:{reference}")],
             )
 
+        if not self.settings.take_payments:
+            return self._book_without_payment(turn, asset, start, end, reference)
         minutes = int(self.settings.hold.total_seconds() // 60)
         text = turn.t("journey.holding", reference=reference, code=asset.code, minutes=minutes)
         return StepResult("paying", {"booking": reference}, Outcome([Reply(text)]), apply=hold)
+
+    def _book_without_payment(
+        self, turn: Turn, asset: Asset, start: datetime, end: datetime, reference: str
+    ) -> StepResult:
+        """Payments are off: the booking takes no money (so it records no price or deposit,
+        and a cancellation refunds nothing) and goes on to the ID check at once."""
+        renter_id, now = turn.renter_id, turn.now
+
+        async def book(conn: BaseDBAsyncClient) -> Outcome:
+            booking = await Booking.create(
+                reference=reference,
+                renter_id=renter_id,
+                asset_id=asset.id,
+                start_at=start,
+                end_at=end,
+                state=BookingState.AWAITING_PAYMENT,
+                currency=asset.currency,
+                price_cents=0,
+                deposit_cents=0,
+                using_db=conn,
+            )
+            outcome = Outcome(
+                audits=[
+                    Audit(f"renter:{renter_id}", "booking.held", f"booking:{reference}"),
+                    Audit("system", "booking.no_payment", f"booking:{reference}"),
+                ]
+            )
+            return outcome + (await self._checks_before_rental(conn, booking, now, paid=False))
+
+        # The answer is what comes next (the ID request, or the confirmation), sent by ``book``.
+        return StepResult("booked", {"booking": reference}, Outcome(), apply=book)
 
     async def command(self, turn: Turn, command: str, args: list[str]) -> StepResult:
         """EXTEND, OPEN, CODE, CANCEL and AGENT act on the renter's current booking."""
@@ -505,6 +541,7 @@ class Journey:
         price = int(str(turn.data["price"]))
         if not await is_free(booking.asset_id, booking.end_at, new_end, ignore=booking.id):
             return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
+        take_payments = self.settings.take_payments
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
             extension = await Extension.create(
@@ -514,7 +551,7 @@ class Journey:
                 price_cents=price,
                 using_db=conn,
             )
-            if price == 0:
+            if price == 0 or not take_payments:
                 return await self._apply_extension(conn, extension)
             return Outcome(
                 effects=[
@@ -529,6 +566,8 @@ class Journey:
         # Only a price staged as a checkout has a payment link to announce; a free extension is
         # applied in this turn and its receipt follows.
         key = "journey.extend_paying" if price > 0 else "journey.extend_free"
+        if price > 0 and not take_payments:
+            key = "journey.extend_no_payment"
         return StepResult("booked", {}, Outcome([Reply(turn.t(key))]), apply=record)
 
     def _refund_for(self, booking: Booking, now: datetime) -> int:
@@ -843,8 +882,15 @@ class Journey:
             outcome.effects.append(
                 Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
             )
+        return outcome + (await self._checks_before_rental(conn, booking, now))
+
+    async def _checks_before_rental(
+        self, conn: BaseDBAsyncClient, booking: Booking, now: datetime, *, paid: bool = True
+    ) -> Outcome:
+        """Paid (or nothing to pay): now the checks before the rental (identity, the deposit
+        hold) are awaited, and the booking is confirmed as soon as they are done."""
+        outcome = Outcome()
         renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
-        # Paid: now the checks before the rental (identity, the deposit hold) are awaited.
         await move(conn, booking, BookingState.AWAITING_ID)
         if self._verified(renter, now):
             return outcome + (await self._maybe_confirm(conn, booking, now))
@@ -860,7 +906,7 @@ class Journey:
         await self.notifier.tell(
             conn,
             renter.id,
-            "journey.send_id",
+            "journey.send_id" if paid else "journey.send_id_unpaid",
             now=now,
             kind="receipt",
             params={"reference": booking.reference},

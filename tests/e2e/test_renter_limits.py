@@ -5,79 +5,23 @@ sandbox page's HTTP API on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
 
-from bot.app import Runtime, build_runtime, create_app
-from bot.cli import DEMO_INVENTORY
-from bot.config import Settings
-from flows.inventory import apply_inventory, load_inventory
 from storage.models import Booking, BookingState, Message, Payment, Renter
-from tests.conftest import FakeClock
+from tests.e2e.sandbox_apps import ADDRESS, MakeApp, sandbox_apps, say
 from tests.support import inbound
-
-NOW = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)  # Monday 12:00 in New York
-ADDRESS = "+15550100001"
-
-App = tuple[TestClient[Any, Any], Runtime]
 
 
 @pytest.fixture
-async def make_app(database: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[TestClient[Any, Any]] = []
-
-    async def make(env: dict[str, str] | None = None, horizon: int | None = None) -> App:
-        clock = FakeClock(NOW)
-        inventory = DEMO_INVENTORY.read_text()
-        if horizon is not None:
-            inventory = inventory.replace(
-                "booking_horizon_days = 120", f"booking_horizon_days = {horizon}"
-            )
-        path = tmp_path / "inventory.toml"
-        path.write_text(inventory)
-        await apply_inventory(load_inventory(path), now=clock.now())
-        settings = Settings.from_env(
-            {
-                "KEYTURN_DATABASE_URL": database,
-                "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                **(env or {}),
-            }
-        )
-        runtime = build_runtime(settings, clock=clock, sandbox=True)
-        app = create_app(runtime, sandbox=True, workers=False)
-        app.cleanup_ctx.clear()  # the `database` fixture holds the connection
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client, runtime
-
-    yield make
-    for client in clients:
-        await client.close()
+async def make_app(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
+    async with sandbox_apps(database, tmp_path) as make:
+        yield make
 
 
-async def say(app: App, text: str, address: str = ADDRESS) -> list[str]:
-    """Send as a renter on the sandbox page; the replies that came back to this message."""
-    client, runtime = app
-    listing = await client.get("/sandbox/api/messages", params={"address": address})
-    before = len([m for m in (await listing.json())["messages"] if m["direction"] == "out"])
-    response = await client.post("/sandbox/api/messages", json={"address": address, "text": text})
-    assert response.status == 202, await response.text()
-    for _ in range(3):
-        await runtime.timers.run_due()
-        await runtime.dispatcher.run_once()
-    listing = await client.get("/sandbox/api/messages", params={"address": address})
-    out = [m["text"] for m in (await listing.json())["messages"] if m["direction"] == "out"]
-    return out[before:]
-
-
-async def test_a_renter_holds_at_most_two_unpaid_bookings(make_app: Callable[..., Any]) -> None:
+async def test_a_renter_holds_at_most_two_unpaid_bookings(make_app: MakeApp) -> None:
     app = await make_app()
     for code in ("T1", "T2"):
         [quote] = await say(app, f"BOOK {code} tomorrow 10-14")
@@ -96,7 +40,7 @@ async def test_a_renter_holds_at_most_two_unpaid_bookings(make_app: Callable[...
 
 
 async def test_the_unpaid_limit_is_a_setting_and_speaks_the_renters_language(
-    make_app: Callable[..., Any],
+    make_app: MakeApp,
 ) -> None:
     app = await make_app({"KEYTURN_MAX_UNPAID_PER_RENTER": "1"})
     await say(app, "LANG es")
@@ -108,20 +52,20 @@ async def test_the_unpaid_limit_is_a_setting_and_speaks_the_renters_language(
     assert await Booking.all().count() == 1
 
 
-@pytest.mark.parametrize("text", ["BOOK T1 31.12.9999 22-23", "BOOK T1 1 December 2026 10-14"])
+@pytest.mark.parametrize("text", ["BOOK T1 31.12.9999 22-23", "BOOK T1 1 December 2027 10-14"])
 async def test_a_start_beyond_the_horizon_gets_a_clear_answer_and_no_quote(
-    make_app: Callable[..., Any], text: str
+    make_app: MakeApp, text: str
 ) -> None:
     app = await make_app({"KEYTURN_BOOKING_HORIZON_DAYS": "30"})
     [answer] = await say(app, text)
-    assert answer == "T1 can be booked at most 120 days ahead. Please pick an earlier day."
+    assert answer == "T1 can be booked at most 365 days ahead. Please pick an earlier day."
     [answer] = await say(app, "YES")
     assert "Reply YES" not in answer
     assert await Booking.all().count() == 0
 
 
 async def test_the_horizon_is_the_locations_or_the_settings_default(
-    make_app: Callable[..., Any],
+    make_app: MakeApp,
 ) -> None:
     app = await make_app({"KEYTURN_BOOKING_HORIZON_DAYS": "30"}, horizon=7)
     [answer] = await say(app, "BOOK T1 10 June 2026 10-14")
@@ -136,7 +80,7 @@ async def test_the_horizon_is_the_locations_or_the_settings_default(
 
 
 async def test_yes_at_once_on_two_channels_of_one_renter_stays_within_the_limit(
-    make_app: Callable[..., Any],
+    make_app: MakeApp,
 ) -> None:
     """The same phone on SMS and WhatsApp: two conversations, one renter, turns that run at
     the same time. The hold's own transaction counts again, under the renter's row lock."""
