@@ -30,7 +30,7 @@ async def test_a_renter_holds_at_most_two_unpaid_bookings(make_app: MakeApp) -> 
         assert f"holding {code}" in holding and "/sandbox/pay/" in link
     [quote] = await say(app, "BOOK S1 tomorrow 10-14")
     [refused] = await say(app, "YES")
-    assert "You already have 2 bookings waiting for payment" in refused
+    assert "You already have as many bookings waiting for payment as one renter may (2)" in refused
     assert await Booking.filter(state=BookingState.AWAITING_PAYMENT).count() == 2
     assert await Payment.all().count() == 2, "no third payment link"
     # Another renter is not held back by the first one's bookings.
@@ -48,7 +48,7 @@ async def test_the_unpaid_limit_is_a_setting_and_speaks_the_renters_language(
     await say(app, "SÍ")
     await say(app, "BOOK T2 mañana 10-14")
     [refused] = await say(app, "SÍ")
-    assert "Ya tienes 1 reservas pendientes de pago" in refused
+    assert "Ya tienes tantas reservas pendientes de pago como se permite (1)" in refused
     assert await Booking.all().count() == 1
 
 
@@ -100,4 +100,4 @@ async def test_yes_at_once_on_two_channels_of_one_renter_stays_within_the_limit(
     assert await Booking.filter(state=BookingState.AWAITING_PAYMENT).count() == 1
     replies = [m.body for m in await Message.filter(direction="out").order_by("id")][-2:]
     assert sum("I am holding" in reply for reply in replies) == 1
-    assert sum("You already have 1 bookings waiting" in reply for reply in replies) == 1
+    assert sum("as one renter may (1)" in reply for reply in replies) == 1
