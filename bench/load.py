@@ -40,7 +40,7 @@ REQUEST_TIMEOUT = 30.0
 def journey(number: int, rng: random.Random) -> list[str]:
     """What renter ``number`` will say: a guided booking, a one-line booking, or a question.
 
-    Renters book different items, days and hours, so most journeys reach a payment link; some
+    Renters book different items, days and hours, so most journeys reach a booking; some
     collide (the first one holds the slot, the other hears it is taken), as in real life.
     """
     location, item, code = ITEMS[number % len(ITEMS)]

@@ -273,6 +273,8 @@ def keyturn_env(
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_SMS_FROM": SMS_NUMBER,
             "TWILIO_API_BASE": twilio_api,
+            # Renters book up to ~300 days ahead (bench/load.py), as before there was a limit.
+            "KEYTURN_BOOKING_HORIZON_DAYS": "365",
         }
     )
     return env
@@ -438,11 +440,12 @@ async def run_config(
         await prepare(processes, env)
         workers = []
         for index, port in enumerate(ports):
-            argv = [*keyturn_command(), "serve", "--port", str(port)]
+            # The bench has no Stripe: bookings are confirmed without payment.
+            argv = [*keyturn_command(), "serve", "--no-payments", "--port", str(port)]
             if args.profile and index == 0:
                 profile = workdir / f"{key}.prof"
                 argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "bot.cli"]
-                argv += ["serve", "--port", str(port)]
+                argv += ["serve", "--no-payments", "--port", str(port)]
             workers.append(await processes.start(f"{key}-worker{index}", argv, env))
             # One after the other: two workers starting at once race on the reconcile timer's
             # key and the loser exits (ensure_timer is check-then-insert; see README.md).

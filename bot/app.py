@@ -134,6 +134,7 @@ def build_runtime(
     sandbox: bool = False,
     locks: Mapping[str, LockProvider] | None = None,
     payments: PaymentProvider | None = None,
+    take_payments: bool = True,
 ) -> Runtime:
     clock = clock or SystemClock()
     translator = Translator()
@@ -193,6 +194,9 @@ def build_runtime(
             public_url=settings.public_url,
             identity_method=settings.identity_method,
             id_valid_for=timedelta(days=settings.id_valid_days),
+            max_unpaid=settings.max_unpaid_per_renter,
+            booking_horizon_days=settings.booking_horizon_days,
+            take_payments=take_payments,
         ),
         identity,
     )

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the sandbox page (never on a public address)",
     )
+    serve.add_argument(
+        "--no-payments",
+        action="store_true",
+        help="take no payment or deposit: bookings are confirmed without paying (no Stripe needed)",
+    )
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser(
@@ -145,6 +150,11 @@ def _settings(env: dict[str, str] | None = None) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.require_encryption_key()
+    if settings.stripe is None and not (args.sandbox or args.no_payments):
+        raise SettingsError(
+            "STRIPE_API_KEY: missing, so renters could not pay (set the STRIPE_* settings, "
+            "or start with --no-payments to confirm bookings without payment)"
+        )
     started = settings.started_providers()
     log.info("providers configured: %s", ", ".join(started) or "none")
     if settings.twilio is None and settings.telegram is None and not args.sandbox:
@@ -152,9 +162,11 @@ def _serve(args: argparse.Namespace) -> int:
             "no renter channel is configured: set the TWILIO_* or TELEGRAM_* settings "
             "(or use `keyturn demo` to try Keyturn without accounts)"
         )
-    if settings.stripe is None:
+    if args.no_payments:
+        log.warning("--no-payments: bookings are confirmed without payment or deposit")
+    elif settings.stripe is None:
         log.warning("STRIPE_API_KEY is not set: renters pay on the sandbox checkout page")
-    return _run(settings, args, sandbox=args.sandbox)
+    return _run(settings, args, sandbox=args.sandbox, take_payments=not args.no_payments)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -192,8 +204,12 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(settings, args, sandbox=True)
 
 
-def _run(settings: Settings, args: argparse.Namespace, *, sandbox: bool) -> int:
-    runtime = build_runtime(settings, clock=SystemClock(), sandbox=sandbox)
+def _run(
+    settings: Settings, args: argparse.Namespace, *, sandbox: bool, take_payments: bool = True
+) -> int:
+    runtime = build_runtime(
+        settings, clock=SystemClock(), sandbox=sandbox, take_payments=take_payments
+    )
     app = create_app(runtime, sandbox=sandbox)
     # What start-up loaded (modules, catalogs, the SDKs) lives as long as the process: frozen,
     # the collector stops walking it on every full collection, which showed as latency spikes.

@@ -87,6 +87,10 @@ class Settings:
     nuki: NukiSettings | None
     #: A conversation a person took over goes back to the bot after this long without a message.
     handoff_idle_minutes: int = 30
+    #: Bookings one renter may have waiting for payment at once.
+    max_unpaid_per_renter: int = 2
+    #: How far ahead a booking may start, where the location does not say.
+    booking_horizon_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -117,6 +121,12 @@ class Settings:
             nuki=_nuki(reader),
             handoff_idle_minutes=reader.integer(
                 "KEYTURN_HANDOFF_IDLE_MINUTES", default=30, low=1, high=7 * 24 * 60
+            ),
+            max_unpaid_per_renter=reader.integer(
+                "KEYTURN_MAX_UNPAID_PER_RENTER", default=2, low=1, high=100
+            ),
+            booking_horizon_days=reader.integer(
+                "KEYTURN_BOOKING_HORIZON_DAYS", default=90, low=1, high=3650
             ),
         )
         if settings.identity_method == "stripe" and settings.stripe is None:

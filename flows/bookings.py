@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 from locks.windows import AccessWindow, access_window
-from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState
+from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState, Renter
 
 S = BookingState
 #: Every legal move; anything else is refused.
@@ -84,6 +85,29 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
         candidates.append(days * asset.price_per_day_cents + rest * asset.price_per_hour_cents)
     positive = [c for c in candidates if c > 0] or [0]
     return Quote(min(positive), asset.deposit_cents, asset.currency)
+
+
+class UnpaidLimitReached(IntegrityError):
+    """The renter already has as many bookings awaiting payment as one may: the database-side
+    check of a hold, which makes the engine recompute the turn (and its pre-check answer)."""
+
+    def __init__(self, renter_id: int) -> None:
+        super().__init__(f"renter {renter_id} is at the limit of unpaid bookings")
+
+
+async def unpaid_bookings(
+    renter_id: int, *, conn: BaseDBAsyncClient | None = None, lock: bool = False
+) -> int:
+    """How many of the renter's bookings await payment. With ``lock`` (inside the hold's
+    transaction) the renter's row is locked first on PostgreSQL, so two holds of one renter
+    are counted one after the other."""
+    if lock:
+        await Renter.filter(id=renter_id).using_db(conn).select_for_update().first()
+    return (
+        await Booking.filter(renter_id=renter_id, state=BookingState.AWAITING_PAYMENT)
+        .using_db(conn)
+        .count()
+    )
 
 
 def blocked_range(asset: Asset, start: datetime, end: datetime) -> AccessWindow:

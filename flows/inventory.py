@@ -66,6 +66,7 @@ _LOCATION_KEYS = (
     "timezone",
     "buffer_before_minutes",
     "buffer_after_minutes",
+    "booking_horizon_days",
 )
 _ASSET_KEYS = (
     "code",
@@ -96,6 +97,8 @@ class LocationSpec:
     timezone: str
     buffer_before_minutes: int
     buffer_after_minutes: int
+    #: None means "use KEYTURN_BOOKING_HORIZON_DAYS".
+    booking_horizon_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -527,6 +530,9 @@ class _Parser:
             timezone=self._timezone(block, "timezone", required=True),
             buffer_before_minutes=block.integer("buffer_before_minutes", default=15, minimum=0),
             buffer_after_minutes=block.integer("buffer_after_minutes", default=15, minimum=0),
+            booking_horizon_days=block.optional_integer(
+                "booking_horizon_days", minimum=1, maximum=3650
+            ),
         )
         if not slug:
             return
@@ -804,6 +810,7 @@ class _Sync:
                 "timezone": spec.timezone,
                 "buffer_before_minutes": spec.buffer_before_minutes,
                 "buffer_after_minutes": spec.buffer_after_minutes,
+                "booking_horizon_days": spec.booking_horizon_days,
             }
             subject = f"location:{spec.slug}"
             row = self.locations.get(spec.slug)
@@ -1057,6 +1064,11 @@ async def describe_inventory() -> list[str]:
             f"location {location.slug}: {location.name}, {location.timezone}, buffers"
             f" {location.buffer_before_minutes} min before,"
             f" {location.buffer_after_minutes} min after"
+            + (
+                f", bookings up to {location.booking_horizon_days} days ahead"
+                if location.booking_horizon_days is not None
+                else ""
+            )
         )
         if location.address:
             lines.append(f"  address: {location.address}")

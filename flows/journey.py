@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -21,6 +21,7 @@ from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
+    UnpaidLimitReached,
     alternatives,
     blocked_range,
     extended_range,
@@ -29,6 +30,7 @@ from flows.bookings import (
     new_reference,
     quote,
     stored_range,
+    unpaid_bookings,
 )
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
@@ -37,6 +39,7 @@ from flows.i18n import Translator, local_time, money
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
 from flows.notify import Notifier
+from flows.payment_match import OWNED_KINDS, disagreement, own_payment
 from flows.payments import (
     CheckoutRequest,
     IdentityProvider,
@@ -50,7 +53,7 @@ from flows.timers import TimerFired
 from flows.when import WhenNotUnderstood, parse_duration, parse_local_range, resolve_range
 from locks import LockCapability
 from locks.port import capabilities_from_json
-from locks.windows import LocalTimeProblem
+from locks.windows import AccessWindow, LocalTimeProblem
 from storage.journal import resolve_alert
 from storage.models import (
     AccessCode,
@@ -84,6 +87,9 @@ DELIVER_PIN_TIMER = "booking.deliver_pin"
 START_TIMER = "booking.start"
 ENDING_TIMER = "booking.ending_soon"
 END_TIMER = "booking.end"
+#: A shorter extension is refused: it would be priced as a started hour, or (rounded to
+#: nothing) moved the end for free.
+MIN_EXTENSION = timedelta(minutes=15)
 LIVE_BOOKING = (
     BookingState.AWAITING_PAYMENT,
     BookingState.AWAITING_ID,
@@ -112,6 +118,13 @@ class JourneySettings:
     free_cancellation: timedelta = timedelta(hours=24)
     #: "manual": a photo reviewed by an operator; "stripe": Stripe Identity's hosted check.
     identity_method: str = "manual"
+    #: Bookings one renter may have waiting for payment at once.
+    max_unpaid: int = 2
+    #: How many days ahead a booking may start, where its location does not say.
+    booking_horizon_days: int = 90
+    #: False (``serve --no-payments``): no payment or deposit is taken; a booking held with
+    #: YES goes straight on to the ID check and confirmation, and records no price.
+    take_payments: bool = True
 
 
 #: How soon a PIN that fell due before its codes were set is looked at again: a renter booking at
@@ -160,9 +173,10 @@ class Journey:
             return _stay(turn, turn.t("journey.unknown_asset", code=asset_code))
         tz = asset.location.timezone
         try:
-            local = parse_local_range(
-                text, language=turn.language, now_local=turn.now.astimezone(_zone(tz))
-            )
+            now_local = turn.now.astimezone(_zone(tz))
+            local = parse_local_range(text, language=turn.language, now_local=now_local)
+            if self._beyond_horizon(asset, local.day, now_local.date()):
+                return _stay(turn, self._horizon_text(turn, asset))
             start, end = resolve_range(local, tz)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.when_not_understood", code=asset.code))
@@ -177,6 +191,8 @@ class Journey:
 
     async def _quote(self, turn: Turn, asset: Asset, start: datetime, end: datetime) -> StepResult:
         tz = asset.location.timezone
+        if self._starts_beyond_horizon(asset, start, turn.now):
+            return _stay(turn, self._horizon_text(turn, asset))
         try:
             priced = quote(asset, start, end, turn.now)
         except QuoteRefused as refused:
@@ -204,6 +220,23 @@ class Journey:
             "deposit": priced.deposit,
         }
         return StepResult("quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+
+    def _horizon(self, asset: Asset) -> int:
+        days = asset.location.booking_horizon_days
+        return self.settings.booking_horizon_days if days is None else days
+
+    def _beyond_horizon(self, asset: Asset, day: date, today: date) -> bool:
+        """Whether a rental starting on local ``day`` is further ahead than its location books."""
+        return (day - today).days > self._horizon(asset)
+
+    def _starts_beyond_horizon(self, asset: Asset, start: datetime, now: datetime) -> bool:
+        zone = _zone(asset.location.timezone)
+        return self._beyond_horizon(
+            asset, start.astimezone(zone).date(), now.astimezone(zone).date()
+        )
+
+    def _horizon_text(self, turn: Turn, asset: Asset) -> str:
+        return turn.t("journey.beyond_horizon", code=asset.code, days=self._horizon(asset))
 
     async def _offer_alternatives(
         self, turn: Turn, asset: Asset, start: datetime, end: datetime
@@ -239,15 +272,25 @@ class Journey:
         if asset is None or not await Asset.filter(id=asset.id, active=True).exists():
             return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
+        if self._starts_beyond_horizon(asset, start, turn.now):
+            return StepResult("start", {}, Outcome([Reply(self._horizon_text(turn, asset))]))
+        limit = self.settings.max_unpaid
+        renter_id = turn.renter_id
+        if await unpaid_bookings(renter_id) >= limit:
+            text = turn.t("journey.too_many_unpaid", count=limit)
+            return StepResult("start", {}, Outcome([Reply(text)]))
         blocked = blocked_range(asset, start, end)
         if not await is_free(asset.id, blocked):
             return await self._offer_alternatives(turn, asset, start, end)
         reference = new_reference()
         expires = turn.now + self.settings.hold
         price, deposit = int(str(turn.data["price"])), int(str(turn.data["deposit"]))
-        renter_id = turn.renter_id
 
         async def hold(conn: BaseDBAsyncClient) -> Outcome:
+            # Counted again under the renter's row lock: a turn of theirs on another channel
+            # or worker may have held a slot meanwhile; if so the turn is recomputed.
+            if await unpaid_bookings(renter_id, conn=conn, lock=True) >= limit:
+                raise UnpaidLimitReached(renter_id)
             booking = await Booking.create(
                 reference=reference,
                 renter_id=renter_id,
@@ -273,9 +316,50 @@ class Journey:
                 audits=[Audit(f"renter:{renter_id}", "booking.held", f"booking:{reference}")],
             )
 
+        if not self.settings.take_payments:
+            return self._book_without_payment(turn, asset, start, end, blocked, reference)
         minutes = int(self.settings.hold.total_seconds() // 60)
         text = turn.t("journey.holding", reference=reference, code=asset.code, minutes=minutes)
         return StepResult("paying", {"booking": reference}, Outcome([Reply(text)]), apply=hold)
+
+    def _book_without_payment(
+        self,
+        turn: Turn,
+        asset: Asset,
+        start: datetime,
+        end: datetime,
+        blocked: AccessWindow,
+        reference: str,
+    ) -> StepResult:
+        """Payments are off: the booking takes no money (so it records no price or deposit,
+        and a cancellation refunds nothing) and goes on to the ID check at once."""
+        renter_id, now = turn.renter_id, turn.now
+
+        async def book(conn: BaseDBAsyncClient) -> Outcome:
+            booking = await Booking.create(
+                reference=reference,
+                renter_id=renter_id,
+                asset_id=asset.id,
+                start_at=start,
+                end_at=end,
+                blocked_from=blocked.starts_at,
+                blocked_until=blocked.ends_at,
+                state=BookingState.AWAITING_PAYMENT,
+                currency=asset.currency,
+                price_cents=0,
+                deposit_cents=0,
+                using_db=conn,
+            )
+            outcome = Outcome(
+                audits=[
+                    Audit(f"renter:{renter_id}", "booking.held", f"booking:{reference}"),
+                    Audit("system", "booking.no_payment", f"booking:{reference}"),
+                ]
+            )
+            return outcome + (await self._checks_before_rental(conn, booking, now, paid=False))
+
+        # The answer is what comes next (the ID request, or the confirmation), sent by ``book``.
+        return StepResult("booked", {"booking": reference}, Outcome(), apply=book)
 
     async def command(self, turn: Turn, command: str, args: list[str]) -> StepResult:
         """EXTEND, OPEN, CODE, CANCEL and AGENT act on the renter's current booking."""
@@ -430,6 +514,9 @@ class Journey:
             extra = parse_duration(text)
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.extend_usage"))
+        if extra < MIN_EXTENSION:
+            minutes = int(MIN_EXTENSION.total_seconds() // 60)
+            return _stay(turn, turn.t("journey.extend_too_short", minutes=minutes))
         asset = await self.inventory.asset_by_id(booking.asset_id)
         new_end = booking.end_at + extra
         if (new_end - booking.start_at).total_seconds() / 60 > asset.max_duration_minutes:
@@ -472,6 +559,7 @@ class Journey:
         price = int(str(turn.data["price"]))
         if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
             return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
+        take_payments = self.settings.take_payments
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
             extension = await Extension.create(
@@ -481,7 +569,7 @@ class Journey:
                 price_cents=price,
                 using_db=conn,
             )
-            if price == 0:
+            if price == 0 or not take_payments:
                 return await self._apply_extension(conn, extension)
             return Outcome(
                 effects=[
@@ -493,9 +581,12 @@ class Journey:
                 ]
             )
 
-        return StepResult(
-            "booked", {}, Outcome([Reply(turn.t("journey.extend_paying"))]), apply=record
-        )
+        # Only a price staged as a checkout has a payment link to announce; a free extension is
+        # applied in this turn and its receipt follows.
+        key = "journey.extend_paying" if price > 0 else "journey.extend_free"
+        if price > 0 and not take_payments:
+            key = "journey.extend_no_payment"
+        return StepResult("booked", {}, Outcome([Reply(turn.t(key))]), apply=record)
 
     def _refund_for(self, booking: Booking, now: datetime) -> int:
         if now <= booking.start_at - self.settings.free_cancellation:
@@ -683,45 +774,39 @@ class Journey:
                 await ProcessedWebhook.create(
                     provider=provider, event_id=event.event_id, received_at=now, using_db=conn
                 )
-                outcome = await self._payment_event(conn, event, now)
+                outcome = await self._payment_event(conn, provider, event, now)
                 await stage_outcome(conn, outcome, now)
         except IntegrityError:
             return False
         return True
 
     async def _payment_event(
-        self, conn: BaseDBAsyncClient, event: PaymentEvent, now: datetime
+        self, conn: BaseDBAsyncClient, provider: str, event: PaymentEvent, now: datetime
     ) -> Outcome:
-        payment = (
-            await Payment.filter(provider_ref=event.object_id).using_db(conn).first()
-            if event.object_id
-            else None
-        )
-        booking = None
-        if event.booking_reference:
-            booking = await Booking.filter(reference=event.booking_reference).using_db(conn).first()
-        if booking is None and payment is not None:
-            booking = await Booking.filter(id=payment.booking_id).using_db(conn).first()
-        if booking is None:
-            log.info("payment event %s names no booking Keyturn knows", event.kind)
-            return Outcome()
-        if event.kind == PaymentEventKind.CHECKOUT_PAID:
-            return await self._paid(conn, booking, payment, event, now)
         if event.kind in (
             PaymentEventKind.IDENTITY_VERIFIED,
             PaymentEventKind.IDENTITY_NEEDS_INPUT,
         ):
-            return await self._identity_event(conn, booking, event, now)
+            return await self._identity_event(conn, event, now)
+        if event.kind not in OWNED_KINDS:
+            return Outcome()
+        matched = await own_payment(conn, provider, event)
+        if matched is None:
+            return await self._not_ours(conn, event)
+        why = disagreement(event, matched)
+        if why is not None:
+            return _payment_mismatch(event, matched.booking.reference, why)
+        payment, booking = matched.payment, matched.booking
+        if event.kind == PaymentEventKind.CHECKOUT_PAID:
+            return await self._paid(conn, booking, payment, event, now)
         if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
-            if payment is not None and payment.purpose == "extension":
+            if payment.purpose == "extension":
                 return Outcome()
             return await self._expire(conn, booking, now)
         if event.kind == PaymentEventKind.REFUNDED:
             await Payment.create(
                 booking=booking,
-                provider="stripe"
-                if event.object_id.startswith(("ch_", "re_", "pi_"))
-                else "sandbox",
+                provider=provider,
                 purpose="refund",
                 amount_cents=event.amount or 0,
                 currency=booking.currency,
@@ -736,30 +821,43 @@ class Journey:
             # Only a deposit still waiting for its authorisation: this event may arrive late,
             # after the hold was released or captured, and must not bring it back.
             await (
-                Payment.filter(
-                    booking_id=booking.id, purpose="deposit", status__in=("created", "open")
-                )
+                Payment.filter(id=payment.id, purpose="deposit", status__in=("created", "open"))
                 .using_db(conn)
                 .update(status="held")
             )
-        if event.kind == PaymentEventKind.PAYMENT_FAILED:
-            return Outcome(
-                alerts=[
-                    Alert(
-                        "payment_failed",
-                        f"payment-failed:{booking.reference}",
-                        "ops.payment_failed",
-                        {"booking": booking.reference},
-                    )
-                ]
-            )
-        return Outcome()
+            return Outcome()
+        return Outcome(
+            alerts=[
+                Alert(
+                    "payment_failed",
+                    f"payment-failed:{booking.reference}",
+                    "ops.payment_failed",
+                    {"booking": booking.reference},
+                )
+            ]
+        )
+
+    async def _not_ours(self, conn: BaseDBAsyncClient, event: PaymentEvent) -> Outcome:
+        """An event about a session or intent Keyturn did not create changes nothing. Ops hear
+        of it when it names one of Keyturn's bookings: someone paid (or refunded) elsewhere on
+        the account in a booking's name. Other sales on the same account are none of ours; so
+        are intents whose record is still being written (a deposit hold's, a failed card's)."""
+        reference = event.booking_reference
+        known = (
+            reference is not None
+            and await Booking.filter(reference=reference).using_db(conn).exists()
+        )
+        quiet = event.kind in (PaymentEventKind.HOLD_PLACED, PaymentEventKind.PAYMENT_FAILED)
+        if not known or quiet or reference is None:
+            log.info("payment event %s is about no payment Keyturn made", event.kind)
+            return Outcome()
+        return _payment_mismatch(event, reference, "Keyturn did not create this payment")
 
     async def _paid(
         self,
         conn: BaseDBAsyncClient,
         booking: Booking,
-        payment: Payment | None,
+        payment: Payment,
         event: PaymentEvent,
         now: datetime,
     ) -> Outcome:
@@ -768,37 +866,34 @@ class Journey:
             "customer": event.customer,
             "payment_method": event.payment_method,
         }
-        if payment is not None:
-            if payment.status == "paid":
-                return Outcome()
-            await (
-                Payment.filter(id=payment.id)
+        if payment.status == "paid":
+            return Outcome()
+        await (
+            Payment.filter(id=payment.id)
+            .using_db(conn)
+            .update(status="paid", details={**payment.details, **details})
+        )
+        if payment.purpose == "extension":
+            extension = (
+                await Extension.filter(id=int(str(payment.details.get("extension"))))
                 .using_db(conn)
-                .update(status="paid", details={**payment.details, **details})
+                .get()
             )
-            if payment.purpose == "extension":
-                extension = (
-                    await Extension.filter(id=int(str(payment.details.get("extension"))))
-                    .using_db(conn)
-                    .get()
-                )
-                still_free = await is_free(
-                    booking.asset_id,
-                    extended_range(booking, extension.new_end_at),
-                    ignore=booking.id,
-                    conn=conn,
-                )
-                if not still_free or booking.state not in (
-                    BookingState.CONFIRMED,
-                    BookingState.ACTIVE,
-                ):
-                    return self._refund_late(booking, payment, "extension_taken")
-                return await self._apply_extension(conn, extension)
+            still_free = await is_free(
+                booking.asset_id,
+                extended_range(booking, extension.new_end_at),
+                ignore=booking.id,
+                conn=conn,
+            )
+            if not still_free or booking.state not in (
+                BookingState.CONFIRMED,
+                BookingState.ACTIVE,
+            ):
+                return self._refund_late(booking, payment, "extension_taken")
+            return await self._apply_extension(conn, extension)
         if booking.state != BookingState.AWAITING_PAYMENT:
             # Paid after the hold expired or was cancelled: give the money back.
-            if payment is not None:
-                return self._refund_late(booking, payment, "paid_after_expiry")
-            return Outcome()
+            return self._refund_late(booking, payment, "paid_after_expiry")
         await Booking.filter(id=booking.id).using_db(conn).update(hold_expires_at=None)
         outcome = Outcome(
             timers=[CancelTimer(f"hold:{booking.reference}")],
@@ -808,8 +903,15 @@ class Journey:
             outcome.effects.append(
                 Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
             )
+        return outcome + (await self._checks_before_rental(conn, booking, now))
+
+    async def _checks_before_rental(
+        self, conn: BaseDBAsyncClient, booking: Booking, now: datetime, *, paid: bool = True
+    ) -> Outcome:
+        """Paid (or nothing to pay): now the checks before the rental (identity, the deposit
+        hold) are awaited, and the booking is confirmed as soon as they are done."""
+        outcome = Outcome()
         renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
-        # Paid: now the checks before the rental (identity, the deposit hold) are awaited.
         await move(conn, booking, BookingState.AWAITING_ID)
         if self._verified(renter, now):
             return outcome + (await self._maybe_confirm(conn, booking, now))
@@ -825,7 +927,7 @@ class Journey:
         await self.notifier.tell(
             conn,
             renter.id,
-            "journey.send_id",
+            "journey.send_id" if paid else "journey.send_id_unpaid",
             now=now,
             kind="receipt",
             params={"reference": booking.reference},
@@ -1012,11 +1114,12 @@ class Journey:
                 )
 
     async def _identity_event(
-        self, conn: BaseDBAsyncClient, booking: Booking, event: PaymentEvent, now: datetime
+        self, conn: BaseDBAsyncClient, event: PaymentEvent, now: datetime
     ) -> Outcome:
         check = await IdentityCheck.filter(provider_ref=event.object_id).using_db(conn).first()
-        if check is None or check.status != "pending":
+        if check is None or check.status != "pending" or check.booking_id is None:
             return Outcome()
+        booking = await Booking.filter(id=check.booking_id).using_db(conn).get()
         if event.kind == PaymentEventKind.IDENTITY_VERIFIED:
             return await self._decide(conn, check, True, "stripe_identity", "", now)
         await self.notifier.tell(
@@ -1481,6 +1584,33 @@ class Journey:
         yes = turn.t("keyword.yes").split("|")[0]
         no = turn.t("keyword.no").split("|")[0]
         return (Choice(yes, yes), Choice(no, no))
+
+
+def _payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:
+    """A payment event that moves nothing, for ops to look at."""
+    return Outcome(
+        alerts=[
+            Alert(
+                "payment_mismatch",
+                f"payment-mismatch:{event.object_id or event.event_id}",
+                "ops.payment_mismatch",
+                {
+                    "booking": reference,
+                    "event": event.kind.value,
+                    "object": event.object_id,
+                    "why": why,
+                },
+            )
+        ],
+        audits=[
+            Audit(
+                "payments",
+                "payment.event_refused",
+                f"booking:{reference}",
+                {"event": event.event_id, "kind": event.kind.value, "why": why},
+            )
+        ],
+    )
 
 
 def _stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:

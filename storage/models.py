@@ -71,6 +71,8 @@ class Location(Model):
     timezone = fields.CharField(max_length=64)
     buffer_before_minutes = fields.IntField(default=15)
     buffer_after_minutes = fields.IntField(default=15)
+    #: How many days ahead a booking may start here (None: KEYTURN_BOOKING_HORIZON_DAYS).
+    booking_horizon_days = fields.IntField(null=True)
     opening_rules: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

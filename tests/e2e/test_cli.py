@@ -122,3 +122,58 @@ def test_locks_check_staff_code_and_revoke(tmp_path: Path) -> None:
     revoked = keyturn("codes", "revoke", code_id, env=env)
     assert revoked.returncode == 0 and revoked.stdout.strip() == f"code {code_id} is removed"
     assert keyturn("locks", "reconcile", env=env).returncode == 0
+
+
+def _serve_env(tmp_path: Path) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3",
+        "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    # Whatever the machine has set, these runs have no Stripe.
+    env.update(dict.fromkeys(("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE"), ""))
+    return env
+
+
+def test_serve_without_stripe_refuses_to_start_with_one_line(tmp_path: Path) -> None:
+    env = _serve_env(tmp_path)
+    assert keyturn("migrate", env=env).returncode == 0
+    result = keyturn("serve", "--port", "1", env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("keyturn: STRIPE_API_KEY: ")
+    assert "--no-payments" in line
+
+
+def test_serve_with_no_payments_starts_without_stripe(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    env = _serve_env(tmp_path)
+    assert keyturn("migrate", env=env).returncode == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--no-payments", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and worker.poll() is None and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    ready = r.status == 200
+            except OSError:
+                time.sleep(0.2)
+        assert ready, f"serve --no-payments did not start (exit {worker.poll()})"
+    finally:
+        worker.terminate()
+        output, _ = worker.communicate(timeout=30)
+    assert "bookings are confirmed without payment" in output

@@ -152,6 +152,17 @@ def test_amounts_written_as_numbers_are_exact() -> None:
     assert (asset.price_per_hour_cents, asset.price_per_day_cents) == (1999, 6000)
 
 
+def test_a_location_may_set_how_far_ahead_it_takes_bookings() -> None:
+    text = replaced(
+        SMALL,
+        'timezone = "America/New_York"\n\n',
+        'timezone = "America/New_York"\nbooking_horizon_days = 14\n\n',
+    )
+
+    assert parse_inventory(text).locations[0].booking_horizon_days == 14
+    assert parse_inventory(SMALL).locations[0].booking_horizon_days is None
+
+
 def test_asset_code_is_normalised_to_upper_case() -> None:
     text = replaced(SMALL, 'code = "T1"', 'code = "t1"')
 
@@ -230,6 +241,16 @@ def test_asset_code_is_normalised_to_upper_case() -> None:
             20,
             "asset 'T1': lock 'altstadt-gate' is a shared gate",
             id="shared-gate-listed",
+        ),
+        pytest.param(
+            replaced(
+                SMALL,
+                'timezone = "America/New_York"\n\n',
+                'timezone = "America/New_York"\nbooking_horizon_days = 0\n\n',
+            ),
+            5,
+            "location 'harbor': booking_horizon_days must be at least 1, got 0",
+            id="no-horizon",
         ),
     ],
 )

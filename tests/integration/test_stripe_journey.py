@@ -3,8 +3,10 @@ the fake and signed webhooks: paid → deposit held on the saved card → verifi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,17 +19,19 @@ from bot.config import Settings
 from bot.payments import StripePayments
 from flows.inventory import apply_inventory, load_inventory
 from flows.journey import CHECKOUT_EFFECT
+from flows.payments import CheckoutRequest
 from storage.models import (
     Booking,
     BookingState,
     IdentityCheck,
     Message,
+    OpsAlert,
     OutboxEffect,
     Payment,
 )
 from tests.conftest import FakeClock
 from tests.fakes.server import running
-from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe
+from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe, WebhookDelivery
 from tests.support import inbound
 
 
@@ -123,3 +127,113 @@ async def test_a_payment_link_effect_run_again_sends_no_second_link(
     assert await Payment.filter(purpose="rental").count() == 1
     links = await Message.filter(direction="out", body__contains="Pay $50.00 here")
     assert len(links) == 1
+
+
+async def held_with_link(
+    fake: FakeStripe, runtime: Runtime, clock: FakeClock
+) -> tuple[Booking, str]:
+    await runtime.engine.handle(inbound("BOOK T1 tomorrow 10-14", at=clock.now()))
+    await runtime.engine.handle(inbound("YES", at=clock.now()))
+    await run(runtime)
+    [session_id] = list(fake.sessions)
+    return await Booking.get(), session_id
+
+
+async def checkout_elsewhere(runtime: Runtime, clock: FakeClock, reference: str) -> str:
+    """A checkout on the same Stripe account that Keyturn did not make (a Payment Link's, say),
+    carrying a booking's reference as anyone may: fifty cents."""
+    checkout = await runtime.payments.create_checkout(
+        CheckoutRequest(
+            booking_reference=reference,
+            amount=50,
+            currency="usd",
+            description="Something else",
+            expires_at=clock.now() + timedelta(hours=1),
+            success_url="https://elsewhere.example/ok",
+            cancel_url="https://elsewhere.example/no",
+            idempotency_key=f"elsewhere-{reference}",
+        )
+    )
+    return checkout.session_id
+
+
+async def deliver(client: TestClient[Any, Any], delivery: WebhookDelivery) -> None:
+    response = await client.post("/webhooks/stripe", data=delivery.body, headers=delivery.headers)
+    assert response.status == 200
+
+
+async def mismatch_alerts(reference: str) -> list[OpsAlert]:
+    alerts = await OpsAlert.filter(kind="payment_mismatch")
+    assert all(reference in str(alert.params) for alert in alerts)
+    return alerts
+
+
+async def test_a_checkout_keyturn_did_not_create_confirms_nothing(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, client = stripe_app
+    booking, session_id = await held_with_link(fake, runtime, clock)
+    other = await checkout_elsewhere(runtime, clock, booking.reference)
+    assert fake.session_params[other]["client_reference_id"] == booking.reference
+    await deliver(client, fake.complete(other))
+    await run(runtime)
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.AWAITING_PAYMENT
+    assert (await Payment.get(booking=booking, purpose="rental")).status == "open"
+    assert not await Payment.filter(purpose="deposit").exists()
+    assert "Pay $50.00 here to confirm" in await last_text(), "the renter was told nothing new"
+    [alert] = await mismatch_alerts(booking.reference)
+    assert other in str(alert.params)
+    # The renter's own checkout still confirms the booking.
+    await deliver(client, fake.complete(session_id))
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.AWAITING_ID
+
+
+async def test_an_expiry_or_refund_keyturn_did_not_cause_changes_nothing(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, client = stripe_app
+    booking, session_id = await held_with_link(fake, runtime, clock)
+    expiring = await checkout_elsewhere(runtime, clock, booking.reference)
+    await deliver(client, fake.expire(expiring))
+    await run(runtime)
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.AWAITING_PAYMENT
+    assert fake.sessions[session_id]["status"] == "open", "Keyturn's checkout was not closed"
+    assert "was not paid in time" not in await last_text()
+    # The renter pays; then a charge elsewhere, in the booking's name, is refunded.
+    await deliver(client, fake.complete(session_id))
+    await run(runtime)
+    refunded = fake.complete(await checkout_elsewhere(runtime, clock, booking.reference + "X"))
+    intent = json.loads(refunded.body)["data"]["object"]["payment_intent"]
+    fake.payment_intents[intent]["metadata"]["booking"] = booking.reference
+    charge = fake.charges[fake.payment_intents[intent]["latest_charge"]]
+    charge["metadata"]["booking"] = booking.reference
+    await runtime.payments.refund(intent, None, "refund-elsewhere")
+    await deliver(client, fake.delivery("charge.refunded", charge["id"]))
+    await run(runtime)
+    assert not await Payment.filter(purpose="refund").exists()
+    assert len(await mismatch_alerts(booking.reference)) == 2
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.AWAITING_ID
+
+
+@pytest.mark.parametrize(("field", "value"), [("amount_total", 1), ("currency", "eur")])
+async def test_a_keyturn_checkout_paid_with_another_amount_or_currency_is_not_confirmed(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]],
+    clock: FakeClock,
+    field: str,
+    value: object,
+) -> None:
+    fake, runtime, client = stripe_app
+    booking, session_id = await held_with_link(fake, runtime, clock)
+    event = json.loads(fake.complete(session_id).body)
+    event["data"]["object"][field] = value
+    await deliver(client, fake.sign(event))
+    await run(runtime)
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.AWAITING_PAYMENT
+    assert (await Payment.get(booking=booking, purpose="rental")).status == "open"
+    [alert] = await mismatch_alerts(booking.reference)
+    assert session_id in str(alert.params)

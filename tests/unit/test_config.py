@@ -14,6 +14,7 @@ def test_defaults_need_no_account() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.public_url == "http://127.0.0.1:8080"
     assert settings.started_providers() == []
+    assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (2, 90)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,10 @@ def test_defaults_need_no_account() -> None:
         ({"STRIPE_API_KEY": "sk_test_1"}, "STRIPE_WEBHOOK_SECRET"),
         ({"SEAM_API_KEY": "key"}, "SEAM_API_KEY"),
         ({"IGLOOHOME_CLIENT_ID": "id"}, "IGLOOHOME_CLIENT_SECRET"),
+        ({"KEYTURN_MAX_UNPAID_PER_RENTER": "0"}, "KEYTURN_MAX_UNPAID_PER_RENTER"),
+        ({"KEYTURN_MAX_UNPAID_PER_RENTER": "two"}, "KEYTURN_MAX_UNPAID_PER_RENTER"),
+        ({"KEYTURN_BOOKING_HORIZON_DAYS": "0"}, "KEYTURN_BOOKING_HORIZON_DAYS"),
+        ({"KEYTURN_BOOKING_HORIZON_DAYS": "99999999999"}, "KEYTURN_BOOKING_HORIZON_DAYS"),
     ],
 )
 def test_a_bad_or_missing_value_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -81,3 +86,10 @@ def test_providers_with_credentials_are_configured() -> None:
 def test_serving_requires_an_encryption_key() -> None:
     with pytest.raises(SettingsError, match=r"^KEYTURN_ENCRYPTION_KEY:"):
         Settings.from_env({}).require_encryption_key()
+
+
+def test_the_renter_limits_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"KEYTURN_MAX_UNPAID_PER_RENTER": "1", "KEYTURN_BOOKING_HORIZON_DAYS": "30"}
+    )
+    assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (1, 30)
