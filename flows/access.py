@@ -50,6 +50,7 @@ from storage.models import (
 from storage.removals import (
     REMOVAL_CHECK_TIMER,
     REMOVE_EFFECT,
+    pending_removals,
     removal_check_key,
     stranded_removals,
 )
@@ -289,7 +290,12 @@ class AccessCodes:
         self, conn: BaseDBAsyncClient, codes: list[AccessCode], *, actor: str, reason: str
     ) -> Outcome:
         outcome = Outcome()
+        removing = [code.id for code in codes if code.state == AccessCodeState.REMOVING]
+        pending = await pending_removals(conn, removing) if removing else set()
         for code in codes:
+            if code.state == AccessCodeState.REMOVING and code.id not in pending:
+                # Marked removing, but its removal was lost: asked for again, it is queued.
+                outcome.effects.append(_remove_again(code.id, "revoke", self.clock.now()))
             if code.state in (AccessCodeState.REMOVED, AccessCodeState.REMOVING):
                 continue
             await (
@@ -842,8 +848,7 @@ class AccessCodes:
         if held == CodeStatus.REMOVING:
             return Outcome(timers=[self._removal_check(code_id)])
         if held is not None:  # still set: the deletion was lost on the way to the lock
-            again = f"access:remove:{code_id}:check:{self.clock.now().isoformat()}"
-            return Outcome(effects=[Effect(REMOVE_EFFECT, again, {"code": code_id}, critical=True)])
+            return Outcome(effects=[_remove_again(code_id, "check", self.clock.now())])
 
         async def confirmed(conn: BaseDBAsyncClient) -> Outcome:
             removed = (
@@ -904,10 +909,7 @@ class AccessCodes:
         # the lock answers now: removals are retried until the lock takes them.
         outcome = Outcome()
         for stranded in await stranded_removals(None, lock.id):
-            again = f"access:remove:{stranded.id}:reconcile:{now.isoformat()}"
-            outcome.effects.append(
-                Effect(REMOVE_EFFECT, again, {"code": stranded.id}, critical=True)
-            )
+            outcome.effects.append(_remove_again(stranded.id, "reconcile", now))
             report.removals_requeued.append(stranded.id)
         try:
             listed = await provider.list_codes(lock.device_id)
@@ -1058,3 +1060,9 @@ def _removed_audit(code_id: int, lock: Lock) -> Audit:
 
 def _remove_effect(code_id: int) -> Effect:
     return Effect(REMOVE_EFFECT, f"access:remove:{code_id}", {"code": code_id}, critical=True)
+
+
+def _remove_again(code_id: int, why: str, now: datetime) -> Effect:
+    """A removal queued again for a code whose earlier one was lost or did not take."""
+    key = f"access:remove:{code_id}:{why}:{now.isoformat()}"
+    return Effect(REMOVE_EFFECT, key, {"code": code_id}, critical=True)
