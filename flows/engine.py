@@ -248,6 +248,7 @@ class ConversationEngine:
                 outcome.alerts += applied.alerts
                 outcome.audits += applied.audits
                 outcome.replies += applied.replies
+                outcome.writes += applied.writes
             await self._stage_messages(conn, message, conversation.id, text, outcome, now)
             await stage_outcome(conn, outcome, now)
         return outcome
