@@ -78,8 +78,10 @@ class AccessPolicy:
     confirm_deadline: timedelta = timedelta(hours=1)
     #: Every lock's codes are compared with Keyturn's this often.
     reconcile_every: timedelta = timedelta(hours=6)
-    #: A deletion the provider accepted is looked up this often until it confirms it.
+    #: A deletion the provider accepted is looked up this long after, then twice as long
+    #: after each look that finds it still on its way, up to ``removal_check_max``.
     removal_check_every: timedelta = timedelta(minutes=5)
+    removal_check_max: timedelta = timedelta(hours=1)
 
 
 class AccessPlanError(Exception):
@@ -825,12 +827,17 @@ class AccessCodes:
             return None
         return found.status
 
-    def _removal_check(self, code_id: int) -> SetTimer:
+    def _removal_check(self, code_id: int, waited: timedelta | None = None) -> SetTimer:
+        """The next look at a deletion on its way to the lock (one that waits long, on a lock
+        that is offline, is looked at less often)."""
+        wait = self.policy.removal_check_every
+        if waited is not None:
+            wait = min(max(waited * 2, wait), self.policy.removal_check_max)
         return SetTimer(
             REMOVAL_CHECK_TIMER,
-            self.clock.now() + self.policy.removal_check_every,
+            self.clock.now() + wait,
             removal_check_key(code_id),
-            {"code": code_id},
+            {"code": code_id, "wait": int(wait.total_seconds())},
         )
 
     async def on_removal_check(self, event: TimerFired) -> Outcome:
@@ -841,12 +848,13 @@ class AccessCodes:
         if code is None or code.state != AccessCodeState.REMOVING or code.provider_ref is None:
             return Outcome()
         lock = code.lock
+        waited = timedelta(seconds=int(event.payload.get("wait", 0)))
         provider = self.providers.get(lock.provider)
         if provider is None:
-            return Outcome(timers=[self._removal_check(code_id)])
+            return Outcome(timers=[self._removal_check(code_id, waited)])
         held = await self._still_held(provider, lock, code.provider_ref)
         if held == CodeStatus.REMOVING:
-            return Outcome(timers=[self._removal_check(code_id)])
+            return Outcome(timers=[self._removal_check(code_id, waited)])
         if held is not None:  # still set: the deletion was lost on the way to the lock
             return Outcome(effects=[_remove_again(code_id, "check", self.clock.now())])
 

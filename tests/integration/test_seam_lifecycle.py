@@ -180,6 +180,10 @@ async def test_a_removal_is_removing_until_seam_confirms_it_even_without_a_webho
     clock.advance(timedelta(minutes=5))
     await settle(runtime)
     await code.refresh_from_db()
+    assert code.state == AccessCodeState.REMOVING, "asked less often while it waits"
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    await code.refresh_from_db()
     assert code.state == AccessCodeState.REMOVED and fake.access_codes == {}
     assert await OutboxEffect.filter(kind="access.remove").count() == 1
 
