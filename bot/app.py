@@ -35,7 +35,6 @@ from flows.access import (
     PROGRAM_TIMER,
     RECONCILE_KEY,
     RECONCILE_TIMER,
-    REMOVE_EFFECT,
     REVOKE_TIMER,
     SET_EFFECT,
     UPDATE_EFFECT,
@@ -54,6 +53,7 @@ from flows.timers import TimerHandler
 from locks import LockProvider
 from storage.db import close_database, open_database, ping
 from storage.journal import ALERT_EFFECT
+from storage.removals import REMOVAL_CHECK_TIMER, REMOVE_EFFECT
 from storage.sealing import Sealer
 from storage.timers import ensure_timer
 
@@ -233,6 +233,7 @@ def build_runtime(
             PROGRAM_TIMER: access.on_program_due,
             DEADLINE_TIMER: access.on_deadline,
             REVOKE_TIMER: access.on_revoke_due,
+            REMOVAL_CHECK_TIMER: access.on_removal_check,
             RECONCILE_TIMER: access.on_reconcile_due,
             **journey_timers(journey),
             RETENTION_TIMER: Retention(

@@ -336,7 +336,8 @@ def _locks_reconcile(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"{lock.key}: removed {len(report.strays_removed)} unknown codes, "
-                    f"reprogramming {len(report.reprogrammed)}, correcting {len(report.drift)}"
+                    f"reprogramming {len(report.reprogrammed)}, correcting {len(report.drift)}, "
+                    f"removing again {len(report.removals_requeued)} revoked codes"
                 )
         await runtime.dispatcher.run_once()
         return 1 if failed else 0

@@ -48,6 +48,13 @@ from storage.models import (
     OutboxEffect,
     StaffMember,
 )
+from storage.removals import (
+    REMOVAL_CHECK_TIMER,
+    REMOVE_EFFECT,
+    pending_removals,
+    removal_check_key,
+    stranded_removals,
+)
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,6 @@ RECONCILE_KEY = "access:reconcile"
 #: Offline codes bound by the hour last at most this long (igloohome's algoPINs, through Seam).
 OFFLINE_HOURLY_MAX = timedelta(hours=672)
 SET_EFFECT = "access.set"
-REMOVE_EFFECT = "access.remove"
 UPDATE_EFFECT = "access.update"
 
 
@@ -73,6 +79,10 @@ class AccessPolicy:
     confirm_deadline: timedelta = timedelta(hours=1)
     #: Every lock's codes are compared with Keyturn's this often.
     reconcile_every: timedelta = timedelta(hours=6)
+    #: A deletion the provider accepted is looked up this long after, then twice as long
+    #: after each look that finds it still on its way, up to ``removal_check_max``.
+    removal_check_every: timedelta = timedelta(minutes=5)
+    removal_check_max: timedelta = timedelta(hours=1)
 
 
 class AccessPlanError(Exception):
@@ -85,10 +95,14 @@ class ReconcileReport:
     strays_removed: list[str] = field(default_factory=list)
     reprogrammed: list[int] = field(default_factory=list)
     drift: list[int] = field(default_factory=list)
+    #: Codes marked removing whose removal was lost: queued again.
+    removals_requeued: list[int] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.strays_removed or self.reprogrammed or self.drift)
+        return not (
+            self.strays_removed or self.reprogrammed or self.drift or self.removals_requeued
+        )
 
 
 async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = None) -> list[Lock]:
@@ -256,7 +270,12 @@ class AccessCodes:
         self, conn: BaseDBAsyncClient, codes: list[AccessCode], *, actor: str, reason: str
     ) -> Outcome:
         outcome = Outcome()
+        removing = [code.id for code in codes if code.state == AccessCodeState.REMOVING]
+        pending = await pending_removals(conn, removing) if removing else set()
         for code in codes:
+            if code.state == AccessCodeState.REMOVING and code.id not in pending:
+                # Marked removing, but its removal was lost: asked for again, it is queued.
+                outcome.effects.append(_remove_again(code.id, "revoke", self.clock.now()))
             if code.state in (AccessCodeState.REMOVED, AccessCodeState.REMOVING):
                 continue
             await (
@@ -347,23 +366,31 @@ class AccessCodes:
 
     async def on_revoke_due(self, event: TimerFired) -> Outcome:
         code_id = int(event.payload["code"])
-        # Only a code whose window has ended: one moved later meanwhile (an extension paid
-        # while this timer fired) keeps working, and its own timer revokes it at its new end.
-        revoking = (
-            await AccessCode.filter(id=code_id, ends_at__lte=self.clock.now())
-            .exclude(state__in=(AccessCodeState.REMOVED, AccessCodeState.REMOVING))
-            .update(state=AccessCodeState.REMOVING)
-        )
-        if not revoking:
-            return Outcome()
-        return Outcome(
-            timers=[
-                CancelTimer(f"access:program:{code_id}"),
-                CancelTimer(f"access:deadline:{code_id}"),
-            ],
-            effects=[_remove_effect(code_id)],
-            audits=[Audit("system", "access.window_ended", f"code:{code_id}")],
-        )
+        now = self.clock.now()
+
+        async def window_ended(conn: BaseDBAsyncClient) -> Outcome:
+            # Marked removing in the transaction that queues its removal and finishes this
+            # timer: a commit that fails (a crash, a claim taken over) leaves the code as it
+            # was, and the timer fires again. Only a code whose window has ended: one moved
+            # later meanwhile (an extension) keeps working until its own timer at its new end.
+            revoking = (
+                await AccessCode.filter(id=code_id, ends_at__lte=now)
+                .exclude(state__in=(AccessCodeState.REMOVED, AccessCodeState.REMOVING))
+                .using_db(conn)
+                .update(state=AccessCodeState.REMOVING)
+            )
+            if not revoking:
+                return Outcome()
+            return Outcome(
+                timers=[
+                    CancelTimer(f"access:program:{code_id}"),
+                    CancelTimer(f"access:deadline:{code_id}"),
+                ],
+                effects=[_remove_effect(code_id)],
+                audits=[Audit("system", "access.window_ended", f"code:{code_id}")],
+            )
+
+        return Outcome(writes=[window_ended])
 
     async def on_deadline(self, event: TimerFired) -> Outcome:
         """The window opens soon: a code that is not confirmed set is an alert, and a backup."""
@@ -749,22 +776,75 @@ class AccessCodes:
             # through the vendor's API; it lapses at its end.
             await self._cannot_revoke(code, lock, now)
             return
+        provider = self._provider(lock)
         try:
-            await self._provider(lock).delete_code(lock.device_id, code.provider_ref)
+            await provider.delete_code(lock.device_id, code.provider_ref)
         except CapabilityMissing:
             await self._cannot_revoke(code, lock, now)
             return
+        if await self._still_held(provider, lock, code.provider_ref) is not None:
+            # Accepted but not yet off the lock (Seam deletes on the device later): the code
+            # stays removing until the provider confirms it, by its webhook or when asked.
+            async with in_transaction() as conn:
+                await stage_outcome(conn, Outcome(timers=[self._removal_check(code.id)]), now)
+            return
         await AccessCode.filter(id=code.id).update(state=AccessCodeState.REMOVED, last_error="")
         async with in_transaction() as conn:
-            await stage_outcome(
-                conn,
-                Outcome(
-                    audits=[
-                        Audit("system", "access.removed", f"code:{code.id}", {"lock": lock.key})
-                    ]
-                ),
-                now,
+            await stage_outcome(conn, Outcome(audits=[_removed_audit(code.id, lock)]), now)
+
+    async def _still_held(
+        self, provider: LockProvider, lock: Lock, provider_ref: str
+    ) -> CodeStatus | None:
+        """How the provider still reports a code after its deletion, or None once it is gone.
+        A provider that cannot be asked now has confirmed nothing: still removing."""
+        try:
+            found = await provider.get_code(lock.device_id, provider_ref)
+        except LockError:
+            return CodeStatus.REMOVING
+        if found is None or found.status == CodeStatus.REMOVED:
+            return None
+        return found.status
+
+    def _removal_check(self, code_id: int, waited: timedelta | None = None) -> SetTimer:
+        """The next look at a deletion on its way to the lock (one that waits long, on a lock
+        that is offline, is looked at less often)."""
+        wait = self.policy.removal_check_every
+        if waited is not None:
+            wait = min(max(waited * 2, wait), self.policy.removal_check_max)
+        return SetTimer(
+            REMOVAL_CHECK_TIMER,
+            self.clock.now() + wait,
+            removal_check_key(code_id),
+            {"code": code_id, "wait": int(wait.total_seconds())},
+        )
+
+    async def on_removal_check(self, event: TimerFired) -> Outcome:
+        """Has the provider taken the code off its lock? Until it says so the code stays
+        removing and is asked after again; a deletion the lock did not take is sent again."""
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id).select_related("lock")
+        if code is None or code.state != AccessCodeState.REMOVING or code.provider_ref is None:
+            return Outcome()
+        lock = code.lock
+        waited = timedelta(seconds=int(event.payload.get("wait", 0)))
+        provider = self.providers.get(lock.provider)
+        if provider is None:
+            return Outcome(timers=[self._removal_check(code_id, waited)])
+        held = await self._still_held(provider, lock, code.provider_ref)
+        if held == CodeStatus.REMOVING:
+            return Outcome(timers=[self._removal_check(code_id, waited)])
+        if held is not None:  # still set: the deletion was lost on the way to the lock
+            return Outcome(effects=[_remove_again(code_id, "check", self.clock.now())])
+
+        async def confirmed(conn: BaseDBAsyncClient) -> Outcome:
+            removed = (
+                await AccessCode.filter(id=code_id, state=AccessCodeState.REMOVING)
+                .using_db(conn)
+                .update(state=AccessCodeState.REMOVED, last_error="")
             )
+            return Outcome(audits=[_removed_audit(code_id, lock)] if removed else [])
+
+        return Outcome(writes=[confirmed])
 
     async def _cannot_revoke(self, code: AccessCode, lock: Lock, now: datetime) -> None:
         """Offline codes cannot be taken off the lock: they lapse at their own end."""
@@ -811,7 +891,19 @@ class AccessCodes:
         report = ReconcileReport(lock.key)
         provider = self._provider(lock)
         now = self.clock.now()
-        on_lock = {code.provider_ref: code for code in await provider.list_codes(lock.device_id)}
+        # A code marked removing whose removal was lost gets it queued again, whether or not
+        # the lock answers now: removals are retried until the lock takes them.
+        outcome = Outcome()
+        for stranded in await stranded_removals(None, lock.id):
+            outcome.effects.append(_remove_again(stranded.id, "reconcile", now))
+            report.removals_requeued.append(stranded.id)
+        try:
+            listed = await provider.list_codes(lock.device_id)
+        except LockError:
+            async with in_transaction() as conn:
+                await stage_outcome(conn, outcome, now)
+            raise
+        on_lock = {code.provider_ref: code for code in listed}
         expected = await AccessCode.filter(lock_id=lock.id, state__in=LIVE_STATES)
         known_refs = {code.provider_ref for code in expected if code.provider_ref}
         removing = {
@@ -824,7 +916,6 @@ class AccessCodes:
             if ref not in known_refs and ref not in removing and not leaving and not held.offline:
                 await provider.delete_code(lock.device_id, ref)
                 report.strays_removed.append(ref)
-        outcome = Outcome()
         for code in expected:
             if code.state != AccessCodeState.SET or code.ends_at <= now or code.offline:
                 continue
@@ -852,7 +943,7 @@ class AccessCodes:
                         {"code": code.id},
                     )
                 )
-        if not report.clean:
+        if report.strays_removed or report.reprogrammed or report.drift:
             outcome.alerts.append(
                 Alert(
                     "lock_drift",
@@ -866,6 +957,7 @@ class AccessCodes:
                     },
                 )
             )
+        if not report.clean:
             outcome.audits.append(
                 Audit(
                     "system",
@@ -875,6 +967,7 @@ class AccessCodes:
                         "strays_removed": len(report.strays_removed),
                         "reprogrammed": report.reprogrammed,
                         "drift": report.drift,
+                        "removals_requeued": report.removals_requeued,
                     },
                 )
             )
@@ -947,5 +1040,15 @@ def _same_code(programmed: ProgrammedCode, request: CodeRequest) -> bool:
     return programmed.pin == request.pin and programmed.starts_at == request.starts_at
 
 
+def _removed_audit(code_id: int, lock: Lock) -> Audit:
+    return Audit("system", "access.removed", f"code:{code_id}", {"lock": lock.key})
+
+
 def _remove_effect(code_id: int) -> Effect:
     return Effect(REMOVE_EFFECT, f"access:remove:{code_id}", {"code": code_id}, critical=True)
+
+
+def _remove_again(code_id: int, why: str, now: datetime) -> Effect:
+    """A removal queued again for a code whose earlier one was lost or did not take."""
+    key = f"access:remove:{code_id}:{why}:{now.isoformat()}"
+    return Effect(REMOVE_EFFECT, key, {"code": code_id}, critical=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.messages import Choice
 
@@ -58,6 +60,11 @@ class Audit:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: A state change a handler asks for, made by the runner in the transaction that stores the
+#: outcome; what it returns (effects that hold only if the change was made) is stored with it.
+Write = Callable[[BaseDBAsyncClient], Awaitable["Outcome"]]
+
+
 @dataclass
 class Outcome:
     """Everything a step wants done besides changing the conversation's own state."""
@@ -67,6 +74,7 @@ class Outcome:
     timers: list[SetTimer | CancelTimer] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     audits: list[Audit] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
 
     def __add__(self, other: Outcome) -> Outcome:
         return Outcome(
@@ -75,4 +83,5 @@ class Outcome:
             timers=[*self.timers, *other.timers],
             alerts=[*self.alerts, *other.alerts],
             audits=[*self.audits, *other.audits],
+            writes=[*self.writes, *other.writes],
         )

@@ -103,6 +103,11 @@ class _Raced(Exception):
     """Another worker committed a turn of this conversation first."""
 
 
+class ReadChanged(Exception):
+    """Raised by a step's ``apply``: what the step decided on changed before its turn could
+    commit (another conversation's turn committed first); the turn is recomputed."""
+
+
 def _earliest_timer(outcome: Outcome) -> datetime | None:
     dues = [timer.due_at for timer in outcome.timers if isinstance(timer, SetTimer)]
     return min(dues, default=None)
@@ -175,7 +180,7 @@ class ConversationEngine:
                     return TurnResult.DUPLICATE
                 try:
                     outcome = await self._turn(message, dedupe_provider)
-                except (_Raced, IntegrityError) as err:
+                except (_Raced, ReadChanged, IntegrityError) as err:
                     if isinstance(err, IntegrityError) and await self._seen(
                         dedupe_provider, message
                     ):
@@ -243,6 +248,7 @@ class ConversationEngine:
                 outcome.alerts += applied.alerts
                 outcome.audits += applied.audits
                 outcome.replies += applied.replies
+                outcome.writes += applied.writes
             await self._stage_messages(conn, message, conversation.id, text, outcome, now)
             await stage_outcome(conn, outcome, now)
         return outcome

@@ -34,7 +34,7 @@ from flows.bookings import (
 )
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
-from flows.engine import StepResult, Turn
+from flows.engine import ReadChanged, StepResult, Turn
 from flows.i18n import Translator, local_time, money
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
@@ -468,11 +468,19 @@ class Journey:
         ):
             return _stay(turn, turn.t("journey.open_outside_window"))
         hour_ago = turn.now - timedelta(hours=1)
-        recent = await AuditEvent.filter(
-            action="lock.remote_open", subject=f"booking:{booking.reference}", at__gte=hour_ago
-        ).count()
+        recent = await _opens_since(None, booking, hour_ago)
         if recent >= self.settings.opens_per_hour:
             return _stay(turn, turn.t("journey.open_too_often"))
+
+        async def counted_again(conn: BaseDBAsyncClient) -> Outcome:
+            # Counted again in the turn's transaction, holding the booking's row (PostgreSQL;
+            # SQLite runs one transaction at a time): an OPEN on another channel that committed
+            # meanwhile is seen, and this turn is recomputed with it instead of opening too.
+            await Booking.filter(id=booking.id).using_db(conn).select_for_update(no_key=True).get()
+            if await _opens_since(conn, booking, hour_ago) != recent:
+                raise ReadChanged(f"booking {booking.reference} was opened meanwhile")
+            return Outcome()
+
         locks = [
             lock
             for lock in await locks_for_booking(booking)
@@ -501,7 +509,7 @@ class Journey:
                 )
             ],
         )
-        return StepResult(turn.state, dict(turn.data), outcome)
+        return StepResult(turn.state, dict(turn.data), outcome, apply=counted_again)
 
     async def _resend_code(self, turn: Turn, booking: Booking) -> StepResult:
         codes = await self._set_codes(booking)
@@ -1610,6 +1618,17 @@ def _payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:
                 {"event": event.event_id, "kind": event.kind.value, "why": why},
             )
         ],
+    )
+
+
+async def _opens_since(conn: BaseDBAsyncClient | None, booking: Booking, since: datetime) -> int:
+    """Remote opens of ``booking`` from ``since`` on, as the audit trail records them."""
+    return (
+        await AuditEvent.filter(
+            action="lock.remote_open", subject=f"booking:{booking.reference}", at__gte=since
+        )
+        .using_db(conn)
+        .count()
     )
 
 

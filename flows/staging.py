@@ -1,4 +1,5 @@
-"""Writes an Outcome's effects, timers, alerts and audit events inside the caller's transaction."""
+"""Writes an Outcome's state changes, effects, timers, alerts and audit events inside the caller's
+transaction."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from storage.timers import cancel_timer, set_timer
 
 
 async def stage_outcome(conn: BaseDBAsyncClient, outcome: Outcome, now: datetime) -> None:
+    for write in outcome.writes:
+        await stage_outcome(conn, await write(conn), now)
     await enqueue_effects(
         conn,
         [

@@ -88,7 +88,7 @@ async def finish_timer(conn: BaseDBAsyncClient, timer: Timer, now: datetime) -> 
     Raises ``TimerTakenOver`` (rolling the transaction back) when another claim holds the timer
     now: that claim fires it and stages its outcome. A timer moved to a new time (or cancelled)
     while it fired keeps its new state, and this firing's outcome is still committed: handlers
-    write some state of their own as they run (a code marked for removal), and dropping the
+    write some state of their own as they run (a booking moved on), and dropping the
     outcome that goes with it would strand that state. Each handler checks the state it acts on,
     so the firing at the new time finds nothing left to do, or does what is due then."""
     done = await (

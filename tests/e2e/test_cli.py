@@ -177,3 +177,42 @@ def test_serve_with_no_payments_starts_without_stripe(tmp_path: Path) -> None:
         worker.terminate()
         output, _ = worker.communicate(timeout=30)
     assert "bookings are confirmed without payment" in output
+
+
+def test_a_code_left_removing_without_its_removal_is_taken_off(tmp_path: Path) -> None:
+    """A code marked removing whose removal was lost (as a revocation whose commit failed under
+    an earlier release left it) comes off its lock by `codes revoke` or `locks reconcile`."""
+    import sqlite3
+
+    from cryptography.fernet import Fernet
+
+    database = tmp_path / "keyturn.sqlite3"
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{database}",
+        "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    keyturn("migrate", env=env)
+    keyturn("inventory", "apply", str(DEMO_INVENTORY), env=env)
+    staff = ("--staff", "100000001", "--hours", "2")
+    codes = [
+        keyturn("codes", "staff", lock, *staff, env=env) for lock in ("harbor-t1", "harbor-s1")
+    ]
+    assert all(issued.returncode == 0 for issued in codes), [c.stderr for c in codes]
+    bay, storage = (issued.stdout.split()[1] for issued in codes)
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE access_code SET state = 'removing'")
+        db.execute("DELETE FROM outbox_effect WHERE kind = 'access.remove'")
+        (on_locks,) = db.execute("SELECT count(*) FROM simulated_code WHERE removed_at IS NULL")
+    assert on_locks == (2,)
+
+    revoked = keyturn("codes", "revoke", bay, env=env)
+    assert revoked.returncode == 0 and revoked.stdout.strip() == f"code {bay} is removed"
+    reconciled = keyturn("locks", "reconcile", "harbor-s1", env=env)
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert "removing again 1 revoked codes" in reconciled.stdout
+    with sqlite3.connect(database) as db:
+        states = dict(db.execute("SELECT id, state FROM access_code"))
+        (on_locks,) = db.execute("SELECT count(*) FROM simulated_code WHERE removed_at IS NULL")
+    assert states == {int(bay): "removed", int(storage): "removed"}
+    assert on_locks == (0,)
+    assert keyturn("locks", "reconcile", env=env).stdout.count("matches") >= 2

@@ -9,7 +9,6 @@ from tortoise.transactions import in_transaction
 
 from bot.app import Runtime
 from flows.access import REVOKE_TIMER, AccessPlanError
-from flows.effects import Outcome
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from locks import CodeRequest, LockRejected, ProgrammedCode, RejectionReason
@@ -217,7 +216,10 @@ async def test_a_revocation_timer_firing_after_the_window_moved_later_revokes_no
     window = AccessWindow(code.starts_at, old_end + timedelta(hours=2))
     await moved(runtime, booking, window)
     late = TimerFired(0, REVOKE_TIMER, None, {"code": code.id}, old_end, clock.now())
-    assert await runtime.access.on_revoke_due(late) == Outcome()
+    outcome = await runtime.access.on_revoke_due(late)
+    async with in_transaction() as conn:
+        await stage_outcome(conn, outcome, clock.now())
+    assert not await OutboxEffect.filter(kind="access.remove").exists()
     await settle(runtime)
     code = await AccessCode.get(id=code.id)
     assert code.state == AccessCodeState.SET and code.ends_at == window.ends_at

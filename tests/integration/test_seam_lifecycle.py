@@ -154,6 +154,40 @@ async def test_seam_down_is_retried_until_the_code_is_set(
     assert len(fake.access_codes) == 1, "created once despite the retries"
 
 
+async def test_a_removal_is_removing_until_seam_confirms_it_even_without_a_webhook(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.current = END + timedelta(minutes=15)  # the window ends
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.provider_ref is not None
+    assert fake.access_codes[code.provider_ref]["status"] == "removing", "Seam was asked"
+    assert code.state == AccessCodeState.REMOVING, "not off the lock until Seam says so"
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    assert report.clean, "a removal waiting for Seam is not queued again"
+    assert await OutboxEffect.filter(kind="access.remove").count() == 1
+
+    clock.advance(timedelta(minutes=5))  # Seam has not taken it off yet: asked again later
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.REMOVING
+    fake.program()  # the lock takes it off; the webhook is lost
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.REMOVING, "asked less often while it waits"
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.REMOVED and fake.access_codes == {}
+    assert await OutboxEffect.filter(kind="access.remove").count() == 1
+
+
 @pytest.fixture
 async def offline_capable(
     database: str, clock: FakeClock
@@ -203,7 +237,10 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     fake, runtime, device = offline_capable
     booking, backup, offline = await backup_at_the_deadline(fake, runtime, device, clock)
     [first] = await AccessCode.filter(booking=booking).exclude(id=backup.id)
-    assert first.state == AccessCodeState.REMOVED, "the code waiting for the lock is gone"
+    # Seam has the code waiting for the lock deleted as soon as the lock is back; until Seam
+    # confirms it is off the lock, it is removing.
+    assert first.state == AccessCodeState.REMOVING
+    assert fake.access_codes[str(first.provider_ref)]["status"] == "removing"
     assert backup.offline
     assert runtime.access.sealer.open(backup.pin_encrypted) == offline["code"]
     # Whole hours of the lock's day around the window (09:45–14:15 in New York).
@@ -218,10 +255,17 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     pin_text = await runtime.journey._pin_text(booking, [with_lock], "en")
     assert offline["code"] in pin_text and "within 24 hours" in pin_text
 
-    # The lock is back: the check leaves the offline code as it is (it cannot be removed).
+    # The lock is back: the check leaves the offline code as it is (it cannot be removed), and
+    # the code that waited for the lock comes off it.
     fake.set_online(device, True)
+    fake.program()
     report = await runtime.access.reconcile(await Lock.get(key="bay7"))
     assert report.clean and offline["access_code_id"] in fake.access_codes
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    await first.refresh_from_db()
+    assert first.state == AccessCodeState.REMOVED
+    assert str(first.provider_ref) not in fake.access_codes
 
     # Cancelled mid-rental: the offline code cannot be taken off; ops hear until when.
     clock.current = START + timedelta(hours=1)

@@ -1,0 +1,164 @@
+"""OPEN by SMS and WhatsApp at the same moment: at most three remote opens an hour between them,
+counted where two turns cannot race, and every other OPEN is told the limit.
+
+The renter writes through signed Twilio webhooks; the locks are the simulated ones, which keep
+every remote unlock they were asked for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+
+from bot.app import Runtime, build_runtime
+from bot.cli import DEMO_INVENTORY
+from bot.config import Settings
+from bot.keys import CLOCK, ENGINE
+from bot.transports.twilio import TwilioAccount, twilio_channels
+from bot.transports.twilio_routes import setup_twilio
+from flows.access import locks_for_booking
+from flows.inventory import apply_inventory, load_inventory
+from locks import LockCapability
+from locks.port import capabilities_from_json
+from storage.models import Booking, SimulatedUnlock
+from tests.conftest import FakeClock, asyncpg_url
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, WHATSAPP_NUMBER, FakeTwilio
+from tests.integration.conftest import START, confirmed_booking
+
+PUBLIC_URL = "https://keyturn.example.com"
+PHONE = "+15550100001"  # the renter of the confirmed booking
+OPENING = "Opening"
+TOO_OFTEN = "opened remotely several times this hour"
+
+
+@dataclass
+class Phone:
+    client: TestClient[Any, Any]
+    fake: FakeTwilio
+    runtime: Runtime
+
+    async def say(self, sender: str, text: str) -> None:
+        form, headers = self.fake.inbound(from_=sender, body=text)
+        response = await self.client.post("/webhooks/twilio", data=form, headers=headers)
+        assert response.status == 200, await response.text()
+
+    async def replies(self) -> list[str]:
+        """Send what the turns queued; the texts that reached the renter on either channel."""
+        while await self.runtime.dispatcher.run_once():
+            pass
+        return [m.body or "" for m in self.fake.sent if m.to in (PHONE, f"whatsapp:{PHONE}")]
+
+
+@pytest.fixture
+async def phone(database: str, clock: FakeClock) -> AsyncIterator[Phone]:
+    settings = Settings.from_env(
+        {
+            "KEYTURN_DATABASE_URL": database,
+            "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "KEYTURN_PUBLIC_URL": PUBLIC_URL,
+        }
+    )
+    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    fake = FakeTwilio(public_url=PUBLIC_URL, now=clock.now)
+    async with fake.serving():
+        account = TwilioAccount(
+            ACCOUNT_SID, AUTH_TOKEN, public_url=PUBLIC_URL, api_base=fake.base_url, timeout=5
+        )
+        await account.start()
+        try:
+            channels = twilio_channels(
+                account, clock=clock, sms_from=SMS_NUMBER, whatsapp_from=WHATSAPP_NUMBER
+            )
+            runtime = build_runtime(settings, clock=clock, channels=channels)
+            app = web.Application()
+            app[ENGINE] = runtime.engine
+            app[CLOCK] = clock
+            setup_twilio(app, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL)
+            async with TestClient(TestServer(app)) as client:
+                yield Phone(client, fake, runtime)
+        finally:
+            await account.close()
+
+
+async def unlocks() -> int:
+    return await SimulatedUnlock.filter(source="remote", accepted=True).count()
+
+
+@asynccontextmanager
+async def commits_overlapping(database: str) -> AsyncIterator[None]:
+    """Turns started in the block reach their commits at the same moment, as turns of two
+    workers overlap: on PostgreSQL the audit trail takes no rows until two of them wait (on
+    that table, or on a row another one holds). SQLite runs one transaction at a time."""
+    if not database.startswith("postgres"):
+        yield
+        return
+    holder = await asyncpg.connect(asyncpg_url(database))
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("LOCK TABLE audit_event IN SHARE MODE")  # reads go on
+        yield
+        for _ in range(200):
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if waiting >= 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the two turns never reached their commits together")
+        await held.rollback()
+    finally:
+        await holder.close()
+
+
+async def test_open_by_sms_and_whatsapp_at_once_opens_at_most_three_times_an_hour(
+    phone: Phone, clock: FakeClock, database: str
+) -> None:
+    booking = await confirmed_booking(phone.runtime)
+    locks = len(await _remote_locks(booking))
+    clock.current = START + timedelta(minutes=5)
+    await phone.say(PHONE, "OPEN")
+    await phone.say(f"whatsapp:{PHONE}", "OPEN")
+    assert await unlocks() == 0, "opened once the turns are stored, through the outbox"
+    first = await phone.replies()
+    assert [OPENING in text for text in first] == [True, True], first
+    assert await unlocks() == 2 * locks
+
+    async with commits_overlapping(database):
+        both = asyncio.gather(phone.say(PHONE, "OPEN"), phone.say(f"whatsapp:{PHONE}", "OPEN"))
+    await both
+    racing = (await phone.replies())[2:]
+    assert sorted(OPENING in text for text in racing) == [False, True], racing
+    assert any(TOO_OFTEN in text for text in racing), racing
+    assert await unlocks() == 3 * locks, "three opens in the hour, on either channel"
+
+    clock.advance(timedelta(minutes=30))  # still inside the hour: refused on both channels
+    await asyncio.gather(phone.say(PHONE, "OPEN"), phone.say(f"whatsapp:{PHONE}", "OPEN"))
+    later = (await phone.replies())[4:]
+    assert len(later) == 2 and all(TOO_OFTEN in text for text in later), later
+    assert await unlocks() == 3 * locks
+
+    clock.advance(timedelta(minutes=31))  # the first opens are more than an hour ago
+    await phone.say(f"whatsapp:{PHONE}", "OPEN")
+    [again] = (await phone.replies())[6:]
+    assert OPENING in again
+    assert await unlocks() == 4 * locks
+
+
+async def _remote_locks(booking: Booking) -> list[str]:
+    return [
+        lock.key
+        for lock in await locks_for_booking(booking)
+        if LockCapability.REMOTE_UNLOCK in capabilities_from_json(lock.capabilities, lock.provider)
+    ]
