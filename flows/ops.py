@@ -800,6 +800,8 @@ def _refund(word: str, booking: Booking) -> int:
         return booking.price_cents
     if lowered in ("none", "no", "0"):
         return 0
+    if not re.fullmatch(r"-?[0-9.,]+", word):
+        raise _Usage()
     price = Money(booking.price_cents, booking.currency)
     try:
         refund = Money.parse(word, booking.currency)
