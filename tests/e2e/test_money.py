@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,19 +108,28 @@ class Shop:
 
 @asynccontextmanager
 async def shop_selling(
-    tmp_path: Path, clock: FakeClock, *, currency: str, hourly: str, deposit: str
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    currency: str,
+    hourly: str,
+    deposit: str,
+    stripe: bool = True,
 ) -> AsyncIterator[Shop]:
     """A database set up by the operator's CLI with one item priced in ``currency``, and
-    Keyturn serving it with Stripe."""
+    Keyturn serving it with Stripe (or, without ``stripe``, the sandbox checkout page)."""
     fake = FakeStripe(now=clock.now)
     async with running(fake.app()) as base:
         env = {
             "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3",
             "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "STRIPE_API_KEY": API_KEY,
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_BASE": base,
         }
+        if stripe:
+            env |= {
+                "STRIPE_API_KEY": API_KEY,
+                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "STRIPE_API_BASE": base,
+            }
         daily = str(Decimal(hourly) * 8)
         inventory = tmp_path / "inventory.toml"
         inventory.write_text(
@@ -129,7 +139,7 @@ async def shop_selling(
         applied = await keyturn("inventory", "apply", str(inventory), env=env)
         assert applied.code == 0, applied.stderr
         await db.open_database(env["KEYTURN_DATABASE_URL"])
-        payments = StripePayments(API_KEY, api_base=base, now=clock.now)
+        payments = StripePayments(API_KEY, api_base=base, now=clock.now) if stripe else None
         runtime = build_runtime(
             Settings.from_env(env), clock=clock, sandbox=True, payments=payments
         )
@@ -139,7 +149,8 @@ async def shop_selling(
             async with TestClient(TestServer(app)) as client:
                 yield Shop(fake, runtime, client, env, clock)
         finally:
-            await payments.close()
+            if payments is not None:
+                await payments.close()
             await db.close_database()
 
 
@@ -368,3 +379,25 @@ async def test_inventory_show_writes_each_amount_in_its_currency(tmp_path: Path)
     shown = await keyturn("inventory", "show", env=env)
 
     assert "¥1,000/hour, ¥8,000/day, deposit ¥3,000" in shown.stdout, shown.stdout
+
+
+async def test_the_sandbox_checkout_page_asks_for_the_amount_in_its_currency(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with shop_selling(
+        tmp_path, clock, currency="JPY", hourly="1000", deposit="0", stripe=False
+    ) as shop:
+        await shop.say("BOOK Y1 tomorrow 10-11")
+        link = await shop.say("YES")
+        found = re.search(r"/sandbox/pay/(\S+)", link)
+        assert found, link
+
+        page = await shop.client.get(f"/sandbox/pay/{found.group(1)}")
+
+        assert "<button>Pay ¥1,000</button>" in await page.text()
+        paid = await shop.client.post(f"/sandbox/pay/{found.group(1)}", allow_redirects=False)
+        assert paid.status == 303
+        booking = await Booking.get()
+        assert booking.state == BookingState.AWAITING_ID
+        [rental] = await Payment.filter(booking=booking, purpose="rental")
+        assert (rental.amount_cents, rental.currency, rental.status) == (1000, "JPY", "paid")
