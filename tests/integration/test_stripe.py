@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -185,20 +185,21 @@ async def test_the_same_key_for_another_checkout_is_refused(
 
 
 @pytest.mark.parametrize(
-    "expires_at",
+    "expires_in",
     [
-        datetime.now(UTC) + timedelta(minutes=20),
-        datetime.now(UTC) - timedelta(minutes=1),
-        datetime.now(UTC) + timedelta(hours=24, minutes=5),
-        datetime.now().replace(tzinfo=None) + timedelta(hours=1),
+        lambda: datetime.now(UTC) + timedelta(minutes=20),
+        lambda: datetime.now(UTC) - timedelta(minutes=1),
+        lambda: datetime.now(UTC) + timedelta(hours=24, minutes=5),
+        lambda: datetime.now().replace(tzinfo=None) + timedelta(hours=1),
     ],
     ids=["20-minutes", "past", "over-24-hours", "naive"],
 )
 async def test_an_expiry_out_of_range_is_refused_before_calling_stripe(
-    payments: StripePayments, fake: FakeStripe, expires_at: datetime
+    payments: StripePayments, fake: FakeStripe, expires_in: Callable[[], datetime]
 ) -> None:
+    """Each expiry is taken when the test runs, not when the suite was collected."""
     with pytest.raises(ValueError, match="expires_at"):
-        await payments.create_checkout(checkout_request(expires_at=expires_at))
+        await payments.create_checkout(checkout_request(expires_at=expires_in()))
     assert fake.calls == []
 
 
