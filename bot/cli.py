@@ -380,12 +380,12 @@ def _codes_revoke(args: argparse.Namespace) -> int:
 
 def _deposits_claim(args: argparse.Namespace) -> int:
     async def work(runtime: Runtime) -> int:
+        booking = await Booking.get_or_none(reference=args.booking)
+        if booking is None:
+            print(f"keyturn: no booking {args.booking}", file=sys.stderr)
+            return 2
         amount = None
         if args.amount is not None:
-            booking = await Booking.get_or_none(reference=args.booking)
-            if booking is None:
-                print(f"keyturn: no booking {args.booking}", file=sys.stderr)
-                return 2
             try:
                 amount = Money.parse(args.amount, booking.currency)
             except MoneyError as err:

@@ -1167,7 +1167,7 @@ class Journey:
         claimed = held if amount is None else amount
         if claimed.currency != held.currency or not 0 < claimed.minor <= held.minor:
             raise ValueError(
-                f"claim more than nothing and at most the deposit, {held.format('en')}"
+                f"a claim is more than nothing and at most the deposit, {held.format('en')}"
             )
         key = f"claim:{reference}:{claimed.minor}"
         if deposit.status == "held" and deposit.provider_ref:

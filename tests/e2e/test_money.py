@@ -263,6 +263,8 @@ async def test_an_item_is_quoted_charged_held_and_claimed_in_its_currency(
         ("USD", "25.005", "--amount 25.005 has more than 2 decimal places for USD"),
         ("KWD", "1.005", "--amount 1.005 cannot be charged in KWD"),
         ("USD", "-5", "--amount must not be negative"),
+        ("JPY", "3001", "a claim is more than nothing and at most the deposit, ¥3,000"),
+        ("KWD", "0", "a claim is more than nothing and at most the deposit, KWD20.000"),
     ],
 )
 async def test_a_deposit_claim_is_read_in_the_bookings_currency(
