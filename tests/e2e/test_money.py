@@ -23,12 +23,12 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.config import Settings
 from bot.payments import StripePayments
 from storage import db
-from storage.models import Booking, BookingState, Message, Payment
+from storage.models import Booking, BookingState, Payment
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe
-from tests.support import inbound
 
+RENTER = "+15550100001"
 INVENTORY = """\
 [[locations]]
 slug = "yard"
@@ -86,11 +86,16 @@ class Shop:
     clock: FakeClock
 
     async def say(self, text: str) -> str:
-        await self.runtime.engine.handle(inbound(text, at=self.clock.now()))
+        """What the renter typed on the sandbox page, and the last reply they read there."""
+        response = await self.client.post(
+            "/sandbox/api/messages", json={"address": RENTER, "text": text}
+        )
+        assert response.status == 202, await response.text()
         await self.run()
-        message = await Message.filter(direction="out").order_by("-id").first()
-        assert message is not None
-        return message.body
+        listing = await self.client.get("/sandbox/api/messages", params={"address": RENTER})
+        replies = [m for m in (await listing.json())["messages"] if m["direction"] == "out"]
+        assert replies and all(m["status"] == "sent" for m in replies)
+        return str(replies[-1]["text"])
 
     async def run(self) -> None:
         for _ in range(3):
