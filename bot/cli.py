@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from aiohttp import web
@@ -27,7 +26,8 @@ from flows.staging import stage_outcome
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
-from storage.models import AccessCode, AccessCodeState, Lock, StaffMember
+from storage.models import AccessCode, AccessCodeState, Booking, Lock, StaffMember
+from storage.money import Money, MoneyError
 
 log = logging.getLogger("keyturn")
 
@@ -130,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         "claim", help="keep a deposit (or part of it) for damage or a late return"
     )
     claim.add_argument("booking", help="the booking reference, e.g. KQG7KA9")
-    claim.add_argument("--amount", help="in major units, e.g. 25.00 (default: all of it)")
+    claim.add_argument(
+        "--amount",
+        help="in the booking's currency, e.g. 25.00 or 1500 yen (default: all of it)",
+    )
     claim.set_defaults(run=_deposits_claim)
     revoke = code_actions.add_parser("revoke", help="take a code off its lock now")
     revoke.add_argument("code", type=int, help="the code's number, as `codes staff` printed it")
@@ -394,20 +397,22 @@ def _codes_revoke(args: argparse.Namespace) -> int:
 
 def _deposits_claim(args: argparse.Namespace) -> int:
     async def work(runtime: Runtime) -> int:
+        booking = await Booking.get_or_none(reference=args.booking)
+        if booking is None:
+            print(f"keyturn: no booking {args.booking}", file=sys.stderr)
+            return 2
         amount = None
         if args.amount is not None:
             try:
-                amount = int((Decimal(args.amount) * 100).to_integral_value())
-            except InvalidOperation:
-                raise SettingsError(
-                    f"--amount must be a number like 25.00, got {args.amount!r}"
-                ) from None
+                amount = Money.parse(args.amount, booking.currency)
+            except MoneyError as err:
+                raise SettingsError(f"--amount {err}") from None
         try:
             claimed = await runtime.journey.claim_deposit(args.booking, amount, actor="operator")
         except (LookupError, ValueError) as err:
             print(f"keyturn: {err}", file=sys.stderr)
             return 2
-        print(f"claimed {claimed / 100:.2f} of the deposit for {args.booking}")
+        print(f"claimed {claimed.format('en')} of the deposit for {args.booking}")
         return 0
 
     return asyncio.run(_with_locks(work))

@@ -19,6 +19,7 @@ from tortoise.queryset import QuerySet
 
 from locks.windows import AccessWindow, access_window
 from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState, Renter
+from storage.money import Money
 
 S = BookingState
 #: Every legal move; anything else is refused.
@@ -56,9 +57,8 @@ def new_reference() -> str:
 
 @dataclass(frozen=True)
 class Quote:
-    price: int
-    deposit: int
-    currency: str
+    price: Money
+    deposit: Money
 
 
 class QuoteRefused(ValueError):
@@ -79,12 +79,14 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
         raise QuoteRefused("journey.too_long", minutes=asset.max_duration_minutes)
     hours = math.ceil(minutes / 60)
     days, rest = divmod(hours, 24)
-    candidates = [hours * asset.price_per_hour_cents]
-    if asset.price_per_day_cents:
-        candidates.append(math.ceil(hours / 24) * asset.price_per_day_cents)
-        candidates.append(days * asset.price_per_day_cents + rest * asset.price_per_hour_cents)
-    positive = [c for c in candidates if c > 0] or [0]
-    return Quote(min(positive), asset.deposit_cents, asset.currency)
+    hourly = Money(asset.price_per_hour_cents, asset.currency)
+    daily = Money(asset.price_per_day_cents, asset.currency)
+    candidates = [hours * hourly]
+    if daily:
+        candidates.append(math.ceil(hours / 24) * daily)
+        candidates.append(days * daily + rest * hourly)
+    positive = [c for c in candidates if c] or [Money.zero(asset.currency)]
+    return Quote(min(positive), Money(asset.deposit_cents, asset.currency))
 
 
 class UnpaidLimitReached(IntegrityError):

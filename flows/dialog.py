@@ -15,10 +15,11 @@ from babel.dates import format_timedelta
 
 from flows.effects import Audit, Outcome, Reply
 from flows.engine import StepResult, Turn
-from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map, money
+from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map
 from flows.inventory_cache import InventoryCache
 from flows.journey import Journey
 from flows.messages import Choice
+from storage.money import Money
 
 
 class DialogState(StrEnum):
@@ -158,8 +159,8 @@ class RenterDialog:
                     "dialog.asset_choice",
                     code=asset.code,
                     label=asset.label,
-                    hourly=money(asset.price_per_hour_cents, asset.currency, turn.language),
-                    daily=money(asset.price_per_day_cents, asset.currency, turn.language),
+                    hourly=Money(asset.price_per_hour_cents, asset.currency).format(turn.language),
+                    daily=Money(asset.price_per_day_cents, asset.currency).format(turn.language),
                 ),
             )
             for i, asset in enumerate(assets, start=1)
@@ -188,9 +189,9 @@ class RenterDialog:
             code=asset.code,
             label=asset.label,
             location=asset.location.name,
-            hourly=money(asset.price_per_hour_cents, asset.currency, language),
-            daily=money(asset.price_per_day_cents, asset.currency, language),
-            deposit=money(asset.deposit_cents, asset.currency, language),
+            hourly=Money(asset.price_per_hour_cents, asset.currency).format(language),
+            daily=Money(asset.price_per_day_cents, asset.currency).format(language),
+            deposit=Money(asset.deposit_cents, asset.currency).format(language),
             shortest=_duration(asset.min_duration_minutes, language),
             longest=_duration(asset.max_duration_minutes, language),
         )

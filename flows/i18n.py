@@ -14,7 +14,6 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,7 +23,6 @@ from babel.languages import get_official_languages
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
 from babel.support import Translations
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
@@ -78,12 +76,6 @@ def fold(word: str) -> str:
     """Upper-case without accents, so AYUDA, Ayuda and ayúda match alike."""
     decomposed = unicodedata.normalize("NFKD", word.strip())
     return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-
-
-@functools.lru_cache(maxsize=4096)
-def money(cents: int, currency: str, language: str) -> str:
-    """An amount as the renter's language writes it; prices repeat, so they are remembered."""
-    return format_currency(Decimal(cents) / 100, currency, locale=language)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -15,13 +15,12 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import available_timezones
 
-from babel.numbers import format_currency, get_currency_precision, is_currency
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
@@ -40,6 +39,7 @@ from storage.models import (
     StaffMember,
     StaffRole,
 )
+from storage.money import Money, MoneyError, exponent_of
 
 # Slugs and keys stay short enough that "location:<slug>" fits an audit subject (64 characters).
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -103,7 +103,8 @@ class LocationSpec:
 
 @dataclass(frozen=True)
 class AssetSpec:
-    """An asset as the file describes it. Money is in the currency's minor unit (cents)."""
+    """An asset as the file describes it. Amounts are in the currency's minor unit (cents for
+    USD, yen for JPY, fils for KWD: ``storage.money.Money``)."""
 
     code: str
     label: str
@@ -398,38 +399,26 @@ class _Block:
             seen.add(item)
         return tuple(value)
 
-    def money(self, key: str, *, exponent: int, default: Decimal | None = None) -> int:
-        """An amount in major units (``"12.50"`` or ``12.50``) as minor units; never a float."""
+    def money(self, key: str, *, currency: str | None, default: Decimal | None = None) -> int:
+        """An amount in major units (``"12.50"`` or ``12.50``) as minor units; never a float.
+
+        ``currency`` is None when the file's is not one: the amount is then left unchecked."""
         value = self.data.get(key)
         if value is None:
             if default is None:
                 self.fail(f"missing required key {key!r}")
                 return 0
             value = default
-        amount: Decimal | None = None
-        if isinstance(value, Decimal):
-            amount = value
-        elif isinstance(value, int) and not isinstance(value, bool):
-            amount = Decimal(value)
-        elif isinstance(value, str):
-            try:
-                amount = Decimal(value.strip())
-            except InvalidOperation:
-                amount = None
-        if amount is None or not amount.is_finite():
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
             self.fail(f'{key} must be an amount like "12.50", got {_show(value)}', key)
             return 0
-        if amount < 0:
-            self.fail(f"{key} must not be negative, got {amount}", key)
+        if currency is None:
             return 0
-        minor = amount.scaleb(exponent)
-        if minor != minor.to_integral_value():
-            self.fail(f"{key} {amount} has more than {exponent} decimal places", key)
+        try:
+            return Money.parse(value, currency).minor
+        except MoneyError as refused:
+            self.fail(f"{key} {refused}", key)
             return 0
-        if minor > _INT32_MAX:
-            self.fail(f"{key} is too large: {amount}", key)
-            return 0
-        return int(minor)
 
 
 class _Parser:
@@ -588,11 +577,12 @@ class _Parser:
         location = block.text("location", max_length=_SLUG_MAX)
         self._reference(block, "location", "location", location, self.locations)
         currency = block.text("currency", max_length=16).upper()
-        exponent = 2
+        valid_currency: str | None = None
         if currency:
-            if is_currency(currency):
-                exponent = get_currency_precision(currency)
-            else:
+            try:
+                exponent_of(currency)
+                valid_currency = currency
+            except MoneyError:
                 block.fail(f"currency {currency!r} is not an ISO 4217 code like 'USD'", "currency")
         lock_keys = block.names("locks")
         for lock_key in lock_keys:
@@ -616,9 +606,9 @@ class _Parser:
             label=block.text("label"),
             location=location,
             currency=currency,
-            price_per_hour_cents=block.money("price_per_hour", exponent=exponent),
-            price_per_day_cents=block.money("price_per_day", exponent=exponent),
-            deposit_cents=block.money("deposit", exponent=exponent, default=Decimal(0)),
+            price_per_hour_cents=block.money("price_per_hour", currency=valid_currency),
+            price_per_day_cents=block.money("price_per_day", currency=valid_currency),
+            deposit_cents=block.money("deposit", currency=valid_currency, default=Decimal(0)),
             min_duration_minutes=block.integer("min_duration_minutes", default=60, minimum=1),
             max_duration_minutes=block.integer(
                 "max_duration_minutes", default=7 * 24 * 60, minimum=1
@@ -1034,12 +1024,6 @@ def _jsonable(value: object) -> object:
 # --- Showing ---------------------------------------------------------------------------------
 
 
-def _money(cents: int, currency: str) -> str:
-    """Minor units back to a localized amount; the currency says how many decimals it has."""
-    amount = Decimal(cents).scaleb(-get_currency_precision(currency))
-    return format_currency(amount, currency, locale="en")
-
-
 async def describe_inventory() -> list[str]:
     """What the database holds, for ``keyturn inventory show``: what renters and staff will meet."""
     locations = await Location.all().order_by("slug")
@@ -1082,9 +1066,9 @@ async def describe_inventory() -> list[str]:
             status = "" if asset.active else " [inactive]"
             lines.append(
                 f"  asset {asset.code}{status}: {asset.label}, "
-                f"{_money(asset.price_per_hour_cents, asset.currency)}/hour, "
-                f"{_money(asset.price_per_day_cents, asset.currency)}/day, "
-                f"deposit {_money(asset.deposit_cents, asset.currency)}, "
+                f"{Money(asset.price_per_hour_cents, asset.currency).format('en')}/hour, "
+                f"{Money(asset.price_per_day_cents, asset.currency).format('en')}/day, "
+                f"deposit {Money(asset.deposit_cents, asset.currency).format('en')}, "
                 f"{asset.min_duration_minutes}-{asset.max_duration_minutes} min"
             )
             opens = [lock_by_id[i] for i in mapped.get(asset.id, [])]

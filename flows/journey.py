@@ -35,7 +35,7 @@ from flows.bookings import (
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import ReadChanged, StepResult, Turn
-from flows.i18n import Translator, local_time, money
+from flows.i18n import Translator, local_time
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
 from flows.notify import Notifier
@@ -71,6 +71,7 @@ from storage.models import (
     ProcessedWebhook,
     Renter,
 )
+from storage.money import Money
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -209,15 +210,15 @@ class Journey:
             location=asset.location.name,
             start=local_time(start, tz, turn.language),
             end=local_time(end, tz, turn.language),
-            price=money(priced.price, priced.currency, turn.language),
-            deposit=money(priced.deposit, priced.currency, turn.language),
+            price=priced.price.format(turn.language),
+            deposit=priced.deposit.format(turn.language),
         )
         data = {
             "asset": asset.code,
             "start": _iso(start),
             "end": _iso(end),
-            "price": priced.price,
-            "deposit": priced.deposit,
+            "price": priced.price.minor,
+            "deposit": priced.deposit.minor,
         }
         return StepResult("quote", data, Outcome([Reply(text, self._yes_no(turn))]))
 
@@ -556,7 +557,7 @@ class Journey:
         text_out = turn.t(
             "journey.extend_quote",
             end=local_time(new_end, tz, turn.language),
-            price=money(price, booking.currency, turn.language),
+            price=Money(price, booking.currency).format(turn.language),
         )
         data = {"booking": booking.reference, "new_end": _iso(new_end), "price": price}
         return StepResult("extend_quote", data, Outcome([Reply(text_out, self._yes_no(turn))]))
@@ -600,7 +601,7 @@ class Journey:
         if now <= booking.start_at - self.settings.free_cancellation:
             return booking.price_cents
         if now < booking.start_at:
-            return booking.price_cents // 2
+            return Money(booking.price_cents, booking.currency).part(1, 2).minor
         return 0
 
     async def _cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
@@ -610,7 +611,7 @@ class Journey:
         text = turn.t(
             "journey.cancel_quote",
             reference=booking.reference,
-            refund=money(refund, booking.currency, turn.language),
+            refund=Money(refund, booking.currency).format(turn.language),
         )
         data = {"booking": booking.reference}
         return StepResult("cancel_quote", data, Outcome([Reply(text, self._yes_no(turn))]))
@@ -629,7 +630,7 @@ class Journey:
         text = turn.t(
             "journey.cancelled",
             reference=booking.reference,
-            refund=money(refund, booking.currency, turn.language),
+            refund=Money(refund, booking.currency).format(turn.language),
         )
         return StepResult("start", {}, Outcome([Reply(text)]), apply=cancel)
 
@@ -1162,8 +1163,7 @@ class Journey:
         checkout = await self.payments.create_checkout(
             CheckoutRequest(
                 booking_reference=booking.reference,
-                amount=amount,
-                currency=booking.currency.lower(),
+                amount=Money(amount, booking.currency),
                 description=f"{booking.asset.label} ({booking.reference})",
                 expires_at=expires,
                 success_url=f"{self.settings.public_url}/paid/{booking.reference}",
@@ -1197,7 +1197,7 @@ class Journey:
                 kind="payment_link",
                 params=lambda language: {
                     "url": checkout.url,
-                    "amount": money(amount, booking.currency, language),
+                    "amount": Money(amount, booking.currency).format(language),
                 },
                 template_variables={"1": booking.reference, "2": checkout.url},
             )
@@ -1213,7 +1213,9 @@ class Journey:
             if remaining <= 0 or not intent:
                 continue
             part = min(remaining, payment.amount_cents)
-            await self.payments.refund(intent, part, f"{effect.idempotency_key}:{payment.id}")
+            await self.payments.refund(
+                intent, Money(part, payment.currency), f"{effect.idempotency_key}:{payment.id}"
+            )
             remaining -= part
 
     async def execute_expire_checkout(self, effect: OutboxEffect) -> None:
@@ -1252,8 +1254,7 @@ class Journey:
                 intent = await self.payments.place_hold(
                     customer,
                     method,
-                    booking.deposit_cents,
-                    booking.currency.lower(),
+                    Money(booking.deposit_cents, booking.currency),
                     effect.idempotency_key,
                 )
             except PaymentRefused:
@@ -1277,7 +1278,7 @@ class Journey:
         async with in_transaction() as conn:
             await stage_outcome(conn, await self._maybe_confirm(conn, booking, now), now)
 
-    async def claim_deposit(self, reference: str, amount: int | None, *, actor: str) -> int:
+    async def claim_deposit(self, reference: str, amount: Money | None, *, actor: str) -> Money:
         """An operator keeps (part of) a deposit: capture the hold, or charge the saved card for
         a rental too long for a hold. Returns the amount claimed."""
         booking = await Booking.get(reference=reference)
@@ -1286,10 +1287,13 @@ class Journey:
         ).first()
         if deposit is None:
             raise LookupError(f"booking {reference} has no deposit to claim")
-        claimed = deposit.amount_cents if amount is None else amount
-        if not 0 < claimed <= deposit.amount_cents:
-            raise ValueError(f"claim between 0 and {deposit.amount_cents} (smallest unit)")
-        key = f"claim:{reference}:{claimed}"
+        held = Money(deposit.amount_cents, deposit.currency)
+        claimed = held if amount is None else amount
+        if claimed.currency != held.currency or not 0 < claimed.minor <= held.minor:
+            raise ValueError(
+                f"a claim is more than nothing and at most the deposit, {held.format('en')}"
+            )
+        key = f"claim:{reference}:{claimed.minor}"
         if deposit.status == "held" and deposit.provider_ref:
             await self.payments.capture_hold(deposit.provider_ref, claimed, key)
             charge = deposit.provider_ref
@@ -1298,7 +1302,6 @@ class Journey:
                 str(deposit.details.get("customer") or ""),
                 str(deposit.details.get("payment_method") or ""),
                 claimed,
-                booking.currency.lower(),
                 key,
             )
         now = self.clock.now()
@@ -1310,7 +1313,7 @@ class Journey:
                     "booking": booking,
                     "provider": self.payments.name,
                     "purpose": "claim",
-                    "amount_cents": claimed,
+                    "amount_cents": claimed.minor,
                     "currency": booking.currency,
                     "status": "paid",
                     "details": {"charge": charge},
@@ -1321,7 +1324,12 @@ class Journey:
                 conn,
                 Outcome(
                     audits=[
-                        Audit(actor, "deposit.claimed", f"booking:{reference}", {"amount": claimed})
+                        Audit(
+                            actor,
+                            "deposit.claimed",
+                            f"booking:{reference}",
+                            {"amount": claimed.minor},
+                        )
                     ]
                 ),
                 now,
@@ -1341,7 +1349,7 @@ class Journey:
                 kind="receipt",
                 params=lambda language: {
                     "reference": booking.reference,
-                    "deposit": money(booking.deposit_cents, booking.currency, language),
+                    "deposit": Money(booking.deposit_cents, booking.currency).format(language),
                 },
             )
             await stage_outcome(

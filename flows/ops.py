@@ -13,7 +13,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -23,7 +22,7 @@ from flows.access import LIVE_STATES, SET_EFFECT, AccessCodes
 from flows.bookings import IllegalTransition, extended_range, is_free
 from flows.effects import Audit, Effect, Outcome
 from flows.handoff import OPS_LANGUAGE, Handoff, HandoffRefused, TakenOver
-from flows.i18n import Translator, local_time, money
+from flows.i18n import Translator, local_time
 from flows.journey import LIVE_BOOKING, OPEN_EFFECT, REFUND_EFFECT, Journey
 from flows.messages import Media
 from flows.staging import stage_outcome
@@ -52,6 +51,7 @@ from storage.models import (
     StaffMember,
     StaffRole,
 )
+from storage.money import Money, MoneyError
 
 
 class Permission(StrEnum):
@@ -383,7 +383,8 @@ class OpsDesk:
                 self.t(
                     "ops.booking_payments",
                     payments=", ".join(
-                        f"{p.purpose} {money(p.amount_cents, p.currency, OPS_LANGUAGE)} {p.status}"
+                        f"{p.purpose} {Money(p.amount_cents, p.currency).format(OPS_LANGUAGE)}"
+                        f" {p.status}"
                         for p in payments
                     )
                     or none,
@@ -493,7 +494,7 @@ class OpsDesk:
                     for e in outcome.effects
                     if e.kind == REFUND_EFFECT
                 )
-                shown = money(amount, booking.currency, OPS_LANGUAGE)
+                shown = Money(amount, booking.currency).format(OPS_LANGUAGE)
                 await self.journey.notifier.tell(
                     conn,
                     booking.renter_id,
@@ -502,7 +503,7 @@ class OpsDesk:
                     kind="receipt",
                     params={
                         "reference": booking.reference,
-                        "refund": money(amount, booking.currency, language),
+                        "refund": Money(amount, booking.currency).format(language),
                     },
                 )
                 await stage_outcome(conn, outcome, now)
@@ -792,16 +793,26 @@ def _contact(renter: Renter) -> str:
 
 
 def _refund(word: str, booking: Booking) -> int:
-    """``full``, ``none`` or an amount in major units (``25.00``) → the smallest unit."""
+    """``full``, ``none`` or an amount in the booking's currency, in major units (``25.00``,
+    ``1500`` yen) → its minor units."""
     lowered = word.lower()
     if lowered == "full":
         return booking.price_cents
     if lowered in ("none", "no", "0"):
         return 0
-    try:
-        cents = int((Decimal(word.replace(",", ".")) * 100).to_integral_value())
-    except InvalidOperation:
-        raise _Usage() from None
-    if not 0 <= cents <= booking.price_cents:
+    if not re.fullmatch(r"-?[0-9.,]+", word):
         raise _Usage()
-    return cents
+    price = Money(booking.price_cents, booking.currency)
+    try:
+        refund = Money.parse(word, booking.currency)
+    except MoneyError:
+        refund = None
+    if refund is None or refund > price:
+        raise _Refused(
+            "ops.bad_refund",
+            reference=booking.reference,
+            amount=word,
+            currency=price.currency,
+            most=price.amount,
+        )
+    return refund.minor

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from storage.money import Money
+
 
 class PaymentError(Exception):
     """Root of payment-provider errors."""
@@ -24,8 +26,7 @@ class PaymentRefused(PaymentError):
 @dataclass(frozen=True)
 class CheckoutRequest:
     booking_reference: str
-    amount: int  # in the currency's smallest unit
-    currency: str  # ISO 4217, lower or upper case
+    amount: Money
     description: str
     expires_at: datetime  # 30 minutes to 24 hours ahead
     success_url: str
@@ -67,6 +68,8 @@ class PaymentEvent:
     occurred_at: datetime
     booking_reference: str | None
     object_id: str  # the session, payment intent, charge or verification session id
+    #: In ``currency``'s minor units as Keyturn stores them (``Money.minor``), whatever the
+    #: provider's own units are.
     amount: int | None = None
     currency: str | None = None
     payment_intent: str | None = None
@@ -91,24 +94,22 @@ class PaymentProvider(Protocol):
         the renter completed it, in which case its paid event has come or is on its way."""
         ...
 
-    async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None: ...
+    async def capture_hold(self, payment_intent: str, amount: Money | None, key: str) -> None: ...
 
     async def release_hold(self, payment_intent: str, key: str) -> None: ...
 
-    async def refund(self, payment_intent: str, amount: int | None, key: str) -> str: ...
+    async def refund(self, payment_intent: str, amount: Money | None, key: str) -> str: ...
 
     async def saved_card(self, payment_intent: str) -> tuple[str, str] | None:
         """The customer and card a paid intent saved for later, if it saved one."""
         ...
 
-    async def place_hold(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
-    ) -> str:
+    async def place_hold(self, customer: str, payment_method: str, amount: Money, key: str) -> str:
         """Authorise ``amount`` on a saved card without capturing it; returns the intent id."""
         ...
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
+        self, customer: str, payment_method: str, amount: Money, key: str
     ) -> str: ...
 
 

@@ -91,6 +91,9 @@ class Asset(Model):
     location: fields.ForeignKeyRelation[Location] = fields.ForeignKeyField(
         "models.Location", related_name="assets", on_delete=fields.RESTRICT
     )
+    # Every ``*_cents`` column, here and on bookings, extensions and payments, holds whole
+    # minor units of the row's currency as ISO/CLDR count them (cents, yen, fils): what
+    # ``storage.money.Money(amount, currency)`` means. Stripe's own units are the adapter's.
     currency = fields.CharField(max_length=3, default="USD")
     price_per_hour_cents = fields.IntField(default=0)
     price_per_day_cents = fields.IntField(default=0)

@@ -45,6 +45,7 @@ from flows.payments import (
     PaymentRefused,
     PaymentUnavailable,
 )
+from storage.money import Money, MoneyError
 
 if TYPE_CHECKING:
     from stripe import RequestOptions
@@ -199,10 +200,8 @@ class StripePayments(_StripeApi):
 
     def checkout_params(self, request: CheckoutRequest) -> SessionCreateParams:
         """What ``create_checkout`` sends; raises ValueError for a request Stripe would refuse."""
-        if request.amount <= 0:
-            raise ValueError("amount must be positive (in the currency's smallest unit)")
-        if len(request.currency) != 3 or not request.currency.isalpha():
-            raise ValueError(f"currency must be an ISO 4217 code, got {request.currency!r}")
+        if request.amount.minor <= 0:
+            raise ValueError("amount must be positive")
         if not request.booking_reference:
             raise ValueError("booking_reference is required")
         metadata = {**request.metadata, "booking": request.booking_reference}
@@ -218,8 +217,8 @@ class StripePayments(_StripeApi):
             "line_items": [
                 {
                     "price_data": {
-                        "currency": request.currency.lower(),
-                        "unit_amount": request.amount,
+                        "currency": request.amount.currency.lower(),
+                        "unit_amount": request.amount.to_stripe(),
                         "product_data": {"name": request.description},
                     },
                     "quantity": 1,
@@ -272,13 +271,13 @@ class StripePayments(_StripeApi):
             return session.status == "expired"
         return True
 
-    async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None:
+    async def capture_hold(self, payment_intent: str, amount: Money | None, key: str) -> None:
         """Capture an authorised hold, all of it or ``amount``; a hold already captured is done."""
         params: PaymentIntentCaptureParams = {}
         if amount is not None:
-            if amount <= 0:
+            if amount.minor <= 0:
                 raise ValueError("amount must be positive")
-            params["amount_to_capture"] = amount
+            params["amount_to_capture"] = amount.to_stripe()
         intents = self._client.v1.payment_intents
         try:
             await self._call(
@@ -311,13 +310,13 @@ class StripePayments(_StripeApi):
             if intent.status != "canceled":
                 raise
 
-    async def refund(self, payment_intent: str, amount: int | None, key: str) -> str:
+    async def refund(self, payment_intent: str, amount: Money | None, key: str) -> str:
         """Refund ``amount`` (everything not yet refunded when None); returns the refund id."""
         params: RefundCreateParams = {"payment_intent": payment_intent}
         if amount is not None:
-            if amount <= 0:
+            if amount.minor <= 0:
                 raise ValueError("amount must be positive")
-            params["amount"] = amount
+            params["amount"] = amount.to_stripe()
         refund = await self._call(
             "refunds.create",
             lambda: self._client.v1.refunds.create_async(params, _options(key)),
@@ -340,20 +339,18 @@ class StripePayments(_StripeApi):
             return None
         return customer, method
 
-    async def place_hold(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
-    ) -> str:
+    async def place_hold(self, customer: str, payment_method: str, amount: Money, key: str) -> str:
         """Authorise ``amount`` on a saved card without capturing it; returns the intent id.
 
         For a rental longer than a hold lives: the card saved at checkout gets a fresh
         authorisation. Declined or needing the renter: ``PaymentRefused``.
         """
         return await self._off_session_intent(
-            "place_hold", customer, payment_method, amount, currency, key, manual=True
+            "place_hold", customer, payment_method, amount, key, manual=True
         )
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
+        self, customer: str, payment_method: str, amount: Money, key: str
     ) -> str:
         """Charge a card saved at checkout with the renter away; returns the PaymentIntent id.
 
@@ -361,7 +358,7 @@ class StripePayments(_StripeApi):
         ``PaymentRefused``: bring the renter back on-session with a new checkout.
         """
         return await self._off_session_intent(
-            "charge_saved_card", customer, payment_method, amount, currency, key, manual=False
+            "charge_saved_card", customer, payment_method, amount, key, manual=False
         )
 
     async def _off_session_intent(
@@ -369,17 +366,16 @@ class StripePayments(_StripeApi):
         operation: str,
         customer: str,
         payment_method: str,
-        amount: int,
-        currency: str,
+        amount: Money,
         key: str,
         *,
         manual: bool,
     ) -> str:
-        if amount <= 0:
+        if amount.minor <= 0:
             raise ValueError("amount must be positive")
         params: PaymentIntentCreateParams = {
-            "amount": amount,
-            "currency": currency.lower(),
+            "amount": amount.to_stripe(),
+            "currency": amount.currency.lower(),
             "customer": customer,
             "payment_method": payment_method,
             "off_session": True,
@@ -503,13 +499,24 @@ def normalize_event(raw: Mapping[str, Any]) -> PaymentEvent:
         occurred_at=datetime.fromtimestamp(created, UTC),
         booking_reference=reference,
         object_id=_text(obj.get("id")) or "",
-        amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+        amount=_keyturn_amount(amount, currency),
         currency=currency,
         payment_intent=payment_intent,
         customer=_id_of(obj.get("customer")),
         payment_method=payment_method,
         raw=raw,
     )
+
+
+def _keyturn_amount(amount: object, currency: str | None) -> int | None:
+    """Stripe's minor units as Keyturn's (¥1,000 is 1000 in both, 1,000 kr is 100000 at
+    Stripe); None for an amount that is not one or that Keyturn's units cannot hold."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or currency is None:
+        return None
+    try:
+        return Money.from_stripe(amount, currency).minor
+    except MoneyError:
+        return None
 
 
 def _completed_kind(session: Mapping[str, Any], metadata: Mapping[str, Any]) -> PaymentEventKind:

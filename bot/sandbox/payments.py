@@ -10,6 +10,7 @@ import hashlib
 import uuid
 
 from flows.payments import Checkout, CheckoutRequest
+from storage.money import Money
 
 PROVIDER = "sandbox"
 
@@ -31,25 +32,23 @@ class SandboxPayments:
     async def expire_checkout(self, session_id: str) -> bool:
         return True  # the sandbox page takes no payment once Keyturn marks the checkout expired
 
-    async def capture_hold(self, payment_intent: str, amount: int | None, key: str) -> None:
+    async def capture_hold(self, payment_intent: str, amount: Money | None, key: str) -> None:
         return None
 
     async def release_hold(self, payment_intent: str, key: str) -> None:
         return None
 
-    async def refund(self, payment_intent: str, amount: int | None, key: str) -> str:
+    async def refund(self, payment_intent: str, amount: Money | None, key: str) -> str:
         return _stable("sbx_re", key)
 
     async def saved_card(self, payment_intent: str) -> tuple[str, str] | None:
         return "sbx_cus_sandbox", "sbx_pm_card"
 
-    async def place_hold(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
-    ) -> str:
+    async def place_hold(self, customer: str, payment_method: str, amount: Money, key: str) -> str:
         return _stable("sbx_pi_hold", key)
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: int, currency: str, key: str
+        self, customer: str, payment_method: str, amount: Money, key: str
     ) -> str:
         return _stable("sbx_pi", key)
 

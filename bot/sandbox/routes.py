@@ -30,6 +30,7 @@ from storage.models import (
     OpsAlert,
     Payment,
 )
+from storage.money import Money
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024
@@ -248,7 +249,7 @@ async def _sandbox_payment(request: web.Request) -> Payment:
 async def pay_page(request: web.Request) -> web.Response:
     payment = await _sandbox_payment(request)
     booking = await Booking.get(id=payment.booking_id).prefetch_related("asset")
-    amount = f"{payment.amount_cents / 100:.2f} {payment.currency}"
+    amount = Money(payment.amount_cents, payment.currency).format("en")
     state = {
         "open": '<form method="post"><button>Pay {amount}</button></form>',
         "paid": "<p>Paid. You can go back to the chat.</p>",

@@ -32,6 +32,7 @@ from storage.models import (
     OutboxEffect,
     Payment,
 )
+from storage.money import Money
 from tests.conftest import FakeClock
 
 ADDRESS = "+15550100001"
@@ -297,15 +298,18 @@ async def test_an_operator_claims_part_of_the_deposit(
     client, runtime, clock = journey
     renter = Renter(client, runtime)
     booking = await book_and_confirm(client, runtime, renter, "tomorrow 10-14")
-    claimed = await runtime.journey.claim_deposit(booking.reference, 2500, actor="staff:1")
-    assert claimed == 2500
+    part = Money(2500, booking.currency)
+    claimed = await runtime.journey.claim_deposit(booking.reference, part, actor="staff:1")
+    assert claimed == part
     assert await Payment.filter(booking=booking, purpose="claim", amount_cents=2500).exists()
     clock.current = booking.end_at
     await renter.inbox()
     deposit = await Payment.get(booking=booking, purpose="deposit")
     assert deposit.status == "claimed", "a claimed deposit is not released at check-out"
     with pytest.raises(LookupError):
-        await runtime.journey.claim_deposit(booking.reference, 100, actor="staff:1")
+        await runtime.journey.claim_deposit(
+            booking.reference, Money(100, booking.currency), actor="staff:1"
+        )
 
 
 async def test_confirmation_waits_for_the_deposit_hold(

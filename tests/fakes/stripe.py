@@ -58,7 +58,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ALNUM = string.ascii_letters + string.digits
 _CURRENCIES = frozenset(
     {"usd", "eur", "gbp", "chf", "sek", "nok", "dkk", "pln", "czk", "cad", "aud", "nzd", "jpy"}
+    | {"isk", "huf", "krw", "kwd", "bhd", "jod", "omr", "tnd"}
 )
+#: Three-decimal currencies: Stripe wants their amounts rounded to ten (the last digit 0).
+_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+#: Two-decimal in Stripe's API, charged in whole units only (multiples of 100).
+_WHOLE_UNITS_ONLY = frozenset({"isk"})
 _LOCALES = frozenset(
     (
         *("auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi"),
@@ -253,6 +258,24 @@ def _currency(params: Mapping[str, Any], name: str, prefix: str = "") -> str:
     if value.lower() not in _CURRENCIES:
         raise invalid(f"Invalid currency: {value}.", param=_full(prefix, name))
     return str(value.lower())
+
+
+def _chargeable(amount: int, currency: str, param: str) -> None:
+    """Stripe's special cases (docs "Supported currencies"): ISK in multiples of 100, the
+    three-decimal currencies in multiples of 10."""
+    if currency in _WHOLE_UNITS_ONLY and amount % 100:
+        raise invalid(
+            f"Invalid amount. Currency {currency.upper()} has become effectively zero-decimal "
+            "and charged amounts must be evenly divisible by 100.",
+            param=param,
+            code="invalid_charge_amount_no_decimal_compatible",
+        )
+    if currency in _THREE_DECIMAL and amount % 10:
+        raise invalid(
+            f"Invalid amount. Amounts in {currency.upper()} must have 0 as their last digit.",
+            param=param,
+            code="invalid_charge_amount",
+        )
 
 
 def _url(params: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
@@ -851,11 +874,13 @@ class FakeStripe:
                 raise missing(f"{where}[price_data]")
             where = f"{where}[price_data]"
             _known(price_data, {"currency", "unit_amount", "product_data", "tax_behavior"}, where)
-            currencies.add(_currency(price_data, "currency", where))
+            currency = _currency(price_data, "currency", where)
+            currencies.add(currency)
             unit_amount = _integer(price_data, "unit_amount", where, required=True)
             assert unit_amount is not None
             if unit_amount < 0:
                 raise invalid("unit_amount must be at least 0.", param=f"{where}[unit_amount]")
+            _chargeable(unit_amount, currency, f"{where}[unit_amount]")
             product = _hash(price_data, "product_data", where)
             if product is None:
                 raise missing(f"{where}[product_data]")
@@ -912,6 +937,7 @@ class FakeStripe:
         if amount < 50:
             raise invalid("Amount must be at least 0.50.", param="amount", code="amount_too_small")
         currency = _currency(params, "currency")
+        _chargeable(amount, currency, "amount")
         capture = _choice(params, "capture_method", {"automatic", "automatic_async", "manual"})
         confirm = _boolean(params, "confirm") or False
         off_session = _boolean(params, "off_session")
@@ -1004,6 +1030,7 @@ class FakeStripe:
                 f"({intent['amount_capturable']}).",
                 param="amount_to_capture",
             )
+        _chargeable(amount, intent["currency"], "amount_to_capture")
         intent.update(status="succeeded", amount_received=amount, amount_capturable=0)
         charge = self.charges[intent["latest_charge"]]
         released = charge["amount"] - amount
@@ -1082,6 +1109,7 @@ class FakeStripe:
             amount = remaining
         if amount < 1:
             raise invalid("Amount must be at least 1.", param="amount")
+        _chargeable(amount, charge["currency"], "amount")
         if amount > remaining:
             raise invalid(
                 f"Refund amount ({amount}) is greater than unrefunded amount on charge "

@@ -215,6 +215,37 @@ async def test_a_bad_argument_answers_with_the_usage_and_changes_nothing(
     )
 
 
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        ("12.5", "12.5 is not a refund it can get"),  # yen have no decimals
+        ("1,500", "1,500 is not a refund it can get"),  # not a thousand and a half yen
+        ("3001", "3001 is not a refund it can get"),  # more than was paid
+    ],
+)
+async def test_a_refund_amount_is_read_in_the_bookings_currency(
+    ops: Ops, amount: str, reason: str
+) -> None:
+    booking = await altstadt_booking(ops)
+    await Asset.filter(code="B1").update(currency="JPY")
+    await Booking.filter(id=booking.id).update(currency="JPY", price_cents=3000)
+    effects = await OutboxEffect.all().count()
+
+    refused = await ops.command(MANAGER, f"/cancel KBIKE01 {amount}")
+
+    assert refused.startswith(f"Booking KBIKE01: {reason}"), refused
+    assert "an amount in JPY from 0 to 3000" in refused
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    assert await OutboxEffect.all().count() == effects
+
+    cancelled = await ops.command(MANAGER, "/cancel KBIKE01 1500")
+
+    assert cancelled == "Booking KBIKE01 cancelled; refund ¥1,500.", cancelled
+    await ops.deliver()
+    assert any("¥1,500" in text and "is cancelled" in text for text in ops.sms.texts())
+
+
 async def test_the_id_review_round_trip_by_button(ops: Ops) -> None:
     booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
     check = await pending_check(ops, booking)

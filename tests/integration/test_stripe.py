@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -22,6 +22,7 @@ from flows.payments import (
     PaymentRefused,
     PaymentUnavailable,
 )
+from storage.money import Money, MoneyError
 from tests.fakes.server import running
 from tests.fakes.stripe import (
     API_KEY,
@@ -36,11 +37,14 @@ from tests.fakes.stripe import (
 BOOKING = "BK-7Q2M"
 
 
+def eur(cents: int) -> Money:
+    return Money(cents, "EUR")
+
+
 def checkout_request(**changes: Any) -> CheckoutRequest:
     request = CheckoutRequest(
         booking_reference=BOOKING,
-        amount=4500,
-        currency="EUR",
+        amount=eur(4500),
         description="Trailer T1 · 1 June 09:00-17:00",
         expires_at=datetime.now(UTC) + timedelta(minutes=45),
         success_url="https://rent.example.com/pay/thanks",
@@ -138,7 +142,7 @@ async def test_checkout_is_created_with_the_booking_amount_and_expiry(
 
 
 async def test_a_hold_asks_for_manual_capture(payments: StripePayments, fake: FakeStripe) -> None:
-    checkout = await payments.create_checkout(checkout_request(hold=True, amount=30000))
+    checkout = await payments.create_checkout(checkout_request(hold=True, amount=eur(30000)))
 
     sent = fake.session_params[checkout.session_id]
     assert sent["payment_intent_data"]["capture_method"] == "manual"
@@ -176,25 +180,26 @@ async def test_the_same_key_for_another_checkout_is_refused(
     await payments.create_checkout(request)
 
     with pytest.raises(PaymentRefused, match="IdempotencyError"):
-        await payments.create_checkout(replace(request, amount=5000))
+        await payments.create_checkout(replace(request, amount=eur(5000)))
     assert len(fake.sessions) == 1
 
 
 @pytest.mark.parametrize(
-    "expires_at",
+    "expires_in",
     [
-        datetime.now(UTC) + timedelta(minutes=20),
-        datetime.now(UTC) - timedelta(minutes=1),
-        datetime.now(UTC) + timedelta(hours=24, minutes=5),
-        datetime.now().replace(tzinfo=None) + timedelta(hours=1),
+        lambda: datetime.now(UTC) + timedelta(minutes=20),
+        lambda: datetime.now(UTC) - timedelta(minutes=1),
+        lambda: datetime.now(UTC) + timedelta(hours=24, minutes=5),
+        lambda: datetime.now().replace(tzinfo=None) + timedelta(hours=1),
     ],
     ids=["20-minutes", "past", "over-24-hours", "naive"],
 )
 async def test_an_expiry_out_of_range_is_refused_before_calling_stripe(
-    payments: StripePayments, fake: FakeStripe, expires_at: datetime
+    payments: StripePayments, fake: FakeStripe, expires_in: Callable[[], datetime]
 ) -> None:
+    """Each expiry is taken when the test runs, not when the suite was collected."""
     with pytest.raises(ValueError, match="expires_at"):
-        await payments.create_checkout(checkout_request(expires_at=expires_at))
+        await payments.create_checkout(checkout_request(expires_at=expires_in()))
     assert fake.calls == []
 
 
@@ -211,9 +216,10 @@ async def test_an_expiry_that_slipped_under_30_minutes_in_the_outbox_is_lifted(
 
 
 async def test_other_bad_requests_are_refused_locally(payments: StripePayments) -> None:
-    for bad in (checkout_request(amount=0), checkout_request(currency="euro")):
-        with pytest.raises(ValueError):
-            await payments.create_checkout(bad)
+    with pytest.raises(ValueError):
+        await payments.create_checkout(checkout_request(amount=eur(0)))
+    with pytest.raises(MoneyError):
+        Money(4500, "euro")
 
 
 async def test_expiring_a_checkout_closes_it_and_a_closed_one_is_not_an_error(
@@ -245,17 +251,17 @@ async def paid(payments: StripePayments, fake: FakeStripe, **changes: Any) -> st
 
 
 async def test_a_hold_is_captured_in_part(payments: StripePayments, fake: FakeStripe) -> None:
-    intent = await paid(payments, fake, hold=True, amount=30000)
+    intent = await paid(payments, fake, hold=True, amount=eur(30000))
     assert fake.payment_intents[intent]["status"] == "requires_capture"
 
-    await payments.capture_hold(intent, 12000, key="claim-1")
+    await payments.capture_hold(intent, eur(12000), key="claim-1")
 
     captured = fake.payment_intents[intent]
     assert (captured["status"], captured["amount_received"]) == ("succeeded", 12000)
     [call] = fake.posts(f"/v1/payment_intents/{intent}/capture")
     assert call.params == {"amount_to_capture": "12000"}
     assert call.idempotency_key == "claim-1"
-    await payments.capture_hold(intent, 12000, key="claim-1-again")  # already captured: done
+    await payments.capture_hold(intent, eur(12000), key="claim-1-again")  # already captured: done
 
 
 async def test_capturing_what_is_not_a_hold_is_refused(
@@ -265,9 +271,9 @@ async def test_capturing_what_is_not_a_hold_is_refused(
     with pytest.raises(PaymentRefused, match="payment_intent_unexpected_state"):
         await payments.capture_hold(intent, None, key="claim-2")
 
-    hold = await paid(payments, fake, hold=True, idempotency_key="hold-2", amount=30000)
+    hold = await paid(payments, fake, hold=True, idempotency_key="hold-2", amount=eur(30000))
     with pytest.raises(PaymentRefused, match="amount_to_capture"):
-        await payments.capture_hold(hold, 30001, key="claim-3")
+        await payments.capture_hold(hold, eur(30001), key="claim-3")
     assert fake.payment_intents[hold]["status"] == "requires_capture"
 
 
@@ -291,16 +297,16 @@ async def test_refunds_in_part_then_the_rest_and_never_more(
 ) -> None:
     intent = await paid(payments, fake)
 
-    first = await payments.refund(intent, 1500, key="refund-1")
+    first = await payments.refund(intent, eur(1500), key="refund-1")
     with pytest.raises(PaymentRefused, match="amount_too_large"):
-        await payments.refund(intent, 4000, key="refund-2")
+        await payments.refund(intent, eur(4000), key="refund-2")
     rest = await payments.refund(intent, None, key="refund-3")
 
     assert first.startswith("re_") and rest.startswith("re_") and first != rest
     assert [fake.refunds[r]["amount"] for r in (first, rest)] == [1500, 3000]
     charge = fake.charges[fake.payment_intents[intent]["latest_charge"]]
     assert (charge["amount_refunded"], charge["refunded"]) == (4500, True)
-    assert await payments.refund(intent, 1500, key="refund-1") == first  # a retried effect
+    assert await payments.refund(intent, eur(1500), key="refund-1") == first  # a retried effect
 
 
 async def test_a_saved_card_is_charged_and_held_off_session(
@@ -310,8 +316,8 @@ async def test_a_saved_card_is_charged_and_held_off_session(
     customer, method = intent["customer"], intent["payment_method"]
     assert customer.startswith("cus_") and method.startswith("pm_")
 
-    charged = await payments.charge_saved_card(customer, method, 7000, "EUR", key="claim-7")
-    held = await payments.place_hold(customer, method, 30000, "eur", key="rehold-7")
+    charged = await payments.charge_saved_card(customer, method, eur(7000), key="claim-7")
+    held = await payments.place_hold(customer, method, eur(30000), key="rehold-7")
 
     assert fake.payment_intents[charged]["status"] == "succeeded"
     assert fake.payment_intents[held]["status"] == "requires_capture"
@@ -333,10 +339,10 @@ async def test_a_declined_saved_card_is_refused(payments: StripePayments, fake: 
 
     with pytest.raises(PaymentRefused, match=r"CardError.*authentication_required"):
         await payments.charge_saved_card(
-            intent["customer"], intent["payment_method"], 7000, "eur", key="claim-8"
+            intent["customer"], intent["payment_method"], eur(7000), key="claim-8"
         )
     with pytest.raises(PaymentRefused, match="resource_missing"):
-        await payments.charge_saved_card("cus_nobody", "pm_none", 7000, "eur", key="claim-9")
+        await payments.charge_saved_card("cus_nobody", "pm_none", eur(7000), key="claim-9")
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -575,7 +581,7 @@ async def test_expired_released_refunded_and_failed_events(
     assert cancelled.booking_reference == BOOKING
 
     intent = await paid(payments, fake, idempotency_key="pay-9")
-    await payments.refund(intent, 1000, key="refund-9")
+    await payments.refund(intent, eur(1000), key="refund-9")
     refunded = parse(fake.delivery("charge.refunded"))
     assert refunded.kind is PaymentEventKind.REFUNDED
     assert (refunded.amount, refunded.payment_intent) == (1000, intent)
@@ -586,7 +592,7 @@ async def test_expired_released_refunded_and_failed_events(
     fake.decline(saved["payment_method"])
     with pytest.raises(PaymentRefused):
         await payments.charge_saved_card(
-            saved["customer"], saved["payment_method"], 900, "eur", key="charge-9"
+            saved["customer"], saved["payment_method"], eur(900), key="charge-9"
         )
     failed = parse(fake.delivery("payment_intent.payment_failed"))
     assert (failed.kind, failed.amount) == (PaymentEventKind.PAYMENT_FAILED, 900)

@@ -29,6 +29,7 @@ from storage.models import (
     OutboxEffect,
     Payment,
 )
+from storage.money import Money
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe, WebhookDelivery
@@ -145,8 +146,7 @@ async def checkout_elsewhere(runtime: Runtime, clock: FakeClock, reference: str)
     checkout = await runtime.payments.create_checkout(
         CheckoutRequest(
             booking_reference=reference,
-            amount=50,
-            currency="usd",
+            amount=Money(50, "USD"),
             description="Something else",
             expires_at=clock.now() + timedelta(hours=1),
             success_url="https://elsewhere.example/ok",
