@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
+from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from bot.media_links import MediaLinks, add_media_route
 from bot.metrics import exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
@@ -135,6 +136,8 @@ def build_runtime(
     locks: Mapping[str, LockProvider] | None = None,
     payments: PaymentProvider | None = None,
 ) -> Runtime:
+    # Before any client is built: PTB logs its base URL, token included, when its Bot is made.
+    redact_secrets_in_logs(settings_secrets(settings))
     clock = clock or SystemClock()
     translator = Translator()
     sealer = Sealer(settings.require_encryption_key())
