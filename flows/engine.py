@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from flows.clock import Clock
 from flows.effects import Effect, Outcome, SetTimer
 from flows.i18n import LanguageSources, Translator, pick_language
+from flows.inbound_pins import holds_own_pin
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
@@ -220,6 +221,7 @@ class ConversationEngine:
             agent_id=conversation.agent_id,
         )
         result = await self.dialog.step(turn)
+        seal_inbound = self.sealer is not None and await holds_own_pin(renter.id, text, self.sealer)
         async with in_transaction() as conn:
             await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
@@ -243,7 +245,9 @@ class ConversationEngine:
                 outcome.alerts += applied.alerts
                 outcome.audits += applied.audits
                 outcome.replies += applied.replies
-            await self._stage_messages(conn, message, conversation.id, text, outcome, now)
+            await self._stage_messages(
+                conn, message, conversation.id, text, outcome, now, seal_inbound=seal_inbound
+            )
             await stage_outcome(conn, outcome, now)
         return outcome
 
@@ -255,15 +259,19 @@ class ConversationEngine:
         text: str,
         outcome: Outcome,
         now: datetime,
+        *,
+        seal_inbound: bool = False,
     ) -> None:
-        """Store the inbound message and the replies, and stage a send for each reply."""
+        """Store the inbound message (sealed when it holds the renter's own PIN) and the
+        replies, and stage a send for each reply."""
         rows = [
             NewMessage(
                 direction="in",
-                body=text,
+                body=self.sealer.seal(text) if seal_inbound and self.sealer else text,
                 status="received",
                 created_at=message.received_at,
                 media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+                sealed=seal_inbound,
                 provider_id=message.provider_id,
             )
         ]
