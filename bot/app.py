@@ -111,6 +111,16 @@ class ChannelMedia:
             )
         raise ValueError("unsupported")
 
+    async def delete(self, channel: str, url: str) -> None:
+        """Delete a picture a renter sent where the channel keeps it. Twilio deletes the media of
+        a message on request; Telegram cannot delete a file a user sent to a bot (only its
+        ``file_id`` is forgotten, by the caller); the sandbox drops what it still holds."""
+        transport = self.channels.get(channel)
+        if isinstance(transport, SandboxChannel):
+            transport.forget_media(url)
+        elif channel in ("sms", "whatsapp") and self.twilio is not None:
+            await self.twilio.delete_media(url)
+
 
 def _telegram(channels: Mapping[str, Channel]) -> TelegramChannel | None:
     """The Telegram channel, when one runs."""
@@ -185,19 +195,21 @@ def build_runtime(
             identity = StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
     if payments is None:
         payments = SandboxPayments(settings.public_url)
+    renter_media = ChannelMedia(all_channels, twilio)
     journey = Journey(
         translator,
         clock,
         access,
         payments,
         sealer,
-        ChannelMedia(all_channels, twilio),
+        renter_media,
         JourneySettings(
             public_url=settings.public_url,
             identity_method=settings.identity_method,
             id_valid_for=timedelta(days=settings.id_valid_days),
         ),
         identity,
+        delete_media=renter_media.delete,
     )
     handoff = Handoff(
         translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))

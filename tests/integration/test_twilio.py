@@ -639,3 +639,17 @@ async def test_a_renter_typing_their_own_pin_has_it_stored_sealed(harness: Harne
     assert rows[2].body == "call me at 5550 1234", "other numbers are kept as written"
     opened = [harness.runtime.journey.sealer.open(row.body) for row in rows[:2]]
     assert opened == [f"my code {pin} does not work", f"is it {spaced}?"]
+
+
+async def test_media_deleted_at_twilio_stays_deleted_and_only_twilio_media_is_deleted(
+    harness: Harness,
+) -> None:
+    url = harness.fake.add_media(b"\xff\xd8\xff" + b"0" * 100, "image/jpeg")
+    assert await harness.account.delete_media(url)
+    assert len(harness.fake.deleted_media) == 1
+    assert await harness.account.delete_media(url), "already gone (404) counts as deleted"
+    with pytest.raises(MediaRefused):
+        await harness.account.fetch_media(url, max_bytes=1000, allowed_types=ID_DOCUMENT_TYPES)
+    assert not await harness.account.delete_media("https://elsewhere.example/Media/ME1")
+    assert not await harness.account.delete_media("telegram-file:AgAC")
+    assert len(harness.fake.deleted_media) == 1
