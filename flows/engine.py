@@ -39,8 +39,10 @@ from flows.staging import stage_outcome
 from storage.conversations import (
     NewMessage,
     add_conversation,
+    add_renter,
     claim_message,
     find_or_add_renter,
+    forget_renter,
     insert_messages,
     read_conversation,
     save_turn,
@@ -52,7 +54,11 @@ log = logging.getLogger(__name__)
 
 #: Longer texts are cut before they are stored or parsed (10 concatenated SMS segments).
 MAX_TEXT_LENGTH = 1600
-PHONE_CHANNELS = frozenset({"sms", "whatsapp", "sandbox"})
+PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
+#: Anyone on the sandbox page may type any phone number as their address, so a sandbox
+#: conversation never resolves to the renter of that number on a real channel (their bookings,
+#: PIN and conversation): each has a renter of its own, known only through it.
+SANDBOX_CHANNEL = "sandbox"
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,9 @@ class ConversationEngine:
             LanguageSources(
                 explicit=renter.language,
                 channel_hint=message.language_hint,
-                phone=renter.phone,
+                # A sandbox address is a phone number too, only not the renter's own.
+                phone=renter.phone
+                or (message.address if message.channel == SANDBOX_CHANNEL else None),
             )
         )
         text = message.text.strip()[:MAX_TEXT_LENGTH]
@@ -325,11 +333,15 @@ class ConversationEngine:
             message.channel, message.address, renter.id, at=self.clock.now()
         )
         if conversation is None:
+            if message.channel == SANDBOX_CHANNEL:
+                await forget_renter(renter.id)  # the conversation that won has its own
             raise _Raced()  # another worker's first turn with this address started it
         return conversation, renter
 
     async def _renter(self, message: InboundMessage) -> Renter:
         name = message.display_name or ""
+        if message.channel == SANDBOX_CHANNEL:
+            return await add_renter(name=name, at=self.clock.now())
         if message.channel in PHONE_CHANNELS:
             return await find_or_add_renter(phone=message.address, name=name, at=self.clock.now())
         return await find_or_add_renter(

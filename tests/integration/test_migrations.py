@@ -143,3 +143,39 @@ async def test_a_database_with_rows_upgrades_to_the_latest_schema(fresh_url: str
         assert (await Timer.get()).claimed_by == ""
     finally:
         await db.close_database()
+
+
+async def test_sandbox_conversations_are_given_renters_of_their_own(fresh_url: str) -> None:
+    try:
+        await tortoise_migrate(
+            config=db.tortoise_config(fresh_url), target="models.0008_access_code_booking_index"
+        )
+    finally:
+        await Tortoise.close_connections()
+    from storage.models import Conversation, Renter
+
+    await db.open_database(fresh_url)
+    try:
+        real = await Renter.create(phone="+15550100001", name="Rita", language="es")
+        await Conversation.create(channel="sms", address="+15550100001", renter=real)
+        await Conversation.create(channel="sandbox", address="+15550100001", renter=real)
+        visitor = await Renter.create(phone="+15550100002", name="Sam")
+        await Conversation.create(channel="sandbox", address="+15550100002", renter=visitor)
+    finally:
+        await db.close_database()
+
+    await db.migrate(fresh_url)
+
+    await db.open_database(fresh_url)
+    try:
+        sms = await Conversation.get(channel="sms", address="+15550100001")
+        split = await Conversation.get(channel="sandbox", address="+15550100001")
+        assert sms.renter_id == real.id and split.renter_id not in (None, real.id)
+        own = await Renter.get(id=split.renter_id)
+        assert (own.phone, own.name, own.language) == (None, "Rita", "es")
+        assert (await Renter.get(id=real.id)).phone == "+15550100001"
+        alone = await Conversation.get(channel="sandbox", address="+15550100002")
+        assert alone.renter_id == visitor.id
+        assert (await Renter.get(id=visitor.id)).phone is None, "the number is free for its owner"
+    finally:
+        await db.close_database()
