@@ -136,6 +136,7 @@ class FakeTwilio:
         self._media: dict[str, _Media] = {}
         #: (message sid, media sid) of every media resource deleted through the API.
         self.deleted_media: list[tuple[str, str]] = []
+        self._delete_failures = 0
         self._failures: list[int] = []
         self._hangs = 0
         self._hang_seconds = 30.0
@@ -161,6 +162,10 @@ class FakeTwilio:
     def fail_next(self, count: int = 1, *, status: int = 500) -> None:
         """The next ``count`` Messages requests fail with ``status`` and Twilio's error JSON."""
         self._failures.extend([status] * count)
+
+    def fail_next_media_delete(self, count: int = 1) -> None:
+        """The next ``count`` media DELETE requests fail with 500 and Twilio's error JSON."""
+        self._delete_failures += count
 
     def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
         """The next ``count`` Messages requests answer only after ``seconds`` (or at stop)."""
@@ -443,6 +448,9 @@ class FakeTwilio:
 
     async def _media_delete(self, request: web.Request) -> web.Response:
         self._authenticate(request)
+        if self._delete_failures > 0:
+            self._delete_failures -= 1
+            raise TwilioApiError(500, 20500, "Internal error")
         message_sid, media_sid = request.match_info["message"], request.match_info["media"]
         media = self._media.get(media_sid)
         if media is None or media.message_sid != message_sid:

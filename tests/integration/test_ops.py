@@ -353,8 +353,14 @@ async def test_an_id_sent_by_mms_is_deleted_at_twilio_when_ops_decide(
         assert check.status == "pending" and await stored_anywhere(media_sid)
         assert twilio.deleted_media == []
 
+        twilio.fail_next_media_delete()  # Twilio has a bad moment: the deletion is retried
         answer = await ops.command(SUPPORT, f"/approve {check.id}")
         assert f"ID check {check.id} approved" in answer
+        await ops.deliver()
+        effect = await OutboxEffect.get(kind="identity.delete_media")
+        assert effect.state == EffectState.PENDING and effect.attempts == 1 and effect.critical
+        assert twilio.deleted_media == []
+        ops.clock.advance(timedelta(minutes=5))
         await ops.deliver()
 
         assert twilio.deleted_media == [(message_sid, media_sid)]
