@@ -66,6 +66,7 @@ from storage.models import (
     ProcessedWebhook,
     Renter,
 )
+from storage.retention import forget_media
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -1341,15 +1342,7 @@ class Journey:
         }
         for url in sorted(urls - {""}):
             await self.delete_media(channel, url)
-        async with in_transaction() as conn:
-            await (
-                OutboxEffect.filter(id=collect.id)
-                .using_db(conn)
-                .update(payload={**payload, "url": "", "content_type": ""})
-            )
-            await (
-                Message.filter(id__in=[row.id for row in messages]).using_db(conn).update(media=[])
-            )
+        await forget_media(collect.id, [row.id for row in messages])
 
     async def execute_open(self, effect: OutboxEffect) -> None:
         lock = await Lock.get(id=int(str(effect.payload["lock"])))

@@ -8,8 +8,11 @@ provider event ids once no provider would retry them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from tortoise.transactions import in_transaction
 
 from storage.models import (
     AuditEvent,
@@ -60,3 +63,14 @@ async def purge(now: datetime, *, audit_days: int, message_days: int) -> Purged:
         created_at__lt=now - FINISHED_WORK_KEPT,
     ).delete()
     return Purged(audit, bodies, media, access, webhooks, effects + timers)
+
+
+async def forget_media(effect_id: int, message_ids: Sequence[int]) -> None:
+    """Blank the references to a photo once it is deleted where the channel kept it: the
+    media of the messages that carried it, and the URL in the effect that collected it."""
+    async with in_transaction() as conn:
+        effect = await OutboxEffect.filter(id=effect_id).using_db(conn).first()
+        if effect is not None:
+            payload = {**effect.payload, "url": "", "content_type": ""}
+            await OutboxEffect.filter(id=effect_id).using_db(conn).update(payload=payload)
+        await Message.filter(id__in=list(message_ids)).using_db(conn).update(media=[])
