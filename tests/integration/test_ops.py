@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import encode_basic_auth
+from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from flows.effects import Alert, Outcome
@@ -26,11 +27,9 @@ from storage.models import (
     EffectState,
     Extension,
     IdentityCheck,
-    Message,
     OpsAlert,
     OutboxEffect,
     Renter,
-    Timer,
 )
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.integration.ops_harness import (
@@ -330,7 +329,7 @@ async def test_a_failing_revocation_is_retried_by_button(ops: Ops) -> None:
 async def stored_anywhere(needle: str) -> list[str]:
     """Every stored row whose text mentions ``needle``."""
     found = []
-    for model in (Message, OutboxEffect, Timer, AuditEvent, OpsAlert, IdentityCheck):
+    for model in Tortoise.apps["models"].values():
         for row in await model.all():
             values = {name: getattr(row, name) for name in model._meta.db_fields}
             if needle in json.dumps(values, default=str):
