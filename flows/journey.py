@@ -1274,6 +1274,10 @@ class Journey:
 
     async def execute_collect_id(self, effect: OutboxEffect) -> None:
         payload = effect.payload
+        if await IdentityCheck.exists(provider_ref=effect.idempotency_key):
+            # A retry after the check was stored: the photo may be decided and deleted by now,
+            # and must not be fetched again (nor the renter told it is unreadable).
+            return
         booking = await Booking.get(id=int(str(payload["booking"])))
         now = self.clock.now()
         try:

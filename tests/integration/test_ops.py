@@ -373,6 +373,14 @@ async def test_an_id_sent_by_mms_is_deleted_at_twilio_when_ops_decide(
         effect = await OutboxEffect.get(kind="identity.delete_media")
         assert effect.state == EffectState.DONE
 
+        # The collect effect run again (a worker died before marking it done): nothing is
+        # fetched from Twilio and the renter is not told their ID is unreadable.
+        before, fetches = len(twilio.sent), len(twilio.media_requests)
+        collect = await OutboxEffect.get(kind="identity.collect")
+        await ops.runtime.journey.execute_collect_id(collect)
+        await ops.deliver()
+        assert (len(twilio.sent), len(twilio.media_requests)) == (before, fetches)
+
 
 async def test_a_telegram_id_file_id_is_forgotten_when_ops_decide(ops: Ops) -> None:
     booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
