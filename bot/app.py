@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
+from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from bot.media_links import MediaLinks, add_media_route
 from bot.metrics import exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
@@ -110,6 +111,16 @@ class ChannelMedia:
             )
         raise ValueError("unsupported")
 
+    async def delete(self, channel: str, url: str) -> None:
+        """Delete a picture a renter sent where the channel keeps it. Twilio deletes the media of
+        a message on request; Telegram cannot delete a file a user sent to a bot (only its
+        ``file_id`` is forgotten, by the caller); the sandbox drops what it still holds."""
+        transport = self.channels.get(channel)
+        if isinstance(transport, SandboxChannel):
+            transport.forget_media(url)
+        elif channel in ("sms", "whatsapp") and self.twilio is not None:
+            await self.twilio.delete_media(url)
+
 
 def _telegram(channels: Mapping[str, Channel]) -> TelegramChannel | None:
     """The Telegram channel, when one runs."""
@@ -136,6 +147,8 @@ def build_runtime(
     payments: PaymentProvider | None = None,
     take_payments: bool = True,
 ) -> Runtime:
+    # Before any client is built: PTB logs its base URL, token included, when its Bot is made.
+    redact_secrets_in_logs(settings_secrets(settings))
     clock = clock or SystemClock()
     translator = Translator()
     sealer = Sealer(settings.require_encryption_key())
@@ -183,13 +196,14 @@ def build_runtime(
             identity = StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
     if payments is None:
         payments = SandboxPayments(settings.public_url)
+    renter_media = ChannelMedia(all_channels, twilio)
     journey = Journey(
         translator,
         clock,
         access,
         payments,
         sealer,
-        ChannelMedia(all_channels, twilio),
+        renter_media,
         JourneySettings(
             public_url=settings.public_url,
             identity_method=settings.identity_method,
@@ -199,6 +213,7 @@ def build_runtime(
             take_payments=take_payments,
         ),
         identity,
+        delete_media=renter_media.delete,
     )
     handoff = Handoff(
         translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))

@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from bot.app import Runtime, build_runtime, create_app
 from bot.config import Settings, SettingsError
+from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from flows.clock import SystemClock
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+    _redact_configured_secrets()
     # The Twilio SDK logs eleven INFO lines per request (URL with the account SID, every
     # header, the status): noise that cost a tenth of a worker's CPU under load.
     for sdk_log in ("twilio.http_client", "twilio.async_http_client"):
@@ -56,6 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InventoryError as err:
         print(f"keyturn: inventory refused:\n{err}", file=sys.stderr)
         return 2
+
+
+def _redact_configured_secrets() -> None:
+    """Every command logs without the secrets in the environment (a malformed one is reported
+    by the command itself)."""
+    try:
+        secrets = settings_secrets(Settings.from_env(dict(os.environ)))
+    except SettingsError:
+        secrets = []
+    redact_secrets_in_logs(secrets)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,14 +32,17 @@ from tortoise.transactions import in_transaction
 from flows.clock import Clock
 from flows.effects import Effect, Outcome, SetTimer
 from flows.i18n import LanguageSources, Translator, pick_language
+from flows.inbound_pins import holds_own_pin
 from flows.messages import InboundMessage, OutboundMessage
 from flows.notify import SEALED_KINDS
 from flows.staging import stage_outcome
 from storage.conversations import (
     NewMessage,
     add_conversation,
+    add_renter,
     claim_message,
     find_or_add_renter,
+    forget_renter,
     insert_messages,
     read_conversation,
     save_turn,
@@ -51,7 +54,11 @@ log = logging.getLogger(__name__)
 
 #: Longer texts are cut before they are stored or parsed (10 concatenated SMS segments).
 MAX_TEXT_LENGTH = 1600
-PHONE_CHANNELS = frozenset({"sms", "whatsapp", "sandbox"})
+PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
+#: Anyone on the sandbox page may type any phone number as their address, so a sandbox
+#: conversation never resolves to the renter of that number on a real channel (their bookings,
+#: PIN and conversation): each has a renter of its own, known only through it.
+SANDBOX_CHANNEL = "sandbox"
 
 
 @dataclass(frozen=True)
@@ -207,7 +214,9 @@ class ConversationEngine:
             LanguageSources(
                 explicit=renter.language,
                 channel_hint=message.language_hint,
-                phone=renter.phone,
+                # A sandbox address is a phone number too, only not the renter's own.
+                phone=renter.phone
+                or (message.address if message.channel == SANDBOX_CHANNEL else None),
             )
         )
         text = message.text.strip()[:MAX_TEXT_LENGTH]
@@ -225,6 +234,7 @@ class ConversationEngine:
             agent_id=conversation.agent_id,
         )
         result = await self.dialog.step(turn)
+        seal_inbound = self.sealer is not None and await holds_own_pin(renter.id, text, self.sealer)
         async with in_transaction() as conn:
             await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
@@ -249,7 +259,9 @@ class ConversationEngine:
                 outcome.audits += applied.audits
                 outcome.replies += applied.replies
                 outcome.writes += applied.writes
-            await self._stage_messages(conn, message, conversation.id, text, outcome, now)
+            await self._stage_messages(
+                conn, message, conversation.id, text, outcome, now, seal_inbound=seal_inbound
+            )
             await stage_outcome(conn, outcome, now)
         return outcome
 
@@ -261,15 +273,19 @@ class ConversationEngine:
         text: str,
         outcome: Outcome,
         now: datetime,
+        *,
+        seal_inbound: bool = False,
     ) -> None:
-        """Store the inbound message and the replies, and stage a send for each reply."""
+        """Store the inbound message (sealed when it holds the renter's own PIN) and the
+        replies, and stage a send for each reply."""
         rows = [
             NewMessage(
                 direction="in",
-                body=text,
+                body=self.sealer.seal(text) if seal_inbound and self.sealer else text,
                 status="received",
                 created_at=message.received_at,
                 media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+                sealed=seal_inbound,
                 provider_id=message.provider_id,
             )
         ]
@@ -323,11 +339,15 @@ class ConversationEngine:
             message.channel, message.address, renter.id, at=self.clock.now()
         )
         if conversation is None:
+            if message.channel == SANDBOX_CHANNEL:
+                await forget_renter(renter.id)  # the conversation that won has its own
             raise _Raced()  # another worker's first turn with this address started it
         return conversation, renter
 
     async def _renter(self, message: InboundMessage) -> Renter:
         name = message.display_name or ""
+        if message.channel == SANDBOX_CHANNEL:
+            return await add_renter(name=name, at=self.clock.now())
         if message.channel in PHONE_CHANNELS:
             return await find_or_add_renter(phone=message.address, name=name, at=self.clock.now())
         return await find_or_add_renter(

@@ -66,12 +66,14 @@ from storage.models import (
     Extension,
     IdentityCheck,
     Lock,
+    Message,
     OutboxEffect,
     Payment,
     ProcessedWebhook,
     Renter,
 )
 from storage.money import Money
+from storage.retention import forget_media
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ REFUND_EFFECT = "payment.refund"
 HOLD_EFFECT = "payment.hold_deposit"
 RELEASE_EFFECT = "payment.release_deposit"
 COLLECT_ID_EFFECT = "identity.collect"
+DELETE_ID_MEDIA_EFFECT = "identity.delete_media"
 IDENTITY_START_EFFECT = "identity.start_verification"
 OPEN_EFFECT = "lock.open"
 HOLD_EXPIRY_TIMER = "booking.hold_expiry"
@@ -103,6 +106,16 @@ class MediaFetcher(Protocol):
     async def __call__(self, channel: str, url: str) -> tuple[bytes, str]:
         """The media's bytes and content type; raises ValueError when it is refused."""
         ...
+
+
+class MediaEraser(Protocol):
+    async def __call__(self, channel: str, url: str) -> None:
+        """Delete the media where the channel keeps it (a no-op where it cannot)."""
+        ...
+
+
+async def _keep_media(channel: str, url: str) -> None:
+    """Without an eraser the media stays where the channel keeps it; references still go."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,8 @@ class Journey:
         settings: JourneySettings | None = None,
         identity: IdentityProvider | None = None,
         inventory: InventoryCache | None = None,
+        *,
+        delete_media: MediaEraser = _keep_media,
     ) -> None:
         self.translator = translator
         self.inventory = inventory or InventoryCache()
@@ -161,6 +176,7 @@ class Journey:
         self.payments = payments
         self.sealer = sealer
         self.fetch_media = fetch_media
+        self.delete_media = delete_media
         self.settings = settings or JourneySettings()
         self.identity = identity
         self.notifier = Notifier(translator, sealer)
@@ -406,6 +422,7 @@ class Journey:
             {
                 "booking": booking.id,
                 "channel": turn.message.channel,
+                "message": turn.message.provider_id,
                 "url": media.url,
                 "content_type": media.content_type,
             },
@@ -1065,6 +1082,17 @@ class Journey:
                 )
             ]
         )
+        if check.method == "manual":
+            # The photo the renter sent stays downloadable where the channel keeps it until
+            # deleted there; the effect does so and then forgets every reference to it.
+            outcome.effects.append(
+                Effect(
+                    DELETE_ID_MEDIA_EFFECT,
+                    f"identity-media:{check.id}",
+                    {"check": check.id},
+                    critical=True,
+                )
+            )
         booking = (
             await Booking.filter(id=check.booking_id).using_db(conn).first()
             if check.booking_id is not None
@@ -1378,6 +1406,10 @@ class Journey:
 
     async def execute_collect_id(self, effect: OutboxEffect) -> None:
         payload = effect.payload
+        if await IdentityCheck.exists(provider_ref=effect.idempotency_key):
+            # A retry after the check was stored: the photo may be decided and deleted by now,
+            # and must not be fetched again (nor the renter told it is unreadable).
+            return
         booking = await Booking.get(id=int(str(payload["booking"])))
         now = self.clock.now()
         try:
@@ -1422,6 +1454,31 @@ class Journey:
                     ),
                     now,
                 )
+
+    async def execute_delete_id_media(self, effect: OutboxEffect) -> None:
+        """Delete a decided ID's photo where the channel keeps it (Twilio's Media resource),
+        then blank the references to it: the inbound message's media and the collect payload."""
+        check = await IdentityCheck.get_or_none(id=int(str(effect.payload["check"])))
+        if check is None or not check.provider_ref:
+            return
+        collect = await OutboxEffect.get_or_none(
+            kind=COLLECT_ID_EFFECT, idempotency_key=check.provider_ref
+        )
+        if collect is None:
+            return
+        payload = dict(collect.payload)
+        channel = str(payload.get("channel", ""))
+        # The collect key is identity:<channel>:<provider message id> (older payloads lack it).
+        provider_id = str(payload.get("message") or check.provider_ref.split(":", 2)[-1])
+        messages = await Message.filter(
+            direction="in", provider_id=provider_id, conversation__channel=channel
+        )
+        urls = {str(payload.get("url") or "")} | {
+            str(item.get("url", "")) for row in messages for item in _media_items(row.media)
+        }
+        for url in sorted(urls - {""}):
+            await self.delete_media(channel, url)
+        await forget_media(collect.id, [row.id for row in messages])
 
     async def execute_open(self, effect: OutboxEffect) -> None:
         lock = await Lock.get(id=int(str(effect.payload["lock"])))
@@ -1650,6 +1707,10 @@ def _zone(name: str) -> Any:
     return ZoneInfo(name)
 
 
+def _media_items(media: object) -> list[dict[str, object]]:
+    return [item for item in media if isinstance(item, dict)] if isinstance(media, list) else []
+
+
 def _duration(minutes: int, language: str) -> str:
     from babel.dates import format_timedelta
 
@@ -1666,6 +1727,7 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
         HOLD_EFFECT: journey.execute_hold_deposit,
         RELEASE_EFFECT: journey.execute_release_deposit,
         COLLECT_ID_EFFECT: journey.execute_collect_id,
+        DELETE_ID_MEDIA_EFFECT: journey.execute_delete_id_media,
         IDENTITY_START_EFFECT: journey.execute_identity_start,
         OPEN_EFFECT: journey.execute_open,
         "payment.expire_checkout": journey.execute_expire_checkout,
@@ -1682,4 +1744,4 @@ def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awai
     }
 
 
-__all__ = ["IllegalTransition", "Journey", "JourneySettings", "MediaFetcher"]
+__all__ = ["IllegalTransition", "Journey", "JourneySettings", "MediaEraser", "MediaFetcher"]

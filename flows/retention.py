@@ -40,6 +40,7 @@ class Retention:
                     details={
                         "audit_events": purged.audit_events,
                         "message_bodies": purged.message_bodies,
+                        "message_media": purged.message_media,
                         "access_records": purged.access_records,
                         "webhook_ids": purged.webhook_ids,
                         "finished_work": purged.finished_work,

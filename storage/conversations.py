@@ -124,6 +124,23 @@ async def find_or_add_renter(
     return Renter._init_from_db(**rows[0])
 
 
+_ADD_RENTER = (
+    "INSERT INTO renter (name, opted_out, created_at, updated_at) VALUES ($1, $2, $3, $4)"
+    " RETURNING *"
+)
+
+
+async def add_renter(*, name: str, at: datetime) -> Renter:
+    """A renter known by no phone number or Telegram id: found only through its conversation."""
+    rows = await connection().execute_query_dict(sql(_ADD_RENTER), [name, False, at, at])
+    return Renter._init_from_db(**rows[0])
+
+
+async def forget_renter(renter_id: int) -> None:
+    """Remove a renter added for a conversation that another worker started first."""
+    await Renter.filter(id=renter_id).delete()
+
+
 async def add_conversation(
     channel: str, address: str, renter_id: int, *, at: datetime
 ) -> Conversation | None:

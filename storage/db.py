@@ -60,14 +60,44 @@ async def _keep_session(connection: object) -> None:
     """Pool reset hook: nothing to undo (see ``_connection_config``)."""
 
 
+#: A SQLite database holds renters' phone numbers and messages: only its owner may read it.
+SQLITE_FILE_MODE = 0o600
+#: The files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal).
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _sqlite_path(database_url: str) -> Path | None:
+    if urlsplit(database_url).scheme != "sqlite":
+        return None
+    path = database_url.removeprefix("sqlite://").split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path).expanduser().resolve()
+
+
 def ensure_sqlite_directory(database_url: str) -> None:
-    """Create the folder a SQLite file lives in, so a fresh checkout needs no manual step."""
-    parts = urlsplit(database_url)
-    if parts.scheme != "sqlite":
+    """Create the folder a SQLite file lives in, so a fresh checkout needs no manual step, and
+    the file itself readable by its owner only (whatever the umask); SQLite gives its -wal,
+    -shm and journal files the database file's mode."""
+    path = _sqlite_path(database_url)
+    if path is None:
         return
-    path = database_url.removeprefix("sqlite://")
-    if path and path != ":memory:":
-        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, SQLITE_FILE_MODE))
+        os.chmod(path, SQLITE_FILE_MODE)
+    restrict_sqlite_companions(database_url)
+
+
+def restrict_sqlite_companions(database_url: str) -> None:
+    """Give the -wal, -shm and journal files beside a 0600 database the same mode."""
+    path = _sqlite_path(database_url)
+    if path is None or not path.exists() or path.stat().st_mode & 0o077:
+        return  # a file its owner made readable to others stays as they chose
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists() and companion.stat().st_mode & 0o077:
+            os.chmod(companion, SQLITE_FILE_MODE)
 
 
 def dialect() -> str:
@@ -103,6 +133,7 @@ async def open_database(database_url: str) -> None:
     if dialect() == "sqlite":
         # WAL lets the sandbox page read while the engine writes; foreign keys are off by default.
         await connection().execute_script("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
+        restrict_sqlite_companions(database_url)
 
 
 async def close_database() -> None:

@@ -32,6 +32,9 @@ class SandboxChannel:
             raise ValueError("unavailable")
         return found
 
+    def forget_media(self, url: str) -> None:
+        self.media.pop(url.removeprefix("sandbox-media:"), None)
+
     async def send(self, message: OutboundMessage, idempotency_key: str) -> str:
         self.sent.append(message)
         if len(self.sent) > 1000:

@@ -8,8 +8,8 @@ reuses this channel (``application``, ``bot``, ``send_to``) for its own chats an
 Every Bot API error is turned into one of ours: a blocked bot or a chat that does not exist is
 ``Undeliverable`` (retrying cannot help); flood control, network trouble and timeouts are
 ``ChannelError`` so that the outbox retries. The bot token is part of every Bot API URL: httpx logs
-those URLs at INFO, so a filter on its logger redacts the token, and our own messages never
-contain it.
+those URLs at INFO and PTB its base URL at DEBUG, so the token is redacted in every log record
+(``bot.log_redaction``), and our own messages never contain it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from telegram.error import (
 from telegram.ext import Application
 
 from bot.channels import ChannelError, Undeliverable
+from bot.log_redaction import BOT_TOKEN_IN_TEXT, redact_secrets_in_logs
 from flows.messages import InboundMessage, Media, OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ CAPTION_LIMIT = 1024
 #: What ``set_webhook`` subscribes to; the operators' bot may ask for more.
 RENTER_UPDATES = ("message", "callback_query")
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_TOKEN_IN_TEXT = re.compile(r"bot\d+(?::|%3[Aa])[A-Za-z0-9_-]+")  # also percent-encoded
 #: Bot API errors that mean the chat is gone for good (the text after PTB strips "Bad Request: ").
 _GONE = ("chat not found", "user not found", "peer_id_invalid", "user is deactivated")
 _SENT_MEMORY = 2048
@@ -90,24 +90,6 @@ class TelegramTimeouts:
     write: float = 10.0
     pool: float = 2.0
     download: float = 60.0
-
-
-class _RedactBotToken(logging.Filter):
-    """Replaces a bot token in a log record's message, plain or percent-encoded (file URLs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _TOKEN_IN_TEXT.sub("bot<token>", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def _redact_token_in_logs() -> None:
-    """httpx logs every request URL, token included, at INFO; redact it once per process."""
-    httpx_log = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactBotToken) for f in httpx_log.filters):
-        httpx_log.addFilter(_RedactBotToken())
 
 
 def build_application(
@@ -144,7 +126,7 @@ class TelegramChannel:
         api_base: str = DEFAULT_API_BASE,
         timeouts: TelegramTimeouts | None = None,
     ) -> None:
-        _redact_token_in_logs()
+        redact_secrets_in_logs([token])
         self.timeouts = timeouts or TelegramTimeouts()
         self.application = build_application(token, api_base=api_base, timeouts=self.timeouts)
         # Message ids of chunks already sent, by idempotency key: a retried effect whose send
@@ -459,4 +441,4 @@ def _retry_after(err: RetryAfter) -> timedelta:
 
 
 def _scrub(text: str) -> str:
-    return _TOKEN_IN_TEXT.sub("bot<token>", text)
+    return BOT_TOKEN_IN_TEXT.sub("bot<token>", text)

@@ -27,12 +27,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from yarl import URL
@@ -88,6 +89,11 @@ MALFORMED_CODES: Mapping[int, str] = {
 #: Media types worth keeping as a photo of an ID; callers pass their own list to ``fetch_media``.
 ID_DOCUMENT_TYPES = frozenset({"image/jpeg", "image/png", "image/heic", "application/pdf"})
 MAX_MEDIA_REDIRECTS = 3
+#: The path of a media file of a message, as ``MediaUrl{N}`` carries it.
+_MEDIA_PATH = re.compile(
+    r"/2010-04-01/Accounts/(?P<account>AC\w+)/Messages/(?P<message>\w+)/Media/(?P<media>\w+)"
+    r"(?:\.json)?$"
+)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -268,6 +274,31 @@ class TwilioAccount:
             raise ChannelError("media download timed out") from err
         except aiohttp.ClientError as err:
             raise ChannelError(f"media download failed: {type(err).__name__}") from err
+
+    async def delete_media(self, url: str) -> bool:
+        """Delete a media file of an inbound message at Twilio (``DELETE
+        …/Messages/{MessageSid}/Media/{MediaSid}``), so that its URL no longer serves it.
+
+        True when it is gone (deleted now, or already: Twilio answers 404); False for a URL that
+        is not one of this account's media, which is not Twilio's to delete. Other failures are
+        ``ChannelError``, for the outbox to retry."""
+        current = _http_url(url)
+        found = _MEDIA_PATH.search(current.path) if current is not None else None
+        if (
+            current is None
+            or found is None
+            or current.origin() != self.media_origin
+            or found["account"] != self.account_sid
+        ):
+            return False
+        async with self._api_call() as client:
+            media = client.api.v2010.accounts(self.account_sid).messages(found["message"])
+            try:
+                await media.media(found["media"]).delete_async()
+            except TwilioRestException as err:
+                if err.status != 404:
+                    raise
+        return True
 
 
 def _http_url(raw: str) -> URL | None:

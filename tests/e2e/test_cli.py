@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,21 @@ def test_a_code_left_removing_without_its_removal_is_taken_off(tmp_path: Path) -
     assert states == {int(bay): "removed", int(storage): "removed"}
     assert on_locks == (0,)
     assert keyturn("locks", "reconcile", env=env).stdout.count("matches") >= 2
+
+
+def test_migrate_creates_the_sqlite_file_readable_by_its_owner_only(tmp_path: Path) -> None:
+    database = tmp_path / "var" / "keyturn.sqlite3"
+    result = subprocess.run(
+        # umask 000: a file made without an explicit mode would be world-writable.
+        ["/bin/sh", "-c", f'umask 000 && exec "{sys.executable}" -m bot migrate'],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KEYTURN_DATABASE_URL": f"sqlite://{database}"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "applied models.0001_initial" in result.stdout
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    leftovers = [p for p in database.parent.iterdir() if p != database]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in leftovers), leftovers

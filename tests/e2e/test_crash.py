@@ -343,8 +343,9 @@ async def crash_through_journeys(cluster: Cluster, bases: list[str], survivor: b
         r["phone"]: r["state"]
         for r in await query(
             url,
-            "SELECT renter.phone, booking.state FROM booking"
-            " JOIN renter ON renter.id = booking.renter_id",
+            # A sandbox renter is known by its conversation's address, not by a phone number.
+            "SELECT conversation.address AS phone, booking.state FROM booking"
+            " JOIN conversation ON conversation.renter_id = booking.renter_id",
         )
     }
     assert bookings == {
@@ -354,9 +355,9 @@ async def crash_through_journeys(cluster: Cluster, bases: list[str], survivor: b
     }
     codes = await query(
         url,
-        "SELECT renter.phone, access_code.state, access_code.provider_ref FROM access_code"
-        " JOIN booking ON booking.id = access_code.booking_id"
-        " JOIN renter ON renter.id = booking.renter_id",
+        "SELECT conversation.address AS phone, access_code.state, access_code.provider_ref"
+        " FROM access_code JOIN booking ON booking.id = access_code.booking_id"
+        " JOIN conversation ON conversation.renter_id = booking.renter_id",
     )
     states = {(c["phone"], c["state"]) for c in codes}
     assert states == {

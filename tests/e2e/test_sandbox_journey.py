@@ -24,16 +24,21 @@ from storage import db
 from storage.models import (
     AccessCode,
     AccessCodeState,
+    Asset,
     Booking,
     BookingState,
+    Conversation,
     IdentityCheck,
     Message,
     OpsAlert,
     OutboxEffect,
     Payment,
 )
+from storage.models import Renter as TheRenter
 from storage.money import Money
 from tests.conftest import FakeClock
+from tests.integration.conftest import booked, codes_of
+from tests.support import RecordingChannel, inbound
 
 ADDRESS = "+15550100001"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
@@ -341,3 +346,40 @@ async def test_confirmation_waits_for_the_deposit_hold(
     assert await OpsAlert.filter(kind="deposit_not_held").exists()
     assert not await AccessCode.filter(booking=booking).exists()
     runtime.payments.place_hold = original  # type: ignore[method-assign]
+
+
+async def test_a_sandbox_user_typing_a_real_renters_number_gets_nothing_of_theirs(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    client, runtime, clock = journey
+    sms = RecordingChannel("sms")
+    runtime.channels["sms"] = sms
+    start = NOW + timedelta(minutes=30)
+    booking = await booked(
+        runtime,
+        (await Asset.get(code="T1")).id,
+        start,
+        start + timedelta(hours=4),
+        reference="KTREAL1",
+        phone=ADDRESS,
+    )
+    await run(runtime)  # the codes are set on the locks
+    await runtime.engine.handle(inbound("CODE", channel="sms", address=ADDRESS, at=clock.now()))
+    await run(runtime)
+    [pin] = {runtime.journey.sealer.open(c.pin_encrypted) for c in await codes_of(booking)}
+    assert any(pin in text for text in sms.texts()), "the real renter has their PIN by SMS"
+    texts_before = len(sms.sent)
+
+    stranger = Renter(client, runtime)  # types the real renter's number as their address
+    replies = await stranger.say("CODE")
+    replies += await stranger.say("CANCEL")
+    replies += await stranger.say("YES")
+    replies += await stranger.say("OPEN")
+    assert replies and not any(pin in text or "KTREAL1" in text for text in replies), replies
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    assert len(sms.sent) == texts_before, "the real renter hears nothing of it"
+    sandbox = await Conversation.get(channel="sandbox", address=ADDRESS)
+    assert sandbox.renter_id != booking.renter_id
+    assert (await TheRenter.get(id=booking.renter_id)).phone == ADDRESS
+    assert await TheRenter.filter(phone=ADDRESS).count() == 1

@@ -20,6 +20,9 @@ It speaks what the SDK 9.13 sends and what Twilio answers:
 - Media: ``add_media`` stores an attachment under a Twilio media URL that needs Basic auth and
   answers with a 307 to a signed URL on a second server (the "CDN", like Twilio's storage), which
   refuses requests carrying an ``Authorization`` header, as S3 refuses a second auth mechanism.
+  ``DELETE /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}/Media/{Sid}.json`` deletes it
+  (204, empty body; 404 ``{"code": 20404, ...}`` for media the message does not have); the
+  deletions are in ``deleted_media`` as (message sid, media sid).
 
 ``inbound`` and ``status_callback`` build webhook posts signed like Twilio's
 (``RequestValidator.compute_signature`` over the public URL and the form).
@@ -101,6 +104,7 @@ class _Media:
     content_type: str
     chunked: bool
     token: str
+    message_sid: str = ""
 
 
 class FakeTwilio:
@@ -130,6 +134,9 @@ class FakeTwilio:
         #: (path, carried an Authorization header) for every media and CDN request.
         self.media_requests: list[tuple[str, bool]] = []
         self._media: dict[str, _Media] = {}
+        #: (message sid, media sid) of every media resource deleted through the API.
+        self.deleted_media: list[tuple[str, str]] = []
+        self._delete_failures = 0
         self._failures: list[int] = []
         self._hangs = 0
         self._hang_seconds = 30.0
@@ -156,6 +163,10 @@ class FakeTwilio:
         """The next ``count`` Messages requests fail with ``status`` and Twilio's error JSON."""
         self._failures.extend([status] * count)
 
+    def fail_next_media_delete(self, count: int = 1) -> None:
+        """The next ``count`` media DELETE requests fail with 500 and Twilio's error JSON."""
+        self._delete_failures += count
+
     def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
         """The next ``count`` Messages requests answer only after ``seconds`` (or at stop)."""
         self._hangs += count
@@ -173,7 +184,9 @@ class FakeTwilio:
         ``chunked`` sends it without Content-Length, so only the bytes read tell its size.
         """
         message_sid, media_sid = new_sid("MM"), new_sid("ME")
-        self._media[media_sid] = _Media(content, content_type, chunked, secrets.token_hex(8))
+        self._media[media_sid] = _Media(
+            content, content_type, chunked, secrets.token_hex(8), message_sid
+        )
         return (
             f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}"
             f"/Messages/{message_sid}/Media/{media_sid}"
@@ -248,6 +261,10 @@ class FakeTwilio:
         app.router.add_get("/2010-04-01/Accounts/{account}/Messages.json", self._list_messages)
         app.router.add_get(
             "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}", self._media_get
+        )
+        app.router.add_delete(
+            "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}.json",
+            self._media_delete,
         )
         return app
 
@@ -428,6 +445,19 @@ class FakeTwilio:
             raise TwilioApiError(404, 20404, "The requested resource was not found")
         target = f"{self.cdn_url}/media/{request.match_info['media']}?Signature={media.token}"
         raise web.HTTPTemporaryRedirect(target)
+
+    async def _media_delete(self, request: web.Request) -> web.Response:
+        self._authenticate(request)
+        if self._delete_failures > 0:
+            self._delete_failures -= 1
+            raise TwilioApiError(500, 20500, "Internal error")
+        message_sid, media_sid = request.match_info["message"], request.match_info["media"]
+        media = self._media.get(media_sid)
+        if media is None or media.message_sid != message_sid:
+            raise TwilioApiError(404, 20404, "The requested resource was not found")
+        del self._media[media_sid]
+        self.deleted_media.append((message_sid, media_sid))
+        return web.Response(status=204)
 
     def _cdn_app(self) -> web.Application:
         app = web.Application()

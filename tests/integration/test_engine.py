@@ -162,7 +162,8 @@ async def test_help_lang_and_garbage_get_useful_answers(database: str, clock: Fa
     assert texts[4].startswith("Responde con un número del 1 al 2")
     assert texts[5].startswith("Responde con un número del 1 al 2")
     assert texts[6].startswith("Responde con un número del 1 al 2")
-    renter = await Renter.get(phone="+15550100001")
+    conversation = await Conversation.get(channel="sandbox", address="+15550100001")
+    renter = await Renter.get(id=conversation.renter_id)
     assert renter.language == "es"
     stored = await Message.filter(direction="in").order_by("id").values_list("body", flat=True)
     assert max(len(body) for body in stored) == 1600

@@ -196,5 +196,42 @@ async def test_existing_bookings_take_their_buffers_and_back_to_back_ones_still_
         # rental, so it stops where that starts, and the second's range begins there.
         assert (first.blocked_from, first.blocked_until) == (first.start_at - minute, first.end_at)
         assert (second.blocked_from, second.blocked_until) == (first.end_at, second.end_at + minute)
+
+    finally:
+        await db.close_database()
+
+
+async def test_sandbox_conversations_are_given_renters_of_their_own(fresh_url: str) -> None:
+    try:
+        await tortoise_migrate(
+            config=db.tortoise_config(fresh_url), target="models.0008_access_code_booking_index"
+        )
+    finally:
+        await Tortoise.close_connections()
+    from storage.models import Conversation, Renter
+
+    await db.open_database(fresh_url)
+    try:
+        real = await Renter.create(phone="+15550100001", name="Rita", language="es")
+        await Conversation.create(channel="sms", address="+15550100001", renter=real)
+        await Conversation.create(channel="sandbox", address="+15550100001", renter=real)
+        visitor = await Renter.create(phone="+15550100002", name="Sam")
+        await Conversation.create(channel="sandbox", address="+15550100002", renter=visitor)
+    finally:
+        await db.close_database()
+
+    await db.migrate(fresh_url)
+
+    await db.open_database(fresh_url)
+    try:
+        sms = await Conversation.get(channel="sms", address="+15550100001")
+        split = await Conversation.get(channel="sandbox", address="+15550100001")
+        assert sms.renter_id == real.id and split.renter_id not in (None, real.id)
+        own = await Renter.get(id=split.renter_id)
+        assert (own.phone, own.name, own.language) == (None, "Rita", "es")
+        assert (await Renter.get(id=real.id)).phone == "+15550100001"
+        alone = await Conversation.get(channel="sandbox", address="+15550100002")
+        assert alone.renter_id == visitor.id
+        assert (await Renter.get(id=visitor.id)).phone is None, "the number is free for its owner"
     finally:
         await db.close_database()

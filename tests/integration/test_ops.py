@@ -3,11 +3,14 @@ refused role, bad arguments, the ID review by button, and an alert storm in one 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import encode_basic_auth
+from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from flows.effects import Alert, Outcome
@@ -21,17 +24,20 @@ from storage.models import (
     Booking,
     BookingState,
     Conversation,
+    EffectState,
     Extension,
     IdentityCheck,
     OpsAlert,
     OutboxEffect,
     Renter,
 )
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.integration.ops_harness import (
     MAINTENANCE,
     MANAGER,
     OPS_CHAT,
     OWNER,
+    RENTER_PHONE,
     STRANGER,
     SUPPORT,
     Ops,
@@ -371,3 +377,79 @@ async def test_a_failing_revocation_is_retried_by_button(ops: Ops) -> None:
     await effect.refresh_from_db()
     assert effect.state == "pending" and effect.next_attempt_at <= ops.clock.now()
     assert not await Conversation.filter(agent_id__isnull=False).exists()
+
+
+async def stored_anywhere(needle: str) -> list[str]:
+    """Every stored row whose text mentions ``needle``."""
+    found = []
+    for model in Tortoise.apps["models"].values():
+        for row in await model.all():
+            values = {name: getattr(row, name) for name in model._meta.db_fields}
+            if needle in json.dumps(values, default=str):
+                found.append(f"{model.__name__} {row.pk}")
+    return found
+
+
+async def test_an_id_sent_by_mms_is_deleted_at_twilio_when_ops_decide(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    twilio = FakeTwilio(public_url="https://keyturn.example")
+    async with twilio.serving(), ops_app(tmp_path, sqlite_template, twilio=twilio) as ops:
+        booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+        url = twilio.add_media(JPEG, "image/jpeg")
+        message_sid, media_sid = url.split("/Messages/")[1].split("/Media/")
+        form, headers = twilio.inbound(from_=RENTER_PHONE, media=[(url, "image/jpeg")])
+        assert (await ops.client.post("/webhooks/twilio", data=form, headers=headers)).status == 200
+        await ops.deliver()
+        check = await IdentityCheck.get(booking=booking)
+        assert check.status == "pending" and await stored_anywhere(media_sid)
+        assert twilio.deleted_media == []
+
+        twilio.fail_next_media_delete()  # Twilio has a bad moment: the deletion is retried
+        answer = await ops.command(SUPPORT, f"/approve {check.id}")
+        assert f"ID check {check.id} approved" in answer
+        await ops.deliver()
+        effect = await OutboxEffect.get(kind="identity.delete_media")
+        assert effect.state == EffectState.PENDING and effect.attempts == 1 and effect.critical
+        assert twilio.deleted_media == []
+        ops.clock.advance(timedelta(minutes=5))
+        await ops.deliver()
+
+        assert twilio.deleted_media == [(message_sid, media_sid)]
+        auth = {"Authorization": encode_basic_auth(ACCOUNT_SID, AUTH_TOKEN)}
+        fetched = await ops.client.session.get(url, headers=auth)
+        assert fetched.status == 404, "Twilio no longer serves the photo"
+        assert await stored_anywhere(media_sid) == []
+        assert await stored_anywhere(url) == []
+        await booking.refresh_from_db()
+        assert booking.state == BookingState.CONFIRMED
+        effect = await OutboxEffect.get(kind="identity.delete_media")
+        assert effect.state == EffectState.DONE
+
+        # The collect effect run again (a worker died before marking it done): nothing is
+        # fetched from Twilio and the renter is not told their ID is unreadable.
+        before, fetches = len(twilio.sent), len(twilio.media_requests)
+        collect = await OutboxEffect.get(kind="identity.collect")
+        await ops.runtime.journey.execute_collect_id(collect)
+        await ops.deliver()
+        assert (len(twilio.sent), len(twilio.media_requests)) == (before, fetches)
+
+
+async def test_a_telegram_id_file_id_is_forgotten_when_ops_decide(ops: Ops) -> None:
+    booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+    renter = ops.fake.private_chat(777000111, "Rita")
+    await Renter.filter(id=booking.renter_id).update(phone=None, telegram_id=777000111)
+    update = ops.fake.photo_update(renter, JPEG)
+    file_id = update["message"]["photo"][-1]["file_id"]
+    await ops.post(update)
+    await ops.deliver()
+    check = await IdentityCheck.get(booking=booking)
+    assert await stored_anywhere(file_id), "the file id is what the photo is fetched by"
+
+    answer = await ops.command(SUPPORT, f"/reject {check.id} blurred")
+    assert f"ID check {check.id} rejected" in answer
+    await ops.deliver()
+
+    assert await stored_anywhere(file_id) == []
+    await check.refresh_from_db()
+    assert check.status == "rejected" and check.document_encrypted is None

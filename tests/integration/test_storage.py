@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from tortoise.exceptions import IntegrityError
 
+from storage import db
 from storage.models import Asset, Booking, BookingState, ProcessedWebhook
 from tests.support import a_renter, rental_times, small_inventory
 
@@ -100,3 +104,23 @@ async def test_a_provider_event_id_is_stored_once(database: str) -> None:
     with pytest.raises(IntegrityError):
         await ProcessedWebhook.create(provider="stripe", event_id="evt_1", received_at=at)
     await ProcessedWebhook.create(provider="twilio", event_id="evt_1", received_at=at)
+
+
+async def test_an_open_sqlite_database_and_its_wal_files_are_private(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/keyturn.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        await db.migrate(url)
+        await db.open_database(url)
+        await ProcessedWebhook.create(provider="t", event_id="e", received_at=START)
+        modes = {
+            name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in os.listdir(tmp_path)
+        }
+    finally:
+        await db.close_database()
+        os.umask(previous)
+    assert modes == {
+        "keyturn.sqlite3": 0o600,
+        "keyturn.sqlite3-shm": 0o600,
+        "keyturn.sqlite3-wal": 0o600,
+    }

@@ -3,6 +3,7 @@ webhook route inside the app, and the outbox delivering replies with an injected
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -456,3 +457,51 @@ async def test_the_fake_refuses_like_the_bot_api(harness: Harness) -> None:
         await harness.channel.bot.answer_callback_query("123")
     with pytest.raises(BadRequest, match=r"(?i)https url"):
         await harness.channel.bot.set_webhook("http://keyturn.example/webhooks/telegram")
+
+
+async def test_no_secret_reaches_any_handler_at_debug(
+    sqlite_template: Path, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """python-telegram-bot logs its base URL (token included) when its Bot is made, and every
+    call's parameters (the webhook secret of setWebhook) at DEBUG: none of it may show."""
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "app.sqlite3"
+    shutil.copy(sqlite_template, path)
+    fake = FakeTelegram()
+    async with running(fake.web_app()) as api_base:
+        settings = Settings.from_env(
+            {
+                "KEYTURN_DATABASE_URL": f"sqlite://{path}",
+                "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "KEYTURN_PUBLIC_URL": PUBLIC_URL,
+                "TELEGRAM_BOT_TOKEN": TOKEN,
+                "TELEGRAM_WEBHOOK_SECRET": SECRET,
+                "TELEGRAM_API_BASE": api_base,
+            }
+        )
+        runtime = build_runtime(settings, clock=clock)
+        # A handler added after start-up, writing everything the way a log file would.
+        later = io.StringIO()
+        handler = logging.StreamHandler(later)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            async with TestClient(TestServer(create_app(runtime, workers=False))) as client:
+                user = fake.private_chat(4257)
+                response = await client.post(
+                    WEBHOOK_PATH,
+                    json=fake.text_update(user, "hi"),
+                    headers={SECRET_HEADER: SECRET},
+                )
+                assert response.status == 200
+                await runtime.dispatcher.run_once()
+        finally:
+            logging.getLogger().removeHandler(handler)
+    assert fake.calls_to("setWebhook") and fake.sent(4257)
+    captured = caplog.text + "\n".join(logging.Formatter().format(r) for r in caplog.records)
+    assert "Set Bot API URL" in captured and "setWebhook" in captured
+    assert "sendMessage" in later.getvalue()
+    for output in (captured, later.getvalue()):
+        assert TOKEN.split(":")[1] not in output
+        assert SECRET not in output
+        assert settings.encryption_key not in output

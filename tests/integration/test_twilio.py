@@ -52,6 +52,7 @@ from tests.fakes.twilio import (
     WHATSAPP_NUMBER,
     FakeTwilio,
 )
+from tests.integration.conftest import codes_of, confirmed_booking
 
 PUBLIC_URL = "https://keyturn.example.com"
 RENTER = "+15550100001"
@@ -623,3 +624,32 @@ async def test_whatsapp_takes_one_photo_and_a_closed_window_sends_it_by_mms(
     await whatsapp.send(later, "later")
     sent = harness.fake.sent[-1]
     assert sent.to == RENTER and sent.content_sid is None and len(sent.media_urls) == 1
+
+
+async def test_a_renter_typing_their_own_pin_has_it_stored_sealed(harness: Harness) -> None:
+    booking = await confirmed_booking(harness.runtime)
+    [pin] = {harness.runtime.journey.sealer.open(c.pin_encrypted) for c in await codes_of(booking)}
+    spaced = f"{pin[:2]} {pin[2:]}"
+    for text in (f"my code {pin} does not work", f"is it {spaced}?", "call me at 5550 1234"):
+        form, headers = harness.fake.inbound(from_=RENTER, body=text)
+        assert (await harness.post(form, headers)).status == 200
+    rows = await Message.filter(direction="in").order_by("id")
+    assert [row.sealed for row in rows] == [True, True, False]
+    assert all(pin not in row.body.replace(" ", "") for row in rows[:2])
+    assert rows[2].body == "call me at 5550 1234", "other numbers are kept as written"
+    opened = [harness.runtime.journey.sealer.open(row.body) for row in rows[:2]]
+    assert opened == [f"my code {pin} does not work", f"is it {spaced}?"]
+
+
+async def test_media_deleted_at_twilio_stays_deleted_and_only_twilio_media_is_deleted(
+    harness: Harness,
+) -> None:
+    url = harness.fake.add_media(b"\xff\xd8\xff" + b"0" * 100, "image/jpeg")
+    assert await harness.account.delete_media(url)
+    assert len(harness.fake.deleted_media) == 1
+    assert await harness.account.delete_media(url), "already gone (404) counts as deleted"
+    with pytest.raises(MediaRefused):
+        await harness.account.fetch_media(url, max_bytes=1000, allowed_types=ID_DOCUMENT_TYPES)
+    assert not await harness.account.delete_media("https://elsewhere.example/Media/ME1")
+    assert not await harness.account.delete_media("telegram-file:AgAC")
+    assert len(harness.fake.deleted_media) == 1
