@@ -438,11 +438,20 @@ class HandoffDialog:
             result.outcome.timers.append(self._idle(turn))
             return result
         # The bot cannot help when it says it did not understand, or gives the same answer
-        # again without getting anywhere, several times in a row.
+        # again without getting anywhere, several times in a row. A turn that did what was asked
+        # (a door opened, the PIN sent again) got somewhere, however often it is asked.
         replies = result.outcome.replies
         answer = _fingerprint(replies[0].text) if len(replies) == 1 else ""
+        acted = (
+            result.apply is not None
+            or bool(result.outcome.effects or result.outcome.writes)
+            or any(reply.kind == "pin" for reply in replies)
+        )
         lost = answer == _fingerprint(turn.t("dialog.not_understood")) or (
-            answer and answer == turn.data.get("last_answer") and result.state == turn.state
+            answer
+            and not acted
+            and answer == turn.data.get("last_answer")
+            and result.state == turn.state
         )
         if not lost:
             data.pop("misunderstood", None)

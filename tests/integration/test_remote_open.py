@@ -32,7 +32,7 @@ from locks.port import capabilities_from_json
 from storage.models import Booking, SimulatedUnlock
 from tests.conftest import FakeClock, asyncpg_url
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, WHATSAPP_NUMBER, FakeTwilio
-from tests.integration.conftest import START, confirmed_booking
+from tests.integration.conftest import START, confirmed_booking, settle
 
 PUBLIC_URL = "https://keyturn.example.com"
 PHONE = "+15550100001"  # the renter of the confirmed booking
@@ -162,3 +162,27 @@ async def _remote_locks(booking: Booking) -> list[str]:
         for lock in await locks_for_booking(booking)
         if LockCapability.REMOTE_UNLOCK in capabilities_from_json(lock.capabilities, lock.provider)
     ]
+
+
+async def test_three_opens_and_codes_in_a_row_are_answered_not_handed_to_a_person(
+    phone: Phone, clock: FakeClock
+) -> None:
+    """A renter who opens three times, or asks for the code three times, got what they asked
+    for each time: the bot did not fail to help, so no person is called in."""
+    booking = await confirmed_booking(phone.runtime)
+    locks = len(await _remote_locks(booking))
+    clock.current = START + timedelta(minutes=5)
+    await settle(phone.runtime)  # the codes are on the locks
+    await phone.replies()  # and the PIN was sent
+    sent_before = len(phone.fake.sent)
+    for _ in range(3):
+        await phone.say(PHONE, "OPEN")
+    opened = (await phone.replies())[sent_before:]
+    assert len(opened) == 3 and all(OPENING in text for text in opened), opened
+    assert await unlocks() == 3 * locks
+
+    for _ in range(3):
+        await phone.say(PHONE, "CODE")
+    codes = (await phone.replies())[sent_before + 3 :]
+    assert len(codes) == 3 and all("door codes" in text for text in codes), codes
+    assert not any("A person from our team" in text for text in opened + codes)
