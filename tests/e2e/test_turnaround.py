@@ -49,7 +49,13 @@ async def confirmed(client: TestClient[Any, Any], renter: Renter, line: str) -> 
     [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
     await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
     assert any("is confirmed" in text for text in await renter.inbox())
-    booking = await Booking.filter(renter__phone=renter.address).order_by("-id").first()
+    booking = (
+        await Booking.filter(
+            renter__conversations__channel="sandbox", renter__conversations__address=renter.address
+        )
+        .order_by("-id")
+        .first()
+    )
     assert booking is not None and booking.state == BookingState.CONFIRMED
     return booking
 

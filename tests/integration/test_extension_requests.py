@@ -19,7 +19,7 @@ PHONE = "+15550100001"  # the renter of confirmed_booking
 
 async def say(runtime: Runtime, clock: FakeClock, text: str) -> list[str]:
     before = await Message.filter(direction="out").count()
-    await runtime.engine.handle(inbound(text, address=PHONE, at=clock.now()))
+    await runtime.engine.handle(inbound(text, address=PHONE, channel="sms", at=clock.now()))
     out = await Message.filter(direction="out").order_by("id")
     return [m.body for m in out[before:]]
 
