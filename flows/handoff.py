@@ -22,6 +22,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
+from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import Dialog, StepResult, Turn
 from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
@@ -99,8 +100,9 @@ class Handoff:
     async def find(self, ident: str) -> Conversation | None:
         """A conversation by its number, the renter's phone, or one of the renter's bookings."""
         ident = ident.strip()
-        if ident.isdigit() and len(ident) <= 9:
-            return await Conversation.get_or_none(id=int(ident))
+        number = typed_int(ident, at_most=DATABASE_ID_MAX)
+        if number is not None:
+            return await Conversation.get_or_none(id=number)
         renter: Renter | None = None
         if ident.startswith("+"):
             renter = await Renter.get_or_none(phone=ident)
