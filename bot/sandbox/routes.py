@@ -15,6 +15,8 @@ from aiohttp import web
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import PROVIDER, new_event_id
+from bot.webhook_json import UnreadableJson, load_json
+from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
 from flows.i18n import Translator
 from flows.messages import InboundMessage, Media
@@ -66,12 +68,20 @@ def _address(raw: Any) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _path_id(request: web.Request, name: str) -> int:
+    """A record's id in the path: ASCII digits that fit its column (else nothing has it)."""
+    number = typed_int(request.match_info[name], at_most=DATABASE_ID_MAX)
+    if number is None:
+        raise web.HTTPNotFound(text="no record with that id")
+    return number
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        body = await request.json()
-    except ValueError:
+        body = load_json(await request.read())
+    except UnreadableJson:  # also nested past any form's depth
         raise web.HTTPBadRequest(text="body must be JSON") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="body must be a JSON object")
@@ -105,7 +115,9 @@ async def post_message(request: web.Request) -> web.Response:
 
 async def list_messages(request: web.Request) -> web.Response:
     address = _address(request.query.get("address"))
-    after = int(request.query.get("after", "0") or 0)
+    after = typed_int(request.query.get("after", "0") or "0", at_most=INT64_MAX)
+    if after is None:
+        raise web.HTTPBadRequest(text="after must be a message's id")
     conversation = await Conversation.get_or_none(channel="sandbox", address=address)
     if conversation is None:
         return web.json_response({"messages": []})
@@ -126,7 +138,9 @@ async def list_messages(request: web.Request) -> web.Response:
 
 async def ops_feed(request: web.Request) -> web.Response:
     translator: Translator = request.app[TRANSLATOR]
-    after_audit = int(request.query.get("after_audit", "0") or 0)
+    after_audit = typed_int(request.query.get("after_audit", "0") or "0", at_most=INT64_MAX)
+    if after_audit is None:
+        raise web.HTTPBadRequest(text="after_audit must be an audit event's id")
     alerts = await OpsAlert.all().order_by("-updated_at", "-id").limit(50)
     audit = await AuditEvent.filter(id__gt=after_audit).order_by("id").limit(200)
     return web.json_response(
@@ -160,9 +174,11 @@ async def ops_feed(request: web.Request) -> web.Response:
 
 
 async def resolve(request: web.Request) -> web.Response:
-    alert = await OpsAlert.get_or_none(id=int(request.match_info["alert_id"]))
+    alert = await OpsAlert.get_or_none(id=_path_id(request, "alert_id"))
     if alert is None or alert.open_key is None:
         raise web.HTTPNotFound(text="no open alert with that id")
+    if alert.kind == "id_review":  # resolving would leave the check pending
+        raise web.HTTPConflict(text="an ID review is decided with approve or reject, not resolved")
     now = request.app[CLOCK].now()
     await resolve_alert(None, group_key=alert.open_key, now=now, by="sandbox operator")
     await record_audit(
@@ -304,7 +320,7 @@ async def identity_checks(request: web.Request) -> web.Response:
 
 
 async def identity_document(request: web.Request) -> web.Response:
-    check = await IdentityCheck.get_or_none(id=int(request.match_info["check"]))
+    check = await IdentityCheck.get_or_none(id=_path_id(request, "check"))
     if check is None or check.document_encrypted is None:
         raise web.HTTPGone(text="the document was deleted when the decision was made")
     content = request.app[SEALER].open_bytes(check.document_encrypted)
@@ -324,7 +340,7 @@ async def identity_decision(request: web.Request) -> web.Response:
     if not approve and not reason.strip():
         raise web.HTTPUnprocessableEntity(text="a rejection needs a reason")
     decided = await request.app[JOURNEY].decide_identity(
-        int(request.match_info["check"]),
+        _path_id(request, "check"),
         approved=approve,
         reviewer="sandbox operator",
         reason=reason,

@@ -10,7 +10,6 @@ Updates that are not a renter's (the operators' group, staff commands) can be cl
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from bot.transports.telegram import (
     update_to_inbound,
 )
 from bot.webhook_body import read_capped
+from bot.webhook_json import UnreadableJson, load_json
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,9 @@ async def _update_json(request: web.Request) -> dict[str, object]:
         raise web.HTTPUnsupportedMediaType(text="updates are application/json")
     body = await read_capped(request, MAX_UPDATE_BYTES)
     try:
-        data = json.loads(body)
-    except ValueError:  # also invalid UTF-8
-        raise web.HTTPBadRequest(text="body must be JSON") from None
+        data = load_json(body)
+    except UnreadableJson:  # also invalid UTF-8, deep nesting, ids past 64 bits
+        raise web.HTTPBadRequest(text="body must be JSON as Telegram sends it") from None
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         raise web.HTTPBadRequest(text="body must be a Telegram Update object")
     return data
