@@ -29,6 +29,7 @@ from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_lang
 from flows.messages import Media, OutboundMessage
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
+from storage.columns import fits_column
 from storage.journal import resolve_alert
 from storage.models import Booking, Conversation, Message, Renter, StaffMember
 
@@ -105,8 +106,9 @@ class Handoff:
             return await Conversation.get_or_none(id=number)
         renter: Renter | None = None
         if ident.startswith("+"):
-            renter = await Renter.get_or_none(phone=ident)
-        else:
+            if fits_column(Renter, "phone", ident):
+                renter = await Renter.get_or_none(phone=ident)
+        elif fits_column(Booking, "reference", ident.upper()):  # "ß" is "SS" upper-cased
             booking = await Booking.get_or_none(reference=ident.upper())
             if booking is not None:
                 renter = await Renter.get(id=booking.renter_id)
