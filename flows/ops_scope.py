@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tortoise.queryset import QuerySet
 
-from flows.digits import DATABASE_ID_MAX, typed_int
+from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from storage.models import (
     Asset,
     Booking,
@@ -58,6 +58,9 @@ async def alert_locations(alert: OpsAlert) -> frozenset[str]:
         return await _lock_location(Lock.filter(key=subject))
     if kind in _BOOKING_KEYED:
         return await _booking_locations(Booking.filter(reference=subject))
+    if kind == "effect":  # outbox ids are 64-bit
+        effect_id = typed_int(subject, at_most=INT64_MAX)
+        return frozenset() if effect_id is None else await _effect_locations(effect_id)
     number = typed_int(subject, at_most=DATABASE_ID_MAX)
     if number is None:
         return frozenset()
@@ -75,8 +78,6 @@ async def alert_locations(alert: OpsAlert) -> frozenset[str]:
         if check.booking_id is not None:
             return await _booking_locations(Booking.filter(id=check.booking_id))
         return await _booking_locations(Booking.filter(renter_id=check.renter_id))
-    if kind == "effect":
-        return await _effect_locations(number)
     return frozenset()
 
 
@@ -87,8 +88,9 @@ async def _effect_locations(effect_id: int) -> frozenset[str]:
         return frozenset()
     ids = {
         name: typed_int(str(effect.payload.get(name, "")), at_most=DATABASE_ID_MAX)
-        for name in ("booking", "code", "lock", "conversation", "message")
+        for name in ("booking", "code", "lock", "conversation")
     }
+    message_id = typed_int(str(effect.payload.get("message", "")), at_most=INT64_MAX)
     if ids["booking"] is not None:
         return await _booking_locations(Booking.filter(id=ids["booking"]))
     if ids["code"] is not None:
@@ -97,8 +99,8 @@ async def _effect_locations(effect_id: int) -> frozenset[str]:
         return await _lock_location(Lock.filter(id=ids["lock"]))
     if ids["conversation"] is not None:
         return await _conversation_locations(ids["conversation"])
-    if ids["message"] is not None:
-        message = await Message.get_or_none(id=ids["message"])
+    if message_id is not None:
+        message = await Message.get_or_none(id=message_id)
         if message is not None:
             return await _conversation_locations(message.conversation_id)
     return frozenset()

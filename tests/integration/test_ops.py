@@ -377,7 +377,8 @@ async def a_dead_effect_alert(ops: Ops, booking: Booking) -> tuple[OutboxEffect,
 ALTSTADT_MANAGER = 100000009
 
 
-async def test_alert_buttons_are_refused_outside_the_members_locations(ops: Ops) -> None:
+async def altstadt_manager(ops: Ops) -> None:
+    """A manager (who may retry) whose scope is Altstadt only."""
     await StaffMember.create(
         telegram_user_id=ALTSTADT_MANAGER,
         name="Lena Lead",
@@ -385,6 +386,10 @@ async def test_alert_buttons_are_refused_outside_the_members_locations(ops: Ops)
         location_scope=["altstadt"],
     )
     ops.users[ALTSTADT_MANAGER] = ops.fake.private_chat(ALTSTADT_MANAGER, "Lena")
+
+
+async def test_alert_buttons_are_refused_outside_the_members_locations(ops: Ops) -> None:
+    await altstadt_manager(ops)
     booking = await harbor_booking(ops)
     effect, message = await a_dead_effect_alert(ops, booking)
     retry, resolve = (data for _, data in buttons(message))
@@ -513,3 +518,68 @@ async def test_an_id_no_record_can_have_is_not_found(ops: Ops, text: str) -> Non
     answer = await ops.command(OWNER, text)
     assert answer.startswith("Nothing found for "), answer
     assert not await Conversation.filter(agent_id__isnull=False).exists()
+
+
+async def harbor_subject(ops: Ops, kind: str, booking: Booking) -> str:
+    """The group key of an alert of ``kind`` about something at Harbor Yard."""
+    code = await AccessCode.filter(booking=booking).first()
+    assert code is not None
+    if kind == "agent":
+        await ops.renter_says("AGENT", phone="+15550100001")
+        conversation = await Conversation.get(renter_id=booking.renter_id)
+        return f"agent:{conversation.id}"
+    if kind == "effect":  # an effect about the booking itself, not one of its codes
+        effect = await OutboxEffect.create(
+            kind="payment.refund",
+            payload={"booking": booking.id, "amount": 100},
+            idempotency_key="refund:KHARB01:test",
+            state="dead",
+            next_attempt_at=ops.clock.now() + timedelta(hours=1),
+            created_at=ops.clock.now(),
+        )
+        return f"effect:{effect.id}"
+    return {
+        "payment-failed": "payment-failed:KHARB01",
+        "lock-battery": "lock-battery:harbor-t1",
+        "asset-without-lock": f"asset-without-lock:{booking.asset_id}",
+        "code-cannot-be-revoked": f"code-cannot-be-revoked:{code.id}",
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "payment-failed",
+        "lock-battery",
+        "asset-without-lock",
+        "code-cannot-be-revoked",
+        "agent",
+        "effect",
+    ],
+)
+async def test_every_kind_of_alert_at_another_location_is_out_of_reach(ops: Ops, kind: str) -> None:
+    await altstadt_manager(ops)
+    booking = await harbor_booking(ops)
+    group_key = await harbor_subject(ops, kind, booking)
+    alert = await raise_alert(
+        None,
+        now=ops.clock.now(),
+        kind="effect_failing" if kind == "effect" else kind.replace("-", "_"),
+        group_key=group_key,
+        message_key="ops.effect_dead",
+        params={"kind": "test", "attempts": 8, "error": "LockUnavailable"},
+    )
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    effects = await OutboxEffect.filter(state="pending").count()
+    for member, action in (
+        (SUPPORT, "resolve"),
+        (ALTSTADT_MANAGER, "resolve"),
+        (ALTSTADT_MANAGER, "retry"),
+    ):
+        answer = await ops.press(member, message, f"ops:{action}:{alert.id}")
+        assert answer == f"Alert {alert.id} is about a location outside yours; nothing was changed."
+    await alert.refresh_from_db()
+    assert alert.resolved_at is None
+    assert await OutboxEffect.filter(state="pending").count() == effects
+    assert "Resolved." in await ops.press(OWNER, message, f"ops:resolve:{alert.id}")
