@@ -122,3 +122,22 @@ def test_locks_check_staff_code_and_revoke(tmp_path: Path) -> None:
     revoked = keyturn("codes", "revoke", code_id, env=env)
     assert revoked.returncode == 0 and revoked.stdout.strip() == f"code {code_id} is removed"
     assert keyturn("locks", "reconcile", env=env).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("codes", "revoke", "9" * 30),
+        ("codes", "revoke", "٣"),
+        ("codes", "staff", "harbor-t1", "--staff", "1" + "0" * 30),
+        ("codes", "staff", "harbor-t1", "--staff", "²"),
+    ],
+)
+def test_an_id_no_column_holds_is_refused_with_the_usage(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3"}
+    result = keyturn(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "is not an id (digits 0-9" in result.stderr
+    assert "Traceback" not in result.stderr
