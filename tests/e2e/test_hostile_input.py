@@ -659,6 +659,15 @@ async def test_sandbox_posts_and_ids_past_reason_are_refused_not_a_crash(
         assert response.status == 404, (path, response.status)
     response = await client.get(f"/sandbox/api/identity/{'9' * 40}/document")
     assert response.status == 404
+    for session in ("s" * 300, "٣"):
+        assert (await client.get(f"/sandbox/pay/{session}")).status == 404
+        assert (await client.post(f"/sandbox/pay/{session}")).status == 404
+    keypad = "/sandbox/api/keypad"
+    long_key = await client.post(keypad, json={"lock": "gate" * 30, "pin": "1234"})
+    assert long_key.status == 404
+    for pin in ("²²²²", "١٢٣٤", "１２３４", "1" * 400):
+        typed = await client.post(keypad, json={"lock": "harbor-t1", "pin": pin})
+        assert typed.status == 422 and "4 to 8 digits" in await typed.text(), pin
     assert await row_counts() == before
 
 
