@@ -296,7 +296,7 @@ class OpsDesk:
             at=self.clock.now(),
             actor=f"telegram:{user_id}",
             action="ops.refused",
-            subject=command,
+            subject=command[:64],  # the column's length: a stranger may type any command
             details={"reason": why},
         )
 

@@ -583,3 +583,12 @@ async def test_every_kind_of_alert_at_another_location_is_out_of_reach(ops: Ops,
     assert alert.resolved_at is None
     assert await OutboxEffect.filter(state="pending").count() == effects
     assert "Resolved." in await ops.press(OWNER, message, f"ops:resolve:{alert.id}")
+
+
+@pytest.mark.parametrize("member", [STRANGER, SUPPORT])
+async def test_a_command_name_longer_than_any_is_answered(ops: Ops, member: int) -> None:
+    answer = await ops.command(member, "/" + "x" * 100)
+    assert "Only Keyturn staff" in answer or "Unknown command" in answer, answer
+    if member == STRANGER:
+        [audit] = await AuditEvent.filter(action="ops.refused")
+        assert audit.actor == f"telegram:{STRANGER}" and audit.subject.startswith("xxxx")
