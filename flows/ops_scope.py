@@ -13,6 +13,7 @@ from __future__ import annotations
 from tortoise.queryset import QuerySet
 
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
+from storage.columns import fits_column
 from storage.models import (
     Asset,
     Booking,
@@ -55,8 +56,12 @@ async def alert_locations(alert: OpsAlert) -> frozenset[str]:
     """The slugs of the locations ``alert`` is about; empty when it is about none."""
     kind, _, subject = alert.group_key.partition(":")
     if kind in _LOCK_KEYED:
+        if not fits_column(Lock, "key", subject):
+            return frozenset()
         return await _lock_location(Lock.filter(key=subject))
     if kind in _BOOKING_KEYED:
+        if not fits_column(Booking, "reference", subject):
+            return frozenset()
         return await _booking_locations(Booking.filter(reference=subject))
     if kind == "effect":  # outbox ids are 64-bit
         effect_id = typed_int(subject, at_most=INT64_MAX)
