@@ -7,10 +7,23 @@ lookup by typed text asks here first and treats a value that does not fit as not
 
 from __future__ import annotations
 
+from functools import cache
+
 from tortoise.models import Model
 
 
 def fits_column(model: type[Model], field: str, value: str) -> bool:
     """True when ``value`` is no longer than ``model.field``'s column allows."""
-    max_length = getattr(model._meta.fields_map[field], "max_length", None)
-    return max_length is None or len(value) <= max_length
+    longest = _max_lengths(model).get(field)
+    return longest is None or len(value) <= longest
+
+
+@cache
+def _max_lengths(model: type[Model]) -> dict[str, int]:
+    """The text columns' lengths, as the model describes itself."""
+    fields = model.describe(serializable=True)["data_fields"]
+    return {
+        str(f["name"]): int(f["constraints"]["max_length"])
+        for f in fields
+        if "max_length" in (f.get("constraints") or {})
+    }
