@@ -17,6 +17,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -24,6 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from svix.webhooks import Webhook
 from tortoise.models import Model
 from yarl import URL
 
@@ -541,6 +543,23 @@ async def test_a_signed_seam_body_that_is_no_event_is_refused_not_a_crash(
     if response.status == 400:
         assert await response.text() == "not a Seam event", "signed: not a signature problem"
         assert await row_counts() == before
+
+
+async def test_a_signed_seam_body_nested_past_reason_is_refused_not_a_crash(
+    seam_hook: TestClient[Any, Any],
+) -> None:
+    before = await row_counts()
+    body, moment, msg_id = DEEP_BODIES[0].decode(), datetime.now(UTC), "msg_deep"
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(moment.timestamp())),
+        "svix-signature": Webhook(SEAM_SECRET).sign(msg_id, moment, body),
+        "content-type": "application/json",
+    }
+    response = await seam_hook.post("/webhooks/seam", data=body.encode(), headers=headers)
+    assert response.status == 400
+    assert await response.text() == "not a Seam event"
+    assert await row_counts() == before
 
 
 async def chunks(total: int) -> AsyncIterator[bytes]:
