@@ -98,7 +98,8 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     data = await _update_json(request)
     try:
         update = Update.de_json(data, hook.channel.bot)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+        # OverflowError, OSError: a date past the platform's calendar (2**62 seconds)
         raise web.HTTPBadRequest(text="body is not a well-formed Telegram Update") from None
     for handler in hook.handlers:
         if await handler(update):

@@ -421,15 +421,24 @@ async def test_a_telegram_update_nested_past_reason_is_refused_with_400(
 
 @pytest.mark.parametrize(
     ("where", "huge"),
-    [("chat", 10**30), ("from", 10**30), ("update_id", 2**63), ("chat", -(2**63) - 1)],
+    [
+        ("chat", 10**30),
+        ("from", 10**30),
+        ("update_id", 2**63),
+        ("chat", -(2**63) - 1),
+        ("date", 2**62),  # fits 64 bits, but no calendar has that second
+        ("date", -(2**62)),
+    ],
 )
-async def test_a_telegram_id_no_database_column_holds_is_refused_and_stores_nothing(
+async def test_a_telegram_number_no_column_or_calendar_holds_is_refused_and_stores_nothing(
     world: World, where: str, huge: int
 ) -> None:
     renter = TelegramRenter(world)
     update = copy.deepcopy(world.telegram.text_update(renter.user, "BOOK T1 tomorrow 10-14"))
     if where == "update_id":
         update["update_id"] = huge
+    elif where == "date":
+        update["message"]["date"] = huge
     else:
         update["message"][where]["id"] = huge
     before = await row_counts()
