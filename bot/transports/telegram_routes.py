@@ -24,6 +24,7 @@ from bot.transports.telegram import (
     check_webhook_secret,
     update_to_inbound,
 )
+from bot.transports.telegram_shape import well_shaped
 from bot.webhook_body import read_capped
 from bot.webhook_json import UnreadableJson, load_json
 
@@ -124,4 +125,6 @@ async def _update_json(request: web.Request) -> dict[str, object]:
         raise web.HTTPBadRequest(text="body must be JSON as Telegram sends it") from None
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         raise web.HTTPBadRequest(text="body must be a Telegram Update object")
+    if not well_shaped(data):
+        raise web.HTTPBadRequest(text="a field of the update does not have the Bot API's type")
     return data

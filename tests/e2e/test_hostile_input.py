@@ -450,6 +450,114 @@ async def test_a_telegram_number_no_column_or_calendar_holds_is_refused_and_stor
     assert await renter.say("BOOK T1 tomorrow 10-14") != []
 
 
+#: Where in a renter's update a field can be swapped for anything JSON holds.
+UPDATE_FIELDS = [
+    ("update_id",),
+    ("message",),
+    ("message", "message_id"),
+    ("message", "date"),
+    ("message", "chat"),
+    ("message", "chat", "id"),
+    ("message", "chat", "type"),
+    ("message", "from"),
+    ("message", "from", "id"),
+    ("message", "from", "language_code"),
+    ("message", "text"),
+    ("message", "entities"),
+    ("message", "photo"),
+    ("callback_query", "id"),
+    ("callback_query", "data"),
+    ("callback_query", "from"),
+    ("callback_query", "message", "chat", "id"),
+]
+any_value = st.one_of(
+    json_values,
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(["²", "", "x" * 5000, [], {}, None, True, 2**62, 1.5]),
+)
+
+
+async def renter_update(
+    world: World, renter: TelegramRenter, field: tuple[str, ...]
+) -> dict[str, Any]:
+    if field[0] == "callback_query":  # a press on the list of locations
+        await renter.say("hi")
+        return copy.deepcopy(world.telegram.callback_update(renter.user, data="1"))
+    return copy.deepcopy(world.telegram.text_update(renter.user, "BOOK T1 tomorrow 10-14"))
+
+
+def swap(update: dict[str, Any], field: tuple[str, ...], value: object) -> None:
+    target = update
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = value
+
+
+@FUZZ
+@given(field=st.sampled_from(UPDATE_FIELDS), value=any_value)
+async def test_a_telegram_update_with_any_field_swapped_is_taken_or_refused_with_400(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    before = await row_counts()
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status in (200, 400), (field, value, response.status)
+    if response.status == 400:
+        assert await row_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (("message", "text"), ["BOOK", "T1"]),
+        (("message", "text"), 14),
+        (("message", "chat", "id"), None),
+        (("message", "chat", "id"), "4242"),
+        (("message", "chat"), None),
+        (("message", "from", "language_code"), 1),
+        (("callback_query", "from"), None),
+    ],
+)
+async def test_a_telegram_field_of_the_wrong_type_is_refused_with_400(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    before, sent = await row_counts(), len(world.telegram.calls_to("sendMessage"))
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status == 400
+    assert "Bot API's type" in await response.text()
+    await world.run()
+    assert await row_counts() == before
+    assert len(world.telegram.calls_to("sendMessage")) == sent
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (
+            ("message", "passport_data"),
+            {
+                "data": [{"type": "passport", "data": "x", "hash": "h"}],
+                "credentials": {"data": "d", "hash": "h", "secret": "s"},
+            },
+        ),
+    ],
+)
+async def test_fields_of_other_types_keep_the_bot_apis_types_and_are_taken(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    """A passport's ``data`` is a list (a button's is a string): not refused for it."""
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status == 200
+
+
 def stripe_signature(body: bytes, *, secret: str = STRIPE_SECRET, age: int = 0) -> str:
     moment = int(time.time()) - age
     digest = hmac.new(secret.encode(), f"{moment}.".encode() + body, hashlib.sha256).hexdigest()
