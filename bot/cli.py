@@ -20,6 +20,7 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.config import Settings, SettingsError
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from flows.clock import SystemClock
+from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
 from flows.lock_check import check_lock, unmapped_devices
@@ -34,6 +35,21 @@ log = logging.getLogger("keyturn")
 
 DEMO_DIR = Path("var")
 DEMO_INVENTORY = Path(__file__).resolve().parent / "demo" / "inventory.toml"
+
+
+def _typed_id(at_most: int) -> Callable[[str], int]:
+    """An argument that is an id: ASCII digits no larger than its column holds (argparse
+    answers anything else with the usage and exit status 2, before the database is opened)."""
+
+    def parse(text: str) -> int:
+        number = typed_int(text, at_most=at_most)
+        if number is None:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an id (digits 0-9, at most {at_most})"
+            )
+        return number
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     staff.add_argument("lock", help="a lock key from the inventory")
     staff.add_argument("--hours", type=float, default=4.0, help="how long it works (default 4)")
-    staff.add_argument("--staff", type=int, required=True, help="the staff member's Telegram id")
+    staff.add_argument(
+        "--staff", type=_typed_id(INT64_MAX), required=True, help="the staff member's Telegram id"
+    )
     staff.add_argument("--label", default="", help="shown in the lock's app (e.g. Cleaning)")
     staff.set_defaults(run=_codes_staff)
     deposits = commands.add_parser("deposits", help="renters' deposits")
@@ -148,7 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     claim.set_defaults(run=_deposits_claim)
     revoke = code_actions.add_parser("revoke", help="take a code off its lock now")
-    revoke.add_argument("code", type=int, help="the code's number, as `codes staff` printed it")
+    revoke.add_argument(
+        "code",
+        type=_typed_id(DATABASE_ID_MAX),
+        help="the code's number, as `codes staff` printed it",
+    )
     revoke.set_defaults(run=_codes_revoke)
     return parser
 

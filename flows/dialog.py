@@ -13,6 +13,7 @@ from typing import Any
 
 from babel.dates import format_timedelta
 
+from flows.digits import typed_int
 from flows.effects import Audit, Outcome, Reply
 from flows.engine import StepResult, Turn
 from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map
@@ -233,9 +234,8 @@ class RenterDialog:
 
 def _pick(text: str, options: list[Any]) -> Any:
     """The option whose 1-based number the renter typed, or None."""
-    if text.isdigit() and 1 <= int(text) <= len(options):
-        return options[int(text) - 1]
-    return None
+    number = typed_int(text, at_most=len(options))
+    return options[number - 1] if number else None
 
 
 def _duration(minutes: int, language: str) -> str:

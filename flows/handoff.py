@@ -22,12 +22,14 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
+from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import Dialog, StepResult, Turn
 from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
 from flows.messages import Media, OutboundMessage
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
+from storage.columns import fits_column
 from storage.journal import resolve_alert
 from storage.models import Booking, Conversation, Message, Renter, StaffMember
 
@@ -99,12 +101,14 @@ class Handoff:
     async def find(self, ident: str) -> Conversation | None:
         """A conversation by its number, the renter's phone, or one of the renter's bookings."""
         ident = ident.strip()
-        if ident.isdigit() and len(ident) <= 9:
-            return await Conversation.get_or_none(id=int(ident))
+        number = typed_int(ident, at_most=DATABASE_ID_MAX)
+        if number is not None:
+            return await Conversation.get_or_none(id=number)
         renter: Renter | None = None
         if ident.startswith("+"):
-            renter = await Renter.get_or_none(phone=ident)
-        else:
+            if fits_column(Renter, "phone", ident):
+                renter = await Renter.get_or_none(phone=ident)
+        elif fits_column(Booking, "reference", ident.upper()):  # "ß" is "SS" upper-cased
             booking = await Booking.get_or_none(reference=ident.upper())
             if booking is not None:
                 renter = await Renter.get(id=booking.renter_id)

@@ -33,6 +33,7 @@ from flows.bookings import (
     unpaid_bookings,
 )
 from flows.clock import Clock
+from flows.digits import typed_int
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import ReadChanged, StepResult, Turn
 from flows.i18n import Translator, local_time
@@ -273,11 +274,12 @@ class Journey:
 
     async def pick_alternative(self, turn: Turn) -> StepResult:
         slots = list(turn.data.get("slots", []))
-        if turn.text.isdigit() and 1 <= int(turn.text) <= len(slots):
+        picked = typed_int(turn.text, at_most=len(slots))
+        if picked:
             asset = await self.inventory.asset(str(turn.data["asset"]))
             if asset is None:
                 return _stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
-            start, end = slots[int(turn.text) - 1]
+            start, end = slots[picked - 1]
             return await self._quote(turn, asset, _at(start), _at(end))
         return await self.when(turn, str(turn.data.get("asset", "")), turn.text)
 

@@ -20,16 +20,19 @@ from tortoise.transactions import in_transaction
 
 from flows.access import LIVE_STATES, SET_EFFECT, AccessCodes
 from flows.bookings import IllegalTransition, extended_range, is_free
+from flows.digits import DATABASE_ID_MAX, INT64_MAX, is_ascii_number, typed_int
 from flows.effects import Audit, Effect, Outcome
 from flows.handoff import OPS_LANGUAGE, Handoff, HandoffRefused, TakenOver
 from flows.i18n import Translator, local_time
 from flows.journey import LIVE_BOOKING, OPEN_EFFECT, REFUND_EFFECT, Journey
 from flows.messages import Media
+from flows.ops_scope import alert_locations
 from flows.staging import stage_outcome
 from flows.when import WhenNotUnderstood, parse_duration
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from locks.windows import AccessWindow
+from storage.columns import fits_column
 from storage.journal import record_audit, resolve_alert
 from storage.models import (
     AccessCode,
@@ -72,6 +75,8 @@ ROLE_PERMISSIONS: dict[StaffRole, frozenset[Permission]] = {
     StaffRole.MAINTENANCE: frozenset({Permission.ACCESS}),
 }
 MAX_STAFF_CODE_HOURS = 24 * 14
+#: Hours or money as operators type them (``3``, ``1.5``, ``25,00``): ASCII digits, a few of them.
+_TYPED_AMOUNT = re.compile(r"[0-9]{1,9}(?:[.,][0-9]{1,2})?")
 HISTORY = 15
 
 
@@ -167,7 +172,9 @@ class OpsDesk:
         self.access = access
         self.handoff = handoff
         self.clock = journey.clock
-        self._reject_prompt = self._pattern("ops.reject_prompt", who=".*?", check=r"(?P<check>\d+)")
+        self._reject_prompt = self._pattern(
+            "ops.reject_prompt", who=".*?", check=r"(?P<check>[0-9]+)"
+        )
         self._handlers: dict[str, Handler] = {
             "today": self._today,
             "booking": self._booking,
@@ -242,24 +249,37 @@ class OpsDesk:
             return OpsAnswer([self.t(refused.key, **refused.params)])
 
     async def press(self, user_id: int, action: str, ident: str) -> OpsAnswer:
-        """An alert's button: ``action`` on the check, conversation or alert ``ident``."""
+        """An alert's button: ``action`` on the check, conversation or alert ``ident``. Each
+        checks the member's role, then their location scope against what it acts on."""
         staff = await self.staff(user_id)
         permission = BUTTON_PERMISSIONS.get(action)
-        if staff is None or permission is None or not ident.isdigit():
-            await self._refused(user_id, f"button:{action}", "not staff")
+        number = typed_int(ident, at_most=DATABASE_ID_MAX)
+        if staff is None or permission is None:
+            await self._refused(user_id, f"button:{action[:20]}", "not staff")
             return OpsAnswer([self.t("ops.not_staff")])
         if not self.may(staff, permission):
             await self._refused(user_id, f"button:{action}", f"role {staff.role}")
             return OpsAnswer([self.t("ops.refused", command=action)])
+        if number is None:
+            return OpsAnswer([self.t("ops.not_found", what=ident[:20])])
         if action == "approve":
             return await self.run(user_id, "approve", [ident])
         if action == "reject":
             return await self._ask_rejection(staff, ident)
         if action == "take":
             return await self.run(user_id, "takeover", [ident])
-        alert = await OpsAlert.get_or_none(id=int(ident))
+        alert = await OpsAlert.get_or_none(id=number)
         if alert is None:
             return OpsAnswer([self.t("ops.not_found", what=ident)])
+        slugs = await alert_locations(alert)
+        if slugs and not any(self._in_scope(staff, slug) for slug in slugs):
+            await self._refused(user_id, f"button:{action}", "out of scope")
+            return OpsAnswer([self.t("ops.alert_out_of_scope", alert=alert.id)])
+        if action == "resolve" and alert.kind == "id_review":
+            # Resolving would drop the photo from the group and leave the check pending.
+            await self._refused(user_id, "button:resolve", "an ID review is decided, not resolved")
+            check = alert.params.get("check", "-")
+            return OpsAnswer([self.t("ops.id_review_not_resolved", check=check)])
         if action == "resolve":
             return await self._resolve(staff, alert)
         return await self._retry(staff, alert)
@@ -276,7 +296,7 @@ class OpsDesk:
             at=self.clock.now(),
             actor=f"telegram:{user_id}",
             action="ops.refused",
-            subject=command,
+            subject=command[:64],  # the column's length: a stranger may type any command
             details={"reason": why},
         )
 
@@ -288,7 +308,10 @@ class OpsDesk:
         return not scope or slug in scope
 
     async def _booking_in_scope(self, staff: StaffMember, reference: str) -> Booking:
-        booking = await Booking.get_or_none(reference=reference.upper())
+        reference = reference.upper()
+        booking = None
+        if fits_column(Booking, "reference", reference):
+            booking = await Booking.get_or_none(reference=reference)
         if booking is None:
             raise _Refused("ops.not_found", what=reference)
         location = await Location.get(assets__id=booking.asset_id)
@@ -297,7 +320,11 @@ class OpsDesk:
         return booking
 
     async def _lock_in_scope(self, staff: StaffMember, key: str) -> Lock:
-        lock = await Lock.get_or_none(key=key, retired_at__isnull=True).prefetch_related("location")
+        lock = None
+        if fits_column(Lock, "key", key):
+            lock = await Lock.get_or_none(key=key, retired_at__isnull=True).prefetch_related(
+                "location"
+            )
         if lock is None:
             raise _Refused("ops.not_found", what=key)
         if not self._in_scope(staff, lock.location.slug):
@@ -394,7 +421,7 @@ class OpsDesk:
 
     async def _find(self, staff: StaffMember, args: list[str], ctx: Context) -> OpsAnswer:
         query = args[0].strip()
-        digits = "".join(c for c in query if c.isdigit())
+        digits = "".join(c for c in query if is_ascii_number(c, most_digits=1))
         if len(query) < 2:
             raise _Usage()
         if len(digits) >= 4 and len(digits) >= len(query.replace(" ", "")) - 2:
@@ -588,10 +615,9 @@ class OpsDesk:
     async def _staffcode(self, staff: StaffMember, args: list[str], ctx: Context) -> OpsAnswer:
         lock = await self._lock_in_scope(staff, args[0])
         words = args[1].split(maxsplit=1)
-        try:
-            hours = float(words[0].replace(",", "."))
-        except ValueError:
-            raise _Usage() from None
+        if not _TYPED_AMOUNT.fullmatch(words[0]):
+            raise _Usage()
+        hours = float(words[0].replace(",", "."))
         if not 0 < hours <= MAX_STAFF_CODE_HOURS:
             raise _Usage()
         label = words[1] if len(words) > 1 else staff.name
@@ -622,14 +648,17 @@ class OpsDesk:
     # -- identity -----------------------------------------------------------------------------
 
     async def _check_in_scope(self, staff: StaffMember, ident: str) -> IdentityCheck:
-        if not ident.isdigit():
+        number = typed_int(ident, at_most=DATABASE_ID_MAX)
+        if number is None:
             raise _Usage()
-        check = await IdentityCheck.get_or_none(id=int(ident))
+        check = await IdentityCheck.get_or_none(id=number)
         if check is None:
             raise _Refused("ops.not_found", what=ident)
         if check.booking_id is not None:
             booking = await Booking.get(id=check.booking_id)
             await self._booking_in_scope(staff, booking.reference)
+        else:
+            await self._renter_in_scope(staff, check.renter_id)
         return check
 
     async def _approve(self, staff: StaffMember, args: list[str], ctx: Context) -> OpsAnswer:
@@ -746,9 +775,10 @@ class OpsDesk:
         outcome = Outcome(
             audits=[Audit(_actor(staff), "alert.retried", f"alert:{alert.id}")],
         )
-        if kind == "effect" and ident.isdigit():
+        effect_id = typed_int(ident, at_most=INT64_MAX)
+        if kind == "effect" and effect_id is not None:
             await OutboxEffect.filter(
-                id=int(ident), state__in=(EffectState.PENDING, EffectState.DEAD)
+                id=effect_id, state__in=(EffectState.PENDING, EffectState.DEAD)
             ).update(state=EffectState.PENDING, next_attempt_at=now)
         elif kind in ("code-not-set", "code-rejected"):
             codes = await AccessCode.filter(
@@ -800,7 +830,7 @@ def _refund(word: str, booking: Booking) -> int:
         return booking.price_cents
     if lowered in ("none", "no", "0"):
         return 0
-    if not re.fullmatch(r"-?[0-9.,]+", word):
+    if not re.fullmatch(r"-?[0-9.,]+", word):  # ASCII digits only: "NaN", "²" are no amount
         raise _Usage()
     price = Money(booking.price_cents, booking.currency)
     try:

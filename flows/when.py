@@ -1,9 +1,13 @@
-"""Understanding when a renter wants an item: "tomorrow 9am to 5pm", "sábado 10-14".
+"""Understanding when a renter wants an item: "tomorrow 9am to 5pm", "sábado 10-14",
+"2026-12-09 10:00-13:00".
 
 The day is read by dateparser in the renter's language (English as a fallback), relative to now
-in the location's time zone; the hours come from a small, strict pattern so that "10-14" is a
-range and not a date. A local time that does not exist or is ambiguous on a daylight-saving night
-is raised as LocalTimeProblem, so the renter gets a question back instead of a guess.
+in the location's time zone, or taken as it is when written the ISO way (2026-12-09); the hours
+come from a small, strict pattern so that "10-14" is a range and not a date. Only ASCII digits are
+numbers (see flows.digits), and a day further than FURTHEST_DAY from today, or a duration longer
+than LONGEST_DURATION, is not understood rather than overflowing a datetime. A local time that
+does not exist or is ambiguous on a daylight-saving night is raised as LocalTimeProblem, so the
+renter gets a question back instead of a guess.
 """
 
 from __future__ import annotations
@@ -18,9 +22,15 @@ import dateparser
 
 from locks.windows import resolve_local
 
-_CLOCK = r"(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm|a\.m\.|p\.m\.|h|uhr)?"
+_CLOCK = r"([0-9]{1,2})(?:[:.h]([0-9]{2}))?\s*(am|pm|a\.m\.|p\.m\.|h|uhr)?"
 _SEPARATOR = r"\s*(?:-|–|—|to|till|until|a|à|hasta|bis|au)\s*"
-_RANGE = re.compile(rf"(?<![\d/]){_CLOCK}{_SEPARATOR}{_CLOCK}(?![\d/])", re.IGNORECASE)
+_RANGE = re.compile(rf"(?<![0-9/]){_CLOCK}{_SEPARATOR}{_CLOCK}(?![0-9/])", re.IGNORECASE)
+#: A day written the ISO way, 2026-12-09: read as it is, before the hours are looked for (its
+#: "12-09" would otherwise read as hours).
+_ISO_DAY = re.compile(r"(?<![0-9])([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?![0-9])")
+#: How far from today a day may be, either way: a rental is never years away, and a day near
+#: the end of the calendar (31.12.9999) would overflow once buffers and time zones are added.
+FURTHEST_DAY = timedelta(days=3660)
 _NOISE = re.compile(
     r"\b(from|de|desde|von|du|ab|le|el|la|am|um|at|on|the|der|die|das)\b", re.IGNORECASE
 )
@@ -59,6 +69,10 @@ def _clock(hour: str, minute: str | None, suffix: str | None) -> time:
 
 def parse_local_range(text: str, *, language: str, now_local: datetime) -> LocalRange:
     """The day and hours in ``text``, read in ``language`` relative to ``now_local``."""
+    base = now_local.replace(tzinfo=None)
+    iso = _ISO_DAY.search(text)
+    if iso is not None:
+        text = text[: iso.start()] + " " + text[iso.end() :]
     match = _RANGE.search(text)
     if match is None:
         raise WhenNotUnderstood("no hours")
@@ -70,14 +84,25 @@ def parse_local_range(text: str, *, language: str, now_local: datetime) -> Local
     start = _clock(h1, m1, s1)
     end = _clock(h2, m2, s2)
     day_text = _NOISE.sub(" ", (text[: match.start()] + " " + text[match.end() :])).strip(" ,.")
-    base = now_local.replace(tzinfo=None)
-    if not day_text:
-        day = base.date() if start > base.time() else base.date() + timedelta(days=1)
-        return LocalRange(day, start, end)
-    parsed = _day(day_text.casefold(), language, base.date())
+    today = base.date()
+    if iso is not None:  # the day as written, whatever words come with it
+        parsed: date | None = _iso_day(*iso.groups())
+    elif not day_text:
+        parsed = today if start > base.time() else today + timedelta(days=1)
+    else:
+        parsed = _day(day_text.casefold(), language, today)
     if parsed is None:
         raise WhenNotUnderstood("no day")
+    if abs(parsed - today) > FURTHEST_DAY:
+        raise WhenNotUnderstood("the day is too far from today")
     return LocalRange(parsed, start, end)
+
+
+def _iso_day(year: str, month: str, day: str) -> date | None:
+    try:
+        return date(int(year), int(month), int(day))
+    except ValueError:  # 2026-02-30
+        return None
 
 
 @lru_cache(maxsize=4096)
@@ -87,7 +112,10 @@ def _day(day_text: str, language: str, today: date) -> date | None:
     base = datetime.combine(today, time())
     settings = {"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base, "DATE_ORDER": "DMY"}
     languages = [language] if language == "en" else [language, "en"]
-    parsed = dateparser.parse(day_text, languages=languages, settings=settings)
+    try:
+        parsed = dateparser.parse(day_text, languages=languages, settings=settings)
+    except (OverflowError, ValueError):  # "in 99999999 years": past the calendar's end
+        return None
     return None if parsed is None else parsed.date()
 
 
@@ -102,10 +130,13 @@ def local_now(now: datetime, timezone: str) -> datetime:
 
 
 _DURATION = re.compile(
-    r"^\s*(\d+(?:[.,]\d+)?)\s*(h|hr|hrs|hours?|horas?|heures?|stunden?|std|d|days?|d[ií]as?|"
+    r"^\s*([0-9]{1,7}(?:[.,][0-9]{1,4})?)\s*"
+    r"(h|hr|hrs|hours?|horas?|heures?|stunden?|std|d|days?|d[ií]as?|"
     r"jours?|tage?n?|m|min|mins|minutes?|minutos?|minuten?)?\s*$",
     re.IGNORECASE,
 )
+#: Longer than any rental: a duration past it is not understood (and never overflows a date).
+LONGEST_DURATION = timedelta(days=3660)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -123,4 +154,6 @@ def parse_duration(text: str) -> timedelta:
         delta = timedelta(hours=amount)
     if delta <= timedelta(0):
         raise WhenNotUnderstood("duration must be positive")
+    if delta > LONGEST_DURATION:
+        raise WhenNotUnderstood("duration longer than any rental")
     return delta

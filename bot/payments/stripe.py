@@ -436,7 +436,7 @@ def parse_stripe_event(
         raw = event.to_dict()
     except stripe.SignatureVerificationError as err:
         raise StripeWebhookInvalid(f"signature: {_redact(str(err.user_message))}") from None
-    except (ValueError, TypeError, AttributeError, KeyError):
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):  # nested too deep
         raise StripeWebhookInvalid("body is not a Stripe event") from None
     return normalize_event(raw)
 

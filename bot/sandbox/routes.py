@@ -15,10 +15,13 @@ from aiohttp import web
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import PROVIDER, new_event_id
+from bot.webhook_json import UnreadableJson, load_json
+from flows.digits import DATABASE_ID_MAX, INT64_MAX, is_ascii_number, typed_int
 from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
 from flows.i18n import Translator
 from flows.messages import InboundMessage, Media
 from flows.payments import PaymentEvent, PaymentEventKind
+from storage.columns import fits_column
 from storage.journal import record_audit, resolve_alert
 from storage.models import (
     AuditEvent,
@@ -67,12 +70,20 @@ def _address(raw: Any) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _path_id(request: web.Request, name: str) -> int:
+    """A record's id in the path: ASCII digits that fit its column (else nothing has it)."""
+    number = typed_int(request.match_info[name], at_most=DATABASE_ID_MAX)
+    if number is None:
+        raise web.HTTPNotFound(text="no record with that id")
+    return number
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        body = await request.json()
-    except ValueError:
+        body = load_json(await request.read())
+    except UnreadableJson:  # also nested past any form's depth
         raise web.HTTPBadRequest(text="body must be JSON") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="body must be a JSON object")
@@ -106,7 +117,9 @@ async def post_message(request: web.Request) -> web.Response:
 
 async def list_messages(request: web.Request) -> web.Response:
     address = _address(request.query.get("address"))
-    after = int(request.query.get("after", "0") or 0)
+    after = typed_int(request.query.get("after", "0") or "0", at_most=INT64_MAX)
+    if after is None:
+        raise web.HTTPBadRequest(text="after must be a message's id")
     conversation = await Conversation.get_or_none(channel="sandbox", address=address)
     if conversation is None:
         return web.json_response({"messages": []})
@@ -127,7 +140,9 @@ async def list_messages(request: web.Request) -> web.Response:
 
 async def ops_feed(request: web.Request) -> web.Response:
     translator: Translator = request.app[TRANSLATOR]
-    after_audit = int(request.query.get("after_audit", "0") or 0)
+    after_audit = typed_int(request.query.get("after_audit", "0") or "0", at_most=INT64_MAX)
+    if after_audit is None:
+        raise web.HTTPBadRequest(text="after_audit must be an audit event's id")
     alerts = await OpsAlert.all().order_by("-updated_at", "-id").limit(50)
     audit = await AuditEvent.filter(id__gt=after_audit).order_by("id").limit(200)
     return web.json_response(
@@ -161,9 +176,11 @@ async def ops_feed(request: web.Request) -> web.Response:
 
 
 async def resolve(request: web.Request) -> web.Response:
-    alert = await OpsAlert.get_or_none(id=int(request.match_info["alert_id"]))
+    alert = await OpsAlert.get_or_none(id=_path_id(request, "alert_id"))
     if alert is None or alert.open_key is None:
         raise web.HTTPNotFound(text="no open alert with that id")
+    if alert.kind == "id_review":  # resolving would leave the check pending
+        raise web.HTTPConflict(text="an ID review is decided with approve or reject, not resolved")
     now = request.app[CLOCK].now()
     await resolve_alert(None, group_key=alert.open_key, now=now, by="sandbox operator")
     await record_audit(
@@ -194,11 +211,14 @@ async def list_locks(request: web.Request) -> web.Response:
 async def keypad(request: web.Request) -> web.Response:
     """Type a PIN on a simulated lock's keypad: it opens only inside the code's window."""
     body = await _json(request)
-    lock = await Lock.get_or_none(key=str(body.get("lock", "")), provider="simulated")
+    key = str(body.get("lock", ""))
+    lock = None
+    if fits_column(Lock, "key", key):
+        lock = await Lock.get_or_none(key=key, provider="simulated")
     if lock is None:
         raise web.HTTPNotFound(text="no simulated lock with that key")
     pin = str(body.get("pin", ""))
-    if not pin.isdigit() or not 4 <= len(pin) <= 8:
+    if not is_ascii_number(pin, most_digits=8) or len(pin) < 4:
         raise web.HTTPUnprocessableEntity(text="a PIN is 4 to 8 digits")
     now = request.app[CLOCK].now()
     opens = await request.app[ACCESS].check_pin(lock, pin, now)
@@ -238,9 +258,10 @@ def _keep_image(request: web.Request, data_url: str) -> Media:
 
 
 async def _sandbox_payment(request: web.Request) -> Payment:
-    payment = await Payment.get_or_none(
-        provider_ref=request.match_info["session"], provider=PROVIDER
-    )
+    session = request.match_info["session"]
+    payment = None
+    if fits_column(Payment, "provider_ref", session):
+        payment = await Payment.get_or_none(provider_ref=session, provider=PROVIDER)
     if payment is None:
         raise web.HTTPNotFound(text="no such checkout")
     return payment
@@ -305,7 +326,7 @@ async def identity_checks(request: web.Request) -> web.Response:
 
 
 async def identity_document(request: web.Request) -> web.Response:
-    check = await IdentityCheck.get_or_none(id=int(request.match_info["check"]))
+    check = await IdentityCheck.get_or_none(id=_path_id(request, "check"))
     if check is None or check.document_encrypted is None:
         raise web.HTTPGone(text="the document was deleted when the decision was made")
     content = request.app[SEALER].open_bytes(check.document_encrypted)
@@ -325,7 +346,7 @@ async def identity_decision(request: web.Request) -> web.Response:
     if not approve and not reason.strip():
         raise web.HTTPUnprocessableEntity(text="a rejection needs a reason")
     decided = await request.app[JOURNEY].decide_identity(
-        int(request.match_info["check"]),
+        _path_id(request, "check"),
         approved=approve,
         reviewer="sandbox operator",
         reason=reason,

@@ -10,7 +10,6 @@ Updates that are not a renter's (the operators' group, staff commands) can be cl
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,9 @@ from bot.transports.telegram import (
     check_webhook_secret,
     update_to_inbound,
 )
+from bot.transports.telegram_shape import well_shaped
 from bot.webhook_body import read_capped
+from bot.webhook_json import UnreadableJson, load_json
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     data = await _update_json(request)
     try:
         update = Update.de_json(data, hook.channel.bot)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+        # OverflowError, OSError: a date past the platform's calendar (2**62 seconds)
         raise web.HTTPBadRequest(text="body is not a well-formed Telegram Update") from None
     for handler in hook.handlers:
         if await handler(update):
@@ -118,9 +120,11 @@ async def _update_json(request: web.Request) -> dict[str, object]:
         raise web.HTTPUnsupportedMediaType(text="updates are application/json")
     body = await read_capped(request, MAX_UPDATE_BYTES)
     try:
-        data = json.loads(body)
-    except ValueError:  # also invalid UTF-8
-        raise web.HTTPBadRequest(text="body must be JSON") from None
+        data = load_json(body)
+    except UnreadableJson:  # also invalid UTF-8, deep nesting, ids past 64 bits
+        raise web.HTTPBadRequest(text="body must be JSON as Telegram sends it") from None
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         raise web.HTTPBadRequest(text="body must be a Telegram Update object")
+    if not well_shaped(data):
+        raise web.HTTPBadRequest(text="a field of the update does not have the Bot API's type")
     return data

@@ -382,7 +382,7 @@ def verify_seam_webhook(secret: str, body: bytes, headers: Mapping[str, str]) ->
         webhook.verify(payload_text, {str(k): str(v) for k, v in headers.items()})
     except SeamWebhookVerificationError as err:
         raise SeamWebhookInvalid(f"Seam webhook refused: {err}") from err
-    except SeamInvalidWebhookPayloadError as err:
+    except (SeamInvalidWebhookPayloadError, RecursionError) as err:  # or nested past reason
         raise SeamWebhookUnreadable("Seam webhook is signed but is not a Seam event") from err
     except (UnicodeDecodeError, binascii.Error, ValueError) as err:
         # A malformed signature header ("v1" without a comma, bad base64) or a non-UTF-8 body.

@@ -235,3 +235,22 @@ def test_migrate_creates_the_sqlite_file_readable_by_its_owner_only(tmp_path: Pa
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     leftovers = [p for p in database.parent.iterdir() if p != database]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in leftovers), leftovers
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("codes", "revoke", "9" * 30),
+        ("codes", "revoke", "٣"),
+        ("codes", "staff", "harbor-t1", "--staff", "1" + "0" * 30),
+        ("codes", "staff", "harbor-t1", "--staff", "²"),
+    ],
+)
+def test_an_id_no_column_holds_is_refused_with_the_usage(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3"}
+    result = keyturn(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "is not an id (digits 0-9" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,18 +2,22 @@
 oversized bodies, wrong content types and replayed Stripe signatures.
 
 A renter's text, whatever it holds (control characters, right-to-left marks, emoji, thousands of
-characters), is answered with a helpful reply or refused clearly, never with a 5xx. A webhook
-without the provider's valid signature is refused with a 4xx and leaves every table as it was.
+characters, digits that are not ASCII, numbers past any bound, days at the end of the calendar),
+is answered with a helpful reply or refused clearly, never with a 5xx. A webhook without the
+provider's valid signature is refused with a 4xx and leaves every table as it was; one with it
+but nested past reason or holding ids no database column holds is refused with 400 the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import itertools
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -21,6 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from svix.webhooks import Webhook
 from tortoise.models import Model
 from yarl import URL
 
@@ -29,10 +34,24 @@ from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
 from flows.engine import MAX_TEXT_LENGTH
 from flows.messages import Media
 from storage import models
-from storage.models import Message
+from storage.models import (
+    Booking,
+    BookingState,
+    Extension,
+    IdentityCheck,
+    Message,
+    OpsAlert,
+    Payment,
+)
 from tests.conftest import FakeClock
-from tests.e2e.test_channel_journeys import TELEGRAM_SECRET, TelegramRenter, World, world
-from tests.e2e.test_sandbox_journey import journey, run
+from tests.e2e.test_channel_journeys import (
+    TELEGRAM_SECRET,
+    TelegramRenter,
+    TwilioRenter,
+    World,
+    world,
+)
+from tests.e2e.test_sandbox_journey import PNG, Renter, book_and_confirm, journey, pay, run
 from tests.fakes.seam import WEBHOOK_SECRET as SEAM_SECRET
 from tests.fakes.seam import FakeSeam
 from tests.fakes.stripe import WEBHOOK_SECRET as STRIPE_SECRET
@@ -64,7 +83,37 @@ async def row_counts() -> dict[str, int]:
 
 # -- what renters type ------------------------------------------------------------------------
 
+#: Characters ``str.isdigit`` says yes to that are not ASCII digits: superscripts, circled,
+#: Arabic-Indic, full-width, subscripts, N'Ko, Malayalam.
+UNICODE_DIGITS = "²³¹①⑳٣٠３０⁹₇߃൬"
+digit_like = st.text(
+    st.sampled_from([*UNICODE_DIGITS, *"0123456789", "-", ".", ":", " "]), max_size=24
+)
+huge_numbers = st.integers(min_value=10**6, max_value=10**400).map(str)
+far_days = st.sampled_from(
+    [
+        "31.12.9999 22-23",
+        "31.12.9999 22-02",
+        "9999-12-31 22-23",
+        "0001-01-01 10-12",
+        "1.1.1 00-01",
+        "in 99999999 years 10-12",
+        "in 999999 days 10-12",
+        "2026-02-30 10-12",
+        "12/31/9999 10am to 2pm",
+    ]
+)
+huge_amounts = st.sampled_from(
+    ["999999999999 days", "9" * 400, "9" * 400 + " h", "99999999 days", "1e999 h", "NaN", "inf h"]
+)
 awkward = st.one_of(
+    digit_like,
+    huge_numbers,
+    far_days,
+    huge_amounts,
+    st.builds(
+        lambda a, b: f"{a}-{b}", st.sampled_from(UNICODE_DIGITS), st.sampled_from(UNICODE_DIGITS)
+    ),
     st.text(max_size=300),
     st.text(st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Zs", "Mn"]), max_size=50),
     st.text(st.characters(min_codepoint=0x0590, max_codepoint=0x06FF), max_size=80),  # RTL
@@ -84,7 +133,9 @@ awkward = st.one_of(
         ]
     ),
 )
-keyword = st.sampled_from(["", "BOOK T1 ", "BOOK T1 tomorrow ", "EXTEND ", "LANG ", "CODE "])
+keyword = st.sampled_from(
+    ["", "BOOK T1 ", "BOOK T1 tomorrow ", "BOOK T1 31.12.9999 ", "EXTEND ", "LANG ", "CODE "]
+)
 
 
 async def replies_to(messages: list[dict[str, Any]]) -> list[str]:
@@ -165,6 +216,99 @@ async def test_texts_over_the_limit_are_cut_not_refused(world: World) -> None:
     assert [m.to for m in world.twilio.sent] == [phone]
 
 
+def no_choice(text: str) -> bool:
+    """Not a number any menu offers: ASCII digits alone pick a choice."""
+    return bool(text.strip()) and not text.strip().isascii()
+
+
+#: What a renter might type for a number that picks nothing: other scripts' digits, numbers past
+#: every menu.
+not_a_choice = st.one_of(
+    digit_like.filter(no_choice), huge_numbers, st.sampled_from(UNICODE_DIGITS)
+)
+
+
+@FUZZ
+@given(text=not_a_choice)
+async def test_any_number_typed_for_a_choice_or_a_time_gets_a_reply(
+    journey: Sandbox, text: str
+) -> None:
+    """In each state that asks for a number (a location, an item, then when), a number that is
+    not ASCII or is past every choice is answered with what to type, and the choices stay."""
+    client, runtime, _ = journey
+    renter = Renter(client, runtime, a_phone())
+    await renter.say("hi")
+    assert await renter.say(text) == [
+        "Please reply with a number from 1 to 2, 0 to go back, or HELP."
+    ]
+    [items] = await renter.say("2")  # the menu is where it was: Harbor Yard's items
+    assert items.startswith("Items at Harbor Yard:")
+    [answer] = await renter.say(text)
+    assert answer.startswith("Please reply with a number from 1 to")
+    [details] = await renter.say("T1")
+    assert details.startswith("T1 ")
+    replies = await renter.say(text)
+    assert replies and all(r.strip() for r in replies), "a reply, never silence"
+    assert not await Booking.exists(), "nothing held"
+
+
+extensions = st.one_of(
+    huge_amounts,
+    huge_numbers,
+    digit_like,
+    st.builds("{} {}".format, huge_numbers, st.sampled_from(["days", "h", "min", "Tage", "jours"])),
+)
+
+
+@FUZZ
+@given(amount=extensions)
+async def test_any_extension_a_renter_asks_for_gets_a_reply_and_changes_nothing(
+    journey: Sandbox, amount: str
+) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    booking = await Booking.get_or_none(state=BookingState.CONFIRMED)
+    if booking is None:  # the first example books; the others reuse it
+        booking = await book_and_confirm(client, runtime, renter, "tomorrow 10-14")
+    # Another answer between examples: the same answer again and again asks for a person.
+    await renter.say("HELP")
+    ends = booking.end_at
+    replies = await renter.say(f"EXTEND {amount}")
+    assert replies and all(r.strip() for r in replies), "a reply, never silence"
+    if not amount.strip().isascii() or len(amount.strip()) > 12:
+        assert replies == ["How much longer? For example: EXTEND 2h or EXTEND 1 day."]
+    await booking.refresh_from_db()
+    assert booking.end_at == ends and booking.state == BookingState.CONFIRMED
+    assert not await Extension.exists()
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["31.12.9999 22-23", "31.12.9999 22-02", "9999-12-31 23-02", "in 99999999 years 10-12"],
+)
+async def test_a_day_past_the_calendar_gets_a_reply_and_holds_nothing(
+    world: World, when: str
+) -> None:
+    renter = TwilioRenter(world, a_phone())
+    [reply] = await renter.say(f"BOOK T1 {when}")
+    assert reply.startswith("When do you need T1? Write a day and hours")
+    [again] = await renter.say("YES")
+    assert "no current booking" in again or "YES" not in again
+    assert not await Booking.exists()
+    assert not await Payment.exists()
+
+
+@pytest.mark.parametrize(
+    "iso", ["2026-06-03 10:00-13:00", "2026-06-03 10-13", "on 2026-06-03 10am-1pm"]
+)
+async def test_an_iso_date_is_quoted_like_any_other_form(journey: Sandbox, iso: str) -> None:
+    client, runtime, _ = journey
+    [usual] = await Renter(client, runtime, a_phone()).say("BOOK T1 Wednesday 10-13")
+    assert "Wed, Jun 3" in usual and "10:00" in usual and "1:00" in usual, usual
+    [quote] = await Renter(client, runtime, a_phone()).say(f"BOOK T1 {iso}")
+    assert quote == usual
+
+
 # -- forged, malformed and oversized webhooks -------------------------------------------------
 
 json_values = st.recursive(
@@ -183,6 +327,10 @@ bodies = st.one_of(
             b'{"id": "evt_1", "type": "checkout.session.completed", "data": {"object": {}}}',
             b'{"event_id": "x", "event_type": "access_code.set_on_device"}',
             b"\xff\xfe\x00",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"update_id": 1, "message": {"chat": {"id": 1' + b"0" * 30 + b"}}}",
+            b'{"update_id": 1' + b"0" * 30 + b', "message": {"text": "hi"}}',
+            b'{"update_id": 1, "message": {"date": NaN, "chat": {"id": 1e999}}}',
         ]
     ),
 )
@@ -250,6 +398,166 @@ async def test_a_malformed_telegram_update_with_the_secret_is_refused_and_change
         assert await row_counts() == before
 
 
+TELEGRAM_HEADERS = {SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": "application/json"}
+#: Nested past any provider's payload, each within the size cap: json.loads recurses on each.
+DEEP_BODIES = [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"update_id": 1, "message": ' + b'{"a": ' * 20_000 + b"1" + b"}" * 20_001,
+    b'{"update_id": 1, "message": {"text": "hi", "x": ' + b"[" * 1_000 + b"]" * 1_000 + b"}}",
+]
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["array", "objects", "a thousand levels"])
+async def test_a_telegram_update_nested_past_reason_is_refused_with_400(
+    world: World, body: bytes
+) -> None:
+    before = await row_counts()
+    response = await world.client.post(WEBHOOK_PATH, data=body, headers=TELEGRAM_HEADERS)
+    assert response.status == 400, await response.text()
+    assert "JSON" in await response.text()
+    await world.run()
+    assert await row_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("where", "huge"),
+    [
+        ("chat", 10**30),
+        ("from", 10**30),
+        ("update_id", 2**63),
+        ("chat", -(2**63) - 1),
+        ("date", 2**62),  # fits 64 bits, but no calendar has that second
+        ("date", -(2**62)),
+    ],
+)
+async def test_a_telegram_number_no_column_or_calendar_holds_is_refused_and_stores_nothing(
+    world: World, where: str, huge: int
+) -> None:
+    renter = TelegramRenter(world)
+    update = copy.deepcopy(world.telegram.text_update(renter.user, "BOOK T1 tomorrow 10-14"))
+    if where == "update_id":
+        update["update_id"] = huge
+    elif where == "date":
+        update["message"]["date"] = huge
+    else:
+        update["message"][where]["id"] = huge
+    before = await row_counts()
+    assert await renter.post(update) == 400
+    await world.run()
+    assert await row_counts() == before
+    assert world.telegram.calls_to("sendMessage") == []
+    # The same update with its real ids is a renter's like any other.
+    assert await renter.say("BOOK T1 tomorrow 10-14") != []
+
+
+#: Where in a renter's update a field can be swapped for anything JSON holds.
+UPDATE_FIELDS = [
+    ("update_id",),
+    ("message",),
+    ("message", "message_id"),
+    ("message", "date"),
+    ("message", "chat"),
+    ("message", "chat", "id"),
+    ("message", "chat", "type"),
+    ("message", "from"),
+    ("message", "from", "id"),
+    ("message", "from", "language_code"),
+    ("message", "text"),
+    ("message", "entities"),
+    ("message", "photo"),
+    ("callback_query", "id"),
+    ("callback_query", "data"),
+    ("callback_query", "from"),
+    ("callback_query", "message", "chat", "id"),
+]
+any_value = st.one_of(
+    json_values,
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(["²", "", "x" * 5000, [], {}, None, True, 2**62, 1.5]),
+)
+
+
+async def renter_update(
+    world: World, renter: TelegramRenter, field: tuple[str, ...]
+) -> dict[str, Any]:
+    if field[0] == "callback_query":  # a press on the list of locations
+        await renter.say("hi")
+        return copy.deepcopy(world.telegram.callback_update(renter.user, data="1"))
+    return copy.deepcopy(world.telegram.text_update(renter.user, "BOOK T1 tomorrow 10-14"))
+
+
+def swap(update: dict[str, Any], field: tuple[str, ...], value: object) -> None:
+    target = update
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = value
+
+
+@FUZZ
+@given(field=st.sampled_from(UPDATE_FIELDS), value=any_value)
+async def test_a_telegram_update_with_any_field_swapped_is_taken_or_refused_with_400(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    before = await row_counts()
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status in (200, 400), (field, value, response.status)
+    if response.status == 400:
+        assert await row_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (("message", "text"), ["BOOK", "T1"]),
+        (("message", "text"), 14),
+        (("message", "chat", "id"), None),
+        (("message", "chat", "id"), "4242"),
+        (("message", "chat"), None),
+        (("message", "from", "language_code"), 1),
+        (("callback_query", "from"), None),
+    ],
+)
+async def test_a_telegram_field_of_the_wrong_type_is_refused_with_400(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    before, sent = await row_counts(), len(world.telegram.calls_to("sendMessage"))
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status == 400
+    assert "Bot API's type" in await response.text()
+    await world.run()
+    assert await row_counts() == before
+    assert len(world.telegram.calls_to("sendMessage")) == sent
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (
+            ("message", "passport_data"),
+            {
+                "data": [{"type": "passport", "data": "x", "hash": "h"}],
+                "credentials": {"data": "d", "hash": "h", "secret": "s"},
+            },
+        ),
+    ],
+)
+async def test_fields_of_other_types_keep_the_bot_apis_types_and_are_taken(
+    world: World, field: tuple[str, ...], value: object
+) -> None:
+    """A passport's ``data`` is a list (a button's is a string): not refused for it."""
+    renter = TelegramRenter(world)
+    update = await renter_update(world, renter, field)
+    swap(update, field, value)
+    response = await world.client.post(WEBHOOK_PATH, json=update, headers=TELEGRAM_HEADERS)
+    assert response.status == 200
+
+
 def stripe_signature(body: bytes, *, secret: str = STRIPE_SECRET, age: int = 0) -> str:
     moment = int(time.time()) - age
     digest = hmac.new(secret.encode(), f"{moment}.".encode() + body, hashlib.sha256).hexdigest()
@@ -283,6 +591,17 @@ async def test_a_signed_stripe_body_that_is_no_event_is_refused_not_a_crash(
     assert response.status in (200, 400), response.status
     if response.status == 400:
         assert await row_counts() == before
+
+
+async def test_a_signed_stripe_body_nested_past_reason_is_refused_not_a_crash(
+    world: World,
+) -> None:
+    before = await row_counts()
+    body = DEEP_BODIES[0]
+    headers = {"Stripe-Signature": stripe_signature(body), "Content-Type": "application/json"}
+    response = await world.client.post("/webhooks/stripe", data=body, headers=headers)
+    assert response.status == 400
+    assert await row_counts() == before
 
 
 async def test_a_replayed_old_stripe_signature_is_refused(world: World) -> None:
@@ -341,6 +660,23 @@ async def test_a_signed_seam_body_that_is_no_event_is_refused_not_a_crash(
     if response.status == 400:
         assert await response.text() == "not a Seam event", "signed: not a signature problem"
         assert await row_counts() == before
+
+
+async def test_a_signed_seam_body_nested_past_reason_is_refused_not_a_crash(
+    seam_hook: TestClient[Any, Any],
+) -> None:
+    before = await row_counts()
+    body, moment, msg_id = DEEP_BODIES[0].decode(), datetime.now(UTC), "msg_deep"
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(moment.timestamp())),
+        "svix-signature": Webhook(SEAM_SECRET).sign(msg_id, moment, body),
+        "content-type": "application/json",
+    }
+    response = await seam_hook.post("/webhooks/seam", data=body.encode(), headers=headers)
+    assert response.status == 400
+    assert await response.text() == "not a Seam event"
+    assert await row_counts() == before
 
 
 async def chunks(total: int) -> AsyncIterator[bytes]:
@@ -428,6 +764,64 @@ async def test_a_sandbox_post_that_is_not_json_is_refused(journey: Sandbox) -> N
         )
         assert response.status == 400, (content_type, response.status)
     assert await row_counts() == before
+
+
+async def test_sandbox_posts_and_ids_past_reason_are_refused_not_a_crash(
+    journey: Sandbox,
+) -> None:
+    client = journey[0]
+    before = await row_counts()
+    for body in DEEP_BODIES[:2]:
+        response = await client.post(
+            "/sandbox/api/messages",
+            data=body[:16_000],
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status == 400, response.status
+    for path, params in (
+        ("/sandbox/api/messages", {"address": a_phone(), "after": "²"}),
+        ("/sandbox/api/messages", {"address": a_phone(), "after": "9" * 400}),
+        ("/sandbox/api/ops", {"after_audit": "①"}),
+        ("/sandbox/api/ops", {"after_audit": "soon"}),
+    ):
+        response = await client.get(path, params=params)
+        assert response.status == 400, (params, response.status)
+    for path in (
+        f"/sandbox/api/alerts/{'9' * 40}/resolve",
+        "/sandbox/api/alerts/٣/resolve",
+        f"/sandbox/api/identity/{'9' * 40}/decision",
+    ):
+        response = await client.post(path, json={"approve": True})
+        assert response.status == 404, (path, response.status)
+    response = await client.get(f"/sandbox/api/identity/{'9' * 40}/document")
+    assert response.status == 404
+    for session in ("s" * 300, "٣"):
+        assert (await client.get(f"/sandbox/pay/{session}")).status == 404
+        assert (await client.post(f"/sandbox/pay/{session}")).status == 404
+    keypad = "/sandbox/api/keypad"
+    long_key = await client.post(keypad, json={"lock": "gate" * 30, "pin": "1234"})
+    assert long_key.status == 404
+    for pin in ("²²²²", "١٢٣٤", "１２３４", "1" * 400):
+        typed = await client.post(keypad, json={"lock": "harbor-t1", "pin": pin})
+        assert typed.status == 422 and "4 to 8 digits" in await typed.text(), pin
+    assert await row_counts() == before
+
+
+async def test_an_id_review_on_the_sandbox_is_decided_not_resolved(journey: Sandbox) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _, link = await renter.say("YES")
+    await pay(client, link)
+    await renter.say(image=PNG)
+    [alert] = await OpsAlert.filter(kind="id_review")
+    response = await client.post(f"/sandbox/api/alerts/{alert.id}/resolve")
+    assert response.status == 409
+    assert "approve or reject" in await response.text()
+    [check] = await IdentityCheck.all()
+    assert check.status == "pending" and check.document_encrypted is not None
+    await alert.refresh_from_db()
+    assert alert.resolved_at is None
 
 
 @FUZZ

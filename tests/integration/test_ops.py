@@ -30,6 +30,8 @@ from storage.models import (
     OpsAlert,
     OutboxEffect,
     Renter,
+    StaffMember,
+    StaffRole,
 )
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.integration.ops_harness import (
@@ -40,6 +42,7 @@ from tests.integration.ops_harness import (
     RENTER_PHONE,
     STRANGER,
     SUPPORT,
+    Json,
     Ops,
     altstadt_booking,
     buttons,
@@ -201,6 +204,17 @@ async def test_scope_and_strangers_are_refused_and_audited(ops: Ops) -> None:
         ("/cancel KBIKE01 lots", "Usage: /cancel <ref>"),
         ("/booking", "Usage: /booking <ref>"),
         ("/approve first", "Usage: /approve <check>"),
+        # Digits str.isdigit takes that are not ASCII, and numbers past every column and bound.
+        ("/approve ²", "Usage: /approve <check>"),
+        ("/approve " + "9" * 40, "Usage: /approve <check>"),
+        ("/reject ① blurry", "Usage: /reject <check>"),
+        ("/staffcode altstadt-c1 ١٠", "Usage: /staffcode <lock> <hours>"),
+        ("/staffcode altstadt-c1 1e2", "Usage: /staffcode <lock> <hours>"),
+        ("/cancel KBIKE01 NaN", "Usage: /cancel <ref>"),
+        ("/cancel KBIKE01 Infinity", "Usage: /cancel <ref>"),
+        ("/cancel KBIKE01 ３", "Usage: /cancel <ref>"),
+        ("/extend KBIKE01 999999999999 days", "Usage: /extend <ref> <duration>"),
+        ("/extend KBIKE01 " + "9" * 400, "Usage: /extend <ref> <duration>"),
     ],
 )
 async def test_a_bad_argument_answers_with_the_usage_and_changes_nothing(
@@ -453,3 +467,264 @@ async def test_a_telegram_id_file_id_is_forgotten_when_ops_decide(ops: Ops) -> N
     assert await stored_anywhere(file_id) == []
     await check.refresh_from_db()
     assert check.status == "rejected" and check.document_encrypted is None
+
+
+async def harbor_booking(ops: Ops) -> Booking:
+    """A trailer booking at Harbor Yard (outside the Altstadt members' scope), codes planned."""
+    trailer = await Asset.get(code="T1")
+    starts = ops.clock.now() + timedelta(hours=2)
+    booking = await Booking.create(
+        reference="KHARB01",
+        renter=await Renter.create(phone="+15550100001", name="Hal Harbor"),
+        asset=trailer,
+        **await rental_times(trailer.id, starts, starts + timedelta(hours=4)),
+        state=BookingState.CONFIRMED,
+        currency="USD",
+        price_cents=5000,
+    )
+    async with in_transaction() as conn:
+        outcome = await ops.runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, ops.clock.now())
+    await ops.deliver()
+    return booking
+
+
+async def a_dead_effect_alert(ops: Ops, booking: Booking) -> tuple[OutboxEffect, Json]:
+    """One of the booking's code effects, given up on, with its alert in the ops group."""
+    code_ids = await AccessCode.filter(booking=booking).values_list("id", flat=True)
+    [effect, *_] = [
+        e for e in await OutboxEffect.filter(kind="access.set") if e.payload["code"] in code_ids
+    ]
+    await raise_alert(
+        None,
+        now=ops.clock.now(),
+        kind="effect_failing",
+        group_key=f"effect:{effect.id}",
+        message_key="ops.effect_dead",
+        params={"kind": "access.set", "attempts": 8, "error": "LockUnavailable"},
+    )
+    await OutboxEffect.filter(id=effect.id).update(
+        state="dead", next_attempt_at=ops.clock.now() + timedelta(hours=1)
+    )
+    await ops.deliver()
+    return effect, ops.ops_messages()[-1]
+
+
+ALTSTADT_MANAGER = 100000009
+
+
+async def altstadt_manager(ops: Ops) -> None:
+    """A manager (who may retry) whose scope is Altstadt only."""
+    await StaffMember.create(
+        telegram_user_id=ALTSTADT_MANAGER,
+        name="Lena Lead",
+        role=StaffRole.MANAGER,
+        location_scope=["altstadt"],
+    )
+    ops.users[ALTSTADT_MANAGER] = ops.fake.private_chat(ALTSTADT_MANAGER, "Lena")
+
+
+async def test_alert_buttons_are_refused_outside_the_members_locations(ops: Ops) -> None:
+    await altstadt_manager(ops)
+    booking = await harbor_booking(ops)
+    effect, message = await a_dead_effect_alert(ops, booking)
+    retry, resolve = (data for _, data in buttons(message))
+    for member in (SUPPORT, ALTSTADT_MANAGER):  # both Altstadt-only
+        answer = await ops.press(member, message, resolve)
+        assert (
+            answer == f"Alert {(await OpsAlert.get()).id} is about a location outside yours;"
+            " nothing was changed."
+        )
+    answer = await ops.press(ALTSTADT_MANAGER, message, retry)
+    assert "outside yours" in answer and "Trying again" not in answer
+    await effect.refresh_from_db()
+    assert effect.state == "dead", "the dead effect is not queued again"
+    alert = await OpsAlert.get()
+    assert alert.resolved_at is None and alert.open_key is not None
+    refused = await AuditEvent.filter(action="ops.refused").values_list("actor", flat=True)
+    assert sorted(refused) == sorted(
+        [f"telegram:{SUPPORT}", f"telegram:{ALTSTADT_MANAGER}", f"telegram:{ALTSTADT_MANAGER}"]
+    )
+    assert not await AuditEvent.filter(action__in=["alert.resolved", "alert.retried"]).exists()
+
+    # A lock alert at Harbor is as far out of reach; one at Altstadt is theirs.
+    for lock in ("harbor-gate", "altstadt-gate"):
+        await raise_alert(
+            None,
+            now=ops.clock.now(),
+            kind="lock_offline",
+            group_key=f"lock-offline:{lock}",
+            message_key="ops.lock_offline",
+            params={"lock": lock, "at_risk": "none"},
+        )
+    await ops.deliver()
+    harbor_gate, altstadt_gate = ops.ops_messages()[-2:]
+    assert "outside yours" in await ops.press(SUPPORT, harbor_gate, buttons(harbor_gate)[0][1])
+    assert "Resolved." in await ops.press(SUPPORT, altstadt_gate, buttons(altstadt_gate)[0][1])
+    assert await OpsAlert.filter(resolved_at__isnull=True).count() == 2
+
+    # Members without a location scope act on every alert.
+    assert "Trying again" in await ops.press(MANAGER, message, retry)
+    await effect.refresh_from_db()
+    assert effect.state == "pending"
+    assert "Resolved." in await ops.press(OWNER, harbor_gate, buttons(harbor_gate)[0][1])
+
+
+async def test_an_id_review_alert_cannot_be_resolved_only_decided(ops: Ops) -> None:
+    booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+    check = await pending_check(ops, booking)
+    await ops.deliver()
+    photo, message = ops.ops_messages()
+    alert = await OpsAlert.get(kind="id_review")
+    for member in (SUPPORT, OWNER):  # a forged button: the alert offers none
+        answer = await ops.press(member, message, f"ops:resolve:{alert.id}")
+        assert answer == (
+            "An ID review is decided with Approve or Reject, not Resolve: "
+            f"ID check {check.id} is still waiting."
+        )
+    await ops.deliver()
+    await check.refresh_from_db()
+    assert check.status == "pending" and check.document_encrypted is not None
+    await alert.refresh_from_db()
+    assert alert.resolved_at is None
+    assert (OPS_CHAT, photo["message_id"]) not in ops.fake.deleted, "the photo stays for review"
+    assert buttons(ops.fake.messages[(OPS_CHAT, message["message_id"])]) == [
+        ("Approve", f"ops:approve:{check.id}"),
+        ("Reject", f"ops:reject:{check.id}"),
+    ]
+    assert "approved" in await ops.press(SUPPORT, message, f"ops:approve:{check.id}")
+
+
+async def test_an_id_review_outside_the_members_locations_is_refused(ops: Ops) -> None:
+    booking = await harbor_booking(ops)
+    await Booking.filter(id=booking.id).update(state=BookingState.AWAITING_ID)
+    check = await pending_check(ops, booking)
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    for data in (f"ops:approve:{check.id}", f"ops:reject:{check.id}"):
+        assert "KHARB01 is outside your locations" in await ops.press(SUPPORT, message, data)
+    await check.refresh_from_db()
+    assert check.status == "pending" and check.document_encrypted is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "ops:resolve:²",
+        "ops:retry:①",
+        "ops:approve:٣",
+        "ops:reject:３",
+        "ops:take:²",
+        "ops:resolve:" + "9" * 40,
+        "ops:approve:" + "9" * 19,
+        "ops:take:" + "9" * 12,
+    ],
+)
+async def test_a_button_whose_id_is_no_number_is_answered_and_changes_nothing(
+    ops: Ops, data: str
+) -> None:
+    booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+    check = await pending_check(ops, booking)
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    effects = await OutboxEffect.all().count()
+    answer = await ops.press(OWNER, message, data)
+    assert answer.startswith("Nothing found for "), answer
+    await check.refresh_from_db()
+    assert check.status == "pending"
+    assert await OutboxEffect.all().count() == effects
+    assert not await Conversation.filter(agent_id__isnull=False).exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/takeover ²",
+        "/reply ٣ hello",
+        "/takeover " + "9" * 30,
+        "/takeover +" + "1" * 30,
+        "/takeover " + "ß" * 12,  # upper-cased, twice as long as any reference
+        "/booking " + "K" * 30,
+        "/audit " + "ß" * 7,
+        "/open " + "gate" * 20,
+    ],
+)
+async def test_an_id_no_record_can_have_is_not_found(ops: Ops, text: str) -> None:
+    await altstadt_booking(ops)
+    answer = await ops.command(OWNER, text)
+    assert answer.startswith("Nothing found for "), answer
+    assert not await Conversation.filter(agent_id__isnull=False).exists()
+
+
+async def harbor_subject(ops: Ops, kind: str, booking: Booking) -> str:
+    """The group key of an alert of ``kind`` about something at Harbor Yard."""
+    code = await AccessCode.filter(booking=booking).first()
+    assert code is not None
+    if kind == "agent":
+        await ops.renter_says("AGENT", phone="+15550100001")
+        conversation = await Conversation.get(renter_id=booking.renter_id)
+        return f"agent:{conversation.id}"
+    if kind == "effect":  # an effect about the booking itself, not one of its codes
+        effect = await OutboxEffect.create(
+            kind="payment.refund",
+            payload={"booking": booking.id, "amount": 100},
+            idempotency_key="refund:KHARB01:test",
+            state="dead",
+            next_attempt_at=ops.clock.now() + timedelta(hours=1),
+            created_at=ops.clock.now(),
+        )
+        return f"effect:{effect.id}"
+    return {
+        "payment-failed": "payment-failed:KHARB01",
+        "lock-battery": "lock-battery:harbor-t1",
+        "asset-without-lock": f"asset-without-lock:{booking.asset_id}",
+        "code-cannot-be-revoked": f"code-cannot-be-revoked:{code.id}",
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "payment-failed",
+        "lock-battery",
+        "asset-without-lock",
+        "code-cannot-be-revoked",
+        "agent",
+        "effect",
+    ],
+)
+async def test_every_kind_of_alert_at_another_location_is_out_of_reach(ops: Ops, kind: str) -> None:
+    await altstadt_manager(ops)
+    booking = await harbor_booking(ops)
+    group_key = await harbor_subject(ops, kind, booking)
+    alert = await raise_alert(
+        None,
+        now=ops.clock.now(),
+        kind="effect_failing" if kind == "effect" else kind.replace("-", "_"),
+        group_key=group_key,
+        message_key="ops.effect_dead",
+        params={"kind": "test", "attempts": 8, "error": "LockUnavailable"},
+    )
+    await ops.deliver()
+    message = ops.ops_messages()[-1]
+    effects = await OutboxEffect.filter(state="pending").count()
+    for member, action in (
+        (SUPPORT, "resolve"),
+        (ALTSTADT_MANAGER, "resolve"),
+        (ALTSTADT_MANAGER, "retry"),
+    ):
+        answer = await ops.press(member, message, f"ops:{action}:{alert.id}")
+        assert answer == f"Alert {alert.id} is about a location outside yours; nothing was changed."
+    await alert.refresh_from_db()
+    assert alert.resolved_at is None
+    assert await OutboxEffect.filter(state="pending").count() == effects
+    assert "Resolved." in await ops.press(OWNER, message, f"ops:resolve:{alert.id}")
+
+
+@pytest.mark.parametrize("member", [STRANGER, SUPPORT])
+async def test_a_command_name_longer_than_any_is_answered(ops: Ops, member: int) -> None:
+    answer = await ops.command(member, "/" + "x" * 100)
+    assert "Only Keyturn staff" in answer or "Unknown command" in answer, answer
+    if member == STRANGER:
+        [audit] = await AuditEvent.filter(action="ops.refused")
+        assert audit.actor == f"telegram:{STRANGER}" and audit.subject.startswith("xxxx")
