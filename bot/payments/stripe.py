@@ -461,6 +461,10 @@ def normalize_event(raw: Mapping[str, Any]) -> PaymentEvent:
         or not isinstance(obj, Mapping)
     ):
         raise StripeWebhookInvalid("body is not a Stripe event")
+    try:
+        occurred_at = datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise StripeWebhookInvalid("the event's time is past the calendar") from None
     metadata = obj.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
     kind = _EVENT_KINDS.get(event_type, PaymentEventKind.OTHER)
@@ -496,7 +500,7 @@ def normalize_event(raw: Mapping[str, Any]) -> PaymentEvent:
     return PaymentEvent(
         event_id=event_id,
         kind=kind,
-        occurred_at=datetime.fromtimestamp(created, UTC),
+        occurred_at=occurred_at,
         booking_reference=reference,
         object_id=_text(obj.get("id")) or "",
         amount=_keyturn_amount(amount, currency),

@@ -604,6 +604,21 @@ async def test_a_signed_stripe_body_nested_past_reason_is_refused_not_a_crash(
     assert await row_counts() == before
 
 
+async def test_a_signed_stripe_event_from_past_the_calendar_is_refused_not_a_crash(
+    world: World,
+) -> None:
+    renter = TelegramRenter(world)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    await renter.say("YES")
+    [session_id] = world.stripe.sessions
+    event = json.loads(world.stripe.complete(session_id).body)
+    before = await row_counts()
+    for created in (10**30, -(10**30), 2**62):
+        assert await world.stripe_webhook(world.stripe.sign({**event, "created": created})) == 400
+    assert await row_counts() == before
+    assert await renter.inbox() == []
+
+
 async def test_a_replayed_old_stripe_signature_is_refused(world: World) -> None:
     renter = TelegramRenter(world)
     await renter.say("BOOK T1 tomorrow 10-14")
