@@ -670,6 +670,7 @@ class Journey:
         await Booking.filter(id=booking.id).using_db(conn).update(cancelled_at=now)
         codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).using_db(conn)
         outcome = await self.access.revoke(conn, codes, actor=actor, reason="booking cancelled")
+        outcome = outcome + (await self._withdraw_identity(conn, booking, actor=actor, now=now))
         outcome.timers += [
             CancelTimer(f"{kind}:{booking.reference}")
             for kind in ("hold", "pin", "start", "ending", "end")
@@ -1456,6 +1457,41 @@ class Journey:
                     ),
                     now,
                 )
+
+    async def _withdraw_identity(
+        self, conn: BaseDBAsyncClient, booking: Booking, *, actor: str, now: datetime
+    ) -> Outcome:
+        """A booking cancelled while its ID waits for review: the ID has no purpose left, so
+        it is withdrawn and its image deleted, here and where the channel keeps it, as a
+        decision would; the review leaves the ops group."""
+        checks = await IdentityCheck.filter(booking_id=booking.id, status="pending").using_db(conn)
+        outcome = Outcome()
+        for check in checks:
+            await (
+                IdentityCheck.filter(id=check.id, status="pending")
+                .using_db(conn)
+                .update(
+                    status="withdrawn",
+                    document_encrypted=None,
+                    reviewer_id=None,
+                    reason="booking cancelled",
+                    decided_at=now,
+                )
+            )
+            await resolve_alert(conn, group_key=f"id-review:{check.id}", now=now, by=actor)
+            outcome.audits.append(
+                Audit(actor, "identity.withdrawn", f"identity:{check.id}", {"why": "cancelled"})
+            )
+            if check.method == "manual":
+                outcome.effects.append(
+                    Effect(
+                        DELETE_ID_MEDIA_EFFECT,
+                        f"identity-media:{check.id}",
+                        {"check": check.id},
+                        critical=True,
+                    )
+                )
+        return outcome
 
     async def execute_delete_id_media(self, effect: OutboxEffect) -> None:
         """Delete a decided ID's photo where the channel keeps it (Twilio's Media resource),

@@ -362,7 +362,7 @@ class IdentityCheck(Model):
         "models.Booking", related_name="identity_checks", null=True, on_delete=fields.SET_NULL
     )
     method = fields.CharField(max_length=16)  # manual or stripe_identity
-    status = fields.CharField(max_length=16, default="pending")  # pending, approved, rejected
+    status = fields.CharField(max_length=16, default="pending")  # pending, approved, rejected, withdrawn
     #: The document image, Fernet-encrypted. Set to None the moment the decision is made.
     document_encrypted = fields.TextField(null=True)
     document_content_type = fields.CharField(max_length=64, default="")

@@ -449,6 +449,43 @@ async def test_an_id_sent_by_mms_is_deleted_at_twilio_when_ops_decide(
         assert (len(twilio.sent), len(twilio.media_requests)) == (before, fetches)
 
 
+async def test_an_id_still_in_review_is_deleted_when_its_booking_is_cancelled(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """The renter cancels before anyone looked at their ID: it has no purpose left, so it goes
+    as a decision would make it go, at Twilio too, and the review leaves the group."""
+    twilio = FakeTwilio(public_url="https://keyturn.example")
+    async with twilio.serving(), ops_app(tmp_path, sqlite_template, twilio=twilio) as ops:
+        booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
+        url = twilio.add_media(JPEG, "image/jpeg")
+        message_sid, media_sid = url.split("/Messages/")[1].split("/Media/")
+        form, headers = twilio.inbound(from_=RENTER_PHONE, media=[(url, "image/jpeg")])
+        assert (await ops.client.post("/webhooks/twilio", data=form, headers=headers)).status == 200
+        await ops.deliver()
+        check = await IdentityCheck.get(booking=booking)
+        assert check.status == "pending" and check.document_encrypted
+        review = await OpsAlert.get(open_key=f"id-review:{check.id}")
+
+        before = len(twilio.sent)
+        await ops.renter_says("CANCEL")
+        [question] = [m.body or "" for m in twilio.sent[before:]]
+        assert "YES" in question
+        await ops.renter_says("YES")
+
+        await booking.refresh_from_db()
+        assert booking.state == BookingState.CANCELLED
+        await check.refresh_from_db()
+        assert (check.status, check.document_encrypted) == ("withdrawn", None)
+        assert twilio.deleted_media == [(message_sid, media_sid)]
+        assert await stored_anywhere(media_sid) == []
+        await review.refresh_from_db()
+        assert review.resolved_at is not None
+        answer = await ops.command(SUPPORT, f"/approve {check.id}")
+        assert "approved" not in answer
+        await booking.refresh_from_db()
+        assert booking.state == BookingState.CANCELLED
+
+
 async def test_a_telegram_id_file_id_is_forgotten_when_ops_decide(ops: Ops) -> None:
     booking = await altstadt_booking(ops, BookingState.AWAITING_ID)
     renter = ops.fake.private_chat(777000111, "Rita")
