@@ -362,7 +362,8 @@ class IdentityCheck(Model):
         "models.Booking", related_name="identity_checks", null=True, on_delete=fields.SET_NULL
     )
     method = fields.CharField(max_length=16)  # manual or stripe_identity
-    status = fields.CharField(max_length=16, default="pending")  # pending, approved, rejected, withdrawn
+    #: pending, approved, rejected, or withdrawn (its booking cancelled before a decision).
+    status = fields.CharField(max_length=16, default="pending")
     #: The document image, Fernet-encrypted. Set to None the moment the decision is made.
     document_encrypted = fields.TextField(null=True)
     document_content_type = fields.CharField(max_length=64, default="")
