@@ -51,7 +51,13 @@ from flows.payments import (
 )
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
-from flows.when import WhenNotUnderstood, parse_duration, parse_local_range, resolve_range
+from flows.when import (
+    DayTooFarAhead,
+    WhenNotUnderstood,
+    parse_duration,
+    parse_local_range,
+    resolve_range,
+)
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from locks.windows import AccessWindow, LocalTimeProblem
@@ -196,6 +202,8 @@ class Journey:
             if self._beyond_horizon(asset, local.day, now_local.date()):
                 return _stay(turn, self._horizon_text(turn, asset))
             start, end = resolve_range(local, tz)
+        except DayTooFarAhead:
+            return _stay(turn, self._horizon_text(turn, asset))
         except WhenNotUnderstood:
             return _stay(turn, turn.t("journey.when_not_understood", code=asset.code))
         except LocalTimeProblem as problem:

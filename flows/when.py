@@ -40,6 +40,10 @@ class WhenNotUnderstood(ValueError):
     """The text has no day and hours we can read."""
 
 
+class DayTooFarAhead(WhenNotUnderstood):
+    """A day read well enough, but years ahead (31.12.9999): no rental starts that far off."""
+
+
 @dataclass(frozen=True)
 class LocalRange:
     day: date
@@ -93,8 +97,10 @@ def parse_local_range(text: str, *, language: str, now_local: datetime) -> Local
         parsed = _day(day_text.casefold(), language, today)
     if parsed is None:
         raise WhenNotUnderstood("no day")
-    if abs(parsed - today) > FURTHEST_DAY:
-        raise WhenNotUnderstood("the day is too far from today")
+    if parsed - today > FURTHEST_DAY:
+        raise DayTooFarAhead("the day is years ahead")
+    if today - parsed > FURTHEST_DAY:
+        raise WhenNotUnderstood("the day is years ago")
     return LocalRange(parsed, start, end)
 
 
