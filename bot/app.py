@@ -234,7 +234,9 @@ def build_runtime(
             ALERT_EFFECT: AlertSender(
                 ops_chat if ops_chat_id is not None else None, ops_chat_id, translator, sealer
             ),
-            TO_STAFF_EFFECT: StaffRelay(ops_chat, ops_chat_id, handoff, journey.fetch_media),
+            TO_STAFF_EFFECT: StaffRelay(
+                ops_chat, ops_chat_id, handoff, journey.fetch_media, journey.sealer
+            ),
             SET_EFFECT: access.execute_set,
             REMOVE_EFFECT: access.execute_remove,
             UPDATE_EFFECT: access.execute_update,

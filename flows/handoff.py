@@ -413,9 +413,11 @@ class HandoffDialog:
 
     def _relay(self, turn: Turn) -> StepResult:
         message = turn.message
+        # The words are read from the stored message when relayed, not copied here: a message
+        # that holds the renter's PIN is stored sealed, and the effect keeps no clear copy.
         payload: dict[str, Any] = {
             "conversation": turn.conversation_id,
-            "text": turn.text,
+            "message": message.provider_id,
             "media": [[m.url, m.content_type] for m in message.media],
             "channel": message.channel,
         }

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from flows.handoff import OPS_LANGUAGE, Handoff
 from flows.journey import MediaFetcher
-from storage.models import Conversation, OutboxEffect
+from storage.models import Conversation, Message, OutboxEffect
+from storage.sealing import Sealer
 
 if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
     from bot.ops.chat import OpsChat
@@ -34,11 +35,13 @@ class StaffRelay:
         chat_id: int | None,
         handoff: Handoff,
         fetch_media: MediaFetcher,
+        sealer: Sealer,
     ) -> None:
         self.chat = chat
         self.chat_id = chat_id
         self.handoff = handoff
         self.fetch_media = fetch_media
+        self.sealer = sealer
 
     def t(self, key: str, **params: object) -> str:
         return self.handoff.translator.text(OPS_LANGUAGE, key, **params)
@@ -57,7 +60,7 @@ class StaffRelay:
             await chat.send(target, str(payload["text"]), thread=thread)
             return
         who = await self.handoff.who(conversation)
-        text = str(payload.get("text") or "")
+        text = await self._words(conversation, payload)
         media = _pairs(payload.get("media"))
         for url, _content_type in media:
             photo = await self._photo(str(payload.get("channel", "")), url)
@@ -70,6 +73,18 @@ class StaffRelay:
             key = "ops.relay_in_topic" if thread is not None else "ops.relay"
             line = self.t(key, who=who, text=text or "-", ident=conversation.id)
             await chat.send(target, line, thread=thread)
+
+    async def _words(self, conversation: Conversation, payload: dict[str, object]) -> str:
+        """What the renter wrote: the stored inbound message, opened when it is sealed (it holds
+        their PIN). Payloads staged before messages were read this way carry the text."""
+        if "message" not in payload:
+            return str(payload.get("text") or "")
+        row = await Message.get_or_none(
+            conversation_id=conversation.id, direction="in", provider_id=str(payload["message"])
+        )
+        if row is None or not row.body:
+            return ""
+        return self.sealer.open(row.body) if row.sealed else row.body
 
     def _where(
         self, conversation: Conversation, agent: int | None

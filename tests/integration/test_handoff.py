@@ -3,17 +3,19 @@ topic and back, a Telegram renter's photo relayed, /reply without topics, and th
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 from yarl import URL
 
-from storage.models import AuditEvent, Conversation, Message, Renter
+from storage.models import AccessCode, AuditEvent, Conversation, Message, OutboxEffect, Renter
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.ops_harness import (
     OPS_CHAT,
     RENTER_PHONE,
     SUPPORT,
+    altstadt_booking,
     buttons,
     ops_app,
 )
@@ -219,3 +221,27 @@ async def test_a_staff_photo_reaches_an_sms_renter_by_a_link_twilio_fetches(
 
         ops.clock.advance(timedelta(hours=1, seconds=1))
         assert (await ops.client.get(path)).status == 404, "a link works for an hour"
+
+
+async def test_a_pin_typed_to_a_person_reaches_them_but_is_kept_nowhere_in_clear(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """While a person has the conversation, a renter types their own PIN ("it says 482913 is
+    wrong"): staff read it in the topic, and neither the message nor the relay keeps it."""
+    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
+        booking = await altstadt_booking(ops)
+        [pin] = {
+            ops.runtime.journey.sealer.open(code.pin_encrypted)
+            for code in await AccessCode.filter(booking=booking)
+        }
+        await ops.renter_says("AGENT")
+        said = f"the keypad says {pin} is wrong"
+        assert await ops.renter_says(said) == []
+        assert any(said in str(m.get("text")) for m in ops.ops_messages())
+
+        stored = [row.body for row in await Message.filter(direction="in")]
+        relays = [
+            json.dumps(effect.payload)
+            for effect in await OutboxEffect.filter(kind="handoff.to_staff")
+        ]
+        assert relays and not any(pin in text for text in stored + relays)
