@@ -21,15 +21,17 @@ from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.media_links import MediaLinks, add_media_route
-from bot.metrics import exposition, observe_turn
+from bot.metrics import bearer_matches, exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
 from bot.payment_routes import setup_return_page
+from bot.readiness import READY, Readiness
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
 from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
 from bot.transports.twilio_routes import setup_twilio
+from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
     DEADLINE_TIMER,
     PROGRAM_TIMER,
@@ -52,7 +54,7 @@ from flows.payments import PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
 from flows.timers import TimerHandler
 from locks import LockProvider
-from storage.db import close_database, open_database, ping
+from storage.db import close_database, open_database, redacted_url, write_error
 from storage.journal import ALERT_EFFECT
 from storage.sealing import Sealer
 from storage.timers import ensure_timer
@@ -122,6 +124,12 @@ def _telegram(channels: Mapping[str, Channel]) -> TelegramChannel | None:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+READINESS = web.AppKey("readiness", Readiness)
+
+
+class StartupError(RuntimeError):
+    """Something the service needs at start-up is not there; the message says what, in one
+    line, and carries no secret."""
 
 
 def build_runtime(
@@ -292,6 +300,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app[JOURNEY] = runtime.journey
     app[SEALER] = runtime.journey.sealer
     app[CHANNELS] = runtime.channels
+    app[BODY_TIMEOUT] = float(runtime.settings.body_timeout_seconds)
+    app[READINESS] = Readiness()
     app.cleanup_ctx.append(_database)
     settings = runtime.settings
     if runtime.twilio is not None and settings.twilio is not None:
@@ -340,7 +350,15 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    await open_database(app[SETTINGS].database_url)
+    url = app[SETTINGS].database_url
+    try:
+        await open_database(url)
+        problem = await write_error()
+    except Exception as err:
+        problem = _one_line(err)
+    if problem is not None:
+        await close_database()
+        raise StartupError(f"the database {redacted_url(url)} cannot be used: {problem}")
     yield
     await close_database()
 
@@ -381,11 +399,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not await ping():
-        return web.json_response({"status": "database unreachable"}, status=503)
-    return web.json_response({"status": "ready"})
+    status = await request.app[READINESS].status()
+    return web.json_response({"status": status}, status=200 if status == READY else 503)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 async def metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not bearer_matches(request.headers.get("Authorization", ""), token):
+        raise web.HTTPUnauthorized(
+            text="a metrics token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
     body = await exposition(request.app[CLOCK].now())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

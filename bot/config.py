@@ -87,6 +87,10 @@ class Settings:
     nuki: NukiSettings | None
     #: A conversation a person took over goes back to the bot after this long without a message.
     handoff_idle_minutes: int = 30
+    #: A request body not received whole within this many seconds is cut off (408).
+    body_timeout_seconds: int = 10
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -118,6 +122,10 @@ class Settings:
             handoff_idle_minutes=reader.integer(
                 "KEYTURN_HANDOFF_IDLE_MINUTES", default=30, low=1, high=7 * 24 * 60
             ),
+            body_timeout_seconds=reader.integer(
+                "KEYTURN_BODY_TIMEOUT_SECONDS", default=10, low=1, high=300
+            ),
+            metrics_token=reader.raw("KEYTURN_METRICS_TOKEN"),
         )
         if settings.identity_method == "stripe" and settings.stripe is None:
             raise SettingsError(
