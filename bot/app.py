@@ -5,8 +5,6 @@ Tests build the same app with fakes injected here (a clock, channels, executors,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -376,13 +374,12 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     now = runtime.clock.now()
     await ensure_timer(kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=now, now=now)
     await ensure_timer(kind=RETENTION_TIMER, key=RETENTION_KEY, due_at=now, now=now)
-    dispatching = asyncio.create_task(runtime.dispatcher.run_forever(), name="outbox")
+    runtime.dispatcher.start()
     runtime.timers.start()
     yield
-    runtime.timers.shutdown()
-    dispatching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await dispatching
+    # What this worker claimed and did not finish is released, not left leased to it.
+    await runtime.timers.stop()
+    await runtime.dispatcher.stop()
     await close_lock_providers(runtime.locks)
     for client in (runtime.payments, runtime.journey.identity):
         closing = getattr(client, "close", None)
