@@ -21,6 +21,7 @@ from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.media_links import MediaLinks, add_media_route
 from bot.metrics import bearer_matches, exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
+from bot.ops.turn_failures import FailingTurns
 from bot.payment_routes import setup_return_page
 from bot.readiness import READY, Readiness
 from bot.sandbox.channel import SandboxChannel
@@ -43,10 +44,11 @@ from flows.access import (
 )
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
-from flows.engine import ConversationEngine
+from flows.engine import ConversationEngine, TurnResult
 from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.journey import Journey, JourneySettings, journey_executors, journey_timers
+from flows.messages import InboundMessage
 from flows.ops import OpsDesk
 from flows.payments import PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
@@ -85,6 +87,8 @@ class Runtime:
     ops_chat: OpsChat | None = None
     #: Links to staff photos for Twilio to fetch, when both Twilio and Telegram are configured.
     media_links: MediaLinks | None = None
+    #: Tells ops when renter turns keep failing (the database cannot write).
+    failing_turns: FailingTurns | None = None
 
 
 MAX_ID_BYTES = 8 * 1024 * 1024
@@ -263,8 +267,22 @@ def build_runtime(
         if earliest_timer is not None:
             timers.poke(earliest_timer)
 
+    failing_turns = FailingTurns(
+        clock, translator, ops_chat if ops_chat_id is not None else None, ops_chat_id
+    )
+
+    def turned(message: InboundMessage, result: TurnResult, seconds: float) -> None:
+        observe_turn(message, result, seconds)
+        failing_turns.succeeded()
+
     engine = ConversationEngine(
-        dialog, translator, clock, on_commit=committed, on_turn=observe_turn, sealer=sealer
+        dialog,
+        translator,
+        clock,
+        on_commit=committed,
+        on_turn=turned,
+        on_failure=failing_turns.failed,
+        sealer=sealer,
     )
     return Runtime(
         settings,
@@ -283,6 +301,7 @@ def build_runtime(
         ops=ops,
         ops_chat=ops_chat,
         media_links=media_links,
+        failing_turns=failing_turns,
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 from multidict import MultiDict
@@ -32,6 +33,7 @@ from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_
 
 from bot.keys import CLOCK, ENGINE
 from bot.webhook_body import read_capped
+from flows.i18n import LanguageSources, pick_language
 from flows.messages import InboundMessage, Media
 from storage.models import Message
 
@@ -92,7 +94,15 @@ class TwilioWebhooks:
             display_name=form.get("ProfileName") or None,
             raw=dict(form),
         )
-        result = await request.app[ENGINE].handle(message)
+        engine = request.app[ENGINE]
+        try:
+            result = await engine.handle(message)
+        except Exception as err:
+            # Nothing of the message was stored (the database cannot write...). Twilio does
+            # not post it again after an error, so the renter is asked to send it again.
+            log.error("Twilio %s message %s not stored: %s", channel, sid, type(err).__name__)
+            language = pick_language(LanguageSources(phone=address))
+            return _twiml(engine.translator.text(language, "dialog.not_stored"))
         log.info("Twilio %s message %s: %s", channel, sid, result.value)
         return _twiml()
 
@@ -163,5 +173,13 @@ def _media(form: MultiDict[str]) -> tuple[Media, ...]:
     return tuple(media)
 
 
-def _twiml() -> web.Response:
-    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+def _twiml(reply: str | None = None) -> web.Response:
+    """Empty TwiML, or TwiML that answers the sender with ``reply``."""
+    if reply is None:
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+    return web.Response(
+        text=EMPTY_TWIML.replace(
+            "<Response></Response>", f"<Response><Message>{escape(reply)}</Message></Response>"
+        ),
+        content_type="text/xml",
+    )
