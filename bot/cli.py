@@ -163,7 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    _refuse_public_sandbox(args.host or _settings().host)
+    _refuse_public_sandbox(args.host or os.environ.get("KEYTURN_HOST", "").strip() or "127.0.0.1")
     DEMO_DIR.mkdir(exist_ok=True)
     database = DEMO_DIR / "demo.sqlite3"
     if args.reset:

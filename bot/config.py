@@ -90,7 +90,7 @@ class Settings:
     #: A request body not received whole within this many seconds is cut off (408).
     body_timeout_seconds: int = 10
     #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
-    metrics_token: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
