@@ -60,6 +60,7 @@ class TimerRunner:
         self._held: dict[int, Timer] = {}
         #: Passes running now (the scheduler's jobs), so that ``stop`` can end them.
         self._passes: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     async def run_due(self) -> int:
         """Fire every timer due now; returns how many fired."""
@@ -79,10 +80,12 @@ class TimerRunner:
                 timers = await claim_due_timers(
                     now, limit=self.batch_size, lease=self.lease, worker=self.worker
                 )
-                if not timers:
+                if not timers or self._stopping:
                     break
                 self._held.update((timer.id, timer) for timer in timers)
                 for timer in timers:
+                    if self._stopping:
+                        return fired  # the timers left are released by ``stop``
                     try:
                         await fire_timer(timer, self.handlers, self.clock.now())
                     except TimerTakenOver:
@@ -126,20 +129,31 @@ class TimerRunner:
             self._scheduler = None
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop the scheduler; give a pass that is firing timers ``grace`` seconds, then cancel
-        it and release the claims on the timers it had not fired, so they fire at once
-        elsewhere (or after a restart) instead of waiting out the lease."""
-        self.shutdown()
+        """Stop: no new pass starts, a pass firing timers now stops after the timer it is on
+        (given ``grace`` seconds, then cancelled), and the claims on the timers it did not
+        fire are released, so they fire at once elsewhere (or after a restart) instead of
+        waiting out the lease."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.pause()
         passes = set(self._passes)
         if passes:
             _, running = await asyncio.wait(passes, timeout=grace)
             for task in running:
-                task.cancel()
+                task.cancel()  # a handler that hangs
             await asyncio.gather(*running, return_exceptions=True)
+        self.shutdown()
         held, self._held = list(self._held.values()), {}
-        if held:
-            released = await release_timers(held, worker=self.worker)
-            log.info("released %d unfired timer claims", released)
+        if not held:
+            return
+        try:
+            # Bounded: a pass cancelled inside a database call may leave the connection busy.
+            async with asyncio.timeout(grace):
+                released = await release_timers(held, worker=self.worker)
+        except TimeoutError:
+            log.warning("%d timer claims were not released; their leases run out", len(held))
+            return
+        log.info("released %d unfired timer claims", released)
 
     def poke(self, due: datetime | None = None) -> None:
         """Something may have set an earlier timer (due at ``due``, when known): look again at
