@@ -75,12 +75,12 @@ class TimerRunner:
     async def _run_due(self) -> int:
         fired = 0
         async with self._running:
-            while True:
+            while not self._stopping:
                 now = self.clock.now()
                 timers = await claim_due_timers(
                     now, limit=self.batch_size, lease=self.lease, worker=self.worker
                 )
-                if not timers or self._stopping:
+                if not timers:
                     break
                 self._held.update((timer.id, timer) for timer in timers)
                 for timer in timers:
