@@ -5,8 +5,6 @@ Tests build the same app with fakes injected here (a clock, channels, executors,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,15 +20,18 @@ from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS,
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from bot.media_links import MediaLinks, add_media_route
-from bot.metrics import exposition, observe_turn
+from bot.metrics import bearer_matches, exposition, observe_turn
 from bot.ops import AlertSender, StaffRelay
+from bot.ops.turn_failures import FailingTurns
 from bot.payment_routes import setup_return_page
+from bot.readiness import READY, Readiness
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
 from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
 from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
 from bot.transports.twilio_routes import setup_twilio
+from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
     DEADLINE_TIMER,
     PROGRAM_TIMER,
@@ -43,16 +44,17 @@ from flows.access import (
 )
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
-from flows.engine import ConversationEngine
+from flows.engine import ConversationEngine, TurnResult
 from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.journey import Journey, JourneySettings, journey_executors, journey_timers
+from flows.messages import InboundMessage
 from flows.ops import OpsDesk
 from flows.payments import PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
 from flows.timers import TimerHandler
 from locks import LockProvider
-from storage.db import close_database, open_database, ping
+from storage.db import close_database, open_database, redacted_url, write_error
 from storage.journal import ALERT_EFFECT
 from storage.removals import REMOVAL_CHECK_TIMER, REMOVE_EFFECT
 from storage.sealing import Sealer
@@ -86,6 +88,8 @@ class Runtime:
     ops_chat: OpsChat | None = None
     #: Links to staff photos for Twilio to fetch, when both Twilio and Telegram are configured.
     media_links: MediaLinks | None = None
+    #: Tells ops when renter turns keep failing (the database cannot write).
+    failing_turns: FailingTurns | None = None
 
 
 MAX_ID_BYTES = 8 * 1024 * 1024
@@ -133,6 +137,12 @@ def _telegram(channels: Mapping[str, Channel]) -> TelegramChannel | None:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+READINESS = web.AppKey("readiness", Readiness)
+
+
+class StartupError(RuntimeError):
+    """Something the service needs at start-up is not there; the message says what, in one
+    line, and carries no secret."""
 
 
 def build_runtime(
@@ -279,8 +289,22 @@ def build_runtime(
         if earliest_timer is not None:
             timers.poke(earliest_timer)
 
+    failing_turns = FailingTurns(
+        clock, translator, ops_chat if ops_chat_id is not None else None, ops_chat_id
+    )
+
+    def turned(message: InboundMessage, result: TurnResult, seconds: float) -> None:
+        observe_turn(message, result, seconds)
+        failing_turns.succeeded()
+
     engine = ConversationEngine(
-        dialog, translator, clock, on_commit=committed, on_turn=observe_turn, sealer=sealer
+        dialog,
+        translator,
+        clock,
+        on_commit=committed,
+        on_turn=turned,
+        on_failure=failing_turns.failed,
+        sealer=sealer,
     )
     return Runtime(
         settings,
@@ -299,6 +323,7 @@ def build_runtime(
         ops=ops,
         ops_chat=ops_chat,
         media_links=media_links,
+        failing_turns=failing_turns,
     )
 
 
@@ -314,6 +339,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app[JOURNEY] = runtime.journey
     app[SEALER] = runtime.journey.sealer
     app[CHANNELS] = runtime.channels
+    app[BODY_TIMEOUT] = float(runtime.settings.body_timeout_seconds)
+    app[READINESS] = Readiness()
     app.cleanup_ctx.append(_database)
     settings = runtime.settings
     if runtime.twilio is not None and settings.twilio is not None:
@@ -362,7 +389,15 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    await open_database(app[SETTINGS].database_url)
+    url = app[SETTINGS].database_url
+    try:
+        await open_database(url)
+        problem = await write_error()
+    except Exception as err:
+        problem = _one_line(err)
+    if problem is not None:
+        await close_database()
+        raise StartupError(f"the database {redacted_url(url)} cannot be used: {problem}")
     yield
     await close_database()
 
@@ -380,13 +415,12 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     now = runtime.clock.now()
     await ensure_timer(kind=RECONCILE_TIMER, key=RECONCILE_KEY, due_at=now, now=now)
     await ensure_timer(kind=RETENTION_TIMER, key=RETENTION_KEY, due_at=now, now=now)
-    dispatching = asyncio.create_task(runtime.dispatcher.run_forever(), name="outbox")
+    runtime.dispatcher.start()
     runtime.timers.start()
     yield
-    runtime.timers.shutdown()
-    dispatching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await dispatching
+    # What this worker claimed and did not finish is released, not left leased to it.
+    await runtime.timers.stop()
+    await runtime.dispatcher.stop()
     await close_lock_providers(runtime.locks)
     for client in (runtime.payments, runtime.journey.identity):
         closing = getattr(client, "close", None)
@@ -403,11 +437,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not await ping():
-        return web.json_response({"status": "database unreachable"}, status=503)
-    return web.json_response({"status": "ready"})
+    status = await request.app[READINESS].status()
+    return web.json_response({"status": status}, status=200 if status == READY else 503)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 async def metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not bearer_matches(request.headers.get("Authorization", ""), token):
+        raise web.HTTPUnauthorized(
+            text="a metrics token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
     body = await exposition(request.app[CLOCK].now())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import sys
@@ -16,7 +18,8 @@ from aiohttp import web
 from cryptography.fernet import Fernet
 from tortoise.transactions import in_transaction
 
-from bot.app import Runtime, build_runtime, create_app
+from bot.app import Runtime, StartupError, build_runtime, create_app
+from bot.channels import ChannelError
 from bot.config import Settings, SettingsError
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from flows.clock import SystemClock
@@ -187,6 +190,8 @@ def _settings(env: dict[str, str] | None = None) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.require_encryption_key()
+    if args.sandbox:
+        _refuse_public_sandbox(args.host or settings.host)
     if settings.stripe is None and not (args.sandbox or args.no_payments):
         raise SettingsError(
             "STRIPE_API_KEY: missing, so renters could not pay (set the STRIPE_* settings, "
@@ -207,6 +212,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _refuse_public_sandbox(args.host or os.environ.get("KEYTURN_HOST", "").strip() or "127.0.0.1")
     DEMO_DIR.mkdir(exist_ok=True)
     database = DEMO_DIR / "demo.sqlite3"
     if args.reset:
@@ -251,15 +257,70 @@ def _run(
     # What start-up loaded (modules, catalogs, the SDKs) lives as long as the process: frozen,
     # the collector stops walking it on every full collection, which showed as latency spikes.
     gc.freeze()
-    web.run_app(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        print=None,
-        access_log=None,
-        loop=_event_loop(),
+    loop = _event_loop()
+    asyncio.set_event_loop(loop)
+    serving = loop.create_task(
+        _serve_until_stopped(app, args.host or settings.host, args.port or settings.port)
     )
+    try:
+        loop.run_until_complete(serving)
+    except (web.GracefulExit, KeyboardInterrupt):
+        serving.cancel()  # SIGTERM or SIGINT: stop listening, finish requests, clean up
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(serving)
+    except _StartFailed as err:
+        print(f"keyturn: cannot start: {err}", file=sys.stderr)
+        return 1
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     return 0
+
+
+class _StartFailed(Exception):
+    """Start-up stopped; the message says what failed, in one line."""
+
+
+async def _serve_until_stopped(app: web.Application, host: str, port: int) -> None:
+    """Start the app (database, providers, workers), listen, and run until a signal stops it.
+
+    ``web.run_app`` leaves what had started running when a later start-up step fails (the
+    database's worker thread kept the process from ever exiting); here whatever started is
+    stopped again and the failure is one line."""
+    runner = web.AppRunner(app, handle_signals=True, access_log=None)
+    try:
+        try:
+            await runner.setup()
+        except Exception as err:
+            raise _StartFailed(_one_line(err)) from err
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as err:
+            raise _StartFailed(f"cannot listen on {host}:{port}: {err.strerror}") from err
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _one_line(err: BaseException) -> str:
+    said = isinstance(err, StartupError | ChannelError)  # their messages say what failed
+    text = str(err) if said else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
+def _refuse_public_sandbox(host: str) -> None:
+    """The sandbox acts as any renter and any operator: only this machine may reach it."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SettingsError(
+            f"the sandbox is served only on a loopback address (127.0.0.1, ::1 or localhost),"
+            f" not {host}"
+        )
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

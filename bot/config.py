@@ -91,6 +91,10 @@ class Settings:
     max_unpaid_per_renter: int = 2
     #: How far ahead a booking may start, where the location does not say.
     booking_horizon_days: int = 90
+    #: A request body not received whole within this many seconds is cut off (408).
+    body_timeout_seconds: int = 10
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -128,6 +132,10 @@ class Settings:
             booking_horizon_days=reader.integer(
                 "KEYTURN_BOOKING_HORIZON_DAYS", default=90, low=1, high=3650
             ),
+            body_timeout_seconds=reader.integer(
+                "KEYTURN_BODY_TIMEOUT_SECONDS", default=10, low=1, high=300
+            ),
+            metrics_token=reader.raw("KEYTURN_METRICS_TOKEN"),
         )
         if settings.identity_method == "stripe" and settings.stripe is None:
             raise SettingsError(

@@ -25,12 +25,14 @@ from flows.messages import OutboundMessage
 from storage.conversations import record_send, recorded_provider_ids
 from storage.journal import raise_alert, resolve_alert
 from storage.models import OutboxEffect
-from storage.outbox import claim_due_effects, mark_done, mark_failed
+from storage.outbox import claim_due_effects, mark_done, mark_failed, release_claims
 from storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
 EffectExecutor = Callable[[OutboxEffect], Awaitable[None]]
+#: The most a stopping worker waits to release its claims.
+RELEASE_SECONDS = 5.0
 
 
 def this_worker() -> str:
@@ -78,6 +80,10 @@ class OutboxDispatcher:
         self.effect_timeout = effect_timeout
         self.worker = worker or this_worker()
         self._wake = asyncio.Event()
+        #: Effects claimed and not yet finished, by id: released if the worker stops first.
+        self._held: dict[int, OutboxEffect] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -85,21 +91,58 @@ class OutboxDispatcher:
     async def run_once(self) -> int:
         """Execute every effect due now; returns how many were attempted."""
         attempted = 0
-        while True:
+        while not self._stopping:
             effects = await claim_due_effects(
                 self.clock.now(), limit=self.batch_size, lease=self.lease, worker=self.worker
             )
             if not effects:
                 return attempted
+            self._held.update((effect.id, effect) for effect in effects)
             await asyncio.gather(*(self._execute(effect) for effect in effects))
             attempted += len(effects)
             if len(effects) < self.batch_size:
                 # A short batch took everything that was due; what became due since then
                 # woke the dispatcher, which comes straight back.
                 return attempted
+        return attempted
+
+    def start(self) -> None:
+        """Run the dispatcher in the background until ``stop``."""
+        self._stopping = False
+        self._task = asyncio.create_task(self.run_forever(), name="outbox")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give the effects running now ``grace`` seconds to finish, then cancel
+        them and release their claims, so they run at once elsewhere (or after a restart)
+        instead of waiting out the lease."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            _, running = await asyncio.wait({task}, timeout=grace)
+            if running:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.release_held()
+
+    async def release_held(self) -> int:
+        """Release the claims this dispatcher holds and has not finished; how many were."""
+        held, self._held = list(self._held.values()), {}
+        if not held:
+            return 0
+        try:
+            # Bounded: a pass cancelled inside a database call may leave the connection busy.
+            async with asyncio.timeout(RELEASE_SECONDS):
+                released = await release_claims(held, self.clock.now(), worker=self.worker)
+        except TimeoutError:
+            log.warning("%d effect claims were not released; their leases run out", len(held))
+            return 0
+        log.info("released %d unfinished effect claims", released)
+        return released
 
     async def run_forever(self, poll_interval: float = 1.0) -> None:
-        while True:
+        while not self._stopping:
             # Cleared before the pass, so a commit made during it brings the next pass at once.
             self._wake.clear()
             try:
@@ -110,6 +153,11 @@ class OutboxDispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_interval)
 
     async def _execute(self, effect: OutboxEffect) -> None:
+        await self._attempt(effect)
+        # Not reached when cancelled: the claim stays held, and ``stop`` releases it.
+        self._held.pop(effect.id, None)
+
+    async def _attempt(self, effect: OutboxEffect) -> None:
         executor = self.executors.get(effect.kind)
         try:
             if executor is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,6 +40,14 @@ TIMER_LATENESS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>``, compared in constant time."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def observe_turn(message: InboundMessage, result: TurnResult, seconds: float) -> None:

@@ -19,7 +19,14 @@ from bot.dispatcher import RetryPolicy, this_worker
 from bot.metrics import TIMER_LATENESS
 from flows.clock import Clock
 from flows.timers import TimerHandler, fire_timer
-from storage.timers import TimerTakenOver, claim_due_timers, next_due_at, retry_timer
+from storage.models import Timer
+from storage.timers import (
+    TimerTakenOver,
+    claim_due_timers,
+    next_due_at,
+    release_timers,
+    retry_timer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +56,36 @@ class TimerRunner:
         self._rng = random.Random()  # noqa: S311 (jitter only, nothing secret)
         self._running = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
+        #: Timers claimed and not yet fired, by id: released if the worker stops first.
+        self._held: dict[int, Timer] = {}
+        #: Passes running now (the scheduler's jobs), so that ``stop`` can end them.
+        self._passes: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     async def run_due(self) -> int:
         """Fire every timer due now; returns how many fired."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._passes.add(task)
+        try:
+            return await self._run_due()
+        finally:
+            self._passes.discard(task)
+
+    async def _run_due(self) -> int:
         fired = 0
         async with self._running:
-            while True:
+            while not self._stopping:
                 now = self.clock.now()
                 timers = await claim_due_timers(
                     now, limit=self.batch_size, lease=self.lease, worker=self.worker
                 )
                 if not timers:
                     break
+                self._held.update((timer.id, timer) for timer in timers)
                 for timer in timers:
+                    if self._stopping:
+                        return fired  # the timers left are released by ``stop``
                     try:
                         await fire_timer(timer, self.handlers, self.clock.now())
                     except TimerTakenOver:
@@ -81,6 +105,7 @@ class TimerRunner:
                         TIMER_LATENESS.observe(
                             max((self.clock.now() - timer.due_at).total_seconds(), 0.0)
                         )
+                    self._held.pop(timer.id, None)
         await self.reschedule()
         return fired
 
@@ -102,6 +127,33 @@ class TimerRunner:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop: no new pass starts, a pass firing timers now stops after the timer it is on
+        (given ``grace`` seconds, then cancelled), and the claims on the timers it did not
+        fire are released, so they fire at once elsewhere (or after a restart) instead of
+        waiting out the lease."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.pause()
+        passes = set(self._passes)
+        if passes:
+            _, running = await asyncio.wait(passes, timeout=grace)
+            for task in running:
+                task.cancel()  # a handler that hangs
+            await asyncio.gather(*running, return_exceptions=True)
+        self.shutdown()
+        held, self._held = list(self._held.values()), {}
+        if not held:
+            return
+        try:
+            # Bounded: a pass cancelled inside a database call may leave the connection busy.
+            async with asyncio.timeout(grace):
+                released = await release_timers(held, worker=self.worker)
+        except TimeoutError:
+            log.warning("%d timer claims were not released; their leases run out", len(held))
+            return
+        log.info("released %d unfired timer claims", released)
 
     def poke(self, due: datetime | None = None) -> None:
         """Something may have set an earlier timer (due at ``due``, when known): look again at

@@ -154,6 +154,9 @@ class ConversationEngine:
         #: Called after each committed turn with the earliest timer it set, if any.
         on_commit: Callable[[datetime | None], None] | None = None,
         on_turn: Callable[[InboundMessage, TurnResult, float], None] | None = None,
+        #: Called with the error when a turn fails (the database cannot write...) before it
+        #: is raised to the caller: nothing of the turn was stored.
+        on_failure: Callable[[InboundMessage, Exception], None] | None = None,
         max_attempts: int = 5,
         sealer: Sealer | None = None,
         max_concurrent_turns: int = 16,
@@ -163,6 +166,7 @@ class ConversationEngine:
         self.clock = clock
         self.on_commit = on_commit
         self.on_turn = on_turn
+        self.on_failure = on_failure
         self.sealer = sealer
         self.max_attempts = max_attempts
         self._locks = _AddressLocks()
@@ -174,7 +178,12 @@ class ConversationEngine:
     async def handle(self, message: InboundMessage) -> TurnResult:
         """Run one renter turn; a message seen before (same provider id) is dropped."""
         started = time.perf_counter()
-        result = await self._handle(message)
+        try:
+            result = await self._handle(message)
+        except Exception as err:
+            if self.on_failure is not None:
+                self.on_failure(message, err)
+            raise
         if self.on_turn is not None:
             self.on_turn(message, result, time.perf_counter() - started)
         return result

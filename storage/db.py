@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+from tortoise.transactions import in_transaction
 
-from storage.models import Location
+from storage.models import AuditEvent, Location
 
 DEFAULT_DATABASE_URL = "sqlite://var/keyturn.sqlite3"
 APP_LABEL = "models"
@@ -163,6 +166,50 @@ async def ping() -> bool:
     except Exception:
         return False
     return True
+
+
+class _ProbeRolledBack(Exception):
+    """Ends the write probe's transaction without committing it."""
+
+
+#: Bigger than a database page, so the probe needs room to grow as a turn's writes do.
+_PROBE_BYTES = 8 * 1024
+
+
+async def can_write() -> bool:
+    """True when the database takes a write (see ``write_error``)."""
+    return await write_error() is None
+
+
+async def write_error() -> str | None:
+    """None when the database takes a write, else why not, in one line. A row bigger than a
+    page is inserted and rolled back, so nothing is kept and no two workers touch the same row.
+    A full disk (SQLite's SQLITE_FULL), a read-only database, missing tables or a lost
+    connection all answer why."""
+    try:
+        async with in_transaction() as conn:
+            await AuditEvent.create(
+                at=datetime.now(UTC),
+                actor="readiness",
+                action="probe",
+                details={"room": secrets.token_hex(_PROBE_BYTES // 2)},
+                using_db=conn,
+            )
+            raise _ProbeRolledBack
+    except _ProbeRolledBack:
+        return None
+    except Exception as err:
+        return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def redacted_url(database_url: str) -> str:
+    """``database_url`` without its password, fit to show in a message or a log."""
+    parts = urlsplit(database_url)
+    if parts.password is None:
+        return database_url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 #: For Tortoise's own CLI (`tortoise makemigrations`), configured in pyproject.toml.

@@ -106,3 +106,36 @@ async def _announce(conn: BaseDBAsyncClient, alert: OpsAlert, now: datetime) -> 
         idempotency_key=f"alert:{alert.id}:{alert.occurrences}:{resolved}",
         now=now,
     )
+
+
+async def record_past_alert(
+    *,
+    raised_at: datetime,
+    now: datetime,
+    kind: str,
+    group_key: str,
+    message_key: str,
+    params: dict[str, Any],
+    telegram_message_id: int | None,
+    by: str,
+) -> OpsAlert:
+    """Record an alert that was raised while the database could not take it (sent to the ops
+    chat straight away, as ``telegram_message_id``), resolved now that it can: the alert's
+    message is edited to say so rather than sent again."""
+    async with in_transaction() as conn:
+        alert = await raise_alert(
+            conn,
+            now=raised_at,
+            kind=kind,
+            group_key=group_key,
+            message_key=message_key,
+            params=params,
+        )
+        if telegram_message_id is not None:
+            await (
+                OpsAlert.filter(id=alert.id)
+                .using_db(conn)
+                .update(telegram_message_id=telegram_message_id)
+            )
+        await resolve_alert(conn, group_key=group_key, now=now, by=by)
+    return alert

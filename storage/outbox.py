@@ -164,5 +164,25 @@ async def mark_failed(
     return bool(changed)
 
 
+_RELEASE = (
+    "UPDATE outbox_effect SET next_attempt_at = $1"
+    " WHERE id = $2 AND state = $3 AND attempts = $4 AND claimed_by = $5"
+)
+
+
+async def release_claims(effects: Sequence[OutboxEffect], now: datetime, *, worker: str) -> int:
+    """Give back claims ``worker`` holds and has not finished (it is stopping): each effect is
+    due again at ``now``, for another worker or this one restarted. A claim taken over since
+    (a newer attempt, another worker) is left as it is. Returns how many were released."""
+    released = 0
+    for effect in effects:
+        changed, _ = await connection().execute_query(
+            sql(_RELEASE),
+            [now, effect.id, EffectState.PENDING.value, effect.attempts, worker],
+        )
+        released += bool(changed)
+    return released
+
+
 async def pending_count() -> int:
     return await OutboxEffect.filter(state=EffectState.PENDING).count()

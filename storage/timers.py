@@ -110,6 +110,17 @@ async def retry_timer(timer: Timer, retry_at: datetime) -> None:
     )
 
 
+async def release_timers(timers: list[Timer], *, worker: str) -> int:
+    """Give back claims ``worker`` holds on timers it has not fired (it is stopping), so they
+    fire at once elsewhere or after a restart; a claim taken over since is left as it is."""
+    released = 0
+    for timer in timers:
+        released += await Timer.filter(
+            id=timer.id, state=TimerState.PENDING, attempts=timer.attempts, claimed_by=worker
+        ).update(claimed_until=None)
+    return released
+
+
 async def next_due_at() -> datetime | None:
     """When the earliest pending timer falls due (or its claim runs out)."""
     row = await Timer.filter(state=TimerState.PENDING).order_by("due_at").first()

@@ -2,8 +2,11 @@
 
 Both are form posts signed with ``X-Twilio-Signature`` over the URL Twilio called and the form.
 Behind a TLS proxy ``request.url`` is not that URL, so the signature is checked on
-``KEYTURN_PUBLIC_URL + path?query``. A post without a valid signature gets 403 and changes
-nothing; so does one that is not a form (415) or is larger than any Twilio webhook (413).
+``KEYTURN_PUBLIC_URL + path?query``, always with HMAC-SHA1 and the account's Auth Token, which
+is how Twilio signs for an Auth Token: ``X-Twilio-Webhooks-Signature-Settings`` does not choose
+the algorithm, and a post whose header names another one (a SharedKey signature, which Keyturn
+has no secret for) is refused. A post without a valid signature gets 403 and changes nothing;
+so does one that is not a form (415) or is larger than any Twilio webhook (413).
 
 An inbound message is answered at once with empty TwiML (Twilio gives up after 15 s); replies
 go out through the outbox and the REST API. A retried delivery carries the same ``MessageSid``,
@@ -22,13 +25,15 @@ from __future__ import annotations
 import logging
 import re
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 from multidict import MultiDict
-from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_algorithm
 
 from bot.keys import CLOCK, ENGINE
 from bot.webhook_body import read_capped
+from flows.i18n import LanguageSources, pick_language
 from flows.messages import InboundMessage, Media
 from storage.models import Message
 
@@ -42,6 +47,8 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_MEDIA = 10
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+#: The one algorithm Twilio signs with for an Auth Token; whatever a request's header says.
+SIGNATURE_ALGORITHM = HMAC_SHA1
 WHATSAPP_PREFIX = "whatsapp:"
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
@@ -87,7 +94,15 @@ class TwilioWebhooks:
             display_name=form.get("ProfileName") or None,
             raw=dict(form),
         )
-        result = await request.app[ENGINE].handle(message)
+        engine = request.app[ENGINE]
+        try:
+            result = await engine.handle(message)
+        except Exception as err:
+            # Nothing of the message was stored (the database cannot write...). Twilio does
+            # not post it again after an error, so the renter is asked to send it again.
+            log.error("Twilio %s message %s not stored: %s", channel, sid, type(err).__name__)
+            language = pick_language(LanguageSources(phone=address))
+            return _twiml(engine.translator.text(language, "dialog.not_stored"))
         log.info("Twilio %s message %s: %s", channel, sid, result.value)
         return _twiml()
 
@@ -119,9 +134,13 @@ class TwilioWebhooks:
             raise web.HTTPBadRequest(text="the form is not valid text") from None
         form: MultiDict[str] = MultiDict(parse_qsl(text, keep_blank_values=True))
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        claimed = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         url = self.public_url + request.path_qs
-        if not signature or not self._validator.validate(url, form, signature, algorithm):
+        if (
+            not signature
+            or claimed.upper() != SIGNATURE_ALGORITHM
+            or not self._validator.validate(url, form, signature, SIGNATURE_ALGORITHM)
+        ):
             log.warning("Twilio webhook on %s refused: missing or wrong signature", request.path)
             raise web.HTTPForbidden(text="invalid signature")
         return form
@@ -154,5 +173,13 @@ def _media(form: MultiDict[str]) -> tuple[Media, ...]:
     return tuple(media)
 
 
-def _twiml() -> web.Response:
-    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+def _twiml(reply: str | None = None) -> web.Response:
+    """Empty TwiML, or TwiML that answers the sender with ``reply``."""
+    if reply is None:
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+    return web.Response(
+        text=EMPTY_TWIML.replace(
+            "<Response></Response>", f"<Response><Message>{escape(reply)}</Message></Response>"
+        ),
+        content_type="text/xml",
+    )

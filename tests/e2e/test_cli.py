@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.cli import DEMO_INVENTORY
@@ -254,3 +259,162 @@ def test_an_id_no_column_holds_is_refused_with_the_usage(
     assert result.returncode == 2, result.stderr
     assert "is not an id (digits 0-9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- starting and stopping under faults ----------------------------------------------------
+
+
+def _key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _said(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What keyturn itself said on stderr (log lines aside), after checking it was no trace."""
+    assert "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("keyturn:")]
+
+
+def test_serve_on_an_unreachable_database_exits_at_once_naming_it() -> None:
+    started = time.monotonic()
+    result = keyturn(
+        "serve",
+        "--no-payments",
+        "--port",
+        str(_free_port()),
+        env={
+            "KEYTURN_DATABASE_URL": "postgres://postgres:s3cret@127.0.0.1:1/keyturn",
+            "KEYTURN_ENCRYPTION_KEY": _key(),
+        },
+    )
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    [line] = _said(result)
+    assert line.startswith("keyturn: cannot start: the database postgres://postgres@127.0.0.1:1/")
+    assert "s3cret" not in result.stderr + result.stdout, "the password is not shown"
+
+
+def test_serve_with_telegram_unreachable_at_get_me_exits_naming_it(tmp_path: Path) -> None:
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/k.sqlite3",
+        "KEYTURN_ENCRYPTION_KEY": _key(),
+        "TELEGRAM_BOT_TOKEN": "123456:" + "A" * 35,
+        "TELEGRAM_WEBHOOK_SECRET": "kt-secret_1",
+        "TELEGRAM_API_BASE": f"http://127.0.0.1:{_free_port()}",
+    }
+    assert keyturn("migrate", env=env).returncode == 0
+    started = time.monotonic()
+    result = keyturn("serve", "--no-payments", "--port", str(_free_port()), env=env)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    [line] = _said(result)
+    assert line.startswith("keyturn: cannot start: Telegram getMe"), line
+    assert "A" * 35 not in result.stderr, "the bot token is not shown"
+
+
+@pytest.mark.parametrize("command", [("demo",), ("serve", "--sandbox")])
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "keyturn.example.com"])  # noqa: S104
+def test_the_sandbox_is_refused_off_a_loopback_address(
+    tmp_path: Path, command: tuple[str, ...], host: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *command, "--host", host, "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/k.sqlite3",
+            "KEYTURN_ENCRYPTION_KEY": _key(),
+        },
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "keyturn: the sandbox is served only on a loopback address (127.0.0.1, ::1 or"
+        f" localhost), not {host}"
+    ]
+    assert not (tmp_path / "var").exists(), "the demo made nothing"
+
+
+async def test_a_trickled_body_is_cut_off_and_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/k.sqlite3",
+        "KEYTURN_ENCRYPTION_KEY": _key(),
+        "KEYTURN_BODY_TIMEOUT_SECONDS": "1",
+        "TWILIO_ACCOUNT_SID": "AC" + "0f" * 16,
+        "TWILIO_AUTH_TOKEN": "5d6e" * 8,
+        "TWILIO_SMS_FROM": "+15005550006",
+        "TWILIO_API_BASE": f"http://127.0.0.1:{_free_port()}",
+    }
+    assert keyturn("migrate", env=env).returncode == 0
+    port = _free_port()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--no-payments", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await _until_ready(port)
+        request = (
+            "POST /webhooks/twilio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nFrom="
+        )
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _, writer in slow:
+            writer.write(request.encode())
+        started = time.monotonic()
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(_trickle(reader, writer) for reader, writer in slow)), 15
+        )
+        assert time.monotonic() - started < 5, "cut off after the 1 s body timeout"
+        assert set(answers) == {"HTTP/1.1 408 Request Timeout"}
+
+        more = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _, writer in more:
+            writer.write(request.encode())
+        await asyncio.sleep(0.2)
+        worker.terminate()
+        stopping = time.monotonic()
+        assert await asyncio.wait_for(worker.wait(), 10) == 0
+        assert time.monotonic() - stopping < 5, "trickling clients do not hold up the stop"
+        for _, writer in more:
+            writer.close()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+
+
+async def _until_ready(port: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError("keyturn serve did not become ready")
+
+
+async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    """Send the body a byte every 0.2 s until the server answers; its status line."""
+    try:
+        while not reader.at_eof():
+            try:
+                line = await asyncio.wait_for(reader.readline(), 0.2)
+            except TimeoutError:
+                writer.write(b"x")
+                continue
+            return line.decode().strip()
+        return "closed"
+    finally:
+        writer.close()

@@ -19,16 +19,20 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import pytest
 
+from bot.app import READINESS
 from bot.dispatcher import RetryPolicy
+from bot.transports.twilio_routes import EMPTY_TWIML
 from flows.access import SET_EFFECT
 from flows.journey import RELEASE_EFFECT
 from locks import CodeRequest, LockProvider, LockUnavailable, ProgrammedCode
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
+from storage import db
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -46,6 +50,7 @@ from storage.models import (
 )
 from tests.e2e.test_channel_journeys import (
     END,
+    PHONE,
     START,
     ChatRenter,
     TelegramRenter,
@@ -63,6 +68,9 @@ from tests.fakes.server import running
 from tests.fakes.stripe import FakeStripe
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.twilio import FakeTwilio
+from tests.integration.ops_harness import Ops, ops_app
+
+OPS_PUBLIC_URL = "https://keyturn.example"  # the ops harness's public URL
 
 __all__ = ["world"]  # the fixture, imported for these tests
 
@@ -433,3 +441,69 @@ async def test_telegram_redelivering_one_update_is_one_turn(world: World) -> Non
     assert await Message.filter(direction="in").count() == 1
     assert await Message.filter(direction="out").count() == 1
     assert len(world.telegram.sent(renter.chat_id)) == 1
+
+
+# -- the database cannot write (a full disk) --------------------------------------------------
+
+
+async def _disk_full(full: bool) -> None:
+    """SQLite's file may not grow past its size now, as on a full disk (``SQLITE_FULL``)."""
+    if full:
+        await db.connection().execute_script("VACUUM")  # no free pages left to fill first
+    await db.connection().execute_script(f"PRAGMA max_page_count = {1 if full else 1 << 30}")
+
+
+async def test_a_full_disk_fails_readiness_asks_renters_to_resend_and_alerts_ops_once(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    twilio = FakeTwilio(public_url=OPS_PUBLIC_URL)
+    async with twilio.serving(), ops_app(tmp_path, sqlite_template, twilio=twilio) as ops:
+        ops.client.app[READINESS].ttl = 0  # every probe looks again
+        assert (await ops.client.get("/readyz")).status == 200
+        await _disk_full(True)
+        ready = await ops.client.get("/readyz")
+        assert ready.status == 503 and (await ready.json())["status"] == "database cannot write"
+
+        # The disk fills up as messages keep coming, until one cannot be stored.
+        sorry = (
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Message>Sorry, we could not take'
+            " your message just now. Please send it again in a few minutes.</Message>"
+            "</Response>"
+        )
+        stored_before = -1
+        for attempt in range(200):
+            stored_before = await Message.filter(direction="in").count()
+            if await _twilio_answer(ops, twilio, f"hello {attempt}") == sorry:
+                break
+        else:
+            raise AssertionError("the disk never filled up")
+        for text in ("BOOK T1 tomorrow 10-14", "hello?", "anyone?"):
+            assert await _twilio_answer(ops, twilio, text) == sorry
+        assert await Message.filter(direction="in").count() == stored_before, "none was stored"
+        assert ops.runtime.failing_turns is not None
+        await ops.runtime.failing_turns.wait()
+        [alert] = [m for m in ops.ops_messages() if "Renter messages are failing" in m["text"]]
+        assert "3 in a row" in alert["text"] and "database or disk is full" in alert["text"]
+        assert await OpsAlert.filter(kind="turns_failing").count() == 0, "nowhere to store it"
+
+        await _disk_full(False)
+        assert (await ops.client.get("/readyz")).status == 200
+        assert await _twilio_answer(ops, twilio, "BOOK T1 tomorrow 10-14") == EMPTY_TWIML
+        await ops.runtime.failing_turns.wait()
+        await ops.deliver()
+        [recorded] = await OpsAlert.filter(kind="turns_failing")
+        assert recorded.resolved_at is not None and recorded.params["count"] == 3
+        assert recorded.telegram_message_id == alert["message_id"]
+        [shown] = [m for m in ops.ops_messages() if "Renter messages are failing" in m["text"]]
+        assert shown["message_id"] == alert["message_id"], "the same message, edited"
+        assert shown["text"].startswith("✅") and "Resolved" in shown["text"], shown["text"]
+        latest = await Message.filter(direction="in").order_by("-id").first()
+        assert latest is not None and latest.body == "BOOK T1 tomorrow 10-14", "stored"
+        assert twilio.sent[-1].to == PHONE, "and answered"
+
+
+async def _twilio_answer(ops: Ops, twilio: FakeTwilio, text: str) -> str:
+    form, headers = twilio.inbound(from_=PHONE, body=text)
+    response = await ops.client.post("/webhooks/twilio", data=form, headers=headers)
+    assert response.status == 200, "Twilio is answered, never left with a 500"
+    return await response.text()

@@ -19,9 +19,18 @@ from flows.clock import SystemClock
 from flows.inventory import apply_inventory, load_inventory
 from storage import db
 
+METRICS_TOKEN = "kt-metrics-7f3a9c"
+
 
 @pytest.fixture
-async def client(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+def extra_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+async def client(
+    sqlite_template: Path, tmp_path: Path, extra_env: dict[str, str]
+) -> AsyncIterator[TestClient[Any, Any]]:
     path = tmp_path / "app.sqlite3"
     shutil.copy(sqlite_template, path)
     url = f"sqlite://{path}"
@@ -29,7 +38,11 @@ async def client(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[TestCli
     await apply_inventory(load_inventory(DEMO_INVENTORY), now=SystemClock().now())
     await db.close_database()
     settings = Settings.from_env(
-        {"KEYTURN_DATABASE_URL": url, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+        {
+            "KEYTURN_DATABASE_URL": url,
+            "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            **extra_env,
+        }
     )
     app = create_app(build_runtime(settings, sandbox=True), sandbox=True)
     async with TestClient(TestServer(app)) as test_client:
@@ -59,6 +72,24 @@ async def test_health_readiness_and_metrics(client: TestClient[Any, Any]) -> Non
     assert 'keyturn_messages_in_total{channel="sandbox",result="handled"}' in metrics
     assert 'keyturn_messages_out_total{channel="sandbox",status="sent"}' in metrics
     assert "keyturn_turn_seconds_count" in metrics
+
+
+@pytest.mark.parametrize("extra_env", [{"KEYTURN_METRICS_TOKEN": METRICS_TOKEN}])
+async def test_metrics_need_the_bearer_token_when_one_is_set(client: TestClient[Any, Any]) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+        {"Authorization": f"Basic {METRICS_TOKEN}"},
+        {"Authorization": METRICS_TOKEN},
+    ):
+        refused = await client.get("/metrics", headers=headers)
+        assert refused.status == 401, headers
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert "keyturn_" not in await refused.text()
+    allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert allowed.status == 200 and "keyturn_outbox_depth" in await allowed.text()
+    assert (await client.get("/healthz")).status == 200, "health stays open to probes"
 
 
 async def test_a_renter_chats_on_the_sandbox_page(client: TestClient[Any, Any]) -> None:

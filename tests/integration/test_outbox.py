@@ -189,3 +189,55 @@ async def test_a_failure_reported_after_the_lease_neither_alerts_nor_undoes_the_
     assert row.state == EffectState.DONE and row.claimed_by == "box-b/7"
     assert executor.succeeded == ["slow"]
     assert await OpsAlert.all().count() == 0, "nobody is told about a failure that was overtaken"
+
+
+class Hanging:
+    """An executor whose provider never answers (the worker is stopped while it waits)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __call__(self, effect: OutboxEffect) -> None:
+        self.started.set()
+        await asyncio.sleep(3600)
+
+
+async def test_a_stopping_worker_releases_the_effects_it_had_not_finished(
+    database: str, clock: FakeClock
+) -> None:
+    await _stage(clock, "in-flight")
+    hanging = Hanging()
+    stopping = OutboxDispatcher(clock, {"poke": hanging, ALERT_EFFECT: _shown}, worker="box-a/41")
+    stopping.start()
+    await asyncio.wait_for(hanging.started.wait(), 5)
+    assert (await OutboxEffect.get(idempotency_key="in-flight")).next_attempt_at > clock.now()
+    await stopping.stop(grace=0.1)
+    row = await OutboxEffect.get(idempotency_key="in-flight")
+    assert (row.state, row.attempts, row.claimed_by) == (EffectState.PENDING, 1, "box-a/41")
+    assert row.next_attempt_at <= clock.now(), "due again at once, not after the lease"
+    # The restarted worker (or another one) takes it at once, at the same moment.
+    executor = FlakyExecutor(failures=0)
+    assert await _dispatcher(clock, executor, RetryPolicy()).run_once() == 1
+    assert executor.succeeded == ["in-flight"]
+    row = await OutboxEffect.get(idempotency_key="in-flight")
+    assert (row.state, row.attempts) == (EffectState.DONE, 2)
+
+
+async def test_a_stopping_worker_does_not_release_a_claim_taken_over_since(
+    database: str, clock: FakeClock
+) -> None:
+    from storage.outbox import claim_due_effects
+
+    await _stage(clock, "in-flight")
+    hanging = Hanging()
+    stopping = OutboxDispatcher(clock, {"poke": hanging, ALERT_EFFECT: _shown}, worker="box-a/41")
+    stopping.start()
+    await asyncio.wait_for(hanging.started.wait(), 5)
+    clock.advance(timedelta(minutes=2, seconds=1))  # its lease ran out; another worker claims
+    [newer] = await claim_due_effects(
+        clock.now(), limit=10, lease=timedelta(minutes=2), worker="box-b/7"
+    )
+    await stopping.stop(grace=0.1)
+    row = await OutboxEffect.get(idempotency_key="in-flight")
+    assert (row.attempts, row.claimed_by) == (2, "box-b/7")
+    assert row.next_attempt_at == newer.next_attempt_at > clock.now(), "the newer lease stands"

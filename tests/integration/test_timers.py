@@ -204,3 +204,44 @@ async def test_a_timer_moved_while_it_fires_stays_pending_for_its_new_time(
     clock.advance(timedelta(hours=2))
     assert await TimerRunner(clock, {"remind": Recorder()}).run_due() == 1
     assert (await Timer.get()).state == TimerState.DONE
+
+
+async def test_a_stopping_worker_releases_the_timers_it_had_not_fired(
+    database: str, clock: FakeClock
+) -> None:
+    await _set(clock.now(), clock.now(), key="first")
+    await _set(clock.now(), clock.now() + timedelta(seconds=1), key="second")
+    clock.advance(timedelta(seconds=1))
+    held = Held()
+    stopping = TimerRunner(clock, {"remind": held}, worker="box-a/41")
+    running = asyncio.create_task(stopping.run_due())
+    await asyncio.wait_for(held.started.wait(), 5)
+    assert await Timer.filter(claimed_until__gt=clock.now()).count() == 2, "both claimed"
+    await stopping.stop(grace=0.1)
+    assert running.cancelled()
+    timers = await Timer.all().order_by("id")
+    assert [(t.state, t.claimed_until) for t in timers] == [(TimerState.PENDING, None)] * 2
+    # The restarted worker (or another one) fires both at once, at the same moment.
+    recorder = Recorder()
+    assert await TimerRunner(clock, {"remind": recorder}, worker="box-b/7").run_due() == 2
+    assert {t.state for t in await Timer.all()} == {TimerState.DONE}
+
+
+async def test_a_stopping_worker_does_not_release_a_timer_claim_taken_over_since(
+    database: str, clock: FakeClock
+) -> None:
+    await _set(clock.now(), clock.now())
+    held, other = Held(), Held()
+    stopping = TimerRunner(clock, {"remind": held}, worker="box-a/41")
+    running = asyncio.create_task(stopping.run_due())
+    await asyncio.wait_for(held.started.wait(), 5)
+    clock.advance(timedelta(minutes=2, seconds=1))
+    newer = asyncio.create_task(TimerRunner(clock, {"remind": other}, worker="box-b/7").run_due())
+    await asyncio.wait_for(other.started.wait(), 5)
+    await stopping.stop(grace=0.1)
+    assert running.cancelled()
+    timer = await Timer.get()
+    assert (timer.attempts, timer.claimed_by) == (2, "box-b/7")
+    assert timer.claimed_until is not None and timer.claimed_until > clock.now()
+    other.release.set()
+    assert await newer == 1

@@ -17,6 +17,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 from tortoise.transactions import in_transaction
+from twilio.request_validator import HMAC_SHA256, RequestValidator
 
 from bot.app import Runtime, build_runtime
 from bot.channels import ChannelError, Undeliverable, numbered_text
@@ -207,10 +208,23 @@ def _wrong_signatures(fake: FakeTwilio, server_url: str) -> dict[str, tuple[dict
         "other token": (form, other_token.signed_headers("/webhooks/twilio", form)),
         "server url": (form, {"X-Twilio-Signature": fake.sign(server_url, form)}),
         "tampered": (tampered, headers),
+        # The caller does not choose the algorithm: Keyturn checks HMAC-SHA1, as Twilio signs.
+        "algorithm from the header": (
+            form,
+            {
+                "X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(
+                    f"{PUBLIC_URL}/webhooks/twilio", form, HMAC_SHA256
+                ),
+                "X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA256",
+            },
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "other token", "server url", "tampered"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty", "other token", "server url", "tampered", "algorithm from the header"],
+)
 async def test_a_missing_or_wrong_signature_is_refused_and_changes_nothing(
     harness: Harness, case: str
 ) -> None:

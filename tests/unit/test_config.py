@@ -15,6 +15,8 @@ def test_defaults_need_no_account() -> None:
     assert settings.public_url == "http://127.0.0.1:8080"
     assert settings.started_providers() == []
     assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (2, 90)
+    assert settings.body_timeout_seconds == 10
+    assert settings.metrics_token is None
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,8 @@ def test_defaults_need_no_account() -> None:
         ({"KEYTURN_DATABASE_URL": "mysql://x"}, "KEYTURN_DATABASE_URL"),
         ({"KEYTURN_PUBLIC_URL": "keyturn.example"}, "KEYTURN_PUBLIC_URL"),
         ({"KEYTURN_ENCRYPTION_KEY": "short"}, "KEYTURN_ENCRYPTION_KEY"),
+        ({"KEYTURN_BODY_TIMEOUT_SECONDS": "0"}, "KEYTURN_BODY_TIMEOUT_SECONDS"),
+        ({"KEYTURN_BODY_TIMEOUT_SECONDS": "soon"}, "KEYTURN_BODY_TIMEOUT_SECONDS"),
         ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_SMS_FROM": "+15550100000"}, "TWILIO_AUTH_TOKEN"),
         ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_SMS_FROM"),
         (
