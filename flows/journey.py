@@ -148,6 +148,9 @@ class JourneySettings:
     take_payments: bool = True
 
 
+#: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
+EXTENDABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)
+
 #: How soon a PIN that fell due before its codes were set is looked at again: a renter booking at
 #: the last minute gets it within this long of the lock confirming the code.
 PIN_RECHECK = timedelta(seconds=30)
@@ -222,10 +225,7 @@ class Journey:
         try:
             priced = quote(asset, start, end, turn.now)
         except QuoteRefused as refused:
-            params = dict(refused.params)
-            if "minutes" in params:
-                params["duration"] = _duration(int(str(params.pop("minutes"))), turn.language)
-            return _stay(turn, turn.t(refused.key, **params))
+            return _stay(turn, self._refusal(turn, refused))
         if not await is_free(asset.id, blocked_range(asset, start, end)):
             return await self._offer_alternatives(turn, asset, start, end)
         text = turn.t(
@@ -291,6 +291,12 @@ class Journey:
             return await self._quote(turn, asset, _at(start), _at(end))
         return await self.when(turn, str(turn.data.get("asset", "")), turn.text)
 
+    def _refusal(self, turn: Turn, refused: QuoteRefused) -> str:
+        params = dict(refused.params)
+        if "minutes" in params:
+            params["duration"] = _duration(int(str(params.pop("minutes"))), turn.language)
+        return turn.t(refused.key, **params)
+
     async def accept_quote(self, turn: Turn) -> StepResult:
         """YES: hold the slot and send the payment link."""
         asset = await self.inventory.asset(str(turn.data["asset"]))
@@ -301,6 +307,11 @@ class Journey:
         start, end = _at(turn.data["start"]), _at(turn.data["end"])
         if self._starts_beyond_horizon(asset, start, turn.now):
             return StepResult("start", {}, Outcome([Reply(self._horizon_text(turn, asset))]))
+        try:  # the quote's rules again: YES may come long after it (its start now past)
+            quote(asset, start, end, turn.now)
+        except QuoteRefused as refused:  # asked when again, for the same item
+            reply = Reply(self._refusal(turn, refused))
+            return StepResult("asset", {"asset": asset.code}, Outcome([reply]))
         limit = self.settings.max_unpaid
         renter_id = turn.renter_id
         if await unpaid_bookings(renter_id) >= limit:
@@ -546,6 +557,8 @@ class Journey:
         return _stay(turn, await self._pin_text(booking, codes, turn.language), kind="pin")
 
     async def _extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
+        if booking.state not in EXTENDABLE:  # no codes before the booking is confirmed
+            return _stay(turn, turn.t("journey.extend_not_yet", reference=booking.reference))
         try:
             extra = parse_duration(text)
         except WhenNotUnderstood:
@@ -586,18 +599,30 @@ class Journey:
             end=local_time(new_end, tz, turn.language),
             price=Money(price, booking.currency).format(turn.language),
         )
-        data = {"booking": booking.reference, "new_end": _iso(new_end), "price": price}
+        data = {
+            "booking": booking.reference,
+            "old_end": _iso(booking.end_at),
+            "new_end": _iso(new_end),
+            "price": price,
+        }
         return StepResult("extend_quote", data, Outcome([Reply(text_out, self._yes_no(turn))]))
 
     async def _extend_accept(self, turn: Turn) -> StepResult:
         booking = await Booking.get(reference=str(turn.data["booking"]))
         new_end = _at(turn.data["new_end"])
         price = int(str(turn.data["price"]))
+        quoted_end = _at(turn.data["old_end"]) if "old_end" in turn.data else booking.end_at
+        if booking.state not in EXTENDABLE or booking.end_at != quoted_end:
+            # Cancelled, ended or extended since the quote: it no longer says what YES buys.
+            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_stale"))]))
         if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
             return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
         take_payments = self.settings.take_payments
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
+            now_booked = await Booking.filter(id=booking.id).using_db(conn).select_for_update().get()
+            if now_booked.state not in EXTENDABLE or now_booked.end_at != booking.end_at:
+                raise ReadChanged(f"booking {booking.reference} changed since the quote")
             extension = await Extension.create(
                 booking=booking,
                 old_end_at=booking.end_at,

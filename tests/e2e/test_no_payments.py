@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tortoise.transactions import in_transaction
 
-from storage.models import Booking, BookingState, OutboxEffect, Payment
+from flows.staging import stage_outcome
+from storage.models import AccessCode, Booking, BookingState, Extension, OutboxEffect, Payment
 from tests.e2e.sandbox_apps import MakeApp, sandbox_apps, say
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
@@ -57,3 +59,41 @@ async def test_a_booking_without_payments_is_confirmed_after_the_id(make_app: Ma
     await booking.refresh_from_db()
     assert booking.state == BookingState.CANCELLED
     assert await Payment.all().count() == 0
+
+
+async def test_no_extension_gives_codes_before_the_id_or_after_a_cancellation(
+    make_app: MakeApp,
+) -> None:
+    """With nothing to pay, an extension is applied at YES: it must never give a booking codes
+    that its state does not allow (still awaiting its ID, or cancelled since the quote)."""
+    app = await make_app(take_payments=False)
+    client, runtime = app
+    await say(app, "BOOK T1 tomorrow 10-14")
+    await say(app, "YES")
+    booking = await Booking.get()
+    assert booking.state == BookingState.AWAITING_ID
+    [refused] = await say(app, "EXTEND 1h")
+    assert refused == f"Booking {booking.reference} can be extended once it is confirmed."
+    await say(app, "YES")
+    assert not await AccessCode.exists()
+
+    await say(app, image=PNG, text="")
+    [check] = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    await client.post(f"/sandbox/api/identity/{check['id']}/decision", json={"approve": True})
+    [extend_quote] = await say(app, "EXTEND 2h")
+    assert "Reply YES" in extend_quote
+    await booking.refresh_from_db()
+    async with in_transaction() as conn:  # an operator cancels meanwhile
+        outcome = await runtime.journey.cancel_booking(
+            conn, booking, actor="staff:1", now=runtime.clock.now(), refund=None
+        )
+        await stage_outcome(conn, outcome, runtime.clock.now())
+    [stale] = await say(app, "YES")
+    assert stale.startswith("That extension is no longer possible")
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CANCELLED
+    assert not await Extension.exists()
+    live = await AccessCode.filter(
+        booking=booking, state__in=("pending", "programming", "set")
+    ).count()
+    assert live == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,16 @@ async def test_yes_at_once_on_two_channels_of_one_renter_stays_within_the_limit(
     replies = [m.body for m in await Message.filter(direction="out").order_by("id")][-2:]
     assert sum("I am holding" in reply for reply in replies) == 1
     assert sum("as one renter may (1)" in reply for reply in replies) == 1
+
+
+async def test_yes_to_a_quote_whose_time_has_passed_holds_nothing(make_app: MakeApp) -> None:
+    app = await make_app()
+    _, runtime = app
+    [quote] = await say(app, "BOOK T1 tomorrow 10-14")
+    assert "Reply YES" in quote
+    runtime.clock.current += timedelta(days=3)
+    [answer] = await say(app, "YES")
+    assert answer == "That time has already passed. When would you like it?"
+    assert await Booking.all().count() == 0
+    [again] = await say(app, "tomorrow 10-14")
+    assert "Reply YES" in again, "asked when, the renter says it for the same item"
