@@ -620,7 +620,8 @@ class Journey:
         take_payments = self.settings.take_payments
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
-            now_booked = await Booking.filter(id=booking.id).using_db(conn).select_for_update().get()
+            locked = Booking.filter(id=booking.id).using_db(conn).select_for_update()
+            now_booked = await locked.get()
             if now_booked.state not in EXTENDABLE or now_booked.end_at != booking.end_at:
                 raise ReadChanged(f"booking {booking.reference} changed since the quote")
             extension = await Extension.create(
