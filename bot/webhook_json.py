@@ -3,7 +3,9 @@
 ``json.loads`` recurses once per nesting level (100,000 ``[`` raise RecursionError), reads
 ``NaN`` and ``1e999``, and gives integers of any size, which overflow a database column later
 (a chat id of 10**30). A body is taken only when it nests at most ``max_depth`` levels and every
-number fits a 64-bit column; otherwise it is not JSON we take, and the route answers 400.
+number fits a 64-bit column, and its text is Unicode a database can store (``"\ud800"``, a lone
+surrogate, is valid JSON but no character); otherwise it is not JSON we take, and the route
+answers 400.
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ def load_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> object:
         if isinstance(value, dict | list):
             if depth > max_depth:
                 raise UnreadableJson("nested too deep")
+            if isinstance(value, dict):
+                pending.extend((key, depth + 1) for key in value)
             children = value.values() if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
+        elif isinstance(value, str) and not _storable(value):
+            raise UnreadableJson("text that is not Unicode")
         elif _too_large(value):
             raise UnreadableJson("a number too large")
     return data
@@ -53,3 +59,11 @@ def _too_large(value: object) -> bool:
     if isinstance(value, int):
         return not INT64_MIN <= value <= INT64_MAX
     return isinstance(value, float) and not math.isfinite(value)
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

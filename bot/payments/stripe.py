@@ -456,6 +456,7 @@ def normalize_event(raw: Mapping[str, Any]) -> PaymentEvent:
     obj = data.get("object") if isinstance(data, Mapping) else None
     if (
         not isinstance(event_id, str)
+        or not 0 < len(event_id) <= _LONGEST_ID
         or not isinstance(event_type, str)
         or not isinstance(created, int)
         or not isinstance(obj, Mapping)
@@ -533,8 +534,13 @@ def _completed_kind(session: Mapping[str, Any], metadata: Mapping[str, Any]) -> 
     return PaymentEventKind.OTHER  # a delayed payment method: async_payment_* follows
 
 
+#: Longer than any id or reference Keyturn stores (their columns hold 200 characters): such a
+#: value names nothing of Keyturn's.
+_LONGEST_ID = 200
+
+
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return value if isinstance(value, str) and 0 < len(value) <= _LONGEST_ID else None
 
 
 def _id_of(value: object) -> str | None:

@@ -633,6 +633,52 @@ async def test_a_signed_stripe_event_from_past_the_calendar_is_refused_not_a_cra
     assert await renter.inbox() == []
 
 
+async def test_a_signed_stripe_event_with_ids_longer_than_any_is_answered_not_a_crash(
+    world: World,
+) -> None:
+    renter = TelegramRenter(world)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    await renter.say("YES")
+    [session_id] = world.stripe.sessions
+    event = json.loads(world.stripe.complete(session_id).body)
+    before = await row_counts()
+    long_event = {**event, "id": "evt_" + "x" * 500}
+    assert await world.stripe_webhook(world.stripe.sign(long_event)) == 400
+    long_object = copy.deepcopy(event)
+    long_object["id"] = "evt_long_object"
+    long_object["data"]["object"]["id"] = "cs_" + "x" * 5000
+    assert await world.stripe_webhook(world.stripe.sign(long_object)) in (200, 400)
+    assert await row_counts() == before or await renter.inbox() == []
+    assert (await Booking.get()).state == BookingState.AWAITING_PAYMENT
+
+
+async def test_text_that_is_not_unicode_is_refused_with_400(world: World) -> None:
+    """A lone surrogate is valid JSON but no character: no database can store it."""
+    renter = TelegramRenter(world)
+    before = await row_counts()
+    for field in (("message", "text"), ("message", "from", "first_name")):
+        update = world.telegram.text_update(renter.user, "hi")
+        swap(update, field, "hi \ud800")
+        response = await world.client.post(
+            WEBHOOK_PATH, data=json.dumps(update).encode(), headers=TELEGRAM_HEADERS
+        )
+        assert response.status == 400, field
+    assert await row_counts() == before
+
+
+async def test_sandbox_text_that_is_not_unicode_is_refused_with_400(journey: Sandbox) -> None:
+    client, _, _ = journey
+    before = await row_counts()
+    for text in ("BOOK T1 \ud800 10-14", "\ud83d"):
+        posted = await client.post(
+            "/sandbox/api/messages",
+            data=json.dumps({"address": "+15550100001", "text": text}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert posted.status == 400, text
+    assert await row_counts() == before
+
+
 async def test_a_replayed_old_stripe_signature_is_refused(world: World) -> None:
     renter = TelegramRenter(world)
     await renter.say("BOOK T1 tomorrow 10-14")
