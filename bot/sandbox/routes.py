@@ -11,13 +11,14 @@ from typing import Any
 
 import phonenumbers
 from aiohttp import web
+from tortoise.queryset import QuerySet
 
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import PROVIDER, new_event_id
 from bot.webhook_json import UnreadableJson, load_json
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, is_ascii_number, typed_int
-from flows.engine import MAX_TEXT_LENGTH, ConversationEngine
+from flows.engine import MAX_TEXT_LENGTH, SANDBOX_CHANNEL, ConversationEngine
 from flows.i18n import Translator
 from flows.messages import InboundMessage, Media
 from flows.payments import PaymentEvent, PaymentEventKind
@@ -309,8 +310,16 @@ async def pay(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/sandbox/pay/{session}")
 
 
+def _sandbox_checks() -> QuerySet[IdentityCheck]:
+    """ID checks of sandbox renters only: next to real channels (``serve --sandbox``), the page
+    never shows or decides a real renter's ID."""
+    return IdentityCheck.filter(renter__conversations__channel=SANDBOX_CHANNEL).distinct()
+
+
 async def identity_checks(request: web.Request) -> web.Response:
-    checks = await IdentityCheck.filter(status="pending").order_by("id").prefetch_related("booking")
+    checks = (
+        await _sandbox_checks().filter(status="pending").order_by("id").prefetch_related("booking")
+    )
     return web.json_response(
         {
             "checks": [
@@ -326,7 +335,7 @@ async def identity_checks(request: web.Request) -> web.Response:
 
 
 async def identity_document(request: web.Request) -> web.Response:
-    check = await IdentityCheck.get_or_none(id=_path_id(request, "check"))
+    check = await _sandbox_checks().filter(id=_path_id(request, "check")).first()
     if check is None or check.document_encrypted is None:
         raise web.HTTPGone(text="the document was deleted when the decision was made")
     content = request.app[SEALER].open_bytes(check.document_encrypted)
@@ -345,8 +354,11 @@ async def identity_decision(request: web.Request) -> web.Response:
     reason = str(body.get("reason", ""))[:200]
     if not approve and not reason.strip():
         raise web.HTTPUnprocessableEntity(text="a rejection needs a reason")
+    check_id = _path_id(request, "check")
+    if not await _sandbox_checks().filter(id=check_id).exists():
+        raise web.HTTPNotFound(text="no such check on the sandbox")
     decided = await request.app[JOURNEY].decide_identity(
-        _path_id(request, "check"),
+        check_id,
         approved=approve,
         reviewer="sandbox operator",
         reason=reason,

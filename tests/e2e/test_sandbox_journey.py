@@ -383,3 +383,36 @@ async def test_a_sandbox_user_typing_a_real_renters_number_gets_nothing_of_their
     assert sandbox.renter_id != booking.renter_id
     assert (await TheRenter.get(id=booking.renter_id)).phone == ADDRESS
     assert await TheRenter.filter(phone=ADDRESS).count() == 1
+
+
+async def test_the_sandbox_page_never_shows_or_decides_a_real_renters_id(
+    journey: tuple[TestClient[Any, Any], Runtime, FakeClock],
+) -> None:
+    """Next to real channels (serve --sandbox), an SMS renter's ID waiting for review is the
+    operators' business in the ops group, not the sandbox page's."""
+    client, runtime, _ = journey
+    start = NOW + timedelta(days=1)
+    booking = await booked(
+        runtime,
+        (await Asset.get(code="T1")).id,
+        start,
+        start + timedelta(hours=4),
+        reference="KTREAL2",
+        phone=ADDRESS,
+    )
+    await Booking.filter(id=booking.id).update(state=BookingState.AWAITING_ID)
+    real = await IdentityCheck.create(
+        renter_id=booking.renter_id,
+        booking=booking,
+        method="manual",
+        document_encrypted=runtime.journey.sealer.seal_bytes(b"\xff\xd8\xff\xe0 a real ID"),
+        document_content_type="image/jpeg",
+    )
+    listed = (await (await client.get("/sandbox/api/identity")).json())["checks"]
+    assert listed == []
+    document = await client.get(f"/sandbox/api/identity/{real.id}/document")
+    assert document.status in (404, 410) and b"a real ID" not in await document.read()
+    decided = await client.post(f"/sandbox/api/identity/{real.id}/decision", json={"approve": True})
+    assert decided.status == 404
+    await real.refresh_from_db()
+    assert real.status == "pending" and real.document_encrypted is not None
