@@ -428,6 +428,8 @@ class _Parser:
         self.locations: dict[str, LocationSpec] = {}
         self.locks: dict[str, LockSpec] = {}
         self.assets: dict[str, AssetSpec] = {}
+        #: Which item each lock that is not shared belongs to: it opens for that item alone.
+        self.lock_items: dict[str, str] = {}
         self.staff: dict[int, StaffSpec] = {}
         self.first_seen: dict[tuple[str, object], tuple[int, int | None]] = {}
 
@@ -599,6 +601,15 @@ class _Parser:
                 block.fail(
                     f"lock {lock_key!r} is at location {lock.location!r}, "
                     f"not at {location!r} like the asset",
+                    "locks",
+                )
+            elif self.lock_items.setdefault(lock_key, code) != code:
+                # Availability is per item: two items on one lock would give two renters
+                # codes for it at the same time.
+                block.fail(
+                    f"lock {lock_key!r} already opens item {self.lock_items[lock_key]!r}; "
+                    "a lock that is not shared belongs to one item (make it a shared gate, "
+                    "or give each item its own lock)",
                     "locks",
                 )
         spec = AssetSpec(

@@ -418,3 +418,19 @@ async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
         return "closed"
     finally:
         writer.close()
+
+
+def test_an_inventory_giving_one_private_lock_to_two_items_is_refused(tmp_path: Path) -> None:
+    """Availability is per item: two items on one lock that is not shared would give two
+    renters codes for the same door at the same time."""
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3"}
+    assert keyturn("migrate", env=env).returncode == 0
+    text = DEMO_INVENTORY.read_text().replace('locks = ["harbor-t2"]', 'locks = ["harbor-t1"]')
+    assert 'locks = ["harbor-t2"]' not in text
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(text)
+    applied = keyturn("inventory", "apply", str(inventory), env=env)
+    assert applied.returncode != 0
+    assert "lock 'harbor-t1' already opens item 'T1'" in applied.stderr
+    shown = keyturn("inventory", "show", env=env)
+    assert "T2" not in shown.stdout, "nothing of the refused file was applied"
