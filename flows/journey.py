@@ -953,6 +953,10 @@ class Journey:
                 BookingState.ACTIVE,
             ):
                 return self._refund_late(booking, payment, "extension_taken")
+            if booking.end_at != extension.old_end_at:
+                # Quoted from an end the booking no longer has (another extension was paid
+                # first): applied now it would move the end back, so it is given back.
+                return self._refund_late(booking, payment, "extension_superseded")
             return await self._apply_extension(conn, extension)
         if booking.state != BookingState.AWAITING_PAYMENT:
             # Paid after the hold expired or was cancelled: give the money back.

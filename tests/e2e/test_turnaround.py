@@ -150,6 +150,26 @@ async def test_an_extension_paid_after_the_next_renter_took_its_turnaround_is_re
     assert alert.params["why"] == "extension_taken"
 
 
+async def test_an_older_extension_paid_last_never_moves_the_end_back(journey: Journey) -> None:
+    client, runtime, _ = journey
+    renter = Renter(client, runtime)
+    a = await confirmed(client, renter, "BOOK T1 tomorrow 10-12")
+    await renter.say("EXTEND 1h")
+    _, one_hour = await renter.say("YES")
+    await renter.say("EXTEND 3h")
+    _, three_hours = await renter.say("YES")
+    await pay(client, three_hours)
+    await run(runtime)
+    await pay(client, one_hour)  # quoted from 12:00, which is no longer the end
+    await run(runtime)
+    await a.refresh_from_db()
+    assert a.end_at == local(15), "the end stays where the extension paid first put it"
+    [refund] = await OutboxEffect.filter(kind="payment.refund")
+    assert refund.state == EffectState.DONE and refund.payload["amount"] == 1250
+    alert = await OpsAlert.get(kind="late_payment_refunded")
+    assert alert.params["why"] == "extension_superseded"
+
+
 def harbor_buffers(tmp_path: Path, minutes: int) -> Path:
     """The demo inventory with Harbor Yard's buffers set to ``minutes``."""
     text = DEMO_INVENTORY.read_text(encoding="utf-8")
