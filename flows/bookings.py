@@ -130,6 +130,38 @@ def blocked_range(asset: Asset, start: datetime, end: datetime) -> AccessWindow:
     )
 
 
+async def hold_booking(
+    conn: BaseDBAsyncClient,
+    *,
+    reference: str,
+    renter_id: int,
+    asset: Asset,
+    start: datetime,
+    end: datetime,
+    blocked: AccessWindow,
+    price: int,
+    deposit: int,
+    hold_expires_at: datetime | None,
+) -> Booking:
+    """The one place a booking is made: awaiting payment, with the range it takes
+    (``blocked_range``) stored so that later buffer changes never move it."""
+    return await Booking.create(
+        reference=reference,
+        renter_id=renter_id,
+        asset_id=asset.id,
+        start_at=start,
+        end_at=end,
+        blocked_from=blocked.starts_at,
+        blocked_until=blocked.ends_at,
+        state=BookingState.AWAITING_PAYMENT,
+        currency=asset.currency,
+        price_cents=price,
+        deposit_cents=deposit,
+        hold_expires_at=hold_expires_at,
+        using_db=conn,
+    )
+
+
 def stored_range(booking: Booking) -> AccessWindow:
     """The range a booking took when it was made (its codes' window)."""
     return AccessWindow(booking.blocked_from, booking.blocked_until)

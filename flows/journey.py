@@ -25,6 +25,7 @@ from flows.bookings import (
     alternatives,
     blocked_range,
     extended_range,
+    hold_booking,
     is_free,
     move,
     new_reference,
@@ -329,20 +330,17 @@ class Journey:
             # or worker may have held a slot meanwhile; if so the turn is recomputed.
             if await unpaid_bookings(renter_id, conn=conn, lock=True) >= limit:
                 raise UnpaidLimitReached(renter_id)
-            booking = await Booking.create(
+            booking = await hold_booking(
+                conn,
                 reference=reference,
                 renter_id=renter_id,
-                asset_id=asset.id,
-                start_at=start,
-                end_at=end,
-                blocked_from=blocked.starts_at,
-                blocked_until=blocked.ends_at,
-                state=BookingState.AWAITING_PAYMENT,
-                currency=asset.currency,
-                price_cents=price,
-                deposit_cents=deposit,
+                asset=asset,
+                start=start,
+                end=end,
+                blocked=blocked,
+                price=price,
+                deposit=deposit,
                 hold_expires_at=expires,
-                using_db=conn,
             )
             return Outcome(
                 effects=[Effect(CHECKOUT_EFFECT, f"checkout:{reference}", {"booking": booking.id})],
@@ -374,19 +372,17 @@ class Journey:
         renter_id, now = turn.renter_id, turn.now
 
         async def book(conn: BaseDBAsyncClient) -> Outcome:
-            booking = await Booking.create(
+            booking = await hold_booking(
+                conn,
                 reference=reference,
                 renter_id=renter_id,
-                asset_id=asset.id,
-                start_at=start,
-                end_at=end,
-                blocked_from=blocked.starts_at,
-                blocked_until=blocked.ends_at,
-                state=BookingState.AWAITING_PAYMENT,
-                currency=asset.currency,
-                price_cents=0,
-                deposit_cents=0,
-                using_db=conn,
+                asset=asset,
+                start=start,
+                end=end,
+                blocked=blocked,
+                price=0,
+                deposit=0,
+                hold_expires_at=None,
             )
             outcome = Outcome(
                 audits=[
