@@ -1119,17 +1119,7 @@ class Journey:
                 )
             ]
         )
-        if check.method == "manual":
-            # The photo the renter sent stays downloadable where the channel keeps it until
-            # deleted there; the effect does so and then forgets every reference to it.
-            outcome.effects.append(
-                Effect(
-                    DELETE_ID_MEDIA_EFFECT,
-                    f"identity-media:{check.id}",
-                    {"check": check.id},
-                    critical=True,
-                )
-            )
+        outcome.effects += _photo_deletion(check)
         booking = (
             await Booking.filter(id=check.booking_id).using_db(conn).first()
             if check.booking_id is not None
@@ -1516,15 +1506,7 @@ class Journey:
             outcome.audits.append(
                 Audit(actor, "identity.withdrawn", f"identity:{check.id}", {"why": "cancelled"})
             )
-            if check.method == "manual":
-                outcome.effects.append(
-                    Effect(
-                        DELETE_ID_MEDIA_EFFECT,
-                        f"identity-media:{check.id}",
-                        {"check": check.id},
-                        critical=True,
-                    )
-                )
+            outcome.effects += _photo_deletion(check)
         return outcome
 
     async def execute_delete_id_media(self, effect: OutboxEffect) -> None:
@@ -1767,6 +1749,15 @@ async def _opens_since(conn: BaseDBAsyncClient | None, booking: Booking, since: 
         .using_db(conn)
         .count()
     )
+
+
+def _photo_deletion(check: IdentityCheck) -> list[Effect]:
+    """A manual check's photo stays downloadable where the channel keeps it until deleted there;
+    the effect does so and then forgets every reference to it. Stripe Identity keeps none here."""
+    if check.method != "manual":
+        return []
+    key = f"identity-media:{check.id}"
+    return [Effect(DELETE_ID_MEDIA_EFFECT, key, {"check": check.id}, critical=True)]
 
 
 def _stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:
