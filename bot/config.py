@@ -257,7 +257,7 @@ def _twilio(r: _Reader) -> TwilioSettings | None:
 
 
 def _countries(raw: str | None) -> frozenset[str]:
-    """``US,CA`` → {"US", "CA"}; unset means US and Canada, empty means nowhere."""
+    """``US,CA`` → {"US", "CA"}; unset (or empty, like every setting) means US and Canada."""
     if raw is None:
         return frozenset({"US", "CA"})
     codes = frozenset(part.strip().upper() for part in raw.split(",") if part.strip())
