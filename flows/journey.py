@@ -1013,13 +1013,42 @@ class Journey:
             .order_by("-last_inbound_at", "-id")
             .first()
         )
-        if self.upload_links is None or conversation is None or conversation.channel != "sms":
+        if conversation is None:
             return None
-        if mms_reaches_us(
-            self.settings.sms_from, conversation.address, self.settings.mms_countries
+        return self._link_for(conversation.channel, conversation.address, renter.id, booking.id)
+
+    def _link_for(self, channel: str, address: str, renter_id: int, booking_id: int) -> str | None:
+        if self.upload_links is None or not self._photo_needs_link(channel, address):
+            return None
+        return self.upload_links.url_for(renter_id, booking_id)
+
+    def _photo_needs_link(self, channel: str, address: str) -> bool:
+        return (
+            self.upload_links is not None
+            and channel == "sms"
+            and not mms_reaches_us(self.settings.sms_from, address, self.settings.mms_countries)
+        )
+
+    async def upload_link_again(self, turn: Turn) -> StepResult | None:
+        """A renter who is to send the ID by link writes instead: a fresh link, since the one
+        sent may have expired. None where the chat carries the photo or none is awaited."""
+        if not self._photo_needs_link(turn.message.channel, turn.message.address):
+            return None
+        booking = await self._current_booking(turn.renter_id)
+        if (
+            booking is None
+            or booking.state != BookingState.AWAITING_ID
+            or self.settings.identity_method != "manual"
+            or await IdentityCheck.exists(booking_id=booking.id, status="pending")
         ):
             return None
-        return self.upload_links.url_for(renter.id, booking.id)
+        link = self._link_for(
+            turn.message.channel, turn.message.address, turn.renter_id, booking.id
+        )
+        if link is None:
+            return None
+        text = turn.t("journey.id_link_again", reference=booking.reference, link=link)
+        return _stay(turn, text)
 
     async def receive_uploaded_id(
         self,

@@ -710,6 +710,16 @@ async def test_an_upload_link_refuses_a_wrong_file_a_forged_token_and_an_expired
     assert not await OpsAlert.filter(kind="id_review").exists()
     assert await renter.inbox() == []
 
+    [again] = await renter.say("und das Foto?")  # the renter writes in the chat: a fresh link
+    fresh = upload_path(again)
+    assert fresh != path and booking.reference in again
+    assert (await world.client.post(fresh, data=photo_form(JPEG, "image/jpeg"))).status == 200
+    assert await IdentityCheck.filter(booking=booking, status="pending").count() == 1
+    [arrived] = await renter.inbox()
+    assert arrived == world.runtime.translator.text("de", "journey.id_received")
+    [reply] = await renter.say("und das Foto?")
+    assert "/upload/" not in reply, "the ID is in review: no further link"
+
 
 async def test_an_sms_renter_on_a_us_number_is_still_asked_for_an_mms(world: World) -> None:
     renter = TwilioRenter(world)
