@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 from bot.keys import CLOCK, JOURNEY
 from bot.transports.twilio import ID_DOCUMENT_TYPES
 from flows.upload_links import UPLOAD_LINK_USES, UploadGrant, UploadLinks
-from storage.models import ProcessedWebhook, Renter
+from storage.models import Booking, BookingState, ProcessedWebhook, Renter
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
 
     async def show(request: web.Request) -> web.Response:
         grant = links.open(request.match_info["token"])
-        if grant is None or await _used(grant):
+        if grant is None or await _used(grant) or not await _awaits_id(grant):
             return await _page(request, grant, "upload.refused", status=410)
         return await _page(request, grant, "upload.intro", form=True)
 
@@ -68,6 +68,13 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
 
 async def _used(grant: UploadGrant) -> bool:
     return await ProcessedWebhook.exists(provider=UPLOAD_LINK_USES, event_id=grant.digest)
+
+
+async def _awaits_id(grant: UploadGrant) -> bool:
+    """Checked again when the photo is stored; here so that no form is shown for nothing."""
+    return await Booking.exists(
+        id=grant.booking_id, renter_id=grant.renter_id, state=BookingState.AWAITING_ID
+    )
 
 
 async def _read_photo(request: web.Request, max_bytes: int) -> tuple[bytes, str] | None:

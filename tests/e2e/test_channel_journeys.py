@@ -684,6 +684,10 @@ async def test_an_sms_renter_on_a_german_number_uploads_the_id_through_a_link(
     assert booking.reference in confirmed
     await booking.refresh_from_db()
     assert booking.state == BookingState.CONFIRMED
+    links = world.runtime.journey.upload_links
+    assert links is not None
+    unused = links.url_for(booking.renter_id, booking.id).removeprefix(PUBLIC_URL)
+    assert (await world.client.get(unused)).status == 410, "no ID is awaited any more"
 
 
 async def test_an_upload_link_refuses_a_wrong_file_a_forged_token_and_an_expired_link(
