@@ -31,6 +31,7 @@ from bot.sandbox.routes import setup_sandbox
 from bot.timers import TimerRunner
 from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
 from bot.transports.twilio_routes import setup_twilio
+from bot.upload_page import setup_upload_page
 from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
     DEADLINE_TIMER,
@@ -53,6 +54,7 @@ from flows.ops import OpsDesk
 from flows.payments import PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
 from flows.timers import TimerHandler
+from flows.upload_links import UploadLinks
 from locks import LockProvider
 from storage.db import close_database, open_database, redacted_url, write_error
 from storage.journal import ALERT_EFFECT
@@ -207,6 +209,10 @@ def build_runtime(
     if payments is None:
         payments = SandboxPayments(settings.public_url)
     renter_media = ChannelMedia(all_channels, twilio)
+    upload_links = None
+    if settings.twilio is not None and settings.twilio.sms_from is not None:
+        # SMS renters where MMS does not reach Keyturn send their ID through these links.
+        upload_links = UploadLinks(settings.public_url, settings.require_encryption_key(), clock)
     journey = Journey(
         translator,
         clock,
@@ -221,9 +227,16 @@ def build_runtime(
             max_unpaid=settings.max_unpaid_per_renter,
             booking_horizon_days=settings.booking_horizon_days,
             take_payments=take_payments,
+            sms_from=settings.twilio.sms_from if settings.twilio is not None else None,
+            mms_countries=(
+                settings.twilio.mms_countries
+                if settings.twilio is not None
+                else JourneySettings.mms_countries
+            ),
         ),
         identity,
         delete_media=renter_media.delete,
+        upload_links=upload_links,
     )
     handoff = Handoff(
         translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))
@@ -374,6 +387,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     if workers:
         app.cleanup_ctx.append(_workers)
     setup_return_page(app)
+    if runtime.journey.upload_links is not None:
+        setup_upload_page(app, runtime.journey.upload_links, MAX_ID_BYTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

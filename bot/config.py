@@ -29,6 +29,9 @@ class TwilioSettings:
     api_base: str | None
     #: Approved WhatsApp Content templates by message kind, for messages outside 24 hours.
     whatsapp_templates: Mapping[str, str] = field(default_factory=dict)
+    #: Countries (ISO 3166 alpha-2) where an SMS renter is asked for an ID photo by MMS; the
+    #: others get an upload link (Twilio receives MMS only on US and Canadian numbers).
+    mms_countries: frozenset[str] = frozenset({"US", "CA"})
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,18 @@ def _twilio(r: _Reader) -> TwilioSettings | None:
         whatsapp_from=whatsapp_from,
         api_base=r.optional_url("TWILIO_API_BASE"),
         whatsapp_templates=_templates(r.raw("TWILIO_WHATSAPP_TEMPLATES")),
+        mms_countries=_countries(r.raw("TWILIO_MMS_COUNTRIES")),
     )
+
+
+def _countries(raw: str | None) -> frozenset[str]:
+    """``US,CA`` → {"US", "CA"}; unset (or empty, like every setting) means US and Canada."""
+    if raw is None:
+        return frozenset({"US", "CA"})
+    codes = frozenset(part.strip().upper() for part in raw.split(",") if part.strip())
+    if any(not re.fullmatch(r"[A-Z]{2}", code) for code in codes):
+        raise SettingsError("TWILIO_MMS_COUNTRIES: expected two-letter country codes, e.g. US,CA")
+    return codes
 
 
 _CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")

@@ -123,7 +123,7 @@ class RenterDialog:
             return await journey.pick_alternative(turn)
         if turn.state in ("quote", "extend_quote", "cancel_quote"):
             return self._stay(turn, Reply(turn.t("journey.yes_or_no")))
-        return None
+        return await journey.upload_link_again(turn)
 
     # -- states -----------------------------------------------------------------------------
 

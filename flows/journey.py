@@ -52,6 +52,7 @@ from flows.payments import (
 )
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
+from flows.upload_links import UploadGrant, UploadLinks, mms_reaches_us
 from flows.when import (
     DayTooFarAhead,
     WhenNotUnderstood,
@@ -147,6 +148,10 @@ class JourneySettings:
     #: False (``serve --no-payments``): no payment or deposit is taken; a booking held with
     #: YES goes straight on to the ID check and confirmation, and records no price.
     take_payments: bool = True
+    #: Keyturn's SMS number and the countries where an ID photo is asked for by MMS; an SMS
+    #: renter elsewhere is sent an upload link (see ``flows.upload_links``).
+    sms_from: str | None = None
+    mms_countries: frozenset[str] = frozenset({"US", "CA"})
 
 
 #: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
@@ -179,6 +184,7 @@ class Journey:
         inventory: InventoryCache | None = None,
         *,
         delete_media: MediaEraser = _keep_media,
+        upload_links: UploadLinks | None = None,
     ) -> None:
         self.translator = translator
         self.inventory = inventory or InventoryCache()
@@ -191,6 +197,7 @@ class Journey:
         self.settings = settings or JourneySettings()
         self.identity = identity
         self.notifier = Notifier(translator, sealer)
+        self.upload_links = upload_links
 
     # == dialog steps =========================================================================
 
@@ -987,15 +994,102 @@ class Journey:
                 )
             )
             return outcome
-        await self.notifier.tell(
-            conn,
-            renter.id,
-            "journey.send_id" if paid else "journey.send_id_unpaid",
-            now=now,
-            kind="receipt",
-            params={"reference": booking.reference},
-        )
+        key = "journey.send_id" if paid else "journey.send_id_unpaid"
+        params = {"reference": booking.reference}
+        link = await self._upload_link(conn, renter, booking)
+        if link is not None:
+            key, params = f"{key}_link", {**params, "link": link}
+        await self.notifier.tell(conn, renter.id, key, now=now, kind="receipt", params=params)
         return outcome
+
+    async def _upload_link(
+        self, conn: BaseDBAsyncClient, renter: Renter, booking: Booking
+    ) -> str | None:
+        """An upload link for a renter who writes by SMS on a route MMS does not reach us on;
+        None where the channel carries the photo itself (WhatsApp, Telegram, MMS, sandbox)."""
+        conversation = (
+            await Conversation.filter(renter_id=renter.id)
+            .using_db(conn)
+            .order_by("-last_inbound_at", "-id")
+            .first()
+        )
+        if conversation is None:
+            return None
+        return self._link_for(conversation.channel, conversation.address, renter.id, booking.id)
+
+    def _link_for(self, channel: str, address: str, renter_id: int, booking_id: int) -> str | None:
+        if self.upload_links is None or not self._photo_needs_link(channel, address):
+            return None
+        return self.upload_links.url_for(renter_id, booking_id)
+
+    def _photo_needs_link(self, channel: str, address: str) -> bool:
+        return (
+            self.upload_links is not None
+            and channel == "sms"
+            and not mms_reaches_us(self.settings.sms_from, address, self.settings.mms_countries)
+        )
+
+    async def upload_link_again(self, turn: Turn) -> StepResult | None:
+        """A renter who is to send the ID by link writes instead: a fresh link, since the one
+        sent may have expired. None where the chat carries the photo or none is awaited."""
+        if not self._photo_needs_link(turn.message.channel, turn.message.address):
+            return None
+        booking = await self._current_booking(turn.renter_id)
+        if (
+            booking is None
+            or booking.state != BookingState.AWAITING_ID
+            or self.settings.identity_method != "manual"
+            or await IdentityCheck.exists(booking_id=booking.id, status="pending")
+        ):
+            return None
+        link = self._link_for(
+            turn.message.channel, turn.message.address, turn.renter_id, booking.id
+        )
+        if link is None:
+            return None
+        text = turn.t("journey.id_link_again", reference=booking.reference, link=link)
+        return _stay(turn, text)
+
+    async def receive_uploaded_id(
+        self,
+        conn: BaseDBAsyncClient,
+        grant: UploadGrant,
+        content: bytes,
+        content_type: str,
+        now: datetime,
+    ) -> bool:
+        """An ID photo sent through an upload link: stored sealed and put up for review like an
+        MMS photo, and the renter told it arrived. False when the booking no longer awaits an ID."""
+        booking = await Booking.filter(id=grant.booking_id).using_db(conn).first()
+        if (
+            booking is None
+            or booking.renter_id != grant.renter_id
+            or booking.state != BookingState.AWAITING_ID
+        ):
+            return False
+        check = await IdentityCheck.create(
+            renter_id=booking.renter_id,
+            booking=booking,
+            method="manual",
+            provider_ref=f"upload:{grant.digest}",
+            document_encrypted=self.sealer.seal_bytes(content),
+            document_content_type=content_type,
+            using_db=conn,
+        )
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "id_review",
+                    f"id-review:{check.id}",
+                    "ops.id_review",
+                    {"booking": booking.reference, "check": check.id},
+                )
+            ],
+            audits=[Audit("system", "identity.submitted", f"identity:{check.id}")],
+        )
+        await stage_outcome(conn, outcome, now)
+        await self.notifier.tell(conn, booking.renter_id, "journey.id_received", now=now)
+        return True
 
     def _verified(self, renter: Renter, now: datetime) -> bool:
         verified_at = renter.verified_at

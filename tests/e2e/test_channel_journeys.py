@@ -616,3 +616,119 @@ async def test_two_renters_racing_for_one_slot_one_gets_it(world: World) -> None
     assert taken.startswith("That time is taken. The nearest free times are:")
     assert re.search(r"^1\. Tue, Jun 2 ", taken, re.MULTILINE), "numbered alternatives"
     assert len(world.stripe.sessions) == 1
+
+
+# -- an ID photo by upload link where MMS does not reach Keyturn ------------------------------
+
+BERLIN_PHONE = "+4915112345678"
+
+
+async def booked_and_paid_by_sms(world: World, renter: TwilioRenter) -> tuple[Booking, str]:
+    """Book T1 by SMS and pay at Stripe: the booking and the message that asks for the ID."""
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("yes")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    [ask_id] = await renter.inbox()
+    booking = await Booking.get()
+    assert booking.state == BookingState.AWAITING_ID
+    return booking, ask_id
+
+
+def upload_path(ask_id: str) -> str:
+    match = re.search(rf"{re.escape(PUBLIC_URL)}(/upload/\S+)", ask_id)
+    assert match, ask_id
+    return match.group(1)
+
+
+def photo_form(content: bytes, content_type: str) -> Any:
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("photo", content, filename="id.jpg", content_type=content_type)
+    return form
+
+
+async def test_an_sms_renter_on_a_german_number_uploads_the_id_through_a_link(
+    world: World,
+) -> None:
+    renter = TwilioRenter(world, BERLIN_PHONE)
+    booking, ask_id = await booked_and_paid_by_sms(world, renter)
+    assert booking.reference in ask_id and "30 Minuten" in ask_id, "in German, by the number"
+    path = upload_path(ask_id)
+
+    page = await world.client.get(path)
+    assert page.status == 200
+    text = await page.text()
+    assert '<html lang="de">' in text and 'type="file" name="photo" accept="image/*"' in text
+    assert 'enctype="multipart/form-data"' in text and "<script" not in text
+
+    sent = await world.client.post(path, data=photo_form(JPEG, "image/jpeg"))
+    assert sent.status == 200
+    assert "Foto ist angekommen" in await sent.text()
+    check = await IdentityCheck.get(booking=booking)
+    assert check.status == "pending" and check.document_content_type == "image/jpeg"
+    assert check.document_encrypted is not None
+    assert world.runtime.journey.sealer.open_bytes(check.document_encrypted) == JPEG
+    review = await OpsAlert.get(kind="id_review")
+    assert review.params == {"booking": booking.reference, "check": check.id}
+    [arrived] = await renter.inbox()
+    assert arrived == world.runtime.translator.text("de", "journey.id_received")
+
+    again = await world.client.post(path, data=photo_form(JPEG, "image/jpeg"))
+    assert again.status == 410 and "funktioniert nicht mehr" in await again.text()
+    assert (await world.client.get(path)).status == 410
+    assert await IdentityCheck.filter(booking=booking).count() == 1
+
+    assert await world.runtime.journey.decide_identity(check.id, approved=True, reviewer="test")
+    [confirmed] = await renter.inbox()
+    assert booking.reference in confirmed
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+    links = world.runtime.journey.upload_links
+    assert links is not None
+    unused = links.url_for(booking.renter_id, booking.id).removeprefix(PUBLIC_URL)
+    assert (await world.client.get(unused)).status == 410, "no ID is awaited any more"
+
+
+async def test_an_upload_link_refuses_a_wrong_file_a_forged_token_and_an_expired_link(
+    world: World,
+) -> None:
+    renter = TwilioRenter(world, BERLIN_PHONE)
+    booking, ask_id = await booked_and_paid_by_sms(world, renter)
+    path = upload_path(ask_id)
+
+    gif = await world.client.post(path, data=photo_form(GIF, "image/gif"))
+    assert gif.status == 415 and "HEIC" in await gif.text()
+    too_big = JPEG + b"\x00" * (8 * 1024 * 1024)
+    large = await world.client.post(path, data=photo_form(too_big, "image/jpeg"))
+    assert large.status == 415
+    token = path.rsplit("/", 1)[1]
+    forged = f"/upload/{token[:-6]}{'A' * 6}"
+    assert (await world.client.post(forged, data=photo_form(JPEG, "image/jpeg"))).status == 410
+    assert (await world.client.get("/upload/not-a-token")).status == 410
+
+    world.clock.current += timedelta(minutes=31)
+    expired = await world.client.post(path, data=photo_form(JPEG, "image/jpeg"))
+    assert expired.status == 410
+    assert not await IdentityCheck.filter(booking=booking).exists()
+    assert not await OpsAlert.filter(kind="id_review").exists()
+    assert await renter.inbox() == []
+
+    [again] = await renter.say("und das Foto?")  # the renter writes in the chat: a fresh link
+    fresh = upload_path(again)
+    assert fresh != path and booking.reference in again
+    assert (await world.client.post(fresh, data=photo_form(JPEG, "image/jpeg"))).status == 200
+    assert await IdentityCheck.filter(booking=booking, status="pending").count() == 1
+    [arrived] = await renter.inbox()
+    assert arrived == world.runtime.translator.text("de", "journey.id_received")
+    [reply] = await renter.say("und das Foto?")
+    assert "/upload/" not in reply, "the ID is in review: no further link"
+
+
+async def test_an_sms_renter_on_a_us_number_is_still_asked_for_an_mms(world: World) -> None:
+    renter = TwilioRenter(world)
+    booking, ask_id = await booked_and_paid_by_sms(world, renter)
+    assert "photo of your ID" in ask_id and "/upload/" not in ask_id
+    [thanks] = await renter.send_id()
+    assert "checking your ID" in thanks
+    assert await IdentityCheck.filter(booking=booking).count() == 1

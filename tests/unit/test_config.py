@@ -97,3 +97,13 @@ def test_the_renter_limits_are_read_from_the_environment() -> None:
         {"KEYTURN_MAX_UNPAID_PER_RENTER": "1", "KEYTURN_BOOKING_HORIZON_DAYS": "30"}
     )
     assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (1, 30)
+
+
+def test_mms_is_asked_for_in_the_us_and_canada_unless_told_otherwise() -> None:
+    twilio = {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_SMS_FROM": "+1555"}
+    default = Settings.from_env(twilio).twilio
+    assert default is not None and default.mms_countries == {"US", "CA"}
+    chosen = Settings.from_env({**twilio, "TWILIO_MMS_COUNTRIES": " us, pr "}).twilio
+    assert chosen is not None and chosen.mms_countries == {"US", "PR"}
+    with pytest.raises(SettingsError, match=r"^TWILIO_MMS_COUNTRIES:"):
+        Settings.from_env({**twilio, "TWILIO_MMS_COUNTRIES": "USA"})
