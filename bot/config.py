@@ -93,6 +93,8 @@ class Settings:
     booking_horizon_days: int = 90
     #: A request body not received whole within this many seconds is cut off (408).
     body_timeout_seconds: int = 10
+    #: Failed attempts at one effect before ops is alerted (the Seam SDK never retries writes).
+    alert_after_attempts: int = 5
     #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -134,6 +136,9 @@ class Settings:
             ),
             body_timeout_seconds=reader.integer(
                 "KEYTURN_BODY_TIMEOUT_SECONDS", default=10, low=1, high=300
+            ),
+            alert_after_attempts=reader.integer(
+                "KEYTURN_ALERT_AFTER_ATTEMPTS", default=5, low=1, high=1000
             ),
             metrics_token=reader.raw("KEYTURN_METRICS_TOKEN"),
         )
