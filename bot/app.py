@@ -220,6 +220,7 @@ def build_runtime(
             id_valid_for=timedelta(days=settings.id_valid_days),
             max_unpaid=settings.max_unpaid_per_renter,
             booking_horizon_days=settings.booking_horizon_days,
+            open_lifetime=timedelta(seconds=settings.open_lifetime_seconds),
             take_payments=take_payments,
         ),
         identity,

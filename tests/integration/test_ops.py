@@ -88,7 +88,7 @@ COMMANDS = [
     ("/cancel KBIKE01 full", MANAGER, SUPPORT, "cancelled; refund €32.00"),
     ("/revoke KBIKE01", MANAGER, SUPPORT, "Revoking 2 codes"),
     ("/extend KBIKE01 2h", OWNER, SUPPORT, "now ends"),
-    ("/open altstadt-b1", MAINTENANCE, SUPPORT, "Opening Bike box 1"),
+    ("/open altstadt-b1", MAINTENANCE, SUPPORT, "Asking Bike box 1 to open"),
     ("/staffcode altstadt-c1 3 Cleaning", MAINTENANCE, SUPPORT, "Staff code"),
     ("/locks", SUPPORT, MAINTENANCE, "altstadt-b1 (Bike box 1)"),
     ("/audit KBIKE01", SUPPORT, MAINTENANCE, "access.planned"),
