@@ -270,3 +270,25 @@ async def test_ops_is_alerted_after_the_configured_number_of_failed_attempts(
     assert len(executor.calls) == 2
     alert = await OpsAlert.get()
     assert alert.kind == "effect_failing" and alert.resolved_at is None
+
+
+async def test_a_retry_is_never_put_off_past_the_effects_expiry(
+    database: str, clock: FakeClock
+) -> None:
+    expires = clock.now() + timedelta(seconds=10)
+    async with in_transaction() as conn:
+        await enqueue_effect(
+            conn,
+            kind="poke",
+            payload={"expires_at": expires.isoformat()},
+            idempotency_key="short-lived",
+            now=clock.now(),
+        )
+    policy = RetryPolicy(base=timedelta(minutes=5), alert_after=50)
+    executor = FlakyExecutor(failures=1000)
+    dispatcher = _dispatcher(clock, executor, policy)
+    assert await _pokes(dispatcher, executor) == 1
+    row = await OutboxEffect.get(idempotency_key="short-lived")
+    assert row.next_attempt_at == expires, "tried at its expiry at the latest, to be given up"
+    clock.advance(timedelta(seconds=10))
+    assert await _pokes(dispatcher, executor) == 1
