@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot.channels import Channel
 from bot.config import Settings
-from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher
+from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher, RetryPolicy
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
@@ -226,6 +226,7 @@ def build_runtime(
             id_valid_for=timedelta(days=settings.id_valid_days),
             max_unpaid=settings.max_unpaid_per_renter,
             booking_horizon_days=settings.booking_horizon_days,
+            open_lifetime=timedelta(seconds=settings.open_lifetime_seconds),
             take_payments=take_payments,
             sms_from=settings.twilio.sms_from if settings.twilio is not None else None,
             mms_countries=(
@@ -266,6 +267,7 @@ def build_runtime(
             **journey_executors(journey),
             **(executors or {}),
         },
+        policy=RetryPolicy(alert_after=settings.alert_after_attempts),
     )
     timers = TimerRunner(
         clock,

@@ -96,6 +96,10 @@ class Settings:
     booking_horizon_days: int = 90
     #: A request body not received whole within this many seconds is cut off (408).
     body_timeout_seconds: int = 10
+    #: Failed attempts at one effect before ops is alerted (the Seam SDK never retries writes).
+    alert_after_attempts: int = 5
+    #: A remote open not confirmed by the lock within this many seconds is given up.
+    open_lifetime_seconds: int = 60
     #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -137,6 +141,12 @@ class Settings:
             ),
             body_timeout_seconds=reader.integer(
                 "KEYTURN_BODY_TIMEOUT_SECONDS", default=10, low=1, high=300
+            ),
+            alert_after_attempts=reader.integer(
+                "KEYTURN_ALERT_AFTER_ATTEMPTS", default=5, low=1, high=1000
+            ),
+            open_lifetime_seconds=reader.integer(
+                "KEYTURN_OPEN_LIFETIME_SECONDS", default=60, low=5, high=600
             ),
             metrics_token=reader.raw("KEYTURN_METRICS_TOKEN"),
         )

@@ -4,6 +4,8 @@ Each effect carries its idempotency key to the provider. A failing effect is ret
 exponential backoff and jitter; after ``alert_after`` attempts ops gets ONE alert for it (folded
 by group key), resolved when the effect finally succeeds. Non-critical effects are given up after
 ``give_up_after`` attempts; critical ones (revoking a code) are retried until a person decides.
+An effect whose payload carries ``expires_at`` (a remote open) is worth nothing later: its next
+attempt is never put off past that instant, so its executor can give it up on time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.channels import Channel, ChannelError, FindsSent, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
@@ -197,6 +199,9 @@ class OutboxDispatcher:
             or (effect.critical and effect.attempts % self.policy.alert_after == 0)
         )
         retry_at = None if give_up else now + self.policy.delay(effect.attempts, self.rng)
+        expires_at = _expires_at(effect)
+        if retry_at is not None and expires_at is not None:
+            retry_at = min(retry_at, max(expires_at, now))
         # Recorded first: a claim that was taken over meanwhile neither counts nor alerts.
         if not await mark_failed(
             effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
@@ -212,6 +217,11 @@ class OutboxDispatcher:
                 message_key="ops.effect_dead" if give_up else "ops.effect_failing",
                 params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
             )
+
+
+def _expires_at(effect: OutboxEffect) -> datetime | None:
+    raw = effect.payload.get("expires_at")
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
 
 def _taken_over(effect: OutboxEffect) -> None:

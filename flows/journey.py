@@ -50,6 +50,7 @@ from flows.payments import (
     PaymentProvider,
     PaymentRefused,
 )
+from flows.remote_open import OPEN_EFFECT, OPEN_LIFETIME, RemoteOpens, open_effect
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from flows.upload_links import UploadGrant, UploadLinks, mms_reaches_us
@@ -74,7 +75,6 @@ from storage.models import (
     Conversation,
     Extension,
     IdentityCheck,
-    Lock,
     Message,
     OutboxEffect,
     Payment,
@@ -94,7 +94,6 @@ RELEASE_EFFECT = "payment.release_deposit"
 COLLECT_ID_EFFECT = "identity.collect"
 DELETE_ID_MEDIA_EFFECT = "identity.delete_media"
 IDENTITY_START_EFFECT = "identity.start_verification"
-OPEN_EFFECT = "lock.open"
 HOLD_EXPIRY_TIMER = "booking.hold_expiry"
 DELIVER_PIN_TIMER = "booking.deliver_pin"
 START_TIMER = "booking.start"
@@ -137,6 +136,8 @@ class JourneySettings:
     pin_lead: timedelta = timedelta(hours=1)
     ending_reminder: timedelta = timedelta(minutes=30)
     opens_per_hour: int = 3
+    #: A remote open not confirmed within this long is given up, and the renter told.
+    open_lifetime: timedelta = OPEN_LIFETIME
     #: Full refund when cancelled this long before the start; half until the start; none after.
     free_cancellation: timedelta = timedelta(hours=24)
     #: "manual": a photo reviewed by an operator; "stripe": Stripe Identity's hosted check.
@@ -198,6 +199,7 @@ class Journey:
         self.identity = identity
         self.notifier = Notifier(translator, sealer)
         self.upload_links = upload_links
+        self.remote_opens = RemoteOpens(access, self.notifier, clock)
 
     # == dialog steps =========================================================================
 
@@ -533,17 +535,17 @@ class Journey:
             return _stay(turn, turn.t("journey.open_not_possible"))
         stamp = turn.message.provider_id
         outcome = Outcome(
-            [Reply(turn.t("journey.opening", locks=", ".join(lk.label for lk in locks)))],
+            [Reply(turn.t("journey.open_asked", locks=", ".join(lk.label for lk in locks)))],
             effects=[
-                Effect(OPEN_EFFECT, f"open:{lock.id}:{stamp}", {"lock": lock.id}) for lock in locks
-            ],
-            alerts=[
-                Alert(
-                    "remote_open",
-                    f"remote-open:{booking.reference}",
-                    "ops.remote_open",
-                    {"booking": booking.reference, "locks": ", ".join(lk.label for lk in locks)},
+                open_effect(
+                    lock,
+                    f"open:{lock.id}:{stamp}",
+                    now=turn.now,
+                    lifetime=self.settings.open_lifetime,
+                    renter_id=turn.renter_id,
+                    booking=booking.reference,
                 )
+                for lock in locks
             ],
             audits=[
                 Audit(
@@ -1628,13 +1630,6 @@ class Journey:
             await self.delete_media(channel, url)
         await forget_media(collect.id, [row.id for row in messages])
 
-    async def execute_open(self, effect: OutboxEffect) -> None:
-        lock = await Lock.get(id=int(str(effect.payload["lock"])))
-        provider = self.access.providers.get(lock.provider)
-        if provider is None:
-            return
-        await provider.unlock(lock.device_id)
-
     # == timers =============================================================================
 
     async def on_hold_expiry(self, event: TimerFired) -> Outcome:
@@ -1886,7 +1881,7 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
         COLLECT_ID_EFFECT: journey.execute_collect_id,
         DELETE_ID_MEDIA_EFFECT: journey.execute_delete_id_media,
         IDENTITY_START_EFFECT: journey.execute_identity_start,
-        OPEN_EFFECT: journey.execute_open,
+        OPEN_EFFECT: journey.remote_opens.execute,
         "payment.expire_checkout": journey.execute_expire_checkout,
     }
 

@@ -24,9 +24,10 @@ from flows.digits import DATABASE_ID_MAX, INT64_MAX, is_ascii_number, typed_int
 from flows.effects import Audit, Effect, Outcome
 from flows.handoff import OPS_LANGUAGE, Handoff, HandoffRefused, TakenOver
 from flows.i18n import Translator, local_time
-from flows.journey import LIVE_BOOKING, OPEN_EFFECT, REFUND_EFFECT, Journey
+from flows.journey import LIVE_BOOKING, REFUND_EFFECT, Journey
 from flows.messages import Media
 from flows.ops_scope import alert_locations
+from flows.remote_open import open_effect
 from flows.staging import stage_outcome
 from flows.when import WhenNotUnderstood, parse_duration
 from locks import LockCapability
@@ -605,12 +606,21 @@ class OpsDesk:
         now = self.clock.now()
         stamp = f"{staff.telegram_user_id}:{now.timestamp()}"
         outcome = Outcome(
-            effects=[Effect(OPEN_EFFECT, f"open:{lock.id}:staff:{stamp}", {"lock": lock.id})],
+            effects=[
+                open_effect(
+                    lock,
+                    f"open:{lock.id}:staff:{stamp}",
+                    now=now,
+                    lifetime=self.journey.settings.open_lifetime,
+                    staff=staff.name,
+                )
+            ],
             audits=[Audit(_actor(staff), "lock.remote_open", f"lock:{lock.key}")],
         )
         async with in_transaction() as conn:
             await stage_outcome(conn, outcome, now)
-        return OpsAnswer([self.t("ops.opening", lock=lock.label)])
+        # "Opened" (or that it could not be) comes as its own message once the lock answers.
+        return OpsAnswer([self.t("ops.open_asked", lock=lock.label)])
 
     async def _staffcode(self, staff: StaffMember, args: list[str], ctx: Context) -> OpsAnswer:
         lock = await self._lock_in_scope(staff, args[0])

@@ -165,8 +165,9 @@ async def test_a_whole_rental_on_the_sandbox(
     assert booking.state == BookingState.ACTIVE
     opened = await client.post("/sandbox/api/keypad", json={"lock": "harbor-t1", "pin": pin})
     assert (await opened.json())["opens"] is True
-    [opening] = await renter.say("OPEN")
-    assert "Opening" in opening
+    asking, *opened = await renter.say("OPEN")
+    assert "Asking Main gate, Trailer Bay 1 to open" in asking, asking
+    assert opened == ["Main gate is open now.", "Trailer Bay 1 is open now."], "once confirmed"
     assert await OpsAlert.filter(kind="remote_open").exists()
 
     [extend_quote] = await renter.say("EXTEND 1h")

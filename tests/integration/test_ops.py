@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import encode_basic_auth
@@ -15,6 +16,7 @@ from tortoise.transactions import in_transaction
 
 from flows.effects import Alert, Outcome
 from flows.staging import stage_outcome
+from locks import LockUnavailable
 from storage.journal import raise_alert
 from storage.models import (
     AccessCode,
@@ -30,6 +32,7 @@ from storage.models import (
     OpsAlert,
     OutboxEffect,
     Renter,
+    SimulatedUnlock,
     StaffMember,
     StaffRole,
 )
@@ -88,7 +91,7 @@ COMMANDS = [
     ("/cancel KBIKE01 full", MANAGER, SUPPORT, "cancelled; refund €32.00"),
     ("/revoke KBIKE01", MANAGER, SUPPORT, "Revoking 2 codes"),
     ("/extend KBIKE01 2h", OWNER, SUPPORT, "now ends"),
-    ("/open altstadt-b1", MAINTENANCE, SUPPORT, "Opening Bike box 1"),
+    ("/open altstadt-b1", MAINTENANCE, SUPPORT, "Asking Bike box 1 to open"),
     ("/staffcode altstadt-c1 3 Cleaning", MAINTENANCE, SUPPORT, "Staff code"),
     ("/locks", SUPPORT, MAINTENANCE, "altstadt-b1 (Bike box 1)"),
     ("/audit KBIKE01", SUPPORT, MAINTENANCE, "access.planned"),
@@ -765,3 +768,46 @@ async def test_a_command_name_longer_than_any_is_answered(ops: Ops, member: int)
     if member == STRANGER:
         [audit] = await AuditEvent.filter(action="ops.refused")
         assert audit.actor == f"telegram:{STRANGER}" and audit.subject.startswith("xxxx")
+
+
+class _DownLock:
+    """A provider whose locks do not answer an unlock (the rest is the simulated one's)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.unlocks = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def unlock(self, device_id: str) -> None:
+        self.unlocks += 1
+        raise LockUnavailable("the bridge does not answer")
+
+
+async def test_ops_open_is_reported_once_the_lock_confirms_or_that_it_could_not(ops: Ops) -> None:
+    answer = await ops.command(MAINTENANCE, "/open altstadt-b1")
+    assert "Asking Bike box 1 to open" in answer and "opened" not in answer, answer
+    await ops.deliver()
+    assert await SimulatedUnlock.filter(source="remote", accepted=True).count() == 1
+    assert any(
+        "Bike box 1 opened remotely (Max Fixer)" in m.get("text", "") for m in ops.ops_messages()
+    )
+
+    down = _DownLock(ops.runtime.access.providers["simulated"])
+    ops.runtime.access.providers["simulated"] = down
+    ops.clock.advance(timedelta(minutes=5))
+    await ops.command(MAINTENANCE, "/open altstadt-b1")
+    for _ in range(11):  # 55 s: still trying
+        await ops.deliver()
+        ops.clock.advance(timedelta(seconds=5))
+    could_not = "Bike box 1 could not be opened remotely in time for Max Fixer"
+    assert not any(could_not in m.get("text", "") for m in ops.ops_messages())
+    assert down.unlocks >= 3
+    ops.clock.advance(timedelta(seconds=5))
+    await ops.deliver()
+    assert any(could_not in m.get("text", "") for m in ops.ops_messages())
+    tried = down.unlocks
+    ops.clock.advance(timedelta(hours=1))
+    await ops.deliver()
+    assert down.unlocks == tried, "nothing is tried past the lifetime"

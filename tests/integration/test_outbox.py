@@ -241,3 +241,54 @@ async def test_a_stopping_worker_does_not_release_a_claim_taken_over_since(
     row = await OutboxEffect.get(idempotency_key="in-flight")
     assert (row.attempts, row.claimed_by) == (2, "box-b/7")
     assert row.next_attempt_at == newer.next_attempt_at > clock.now(), "the newer lease stands"
+
+
+async def test_ops_is_alerted_after_the_configured_number_of_failed_attempts(
+    database: str, clock: FakeClock
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from bot.app import build_runtime
+    from bot.config import Settings
+
+    settings = Settings.from_env(
+        {
+            "KEYTURN_DATABASE_URL": database,
+            "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "KEYTURN_ALERT_AFTER_ATTEMPTS": "2",
+        }
+    )
+    executor = FlakyExecutor(failures=1000)
+    runtime = build_runtime(
+        settings, clock=clock, executors={"poke": executor, ALERT_EFFECT: _shown}
+    )
+    await _stage(clock)
+    await runtime.dispatcher.run_once()
+    assert await OpsAlert.all().count() == 0, "one failure is not yet worth a person's time"
+    clock.advance(timedelta(minutes=1))
+    await runtime.dispatcher.run_once()
+    assert len(executor.calls) == 2
+    alert = await OpsAlert.get()
+    assert alert.kind == "effect_failing" and alert.resolved_at is None
+
+
+async def test_a_retry_is_never_put_off_past_the_effects_expiry(
+    database: str, clock: FakeClock
+) -> None:
+    expires = clock.now() + timedelta(seconds=10)
+    async with in_transaction() as conn:
+        await enqueue_effect(
+            conn,
+            kind="poke",
+            payload={"expires_at": expires.isoformat()},
+            idempotency_key="short-lived",
+            now=clock.now(),
+        )
+    policy = RetryPolicy(base=timedelta(minutes=5), alert_after=50)
+    executor = FlakyExecutor(failures=1000)
+    dispatcher = _dispatcher(clock, executor, policy)
+    assert await _pokes(dispatcher, executor) == 1
+    row = await OutboxEffect.get(idempotency_key="short-lived")
+    assert row.next_attempt_at == expires, "tried at its expiry at the latest, to be given up"
+    clock.advance(timedelta(seconds=10))
+    assert await _pokes(dispatcher, executor) == 1

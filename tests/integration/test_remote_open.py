@@ -36,7 +36,8 @@ from tests.integration.conftest import START, confirmed_booking, settle
 
 PUBLIC_URL = "https://keyturn.example.com"
 PHONE = "+15550100001"  # the renter of the confirmed booking
-OPENING = "Opening"
+OPENING = "Asking"
+OPENED = "is open now"
 TOO_OFTEN = "opened remotely several times this hour"
 
 
@@ -56,6 +57,14 @@ class Phone:
         while await self.runtime.dispatcher.run_once():
             pass
         return [m.body or "" for m in self.fake.sent if m.to in (PHONE, f"whatsapp:{PHONE}")]
+
+    async def answers(self) -> list[str]:
+        """The replies to the renter's messages, without the "open now" that follows each
+        confirmed unlock."""
+        return [text for text in await self.replies() if OPENED not in text]
+
+    async def opened(self) -> int:
+        return len([text for text in await self.replies() if OPENED in text])
 
 
 @pytest.fixture
@@ -131,29 +140,31 @@ async def test_open_by_sms_and_whatsapp_at_once_opens_at_most_three_times_an_hou
     await phone.say(PHONE, "OPEN")
     await phone.say(f"whatsapp:{PHONE}", "OPEN")
     assert await unlocks() == 0, "opened once the turns are stored, through the outbox"
-    first = await phone.replies()
+    first = await phone.answers()
     assert [OPENING in text for text in first] == [True, True], first
     assert await unlocks() == 2 * locks
+    assert await phone.opened() == 2 * locks, "told once each lock confirmed"
 
     async with commits_overlapping(database):
         both = asyncio.gather(phone.say(PHONE, "OPEN"), phone.say(f"whatsapp:{PHONE}", "OPEN"))
     await both
-    racing = (await phone.replies())[2:]
+    racing = (await phone.answers())[2:]
     assert sorted(OPENING in text for text in racing) == [False, True], racing
     assert any(TOO_OFTEN in text for text in racing), racing
     assert await unlocks() == 3 * locks, "three opens in the hour, on either channel"
 
     clock.advance(timedelta(minutes=30))  # still inside the hour: refused on both channels
     await asyncio.gather(phone.say(PHONE, "OPEN"), phone.say(f"whatsapp:{PHONE}", "OPEN"))
-    later = (await phone.replies())[4:]
+    later = (await phone.answers())[4:]
     assert len(later) == 2 and all(TOO_OFTEN in text for text in later), later
     assert await unlocks() == 3 * locks
 
     clock.advance(timedelta(minutes=31))  # the first opens are more than an hour ago
     await phone.say(f"whatsapp:{PHONE}", "OPEN")
-    [again] = (await phone.replies())[6:]
+    [again] = (await phone.answers())[6:]
     assert OPENING in again
     assert await unlocks() == 4 * locks
+    assert await phone.opened() == 4 * locks
 
 
 async def _remote_locks(booking: Booking) -> list[str]:
@@ -173,16 +184,15 @@ async def test_three_opens_and_codes_in_a_row_are_answered_not_handed_to_a_perso
     locks = len(await _remote_locks(booking))
     clock.current = START + timedelta(minutes=5)
     await settle(phone.runtime)  # the codes are on the locks
-    await phone.replies()  # and the PIN was sent
-    sent_before = len(phone.fake.sent)
+    sent_before = len(await phone.answers())  # and the PIN was sent
     for _ in range(3):
         await phone.say(PHONE, "OPEN")
-    opened = (await phone.replies())[sent_before:]
+    opened = (await phone.answers())[sent_before:]
     assert len(opened) == 3 and all(OPENING in text for text in opened), opened
     assert await unlocks() == 3 * locks
 
     for _ in range(3):
         await phone.say(PHONE, "CODE")
-    codes = (await phone.replies())[sent_before + 3 :]
+    codes = (await phone.answers())[sent_before + 3 :]
     assert len(codes) == 3 and all("door codes" in text for text in codes), codes
     assert not any("A person from our team" in text for text in opened + codes)

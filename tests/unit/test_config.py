@@ -16,6 +16,8 @@ def test_defaults_need_no_account() -> None:
     assert settings.started_providers() == []
     assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (2, 90)
     assert settings.body_timeout_seconds == 10
+    assert settings.alert_after_attempts == 5
+    assert settings.open_lifetime_seconds == 60
     assert settings.metrics_token is None
 
 
@@ -55,6 +57,11 @@ def test_defaults_need_no_account() -> None:
         ({"KEYTURN_MAX_UNPAID_PER_RENTER": "0"}, "KEYTURN_MAX_UNPAID_PER_RENTER"),
         ({"KEYTURN_MAX_UNPAID_PER_RENTER": "two"}, "KEYTURN_MAX_UNPAID_PER_RENTER"),
         ({"KEYTURN_BOOKING_HORIZON_DAYS": "0"}, "KEYTURN_BOOKING_HORIZON_DAYS"),
+        ({"KEYTURN_ALERT_AFTER_ATTEMPTS": "0"}, "KEYTURN_ALERT_AFTER_ATTEMPTS"),
+        ({"KEYTURN_ALERT_AFTER_ATTEMPTS": "-3"}, "KEYTURN_ALERT_AFTER_ATTEMPTS"),
+        ({"KEYTURN_ALERT_AFTER_ATTEMPTS": "five"}, "KEYTURN_ALERT_AFTER_ATTEMPTS"),
+        ({"KEYTURN_OPEN_LIFETIME_SECONDS": "0"}, "KEYTURN_OPEN_LIFETIME_SECONDS"),
+        ({"KEYTURN_OPEN_LIFETIME_SECONDS": "3600"}, "KEYTURN_OPEN_LIFETIME_SECONDS"),
         ({"KEYTURN_BOOKING_HORIZON_DAYS": "99999999999"}, "KEYTURN_BOOKING_HORIZON_DAYS"),
     ],
 )
