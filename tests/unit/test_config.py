@@ -97,3 +97,33 @@ def test_the_renter_limits_are_read_from_the_environment() -> None:
         {"KEYTURN_MAX_UNPAID_PER_RENTER": "1", "KEYTURN_BOOKING_HORIZON_DAYS": "30"}
     )
     assert (settings.max_unpaid_per_renter, settings.booking_horizon_days) == (1, 30)
+
+
+def test_the_lead_times_default_to_a_day_an_hour_and_an_hour() -> None:
+    assert Settings.from_env({}).lead_times.minutes() == (1440, 60, 60)
+    settings = Settings.from_env(
+        {
+            "KEYTURN_CODE_LEAD_MINUTES": "120",
+            "KEYTURN_CONFIRM_BEFORE_MINUTES": "120",
+            "KEYTURN_PIN_LEAD_MINUTES": "15",
+        }
+    )
+    assert settings.lead_times.minutes() == (120, 120, 15)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"KEYTURN_CODE_LEAD_MINUTES": "30"},
+            "KEYTURN_CONFIRM_BEFORE_MINUTES: must not exceed KEYTURN_CODE_LEAD_MINUTES (30),"
+            " got 60",
+        ),
+        ({"KEYTURN_PIN_LEAD_MINUTES": "0"}, "KEYTURN_PIN_LEAD_MINUTES: must be"),
+        ({"KEYTURN_CODE_LEAD_MINUTES": "43201"}, "KEYTURN_CODE_LEAD_MINUTES: must be"),
+    ],
+)
+def test_lead_times_that_break_a_rule_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value).startswith(message)
