@@ -42,6 +42,7 @@ from flows.access import (
     SET_EFFECT,
     UPDATE_EFFECT,
     AccessCodes,
+    AccessPolicy,
 )
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
@@ -167,7 +168,9 @@ def build_runtime(
     lock_providers = (
         dict(locks) if locks is not None else build_lock_providers(settings, sealer, clock)
     )
-    access = AccessCodes(lock_providers, sealer, clock)
+    access = AccessCodes(
+        lock_providers, sealer, clock, AccessPolicy(lead_times=settings.lead_times)
+    )
     all_channels: dict[str, Channel] = {}
     if sandbox:
         all_channels["sandbox"] = SandboxChannel()

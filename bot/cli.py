@@ -238,7 +238,7 @@ def _demo(args: argparse.Namespace) -> int:
     applied = asyncio.run(db.migrate(settings.database_url))
     for name in applied:
         print(f"applied migration {name}")
-    changes = asyncio.run(_apply(settings.database_url, DEMO_INVENTORY))
+    changes = asyncio.run(_apply(settings, DEMO_INVENTORY))
     for line in changes:
         print(line)
     host = args.host or settings.host
@@ -344,9 +344,9 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _apply(database_url: str, path: Path) -> list[str]:
-    inventory = load_inventory(path)
-    await db.open_database(database_url)
+async def _apply(settings: Settings, path: Path) -> list[str]:
+    inventory = load_inventory(path, settings.lead_times)
+    await db.open_database(settings.database_url)
     try:
         changes = await apply_inventory(inventory, now=SystemClock().now())
     finally:
@@ -356,7 +356,7 @@ async def _apply(database_url: str, path: Path) -> list[str]:
 
 def _inventory_apply(args: argparse.Namespace) -> int:
     settings = _settings()
-    for line in asyncio.run(_apply(settings.database_url, args.file)):
+    for line in asyncio.run(_apply(settings, args.file)):
         print(line)
     return 0
 
@@ -367,7 +367,7 @@ def _inventory_show(args: argparse.Namespace) -> int:
     async def show() -> list[str]:
         await db.open_database(settings.database_url)
         try:
-            return await describe_inventory()
+            return await describe_inventory(settings.lead_times)
         finally:
             await db.close_database()
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from flows.lead_times import LEAD_MINUTES_MAX, LeadTimes
 from storage.db import DEFAULT_DATABASE_URL
 
 
@@ -94,6 +95,11 @@ class Settings:
     max_unpaid_per_renter: int = 2
     #: How far ahead a booking may start, where the location does not say.
     booking_horizon_days: int = 90
+    #: Minutes before a booking its codes are programmed, must be set, and its PIN sent, where
+    #: the location does not say.
+    code_lead_minutes: int = 1440
+    confirm_before_minutes: int = 60
+    pin_lead_minutes: int = 60
     #: A request body not received whole within this many seconds is cut off (408).
     body_timeout_seconds: int = 10
     #: Failed attempts at one effect before ops is alerted (the Seam SDK never retries writes).
@@ -139,6 +145,15 @@ class Settings:
             booking_horizon_days=reader.integer(
                 "KEYTURN_BOOKING_HORIZON_DAYS", default=90, low=1, high=3650
             ),
+            code_lead_minutes=reader.integer(
+                "KEYTURN_CODE_LEAD_MINUTES", default=1440, low=1, high=LEAD_MINUTES_MAX
+            ),
+            confirm_before_minutes=reader.integer(
+                "KEYTURN_CONFIRM_BEFORE_MINUTES", default=60, low=1, high=LEAD_MINUTES_MAX
+            ),
+            pin_lead_minutes=reader.integer(
+                "KEYTURN_PIN_LEAD_MINUTES", default=60, low=1, high=LEAD_MINUTES_MAX
+            ),
             body_timeout_seconds=reader.integer(
                 "KEYTURN_BODY_TIMEOUT_SECONDS", default=10, low=1, high=300
             ),
@@ -154,7 +169,23 @@ class Settings:
             raise SettingsError(
                 "KEYTURN_IDENTITY_METHOD: 'stripe' needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET"
             )
+        for name, lead in (
+            ("KEYTURN_CONFIRM_BEFORE_MINUTES", settings.confirm_before_minutes),
+            ("KEYTURN_PIN_LEAD_MINUTES", settings.pin_lead_minutes),
+        ):
+            if lead > settings.code_lead_minutes:
+                raise SettingsError(
+                    f"{name}: must not exceed KEYTURN_CODE_LEAD_MINUTES"
+                    f" ({settings.code_lead_minutes}), got {lead}"
+                )
         return settings
+
+    @property
+    def lead_times(self) -> LeadTimes:
+        """The lead times of a location that sets none of its own."""
+        return LeadTimes.of_minutes(
+            self.code_lead_minutes, self.confirm_before_minutes, self.pin_lead_minutes
+        )
 
     def require_encryption_key(self) -> str:
         if not self.encryption_key:

@@ -21,6 +21,7 @@ from tortoise.transactions import in_transaction
 from flows.bookings import stored_range
 from flows.clock import Clock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
+from flows.lead_times import LeadTimes
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from locks import (
@@ -44,6 +45,7 @@ from storage.models import (
     Asset,
     AssetLock,
     Booking,
+    Location,
     Lock,
     OutboxEffect,
     StaffMember,
@@ -73,10 +75,8 @@ UPDATE_EFFECT = "access.update"
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    #: Codes are programmed this long before their window opens (at once when closer).
-    program_lead: timedelta = timedelta(hours=24)
-    #: A code not confirmed set this long before its window raises an alert and a backup.
-    confirm_deadline: timedelta = timedelta(hours=1)
+    #: When codes are programmed and must be set, where a lock's location does not say.
+    lead_times: LeadTimes = field(default_factory=LeadTimes)
     #: Every lock's codes are compared with Keyturn's this often.
     reconcile_every: timedelta = timedelta(hours=6)
     #: A deletion the provider accepted is looked up this long after, then twice as long
@@ -134,6 +134,11 @@ class AccessCodes:
         self.sealer = sealer
         self.clock = clock
         self.policy = policy or AccessPolicy()
+
+    def lead_times_at(self, location: Location) -> LeadTimes:
+        """How long before a rental at ``location`` its codes are programmed and set, and its
+        PIN sent."""
+        return self.policy.lead_times.at(location)
 
     # -- planning (inside the caller's transaction) -------------------------------------------
 
@@ -197,6 +202,12 @@ class AccessCodes:
         confirm deadline that they are set (no check for the code that follows a refused
         offline backup, so the deadline does not ask for another)."""
         now = self.clock.now()
+        leads = {
+            location.id: self.lead_times_at(location)
+            for location in await Location.filter(
+                id__in={lock.location_id for lock in locks}
+            ).using_db(conn)
+        }
         chosen: dict[str, str] = {}
         pinned = [lock for lock in locks if not _computes_own_pin(lock)]
         if pinned:
@@ -223,8 +234,9 @@ class AccessCodes:
                 offline=pin is None,
                 using_db=conn,
             )
-            program_at = max(now, window.starts_at - self.policy.program_lead)
-            confirm_by = max(now, window.starts_at - self.policy.confirm_deadline)
+            lead = leads[lock.location_id]
+            program_at = max(now, window.starts_at - lead.code_lead)
+            confirm_by = max(now, window.starts_at - lead.confirm_before)
             outcome.timers += [
                 SetTimer(PROGRAM_TIMER, program_at, f"access:program:{code.id}", {"code": code.id}),
                 SetTimer(
@@ -673,7 +685,8 @@ class AccessCodes:
         request = self._request(code, lock)
         if not code.pin_encrypted and not request.offline:
             return None
-        if self.clock.now() < code.starts_at - self.policy.program_lead:
+        location = await Location.get(id=lock.location_id)
+        if self.clock.now() < code.starts_at - self.lead_times_at(location).code_lead:
             return None
         existing = await self._provider(lock).list_codes(lock.device_id)
         return next((c for c in existing if _same_code(c, request)), None)

@@ -25,6 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from flows.lead_times import LEAD_MINUTES_MAX, LeadTimes, lead_time_problems
 from locks import PROVIDER_NAMES
 from storage.models import (
     SLOT_HOLDING_STATES,
@@ -67,6 +68,9 @@ _LOCATION_KEYS = (
     "buffer_before_minutes",
     "buffer_after_minutes",
     "booking_horizon_days",
+    "code_lead_minutes",
+    "confirm_before_minutes",
+    "pin_lead_minutes",
 )
 _ASSET_KEYS = (
     "code",
@@ -99,6 +103,10 @@ class LocationSpec:
     buffer_after_minutes: int
     #: None means "use KEYTURN_BOOKING_HORIZON_DAYS".
     booking_horizon_days: int | None = None
+    #: None means "use KEYTURN_CODE_LEAD_MINUTES" (and likewise for the two below).
+    code_lead_minutes: int | None = None
+    confirm_before_minutes: int | None = None
+    pin_lead_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,16 +200,19 @@ class InventoryError(Exception):
 # --- Parsing ---------------------------------------------------------------------------------
 
 
-def load_inventory(path: Path) -> Inventory:
-    """Read and check the inventory file at ``path``."""
+def load_inventory(path: Path, lead_times: LeadTimes | None = None) -> Inventory:
+    """Read and check the inventory file at ``path``; ``lead_times`` are the defaults a
+    location's own lead times are checked against."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise InventoryError([InventoryProblem(str(path), None, f"cannot read: {err}")]) from err
-    return parse_inventory(text, str(path))
+    return parse_inventory(text, str(path), lead_times)
 
 
-def parse_inventory(text: str, path: str = "inventory.toml") -> Inventory:
+def parse_inventory(
+    text: str, path: str = "inventory.toml", lead_times: LeadTimes | None = None
+) -> Inventory:
     """Check an inventory file's text; raises InventoryError listing every problem with its line."""
     problems = _Problems(path, _Lines(text))
     try:
@@ -209,7 +220,7 @@ def parse_inventory(text: str, path: str = "inventory.toml") -> Inventory:
     except tomllib.TOMLDecodeError as err:
         line, reason = _syntax_problem(err, text)
         raise InventoryError([InventoryProblem(path, line, reason)]) from err
-    inventory = _Parser(problems, document).parse()
+    inventory = _Parser(problems, document, lead_times or LeadTimes()).parse()
     if problems.items:
         raise InventoryError(problems.items)
     return inventory
@@ -422,9 +433,12 @@ class _Block:
 
 
 class _Parser:
-    def __init__(self, problems: _Problems, document: Mapping[str, Any]) -> None:
+    def __init__(
+        self, problems: _Problems, document: Mapping[str, Any], lead_times: LeadTimes
+    ) -> None:
         self.problems = problems
         self.document = document
+        self.lead_times = lead_times
         self.locations: dict[str, LocationSpec] = {}
         self.locks: dict[str, LockSpec] = {}
         self.assets: dict[str, AssetSpec] = {}
@@ -524,11 +538,32 @@ class _Parser:
             booking_horizon_days=block.optional_integer(
                 "booking_horizon_days", minimum=1, maximum=3650
             ),
+            code_lead_minutes=block.optional_integer(
+                "code_lead_minutes", minimum=1, maximum=LEAD_MINUTES_MAX
+            ),
+            confirm_before_minutes=block.optional_integer(
+                "confirm_before_minutes", minimum=1, maximum=LEAD_MINUTES_MAX
+            ),
+            pin_lead_minutes=block.optional_integer(
+                "pin_lead_minutes", minimum=1, maximum=LEAD_MINUTES_MAX
+            ),
         )
+        self._check_lead_times(block, spec)
         if not slug:
             return
         if not self._is_duplicate(block, "slug", slug):
             self.locations[slug] = spec
+
+    def _check_lead_times(self, block: _Block, spec: LocationSpec) -> None:
+        """The location's leads, with the defaults for those it leaves out, must agree."""
+        code, confirm, pin = self.lead_times.minutes()
+        for problem in lead_time_problems(
+            code if spec.code_lead_minutes is None else spec.code_lead_minutes,
+            confirm if spec.confirm_before_minutes is None else spec.confirm_before_minutes,
+            pin if spec.pin_lead_minutes is None else spec.pin_lead_minutes,
+        ):
+            key = problem.split(" ", 1)[0]
+            block.fail(problem, key if key in block.data else "code_lead_minutes")
 
     def _lock(self, block: _Block) -> None:
         key = block.slug("key", "a lock key")
@@ -812,6 +847,9 @@ class _Sync:
                 "buffer_before_minutes": spec.buffer_before_minutes,
                 "buffer_after_minutes": spec.buffer_after_minutes,
                 "booking_horizon_days": spec.booking_horizon_days,
+                "code_lead_minutes": spec.code_lead_minutes,
+                "confirm_before_minutes": spec.confirm_before_minutes,
+                "pin_lead_minutes": spec.pin_lead_minutes,
             }
             subject = f"location:{spec.slug}"
             row = self.locations.get(spec.slug)
@@ -1035,8 +1073,23 @@ def _jsonable(value: object) -> object:
 # --- Showing ---------------------------------------------------------------------------------
 
 
-async def describe_inventory() -> list[str]:
-    """What the database holds, for ``keyturn inventory show``: what renters and staff will meet."""
+def _describe_lead_times(location: Location, defaults: LeadTimes) -> str:
+    code, confirm, pin = defaults.at(location).minutes()
+
+    def shown(minutes: int, own: int | None) -> str:
+        return f"{minutes} min" + (" (default)" if own is None else "")
+
+    return (
+        f"codes programmed {shown(code, location.code_lead_minutes)} before,"
+        f" set by {shown(confirm, location.confirm_before_minutes)} before,"
+        f" PIN sent {shown(pin, location.pin_lead_minutes)} before"
+    )
+
+
+async def describe_inventory(lead_times: LeadTimes | None = None) -> list[str]:
+    """What the database holds, for ``keyturn inventory show``: what renters and staff will meet.
+    ``lead_times`` are the defaults where a location sets none of its own."""
+    defaults = lead_times or LeadTimes()
     locations = await Location.all().order_by("slug")
     assets = await Asset.all().order_by("code")
     locks = await Lock.all().order_by("key")
@@ -1067,6 +1120,7 @@ async def describe_inventory() -> list[str]:
         )
         if location.address:
             lines.append(f"  address: {location.address}")
+        lines.append(f"  lead times: {_describe_lead_times(location, defaults)}")
         here = [row for row in locks if location_of_lock[row.id] == location.id]
         for row in here:
             if row.shared:

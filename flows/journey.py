@@ -132,8 +132,6 @@ class JourneySettings:
     hold: timedelta = timedelta(minutes=30)
     #: A renter verified within this long is not asked for an ID again.
     id_valid_for: timedelta = timedelta(days=365)
-    #: The PIN is sent this long before the access window opens (at once when later).
-    pin_lead: timedelta = timedelta(hours=1)
     ending_reminder: timedelta = timedelta(minutes=30)
     opens_per_hour: int = 3
     #: A remote open not confirmed within this long is given up, and the renter told.
@@ -758,7 +756,7 @@ class Journey:
         )
         window = stored_range(booking)
         ref = booking.reference
-        pin_at = max(now, window.starts_at - self.settings.pin_lead)
+        pin_at = max(now, window.starts_at - self.access.lead_times_at(asset.location).pin_lead)
         outcome.timers += [
             SetTimer(DELIVER_PIN_TIMER, pin_at, f"pin:{ref}", {"booking": booking.id}),
             SetTimer(START_TIMER, booking.start_at, f"start:{ref}", {"booking": booking.id}),

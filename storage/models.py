@@ -73,6 +73,13 @@ class Location(Model):
     buffer_after_minutes = fields.IntField(default=15)
     #: How many days ahead a booking may start here (None: KEYTURN_BOOKING_HORIZON_DAYS).
     booking_horizon_days = fields.IntField(null=True)
+    #: Minutes before a booking that its codes are programmed (None: KEYTURN_CODE_LEAD_MINUTES).
+    code_lead_minutes = fields.IntField(null=True)
+    #: Minutes before a booking by which its codes must be set (None:
+    #: KEYTURN_CONFIRM_BEFORE_MINUTES).
+    confirm_before_minutes = fields.IntField(null=True)
+    #: Minutes before a booking that its PIN is sent (None: KEYTURN_PIN_LEAD_MINUTES).
+    pin_lead_minutes = fields.IntField(null=True)
     opening_rules: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

@@ -27,14 +27,16 @@ MakeApp = Callable[..., Awaitable[App]]
 
 @asynccontextmanager
 async def sandbox_apps(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
-    """``make(env, horizon=, take_payments=)``: the demo inventory (Harbor Yard's horizon
-    replaced when given) and an app on the sandbox, served until the context ends."""
+    """``make(env, horizon=, leads=, take_payments=)``: the demo inventory (Harbor Yard's
+    horizon replaced, and ``leads``, TOML lines, added to it when given) and an app on the
+    sandbox, served until the context ends."""
     clients: list[TestClient[Any, Any]] = []
 
     async def make(
         env: dict[str, str] | None = None,
         *,
         horizon: int | None = None,
+        leads: str = "",
         take_payments: bool = True,
     ) -> App:
         clock = FakeClock(NOW)
@@ -43,6 +45,8 @@ async def sandbox_apps(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
             inventory = inventory.replace(
                 "booking_horizon_days = 365", f"booking_horizon_days = {horizon}"
             )
+        harbor_zone = 'timezone = "America/New_York"\n'
+        inventory = inventory.replace(harbor_zone, harbor_zone + leads, 1)
         path = tmp_path / "inventory.toml"
         path.write_text(inventory)
         await apply_inventory(load_inventory(path), now=clock.now())

@@ -434,3 +434,92 @@ def test_an_inventory_giving_one_private_lock_to_two_items_is_refused(tmp_path: 
     assert "lock 'harbor-t1' already opens item 'T1'" in applied.stderr
     shown = keyturn("inventory", "show", env=env)
     assert "T2" not in shown.stdout, "nothing of the refused file was applied"
+
+
+def _with_harbor_leads(leads: str) -> str:
+    """The demo inventory with ``leads`` (TOML lines) added to the Harbor Yard location."""
+    anchor = 'timezone = "America/New_York"\n'
+    text = DEMO_INVENTORY.read_text()
+    assert text.count(anchor) == 1
+    return text.replace(anchor, anchor + leads)
+
+
+def test_a_locations_lead_times_are_applied_and_shown_with_the_defaults_elsewhere(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3",
+        "KEYTURN_PIN_LEAD_MINUTES": "45",
+    }
+    assert keyturn("migrate", env=env).returncode == 0
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(
+        _with_harbor_leads(
+            "code_lead_minutes = 120\nconfirm_before_minutes = 30\npin_lead_minutes = 15\n"
+        )
+    )
+    applied = keyturn("inventory", "apply", str(inventory), env=env)
+    assert applied.returncode == 0, applied.stderr
+    shown = keyturn("inventory", "show", env=env).stdout.splitlines()
+    leads = [line.strip() for line in shown if line.strip().startswith("lead times:")]
+    assert leads == [
+        "lead times: codes programmed 1440 min (default) before,"
+        " set by 60 min (default) before, PIN sent 45 min (default) before",
+        "lead times: codes programmed 120 min before, set by 30 min before, PIN sent 15 min before",
+    ], "altstadt (first by slug) takes the environment's defaults, harbor its own"
+
+
+@pytest.mark.parametrize(
+    ("leads", "env_extra", "expected"),
+    [
+        (
+            "code_lead_minutes = 120\nconfirm_before_minutes = 180\n",
+            {},
+            "location 'harbor': confirm_before_minutes (180) must not exceed"
+            " code_lead_minutes (120)",
+        ),
+        (
+            "code_lead_minutes = 30\n",
+            {},
+            "location 'harbor': confirm_before_minutes (60) must not exceed code_lead_minutes (30)",
+        ),
+        (
+            "pin_lead_minutes = 90\n",
+            {"KEYTURN_CODE_LEAD_MINUTES": "60"},
+            "location 'harbor': pin_lead_minutes (90) must not exceed code_lead_minutes (60)",
+        ),
+        ("pin_lead_minutes = 0\n", {}, "location 'harbor': pin_lead_minutes must be at least 1"),
+        (
+            'code_lead_minutes = "a day"\n',
+            {},
+            "location 'harbor': code_lead_minutes must be a whole number",
+        ),
+        ("code_lead_minutes = 50000\n", {}, "location 'harbor': code_lead_minutes is too large"),
+    ],
+)
+def test_lead_times_that_break_a_rule_are_refused_naming_the_location(
+    tmp_path: Path, leads: str, env_extra: dict[str, str], expected: str
+) -> None:
+    env = {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path}/keyturn.sqlite3", **env_extra}
+    assert keyturn("migrate", env=env).returncode == 0
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(_with_harbor_leads(leads))
+    applied = keyturn("inventory", "apply", str(inventory), env=env)
+    assert applied.returncode == 2
+    assert expected in applied.stderr
+    assert "Harbor Yard" not in keyturn("inventory", "show", env=env).stdout
+
+
+def test_default_lead_times_that_break_a_rule_stop_the_command() -> None:
+    result = keyturn(
+        "migrate",
+        env={
+            "KEYTURN_CODE_LEAD_MINUTES": "30",
+            "KEYTURN_CONFIRM_BEFORE_MINUTES": "30",
+            "KEYTURN_PIN_LEAD_MINUTES": "45",
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "keyturn: KEYTURN_PIN_LEAD_MINUTES: must not exceed KEYTURN_CODE_LEAD_MINUTES (30), got 45"
+    ]

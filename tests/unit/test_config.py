@@ -114,3 +114,33 @@ def test_mms_is_asked_for_in_the_us_and_canada_unless_told_otherwise() -> None:
     assert chosen is not None and chosen.mms_countries == {"US", "PR"}
     with pytest.raises(SettingsError, match=r"^TWILIO_MMS_COUNTRIES:"):
         Settings.from_env({**twilio, "TWILIO_MMS_COUNTRIES": "USA"})
+
+
+def test_the_lead_times_default_to_a_day_an_hour_and_an_hour() -> None:
+    assert Settings.from_env({}).lead_times.minutes() == (1440, 60, 60)
+    settings = Settings.from_env(
+        {
+            "KEYTURN_CODE_LEAD_MINUTES": "120",
+            "KEYTURN_CONFIRM_BEFORE_MINUTES": "120",
+            "KEYTURN_PIN_LEAD_MINUTES": "15",
+        }
+    )
+    assert settings.lead_times.minutes() == (120, 120, 15)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"KEYTURN_CODE_LEAD_MINUTES": "30"},
+            "KEYTURN_CONFIRM_BEFORE_MINUTES: must not exceed KEYTURN_CODE_LEAD_MINUTES (30),"
+            " got 60",
+        ),
+        ({"KEYTURN_PIN_LEAD_MINUTES": "0"}, "KEYTURN_PIN_LEAD_MINUTES: must be"),
+        ({"KEYTURN_CODE_LEAD_MINUTES": "43201"}, "KEYTURN_CODE_LEAD_MINUTES: must be"),
+    ],
+)
+def test_lead_times_that_break_a_rule_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value).startswith(message)
