@@ -198,7 +198,9 @@ class AccessCodes:
         offline backup, so the deadline does not ask for another)."""
         now = self.clock.now()
         chosen: dict[str, str] = {}
-        pinned = [lock for lock in locks if not _computes_own_pin(lock)]
+        pinned = [
+            lock for lock in locks if not _computes_own_pin(lock) and not _lock_sets_pin(lock)
+        ]
         if pinned:
             per_lock = {
                 lock.key: (
@@ -220,7 +222,7 @@ class AccessCodes:
                 starts_at=window.starts_at,
                 ends_at=window.ends_at,
                 state=AccessCodeState.PENDING,
-                offline=pin is None,
+                offline=pin is None and not _lock_sets_pin(lock),
                 using_db=conn,
             )
             program_at = max(now, window.starts_at - self.policy.program_lead)
@@ -698,6 +700,12 @@ class AccessCodes:
             )
             code.state = AccessCodeState.PENDING
             return
+        if _lock_sets_pin(lock):  # the lock chooses again when asked without a PIN
+            await AccessCode.filter(id=code.id, state=AccessCodeState.FAILED).update(
+                pin_encrypted="", state=AccessCodeState.PENDING, last_error=""
+            )
+            code.state, code.pin_encrypted = AccessCodeState.PENDING, ""
+            return
         window = AccessWindow(code.starts_at, code.ends_at)
         taken = await self._taken(None, lock, window)
         if code.pin_encrypted:
@@ -1015,6 +1023,13 @@ def _computes_own_pin(lock: Lock) -> bool:
     """Locks that only take offline, algorithmic codes choose their PIN themselves."""
     capabilities = capabilities_from_json(lock.capabilities, lock.provider)
     return LockCapability.OFFLINE_CODES in capabilities and lock.provider == "igloohome"
+
+
+def _lock_sets_pin(lock: Lock) -> bool:
+    """A Seam lock whose PIN Keyturn must not choose (a rule it does not know, or the lock sets
+    its own): Seam generates one that meets the lock's rules when asked without a PIN."""
+    constraints = constraints_from_json(lock.code_constraints)
+    return lock.provider == "seam" and not constraints.keyturn_may_choose
 
 
 def _takes_offline_backup(lock: Lock, code: AccessCode) -> bool:

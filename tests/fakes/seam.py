@@ -148,7 +148,7 @@ def _violated_constraint(code: str, constraints: list[Json]) -> str | None:
         digits = [int(d) for d in code]
         for i in range(len(digits) - 2):
             a, b, c = digits[i : i + 3]
-            if b - a == c - b and abs(b - a) == 1:
+            if b - a == c - b and abs(b - a) <= 1:  # "consecutive or the same"
                 return "no_triple_consecutive_ints"
     return None
 
@@ -661,12 +661,34 @@ class FakeSeam:
                 return code
         raise SeamApiError(500, "internal_server_error", "could not generate a code")
 
+    def _breaks_constraints(self, ac: Json, device: Json) -> bool:
+        constraints = device["properties"].get("code_constraints") or []
+        return bool(_violated_constraint(ac["code"], constraints)) or self._shares_first_four(
+            ac, device
+        )
+
+    def _shares_first_four(self, ac: Json, device: Json) -> bool:
+        """``unique_first_four_digits``: compared with the other codes on the device."""
+        kinds = {
+            c.get("constraint_type") for c in device["properties"].get("code_constraints") or []
+        }
+        if "unique_first_four_digits" not in kinds:
+            return False
+        others = [
+            c["code"]
+            for c in self.access_codes.values()
+            if c["device_id"] == device["device_id"]
+            and c is not ac
+            and c["status"] in ("set", "removing")
+        ] + self.unmanaged_codes.get(device["device_id"], [])
+        return any(other[:4] == ac["code"][:4] for other in others if other)
+
     def _program_one(self, ac: Json, device: Json) -> Json:
         device_id = device["device_id"]
         failure: list[str] = []
         if ac["code"] in self.unmanaged_codes.get(device_id, []):
             failure = ["failed_to_set_on_device", "duplicate_code_on_device"]
-        elif _violated_constraint(ac["code"], device["properties"].get("code_constraints") or []):
+        elif self._breaks_constraints(ac, device):
             failure = ["code_constraints_violated"]
         else:
             limit = device["properties"].get("max_active_codes_supported")
