@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 
 from flows.bookings import stored_range
 from flows.clock import Clock
+from flows.code_presence import left_on_lock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
@@ -97,11 +98,17 @@ class ReconcileReport:
     drift: list[int] = field(default_factory=list)
     #: Codes marked removing whose removal was lost: queued again.
     removals_requeued: list[int] = field(default_factory=list)
+    #: Codes no booking holds that the lock kept after their deletion.
+    strays_stuck: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (
-            self.strays_removed or self.reprogrammed or self.drift or self.removals_requeued
+            self.strays_removed
+            or self.reprogrammed
+            or self.drift
+            or self.removals_requeued
+            or self.strays_stuck
         )
 
 
@@ -803,15 +810,8 @@ class AccessCodes:
     async def _still_held(
         self, provider: LockProvider, lock: Lock, provider_ref: str
     ) -> CodeStatus | None:
-        """How the provider still reports a code after its deletion, or None once it is gone.
-        A provider that cannot be asked now has confirmed nothing: still removing."""
-        try:
-            found = await provider.get_code(lock.device_id, provider_ref)
-        except LockError:
-            return CodeStatus.REMOVING
-        if found is None or found.status == CodeStatus.REMOVED:
-            return None
-        return found.status
+        """How the lock still holds a code after its deletion, or None once that is proved."""
+        return await left_on_lock(provider, lock.device_id, provider_ref)
 
     def _removal_check(self, code_id: int, waited: timedelta | None = None) -> SetTimer:
         """The next look at a deletion on its way to the lock (one that waits long, on a lock
@@ -923,7 +923,10 @@ class AccessCodes:
             # Offline codes cannot be removed; they lapse at their own end.
             if ref not in known_refs and ref not in removing and not leaving and not held.offline:
                 await provider.delete_code(lock.device_id, ref)
-                report.strays_removed.append(ref)
+                if await left_on_lock(provider, lock.device_id, ref) in (None, CodeStatus.REMOVING):
+                    report.strays_removed.append(ref)  # gone, or on its way off the lock
+                else:
+                    report.strays_stuck.append(ref)  # the lock kept it: tried again next time
         for code in expected:
             if code.state != AccessCodeState.SET or code.ends_at <= now or code.offline:
                 continue
@@ -951,7 +954,7 @@ class AccessCodes:
                         {"code": code.id},
                     )
                 )
-        if report.strays_removed or report.reprogrammed or report.drift:
+        if report.strays_removed or report.strays_stuck or report.reprogrammed or report.drift:
             outcome.alerts.append(
                 Alert(
                     "lock_drift",
@@ -959,7 +962,7 @@ class AccessCodes:
                     "ops.lock_drift",
                     {
                         "lock": lock.label,
-                        "strays": len(report.strays_removed),
+                        "strays": len(report.strays_removed) + len(report.strays_stuck),
                         "missing": len(report.reprogrammed),
                         "drift": len(report.drift),
                     },
@@ -973,6 +976,7 @@ class AccessCodes:
                     f"lock:{lock.key}",
                     {
                         "strays_removed": len(report.strays_removed),
+                        "strays_stuck": len(report.strays_stuck),
                         "reprogrammed": report.reprogrammed,
                         "drift": report.drift,
                         "removals_requeued": report.removals_requeued,

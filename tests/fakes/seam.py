@@ -189,6 +189,8 @@ class FakeSeam:
         #: Offline codes come back without their PIN (``setting``) until ``compute_offline()``:
         #: Seam's guides say a code may take a while to be computed.
         self.offline_pins_later = False
+        #: Devices that keep their codes through a deletion, with Seam's answer to it.
+        self.kept_on_delete: dict[str, int] = {}
         self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
@@ -550,9 +552,19 @@ class FakeSeam:
             access_code.update(type="ongoing", starts_at=None, ends_at=None)
         return _ok(action_attempt=self._action("UPDATE_ACCESS_CODE", "success"))
 
+    def keep_after_delete(self, device_id: str, *, answer: int = 404) -> None:
+        """The device keeps its codes through every deletion, while Seam answers ``answer`` (404
+        ``access_code_not_found``, or 200): its list of codes goes on showing them."""
+        self.kept_on_delete[device_id] = answer
+
     async def _access_codes_delete(self, request: web.Request) -> web.Response:
         params = await _params(request)
         access_code = self._access_code(params)
+        answer = self.kept_on_delete.get(access_code["device_id"])
+        if answer == 404:
+            raise SeamApiError(404, "access_code_not_found", "Access code not found")
+        if answer is not None:
+            return _ok(action_attempt=self._action("DELETE_ACCESS_CODE", "success"))
         if access_code["is_offline_access_code"]:
             raise invalid_input("access_code_id", "Offline access codes cannot be deleted")
         if access_code["status"] in ("set", "setting"):

@@ -19,6 +19,7 @@ from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
 from flows.access import LIVE_STATES
 from flows.bookings import is_free
+from flows.lock_check import check_lock
 from flows.staging import stage_outcome
 from locks import CodeRequest, LockCapability, ProgrammedCode
 from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
@@ -470,3 +471,79 @@ async def test_an_offline_backup_cancelled_while_being_made_is_reported_as_lapsi
     ), "its reference is kept: the code exists and cannot be removed"
     alert = await OpsAlert.get(kind="code_cannot_be_revoked")
     assert "Bay 7" in str(alert.params)
+
+
+async def test_a_test_code_the_lock_keeps_after_a_404_is_not_called_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    provider = runtime.access.providers["seam"]
+    fake.program_immediately = True
+    fake.keep_after_delete(device, answer=404)
+
+    result = await check_lock(lock, provider, clock)
+
+    assert not result.ok
+    assert "set and removed a test code" not in result.lines
+    assert any("still holds it" in line for line in result.lines)
+    assert [c["status"] for c in fake.access_codes.values()] == ["set"]
+
+
+async def test_a_test_code_seam_is_removing_is_not_yet_called_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    fake.program_immediately = True
+
+    result = await check_lock(lock, runtime.access.providers["seam"], clock)
+
+    assert result.ok
+    assert "set and removed a test code" not in result.lines
+    assert any("not yet confirmed its removal" in line for line in result.lines)
+
+
+async def test_a_stray_the_lock_keeps_after_its_deletion_is_never_counted_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    provider = runtime.access.providers["seam"]
+    stray = await provider.create_code(
+        CodeRequest(device, "473958", START, END, "someone else's", "America/New_York")
+    )
+    fake.program()
+    fake.keep_after_delete(device, answer=404)
+    lock = await Lock.get(key="bay7")
+
+    for _ in range(2):
+        report = await runtime.access.reconcile(lock)
+        assert report.strays_removed == []
+        assert report.strays_stuck == [stray.provider_ref]
+    assert fake.access_codes[stray.provider_ref]["status"] == "set"
+    [alert] = await OpsAlert.filter(kind="lock_drift")
+    assert alert.resolved_at is None
+
+
+async def test_a_renter_code_the_lock_keeps_after_a_404_stays_removing(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    fake.keep_after_delete(device, answer=404)
+    clock.current = END + timedelta(minutes=15)
+    for _ in range(4):
+        await settle(runtime)
+        clock.advance(timedelta(minutes=10))
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVING
+    assert fake.access_codes[code.provider_ref or ""]["status"] == "set"
