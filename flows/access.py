@@ -100,6 +100,8 @@ class ReconcileReport:
     removals_requeued: list[int] = field(default_factory=list)
     #: Codes no booking holds that the lock kept after their deletion.
     strays_stuck: list[str] = field(default_factory=list)
+    #: Codes marked removing that the lock's list no longer shows: removed.
+    removals_confirmed: list[int] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -109,6 +111,7 @@ class ReconcileReport:
             or self.drift
             or self.removals_requeued
             or self.strays_stuck
+            or self.removals_confirmed
         )
 
 
@@ -928,13 +931,16 @@ class AccessCodes:
                 else:
                     report.strays_stuck.append(ref)  # the lock kept it: tried again next time
         for code in expected:
-            if code.state != AccessCodeState.SET or code.ends_at <= now or code.offline:
-                continue
-            found = on_lock.get(code.provider_ref or "")
+            if code.ends_at <= now or code.offline or not code.provider_ref:
+                continue  # over, lapsing by itself, or not on the lock yet (pending, creating)
+            found = on_lock.get(code.provider_ref)
             if found is None:
-                await AccessCode.filter(id=code.id).update(
-                    state=AccessCodeState.PENDING, provider_ref=None
-                )
+                # Set or being set, yet not on the lock: it is programmed afresh.
+                reset = await AccessCode.filter(
+                    id=code.id, state=code.state, provider_ref=code.provider_ref
+                ).update(state=AccessCodeState.PENDING, provider_ref=None)
+                if not reset:
+                    continue  # moved on meanwhile (confirmed, revoked): its own path has it
                 outcome.effects.append(
                     Effect(
                         SET_EFFECT,
@@ -954,6 +960,18 @@ class AccessCodes:
                         {"code": code.id},
                     )
                 )
+        for code in await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING):
+            listed_code = on_lock.get(code.provider_ref or "")
+            if code.provider_ref and (
+                listed_code is None or listed_code.status == CodeStatus.REMOVED
+            ):
+                # Absent from the lock's own list: the removal is proved, webhook or not.
+                confirmed = await AccessCode.filter(
+                    id=code.id, state=AccessCodeState.REMOVING
+                ).update(state=AccessCodeState.REMOVED, last_error="")
+                if confirmed:
+                    outcome.audits.append(_removed_audit(code.id, lock))
+                    report.removals_confirmed.append(code.id)
         if report.strays_removed or report.strays_stuck or report.reprogrammed or report.drift:
             outcome.alerts.append(
                 Alert(
@@ -980,6 +998,7 @@ class AccessCodes:
                         "reprogrammed": report.reprogrammed,
                         "drift": report.drift,
                         "removals_requeued": report.removals_requeued,
+                        "removals_confirmed": report.removals_confirmed,
                     },
                 )
             )

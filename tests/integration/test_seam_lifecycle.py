@@ -261,7 +261,8 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     fake.set_online(device, True)
     fake.program()
     report = await runtime.access.reconcile(await Lock.get(key="bay7"))
-    assert report.clean and offline["access_code_id"] in fake.access_codes
+    assert report.removals_confirmed == [first.id], "off the lock's list: removed"
+    assert offline["access_code_id"] in fake.access_codes
     clock.advance(timedelta(minutes=5))
     await settle(runtime)
     await first.refresh_from_db()
@@ -547,3 +548,45 @@ async def test_a_renter_code_the_lock_keeps_after_a_404_stays_removing(
     code = await AccessCode.get(booking=booking)
     assert code.state == AccessCodeState.REMOVING
     assert fake.access_codes[code.provider_ref or ""]["status"] == "set"
+
+
+async def test_reconcile_reprograms_a_code_still_being_set_that_the_lock_lost(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.PROGRAMMING and code.provider_ref
+    del fake.access_codes[code.provider_ref]  # gone from the lock before it was ever set
+
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    await settle(runtime)
+
+    assert report.reprogrammed == [code.id]
+    [again] = fake.access_codes.values()
+    await code.refresh_from_db()
+    assert code.provider_ref == again["access_code_id"]
+
+
+async def test_reconcile_confirms_a_removal_once_the_lock_no_longer_lists_it(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.current = END + timedelta(minutes=15)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVING
+    fake.program()  # off the lock; the webhook is lost
+
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+
+    await code.refresh_from_db()
+    assert report.removals_confirmed == [code.id]
+    assert code.state == AccessCodeState.REMOVED
+    assert (await runtime.access.reconcile(await Lock.get(key="bay7"))).clean
