@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -614,6 +614,8 @@ class AccessCodes:
         if _computes_own_pin(lock) and not retried:
             await self._whole_hours(code, lock)
         request = self._request(code, lock)
+        if request.pin is not None and not request.offline:
+            request = replace(request, common_key=await self._common_key(code, lock))
         if retried and request.offline:
             # An offline code has no PIN to look for: an earlier attempt that created it without
             # recording it (its worker died) is found by its name and window, not created twice.
@@ -689,6 +691,28 @@ class AccessCodes:
             return None
         existing = await self._provider(lock).list_codes(lock.device_id)
         return next((c for c in existing if _same_code(c, request)), None)
+
+    async def _common_key(self, code: AccessCode, lock: Lock) -> str | None:
+        """Seam's ``common_code_key`` for a booking's codes that share one PIN, when every one
+        of those codes is on a Seam lock: Seam then keeps them one PIN across the devices."""
+        if code.booking_id is None or lock.provider != "seam" or not code.pin_encrypted:
+            return None
+        siblings = await AccessCode.filter(
+            booking_id=code.booking_id,
+            starts_at=code.starts_at,
+            ends_at=code.ends_at,
+            state__in=LIVE_STATES,
+        ).select_related("lock")
+        pin = self.sealer.open(code.pin_encrypted)
+        if len(siblings) < 2 or any(
+            sibling.lock.provider != "seam"
+            or not sibling.pin_encrypted
+            or self.sealer.open(sibling.pin_encrypted) != pin
+            for sibling in siblings
+        ):
+            return None
+        starts, ends = (moment.astimezone(UTC) for moment in (code.starts_at, code.ends_at))
+        return f"keyturn-booking-{code.booking_id}-{starts:%Y%m%dT%H%M}-{ends:%Y%m%dT%H%M}"
 
     def _request(self, code: AccessCode, lock: Lock) -> CodeRequest:
         """What the lock is asked to hold for ``code``."""

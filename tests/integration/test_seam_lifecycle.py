@@ -590,3 +590,59 @@ async def test_reconcile_confirms_a_removal_once_the_lock_no_longer_lists_it(
     assert report.removals_confirmed == [code.id]
     assert code.state == AccessCodeState.REMOVED
     assert (await runtime.access.reconcile(await Lock.get(key="bay7"))).clean
+
+
+async def two_seam_doors(
+    fake: FakeSeam, runtime: Runtime, device: str, gate_provider: str
+) -> Booking:
+    """Bay 7 on Seam, behind a shared gate on ``gate_provider``."""
+    yard = await Location.create(slug="yard", name="Yard", timezone="America/New_York")
+    asset = await Asset.create(code="Q7", label="Bay 7", location=yard, currency="USD")
+    bay = await Lock.create(
+        key="bay7",
+        provider="seam",
+        device_id=device,
+        label="Bay 7",
+        timezone="America/New_York",
+        location=yard,
+    )
+    gate_device = fake.add_device(name="Yard gate") if gate_provider == "seam" else "sim-gate"
+    await Lock.create(
+        key="gate",
+        provider=gate_provider,
+        device_id=gate_device,
+        label="Gate",
+        timezone="America/New_York",
+        location=yard,
+        shared=True,
+    )
+    await AssetLock.create(asset=asset, lock=bay)
+    return await booked(runtime, asset.id, START, END, reference="KSEAM2", phone="+15550100002")
+
+
+async def test_a_bookings_seam_locks_share_one_pin_through_seams_common_code_key(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await two_seam_doors(fake, runtime, device, "seam")
+    await settle(runtime)
+
+    codes = list(fake.access_codes.values())
+    assert len(codes) == 2
+    assert (
+        codes[0]["common_code_key"] and codes[0]["common_code_key"] == codes[1]["common_code_key"]
+    )
+    assert codes[0]["code"] == codes[1]["code"]
+
+
+async def test_no_common_code_key_when_one_of_the_bookings_locks_is_not_on_seam(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await two_seam_doors(fake, runtime, device, "simulated")
+    await settle(runtime)
+
+    [code] = fake.access_codes.values()
+    assert code["common_code_key"] is None
