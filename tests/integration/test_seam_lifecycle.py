@@ -22,7 +22,7 @@ from flows.bookings import is_free
 from flows.lock_check import check_lock
 from flows.staging import stage_outcome
 from locks import CodeRequest, LockCapability, ProgrammedCode
-from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
+from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json, constraints_to_json
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
 from locks.windows import AccessWindow
@@ -646,3 +646,28 @@ async def test_no_common_code_key_when_one_of_the_bookings_locks_is_not_on_seam(
 
     [code] = fake.access_codes.values()
     assert code["common_code_key"] is None
+
+
+async def test_a_seam_lock_with_a_rule_keyturn_does_not_know_gets_the_pin_seam_chooses(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, _ = seam
+    device = fake.add_device(
+        name="Bay 8", code_constraints=({"constraint_type": "no_leading_nine"},)
+    )
+    clock.current = START - timedelta(hours=2)
+    provider = runtime.access.providers["seam"]
+    booking = await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    lock.code_constraints = constraints_to_json((await provider.get_device(device)).constraints)
+    await lock.save()
+    await AccessCode.filter(booking=booking).delete()
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+
+    code = await AccessCode.get(booking=booking)
+    [created] = fake.access_codes.values()
+    assert created["code"] and runtime.access.sealer.open(code.pin_encrypted) == created["code"]
+    assert not code.offline
