@@ -667,9 +667,22 @@ class FakeSeam:
         lengths = device["properties"].get("supported_code_lengths") or [4]
         constraints = device["properties"].get("code_constraints") or []
         taken = {c["code"] for c in self.access_codes.values()}
+        kinds = {c.get("constraint_type") for c in constraints}
+        on_device = [
+            c["code"]
+            for c in self.access_codes.values()
+            if c["device_id"] == device["device_id"] and c["code"]
+        ]
+        first_fours = (
+            {other[:4] for other in on_device} if "unique_first_four_digits" in kinds else set()
+        )
         for _ in range(1000):
             code = "".join(random.choice("123456789") for _ in range(min(lengths)))
-            if code not in taken and _violated_constraint(code, constraints) is None:
+            if (
+                code not in taken
+                and code[:4] not in first_fours
+                and _violated_constraint(code, constraints) is None
+            ):
                 return code
         raise SeamApiError(500, "internal_server_error", "could not generate a code")
 
