@@ -433,7 +433,8 @@ def _locks_reconcile(args: argparse.Namespace) -> int:
                 print(f"{lock.key}: matches")
             else:
                 print(
-                    f"{lock.key}: removed {len(report.strays_removed)} unknown codes, "
+                    f"{lock.key}: removing {len(report.strays_removed)} unknown codes, "
+                    f"{len(report.strays_stuck)} unknown codes still held after their deletion, "
                     f"reprogramming {len(report.reprogrammed)}, correcting {len(report.drift)}, "
                     f"removing again {len(report.removals_requeued)} revoked codes"
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 
 from flows.bookings import stored_range
 from flows.clock import Clock
+from flows.code_presence import left_on_lock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.lead_times import LeadTimes
 from flows.staging import stage_outcome
@@ -97,11 +98,20 @@ class ReconcileReport:
     drift: list[int] = field(default_factory=list)
     #: Codes marked removing whose removal was lost: queued again.
     removals_requeued: list[int] = field(default_factory=list)
+    #: Codes no booking holds that the lock kept after their deletion.
+    strays_stuck: list[str] = field(default_factory=list)
+    #: Codes marked removing that the lock's list no longer shows: removed.
+    removals_confirmed: list[int] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (
-            self.strays_removed or self.reprogrammed or self.drift or self.removals_requeued
+            self.strays_removed
+            or self.reprogrammed
+            or self.drift
+            or self.removals_requeued
+            or self.strays_stuck
+            or self.removals_confirmed
         )
 
 
@@ -209,7 +219,9 @@ class AccessCodes:
             ).using_db(conn)
         }
         chosen: dict[str, str] = {}
-        pinned = [lock for lock in locks if not _computes_own_pin(lock)]
+        pinned = [
+            lock for lock in locks if not _computes_own_pin(lock) and not _lock_sets_pin(lock)
+        ]
         if pinned:
             per_lock = {
                 lock.key: (
@@ -231,7 +243,7 @@ class AccessCodes:
                 starts_at=window.starts_at,
                 ends_at=window.ends_at,
                 state=AccessCodeState.PENDING,
-                offline=pin is None,
+                offline=pin is None and not _lock_sets_pin(lock),
                 using_db=conn,
             )
             lead = leads[lock.location_id]
@@ -614,6 +626,8 @@ class AccessCodes:
         if _computes_own_pin(lock) and not retried:
             await self._whole_hours(code, lock)
         request = self._request(code, lock)
+        if request.pin is not None and not request.offline:
+            request = replace(request, common_key=await self._common_key(code, lock))
         if retried and request.offline:
             # An offline code has no PIN to look for: an earlier attempt that created it without
             # recording it (its worker died) is found by its name and window, not created twice.
@@ -691,6 +705,28 @@ class AccessCodes:
         existing = await self._provider(lock).list_codes(lock.device_id)
         return next((c for c in existing if _same_code(c, request)), None)
 
+    async def _common_key(self, code: AccessCode, lock: Lock) -> str | None:
+        """Seam's ``common_code_key`` for a booking's codes that share one PIN, when every one
+        of those codes is on a Seam lock: Seam then keeps them one PIN across the devices."""
+        if code.booking_id is None or lock.provider != "seam" or not code.pin_encrypted:
+            return None
+        siblings = await AccessCode.filter(
+            booking_id=code.booking_id,
+            starts_at=code.starts_at,
+            ends_at=code.ends_at,
+            state__in=LIVE_STATES,
+        ).select_related("lock")
+        pin = self.sealer.open(code.pin_encrypted)
+        if len(siblings) < 2 or any(
+            sibling.lock.provider != "seam"
+            or not sibling.pin_encrypted
+            or self.sealer.open(sibling.pin_encrypted) != pin
+            for sibling in siblings
+        ):
+            return None
+        starts, ends = (moment.astimezone(UTC) for moment in (code.starts_at, code.ends_at))
+        return f"keyturn-booking-{code.booking_id}-{starts:%Y%m%dT%H%M}-{ends:%Y%m%dT%H%M}"
+
     def _request(self, code: AccessCode, lock: Lock) -> CodeRequest:
         """What the lock is asked to hold for ``code``."""
         return CodeRequest(
@@ -710,6 +746,12 @@ class AccessCodes:
                 state=AccessCodeState.PENDING, last_error=""
             )
             code.state = AccessCodeState.PENDING
+            return
+        if _lock_sets_pin(lock):  # the lock chooses again when asked without a PIN
+            await AccessCode.filter(id=code.id, state=AccessCodeState.FAILED).update(
+                pin_encrypted="", state=AccessCodeState.PENDING, last_error=""
+            )
+            code.state, code.pin_encrypted = AccessCodeState.PENDING, ""
             return
         window = AccessWindow(code.starts_at, code.ends_at)
         taken = await self._taken(None, lock, window)
@@ -808,15 +850,8 @@ class AccessCodes:
     async def _still_held(
         self, provider: LockProvider, lock: Lock, provider_ref: str
     ) -> CodeStatus | None:
-        """How the provider still reports a code after its deletion, or None once it is gone.
-        A provider that cannot be asked now has confirmed nothing: still removing."""
-        try:
-            found = await provider.get_code(lock.device_id, provider_ref)
-        except LockError:
-            return CodeStatus.REMOVING
-        if found is None or found.status == CodeStatus.REMOVED:
-            return None
-        return found.status
+        """How the lock still holds a code after its deletion, or None once that is proved."""
+        return await left_on_lock(provider, lock.device_id, provider_ref)
 
     def _removal_check(self, code_id: int, waited: timedelta | None = None) -> SetTimer:
         """The next look at a deletion on its way to the lock (one that waits long, on a lock
@@ -928,15 +963,21 @@ class AccessCodes:
             # Offline codes cannot be removed; they lapse at their own end.
             if ref not in known_refs and ref not in removing and not leaving and not held.offline:
                 await provider.delete_code(lock.device_id, ref)
-                report.strays_removed.append(ref)
+                if await left_on_lock(provider, lock.device_id, ref) in (None, CodeStatus.REMOVING):
+                    report.strays_removed.append(ref)  # gone, or on its way off the lock
+                else:
+                    report.strays_stuck.append(ref)  # the lock kept it: tried again next time
         for code in expected:
-            if code.state != AccessCodeState.SET or code.ends_at <= now or code.offline:
-                continue
-            found = on_lock.get(code.provider_ref or "")
+            if code.ends_at <= now or code.offline or not code.provider_ref:
+                continue  # over, lapsing by itself, or not on the lock yet (pending, creating)
+            found = on_lock.get(code.provider_ref)
             if found is None:
-                await AccessCode.filter(id=code.id).update(
-                    state=AccessCodeState.PENDING, provider_ref=None
-                )
+                # Set or being set, yet not on the lock: it is programmed afresh.
+                reset = await AccessCode.filter(
+                    id=code.id, state=code.state, provider_ref=code.provider_ref
+                ).update(state=AccessCodeState.PENDING, provider_ref=None)
+                if not reset:
+                    continue  # moved on meanwhile (confirmed, revoked): its own path has it
                 outcome.effects.append(
                     Effect(
                         SET_EFFECT,
@@ -956,7 +997,19 @@ class AccessCodes:
                         {"code": code.id},
                     )
                 )
-        if report.strays_removed or report.reprogrammed or report.drift:
+        for code in await AccessCode.filter(lock_id=lock.id, state=AccessCodeState.REMOVING):
+            listed_code = on_lock.get(code.provider_ref or "")
+            if code.provider_ref and (
+                listed_code is None or listed_code.status == CodeStatus.REMOVED
+            ):
+                # Absent from the lock's own list: the removal is proved, webhook or not.
+                confirmed = await AccessCode.filter(
+                    id=code.id, state=AccessCodeState.REMOVING
+                ).update(state=AccessCodeState.REMOVED, last_error="")
+                if confirmed:
+                    outcome.audits.append(_removed_audit(code.id, lock))
+                    report.removals_confirmed.append(code.id)
+        if report.strays_removed or report.strays_stuck or report.reprogrammed or report.drift:
             outcome.alerts.append(
                 Alert(
                     "lock_drift",
@@ -964,7 +1017,7 @@ class AccessCodes:
                     "ops.lock_drift",
                     {
                         "lock": lock.label,
-                        "strays": len(report.strays_removed),
+                        "strays": len(report.strays_removed) + len(report.strays_stuck),
                         "missing": len(report.reprogrammed),
                         "drift": len(report.drift),
                     },
@@ -978,9 +1031,11 @@ class AccessCodes:
                     f"lock:{lock.key}",
                     {
                         "strays_removed": len(report.strays_removed),
+                        "strays_stuck": len(report.strays_stuck),
                         "reprogrammed": report.reprogrammed,
                         "drift": report.drift,
                         "removals_requeued": report.removals_requeued,
+                        "removals_confirmed": report.removals_confirmed,
                     },
                 )
             )
@@ -1028,6 +1083,13 @@ def _computes_own_pin(lock: Lock) -> bool:
     """Locks that only take offline, algorithmic codes choose their PIN themselves."""
     capabilities = capabilities_from_json(lock.capabilities, lock.provider)
     return LockCapability.OFFLINE_CODES in capabilities and lock.provider == "igloohome"
+
+
+def _lock_sets_pin(lock: Lock) -> bool:
+    """A Seam lock whose PIN Keyturn must not choose (a rule it does not know, or the lock sets
+    its own): Seam generates one that meets the lock's rules when asked without a PIN."""
+    constraints = constraints_from_json(lock.code_constraints)
+    return lock.provider == "seam" and not constraints.keyturn_may_choose
 
 
 def _takes_offline_backup(lock: Lock, code: AccessCode) -> bool:

@@ -9,9 +9,10 @@ from datetime import timedelta
 from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
+from flows.code_presence import left_on_lock
 from flows.effects import Alert, Audit, Outcome
 from flows.staging import stage_outcome
-from locks import CodeRequest, LockCapability, LockDevice, LockError, LockProvider
+from locks import CodeRequest, CodeStatus, LockCapability, LockDevice, LockError, LockProvider
 from locks.pins import generate_pin
 from locks.port import capabilities_to_json, constraints_to_json
 from storage.models import AssetLock, Lock
@@ -55,7 +56,17 @@ async def check_lock(
                 )
             )
             await provider.delete_code(lock.device_id, test.provider_ref)
-            result.lines.append("set and removed a test code")
+            left = await left_on_lock(provider, lock.device_id, test.provider_ref)
+            if left is None:
+                result.lines.append("set and removed a test code")
+            elif left == CodeStatus.REMOVING:
+                result.lines.append("set a test code; the lock has not yet confirmed its removal")
+            else:
+                result.lines.append(
+                    "set a test code, but the lock still holds it after its deletion: "
+                    "remove it in the vendor's app"
+                )
+                return result
         else:
             result.lines.append("reachable; add --open to prove it with a remote open")
     except LockError as err:

@@ -14,9 +14,15 @@ Decisions, so that callers and staff see the same rules:
   PINs and keypad shapes (2580, 159753), and for 4 digits anything that reads as a year
   1900–2099 or a date (MMDD or DDMM). Six-digit dates are not excluded: too many to matter
   to a guesser at a keypad.
-- ``no_triple_consecutive`` is the lock's rule, read as Seam reads ``no_triple_consecutive_ints``:
-  three consecutive integers up or down (123, 321) anywhere. It does not wrap: 890 is allowed,
-  because 8, 9, 0 are not consecutive integers and a staff PIN should not be refused for it.
+- ``no_triple_consecutive`` is the lock's rule, read by the name of Seam's
+  ``no_triple_consecutive_ints`` ("no more than 3 digits in a row can be consecutive or the
+  same"), taking the stricter reading that every lock with the rule accepts: no three digits in a
+  row that are the same (555) or consecutive integers up or down (123, 321). It does not wrap: 890
+  is allowed, because 8, 9, 0 are not consecutive integers.
+- ``unique_first_four_digits`` compares a PIN with the other codes on the lock (``taken``), never
+  with itself: two codes may not begin with the same four digits.
+- A lock whose rules Keyturn does not all know (``unknown_rules``), or that sets its own PINs, gets
+  no PIN from here: ``generate_pin`` raises ``UnknownPinRules`` rather than guess.
 - Prefix overlap is a collision: many keypads accept a code as soon as the digits typed so far
   match one, so 1234 and 123456 on the same lock in overlapping windows shadow each other.
 """
@@ -94,6 +100,10 @@ class PinSpaceExhausted(LockError):
     """No free PIN could be found for a lock: too many codes are active in the window."""
 
 
+class UnknownPinRules(ValueError):
+    """The lock has PIN rules Keyturn does not know, or sets its PINs itself: never guess one."""
+
+
 def weaknesses(pin: str) -> list[str]:
     """Why a guesser would try this PIN early; empty when it looks random."""
     reasons: list[str] = []
@@ -143,15 +153,16 @@ def violations(pin: str, constraints: CodeConstraints) -> list[str]:
     if constraints.cannot_start_with_12 and pin.startswith("12"):
         reasons.append("must not start with 12")
     if constraints.no_triple_consecutive and _has_triple_consecutive(pin):
-        reasons.append("must not contain three consecutive digits such as 123 or 321")
+        reasons.append("must not contain three digits in a row that are the same or consecutive")
     if len(set(pin)) < constraints.min_unique_digits:
         reasons.append(f"needs at least {constraints.min_unique_digits} different digits")
     return reasons
 
 
-def collides(pin: str, taken: Iterable[str]) -> bool:
-    """Whether ``pin`` equals a taken PIN or one is a prefix of the other (see module docstring)."""
-    return _TakenIndex(taken).collides(pin)
+def collides(pin: str, taken: Iterable[str], *, unique_first_four: bool = False) -> bool:
+    """Whether ``pin`` equals a taken PIN or one is a prefix of the other (see module docstring),
+    or, with ``unique_first_four``, starts with the same four digits as a taken PIN."""
+    return _TakenIndex(taken, unique_first_four=unique_first_four).collides(pin)
 
 
 def generate_pin(
@@ -166,8 +177,11 @@ def generate_pin(
     Raises ``ValueError`` when the constraints admit no acceptable PIN at all, and
     ``PinSpaceExhausted`` when acceptable PINs exist but none is free.
     """
+    if not constraints.keyturn_may_choose:
+        unknown = ", ".join(constraints.unknown_rules) or "the lock sets its own PINs"
+        raise UnknownPinRules(f"Keyturn cannot choose a PIN for this lock: {unknown}")
     alphabet = _alphabet(constraints)
-    index = _TakenIndex(taken)
+    index = _TakenIndex(taken, unique_first_four=constraints.unique_first_four_digits)
     impossible = 0
     lengths = _lengths_to_try(constraints, length, len(alphabet))
     for n in lengths:
@@ -201,6 +215,9 @@ def common_constraints(constraints: Iterable[CodeConstraints]) -> CodeConstraint
         min_unique_digits=max(c.min_unique_digits for c in items),
         missing_digits=frozenset[str]().union(*(c.missing_digits for c in items)),
         max_active_codes=min(capacities) if capacities else None,
+        unique_first_four_digits=any(c.unique_first_four_digits for c in items),
+        unknown_rules=tuple(sorted({r for c in items for r in c.unknown_rules})),
+        lock_chooses_pin=any(c.lock_chooses_pin for c in items),
     )
 
 
@@ -239,8 +256,13 @@ def pin_for_locks(
 class _TakenIndex:
     """Taken PINs, indexed so that equality and prefix overlap are set look-ups."""
 
-    def __init__(self, taken: Iterable[str]) -> None:
+    def __init__(self, taken: Iterable[str], *, unique_first_four: bool = False) -> None:
         self._exact = frozenset(pin for pin in taken if pin)
+        self._first_fours = (
+            frozenset(pin[:4] for pin in self._exact if len(pin) >= 4)
+            if unique_first_four
+            else frozenset()
+        )
         self._prefixes = frozenset(
             pin[:k] for pin in self._exact for k in range(1, len(pin) + 1)
         )  # every prefix of a taken PIN, the PIN included
@@ -250,7 +272,7 @@ class _TakenIndex:
         return len(self._exact)
 
     def collides(self, pin: str) -> bool:
-        if pin in self._prefixes:
+        if pin in self._prefixes or pin[:4] in self._first_fours:
             return True
         return any(pin[:k] in self._exact for k in self._lengths if k < len(pin))
 
@@ -330,8 +352,9 @@ def _is_straight_run(pin: str) -> bool:
 
 
 def _has_triple_consecutive(pin: str) -> bool:
+    """Three digits in a row that are the same or consecutive integers up or down."""
     return any(
-        abs(int(b) - int(a)) == 1 and int(c) - int(b) == int(b) - int(a)
+        int(c) - int(b) == int(b) - int(a) and abs(int(b) - int(a)) <= 1
         for a, b, c in zip(pin, pin[1:], pin[2:], strict=False)
     )
 

@@ -65,10 +65,22 @@ class CodeConstraints:
     lengths: tuple[int, ...] = (4, 5, 6)
     no_zeros: bool = False
     cannot_start_with_12: bool = False
-    no_triple_consecutive: bool = False  # e.g. 123 or 987 anywhere in the PIN
+    no_triple_consecutive: bool = False  # e.g. 123, 987 or 555 anywhere in the PIN
     min_unique_digits: int = 0
     missing_digits: frozenset[str] = field(default_factory=frozenset)  # keys the keypad lacks
     max_active_codes: int | None = None
+    #: A PIN's first four digits differ from those of every other code on the lock.
+    unique_first_four_digits: bool = False
+    #: Rules the lock reported that Keyturn does not know: it must not choose the PIN itself.
+    unknown_rules: tuple[str, ...] = ()
+    #: The lock sets its own PINs (Seam ``cannot_specify_pin_code``,
+    #: ``pin_code_matches_existing_set``).
+    lock_chooses_pin: bool = False
+
+    @property
+    def keyturn_may_choose(self) -> bool:
+        """Whether Keyturn can pick a PIN this lock takes: it knows every rule and may set one."""
+        return not self.unknown_rules and not self.lock_chooses_pin
 
 
 @dataclass(frozen=True)
@@ -164,6 +176,7 @@ CONSERVATIVE_CONSTRAINTS = CodeConstraints(
     cannot_start_with_12=True,
     no_triple_consecutive=True,
     min_unique_digits=3,
+    unique_first_four_digits=True,
 )
 
 #: What each provider's locks can do until a check has asked the device itself.
@@ -210,6 +223,9 @@ def constraints_to_json(constraints: CodeConstraints) -> dict[str, object]:
         "min_unique_digits": constraints.min_unique_digits,
         "missing_digits": sorted(constraints.missing_digits),
         "max_active_codes": constraints.max_active_codes,
+        "unique_first_four_digits": constraints.unique_first_four_digits,
+        "unknown_rules": list(constraints.unknown_rules),
+        "lock_chooses_pin": constraints.lock_chooses_pin,
     }
 
 
@@ -225,4 +241,7 @@ def constraints_from_json(data: object) -> CodeConstraints:
         min_unique_digits=int(data.get("min_unique_digits") or 0),
         missing_digits=frozenset(str(d) for d in data.get("missing_digits") or ()),
         max_active_codes=int(max_active) if max_active is not None else None,
+        unique_first_four_digits=bool(data.get("unique_first_four_digits")),
+        unknown_rules=tuple(str(r) for r in data.get("unknown_rules") or ()),
+        lock_chooses_pin=bool(data.get("lock_chooses_pin")),
     )

@@ -52,6 +52,24 @@ _MISSING_DIGITS: Final[dict[str, frozenset[str]]] = {
     "cannot_contain_089": frozenset("089"),
     "cannot_contain_0789": frozenset("0789"),
 }
+#: Seam's documented ``code_constraints`` types that are not about the PIN's digits.
+_NOT_PIN_RULES: Final = frozenset({"name_length", "name_must_be_unique", "start_date_in_future"})
+#: Types after which Seam, not Keyturn, sets the PIN.
+_LOCK_CHOOSES: Final = frozenset({"cannot_specify_pin_code", "pin_code_matches_existing_set"})
+#: Every PIN rule Keyturn reads into ``CodeConstraints``.
+_KNOWN_PIN_RULES: Final = frozenset(
+    {
+        "no_zeros",
+        "cannot_start_with_12",
+        "no_triple_consecutive_ints",
+        "no_ascending_or_descending_sequence",
+        "at_least_three_unique_digits",
+        "no_all_same_digits",
+        "unique_first_four_digits",
+        *_MISSING_DIGITS,
+        *_LOCK_CHOOSES,
+    }
+)
 _FAR_FUTURE: Final = datetime.max.replace(tzinfo=UTC)
 _SEAM_LOCK_CAPABILITIES: Final = frozenset({"lock", "access_code"})
 
@@ -173,6 +191,9 @@ def to_constraints(device: Device) -> CodeConstraints:
         min_unique_digits=min_unique,
         missing_digits=missing,
         max_active_codes=int(max_codes) if max_codes else None,
+        unique_first_four_digits="unique_first_four_digits" in kinds,
+        unknown_rules=tuple(sorted(kinds - _KNOWN_PIN_RULES - _NOT_PIN_RULES)),
+        lock_chooses_pin=bool(kinds & _LOCK_CHOOSES),
     )
 
 

@@ -148,7 +148,7 @@ def _violated_constraint(code: str, constraints: list[Json]) -> str | None:
         digits = [int(d) for d in code]
         for i in range(len(digits) - 2):
             a, b, c = digits[i : i + 3]
-            if b - a == c - b and abs(b - a) == 1:
+            if b - a == c - b and abs(b - a) <= 1:  # "consecutive or the same"
                 return "no_triple_consecutive_ints"
     return None
 
@@ -189,6 +189,8 @@ class FakeSeam:
         #: Offline codes come back without their PIN (``setting``) until ``compute_offline()``:
         #: Seam's guides say a code may take a while to be computed.
         self.offline_pins_later = False
+        #: Devices that keep their codes through a deletion, with Seam's answer to it.
+        self.kept_on_delete: dict[str, int] = {}
         self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
@@ -550,9 +552,19 @@ class FakeSeam:
             access_code.update(type="ongoing", starts_at=None, ends_at=None)
         return _ok(action_attempt=self._action("UPDATE_ACCESS_CODE", "success"))
 
+    def keep_after_delete(self, device_id: str, *, answer: int = 404) -> None:
+        """The device keeps its codes through every deletion, while Seam answers ``answer`` (404
+        ``access_code_not_found``, or 200): its list of codes goes on showing them."""
+        self.kept_on_delete[device_id] = answer
+
     async def _access_codes_delete(self, request: web.Request) -> web.Response:
         params = await _params(request)
         access_code = self._access_code(params)
+        answer = self.kept_on_delete.get(access_code["device_id"])
+        if answer == 404:
+            raise SeamApiError(404, "access_code_not_found", "Access code not found")
+        if answer is not None:
+            return _ok(action_attempt=self._action("DELETE_ACCESS_CODE", "success"))
         if access_code["is_offline_access_code"]:
             raise invalid_input("access_code_id", "Offline access codes cannot be deleted")
         if access_code["status"] in ("set", "setting"):
@@ -655,18 +667,53 @@ class FakeSeam:
         lengths = device["properties"].get("supported_code_lengths") or [4]
         constraints = device["properties"].get("code_constraints") or []
         taken = {c["code"] for c in self.access_codes.values()}
+        kinds = {c.get("constraint_type") for c in constraints}
+        on_device = [
+            c["code"]
+            for c in self.access_codes.values()
+            if c["device_id"] == device["device_id"] and c["code"]
+        ]
+        first_fours = (
+            {other[:4] for other in on_device} if "unique_first_four_digits" in kinds else set()
+        )
         for _ in range(1000):
             code = "".join(random.choice("123456789") for _ in range(min(lengths)))
-            if code not in taken and _violated_constraint(code, constraints) is None:
+            if (
+                code not in taken
+                and code[:4] not in first_fours
+                and _violated_constraint(code, constraints) is None
+            ):
                 return code
         raise SeamApiError(500, "internal_server_error", "could not generate a code")
+
+    def _breaks_constraints(self, ac: Json, device: Json) -> bool:
+        constraints = device["properties"].get("code_constraints") or []
+        return bool(_violated_constraint(ac["code"], constraints)) or self._shares_first_four(
+            ac, device
+        )
+
+    def _shares_first_four(self, ac: Json, device: Json) -> bool:
+        """``unique_first_four_digits``: compared with the other codes on the device."""
+        kinds = {
+            c.get("constraint_type") for c in device["properties"].get("code_constraints") or []
+        }
+        if "unique_first_four_digits" not in kinds:
+            return False
+        others = [
+            c["code"]
+            for c in self.access_codes.values()
+            if c["device_id"] == device["device_id"]
+            and c is not ac
+            and c["status"] in ("set", "removing")
+        ] + self.unmanaged_codes.get(device["device_id"], [])
+        return any(other[:4] == ac["code"][:4] for other in others if other)
 
     def _program_one(self, ac: Json, device: Json) -> Json:
         device_id = device["device_id"]
         failure: list[str] = []
         if ac["code"] in self.unmanaged_codes.get(device_id, []):
             failure = ["failed_to_set_on_device", "duplicate_code_on_device"]
-        elif _violated_constraint(ac["code"], device["properties"].get("code_constraints") or []):
+        elif self._breaks_constraints(ac, device):
             failure = ["code_constraints_violated"]
         else:
             limit = device["properties"].get("max_active_codes_supported")

@@ -19,9 +19,10 @@ from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
 from flows.access import LIVE_STATES
 from flows.bookings import is_free
+from flows.lock_check import check_lock
 from flows.staging import stage_outcome
 from locks import CodeRequest, LockCapability, ProgrammedCode
-from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json
+from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json, constraints_to_json
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
 from locks.windows import AccessWindow
@@ -260,7 +261,8 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     fake.set_online(device, True)
     fake.program()
     report = await runtime.access.reconcile(await Lock.get(key="bay7"))
-    assert report.clean and offline["access_code_id"] in fake.access_codes
+    assert report.removals_confirmed == [first.id], "off the lock's list: removed"
+    assert offline["access_code_id"] in fake.access_codes
     clock.advance(timedelta(minutes=5))
     await settle(runtime)
     await first.refresh_from_db()
@@ -470,3 +472,202 @@ async def test_an_offline_backup_cancelled_while_being_made_is_reported_as_lapsi
     ), "its reference is kept: the code exists and cannot be removed"
     alert = await OpsAlert.get(kind="code_cannot_be_revoked")
     assert "Bay 7" in str(alert.params)
+
+
+async def test_a_test_code_the_lock_keeps_after_a_404_is_not_called_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    provider = runtime.access.providers["seam"]
+    fake.program_immediately = True
+    fake.keep_after_delete(device, answer=404)
+
+    result = await check_lock(lock, provider, clock)
+
+    assert not result.ok
+    assert "set and removed a test code" not in result.lines
+    assert any("still holds it" in line for line in result.lines)
+    assert [c["status"] for c in fake.access_codes.values()] == ["set"]
+
+
+async def test_a_test_code_seam_is_removing_is_not_yet_called_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    fake.program_immediately = True
+
+    result = await check_lock(lock, runtime.access.providers["seam"], clock)
+
+    assert result.ok
+    assert "set and removed a test code" not in result.lines
+    assert any("not yet confirmed its removal" in line for line in result.lines)
+
+
+async def test_a_stray_the_lock_keeps_after_its_deletion_is_never_counted_removed(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    provider = runtime.access.providers["seam"]
+    stray = await provider.create_code(
+        CodeRequest(device, "473958", START, END, "someone else's", "America/New_York")
+    )
+    fake.program()
+    fake.keep_after_delete(device, answer=404)
+    lock = await Lock.get(key="bay7")
+
+    for _ in range(2):
+        report = await runtime.access.reconcile(lock)
+        assert report.strays_removed == []
+        assert report.strays_stuck == [stray.provider_ref]
+    assert fake.access_codes[stray.provider_ref]["status"] == "set"
+    [alert] = await OpsAlert.filter(kind="lock_drift")
+    assert alert.resolved_at is None
+
+
+async def test_a_renter_code_the_lock_keeps_after_a_404_stays_removing(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    fake.keep_after_delete(device, answer=404)
+    clock.current = END + timedelta(minutes=15)
+    for _ in range(4):
+        await settle(runtime)
+        clock.advance(timedelta(minutes=10))
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVING
+    assert fake.access_codes[code.provider_ref or ""]["status"] == "set"
+
+
+async def test_reconcile_reprograms_a_code_still_being_set_that_the_lock_lost(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.PROGRAMMING and code.provider_ref
+    del fake.access_codes[code.provider_ref]  # gone from the lock before it was ever set
+
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    await settle(runtime)
+
+    assert report.reprogrammed == [code.id]
+    [again] = fake.access_codes.values()
+    await code.refresh_from_db()
+    assert code.provider_ref == again["access_code_id"]
+
+
+async def test_reconcile_confirms_a_removal_once_the_lock_no_longer_lists_it(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    booking = await booking_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.current = END + timedelta(minutes=15)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVING
+    fake.program()  # off the lock; the webhook is lost
+
+    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+
+    await code.refresh_from_db()
+    assert report.removals_confirmed == [code.id]
+    assert code.state == AccessCodeState.REMOVED
+    assert (await runtime.access.reconcile(await Lock.get(key="bay7"))).clean
+
+
+async def two_seam_doors(
+    fake: FakeSeam, runtime: Runtime, device: str, gate_provider: str
+) -> Booking:
+    """Bay 7 on Seam, behind a shared gate on ``gate_provider``."""
+    yard = await Location.create(slug="yard", name="Yard", timezone="America/New_York")
+    asset = await Asset.create(code="Q7", label="Bay 7", location=yard, currency="USD")
+    bay = await Lock.create(
+        key="bay7",
+        provider="seam",
+        device_id=device,
+        label="Bay 7",
+        timezone="America/New_York",
+        location=yard,
+    )
+    gate_device = fake.add_device(name="Yard gate") if gate_provider == "seam" else "sim-gate"
+    await Lock.create(
+        key="gate",
+        provider=gate_provider,
+        device_id=gate_device,
+        label="Gate",
+        timezone="America/New_York",
+        location=yard,
+        shared=True,
+    )
+    await AssetLock.create(asset=asset, lock=bay)
+    return await booked(runtime, asset.id, START, END, reference="KSEAM2", phone="+15550100002")
+
+
+async def test_a_bookings_seam_locks_share_one_pin_through_seams_common_code_key(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await two_seam_doors(fake, runtime, device, "seam")
+    await settle(runtime)
+
+    codes = list(fake.access_codes.values())
+    assert len(codes) == 2
+    assert (
+        codes[0]["common_code_key"] and codes[0]["common_code_key"] == codes[1]["common_code_key"]
+    )
+    assert codes[0]["code"] == codes[1]["code"]
+
+
+async def test_no_common_code_key_when_one_of_the_bookings_locks_is_not_on_seam(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, device = seam
+    clock.current = START - timedelta(hours=2)
+    await two_seam_doors(fake, runtime, device, "simulated")
+    await settle(runtime)
+
+    [code] = fake.access_codes.values()
+    assert code["common_code_key"] is None
+
+
+async def test_a_seam_lock_with_a_rule_keyturn_does_not_know_gets_the_pin_seam_chooses(
+    seam: tuple[FakeSeam, Runtime, str], clock: FakeClock
+) -> None:
+    fake, runtime, _ = seam
+    device = fake.add_device(
+        name="Bay 8", code_constraints=({"constraint_type": "no_leading_nine"},)
+    )
+    clock.current = START - timedelta(hours=2)
+    provider = runtime.access.providers["seam"]
+    booking = await booking_on(device, runtime)
+    lock = await Lock.get(key="bay7")
+    lock.code_constraints = constraints_to_json((await provider.get_device(device)).constraints)
+    await lock.save()
+    await AccessCode.filter(booking=booking).delete()
+    async with in_transaction() as conn:
+        outcome = await runtime.access.plan_booking_codes(conn, booking)
+        await stage_outcome(conn, outcome, clock.now())
+    await settle(runtime)
+
+    code = await AccessCode.get(booking=booking)
+    [created] = fake.access_codes.values()
+    assert created["code"] and runtime.access.sealer.open(code.pin_encrypted) == created["code"]
+    assert not code.offline

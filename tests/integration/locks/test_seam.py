@@ -362,6 +362,63 @@ async def test_pins_and_windows_the_lock_cannot_hold_are_refused(
     assert len(fake.access_codes) == 1
 
 
+async def test_every_documented_pin_rule_is_read_and_an_unknown_one_leaves_the_pin_to_seam(
+    fake: FakeSeam, provider: SeamLockProvider
+) -> None:
+    strict = fake.add_device(
+        supported_code_lengths=(6,),
+        code_constraints=(
+            {"constraint_type": "unique_first_four_digits"},
+            {"constraint_type": "no_ascending_or_descending_sequence"},
+            {"constraint_type": "no_all_same_digits"},
+            {"constraint_type": "cannot_contain_0789"},
+            {"constraint_type": "start_date_in_future"},
+            {"constraint_type": "name_must_be_unique"},
+        ),
+    )
+    matches_set = fake.add_device(
+        code_constraints=({"constraint_type": "pin_code_matches_existing_set"},)
+    )
+    unknown = fake.add_device(code_constraints=({"constraint_type": "no_leading_nine"},))
+
+    devices = {d.device_id: d.constraints for d in await provider.list_devices()}
+
+    assert devices[strict] == CodeConstraints(
+        lengths=(6,),
+        no_triple_consecutive=True,
+        min_unique_digits=2,
+        missing_digits=frozenset("0789"),
+        max_active_codes=devices[strict].max_active_codes,
+        unique_first_four_digits=True,
+    )
+    assert devices[strict].keyturn_may_choose
+    assert devices[matches_set].lock_chooses_pin
+    assert not devices[matches_set].keyturn_may_choose
+    assert devices[unknown].unknown_rules == ("no_leading_nine",)
+    chosen = await provider.create_code(request(unknown, pin=None))
+    assert chosen.pin.isdigit()
+
+
+async def test_seam_refuses_a_pin_with_three_same_digits_or_another_codes_first_four(
+    fake: FakeSeam, provider: SeamLockProvider
+) -> None:
+    lock = fake.add_device(
+        supported_code_lengths=(6,),
+        code_constraints=(
+            {"constraint_type": "no_triple_consecutive_ints"},
+            {"constraint_type": "unique_first_four_digits"},
+        ),
+    )
+    await provider.create_code(request(lock, pin="473958"))
+    fake.program()
+    triple = await provider.create_code(request(lock, pin="815553"))
+    same_start = await provider.create_code(request(lock, pin="473916"))
+    fake.program()
+
+    assert (await provider.get_code(lock, triple.provider_ref)).status is CodeStatus.FAILED  # type: ignore[union-attr]
+    assert (await provider.get_code(lock, same_start.provider_ref)).status is CodeStatus.FAILED  # type: ignore[union-attr]
+
+
 async def test_a_lock_without_codes_or_with_its_own_pins_is_refused_before_calling_seam(
     fake: FakeSeam, provider: SeamLockProvider
 ) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from locks.pins import (
     PinSpaceExhausted,
+    UnknownPinRules,
     collides,
     common_constraints,
     generate_pin,
@@ -51,10 +52,10 @@ def breaks_lock_rules(pin: str, c: CodeConstraints) -> list[str]:
     if c.cannot_start_with_12 and pin[:2] == "12":
         broken.append("starts with 12")
     if c.no_triple_consecutive and any(
-        int(b) - int(a) == int(c_) - int(b) and abs(int(b) - int(a)) == 1
+        int(b) - int(a) == int(c_) - int(b) and abs(int(b) - int(a)) <= 1
         for a, b, c_ in zip(pin, pin[1:], pin[2:], strict=False)
     ):
-        broken.append("triple")
+        broken.append("triple")  # three in a row the same or consecutive
     if len(set(pin)) < c.min_unique_digits:
         broken.append("unique")
     return broken
@@ -131,6 +132,39 @@ def test_triple_consecutive_does_not_wrap_around_nine_to_zero() -> None:
     assert violations("589041", rule) == []
     assert violations("581234", rule)
     assert violations("598741", rule)
+
+
+def test_triple_rule_refuses_three_of_the_same_digit_in_a_row() -> None:
+    """Seam's no_triple_consecutive_ints: no three digits in a row consecutive or the same."""
+    rule = CodeConstraints(lengths=(6,), no_triple_consecutive=True)
+    assert violations("475558", rule)
+    assert violations("999481", rule)
+    assert violations("475598", rule) == []  # two the same is allowed
+    assert violations("479758", rule) == []  # 9, 7, 5 is not consecutive
+
+
+def test_thousands_of_generated_pins_have_no_three_same_digits_in_a_row() -> None:
+    rule = CodeConstraints(lengths=(6,), no_triple_consecutive=True)
+    for _ in range(3000):
+        pin = generate_pin(rule)
+        assert not any(a == b == c for a, b, c in zip(pin, pin[1:], pin[2:], strict=False))
+
+
+def test_unique_first_four_digits_compares_with_the_other_codes_on_the_lock() -> None:
+    rule = CodeConstraints(lengths=(6,), unique_first_four_digits=True)
+    assert violations("473958", rule) == []  # never against itself
+    assert collides("473912", ["473958"], unique_first_four=True)
+    assert not collides("473912", ["473958"])
+    taken = [p + "58" for p in _all(4) if not p.startswith("8")]
+    for _ in range(40):
+        assert generate_pin(rule, taken=taken).startswith("8")
+
+
+def test_unknown_rule_or_lock_chosen_pin_is_never_guessed() -> None:
+    with pytest.raises(UnknownPinRules, match="digits_must_rhyme"):
+        generate_pin(CodeConstraints(lengths=(6,), unknown_rules=("digits_must_rhyme",)))
+    with pytest.raises(UnknownPinRules):
+        generate_pin(CodeConstraints(lengths=(6,), lock_chooses_pin=True))
 
 
 def test_violations_name_each_broken_rule_without_quoting_the_pin() -> None:
