@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 LIVE_STATES = (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING, AccessCodeState.SET)
 PROGRAM_TIMER = "access.program"
 DEADLINE_TIMER = "access.deadline"
+CONFIRM_TIMER = "access.confirm"
+#: Fired at once when a booking's code becomes set: the journey sends a PIN that is due.
+CODE_SET_TIMER = "access.code_set"
 REVOKE_TIMER = "access.revoke"
 RECONCILE_TIMER = "access.reconcile"
 RECONCILE_KEY = "access:reconcile"
@@ -83,6 +86,21 @@ class AccessPolicy:
     #: after each look that finds it still on its way, up to ``removal_check_max``.
     removal_check_every: timedelta = timedelta(minutes=5)
     removal_check_max: timedelta = timedelta(hours=1)
+    #: A code the lock has not confirmed is looked up again after this long, by how far its
+    #: window is: (further than, wait). Webhooks only make it sooner.
+    confirm_polls: tuple[tuple[timedelta, timedelta], ...] = (
+        (timedelta(hours=6), timedelta(minutes=15)),
+        (timedelta(hours=2), timedelta(minutes=5)),
+        (timedelta(minutes=30), timedelta(minutes=1)),
+    )
+    confirm_poll_close: timedelta = timedelta(seconds=20)
+
+    def confirm_poll_after(self, starts_in: timedelta) -> timedelta:
+        """How long until a code still ``setting`` on the lock is looked up again."""
+        for further_than, wait in self.confirm_polls:
+            if starts_in > further_than:
+                return wait
+        return self.confirm_poll_close
 
 
 class AccessPlanError(Exception):
@@ -284,6 +302,7 @@ class AccessCodes:
             outcome.timers += [
                 CancelTimer(f"access:program:{code.id}"),
                 CancelTimer(f"access:deadline:{code.id}"),
+                CancelTimer(confirm_key(code.id)),
                 CancelTimer(f"access:revoke:{code.id}"),
             ]
             outcome.effects.append(_remove_effect(code.id))
@@ -385,12 +404,29 @@ class AccessCodes:
                 timers=[
                     CancelTimer(f"access:program:{code_id}"),
                     CancelTimer(f"access:deadline:{code_id}"),
+                    CancelTimer(confirm_key(code_id)),
                 ],
                 effects=[_remove_effect(code_id)],
                 audits=[Audit("system", "access.window_ended", f"code:{code_id}")],
             )
 
         return Outcome(writes=[window_ended])
+
+    async def on_confirm_due(self, event: TimerFired) -> Outcome:
+        """Ask the lock whether a code still programming is set; look again later, sooner as
+        its window comes, until it is set, refused or gone."""
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id).select_related("lock")
+        now = self.clock.now()
+        if code is None or code.state != AccessCodeState.PROGRAMMING or code.ends_at <= now:
+            return Outcome()
+        if await self.confirm(code):
+            return Outcome(timers=became_set(code, now))
+        return Outcome(timers=[self._confirm_poll(code, now)])
+
+    def _confirm_poll(self, code: AccessCode, now: datetime) -> SetTimer:
+        wait = self.policy.confirm_poll_after(code.starts_at - now)
+        return SetTimer(CONFIRM_TIMER, now + wait, confirm_key(code.id), {"code": code.id})
 
     async def on_deadline(self, event: TimerFired) -> Outcome:
         """The window opens soon: a code that is not confirmed set is an alert, and a backup."""
@@ -405,7 +441,7 @@ class AccessCodes:
         if code.state == AccessCodeState.PROGRAMMING and code.provider_ref:
             confirmed = await self.confirm(code)
             if confirmed:
-                return Outcome()
+                return Outcome(timers=became_set(code, self.clock.now()))
         lock = code.lock
         if (
             code.state != AccessCodeState.FAILED
@@ -590,7 +626,11 @@ class AccessCodes:
         lock = code.lock
         provider = self._provider(lock)
         if code.offline and code.provider_ref and not _computes_own_pin(lock):
-            await self.confirm(code)  # made already: it can only be waited for, never remade
+            # Made already: it can only be waited for, never remade.
+            if await self.confirm(code):
+                now = self.clock.now()
+                async with in_transaction() as conn:
+                    await stage_outcome(conn, Outcome(timers=became_set(code, now)), now)
             return
         retried = code.state == AccessCodeState.PROGRAMMING
         # Only from a state that wants the code: a revocation since the read above stands.
@@ -637,9 +677,20 @@ class AccessCodes:
         }
         if programmed.pin and (programmed.offline or not code.pin_encrypted):
             update["pin_encrypted"] = self.sealer.seal(programmed.pin)  # the vendor's own PIN
-        stored = await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
-            **update
-        )
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            stored = (
+                await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING)
+                .using_db(conn)
+                .update(**update)
+            )
+            if stored:
+                followups: list[SetTimer | CancelTimer] = (
+                    became_set(code, now)
+                    if state == AccessCodeState.SET
+                    else [self._confirm_poll(code, now)]
+                )
+                await stage_outcome(conn, Outcome(timers=followups), now)
         if stored == 0 and programmed.offline:
             # Revoked while the vendor computed it: it cannot be taken off, so ops hear of it.
             await AccessCode.filter(id=code.id).update(provider_ref=programmed.provider_ref)
@@ -1009,6 +1060,26 @@ class AccessCodes:
             raise CapabilityMissing(f"{lock.provider} locks have no keypad Keyturn can try")
         result: bool = await try_keypad(lock.device_id, pin, at)
         return result
+
+
+def confirm_key(code_id: int) -> str:
+    return f"access:confirm:{code_id}"
+
+
+def became_set(code: AccessCode, now: datetime) -> list[SetTimer | CancelTimer]:
+    """What follows a code becoming set, however Keyturn learnt it (the create answer, a
+    look-up, a webhook): no more look-ups, and a booking's PIN goes out at once when due."""
+    timers: list[SetTimer | CancelTimer] = [CancelTimer(confirm_key(code.id))]
+    if code.booking_id is not None:
+        timers.append(
+            SetTimer(
+                CODE_SET_TIMER,
+                now,
+                f"access:code-set:{code.id}",
+                {"booking": code.booking_id, "code": code.id},
+            )
+        )
+    return timers
 
 
 def _computes_own_pin(lock: Lock) -> bool:

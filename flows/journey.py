@@ -17,7 +17,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
+from flows.access import CODE_SET_TIMER, LIVE_STATES, AccessCodes, locks_for_booking
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
@@ -79,6 +79,8 @@ from storage.models import (
     Payment,
     ProcessedWebhook,
     Renter,
+    Timer,
+    TimerState,
 )
 from storage.money import Money
 from storage.retention import forget_media
@@ -1591,6 +1593,19 @@ class Journey:
             )
         return Outcome()
 
+    async def on_code_set(self, event: TimerFired) -> Outcome:
+        """A booking's code became set: a PIN already due and waiting for its codes goes out
+        now rather than at its next look (one not yet due keeps its time)."""
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        now = self.clock.now()
+        key = f"pin:{booking.reference}"
+        waiting = await Timer.filter(
+            key=key, state=TimerState.PENDING, due_at__lte=now + PIN_RECHECK
+        ).exists()
+        if not waiting:
+            return Outcome()
+        return Outcome(timers=[SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id})])
+
     async def on_start(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         if booking.state == BookingState.CONFIRMED:
@@ -1801,6 +1816,7 @@ def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awai
     return {
         HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
         DELIVER_PIN_TIMER: journey.on_deliver_pin,
+        CODE_SET_TIMER: journey.on_code_set,
         START_TIMER: journey.on_start,
         ENDING_TIMER: journey.on_ending_soon,
         END_TIMER: journey.on_end,
