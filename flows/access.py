@@ -38,6 +38,7 @@ from locks import (
 from locks.pins import generate_pin, pin_for_locks
 from locks.port import capabilities_from_json, constraints_from_json
 from locks.windows import AccessWindow, ceil_hour, floor_hour
+from storage.journal import resolve_alert
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -47,6 +48,8 @@ from storage.models import (
     Lock,
     OutboxEffect,
     StaffMember,
+    Timer,
+    TimerState,
 )
 from storage.removals import (
     REMOVAL_CHECK_TIMER,
@@ -56,6 +59,7 @@ from storage.removals import (
     stranded_removals,
 )
 from storage.sealing import Sealer
+from storage.timers import postpone_timer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,8 @@ class AccessPolicy:
     program_lead: timedelta = timedelta(hours=24)
     #: A code not confirmed set this long before its window raises an alert and a backup.
     confirm_deadline: timedelta = timedelta(hours=1)
+    #: ...but never sooner than this after the code's first programming attempt.
+    not_set_after: timedelta = timedelta(minutes=10)
     #: Every lock's codes are compared with Keyturn's this often.
     reconcile_every: timedelta = timedelta(hours=6)
     #: A deletion the provider accepted is looked up this long after, then twice as long
@@ -242,7 +248,10 @@ class AccessCodes:
                 using_db=conn,
             )
             program_at = max(now, window.starts_at - self.policy.program_lead)
-            confirm_by = max(now, window.starts_at - self.policy.confirm_deadline)
+            confirm_by = max(
+                window.starts_at - self.policy.confirm_deadline,
+                program_at + self.policy.not_set_after,
+            )
             outcome.timers += [
                 SetTimer(PROGRAM_TIMER, program_at, f"access:program:{code.id}", {"code": code.id}),
                 SetTimer(
@@ -251,9 +260,7 @@ class AccessCodes:
             ]
             if deadline:
                 outcome.timers.append(
-                    SetTimer(
-                        DEADLINE_TIMER, confirm_by, f"access:deadline:{code.id}", {"code": code.id}
-                    )
+                    SetTimer(DEADLINE_TIMER, confirm_by, deadline_key(code.id), {"code": code.id})
                 )
             outcome.audits.append(
                 Audit(
@@ -301,7 +308,7 @@ class AccessCodes:
             )
             outcome.timers += [
                 CancelTimer(f"access:program:{code.id}"),
-                CancelTimer(f"access:deadline:{code.id}"),
+                CancelTimer(deadline_key(code.id)),
                 CancelTimer(confirm_key(code.id)),
                 CancelTimer(f"access:revoke:{code.id}"),
             ]
@@ -403,7 +410,7 @@ class AccessCodes:
             return Outcome(
                 timers=[
                     CancelTimer(f"access:program:{code_id}"),
-                    CancelTimer(f"access:deadline:{code_id}"),
+                    CancelTimer(deadline_key(code_id)),
                     CancelTimer(confirm_key(code_id)),
                 ],
                 effects=[_remove_effect(code_id)],
@@ -421,7 +428,7 @@ class AccessCodes:
         if code is None or code.state != AccessCodeState.PROGRAMMING or code.ends_at <= now:
             return Outcome()
         if await self.confirm(code):
-            return Outcome(timers=became_set(code, now))
+            return became_set(code, now)
         return Outcome(timers=[self._confirm_poll(code, now)])
 
     def _confirm_poll(self, code: AccessCode, now: datetime) -> SetTimer:
@@ -441,7 +448,7 @@ class AccessCodes:
         if code.state == AccessCodeState.PROGRAMMING and code.provider_ref:
             confirmed = await self.confirm(code)
             if confirmed:
-                return Outcome(timers=became_set(code, self.clock.now()))
+                return became_set(code, self.clock.now())
         lock = code.lock
         if (
             code.state != AccessCodeState.FAILED
@@ -630,7 +637,7 @@ class AccessCodes:
             if await self.confirm(code):
                 now = self.clock.now()
                 async with in_transaction() as conn:
-                    await stage_outcome(conn, Outcome(timers=became_set(code, now)), now)
+                    await stage_outcome(conn, became_set(code, now), now)
             return
         retried = code.state == AccessCodeState.PROGRAMMING
         # Only from a state that wants the code: a revocation since the read above stands.
@@ -639,6 +646,14 @@ class AccessCodes:
         ).update(state=AccessCodeState.PROGRAMMING)
         if not programming:
             return
+        if not retried:
+            # Counted from this first attempt: a code made at the last minute has
+            # ``not_set_after`` to be set before ops hear of it.
+            now = self.clock.now()
+            due = max(
+                code.starts_at - self.policy.confirm_deadline, now + self.policy.not_set_after
+            )
+            await postpone_timer(None, deadline_key(code.id), due)
         if _computes_own_pin(lock) and not retried:
             await self._whole_hours(code, lock)
         request = self._request(code, lock)
@@ -685,12 +700,12 @@ class AccessCodes:
                 .update(**update)
             )
             if stored:
-                followups: list[SetTimer | CancelTimer] = (
+                followups = (
                     became_set(code, now)
                     if state == AccessCodeState.SET
-                    else [self._confirm_poll(code, now)]
+                    else Outcome(timers=[self._confirm_poll(code, now)])
                 )
-                await stage_outcome(conn, Outcome(timers=followups), now)
+                await stage_outcome(conn, followups, now)
         if stored == 0 and programmed.offline:
             # Revoked while the vendor computed it: it cannot be taken off, so ops hear of it.
             await AccessCode.filter(id=code.id).update(provider_ref=programmed.provider_ref)
@@ -1066,9 +1081,10 @@ def confirm_key(code_id: int) -> str:
     return f"access:confirm:{code_id}"
 
 
-def became_set(code: AccessCode, now: datetime) -> list[SetTimer | CancelTimer]:
+def became_set(code: AccessCode, now: datetime) -> Outcome:
     """What follows a code becoming set, however Keyturn learnt it (the create answer, a
-    look-up, a webhook): no more look-ups, and a booking's PIN goes out at once when due."""
+    look-up, a webhook): no more look-ups, its lock's "not set" alert resolved once no other
+    code there is overdue, and a booking's PIN sent at once when due."""
     timers: list[SetTimer | CancelTimer] = [CancelTimer(confirm_key(code.id))]
     if code.booking_id is not None:
         timers.append(
@@ -1079,7 +1095,36 @@ def became_set(code: AccessCode, now: datetime) -> list[SetTimer | CancelTimer]:
                 {"booking": code.booking_id, "code": code.id},
             )
         )
-    return timers
+
+    async def resolve_not_set(conn: BaseDBAsyncClient) -> Outcome:
+        unset = await (
+            AccessCode.filter(
+                lock_id=code.lock_id,
+                state__in=(
+                    AccessCodeState.PENDING,
+                    AccessCodeState.PROGRAMMING,
+                    AccessCodeState.FAILED,
+                ),
+                ends_at__gt=now,
+            )
+            .exclude(id=code.id)
+            .using_db(conn)
+        )
+        waiting = await (
+            Timer.filter(key__in=[deadline_key(c.id) for c in unset], state=TimerState.PENDING)
+            .using_db(conn)
+            .count()
+        )
+        if waiting == len(unset):  # none past its deadline
+            lock = await Lock.filter(id=code.lock_id).using_db(conn).get()
+            await resolve_alert(conn, group_key=f"code-not-set:{lock.key}", now=now, by="the lock")
+        return Outcome()
+
+    return Outcome(timers=timers, writes=[resolve_not_set])
+
+
+def deadline_key(code_id: int) -> str:
+    return f"access:deadline:{code_id}"
 
 
 def _computes_own_pin(lock: Lock) -> bool:

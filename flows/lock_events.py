@@ -86,7 +86,7 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
             .update(state=AccessCodeState.SET)
         )
         if confirmed:
-            outcome.timers += became_set(code, now)
+            outcome = outcome + became_set(code, now)
     elif event.kind == LockEventKind.CODE_FAILED and code is not None:
         await (
             AccessCode.filter(id=code.id)

@@ -29,6 +29,7 @@ from storage.models import (
     Location,
     Lock,
     Message,
+    OpsAlert,
     Renter,
 )
 from storage.sealing import Sealer
@@ -89,7 +90,8 @@ async def confirmed_on(device: str, runtime: Runtime) -> Booking:
 
 async def pins_told(sealer: Sealer) -> list[str]:
     return [
-        sealer.open(m.body) for m in await Message.filter(direction="out", sealed=True).order_by("id")
+        sealer.open(m.body)
+        for m in await Message.filter(direction="out", sealed=True).order_by("id")
     ]
 
 
@@ -158,4 +160,32 @@ async def test_a_pin_not_yet_due_keeps_its_time_when_the_code_is_set(
     assert await pins_told(sealer) == [], "the PIN goes out at its own time"
     clock.current = START - timedelta(hours=1)
     await settle(runtime)
+    assert len(await pins_told(sealer)) == 1
+
+
+async def test_a_last_minute_code_has_time_to_be_set_before_ops_hear_of_it(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    assert await OpsAlert.filter(kind="code_not_set").count() == 0, "just asked the lock"
+
+    clock.advance(timedelta(minutes=9))
+    await settle(runtime)
+    assert await OpsAlert.filter(kind="code_not_set").count() == 0
+
+    clock.advance(timedelta(minutes=1))
+    await settle(runtime)
+    [alert] = await OpsAlert.filter(kind="code_not_set")
+    assert alert.resolved_at is None
+
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.SET
+    await alert.refresh_from_db()
+    assert alert.resolved_at is not None, "the code it was about is set"
     assert len(await pins_told(sealer)) == 1
