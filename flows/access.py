@@ -69,6 +69,8 @@ DEADLINE_TIMER = "access.deadline"
 CONFIRM_TIMER = "access.confirm"
 #: Fired at once when a booking's code becomes set: the journey sends a PIN that is due.
 CODE_SET_TIMER = "access.code_set"
+#: Fired when a lock refuses to move a booking's code to its new window.
+CODE_NOT_MOVED_TIMER = "access.code_not_moved"
 REVOKE_TIMER = "access.revoke"
 RECONCILE_TIMER = "access.reconcile"
 RECONCILE_KEY = "access:reconcile"
@@ -940,9 +942,52 @@ class AccessCodes:
         ):
             return
         lock = code.lock
-        await self._provider(lock).update_code_window(
-            lock.device_id, code.provider_ref, code.starts_at, code.ends_at
+        try:
+            moved = await self._provider(lock).update_code_window(
+                lock.device_id, code.provider_ref, code.starts_at, code.ends_at
+            )
+        except LockRejected as err:
+            await self._not_moved(code, lock, err)
+            return
+        now = self.clock.now()
+        # What the lock holds now: set with the new window, or setting it again (looked up).
+        if moved.status == CodeStatus.SET:
+            followups = became_set(code, now)
+        else:
+            await AccessCode.filter(id=code.id, state=AccessCodeState.SET).update(
+                state=AccessCodeState.PROGRAMMING
+            )
+            followups = Outcome(timers=[self._confirm_poll(code, now)])
+        async with in_transaction() as conn:
+            await stage_outcome(conn, followups, now)
+
+    async def _not_moved(self, code: AccessCode, lock: Lock, err: LockRejected) -> None:
+        """The lock refused the new window: ops hear of it, and so does the renter's journey."""
+        now = self.clock.now()
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "code_rejected",
+                    f"code-rejected:{lock.key}",
+                    "ops.code_rejected",
+                    {"lock": lock.label, "reason": str(err.reason)},
+                )
+            ],
+            audits=[
+                Audit("system", "access.not_moved", f"code:{code.id}", {"reason": str(err.reason)})
+            ],
         )
+        if code.booking_id is not None:
+            outcome.timers.append(
+                SetTimer(
+                    CODE_NOT_MOVED_TIMER,
+                    now,
+                    f"access:not-moved:{code.id}",
+                    {"booking": code.booking_id, "code": code.id},
+                )
+            )
+        async with in_transaction() as conn:
+            await stage_outcome(conn, outcome, now)
 
     def _provider(self, lock: Lock) -> LockProvider:
         provider = self.providers.get(lock.provider)

@@ -17,7 +17,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import CODE_SET_TIMER, LIVE_STATES, AccessCodes, locks_for_booking
+from flows.access import (
+    CODE_NOT_MOVED_TIMER,
+    CODE_SET_TIMER,
+    LIVE_STATES,
+    UPDATE_EFFECT,
+    AccessCodes,
+    locks_for_booking,
+)
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
@@ -71,6 +78,7 @@ from storage.models import (
     Booking,
     BookingState,
     Conversation,
+    EffectState,
     Extension,
     IdentityCheck,
     Lock,
@@ -98,6 +106,8 @@ IDENTITY_START_EFFECT = "identity.start_verification"
 OPEN_EFFECT = "lock.open"
 HOLD_EXPIRY_TIMER = "booking.hold_expiry"
 DELIVER_PIN_TIMER = "booking.deliver_pin"
+#: Pending while an extension waits for the lock to take the new window; fires if it does not.
+EXTENSION_ON_LOCK_TIMER = "booking.extension_on_lock"
 START_TIMER = "booking.start"
 ENDING_TIMER = "booking.ending_soon"
 END_TIMER = "booking.end"
@@ -137,6 +147,8 @@ class JourneySettings:
     #: The PIN is sent this long before the access window opens (at once when later).
     pin_lead: timedelta = timedelta(hours=1)
     ending_reminder: timedelta = timedelta(minutes=30)
+    #: An extension's new window not confirmed by the lock this long after is told as such.
+    extension_on_lock_within: timedelta = timedelta(minutes=10)
     opens_per_hour: int = 3
     #: Full refund when cancelled this long before the start; half until the start; none after.
     free_cancellation: timedelta = timedelta(hours=24)
@@ -813,6 +825,17 @@ class Journey:
         outcome.audits.append(
             Audit("system", "booking.extended", f"booking:{ref}", {"until": _iso(booking.end_at)})
         )
+        if not replaced and any(e.kind == UPDATE_EFFECT for e in outcome.effects):
+            # "Your code works until then" waits for the lock to hold the new window.
+            outcome.timers.append(
+                SetTimer(
+                    EXTENSION_ON_LOCK_TIMER,
+                    now + self.settings.extension_on_lock_within,
+                    f"extended:{ref}",
+                    {"booking": booking.id},
+                )
+            )
+            return outcome
         await self.notifier.tell(
             conn,
             booking.renter_id,
@@ -824,6 +847,64 @@ class Journey:
             },
         )
         return outcome
+
+    async def _extension_waiting(self, conn: BaseDBAsyncClient, booking: Booking) -> bool:
+        return (
+            await Timer.filter(key=f"extended:{booking.reference}", state=TimerState.PENDING)
+            .using_db(conn)
+            .exists()
+        )
+
+    async def _tell_extension(
+        self, booking: Booking, key: str, now: datetime, *, marker_fired: bool = False
+    ) -> Outcome:
+        """Tell the renter how their extension stands on the lock, once (while its marker timer
+        is pending, or as it fires); ops hear of one the lock did not take."""
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
+        marker = f"extended:{booking.reference}"
+
+        async def tell(conn: BaseDBAsyncClient) -> Outcome:
+            waiting = (
+                await Timer.filter(key=marker, state=TimerState.PENDING).using_db(conn).exists()
+            )
+            if not waiting and not marker_fired:
+                return Outcome()  # told already
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                key,
+                now=now,
+                kind="receipt",
+                params=lambda language: {
+                    "end": local_time(booking.end_at, asset.location.timezone, language)
+                },
+            )
+            outcome = Outcome(timers=[CancelTimer(marker)])
+            if key != "journey.extended":
+                outcome.alerts.append(
+                    Alert(
+                        "extension_not_on_lock",
+                        f"extension-lock:{booking.reference}",
+                        "ops.extension_not_on_lock",
+                        {"booking": booking.reference},
+                    )
+                )
+            return outcome
+
+        return Outcome(writes=[tell])
+
+    async def on_code_not_moved(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        return await self._tell_extension(
+            booking, "journey.extended_code_unchanged", self.clock.now()
+        )
+
+    async def on_extension_on_lock_due(self, event: TimerFired) -> Outcome:
+        """The lock has not confirmed the extended window in time: the renter hears the truth."""
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        return await self._tell_extension(
+            booking, "journey.extended_code_unchanged", self.clock.now(), marker_fired=True
+        )
 
     # == payment events =====================================================================
 
@@ -1598,13 +1679,30 @@ class Journey:
         now rather than at its next look (one not yet due keeps its time)."""
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         now = self.clock.now()
+        outcome = Outcome()
+        if await self._extension_on_lock(booking):
+            outcome = await self._tell_extension(booking, "journey.extended", now)
         key = f"pin:{booking.reference}"
         waiting = await Timer.filter(
             key=key, state=TimerState.PENDING, due_at__lte=now + PIN_RECHECK
         ).exists()
-        if not waiting:
-            return Outcome()
-        return Outcome(timers=[SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id})])
+        if waiting:
+            outcome.timers.append(SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id}))
+        return outcome
+
+    async def _extension_on_lock(self, booking: Booking) -> bool:
+        """Every code of the booking is set with its current window, no move still on its way."""
+        codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+        if not codes or any(c.state != AccessCodeState.SET for c in codes):
+            return False
+        for code in codes:
+            moving = await OutboxEffect.filter(
+                idempotency_key__startswith=f"access:update:{code.id}:",
+                state=EffectState.PENDING,
+            ).exists()
+            if moving:
+                return False
+        return True
 
     async def on_start(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
@@ -1817,6 +1915,8 @@ def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awai
         HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
         DELIVER_PIN_TIMER: journey.on_deliver_pin,
         CODE_SET_TIMER: journey.on_code_set,
+        CODE_NOT_MOVED_TIMER: journey.on_code_not_moved,
+        EXTENSION_ON_LOCK_TIMER: journey.on_extension_on_lock_due,
         START_TIMER: journey.on_start,
         ENDING_TIMER: journey.on_ending_soon,
         END_TIMER: journey.on_end,

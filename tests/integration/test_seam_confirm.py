@@ -26,6 +26,7 @@ from storage.models import (
     Booking,
     BookingState,
     Conversation,
+    Extension,
     Location,
     Lock,
     Message,
@@ -189,3 +190,84 @@ async def test_a_last_minute_code_has_time_to_be_set_before_ops_hear_of_it(
     await alert.refresh_from_db()
     assert alert.resolved_at is not None, "the code it was about is set"
     assert len(await pins_told(sealer)) == 1
+
+
+async def receipts(runtime: Runtime) -> list[str]:
+    """The renter's messages besides their PIN, as they read them."""
+    return [m.body for m in await Message.filter(direction="out", sealed=False).order_by("id")]
+
+
+async def extended_by_three_hours(runtime: Runtime, booking: Booking) -> None:
+    extension = await Extension.create(
+        booking=booking,
+        old_end_at=booking.end_at,
+        new_end_at=booking.end_at + timedelta(hours=3),
+        price_cents=300,
+        state="paid",
+    )
+    now = runtime.clock.now()
+    async with in_transaction() as conn:
+        outcome = await runtime.journey._apply_extension(conn, extension)
+        await stage_outcome(conn, outcome, now)
+
+
+async def set_on_the_lock(
+    fake: FakeSeam, device: str, runtime: Runtime, clock: FakeClock
+) -> Booking:
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    return await Booking.get(id=booking.id)
+
+
+async def test_an_extension_says_the_code_works_until_then_once_the_lock_has_it(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.reprogram_on_update = True
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    assert not [r for r in await receipts(runtime) if "works until" in r], "the lock is setting it"
+
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    told = [r for r in await receipts(runtime) if "works until" in r]
+    assert len(told) == 1 and "ends" in told[0]
+
+
+async def test_an_extension_the_lock_refuses_never_promises_the_new_end(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.fail_next(1, status=400, path="/access_codes/update")
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=15))
+    await settle(runtime)
+    said = await receipts(runtime)
+    assert not [r for r in said if "works until" in r]
+    [unchanged] = [r for r in said if "has not taken the new time" in r]
+    assert "team" in unchanged
+    assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
+
+
+async def test_an_extension_the_lock_never_confirms_is_told_as_such(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.reprogram_on_update = True
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=10))
+    await settle(runtime)
+    said = await receipts(runtime)
+    assert not [r for r in said if "works until" in r]
+    assert len([r for r in said if "has not taken the new time" in r]) == 1
+    assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
