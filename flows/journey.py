@@ -1680,7 +1680,7 @@ class Journey:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         now = self.clock.now()
         outcome = Outcome()
-        if await self._extension_on_lock(booking):
+        if await self._extension_on_lock(booking, int(str(event.payload["code"]))):
             outcome = await self._tell_extension(booking, "journey.extended", now)
         key = f"pin:{booking.reference}"
         waiting = await Timer.filter(
@@ -1690,12 +1690,15 @@ class Journey:
             outcome.timers.append(SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id}))
         return outcome
 
-    async def _extension_on_lock(self, booking: Booking) -> bool:
-        """Every code of the booking is set with its current window, no move still on its way."""
+    async def _extension_on_lock(self, booking: Booking, just_set: int) -> bool:
+        """Every code of the booking is set with its current window, no move still on its way
+        (``just_set``'s own move is the one that has just been answered, its row not yet done)."""
         codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
         if not codes or any(c.state != AccessCodeState.SET for c in codes):
             return False
         for code in codes:
+            if code.id == just_set:
+                continue
             moving = await OutboxEffect.filter(
                 idempotency_key__startswith=f"access:update:{code.id}:",
                 state=EffectState.PENDING,
