@@ -34,6 +34,7 @@ from bot.transports.twilio_routes import setup_twilio
 from bot.upload_page import setup_upload_page
 from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
+    CONFIRM_TIMER,
     DEADLINE_TIMER,
     PROGRAM_TIMER,
     RECONCILE_KEY,
@@ -277,6 +278,7 @@ def build_runtime(
         {
             PROGRAM_TIMER: access.on_program_due,
             DEADLINE_TIMER: access.on_deadline,
+            CONFIRM_TIMER: access.on_confirm_due,
             REVOKE_TIMER: access.on_revoke_due,
             REMOVAL_CHECK_TIMER: access.on_removal_check,
             RECONCILE_TIMER: access.on_reconcile_due,

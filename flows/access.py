@@ -40,6 +40,7 @@ from locks import (
 from locks.pins import generate_pin, pin_for_locks
 from locks.port import capabilities_from_json, constraints_from_json
 from locks.windows import AccessWindow, ceil_hour, floor_hour
+from storage.journal import resolve_alert
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -50,6 +51,8 @@ from storage.models import (
     Lock,
     OutboxEffect,
     StaffMember,
+    Timer,
+    TimerState,
 )
 from storage.removals import (
     REMOVAL_CHECK_TIMER,
@@ -59,12 +62,18 @@ from storage.removals import (
     stranded_removals,
 )
 from storage.sealing import Sealer
+from storage.timers import postpone_timer
 
 log = logging.getLogger(__name__)
 
 LIVE_STATES = (AccessCodeState.PENDING, AccessCodeState.PROGRAMMING, AccessCodeState.SET)
 PROGRAM_TIMER = "access.program"
 DEADLINE_TIMER = "access.deadline"
+CONFIRM_TIMER = "access.confirm"
+#: Fired at once when a booking's code becomes set: the journey sends a PIN that is due.
+CODE_SET_TIMER = "access.code_set"
+#: Fired when a lock refuses to move a booking's code to its new window.
+CODE_NOT_MOVED_TIMER = "access.code_not_moved"
 REVOKE_TIMER = "access.revoke"
 RECONCILE_TIMER = "access.reconcile"
 RECONCILE_KEY = "access:reconcile"
@@ -78,12 +87,29 @@ UPDATE_EFFECT = "access.update"
 class AccessPolicy:
     #: When codes are programmed and must be set, where a lock's location does not say.
     lead_times: LeadTimes = field(default_factory=LeadTimes)
+    #: ...but a code is never overdue sooner than this after its first programming attempt.
+    not_set_after: timedelta = timedelta(minutes=10)
     #: Every lock's codes are compared with Keyturn's this often.
     reconcile_every: timedelta = timedelta(hours=6)
     #: A deletion the provider accepted is looked up this long after, then twice as long
     #: after each look that finds it still on its way, up to ``removal_check_max``.
     removal_check_every: timedelta = timedelta(minutes=5)
     removal_check_max: timedelta = timedelta(hours=1)
+    #: A code the lock has not confirmed is looked up again after this long, by how far its
+    #: window is: (further than, wait). Webhooks only make it sooner.
+    confirm_polls: tuple[tuple[timedelta, timedelta], ...] = (
+        (timedelta(hours=6), timedelta(minutes=15)),
+        (timedelta(hours=2), timedelta(minutes=5)),
+        (timedelta(minutes=30), timedelta(minutes=1)),
+    )
+    confirm_poll_close: timedelta = timedelta(seconds=20)
+
+    def confirm_poll_after(self, starts_in: timedelta) -> timedelta:
+        """How long until a code still ``setting`` on the lock is looked up again."""
+        for further_than, wait in self.confirm_polls:
+            if starts_in > further_than:
+                return wait
+        return self.confirm_poll_close
 
 
 class AccessPlanError(Exception):
@@ -248,7 +274,10 @@ class AccessCodes:
             )
             lead = leads[lock.location_id]
             program_at = max(now, window.starts_at - lead.code_lead)
-            confirm_by = max(now, window.starts_at - lead.confirm_before)
+            confirm_by = max(
+                window.starts_at - lead.confirm_before,
+                program_at + self.policy.not_set_after,
+            )
             outcome.timers += [
                 SetTimer(PROGRAM_TIMER, program_at, f"access:program:{code.id}", {"code": code.id}),
                 SetTimer(
@@ -257,9 +286,7 @@ class AccessCodes:
             ]
             if deadline:
                 outcome.timers.append(
-                    SetTimer(
-                        DEADLINE_TIMER, confirm_by, f"access:deadline:{code.id}", {"code": code.id}
-                    )
+                    SetTimer(DEADLINE_TIMER, confirm_by, deadline_key(code.id), {"code": code.id})
                 )
             outcome.audits.append(
                 Audit(
@@ -307,7 +334,8 @@ class AccessCodes:
             )
             outcome.timers += [
                 CancelTimer(f"access:program:{code.id}"),
-                CancelTimer(f"access:deadline:{code.id}"),
+                CancelTimer(deadline_key(code.id)),
+                CancelTimer(confirm_key(code.id)),
                 CancelTimer(f"access:revoke:{code.id}"),
             ]
             outcome.effects.append(_remove_effect(code.id))
@@ -408,13 +436,30 @@ class AccessCodes:
             return Outcome(
                 timers=[
                     CancelTimer(f"access:program:{code_id}"),
-                    CancelTimer(f"access:deadline:{code_id}"),
+                    CancelTimer(deadline_key(code_id)),
+                    CancelTimer(confirm_key(code_id)),
                 ],
                 effects=[_remove_effect(code_id)],
                 audits=[Audit("system", "access.window_ended", f"code:{code_id}")],
             )
 
         return Outcome(writes=[window_ended])
+
+    async def on_confirm_due(self, event: TimerFired) -> Outcome:
+        """Ask the lock whether a code still programming is set; look again later, sooner as
+        its window comes, until it is set, refused or gone."""
+        code_id = int(event.payload["code"])
+        code = await AccessCode.get_or_none(id=code_id).select_related("lock")
+        now = self.clock.now()
+        if code is None or code.state != AccessCodeState.PROGRAMMING or code.ends_at <= now:
+            return Outcome()
+        if await self.confirm(code):
+            return became_set(code, now)
+        return Outcome(timers=[self._confirm_poll(code, now)])
+
+    def _confirm_poll(self, code: AccessCode, now: datetime) -> SetTimer:
+        wait = self.policy.confirm_poll_after(code.starts_at - now)
+        return SetTimer(CONFIRM_TIMER, now + wait, confirm_key(code.id), {"code": code.id})
 
     async def on_deadline(self, event: TimerFired) -> Outcome:
         """The window opens soon: a code that is not confirmed set is an alert, and a backup."""
@@ -429,7 +474,7 @@ class AccessCodes:
         if code.state == AccessCodeState.PROGRAMMING and code.provider_ref:
             confirmed = await self.confirm(code)
             if confirmed:
-                return Outcome()
+                return became_set(code, self.clock.now())
         lock = code.lock
         if (
             code.state != AccessCodeState.FAILED
@@ -614,7 +659,11 @@ class AccessCodes:
         lock = code.lock
         provider = self._provider(lock)
         if code.offline and code.provider_ref and not _computes_own_pin(lock):
-            await self.confirm(code)  # made already: it can only be waited for, never remade
+            # Made already: it can only be waited for, never remade.
+            if await self.confirm(code):
+                now = self.clock.now()
+                async with in_transaction() as conn:
+                    await stage_outcome(conn, became_set(code, now), now)
             return
         retried = code.state == AccessCodeState.PROGRAMMING
         # Only from a state that wants the code: a revocation since the read above stands.
@@ -623,6 +672,14 @@ class AccessCodes:
         ).update(state=AccessCodeState.PROGRAMMING)
         if not programming:
             return
+        if not retried:
+            # Counted from this first attempt: a code made at the last minute has
+            # ``not_set_after`` to be set before ops hear of it.
+            now = self.clock.now()
+            location = await Location.get(id=lock.location_id)
+            confirm_before = self.lead_times_at(location).confirm_before
+            due = max(code.starts_at - confirm_before, now + self.policy.not_set_after)
+            await postpone_timer(None, deadline_key(code.id), due)
         if _computes_own_pin(lock) and not retried:
             await self._whole_hours(code, lock)
         request = self._request(code, lock)
@@ -663,9 +720,20 @@ class AccessCodes:
         }
         if programmed.pin and (programmed.offline or not code.pin_encrypted):
             update["pin_encrypted"] = self.sealer.seal(programmed.pin)  # the vendor's own PIN
-        stored = await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING).update(
-            **update
-        )
+        now = self.clock.now()
+        async with in_transaction() as conn:
+            stored = (
+                await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING)
+                .using_db(conn)
+                .update(**update)
+            )
+            if stored:
+                followups = (
+                    became_set(code, now)
+                    if state == AccessCodeState.SET
+                    else Outcome(timers=[self._confirm_poll(code, now)])
+                )
+                await stage_outcome(conn, followups, now)
         if stored == 0 and programmed.offline:
             # Revoked while the vendor computed it: it cannot be taken off, so ops hear of it.
             await AccessCode.filter(id=code.id).update(provider_ref=programmed.provider_ref)
@@ -922,9 +990,52 @@ class AccessCodes:
         ):
             return
         lock = code.lock
-        await self._provider(lock).update_code_window(
-            lock.device_id, code.provider_ref, code.starts_at, code.ends_at
+        try:
+            moved = await self._provider(lock).update_code_window(
+                lock.device_id, code.provider_ref, code.starts_at, code.ends_at
+            )
+        except LockRejected as err:
+            await self._not_moved(code, lock, err)
+            return
+        now = self.clock.now()
+        # What the lock holds now: set with the new window, or setting it again (looked up).
+        if moved.status == CodeStatus.SET:
+            followups = became_set(code, now)
+        else:
+            await AccessCode.filter(id=code.id, state=AccessCodeState.SET).update(
+                state=AccessCodeState.PROGRAMMING
+            )
+            followups = Outcome(timers=[self._confirm_poll(code, now)])
+        async with in_transaction() as conn:
+            await stage_outcome(conn, followups, now)
+
+    async def _not_moved(self, code: AccessCode, lock: Lock, err: LockRejected) -> None:
+        """The lock refused the new window: ops hear of it, and so does the renter's journey."""
+        now = self.clock.now()
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "code_rejected",
+                    f"code-rejected:{lock.key}",
+                    "ops.code_rejected",
+                    {"lock": lock.label, "reason": str(err.reason)},
+                )
+            ],
+            audits=[
+                Audit("system", "access.not_moved", f"code:{code.id}", {"reason": str(err.reason)})
+            ],
         )
+        if code.booking_id is not None:
+            outcome.timers.append(
+                SetTimer(
+                    CODE_NOT_MOVED_TIMER,
+                    now,
+                    f"access:not-moved:{code.id}",
+                    {"booking": code.booking_id, "code": code.id},
+                )
+            )
+        async with in_transaction() as conn:
+            await stage_outcome(conn, outcome, now)
 
     def _provider(self, lock: Lock) -> LockProvider:
         provider = self.providers.get(lock.provider)
@@ -1077,6 +1188,56 @@ class AccessCodes:
             raise CapabilityMissing(f"{lock.provider} locks have no keypad Keyturn can try")
         result: bool = await try_keypad(lock.device_id, pin, at)
         return result
+
+
+def confirm_key(code_id: int) -> str:
+    return f"access:confirm:{code_id}"
+
+
+def became_set(code: AccessCode, now: datetime) -> Outcome:
+    """What follows a code becoming set, however Keyturn learnt it (the create answer, a
+    look-up, a webhook): no more look-ups, its lock's "not set" alert resolved once no other
+    code there is overdue, and a booking's PIN sent at once when due."""
+    timers: list[SetTimer | CancelTimer] = [CancelTimer(confirm_key(code.id))]
+    if code.booking_id is not None:
+        timers.append(
+            SetTimer(
+                CODE_SET_TIMER,
+                now,
+                f"access:code-set:{code.id}",
+                {"booking": code.booking_id, "code": code.id},
+            )
+        )
+
+    async def resolve_not_set(conn: BaseDBAsyncClient) -> Outcome:
+        unset = await (
+            AccessCode.filter(
+                lock_id=code.lock_id,
+                state__in=(
+                    AccessCodeState.PENDING,
+                    AccessCodeState.PROGRAMMING,
+                    AccessCodeState.FAILED,
+                ),
+                ends_at__gt=now,
+            )
+            .exclude(id=code.id)
+            .using_db(conn)
+        )
+        waiting = await (
+            Timer.filter(key__in=[deadline_key(c.id) for c in unset], state=TimerState.PENDING)
+            .using_db(conn)
+            .count()
+        )
+        if waiting == len(unset):  # none past its deadline
+            lock = await Lock.filter(id=code.lock_id).using_db(conn).get()
+            await resolve_alert(conn, group_key=f"code-not-set:{lock.key}", now=now, by="the lock")
+        return Outcome()
+
+    return Outcome(timers=timers, writes=[resolve_not_set])
+
+
+def deadline_key(code_id: int) -> str:
+    return f"access:deadline:{code_id}"
 
 
 def _computes_own_pin(lock: Lock) -> bool:

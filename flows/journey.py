@@ -17,7 +17,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import LIVE_STATES, AccessCodes, locks_for_booking
+from flows.access import (
+    CODE_NOT_MOVED_TIMER,
+    CODE_SET_TIMER,
+    LIVE_STATES,
+    UPDATE_EFFECT,
+    AccessCodes,
+    locks_for_booking,
+)
 from flows.bookings import (
     IllegalTransition,
     QuoteRefused,
@@ -73,6 +80,7 @@ from storage.models import (
     Booking,
     BookingState,
     Conversation,
+    EffectState,
     Extension,
     IdentityCheck,
     Message,
@@ -80,6 +88,8 @@ from storage.models import (
     Payment,
     ProcessedWebhook,
     Renter,
+    Timer,
+    TimerState,
 )
 from storage.money import Money
 from storage.retention import forget_media
@@ -96,6 +106,8 @@ DELETE_ID_MEDIA_EFFECT = "identity.delete_media"
 IDENTITY_START_EFFECT = "identity.start_verification"
 HOLD_EXPIRY_TIMER = "booking.hold_expiry"
 DELIVER_PIN_TIMER = "booking.deliver_pin"
+#: Pending while an extension waits for the lock to take the new window; fires if it does not.
+EXTENSION_ON_LOCK_TIMER = "booking.extension_on_lock"
 START_TIMER = "booking.start"
 ENDING_TIMER = "booking.ending_soon"
 END_TIMER = "booking.end"
@@ -133,6 +145,8 @@ class JourneySettings:
     #: A renter verified within this long is not asked for an ID again.
     id_valid_for: timedelta = timedelta(days=365)
     ending_reminder: timedelta = timedelta(minutes=30)
+    #: An extension's new window not confirmed by the lock this long after is told as such.
+    extension_on_lock_within: timedelta = timedelta(minutes=10)
     opens_per_hour: int = 3
     #: A remote open not confirmed within this long is given up, and the renter told.
     open_lifetime: timedelta = OPEN_LIFETIME
@@ -818,6 +832,17 @@ class Journey:
         outcome.audits.append(
             Audit("system", "booking.extended", f"booking:{ref}", {"until": _iso(booking.end_at)})
         )
+        if not replaced and any(e.kind == UPDATE_EFFECT for e in outcome.effects):
+            # "Your code works until then" waits for the lock to hold the new window.
+            outcome.timers.append(
+                SetTimer(
+                    EXTENSION_ON_LOCK_TIMER,
+                    now + self.settings.extension_on_lock_within,
+                    f"extended:{ref}",
+                    {"booking": booking.id},
+                )
+            )
+            return outcome
         await self.notifier.tell(
             conn,
             booking.renter_id,
@@ -829,6 +854,64 @@ class Journey:
             },
         )
         return outcome
+
+    async def _extension_waiting(self, conn: BaseDBAsyncClient, booking: Booking) -> bool:
+        return (
+            await Timer.filter(key=f"extended:{booking.reference}", state=TimerState.PENDING)
+            .using_db(conn)
+            .exists()
+        )
+
+    async def _tell_extension(
+        self, booking: Booking, key: str, now: datetime, *, marker_fired: bool = False
+    ) -> Outcome:
+        """Tell the renter how their extension stands on the lock, once (while its marker timer
+        is pending, or as it fires); ops hear of one the lock did not take."""
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
+        marker = f"extended:{booking.reference}"
+
+        async def tell(conn: BaseDBAsyncClient) -> Outcome:
+            waiting = (
+                await Timer.filter(key=marker, state=TimerState.PENDING).using_db(conn).exists()
+            )
+            if not waiting and not marker_fired:
+                return Outcome()  # told already
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                key,
+                now=now,
+                kind="receipt",
+                params=lambda language: {
+                    "end": local_time(booking.end_at, asset.location.timezone, language)
+                },
+            )
+            outcome = Outcome(timers=[CancelTimer(marker)])
+            if key != "journey.extended":
+                outcome.alerts.append(
+                    Alert(
+                        "extension_not_on_lock",
+                        f"extension-lock:{booking.reference}",
+                        "ops.extension_not_on_lock",
+                        {"booking": booking.reference},
+                    )
+                )
+            return outcome
+
+        return Outcome(writes=[tell])
+
+    async def on_code_not_moved(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        return await self._tell_extension(
+            booking, "journey.extended_code_unchanged", self.clock.now()
+        )
+
+    async def on_extension_on_lock_due(self, event: TimerFired) -> Outcome:
+        """The lock has not confirmed the extended window in time: the renter hears the truth."""
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        return await self._tell_extension(
+            booking, "journey.extended_code_unchanged", self.clock.now(), marker_fired=True
+        )
 
     # == payment events =====================================================================
 
@@ -1678,6 +1761,39 @@ class Journey:
             )
         return Outcome()
 
+    async def on_code_set(self, event: TimerFired) -> Outcome:
+        """A booking's code became set: a PIN already due and waiting for its codes goes out
+        now rather than at its next look (one not yet due keeps its time)."""
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        now = self.clock.now()
+        outcome = Outcome()
+        if await self._extension_on_lock(booking, int(str(event.payload["code"]))):
+            outcome = await self._tell_extension(booking, "journey.extended", now)
+        key = f"pin:{booking.reference}"
+        waiting = await Timer.filter(
+            key=key, state=TimerState.PENDING, due_at__lte=now + PIN_RECHECK
+        ).exists()
+        if waiting:
+            outcome.timers.append(SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id}))
+        return outcome
+
+    async def _extension_on_lock(self, booking: Booking, just_set: int) -> bool:
+        """Every code of the booking is set with its current window, no move still on its way
+        (``just_set``'s own move is the one that has just been answered, its row not yet done)."""
+        codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+        if not codes or any(c.state != AccessCodeState.SET for c in codes):
+            return False
+        for code in codes:
+            if code.id == just_set:
+                continue
+            moving = await OutboxEffect.filter(
+                idempotency_key__startswith=f"access:update:{code.id}:",
+                state=EffectState.PENDING,
+            ).exists()
+            if moving:
+                return False
+        return True
+
     async def on_start(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         if booking.state == BookingState.CONFIRMED:
@@ -1888,6 +2004,9 @@ def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awai
     return {
         HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
         DELIVER_PIN_TIMER: journey.on_deliver_pin,
+        CODE_SET_TIMER: journey.on_code_set,
+        CODE_NOT_MOVED_TIMER: journey.on_code_not_moved,
+        EXTENSION_ON_LOCK_TIMER: journey.on_extension_on_lock_due,
         START_TIMER: journey.on_start,
         ENDING_TIMER: journey.on_ending_soon,
         END_TIMER: journey.on_end,

@@ -15,6 +15,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from flows.access import became_set
 from flows.effects import Alert, Audit, Effect, Outcome
 from flows.staging import stage_outcome
 from storage.journal import resolve_alert
@@ -79,11 +80,13 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
             .first()
         )
     if event.kind == LockEventKind.CODE_SET and code is not None:
-        await (
+        confirmed = await (
             AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING)
             .using_db(conn)
             .update(state=AccessCodeState.SET)
         )
+        if confirmed:
+            outcome = outcome + became_set(code, now)
     elif event.kind == LockEventKind.CODE_FAILED and code is not None:
         await (
             AccessCode.filter(id=code.id)

@@ -42,6 +42,7 @@ _BOOKING_KEYED = frozenset(
     {
         "remote-open",
         "extension-conflict",
+        "extension-lock",
         "cancelled",
         "payment-failed",
         "late-payment",

@@ -37,6 +37,14 @@ async def set_timer(
     )
 
 
+async def postpone_timer(conn: BaseDBAsyncClient | None, key: str, until: datetime) -> bool:
+    """Move a pending timer to ``until`` when it is due sooner; no timer is created."""
+    query = Timer.filter(key=key, state=TimerState.PENDING, due_at__lt=until)
+    if conn is not None:
+        query = query.using_db(conn)
+    return await query.update(due_at=until) > 0
+
+
 async def cancel_timer(conn: BaseDBAsyncClient, key: str) -> bool:
     changed = (
         await Timer.filter(key=key, state=TimerState.PENDING)

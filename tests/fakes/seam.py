@@ -191,6 +191,9 @@ class FakeSeam:
         self.offline_pins_later = False
         #: Devices that keep their codes through a deletion, with Seam's answer to it.
         self.kept_on_delete: dict[str, int] = {}
+        #: When true, a set code whose window is updated goes back to ``setting`` until the
+        #: lock takes the new window (``program()``), as a lock that stores schedules does.
+        self.reprogram_on_update = False
         self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
@@ -547,6 +550,8 @@ class FakeSeam:
             access_code["name"] = body["name"]
         if starts_at is not None and ends_at is not None:
             access_code.update(type="time_bound", starts_at=iso(starts_at), ends_at=iso(ends_at))
+            if self.reprogram_on_update and access_code["status"] == "set":
+                access_code.update(status="setting", display_status="Setting")
             self._event("access_code.time_frame_changed", access_code["device_id"], access_code)
         elif body.get("type") == "ongoing":
             access_code.update(type="ongoing", starts_at=None, ends_at=None)

@@ -1,0 +1,273 @@
+"""A Seam code is confirmed without webhooks: Keyturn looks it up until the lock has set it, and
+the renter's PIN goes out as soon as it has (a webhook only makes that sooner)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+from tortoise.transactions import in_transaction
+
+from bot.app import Runtime, build_runtime
+from bot.config import Settings
+from bot.keys import CLOCK
+from bot.lock_routes import setup_seam_webhook
+from flows.staging import stage_outcome
+from locks.seam import SeamLockProvider
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Asset,
+    AssetLock,
+    Booking,
+    BookingState,
+    Conversation,
+    Extension,
+    Location,
+    Lock,
+    Message,
+    OpsAlert,
+    Renter,
+)
+from storage.sealing import Sealer
+from tests.conftest import FakeClock
+from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam
+from tests.fakes.server import running
+from tests.integration.conftest import END, START, settle
+from tests.support import rental_times
+
+
+@pytest.fixture
+async def seam(
+    database: str, clock: FakeClock
+) -> AsyncIterator[tuple[FakeSeam, Runtime, str, Sealer]]:
+    fake = FakeSeam(now=clock.now)
+    device = fake.add_device(name="Bay 7 keypad")
+    async with running(fake.app()) as base:
+        key = Fernet.generate_key().decode()
+        settings = Settings.from_env(
+            {"KEYTURN_DATABASE_URL": database, "KEYTURN_ENCRYPTION_KEY": key}
+        )
+        provider = SeamLockProvider(API_KEY, base_url=base, timeout=5)
+        runtime = build_runtime(settings, clock=clock, locks={"seam": provider})
+        yield fake, runtime, device, Sealer(key)
+        await provider.aclose()
+
+
+async def confirmed_on(device: str, runtime: Runtime) -> Booking:
+    """A booking on the Seam lock whose payment and ID are done, confirmed by the journey."""
+    yard = await Location.create(slug="yard", name="Yard", timezone="America/New_York")
+    asset = await Asset.create(code="Q7", label="Bay 7", location=yard, currency="USD")
+    lock = await Lock.create(
+        key="bay7",
+        provider="seam",
+        device_id=device,
+        label="Bay 7",
+        timezone="America/New_York",
+        location=yard,
+    )
+    await AssetLock.create(asset=asset, lock=lock)
+    renter = await Renter.create(phone="+15550100001")
+    await Conversation.create(channel="sms", address=renter.phone, renter=renter)
+    booking = await Booking.create(
+        reference="KSEAM2",
+        renter=renter,
+        asset=asset,
+        **await rental_times(asset.id, START, END),
+        state=BookingState.AWAITING_ID,
+        currency="USD",
+        price_cents=100,
+    )
+    now = runtime.clock.now()
+    async with in_transaction() as conn:
+        outcome = await runtime.journey.confirm(conn, booking, now)
+        await stage_outcome(conn, outcome, now)
+    return booking
+
+
+async def pins_told(sealer: Sealer) -> list[str]:
+    return [
+        sealer.open(m.body)
+        for m in await Message.filter(direction="out", sealed=True).order_by("id")
+    ]
+
+
+async def test_a_last_minute_pin_follows_the_lock_without_webhooks(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.PROGRAMMING, "Seam says setting: not told yet"
+    assert await pins_told(sealer) == []
+
+    fake.program()  # the lock sets it; no webhook is configured
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.SET
+    [told] = await pins_told(sealer)
+    assert sealer.open(code.pin_encrypted) in told
+
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    assert len(await pins_told(sealer)) == 1, "told once"
+
+
+async def test_a_code_set_by_webhook_sends_a_due_pin_at_once(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    assert await pins_told(sealer) == []
+
+    app = web.Application()
+    app[CLOCK] = runtime.clock
+    setup_seam_webhook(app, WEBHOOK_SECRET)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        [event] = fake.program()
+        body, headers = fake.sign_webhook(event)
+        assert (await client.post("/webhooks/seam", data=body, headers=headers)).status == 200
+    finally:
+        await client.close()
+    await settle(runtime)  # the same instant: no waiting for the next look
+    code = await AccessCode.get(booking=booking)
+    [told] = await pins_told(sealer)
+    assert sealer.open(code.pin_encrypted) in told
+
+
+async def test_a_pin_not_yet_due_keeps_its_time_when_the_code_is_set(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(hours=5)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.advance(timedelta(minutes=15))
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.SET, "looked up while the window is hours away"
+    assert await pins_told(sealer) == [], "the PIN goes out at its own time"
+    clock.current = START - timedelta(hours=1)
+    await settle(runtime)
+    assert len(await pins_told(sealer)) == 1
+
+
+async def test_a_last_minute_code_has_time_to_be_set_before_ops_hear_of_it(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    assert await OpsAlert.filter(kind="code_not_set").count() == 0, "just asked the lock"
+
+    clock.advance(timedelta(minutes=9))
+    await settle(runtime)
+    assert await OpsAlert.filter(kind="code_not_set").count() == 0
+
+    clock.advance(timedelta(minutes=1))
+    await settle(runtime)
+    [alert] = await OpsAlert.filter(kind="code_not_set")
+    assert alert.resolved_at is None
+
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.SET
+    await alert.refresh_from_db()
+    assert alert.resolved_at is not None, "the code it was about is set"
+    assert len(await pins_told(sealer)) == 1
+
+
+async def receipts(runtime: Runtime) -> list[str]:
+    """The renter's messages besides their PIN, as they read them."""
+    return [m.body for m in await Message.filter(direction="out", sealed=False).order_by("id")]
+
+
+async def extended_by_three_hours(runtime: Runtime, booking: Booking) -> None:
+    extension = await Extension.create(
+        booking=booking,
+        old_end_at=booking.end_at,
+        new_end_at=booking.end_at + timedelta(hours=3),
+        price_cents=300,
+        state="paid",
+    )
+    now = runtime.clock.now()
+    async with in_transaction() as conn:
+        outcome = await runtime.journey._apply_extension(conn, extension)
+        await stage_outcome(conn, outcome, now)
+
+
+async def set_on_the_lock(
+    fake: FakeSeam, device: str, runtime: Runtime, clock: FakeClock
+) -> Booking:
+    clock.current = START - timedelta(minutes=30)
+    booking = await confirmed_on(device, runtime)
+    await settle(runtime)
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    return await Booking.get(id=booking.id)
+
+
+async def test_an_extension_says_the_code_works_until_then_once_the_lock_has_it(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.reprogram_on_update = True
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    assert not [r for r in await receipts(runtime) if "works until" in r], "the lock is setting it"
+
+    fake.program()
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    told = [r for r in await receipts(runtime) if "works until" in r]
+    assert len(told) == 1 and "ends" in told[0]
+
+
+async def test_an_extension_the_lock_refuses_never_promises_the_new_end(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.fail_next(1, status=400, path="/access_codes/update")
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=15))
+    await settle(runtime)
+    said = await receipts(runtime)
+    assert not [r for r in said if "works until" in r]
+    [unchanged] = [r for r in said if "has not taken the new time" in r]
+    assert "team" in unchanged
+    assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
+
+
+async def test_an_extension_the_lock_never_confirms_is_told_as_such(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    fake.reprogram_on_update = True
+    await extended_by_three_hours(runtime, booking)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=10))
+    await settle(runtime)
+    said = await receipts(runtime)
+    assert not [r for r in said if "works until" in r]
+    assert len([r for r in said if "has not taken the new time" in r]) == 1
+    assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
