@@ -114,6 +114,13 @@ END_TIMER = "booking.end"
 #: A shorter extension is refused: it would be priced as a started hour, or (rounded to
 #: nothing) moved the end for free.
 MIN_EXTENSION = timedelta(minutes=15)
+#: Stripe wants a Checkout Session's ``expires_at`` at least 30 minutes after its creation.
+CHECKOUT_ROOM = timedelta(minutes=30)
+#: A retry that leaves less than Stripe's 30 minutes and this could be refused as a new
+#: request (if the first never reached Stripe): it goes again under a new key instead.
+CHECKOUT_LATE = timedelta(minutes=2)
+#: An extension's payment link is held open this long before Stripe's 30 minutes are added.
+EXTENSION_CHECKOUT_ROOM = timedelta(minutes=30)
 LIVE_BOOKING = (
     BookingState.AWAITING_PAYMENT,
     BookingState.AWAITING_ID,
@@ -364,7 +371,13 @@ class Journey:
                 hold_expires_at=expires,
             )
             return Outcome(
-                effects=[Effect(CHECKOUT_EFFECT, f"checkout:{reference}", {"booking": booking.id})],
+                effects=[
+                    Effect(
+                        CHECKOUT_EFFECT,
+                        f"checkout:{reference}",
+                        self._checkout_payload(booking, asset.label, "rental", price, expires),
+                    )
+                ],
                 timers=[
                     SetTimer(
                         HOLD_EXPIRY_TIMER, expires, f"hold:{reference}", {"booking": booking.id}
@@ -625,7 +638,7 @@ class Journey:
         return StepResult("extend_quote", data, Outcome([Reply(text_out, self._yes_no(turn))]))
 
     async def _extend_accept(self, turn: Turn) -> StepResult:
-        booking = await Booking.get(reference=str(turn.data["booking"]))
+        booking = await Booking.get(reference=str(turn.data["booking"])).select_related("asset")
         new_end = _at(turn.data["new_end"])
         price = int(str(turn.data["price"]))
         quoted_end = _at(turn.data["old_end"]) if "old_end" in turn.data else booking.end_at
@@ -655,7 +668,16 @@ class Journey:
                     Effect(
                         CHECKOUT_EFFECT,
                         f"checkout:{booking.reference}:extension:{extension.id}",
-                        {"booking": booking.id, "extension": extension.id},
+                        {
+                            **self._checkout_payload(
+                                booking,
+                                booking.asset.label,
+                                "extension",
+                                price,
+                                turn.now + EXTENSION_CHECKOUT_ROOM,
+                            ),
+                            "extension": extension.id,
+                        },
                     )
                 ]
             )
@@ -1379,29 +1401,61 @@ class Journey:
 
     # == effects ============================================================================
 
+    def _checkout_payload(
+        self, booking: Booking, label: str, purpose: str, amount: int, room_until: datetime
+    ) -> dict[str, object]:
+        """Everything the Checkout Session is created with, fixed when its effect is staged.
+
+        Stripe replays a retry under the same Idempotency-Key only when its parameters are the
+        first request's, so no attempt may recompute any of them. The session lives 30 minutes
+        past ``room_until`` (Stripe's minimum from creation, with the hold's length to spare);
+        Keyturn expires it itself when the renter's hold ends."""
+        return {
+            "booking": booking.id,
+            "purpose": purpose,
+            "amount": amount,
+            "currency": booking.currency,
+            "description": f"{label} ({booking.reference})",
+            "expires_at": _iso(room_until + CHECKOUT_ROOM),
+            "save_card": booking.deposit_cents > 0 and purpose == "rental",
+        }
+
     async def execute_checkout(self, effect: OutboxEffect) -> None:
         booking = await Booking.get(id=int(str(effect.payload["booking"]))).select_related("asset")
         extension_id = effect.payload.get("extension")
         now = self.clock.now()
-        if extension_id is None:
-            if booking.state != BookingState.AWAITING_PAYMENT:
-                return
-            amount, purpose = booking.price_cents, "rental"
-            expires = max(booking.hold_expires_at or now, now + timedelta(minutes=31))
-        else:
-            extension = await Extension.get(id=int(str(extension_id)))
-            amount, purpose = extension.price_cents, "extension"
-            expires = now + timedelta(minutes=31)
+        payload = effect.payload
+        if "expires_at" not in payload:  # staged before its parameters were fixed at staging
+            purpose = "rental" if extension_id is None else "extension"
+            amount = booking.price_cents
+            if extension_id is not None:
+                amount = (await Extension.get(id=int(str(extension_id)))).price_cents
+            room = booking.hold_expires_at if extension_id is None else None
+            payload = {
+                **self._checkout_payload(
+                    booking, booking.asset.label, purpose, amount, room or effect.created_at
+                ),
+                **payload,
+            }
+        purpose, amount = str(payload["purpose"]), int(str(payload["amount"]))
+        if purpose == "rental" and booking.state != BookingState.AWAITING_PAYMENT:
+            return
+        expires = _at(payload["expires_at"])
+        if expires - now < CHECKOUT_ROOM + CHECKOUT_LATE and effect.attempts > 1:
+            # Too late to be the same request if the first never reached Stripe: a fresh key
+            # with fresh parameters, never a changed body under the old one.
+            await self._checkout_again(effect, booking, now)
+            return
         checkout = await self.payments.create_checkout(
             CheckoutRequest(
                 booking_reference=booking.reference,
-                amount=Money(amount, booking.currency),
-                description=f"{booking.asset.label} ({booking.reference})",
+                amount=Money(amount, str(payload["currency"])),
+                description=str(payload["description"]),
                 expires_at=expires,
                 success_url=f"{self.settings.public_url}/paid/{booking.reference}",
                 cancel_url=f"{self.settings.public_url}/paid/{booking.reference}?cancelled=1",
                 idempotency_key=effect.idempotency_key,
-                save_card=booking.deposit_cents > 0 and purpose == "rental",
+                save_card=bool(payload["save_card"]),
                 metadata={"purpose": purpose},
             )
         )
@@ -1433,6 +1487,21 @@ class Journey:
                 },
                 template_variables={"1": booking.reference, "2": checkout.url},
             )
+
+    async def _checkout_again(self, effect: OutboxEffect, booking: Booking, now: datetime) -> None:
+        """Stage the payment link again under a new key, its parameters fixed from now."""
+        payload = dict(effect.payload)
+        if payload.get("extension") is None:
+            room_until = max(now + CHECKOUT_LATE, booking.hold_expires_at or now)
+        else:
+            room_until = now + EXTENSION_CHECKOUT_ROOM
+        payload["expires_at"] = _iso(room_until + CHECKOUT_ROOM)
+        again = Effect(
+            CHECKOUT_EFFECT, f"{effect.idempotency_key}:again:{effect.attempts}", payload
+        )
+        log.info("checkout for %s staged again under a new key", booking.reference)
+        async with in_transaction() as conn:
+            await stage_outcome(conn, Outcome(effects=[again]), now)
 
     async def execute_refund(self, effect: OutboxEffect) -> None:
         booking = await Booking.get(id=int(str(effect.payload["booking"])))

@@ -379,6 +379,7 @@ class FakeStripe:
         self._declines: dict[str, str] = {}
         self._idempotent: dict[str, _Saved] = {}
         self._failures: list[_Failure] = []
+        self._lost: list[str | None] = []
         self._hangs = 0
         self._hang_seconds = 30.0
         self._release = asyncio.Event()
@@ -394,6 +395,19 @@ class FakeStripe:
         The body is Stripe's error JSON, or plain text as a proxy in front of Stripe would send.
         """
         self._failures.extend(_Failure(status, json_body, path) for _ in range(count))
+
+    def lose_next_answers(self, count: int = 1, *, path: str | None = None) -> None:
+        """The next ``count`` API requests (to ``path`` if given) are carried out — and saved
+        under their Idempotency-Key — but their answer is lost on the way back: the caller gets
+        a proxy's 502 and cannot tell whether Stripe acted."""
+        self._lost.extend(path for _ in range(count))
+
+    def _answer(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        lost = next((p for p in self._lost if p is None or p == request.path), "")
+        if lost == "":
+            return response
+        self._lost.remove(lost)
+        return web.Response(status=502, text="upstream connect error")
 
     def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
         """The next ``count`` API requests answer after ``seconds`` (or when the fake stops)."""
@@ -578,7 +592,9 @@ class FakeStripe:
                             f"'{key}' if you meant to execute a different request.",
                             error_type="idempotency_error",
                         )
-                    return self._response(saved.status, saved.text, replayed=True)
+                    return self._answer(
+                        request, self._response(saved.status, saved.text, replayed=True)
+                    )
             request_id = _new_id("req_", 14)
             self._request = {"id": request_id, "idempotency_key": key}
             try:
@@ -594,7 +610,7 @@ class FakeStripe:
             self._idempotent[key] = _Saved(
                 request.method, request.path, call.params, response.status, response.text
             )
-        return response
+        return self._answer(request, response)
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")

@@ -237,3 +237,62 @@ async def test_a_keyturn_checkout_paid_with_another_amount_or_currency_is_not_co
     assert (await Payment.get(booking=booking, purpose="rental")).status == "open"
     [alert] = await mismatch_alerts(booking.reference)
     assert session_id in str(alert.params)
+
+
+async def test_a_payment_link_whose_answer_was_lost_is_the_same_request_when_retried(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, _ = stripe_app
+    # Stripe creates the session but every answer to it (the SDK's own retries too) is lost.
+    fake.lose_next_answers(3, path="/v1/checkout/sessions")
+    await runtime.engine.handle(inbound("BOOK T1 tomorrow 10-14", at=clock.now()))
+    await runtime.engine.handle(inbound("YES", at=clock.now()))
+    await run(runtime)
+    assert len(fake.sessions) == 1
+    assert not await Message.filter(direction="out", body__contains="Pay $50.00 here")
+    clock.advance(timedelta(minutes=3))  # the effect's next attempt, with the same key
+    await run(runtime)
+    replays = [c for c in fake.calls if c.path == "/v1/checkout/sessions"]
+    assert len({c.idempotency_key for c in replays}) == 1
+    assert len(fake.sessions) == 1, "the retry is answered with the first session, not refused"
+    [session_id] = list(fake.sessions)
+    links = await Message.filter(direction="out", body__contains="Pay $50.00 here")
+    assert len(links) == 1
+    assert fake.sessions[session_id]["url"] in links[0].body
+    assert not await OpsAlert.filter(kind="effect_failing").exists()
+    # The session outlives the renter's 30-minute hold by Stripe's minimum 30 minutes; Keyturn
+    # itself expires it when the hold ends.
+    booking = await Booking.get()
+    assert booking.hold_expires_at is not None
+    expires = int(fake.sessions[session_id]["expires_at"])
+    assert expires == int((booking.hold_expires_at + timedelta(minutes=30)).timestamp())
+    clock.advance(timedelta(minutes=28))
+    await run(runtime)
+    assert fake.sessions[session_id]["status"] == "expired"
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.EXPIRED
+
+
+async def test_a_payment_link_retried_too_late_to_be_the_same_request_goes_under_a_new_key(
+    stripe_app: tuple[FakeStripe, Runtime, TestClient[Any, Any]], clock: FakeClock
+) -> None:
+    fake, runtime, _ = stripe_app
+    fake.fail_next(3, status=503, path="/v1/checkout/sessions")  # never reached Stripe
+    await runtime.engine.handle(inbound("BOOK T1 tomorrow 10-14", at=clock.now()))
+    await runtime.engine.handle(inbound("YES", at=clock.now()))
+    await run(runtime)
+    assert not fake.sessions
+    # The outbox's next attempt comes when the session's expiry is under 32 minutes away: sent
+    # unchanged it could be refused as a new request, changed it would be refused under its key.
+    effect = await OutboxEffect.get(kind=CHECKOUT_EFFECT)
+    clock.advance(timedelta(minutes=29))
+    await OutboxEffect.filter(id=effect.id).update(next_attempt_at=clock.now())
+    await run(runtime)
+    keys = {c.idempotency_key for c in fake.calls if c.path == "/v1/checkout/sessions"}
+    assert len(keys) == 2
+    [session_id] = list(fake.sessions)
+    assert int(fake.sessions[session_id]["expires_at"]) >= int(
+        (clock.now() + timedelta(minutes=30)).timestamp()
+    )
+    links = await Message.filter(direction="out", body__contains="Pay $50.00 here")
+    assert len(links) == 1
