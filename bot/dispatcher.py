@@ -252,6 +252,13 @@ class MessageSender:
             if self.sealer is None:
                 raise ChannelError("a sealed message needs the encryption key to be sent")
             message = replace(message, text=self.sealer.open(message.text))
+            if effect.payload.get("sealed_variables"):
+                # Staged before template variables were sealed, an effect has them in clear.
+                variables = message.template_variables
+                message = replace(
+                    message,
+                    template_variables={k: self.sealer.open(v) for k, v in variables.items()},
+                )
         channel = self.channels.get(message.channel)
         if channel is None:
             raise ChannelError(f"channel {message.channel!r} is not running")
