@@ -257,7 +257,7 @@ def build_runtime(
     dispatcher = OutboxDispatcher(
         clock,
         {
-            "send_message": MessageSender(all_channels, sealer),
+            "send_message": MessageSender(all_channels, sealer, clock),
             # Without Telegram and an ops chat these do nothing: the sandbox page shows alerts.
             ALERT_EFFECT: AlertSender(
                 ops_chat if ops_chat_id is not None else None, ops_chat_id, translator, sealer

@@ -37,6 +37,16 @@ class FindsSent(Protocol):
         ...
 
 
+@runtime_checkable
+class SendsOutsideWindow(Protocol):
+    """A channel that can send a message as if its free-form window had closed (WhatsApp: the
+    Content template for its kind, else SMS), for a message reported failed for that reason."""
+
+    async def send_outside_window(self, message: OutboundMessage) -> str:
+        """Send ``message`` the closed-window way; returns the provider's id for it."""
+        ...
+
+
 def numbered_text(message: OutboundMessage) -> str:
     """The text with its choices as numbered lines, for channels without buttons (SMS)."""
     lines = [message.text]

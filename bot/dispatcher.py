@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from bot.channels import Channel, ChannelError, FindsSent, Undeliverable
+from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
-from flows.clock import Clock
+from flows.clock import Clock, SystemClock
 from flows.messages import OutboundMessage
 from storage.conversations import record_send, recorded_provider_ids
 from storage.journal import raise_alert, resolve_alert
@@ -238,12 +238,23 @@ def _group(effect: OutboxEffect) -> str:
     return f"effect:{effect.id}"
 
 
+#: Marks a ``send_message`` effect that sends again, the closed-window way, a message WhatsApp
+#: refused after Twilio had accepted it (63016 on the status callback).
+OUTSIDE_WINDOW = "outside_window"
+
+
 class MessageSender:
     """Executes ``send_message`` effects through the channel the message belongs to."""
 
-    def __init__(self, channels: Mapping[str, Channel], sealer: Sealer | None = None) -> None:
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        sealer: Sealer | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.channels = channels
         self.sealer = sealer
+        self.clock = clock or SystemClock()
 
     async def __call__(self, effect: OutboxEffect) -> None:
         message = OutboundMessage.from_payload(effect.payload["message"])  # type: ignore[arg-type]
@@ -251,6 +262,13 @@ class MessageSender:
             if self.sealer is None:
                 raise ChannelError("a sealed message needs the encryption key to be sent")
             message = replace(message, text=self.sealer.open(message.text))
+            if effect.payload.get("sealed_variables"):
+                # Staged before template variables were sealed, an effect has them in clear.
+                variables = message.template_variables
+                message = replace(
+                    message,
+                    template_variables={k: self.sealer.open(v) for k, v in variables.items()},
+                )
         channel = self.channels.get(message.channel)
         if channel is None:
             raise ChannelError(f"channel {message.channel!r} is not running")
@@ -266,15 +284,38 @@ class MessageSender:
                 await record_send(_message_id(effect), status="sent", provider_id=earlier)
                 MESSAGES_OUT.labels(message.channel, "sent").inc()
                 return
+        resend = bool(effect.payload.get(OUTSIDE_WINDOW))
         try:
-            provider_id = await channel.send(message, effect.idempotency_key)
+            if resend:
+                if not isinstance(channel, SendsOutsideWindow):
+                    raise Undeliverable(f"channel {message.channel!r} has no closed-window path")
+                provider_id = await channel.send_outside_window(message)
+            else:
+                provider_id = await channel.send(message, effect.idempotency_key)
         except Undeliverable as err:
             MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
             await record_send(_message_id(effect), status="undeliverable")
+            if resend:
+                now = self.clock.now()
+                await alert_not_delivered(_message_id(effect), message, str(err), now=now)
             return
         await record_send(_message_id(effect), status="sent", provider_id=provider_id)
         MESSAGES_OUT.labels(message.channel, "sent").inc()
+
+
+async def alert_not_delivered(
+    message_id: int, message: OutboundMessage, reason: str, *, now: datetime
+) -> None:
+    """Tell the operators that a message the renter needs did not reach them."""
+    await raise_alert(
+        None,
+        now=now,
+        kind="message_not_delivered",
+        group_key=f"message:{message_id}",
+        message_key="ops.message_not_delivered",
+        params={"kind": message.kind, "channel": message.channel, "reason": reason},
+    )
 
 
 def _message_id(effect: OutboxEffect) -> int:

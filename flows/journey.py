@@ -8,6 +8,7 @@ events, identity decisions and timers change bookings in one transaction with th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -1819,7 +1820,7 @@ class Journey:
                 now=now,
                 kind="pin",
                 params=text_params,
-                template_variables={"1": booking.reference},
+                template_variables=await self._pin_variables(booking, codes, language),
             )
             await stage_outcome(
                 conn,
@@ -1969,6 +1970,26 @@ class Journey:
             text += "\n" + t.text(language, "journey.pin_offline_warning")
         return text
 
+    async def _pin_variables(
+        self, booking: Booking, codes: list[AccessCode], language: str
+    ) -> dict[str, str]:
+        """The PIN template's variables: ``1`` the booking reference, ``2`` the PIN (each lock's,
+        in the order of ``3``, when they differ), ``3`` the locks, ``4`` the window in local time.
+        WhatsApp takes parameters of one line only, so each is flattened to one."""
+        asset = await Asset.get(id=booking.asset_id).select_related("location")
+        tz = asset.location.timezone
+        ordered = sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label))
+        pins = [self.sealer.open(code.pin_encrypted) for code in ordered]
+        start = local_time(min(code.starts_at for code in codes), tz, language)
+        end = local_time(max(code.ends_at for code in codes), tz, language)
+        values = {
+            "1": booking.reference,
+            "2": pins[0] if len(set(pins)) == 1 else ", ".join(pins),
+            "3": ", ".join(code.lock.label for code in ordered),
+            "4": f"{start} – {end}",
+        }
+        return {name: one_line(value) for name, value in values.items()}
+
     async def _language(self, conn: BaseDBAsyncClient, booking: Booking) -> str:
         renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
         conversation = (
@@ -1983,6 +2004,11 @@ class Journey:
         yes = turn.t("keyword.yes").split("|")[0]
         no = turn.t("keyword.no").split("|")[0]
         return (Choice(yes, yes), Choice(no, no))
+
+
+def one_line(value: str) -> str:
+    """``value`` as a WhatsApp template parameter: no newlines or tabs, no runs of spaces."""
+    return re.sub(r" {2,}", " ", re.sub(r"[\r\n\t]+", " ", value)).strip()
 
 
 def _payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:

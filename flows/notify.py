@@ -71,15 +71,18 @@ class Notifier:
             params = params(language)
         text = self.translator.text(language, key, **(params or {}))
         sealed = self.sealer is not None and kind in SEALED_KINDS
+        variables = dict(template_variables or {})
         if sealed and self.sealer is not None:
+            # The template's variables carry the PIN as the text does: both are sealed.
             text = self.sealer.seal(text)
+            variables = {name: self.sealer.seal(value) for name, value in variables.items()}
         outbound = OutboundMessage(
             channel=conversation.channel,
             address=conversation.address,
             text=text,
             choices=choices,
             kind=kind,
-            template_variables=dict(template_variables or {}),
+            template_variables=variables,
         )
         row = await Message.create(
             conversation_id=conversation.id,
@@ -94,7 +97,12 @@ class Notifier:
         effect = Effect(
             "send_message",
             f"notify:{row.id}",
-            {"message_id": row.id, "message": outbound.to_payload(), "sealed": sealed},
+            {
+                "message_id": row.id,
+                "message": outbound.to_payload(),
+                "sealed": sealed,
+                "sealed_variables": sealed,
+            },
         )
         await stage_outcome(conn, Outcome(effects=[effect]), now)
         return True

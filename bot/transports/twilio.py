@@ -452,6 +452,13 @@ class TwilioWhatsAppChannel:
                 log.info("WhatsApp refused free-form text (63016); using the closed-window path")
         return await self._outside_window(message, to, text)
 
+    async def send_outside_window(self, message: OutboundMessage) -> str:
+        """Send again a message WhatsApp refused after Twilio accepted it (63016 on the status
+        callback): by its kind's template, else by SMS, else ``Undeliverable``."""
+        return await self._outside_window(
+            message, WHATSAPP_PREFIX + message.address, numbered_text(message)
+        )
+
     async def find_sent(self, message: OutboundMessage, since: datetime) -> list[str]:
         """Free-form text already sent on WhatsApp, or by SMS when the window had closed. A
         template's text is Twilio's to render, so a template is not looked for."""

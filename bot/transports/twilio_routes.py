@@ -18,6 +18,9 @@ moves them back, but a delivered/read receipt wins over them in either order (a 
 message arrived; a failure report next to it is stale), and the first of failed/undelivered stays.
 Statuses Keyturn wrote itself that are not Twilio's (``undeliverable``) never change. Callbacks
 arrive in any order and concurrently, so the rule is one conditional UPDATE.
+
+A failure with ``ErrorCode`` 63016 (WhatsApp's 24-hour window had closed) that moved the status
+sends the message again, once, by template or SMS (``twilio_resend``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from multidict import MultiDict
 from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_algorithm
 
 from bot.keys import CLOCK, ENGINE
+from bot.transports.twilio_resend import OUTSIDE_WHATSAPP_WINDOW, resend_outside_window
 from bot.webhook_body import read_capped
 from flows.i18n import LanguageSources, pick_language
 from flows.messages import InboundMessage, Media
@@ -119,7 +123,10 @@ class TwilioWebhooks:
             status=status
         )
         if status in ("failed", "undelivered"):
-            log.info("Twilio message %s %s (error %s)", sid, status, form.get("ErrorCode", "?"))
+            error = form.get("ErrorCode", "?")
+            log.info("Twilio message %s %s (error %s)", sid, status, error)
+            if error == OUTSIDE_WHATSAPP_WINDOW and updated:
+                await resend_outside_window(sid, now=request.app[CLOCK].now())
         elif not updated:
             log.debug("Twilio status %s for %s changed nothing", status, sid)
         return web.Response(status=200)

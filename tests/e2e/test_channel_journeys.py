@@ -67,6 +67,7 @@ END = datetime(2026, 6, 2, 18, 0, tzinfo=UTC)  # Tuesday 14:00 there
 PUBLIC_URL = "https://keyturn.example.com"
 TELEGRAM_SECRET = "kt-webhook_5f2a9c0e1d"
 REMINDER_TEMPLATE = "HX" + "b2" * 16
+PIN_TEMPLATE = "HX" + "c3" * 16
 PHONE = "+15550100001"
 OTHER_PHONE = "+15550100002"
 CHAT_ID = 4242
@@ -139,7 +140,7 @@ async def world(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[World]:
                 "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                 "TWILIO_SMS_FROM": SMS_NUMBER,
                 "TWILIO_WHATSAPP_FROM": WHATSAPP_NUMBER,
-                "TWILIO_WHATSAPP_TEMPLATES": f"reminder={REMINDER_TEMPLATE}",
+                "TWILIO_WHATSAPP_TEMPLATES": f"reminder={REMINDER_TEMPLATE},pin={PIN_TEMPLATE}",
                 "TWILIO_API_BASE": twilio.base_url,
                 "TELEGRAM_BOT_TOKEN": TOKEN,
                 "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
@@ -454,6 +455,40 @@ async def test_a_whole_rental_over_whatsapp(world: World) -> None:
     [sent] = renter.latest
     assert (sent.to, sent.from_) == (PHONE, SMS_NUMBER), "no template for it: sent by SMS"
     await check_out(world, booking, pin)
+
+
+async def test_a_whatsapp_pin_refused_outside_the_window_comes_again_by_template(
+    world: World,
+) -> None:
+    renter = TwilioRenter(world, whatsapp=True)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("yes")
+    booking = await pay_and_prove_identity(world, renter, link)
+    pin = await get_the_pin_and_open(world, renter, booking)
+    [pin_sent] = [m for m in world.twilio.sent if m.body and pin in m.body]
+
+    # Twilio accepted the free-form text; WhatsApp refused it later (63016).
+    form, headers = world.twilio.window_closed(pin_sent.sid)
+    response = await world.client.post("/webhooks/twilio/status", data=form, headers=headers)
+    assert response.status == 200
+    staged = await OutboxEffect.filter(idempotency_key__startswith="outside-window:").get()
+    assert pin not in json.dumps(staged.payload), "the resend keeps the PIN sealed"
+    await world.run()
+    assert await renter.inbox() == [""], "a template has no body of ours"
+    [resent] = renter.latest
+    assert (resent.to, resent.content_sid, resent.body) == (
+        f"whatsapp:{PHONE}",
+        PIN_TEMPLATE,
+        None,
+    )
+    variables = json.loads(resent.content_variables or "")
+    assert set(variables) == {"1", "2", "3", "4"}
+    assert variables["1"] == booking.reference and variables["2"] == pin
+    assert variables["3"] == "Main gate, Trailer Bay 1"
+    assert variables["4"].startswith("Tue, Jun 2 9:45\u202fAM")
+    assert all("\n" not in value for value in variables.values()), "WhatsApp: one line each"
+    stored = await Message.get(provider_id=resent.sid)
+    assert stored.sealed and pin not in stored.body
 
 
 async def test_a_whole_rental_over_telegram(world: World) -> None:

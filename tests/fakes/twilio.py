@@ -15,6 +15,8 @@ It speaks what the SDK 9.13 sends and what Twilio answers:
   a JSON object of non-empty strings (21656); a ``ContentSid`` not ``HX`` + 32 hex (21655).
 - What only Twilio knows, set by the test: ``opted_out`` SMS numbers (21610, as after STOP),
   ``outside_window`` WhatsApp numbers (free-form text → 63016; templates pass),
+  and ``window_closed`` for a message accepted (201 ``queued``) whose window had closed after all:
+  the failed/63016 status callback Twilio usually sends instead of refusing the create call,
   ``not_on_whatsapp`` numbers (63024).
 - ``fail_next`` answers the next requests with 500 (or any status), ``hang_next`` holds them.
 - Media: ``add_media`` stores an attachment under a Twilio media URL that needs Basic auth and
@@ -236,6 +238,8 @@ class FakeTwilio:
     ) -> tuple[dict[str, str], dict[str, str]]:
         """A status callback for message ``sid``, as Twilio posts it to our status route."""
         sent = next((m for m in self.sent if m.sid == sid), None)
+        if sent is not None and not sent.status_callback:
+            raise AssertionError(f"{sid} was sent without a StatusCallback: Twilio posts none")
         params = {
             "MessageSid": sid,
             "SmsSid": sid,
@@ -248,7 +252,18 @@ class FakeTwilio:
         }
         if error_code is not None:
             params["ErrorCode"] = error_code
-        return params, self.signed_headers("/webhooks/twilio/status", params)
+        url = sent.status_callback if sent else self.public_url + "/webhooks/twilio/status"
+        return params, {"X-Twilio-Signature": self.sign(url, params)}
+
+    def window_closed(
+        self, sid: str, status: str = "failed"
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The callback for free-form WhatsApp text ``sid`` that WhatsApp refused after Twilio
+        accepted it: outside the 24-hour window (63016). Templates and SMS never fail so."""
+        sent = next(m for m in self.sent if m.sid == sid)
+        if not sent.to.startswith("whatsapp:") or sent.content_sid is not None:
+            raise AssertionError(f"{sid} is not free-form WhatsApp text: 63016 cannot apply")
+        return self.status_callback(sid, status, error_code="63016")
 
     def signed_headers(self, path: str, params: Mapping[str, str]) -> dict[str, str]:
         return {"X-Twilio-Signature": self.sign(self.public_url + path, params)}

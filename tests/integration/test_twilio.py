@@ -40,6 +40,7 @@ from storage.models import (
     Conversation,
     EffectState,
     Message,
+    OpsAlert,
     OutboxEffect,
     ProcessedWebhook,
     Renter,
@@ -667,3 +668,62 @@ async def test_media_deleted_at_twilio_stays_deleted_and_only_twilio_media_is_de
     assert not await harness.account.delete_media("https://elsewhere.example/Media/ME1")
     assert not await harness.account.delete_media("telegram-file:AgAC")
     assert len(harness.fake.deleted_media) == 1
+
+
+# -- WhatsApp's window reported closed on the status callback (63016) ------------------------
+
+
+async def _free_form_pin(harness: Harness, kind: str = "pin") -> tuple[Message, str]:
+    """A message sent as free-form WhatsApp text, accepted by Twilio (201 queued)."""
+    await _renter_writes_on_whatsapp(harness)
+    row = await harness.stage(_pin(kind=kind), f"{kind}-1")
+    assert await harness.deliver() == 1
+    sent = harness.fake.sent[-1]
+    assert sent.body is not None and sent.content_sid is None
+    return row, sent.sid
+
+
+async def test_window_closed_on_the_status_callback_resends_by_template_once(
+    harness: Harness,
+) -> None:
+    row, sid = await _free_form_pin(harness)
+    form, headers = harness.fake.window_closed(sid)
+    assert (await harness.post(form, headers, path="/webhooks/twilio/status")).status == 200
+    # Twilio posts a callback again when it has no answer: still one resend.
+    assert (await harness.post(form, headers, path="/webhooks/twilio/status")).status == 200
+    assert await harness.deliver() == 1
+    resent = harness.fake.sent[-1]
+    assert resent.to == f"whatsapp:{RENTER}" and resent.content_sid == PIN_TEMPLATE
+    assert resent.body is None
+    assert json.loads(resent.content_variables or "") == {"1": "Trailer Bay 1", "2": "4821#"}
+    stored = await Message.get(id=row.id)
+    assert stored.status == "sent" and stored.provider_id == resent.sid
+    assert await harness.deliver() == 0
+    assert len(harness.fake.sent) == 3  # the renter's reply, the free-form text, the template
+    assert await OpsAlert.all().count() == 0
+
+
+async def test_window_closed_without_a_template_resends_by_sms(harness: Harness) -> None:
+    row, sid = await _free_form_pin(harness, kind="reminder")
+    form, headers = harness.fake.window_closed(sid, status="undelivered")
+    assert (await harness.post(form, headers, path="/webhooks/twilio/status")).status == 200
+    assert await harness.deliver() == 1
+    resent = harness.fake.sent[-1]
+    assert resent.to == RENTER and resent.from_ == SMS_NUMBER
+    assert resent.body == _pin().text
+    assert (await Message.get(id=row.id)).provider_id == resent.sid
+
+
+async def test_a_second_63016_for_the_resend_alerts_instead_of_looping(harness: Harness) -> None:
+    row, sid = await _free_form_pin(harness)
+    form, headers = harness.fake.window_closed(sid)
+    await harness.post(form, headers, path="/webhooks/twilio/status")
+    await harness.deliver()
+    resent = harness.fake.sent[-1]
+    again, again_headers = harness.fake.status_callback(resent.sid, "failed", error_code="63016")
+    assert (await harness.post(again, again_headers, path="/webhooks/twilio/status")).status == 200
+    await harness.deliver()
+    assert len(harness.fake.sent) == 3, "no third send to the renter"
+    [alert] = await OpsAlert.all()
+    assert alert.kind == "message_not_delivered"
+    assert (await Message.get(id=row.id)).status == "failed"
