@@ -23,16 +23,21 @@ from datetime import datetime, timedelta
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
+from flows.effects import FollowUp
 from flows.messages import OutboundMessage
+from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
 from storage.journal import raise_alert, resolve_alert
 from storage.models import OutboxEffect
 from storage.outbox import claim_due_effects, mark_done, mark_failed, release_claims
 from storage.sealing import Sealer
+from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
-EffectExecutor = Callable[[OutboxEffect], Awaitable[None]]
+#: Runs one effect's outside call; what the call learnt comes back as a follow-up handler (or
+#: None when there is nothing to record), committed with the effect's completion.
+EffectExecutor = Callable[[OutboxEffect], Awaitable[FollowUp | None]]
 #: The most a stopping worker waits to release its claims.
 RELEASE_SECONDS = 5.0
 
@@ -165,19 +170,22 @@ class OutboxDispatcher:
             if executor is None:
                 raise LookupError(f"no executor for effect kind {effect.kind!r}")
             async with asyncio.timeout(self.effect_timeout):
-                await executor(effect)
+                follow_up = await executor(effect)
+            # Marked done at once, not with the rest of the batch: a worker killed in between
+            # runs this effect again after the lease, so the window stays as short as it can be.
+            # What the effect learnt commits with its completion, or (its claim taken over)
+            # not at all: the newer claim records its own.
+            now = self.clock.now()
+            async with unit_of_work() as conn:
+                if not await mark_done(effect, now, conn):
+                    _taken_over(effect)
+                    return
+                if follow_up is not None:
+                    await stage_outcome(conn, await follow_up(conn), now)
+                if effect.alerted:
+                    await resolve_alert(conn, group_key=_group(effect), now=now, by="dispatcher")
         except Exception as err:
             await self._failed(effect, err)
-            return
-        # Marked done at once, not with the rest of the batch: a worker killed in between runs
-        # this effect again after the lease, so the window between the two stays as short as
-        # it can be.
-        now = self.clock.now()
-        if not await mark_done(effect, now):
-            _taken_over(effect)
-            return
-        if effect.alerted:
-            await resolve_alert(None, group_key=_group(effect), now=now, by="dispatcher")
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()

@@ -85,3 +85,12 @@ class Outcome:
             audits=[*self.audits, *other.audits],
             writes=[*self.writes, *other.writes],
         )
+
+
+#: A handler as a runner calls it: given the unit of work, it returns what to change.
+Handler = Callable[[BaseDBAsyncClient], Awaitable[Outcome]]
+
+#: What an effect executor hands back after its outside call: the follow-up that records what
+#: the call learnt. The dispatcher runs it in the unit of work that marks the effect done, so
+#: the record and the effect's completion commit together (or neither does).
+FollowUp = Handler

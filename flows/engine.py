@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
 from flows.effects import Effect, Outcome, SetTimer
@@ -49,6 +48,7 @@ from storage.conversations import (
 )
 from storage.models import Conversation, ProcessedWebhook, Renter
 from storage.sealing import Sealer
+from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class ConversationEngine:
         )
         result = await self.dialog.step(turn)
         seal_inbound = self.sealer is not None and await holds_own_pin(renter.id, text, self.sealer)
-        async with in_transaction() as conn:
+        async with unit_of_work() as conn:
             await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
                 conn,

@@ -1,5 +1,5 @@
 """Writes an Outcome's state changes, effects, timers, alerts and audit events inside the caller's
-transaction."""
+transaction, and ``run_unit``: how a runner commits one handler's outcome."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.effects import CancelTimer, Outcome, SetTimer
+from flows.effects import CancelTimer, Handler, Outcome, SetTimer
 from storage.journal import raise_alert, record_audit
 from storage.outbox import StagedEffect, enqueue_effects
 from storage.timers import cancel_timer, set_timer
+from storage.uow import unit_of_work
 
 
 async def stage_outcome(conn: BaseDBAsyncClient, outcome: Outcome, now: datetime) -> None:
@@ -54,3 +55,11 @@ async def stage_outcome(conn: BaseDBAsyncClient, outcome: Outcome, now: datetime
             subject=audit.subject,
             details=dict(audit.details),
         )
+
+
+async def run_unit(handler: Handler, now: datetime) -> Outcome:
+    """For runners only: run ``handler`` in a new unit of work and commit its outcome with it."""
+    async with unit_of_work() as conn:
+        outcome = await handler(conn)
+        await stage_outcome(conn, outcome, now)
+    return outcome

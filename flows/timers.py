@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from flows.effects import Outcome
 from flows.staging import stage_outcome
 from storage.models import Timer
 from storage.timers import finish_timer
+from storage.uow import unit_of_work
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,6 @@ async def fire_timer(timer: Timer, handlers: Mapping[str, TimerHandler], now: da
         raise UnknownTimer(f"no handler for timer kind {timer.kind!r}")
     event = TimerFired(timer.id, timer.kind, timer.key, dict(timer.payload), timer.due_at, now)
     outcome = await handler(event)
-    async with in_transaction() as conn:
+    async with unit_of_work() as conn:
         await finish_timer(conn, timer, now)
         await stage_outcome(conn, outcome, now)

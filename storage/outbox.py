@@ -140,9 +140,12 @@ _MARK_DEAD = (
 )
 
 
-async def mark_done(effect: OutboxEffect, now: datetime) -> bool:
-    """Mark the claimed effect done; False when another claim has taken it over meanwhile."""
-    changed, _ = await connection().execute_query(
+async def mark_done(
+    effect: OutboxEffect, now: datetime, conn: BaseDBAsyncClient | None = None
+) -> bool:
+    """Mark the claimed effect done (in ``conn``'s transaction when given, with what the effect
+    learnt); False when another claim has taken it over meanwhile."""
+    changed, _ = await (conn or connection()).execute_query(
         sql(_MARK_DONE),
         [EffectState.DONE.value, now, effect.id, EffectState.PENDING.value, effect.attempts],
     )
