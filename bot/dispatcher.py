@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
-from flows.effects import FollowUp
+from flows.effects import FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
@@ -264,7 +266,7 @@ class MessageSender:
         self.sealer = sealer
         self.clock = clock or SystemClock()
 
-    async def __call__(self, effect: OutboxEffect) -> None:
+    async def __call__(self, effect: OutboxEffect) -> FollowUp | None:
         message = OutboundMessage.from_payload(effect.payload["message"])  # type: ignore[arg-type]
         if effect.payload.get("sealed"):
             if self.sealer is None:
@@ -285,13 +287,14 @@ class MessageSender:
             # worker that died before recording it): adopt it rather than send it twice. A
             # message like it that is recorded already is another message, not this one.
             found = await channel.find_sent(message, effect.created_at)
-            taken = await recorded_provider_ids(found) if found else set()
+            taken = (
+                await recorded_provider_ids(found, besides=_message_id(effect)) if found else set()
+            )
             earlier = next((sid for sid in found if sid not in taken), None)
             if earlier is not None:
                 log.info("message %s was accepted by an earlier attempt", _message_id(effect))
-                await record_send(_message_id(effect), status="sent", provider_id=earlier)
                 MESSAGES_OUT.labels(message.channel, "sent").inc()
-                return
+                return _recorded(_message_id(effect), "sent", earlier)
         resend = bool(effect.payload.get(OUTSIDE_WINDOW))
         try:
             if resend:
@@ -303,13 +306,23 @@ class MessageSender:
         except Undeliverable as err:
             MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
-            await record_send(_message_id(effect), status="undeliverable")
             if resend:
                 now = self.clock.now()
                 await alert_not_delivered(_message_id(effect), message, str(err), now=now)
-            return
-        await record_send(_message_id(effect), status="sent", provider_id=provider_id)
+            return _recorded(_message_id(effect), "undeliverable", None)
         MESSAGES_OUT.labels(message.channel, "sent").inc()
+        return _recorded(_message_id(effect), "sent", provider_id)
+
+
+def _recorded(message_id: int, status: str, provider_id: str | None) -> FollowUp:
+    """What became of a send, recorded with the effect's completion: a send whose record is
+    lost is found at the provider on the next attempt, never sent twice."""
+
+    async def record(conn: BaseDBAsyncClient) -> Outcome:
+        await record_send(message_id, status=status, provider_id=provider_id, conn=conn)
+        return Outcome()
+
+    return record
 
 
 async def alert_not_delivered(

@@ -205,17 +205,27 @@ async def insert_messages(
 _RECORD_SEND = "UPDATE message SET status = $1, provider_id = $2 WHERE id = $3"
 
 
-async def record_send(message_id: int, *, status: str, provider_id: str | None = None) -> None:
+async def record_send(
+    message_id: int,
+    *,
+    status: str,
+    provider_id: str | None = None,
+    conn: BaseDBAsyncClient | None = None,
+) -> None:
     """What became of sending an outbound message: ``sent`` with the provider's id for it, or
-    ``undeliverable``."""
-    await connection().execute_query(sql(_RECORD_SEND), [status, provider_id, message_id])
+    ``undeliverable`` (in ``conn``'s transaction when given)."""
+    await (conn or connection()).execute_query(sql(_RECORD_SEND), [status, provider_id, message_id])
 
 
-async def recorded_provider_ids(provider_ids: Sequence[str]) -> set[str]:
-    """Which of these provider message ids are recorded on an outbound message already."""
-    rows = await Message.filter(direction="out", provider_id__in=list(provider_ids)).values_list(
-        "provider_id", flat=True
-    )
+async def recorded_provider_ids(
+    provider_ids: Sequence[str], *, besides: int | None = None
+) -> set[str]:
+    """Which of these provider message ids are recorded on an outbound message already (other
+    than message ``besides``)."""
+    query = Message.filter(direction="out", provider_id__in=list(provider_ids))
+    if besides is not None:
+        query = query.exclude(id=besides)
+    rows = await query.values_list("provider_id", flat=True)
     return {str(row) for row in rows}
 
 
