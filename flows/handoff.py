@@ -31,11 +31,12 @@ from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from storage.columns import fits_column
 from storage.journal import resolve_alert
+from storage.kinds import AlertKind, EffectKind, TimerKind
 from storage.models import Booking, Conversation, Message, Renter, StaffMember
 
-IDLE_TIMER = "handoff.idle"
+IDLE_TIMER = TimerKind.HANDOFF_IDLE
 #: Relays a renter's message (or a notice about the conversation) to the staff.
-TO_STAFF_EFFECT = "handoff.to_staff"
+TO_STAFF_EFFECT = EffectKind.HANDOFF_TO_STAFF
 #: Operators' texts are rendered in this language (the ops group's).
 OPS_LANGUAGE = "en"
 REQUESTED = "requested"
@@ -477,7 +478,7 @@ class HandoffDialog:
         result.outcome.replies = [Reply(turn.t("journey.agent_requested"))]
         result.outcome.alerts.append(
             Alert(
-                "agent_requested",
+                AlertKind.AGENT_REQUESTED,
                 agent_group(turn.conversation_id),
                 "ops.agent_stuck",
                 {"channel": turn.message.channel, "conversation": turn.conversation_id},

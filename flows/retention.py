@@ -8,9 +8,10 @@ from datetime import timedelta
 from flows.clock import Clock
 from flows.effects import Audit, Outcome, SetTimer
 from flows.timers import TimerFired
+from storage.kinds import TimerKind
 from storage.retention import purge
 
-RETENTION_TIMER = "retention.purge"
+RETENTION_TIMER = TimerKind.RETENTION_PURGE
 RETENTION_KEY = "retention:purge"
 
 
