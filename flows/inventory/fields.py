@@ -12,9 +12,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from flows.inventory.positions import Problems
-from storage.models import (
-    StaffRole,
-)
+from storage.models import StaffRole
 from storage.money import Money, MoneyError
 
 # Slugs and keys stay short enough that "location:<slug>" fits an audit subject (64 characters).

@@ -36,9 +36,7 @@ from flows.inventory.spec import (
 )
 from flows.lead_times import LEAD_MINUTES_MAX, LeadTimes, lead_time_problems
 from locks import PROVIDER_NAMES
-from storage.models import (
-    StaffRole,
-)
+from storage.models import StaffRole
 from storage.money import MoneyError, exponent_of
 
 

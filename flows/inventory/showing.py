@@ -5,13 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows.lead_times import LeadTimes
-from storage.models import (
-    Asset,
-    AssetLock,
-    Location,
-    Lock,
-    StaffMember,
-)
+from storage.models import Asset, AssetLock, Location, Lock, StaffMember
 from storage.money import Money
 
 

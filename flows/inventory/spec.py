@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.models import (
-    StaffRole,
-)
+from storage.models import StaffRole
 
 # --- What a file describes -------------------------------------------------------------------
 

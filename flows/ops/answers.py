@@ -9,10 +9,7 @@ from enum import StrEnum
 
 from flows.effects import Outcome
 from flows.handoff import TakenOver
-from storage.models import (
-    StaffMember,
-    StaffRole,
-)
+from storage.models import StaffMember, StaffRole
 from storage.uow import UnitOfWork
 
 

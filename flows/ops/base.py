@@ -18,18 +18,13 @@ from flows.ops.answers import (
 )
 from storage.columns import fits_column
 from storage.journal import record_audit
-from storage.models import (
-    Booking,
-    Conversation,
-    Location,
-    Lock,
-    Renter,
-    StaffMember,
-)
+from storage.models import Booking, Conversation, Location, Lock, Renter, StaffMember
 from storage.uow import UnitOfWork
 
 
 class DeskBase:
+    """The desk's parts and the checks every command makes: role, location scope, refusals."""
+
     def __init__(
         self,
         translator: Translator,

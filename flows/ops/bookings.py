@@ -12,13 +12,7 @@ from flows.ops.answers import BadArguments, Context, OpsAnswer, Refused
 from flows.ops.base import DeskBase, actor_of
 from flows.ops.money import refund_cents
 from flows.when import WhenNotUnderstood, parse_duration
-from storage.models import (
-    AccessCode,
-    BookingState,
-    Extension,
-    Location,
-    StaffMember,
-)
+from storage.models import AccessCode, BookingState, Extension, Location, StaffMember
 from storage.money import Money
 from storage.uow import UnitOfWork
 

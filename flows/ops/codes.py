@@ -13,10 +13,7 @@ from flows.remote_open import open_effect
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from locks.windows import AccessWindow
-from storage.models import (
-    AccessCode,
-    StaffMember,
-)
+from storage.models import AccessCode, StaffMember
 from storage.uow import UnitOfWork
 
 

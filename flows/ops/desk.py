@@ -31,9 +31,7 @@ from flows.ops.reading import ReadingCommands
 from flows.ops.scope import alert_locations
 from flows.ops.talk import TalkCommands
 from storage.kinds import AlertKind
-from storage.models import (
-    OpsAlert,
-)
+from storage.models import OpsAlert
 from storage.uow import UnitOfWork
 
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.ops.answers import BadArguments, Context, OpsAnswer, ReasonAsked, Refused
 from flows.ops.base import DeskBase, actor_of
-from storage.models import (
-    Booking,
-    IdentityCheck,
-    StaffMember,
-)
+from storage.models import Booking, IdentityCheck, StaffMember
 from storage.uow import UnitOfWork
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 
 from flows.ops.answers import BadArguments, Refused
-from storage.models import (
-    Booking,
-)
+from storage.models import Booking
 from storage.money import Money, MoneyError
 
 

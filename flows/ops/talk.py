@@ -7,10 +7,7 @@ from flows.handoff import HandoffRefused
 from flows.messages import Media
 from flows.ops.answers import Context, OpsAnswer, Permission, Refused
 from flows.ops.base import DeskBase, actor_of
-from storage.models import (
-    Conversation,
-    StaffMember,
-)
+from storage.models import Conversation, StaffMember
 from storage.uow import UnitOfWork
 
 

@@ -122,4 +122,4 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-KNOWN_REACHES = ["flows/ops/bookings.py:97 uses self.journey._apply_extension"]
+KNOWN_REACHES = ["flows/ops/bookings.py:91 uses self.journey._apply_extension"]
