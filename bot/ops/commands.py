@@ -4,7 +4,9 @@ group and in staff members' private chats with the bot.
 ``OpsUpdates`` is offered every update before the renter path (``setup_telegram(handlers=...)``):
 it takes everything in the ops group, ops buttons anywhere, and ops commands in private chats
 (a renter's ``/help`` goes on to the renter dialog). The logic, role checks and changes are
-``flows.ops.OpsDesk``'s; this module only parses and delivers.
+``flows.ops.OpsDesk``'s; this module parses, runs each command in its own unit of work (the ops
+bot is the desk's runner: what the command wrote and the Outcome it answers with commit together),
+and delivers the answer once committed.
 
 For topics the group must be a forum and the bot an admin allowed to manage topics; an admin bot
 also sees plain messages in the group (privacy mode hides them from other bots).
