@@ -16,7 +16,6 @@ from pathlib import Path
 
 from aiohttp import web
 from cryptography.fernet import Fernet
-from tortoise.transactions import in_transaction
 
 from bot.app import Runtime, StartupError, build_runtime, create_app
 from bot.channels import ChannelError
@@ -27,12 +26,13 @@ from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
 from flows.lock_check import check_lock, unmapped_devices
-from flows.staging import stage_outcome
+from flows.staging import run_unit
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
 from storage.models import AccessCode, AccessCodeState, Booking, Lock, StaffMember
 from storage.money import Money, MoneyError
+from storage.uow import unit_of_work
 
 log = logging.getLogger("keyturn")
 
@@ -348,7 +348,8 @@ async def _apply(settings: Settings, path: Path) -> list[str]:
     inventory = load_inventory(path, settings.lead_times)
     await db.open_database(settings.database_url)
     try:
-        changes = await apply_inventory(inventory, now=SystemClock().now())
+        async with unit_of_work() as conn:  # the file applies whole or not at all
+            changes = await apply_inventory(conn, inventory, now=SystemClock().now())
     finally:
         await db.close_database()
     return changes.lines or ["inventory unchanged"]
@@ -454,11 +455,10 @@ def _codes_staff(args: argparse.Namespace) -> int:
             raise SettingsError("--hours must be more than 0 and at most two weeks")
         now = runtime.clock.now()
         window = AccessWindow(now, now + timedelta(hours=args.hours))
-        async with in_transaction() as conn:
-            outcome = await runtime.access.plan_staff_code(
-                conn, member, lock, window, args.label or member.name
-            )
-            await stage_outcome(conn, outcome, now)
+        label = args.label or member.name
+        await run_unit(
+            lambda conn: runtime.access.plan_staff_code(conn, member, lock, window, label), now
+        )
         await runtime.timers.run_due()
         await runtime.dispatcher.run_once()
         code = await AccessCode.filter(staff=member, lock=lock).order_by("-id").first()
@@ -480,9 +480,10 @@ def _codes_revoke(args: argparse.Namespace) -> int:
         if code is None:
             raise SettingsError(f"no access code {args.code}")
         now = runtime.clock.now()
-        async with in_transaction() as conn:
-            outcome = await runtime.access.revoke(conn, [code], actor="operator", reason="revoked")
-            await stage_outcome(conn, outcome, now)
+        await run_unit(
+            lambda conn: runtime.access.revoke(conn, [code], actor="operator", reason="revoked"),
+            now,
+        )
         await runtime.dispatcher.run_once()
         await code.refresh_from_db()
         print(f"code {code.id} is {code.state}")

@@ -18,8 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F
-from tortoise.transactions import in_transaction
 
 from flows.clock import Clock
 from flows.digits import DATABASE_ID_MAX, typed_int
@@ -27,18 +25,19 @@ from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, Set
 from flows.engine import Dialog, StepResult, Turn
 from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
 from flows.messages import Media, OutboundMessage
-from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from storage.columns import fits_column
+from storage.conversations import REQUESTED, Handling, handling, move_handling
 from storage.journal import resolve_alert
+from storage.kinds import AlertKind, EffectKind, TimerKind
 from storage.models import Booking, Conversation, Message, Renter, StaffMember
+from storage.uow import UnitOfWork
 
-IDLE_TIMER = "handoff.idle"
+IDLE_TIMER = TimerKind.HANDOFF_IDLE
 #: Relays a renter's message (or a notice about the conversation) to the staff.
-TO_STAFF_EFFECT = "handoff.to_staff"
+TO_STAFF_EFFECT = EffectKind.HANDOFF_TO_STAFF
 #: Operators' texts are rendered in this language (the ops group's).
 OPS_LANGUAGE = "en"
-REQUESTED = "requested"
 _ALWAYS_THE_BOTS = {"stop": "keyword.stop", "start": "keyword.start"}
 
 
@@ -135,112 +134,60 @@ class Handoff:
 
     # -- staff actions ------------------------------------------------------------------------
 
-    async def take_over(self, conversation_id: int, staff: StaffMember) -> TakenOver:
+    async def take_over(
+        self, conn: UnitOfWork, conversation_id: int, staff: StaffMember
+    ) -> tuple[TakenOver, Outcome]:
+        """``staff`` takes the conversation over, in the caller's unit of work: what they are
+        shown, and what the runner commits with it (the renter told, the idle timer)."""
         now = self.clock.now()
         actor = f"staff:{staff.telegram_user_id}"
-        async with in_transaction() as conn:
-            conversation = (
-                await Conversation.filter(id=conversation_id)
-                .using_db(conn)
-                .select_for_update()
-                .first()
-            )
-            if conversation is None:
-                raise HandoffRefused("ops.not_found", what=str(conversation_id))
-            who = await self.who(conversation)
-            if conversation.agent_id not in (None, staff.telegram_user_id):
-                agent = await StaffMember.get_or_none(telegram_user_id=conversation.agent_id)
-                raise HandoffRefused(
-                    "ops.already_taken", who=who, agent=agent.name if agent else "?"
-                )
-            data = dict(conversation.data)
-            data.pop("handoff", None)
-            data.pop("misunderstood", None)
-            await (
-                Conversation.filter(id=conversation.id)
-                .using_db(conn)
-                .update(
-                    agent_id=staff.telegram_user_id,
-                    agent_since=now,
-                    data=data,
-                    version=F("version") + 1,
-                    updated_at=now,
-                )
-            )
-            outcome = Outcome(
-                timers=[
-                    SetTimer(
-                        IDLE_TIMER,
-                        now + self.settings.idle,
-                        idle_key(conversation.id),
-                        {"conversation": conversation.id},
-                    )
-                ],
-                audits=[Audit(actor, "conversation.taken_over", f"conversation:{conversation.id}")],
-            )
-            if conversation.agent_id is None:
-                outcome.effects.append(
-                    await self._tell(
-                        conn, conversation, "handoff.taken", now, name=staff.name.split()[0]
-                    )
-                )
-            await stage_outcome(conn, outcome, now)
-            await resolve_alert(
-                conn, group_key=agent_group(conversation.id), now=now, by=staff.name
-            )
-            transcript = await self._transcript(conn, conversation.id)
-        return TakenOver(
-            conversation.id,
-            who,
-            conversation.channel,
-            conversation.agent_thread_id,
-            transcript,
-        )
-
-    async def set_thread(self, conversation_id: int, thread_id: int) -> None:
-        await Conversation.filter(id=conversation_id).update(agent_thread_id=thread_id)
-
-    async def release(self, conversation_id: int, *, by: str, tell_staff: bool = True) -> bool:
-        """Hand the conversation back to the bot and tell the renter (and, with ``tell_staff``,
-        the conversation's thread); False when no person had it."""
-        now = self.clock.now()
-        async with in_transaction() as conn:
-            released = await self._release(
-                conn, conversation_id, by=by, now=now, tell_staff=tell_staff
-            )
-        return released
-
-    async def _release(
-        self,
-        conn: BaseDBAsyncClient,
-        conversation_id: int,
-        *,
-        by: str,
-        now: datetime,
-        tell_staff: bool,
-    ) -> bool:
         conversation = (
             await Conversation.filter(id=conversation_id).using_db(conn).select_for_update().first()
         )
         if conversation is None:
-            return False
-        waiting = conversation.data.get("handoff") == REQUESTED
-        if conversation.agent_id is None and not waiting:
-            return False
-        data = dict(conversation.data)
-        data.pop("handoff", None)
-        data.pop("misunderstood", None)
-        await (
-            Conversation.filter(id=conversation.id)
-            .using_db(conn)
-            .update(
-                agent_id=None,
-                agent_since=None,
-                data=data,
-                version=F("version") + 1,
-                updated_at=now,
-            )
+            raise HandoffRefused("ops.not_found", what=str(conversation_id))
+        who = await self.who(conversation)
+        if conversation.agent_id not in (None, staff.telegram_user_id):
+            agent = await StaffMember.get_or_none(telegram_user_id=conversation.agent_id)
+            raise HandoffRefused("ops.already_taken", who=who, agent=agent.name if agent else "?")
+        with_bot = conversation.agent_id is None
+        await move_handling(
+            conn, conversation, Handling.TAKEN, agent_id=staff.telegram_user_id, at=now
         )
+        outcome = Outcome(
+            timers=[self._idle_timer(conversation.id, now)],
+            audits=[Audit(actor, "conversation.taken_over", f"conversation:{conversation.id}")],
+        )
+        if with_bot:
+            outcome.effects.append(
+                await self._tell(
+                    conn, conversation, "handoff.taken", now, name=staff.name.split()[0]
+                )
+            )
+        await resolve_alert(conn, group_key=agent_group(conversation.id), now=now, by=staff.name)
+        transcript = await self._transcript(conn, conversation.id)
+        taken = TakenOver(
+            conversation.id, who, conversation.channel, conversation.agent_thread_id, transcript
+        )
+        return taken, outcome
+
+    async def set_thread(self, conversation_id: int, thread_id: int) -> None:
+        await Conversation.filter(id=conversation_id).update(agent_thread_id=thread_id)
+
+    async def release(
+        self, conn: UnitOfWork, conversation_id: int, *, by: str, tell_staff: bool = True
+    ) -> Outcome | None:
+        """Hand the conversation back to the bot in the caller's unit of work; the Outcome tells
+        the renter (and, with ``tell_staff``, the conversation's thread). None when no person
+        had it or was asked for."""
+        now = self.clock.now()
+        conversation = (
+            await Conversation.filter(id=conversation_id).using_db(conn).select_for_update().first()
+        )
+        if conversation is None or handling(conversation) == Handling.BOT:
+            return None
+        agent = conversation.agent_id
+        await move_handling(conn, conversation, Handling.BOT, at=now)
         who = await self.who(conversation)
         outcome = Outcome(
             effects=[await self._tell(conn, conversation, "handoff.released", now)],
@@ -256,69 +203,68 @@ class Handoff:
                         "conversation": conversation.id,
                         "text": self.ops_text("ops.released", who=who),
                         "notice": True,
-                        "agent": conversation.agent_id,
+                        "agent": agent,
                     },
                 )
             )
-        await stage_outcome(conn, outcome, now)
         await resolve_alert(conn, group_key=agent_group(conversation.id), now=now, by=by)
-        return True
+        return outcome
 
     async def staff_says(
         self,
+        conn: UnitOfWork,
         conversation_id: int,
         staff: StaffMember,
         text: str,
         media: tuple[Media, ...] = (),
-    ) -> None:
+    ) -> Outcome:
         """What a staff member wrote (or a photo they posted, ``text`` its caption) goes to the
-        renter on the renter's channel."""
+        renter on the renter's channel, when the caller's unit of work commits."""
         now = self.clock.now()
         text = text.strip()
         if not text and not media:
             raise HandoffRefused("ops.reply_empty")
-        async with in_transaction() as conn:
-            conversation = await Conversation.filter(id=conversation_id).using_db(conn).first()
-            if conversation is None:
-                raise HandoffRefused("ops.not_found", what=str(conversation_id))
-            if conversation.agent_id != staff.telegram_user_id:
-                raise HandoffRefused("ops.not_yours", who=await self.who(conversation))
-            renter = (
-                await Renter.filter(id=conversation.renter_id).using_db(conn).first()
-                if conversation.renter_id
-                else None
-            )
-            if renter is not None and renter.opted_out:
-                raise HandoffRefused("ops.renter_opted_out", who=await self.who(conversation))
-            effect = await self._send(conn, conversation, text, now, media)
-            outcome = Outcome(
-                effects=[effect],
-                timers=[
-                    SetTimer(
-                        IDLE_TIMER,
-                        now + self.settings.idle,
-                        idle_key(conversation.id),
-                        {"conversation": conversation.id},
-                    )
-                ],
-                audits=[
-                    Audit(
-                        f"staff:{staff.telegram_user_id}",
-                        "conversation.staff_message",
-                        f"conversation:{conversation.id}",
-                    )
-                ],
-            )
-            await stage_outcome(conn, outcome, now)
+        conversation = await Conversation.filter(id=conversation_id).using_db(conn).first()
+        if conversation is None:
+            raise HandoffRefused("ops.not_found", what=str(conversation_id))
+        if conversation.agent_id != staff.telegram_user_id:
+            raise HandoffRefused("ops.not_yours", who=await self.who(conversation))
+        renter = (
+            await Renter.filter(id=conversation.renter_id).using_db(conn).first()
+            if conversation.renter_id
+            else None
+        )
+        if renter is not None and renter.opted_out:
+            raise HandoffRefused("ops.renter_opted_out", who=await self.who(conversation))
+        effect = await self._send(conn, conversation, text, now, media)
+        audit = Audit(
+            f"staff:{staff.telegram_user_id}",
+            "conversation.staff_message",
+            f"conversation:{conversation.id}",
+        )
+        return Outcome(
+            effects=[effect], timers=[self._idle_timer(conversation.id, now)], audits=[audit]
+        )
 
     # -- the idle timer -----------------------------------------------------------------------
 
     async def on_idle(self, event: TimerFired) -> Outcome:
+        """Hand an idle conversation back to the bot, in the timer runner's transaction."""
         conversation_id = int(str(event.payload["conversation"]))
-        now = self.clock.now()
-        async with in_transaction() as conn:
-            await self._release(conn, conversation_id, by="system:idle", now=now, tell_staff=True)
-        return Outcome()
+
+        async def release(conn: UnitOfWork) -> Outcome:
+            released = await self.release(conn, conversation_id, by="system:idle")
+            return released or Outcome()
+
+        return Outcome(writes=[release])
+
+    def _idle_timer(self, conversation_id: int, now: datetime) -> SetTimer:
+        return SetTimer(
+            IDLE_TIMER,
+            now + self.settings.idle,
+            idle_key(conversation_id),
+            {"conversation": conversation_id},
+        )
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -390,7 +336,7 @@ class Handoff:
             channel=conversation.channel, address=conversation.address, text=text, media=media
         )
         return Effect(
-            "send_message",
+            EffectKind.SEND_MESSAGE,
             f"handoff:{row.id}",
             {"message_id": row.id, "message": outbound.to_payload()},
         )
@@ -477,7 +423,7 @@ class HandoffDialog:
         result.outcome.replies = [Reply(turn.t("journey.agent_requested"))]
         result.outcome.alerts.append(
             Alert(
-                "agent_requested",
+                AlertKind.AGENT_REQUESTED,
                 agent_group(turn.conversation_id),
                 "ops.agent_stuck",
                 {"channel": turn.message.channel, "conversation": turn.conversation_id},

@@ -5,9 +5,10 @@ See ``storage.db.sql`` for why these statements are not built by the ORM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -240,3 +241,97 @@ async def claim_message(
     """Record in the turn's transaction that this provider message is being handled; a second
     delivery of it fails here with IntegrityError (the unique ``(provider, event_id)``)."""
     await conn.execute_query(sql(_CLAIM_MESSAGE), [provider, event_id, at])
+
+
+# --- Who answers the renter: the hand-off states ------------------------------------------------
+
+
+class Handling(StrEnum):
+    """Who answers a conversation's renter. Stored as ``agent_id`` (the staff member who has it)
+    and the ``handoff`` mark in its data (the renter asked for a person)."""
+
+    BOT = "bot"  # the bot answers
+    WAITING = "waiting"  # the renter asked for a person; nobody has taken it yet
+    TAKEN = "taken"  # a staff member has it; the bot relays what the renter sends
+
+
+#: The data mark of a conversation waiting for a person.
+REQUESTED = "requested"
+
+#: Which hand-off state may follow which. The renter's asking for a person (BOT to WAITING) is
+#: written by their turn (``save_turn``, guarded by the conversation's version); a person taking
+#: it over, again after a release, or handing it back goes through ``move_handling``. TAKEN to
+#: TAKEN is the same member taking it again (its idle timer starts over).
+CONVERSATION_TRANSITIONS: Mapping[Handling, frozenset[Handling]] = {
+    Handling.BOT: frozenset({Handling.WAITING, Handling.TAKEN}),
+    Handling.WAITING: frozenset({Handling.TAKEN, Handling.BOT}),
+    Handling.TAKEN: frozenset({Handling.TAKEN, Handling.BOT}),
+}
+
+
+class IllegalTransition(Exception):
+    """A hand-off state change the table does not allow, or one made on a conversation that
+    changed since it was read (its state is no longer the one the change was checked from)."""
+
+    def __init__(self, conversation_id: int, was: Handling, to: Handling) -> None:
+        super().__init__(f"conversation {conversation_id}: {was} to {to} is not allowed")
+        self.conversation_id = conversation_id
+        self.was = was
+        self.to = to
+
+
+def handling(conversation: Conversation) -> Handling:
+    if conversation.agent_id is not None:
+        return Handling.TAKEN
+    if conversation.data.get("handoff") == REQUESTED:
+        return Handling.WAITING
+    return Handling.BOT
+
+
+_MOVE_HANDLING = (
+    "UPDATE conversation SET agent_id = $1, agent_since = $2, data = $3, version = $4,"
+    " updated_at = $5 WHERE id = $6 AND version = $7"
+)
+
+
+async def move_handling(
+    conn: BaseDBAsyncClient,
+    conversation: Conversation,
+    to: Handling,
+    *,
+    agent_id: int | None = None,
+    at: datetime,
+) -> None:
+    """Hand ``conversation`` (as read) to the bot or to the staff member ``agent_id``, in one
+    conditional UPDATE: it holds only if the conversation's version is still the one read, so
+    the state the move was checked from is the state it is made from. The renter's pending
+    "I asked for a person" and misunderstanding count are cleared either way.
+
+    Raises IllegalTransition when the table forbids the move or the conversation moved on."""
+    was = handling(conversation)
+    if to not in CONVERSATION_TRANSITIONS[was] or to == Handling.WAITING:
+        raise IllegalTransition(conversation.id, was, to)
+    if (to == Handling.TAKEN) != (agent_id is not None):
+        raise ValueError("a conversation is taken by a staff member, and handed back by none")
+    data = dict(conversation.data)
+    data.pop("handoff", None)
+    data.pop("misunderstood", None)
+    encode = Conversation._meta.fields_map["data"].to_db_value
+    moved, _ = await conn.execute_query(
+        sql(_MOVE_HANDLING),
+        [
+            agent_id,
+            at if agent_id is not None else None,
+            encode(data, conversation),
+            conversation.version + 1,
+            at,
+            conversation.id,
+            conversation.version,
+        ],
+    )
+    if moved != 1:
+        raise IllegalTransition(conversation.id, was, to)
+    conversation.agent_id = agent_id
+    conversation.agent_since = at if agent_id is not None else None
+    conversation.data = data
+    conversation.version += 1

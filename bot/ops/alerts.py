@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import Translator
 from storage.journal import ALERT_EFFECT
+from storage.kinds import AlertKind
 from storage.models import IdentityCheck, OpsAlert, OutboxEffect, StaffMember
 from storage.sealing import Sealer
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configu
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({"effect_failing", "code_not_set", "code_rejected"})
+RETRYABLE = frozenset({AlertKind.EFFECT_FAILING, AlertKind.CODE_NOT_SET, AlertKind.CODE_REJECTED})
 
 
 class AlertSender:
@@ -64,7 +65,7 @@ class AlertSender:
         text = await self.render(alert)
         buttons = self.buttons(alert)
         if alert.telegram_message_id is None:
-            if alert.kind == "id_review" and alert.resolved_at is None:
+            if alert.kind == AlertKind.ID_REVIEW and alert.resolved_at is None:
                 await self._send_document(chat, chat_id, alert)
             message_id = await chat.send(chat_id, text, buttons)
             await OpsAlert.filter(id=alert.id).update(telegram_message_id=message_id)
@@ -104,13 +105,13 @@ class AlertSender:
         if alert.resolved_at is not None:
             return ()
         resolve = (self.t("ops.button_resolve"), f"ops:resolve:{alert.id}")
-        if alert.kind == "id_review":
+        if alert.kind == AlertKind.ID_REVIEW:
             check = alert.params.get("check")
             return (
                 (self.t("ops.button_approve"), f"ops:approve:{check}"),
                 (self.t("ops.button_reject"), f"ops:reject:{check}"),
             )
-        if alert.kind == "agent_requested":
+        if alert.kind == AlertKind.AGENT_REQUESTED:
             conversation = alert.group_key.partition(":")[2]
             return ((self.t("ops.button_take_over"), f"ops:take:{conversation}"), resolve)
         if alert.kind in RETRYABLE:
@@ -132,7 +133,7 @@ class AlertSender:
 
 
 def _about_this_executor(alert: OpsAlert) -> bool:
-    return alert.kind == "effect_failing" and alert.params.get("kind") == ALERT_EFFECT
+    return alert.kind == AlertKind.EFFECT_FAILING and alert.params.get("kind") == ALERT_EFFECT
 
 
 def _when(moment: datetime) -> str:

@@ -4,7 +4,9 @@ group and in staff members' private chats with the bot.
 ``OpsUpdates`` is offered every update before the renter path (``setup_telegram(handlers=...)``):
 it takes everything in the ops group, ops buttons anywhere, and ops commands in private chats
 (a renter's ``/help`` goes on to the renter dialog). The logic, role checks and changes are
-``flows.ops.OpsDesk``'s; this module only parses and delivers.
+``flows.ops.OpsDesk``'s; this module parses, runs each command in its own unit of work (the ops
+bot is the desk's runner: what the command wrote and the Outcome it answers with commit together),
+and delivers the answer once committed.
 
 For topics the group must be a forum and the bot an admin allowed to manage topics; an admin bot
 also sees plain messages in the group (privacy mode hides them from other bots).
@@ -13,6 +15,8 @@ also sees plain messages in the group (privacy mode hides them from other bots).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from telegram import Message, MessageEntity, Update
 from telegram.constants import ChatType
@@ -23,10 +27,13 @@ from bot.transports.telegram import MEDIA_SCHEME
 from flows.handoff import Handoff
 from flows.messages import Media
 from flows.ops import Context, OpsAnswer, OpsDesk
+from flows.staging import stage_outcome
+from storage.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PREFIX = "ops:"
+_Answer = TypeVar("_Answer", bound=OpsAnswer | None)
 
 
 def parse_command(text: str) -> tuple[str, list[str]] | None:
@@ -70,7 +77,7 @@ class OpsUpdates:
             return False
         if parsed[0] == "help" and await self.desk.staff(user.id) is None:
             return False  # a renter asking the bot for help
-        answer = await self.desk.run(user.id, parsed[0], parsed[1])
+        answer = await self._run(lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1]))
         await self._deliver(answer, message.chat.id, None, user.id)
         return True
 
@@ -85,7 +92,9 @@ class OpsUpdates:
         parsed = parse_command(message.text or "")
         if parsed is not None:
             context = Context(conversation.id if conversation else None)
-            answer = await self.desk.run(user.id, parsed[0], parsed[1], context)
+            answer = await self._run(
+                lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1], context)
+            )
             await self._deliver(answer, message.chat.id, thread, user.id)
             return
         if conversation is None:
@@ -98,8 +107,9 @@ class OpsUpdates:
             await self._deliver(answer, message.chat.id, thread, user.id)
             return
         if message.text or message.caption or media:
-            answer = await self.desk.say_in_topic(
-                user.id, conversation.id, message.text or message.caption or "", media
+            text = message.text or message.caption or ""
+            answer = await self._run(
+                lambda conn: self.desk.say_in_topic(conn, user.id, conversation.id, text, media)
             )
             if answer.lines:
                 await self._deliver(answer, message.chat.id, thread, user.id)
@@ -124,7 +134,10 @@ class OpsUpdates:
         )
         if not asked:
             return False
-        answer = await self.desk.answer_prompt(user_id, prompt.text, message.text)
+        prompt_text, text = prompt.text, message.text
+        answer = await self._run(
+            lambda conn: self.desk.answer_prompt(conn, user_id, prompt_text, text)
+        )
         if answer is None:
             return False
         await self._deliver(answer, message.chat.id, thread, user_id)
@@ -137,7 +150,8 @@ class OpsUpdates:
         if not data.startswith(CALLBACK_PREFIX):
             return False
         action, _, ident = data.removeprefix(CALLBACK_PREFIX).partition(":")
-        answer = await self.desk.press(query.from_user.id, action, ident)
+        user_id = query.from_user.id
+        answer = await self._run(lambda conn: self.desk.press(conn, user_id, action, ident))
         await self.chat.answer(query.id)
         origin = query.message
         if origin is None:
@@ -147,6 +161,15 @@ class OpsUpdates:
             thread = origin.message_thread_id if isinstance(origin, Message) else None
         await self._deliver(answer, chat_id, thread, query.from_user.id)
         return True
+
+    async def _run(self, command: Callable[[UnitOfWork], Awaitable[_Answer]]) -> _Answer:
+        """The ops bot's command runner: one unit of work per command, committing what the
+        command wrote and the Outcome its answer carries; the answer is delivered after."""
+        async with unit_of_work() as conn:
+            answer = await command(conn)
+            if answer is not None:
+                await stage_outcome(conn, answer.outcome, self.desk.clock.now())
+        return answer
 
     async def _deliver(
         self, answer: OpsAnswer, chat_id: int, thread: int | None, user_id: int

@@ -20,13 +20,14 @@ from flows.handoff import OPS_LANGUAGE
 from flows.i18n import Translator
 from flows.messages import InboundMessage
 from storage.journal import record_past_alert
+from storage.kinds import AlertKind
 
 if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
     from bot.ops.chat import OpsChat
 
 log = logging.getLogger(__name__)
 
-KIND = "turns_failing"
+KIND = AlertKind.TURNS_FAILING
 MESSAGE_KEY = "ops.turns_failing"
 
 

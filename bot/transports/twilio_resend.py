@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from tortoise.transactions import in_transaction
-
 from bot.dispatcher import OUTSIDE_WINDOW, alert_not_delivered
 from flows.messages import OutboundMessage
+from storage.kinds import EffectKind
 from storage.models import Message, OutboxEffect
 from storage.outbox import StagedEffect, enqueue_effects
+from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ async def resend_outside_window(provider_id: str, *, now: datetime) -> bool:
         )
         return False
     key = f"outside-window:{row.id}"
-    async with in_transaction() as conn:
+    async with unit_of_work() as conn:
         await enqueue_effects(
             conn,
-            [StagedEffect("send_message", {**original.payload, OUTSIDE_WINDOW: True}, key)],
+            [
+                StagedEffect(
+                    EffectKind.SEND_MESSAGE, {**original.payload, OUTSIDE_WINDOW: True}, key
+                )
+            ],
             now=now,
         )
     log.info("message %s refused outside the WhatsApp window: sending it again", row.id)
@@ -57,7 +61,7 @@ async def resend_outside_window(provider_id: str, *, now: datetime) -> bool:
 async def _send_effect(row: Message) -> OutboxEffect | None:
     """The newest ``send_message`` effect of ``row``: staged with it, so at or after its time."""
     candidates = await OutboxEffect.filter(
-        kind="send_message", created_at__gte=row.created_at
+        kind=EffectKind.SEND_MESSAGE, created_at__gte=row.created_at
     ).order_by("-id")
     return next(
         (effect for effect in candidates if effect.payload.get("message_id") == row.id), None

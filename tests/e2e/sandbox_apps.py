@@ -16,6 +16,7 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from flows.inventory import apply_inventory, load_inventory
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 
 NOW = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)  # Monday 12:00 in New York
@@ -49,7 +50,8 @@ async def sandbox_apps(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
         inventory = inventory.replace(harbor_zone, harbor_zone + leads, 1)
         path = tmp_path / "inventory.toml"
         path.write_text(inventory)
-        await apply_inventory(load_inventory(path), now=clock.now())
+        async with unit_of_work() as conn:
+            await apply_inventory(conn, load_inventory(path), now=clock.now())
         settings = Settings.from_env(
             {
                 "KEYTURN_DATABASE_URL": database,

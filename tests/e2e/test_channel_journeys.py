@@ -48,6 +48,7 @@ from storage.models import (
     ProcessedWebhook,
     Renter,
 )
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe, WebhookDelivery
@@ -121,7 +122,8 @@ async def world(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[World]:
     url = f"sqlite://{path}"
     clock = FakeClock(NOW)
     await db.open_database(url)
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     await db.close_database()
     twilio = FakeTwilio(public_url=PUBLIC_URL)
     telegram = FakeTelegram()

@@ -18,6 +18,7 @@ from bot.config import Settings
 from flows.clock import SystemClock
 from flows.inventory import apply_inventory, load_inventory
 from storage import db
+from storage.uow import unit_of_work
 
 METRICS_TOKEN = "kt-metrics-7f3a9c"
 
@@ -35,7 +36,8 @@ async def client(
     shutil.copy(sqlite_template, path)
     url = f"sqlite://{path}"
     await db.open_database(url)
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=SystemClock().now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=SystemClock().now())
     await db.close_database()
     settings = Settings.from_env(
         {

@@ -36,6 +36,7 @@ from storage.models import (
 )
 from storage.models import Renter as TheRenter
 from storage.money import Money
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.integration.conftest import booked, codes_of
 from tests.support import RecordingChannel, inbound
@@ -54,7 +55,8 @@ async def journey(
     url = f"sqlite://{path}"
     clock = FakeClock(NOW)
     await db.open_database(url)
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     await db.close_database()
     settings = Settings.from_env(
         {"KEYTURN_DATABASE_URL": url, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}

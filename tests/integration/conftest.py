@@ -15,6 +15,7 @@ from flows.inventory import apply_inventory, load_inventory
 from flows.staging import stage_outcome
 from locks.simulated import SimulatedLockProvider
 from storage.models import AccessCode, Asset, Booking, BookingState, Lock, Renter
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.support import rental_times
 
@@ -27,7 +28,8 @@ async def runtime(database: str, clock: FakeClock) -> Runtime:
     settings = Settings.from_env(
         {"KEYTURN_DATABASE_URL": database, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
     )
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     return build_runtime(settings, clock=clock)
 
 

@@ -23,6 +23,7 @@ from flows.inventory import apply_inventory, load_inventory
 from flows.staging import stage_outcome
 from storage import db
 from storage.models import Asset, Booking, BookingState, Renter, StaffMember, StaffRole
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.telegram import TOKEN, FakeTelegram
@@ -122,7 +123,8 @@ async def ops_app(
     url = f"sqlite://{path}"
     clock = FakeClock(NOW)
     await db.open_database(url)
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     await StaffMember.create(
         telegram_user_id=MANAGER, name="Mia Manager", role=StaffRole.MANAGER, location_scope=[]
     )

@@ -8,6 +8,7 @@ from bot.cli import DEMO_INVENTORY
 from flows.bookings import alternatives
 from flows.inventory import apply_inventory, load_inventory
 from storage.models import AccessCode, AccessCodeState, Asset, Booking, BookingState, Lock, Renter
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.support import rental_times
 
@@ -29,7 +30,8 @@ async def _book(asset: Asset, renter: Renter, start: int, end: float, state: Boo
 async def test_the_nearest_free_slots_around_taken_ones_are_offered(
     database: str, clock: FakeClock
 ) -> None:
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     asset = await Asset.get(code="T1").prefetch_related("location")
     renter = await Renter.create(phone="+15550100009")
     await _book(asset, renter, 10, 14, BookingState.CONFIRMED)
@@ -51,7 +53,8 @@ async def test_the_nearest_free_slots_around_taken_ones_are_offered(
 async def test_a_lapsing_offline_code_keeps_its_whole_hours_from_being_offered(
     database: str, clock: FakeClock
 ) -> None:
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     asset = await Asset.get(code="T1").prefetch_related("location")
     renter = await Renter.create(phone="+15550100009")
     await _book(asset, renter, 10, 14, BookingState.CONFIRMED)  # takes 9:45-14:15

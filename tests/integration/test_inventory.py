@@ -26,6 +26,7 @@ from storage.models import (
     StaffMember,
     StaffRole,
 )
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.support import rental_times
 
@@ -311,7 +312,8 @@ def test_missing_required_key_names_the_block() -> None:
 async def test_demo_applies_and_a_second_apply_changes_nothing(
     database: str, clock: FakeClock
 ) -> None:
-    first = await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        first = await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
 
     assert first.changed
     assert "created location harbor" in first.changes
@@ -331,7 +333,8 @@ async def test_demo_applies_and_a_second_apply_changes_nothing(
 
     before = await snapshot()
     clock.advance(timedelta(days=1))
-    second = await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        second = await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
 
     assert not second.changed
     assert second.lines == []
@@ -339,11 +342,13 @@ async def test_demo_applies_and_a_second_apply_changes_nothing(
 
 
 async def test_changed_price_is_reported_and_stored(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     t2_before = await Asset.get(code="T2")
     text = replaced(demo(), 'price_per_hour = "12.50"', 'price_per_hour = "13.75"')
 
-    changes = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        changes = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert changes.changes == ["updated asset T1: price_per_hour_cents 1250 -> 1375"]
     assert (await Asset.get(code="T1")).price_per_hour_cents == 1375
@@ -353,27 +358,32 @@ async def test_changed_price_is_reported_and_stored(database: str, clock: FakeCl
 
 
 async def test_removed_asset_is_deactivated_and_comes_back(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     text = without_block(demo(), '[[assets]]\ncode = "S1"')
 
-    removed = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        removed = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert removed.changes == ["deactivated asset S1"]
     assert not (await Asset.get(code="S1")).active
     assert (await Asset.get(code="T1")).active
 
-    restored = await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        restored = await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
 
     assert restored.changes == ["reactivated asset S1"]
     assert (await Asset.get(code="S1")).active
 
 
 async def test_staff_changes_and_removal(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     text = replaced(demo(), 'role = "support"', 'role = "manager"')
     text = without_block(text, "[[staff]]\ntelegram_user_id = 100000001")
 
-    changes = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        changes = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert changes.changes == [
         "updated staff 100000002: role support -> manager",
@@ -384,12 +394,14 @@ async def test_staff_changes_and_removal(database: str, clock: FakeClock) -> Non
 
 
 async def test_removed_lock_with_an_active_booking_is_kept(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     booking = await confirmed_booking("T1", clock)
     text = without_block(demo(), '[[locks]]\nkey = "harbor-t1"')
     text = replaced(text, 'locks = ["harbor-t1"]', "locks = []")
 
-    kept = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        kept = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert kept.kept == ["kept lock harbor-t1: 1 active booking uses it"]
     assert not kept.changed
@@ -400,7 +412,8 @@ async def test_removed_lock_with_an_active_booking_is_kept(database: str, clock:
     booking.state = BookingState.COMPLETED
     await booking.save()
     clock.advance(timedelta(hours=6))
-    retired = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        retired = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert retired.changes == ["retired lock harbor-t1", "unmapped asset T1 from lock harbor-t1"]
     assert (await Lock.get(key="harbor-t1")).retired_at == clock.now()
@@ -409,23 +422,27 @@ async def test_removed_lock_with_an_active_booking_is_kept(database: str, clock:
 async def test_removed_shared_gate_is_kept_while_a_booking_at_its_location_holds(
     database: str, clock: FakeClock
 ) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     await confirmed_booking("T2", clock)
     text = without_block(demo(), '[[locks]]\nkey = "harbor-gate"')
 
-    kept = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        kept = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert kept.kept == ["kept lock harbor-gate: 1 active booking uses it"]
     assert (await Lock.get(key="harbor-gate")).retired_at is None
 
 
 async def test_removed_unused_lock_is_retired_not_deleted(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     locks_before = await Lock.all().count()
     text = without_block(demo(), '[[locks]]\nkey = "altstadt-c1"')
     text = replaced(text, 'locks = ["altstadt-c1"]', "locks = []")
 
-    retired = await apply_inventory(parse_inventory(text), now=clock.now())
+    async with unit_of_work() as conn:
+        retired = await apply_inventory(conn, parse_inventory(text), now=clock.now())
 
     assert retired.changes == [
         "retired lock altstadt-c1",
@@ -437,20 +454,23 @@ async def test_removed_unused_lock_is_retired_not_deleted(database: str, clock: 
         await describe_inventory()
     )
 
-    back = await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        back = await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
 
     assert back.changes == ["restored lock altstadt-c1", "mapped asset C1 to lock altstadt-c1"]
     assert (await Lock.get(key="altstadt-c1")).retired_at is None
 
 
 async def test_refused_file_changes_nothing(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     before = await snapshot()
     bad = replaced(demo(), 'price_per_hour = "12.50"', 'price_per_hour = "13.75"')
     bad = replaced(bad, "Europe/Berlin", "Europe/Berln")
 
     with pytest.raises(InventoryError, match="unknown time zone 'Europe/Berln'"):
-        await apply_inventory(parse_inventory(bad), now=clock.now())
+        async with unit_of_work() as conn:
+            await apply_inventory(conn, parse_inventory(bad), now=clock.now())
 
     assert await snapshot() == before
 
@@ -458,20 +478,23 @@ async def test_refused_file_changes_nothing(database: str, clock: FakeClock) -> 
 async def test_device_of_a_dropped_lock_cannot_move_to_a_new_key(
     database: str, clock: FakeClock
 ) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
     before = await snapshot()
     renamed = replaced(demo(), 'price_per_hour = "12.50"', 'price_per_hour = "13.75"')
     renamed = renamed.replace('"harbor-t1"', '"harbor-bay-1"')
 
     with pytest.raises(InventoryError) as refused:
-        await apply_inventory(parse_inventory(renamed), now=clock.now())
+        async with unit_of_work() as conn:
+            await apply_inventory(conn, parse_inventory(renamed), now=clock.now())
 
     assert "use the key 'harbor-t1' again" in str(refused.value)
     assert await snapshot() == before
 
 
 async def test_show_lists_prices_locks_and_staff(database: str, clock: FakeClock) -> None:
-    await apply_inventory(load_inventory(DEMO), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO), now=clock.now())
 
     lines = await describe_inventory()
 

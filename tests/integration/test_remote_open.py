@@ -30,6 +30,7 @@ from flows.inventory import apply_inventory, load_inventory
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from storage.models import Booking, SimulatedUnlock
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock, asyncpg_url
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, WHATSAPP_NUMBER, FakeTwilio
 from tests.integration.conftest import START, confirmed_booking, settle
@@ -76,7 +77,8 @@ async def phone(database: str, clock: FakeClock) -> AsyncIterator[Phone]:
             "KEYTURN_PUBLIC_URL": PUBLIC_URL,
         }
     )
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     fake = FakeTwilio(public_url=PUBLIC_URL, now=clock.now)
     async with fake.serving():
         account = TwilioAccount(

@@ -41,6 +41,7 @@ from storage.models import (
     StaffRole,
 )
 from storage.sealing import Sealer
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam, Json
 from tests.fakes.server import running
@@ -282,7 +283,8 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     assert "Bay 7" in str(lapse.params)
     staff = await StaffMember.create(telegram_user_id=42, name="Ana", role=StaffRole.OWNER)
     assert runtime.ops is not None
-    answer = await runtime.ops.run(staff.telegram_user_id, "booking", [booking.reference])
+    async with unit_of_work() as conn:  # as the ops bot runs a command
+        answer = await runtime.ops.run(conn, staff.telegram_user_id, "booking", [booking.reference])
     assert "Bay 7 removed (offline: works until Wed, Jun 3 3:00" in "\n".join(answer.lines)
     # Its time is not sold again while that PIN works; a booking without one frees its time.
     await Booking.filter(id=booking.id).update(state=BookingState.CANCELLED)

@@ -30,6 +30,7 @@ from storage.models import (
     Payment,
 )
 from storage.money import Money
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe, WebhookDelivery
@@ -52,7 +53,8 @@ async def stripe_app(
                 "KEYTURN_IDENTITY_METHOD": "stripe",
             }
         )
-        await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+        async with unit_of_work() as conn:
+            await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
         payments = StripePayments(API_KEY, api_base=base, now=clock.now)
         runtime = build_runtime(settings, clock=clock, sandbox=True, payments=payments)
         app = create_app(runtime, sandbox=True, workers=False)

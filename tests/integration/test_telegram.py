@@ -42,6 +42,7 @@ from storage.models import (
     ProcessedWebhook,
     Renter,
 )
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.server import running
 from tests.fakes.telegram import TOKEN, FakeTelegram
@@ -78,7 +79,8 @@ async def harness(
     shutil.copy(sqlite_template, path)
     url = f"sqlite://{path}"
     await db.open_database(url)
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     await db.close_database()
     settings = Settings.from_env(
         {"KEYTURN_DATABASE_URL": url, "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode()}

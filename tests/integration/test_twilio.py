@@ -46,6 +46,7 @@ from storage.models import (
     Renter,
 )
 from storage.outbox import enqueue_effect
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.twilio import (
     ACCOUNT_SID,
@@ -113,7 +114,8 @@ async def harness(database: str, clock: FakeClock) -> AsyncIterator[Harness]:
             "KEYTURN_PUBLIC_URL": PUBLIC_URL,
         }
     )
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     fake = FakeTwilio(public_url=PUBLIC_URL, now=clock.now)
     async with fake.serving():
         account = TwilioAccount(

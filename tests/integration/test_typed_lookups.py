@@ -10,7 +10,7 @@ import pytest
 
 from flows.handoff import Handoff
 from flows.i18n import Translator
-from flows.ops_scope import alert_locations
+from flows.ops import alert_locations
 from storage.models import Booking, BookingState, Conversation, OpsAlert
 from tests.conftest import FakeClock
 from tests.support import a_renter, rental_times, small_inventory

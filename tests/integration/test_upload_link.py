@@ -28,6 +28,7 @@ from storage.models import (
     OpsAlert,
     Renter,
 )
+from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.integration.conftest import END, START
 from tests.support import rental_times
@@ -48,7 +49,8 @@ async def client(database: str, clock: FakeClock) -> AsyncIterator[TestClient[An
             "TWILIO_SMS_FROM": "+12025550123",
         }
     )
-    await apply_inventory(load_inventory(DEMO_INVENTORY), now=clock.now())
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     runtime = build_runtime(settings, clock=clock)
     assert runtime.journey.upload_links is not None
     app = web.Application()
