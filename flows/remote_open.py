@@ -4,23 +4,29 @@ A door that unlocks minutes after it was asked for may open with nobody there, s
 request carries its deadline (``expires_at``). Within it the dispatcher retries; the one who
 asked hears "open" only when the provider confirms the unlock. Past it no attempt is made: a
 renter hears that the door could not be opened and how to reach a person, and ops is alerted.
+
+An unlock the vendor took but has not confirmed yet may still happen, so it is never sent
+again: its handle (``action``) goes into a follow-up open request that only polls it. One still
+pending when the lifetime ends is reported as not confirmed: the renter is not told "open", and
+ops hear that the door may open late.
+
+The executor does the outside call outside any transaction and returns a follow-up; the
+dispatcher runs it in the unit of work that marks the request done.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.access import AccessCodes
 from flows.clock import Clock
-from flows.effects import Alert, Audit, Effect, Outcome
+from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.notify import Notifier
-from flows.staging import stage_outcome
-from locks.port import LockError, LockUnavailable
+from locks.port import LockError, LockProvider, LockUnavailable, UnlockResult
 from storage.models import Lock, OutboxEffect
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,9 @@ log = logging.getLogger(__name__)
 OPEN_EFFECT = "lock.open"
 #: How long an open request lives when the settings do not say.
 OPEN_LIFETIME = timedelta(seconds=60)
+#: The most one attempt waits for the lock's confirmation before leaving it to a later poll
+#: (well inside the dispatcher's timeout for an effect).
+CONFIRM_WAIT = 10.0
 
 
 def open_effect(
@@ -64,32 +73,70 @@ class RemoteOpens:
         self.notifier = notifier
         self.clock = clock
 
-    async def execute(self, effect: OutboxEffect) -> None:
-        """Unlock within the request's lifetime; a transient failure is raised for a retry
-        (which the dispatcher brings forward to the deadline at the latest)."""
+    async def execute(self, effect: OutboxEffect) -> Any:
+        """The dispatcher's executor for open requests: ``attempt``'s follow-up. (Typed loosely
+        while journey's executor table still declares executors that return None.)"""
+        return await self.attempt(effect)
+
+    async def attempt(self, effect: OutboxEffect) -> FollowUp:
+        """Unlock within the request's lifetime, or poll the unlock an earlier attempt sent; a
+        transient failure is raised for a retry (which the dispatcher brings forward to the
+        deadline at the latest). What came of it is told by the returned follow-up."""
         lock = await Lock.get(id=int(str(effect.payload["lock"])))
-        deadline = open_deadline(effect)
-        left = (deadline - self.clock.now()).total_seconds()
+        left = (open_deadline(effect) - self.clock.now()).total_seconds()
         provider = self.access.providers.get(lock.provider)
-        if left <= 0 or provider is None:
-            await self._could_not_open(effect, lock, "its time ran out" if left <= 0 else "")
-            return
+        if provider is None:
+            return self._could_not_open(effect, lock, "")
+        action = effect.payload.get("action")
+        if isinstance(action, str):
+            return await self._confirm(effect, lock, provider, action, left)
+        if left <= 0:
+            return self._could_not_open(effect, lock, "its time ran out")
         try:
-            # The provider's own wait for the lock's confirmation ends with the request.
-            async with asyncio.timeout(left):
-                await provider.unlock(lock.device_id)
-        except TimeoutError as err:
-            raise LockUnavailable(f"{lock.key}: unlock not confirmed in time") from err
+            result = await provider.unlock(lock.device_id, wait=min(left, CONFIRM_WAIT))
         except LockUnavailable:
-            raise
+            raise  # nothing reached the lock, or the lock said it could not now: try again
         except LockError as err:  # refused, not there, cannot unlock: trying again won't help
             log.warning("remote open of %s refused: %s", lock.key, type(err).__name__)
-            await self._could_not_open(effect, lock, type(err).__name__)
-            return
-        await self._opened(effect, lock)
+            return self._could_not_open(effect, lock, type(err).__name__)
+        if result.confirmed:
+            return self._opened(effect, lock)
+        if result.action_id is None:  # nothing to poll: it cannot be confirmed
+            return self._not_confirmed(effect, lock)
+        return self._pending(effect, result)
 
-    async def _opened(self, effect: OutboxEffect, lock: Lock) -> None:
-        now = self.clock.now()
+    async def _confirm(
+        self, effect: OutboxEffect, lock: Lock, provider: LockProvider, action: str, left: float
+    ) -> FollowUp:
+        """Poll the unlock already sent; past the lifetime a pending one is not confirmed."""
+        try:
+            result = await provider.confirm_unlock(
+                lock.device_id, action, wait=max(0.0, min(left, CONFIRM_WAIT))
+            )
+        except LockUnavailable:
+            if left <= 0:
+                return self._not_confirmed(effect, lock)
+            raise
+        except LockError as err:  # the lock reported the unlock failed
+            log.warning("remote open of %s failed on the lock: %s", lock.key, type(err).__name__)
+            return self._could_not_open(effect, lock, type(err).__name__)
+        if result.confirmed:
+            return self._opened(effect, lock)
+        if left <= 0:
+            return self._not_confirmed(effect, lock)
+        raise LockUnavailable(f"{lock.key}: the unlock is not confirmed yet")
+
+    def _pending(self, effect: OutboxEffect, result: UnlockResult) -> FollowUp:
+        """Hand the pending unlock to a request that polls it until the same deadline."""
+        payload = {**effect.payload, "action": result.action_id}
+        follow = Effect(OPEN_EFFECT, f"{effect.idempotency_key}:confirm", payload)
+
+        async def follow_up(conn: BaseDBAsyncClient) -> Outcome:
+            return Outcome(effects=[follow])
+
+        return follow_up
+
+    def _opened(self, effect: OutboxEffect, lock: Lock) -> FollowUp:
         renter, booking, staff = _who(effect)
         if renter is not None:
             alert = Alert(
@@ -108,10 +155,9 @@ class RemoteOpens:
         outcome = Outcome(
             alerts=[alert], audits=[Audit("dispatcher", "lock.remote_opened", f"lock:{lock.key}")]
         )
-        await self._record(renter, "journey.opened", lock, outcome, now)
+        return self._telling(renter, "journey.opened", lock, outcome)
 
-    async def _could_not_open(self, effect: OutboxEffect, lock: Lock, why: str) -> None:
-        now = self.clock.now()
+    def _could_not_open(self, effect: OutboxEffect, lock: Lock, why: str) -> FollowUp:
         renter, booking, staff = _who(effect)
         who = f"booking {booking}" if renter is not None else (staff or "ops")
         outcome = Outcome(
@@ -125,26 +171,38 @@ class RemoteOpens:
             ],
             audits=[Audit("dispatcher", "lock.remote_open_failed", f"lock:{lock.key}")],
         )
-        await self._record(renter, "journey.open_failed", lock, outcome, now)
+        return self._telling(renter, "journey.open_failed", lock, outcome)
 
-    async def _record(
-        self, renter: int | None, key: str, lock: Lock, outcome: Outcome, now: datetime
-    ) -> None:
-        """Tell the renter and ops what came of the request. Tried twice: two opens of one
-        booking that finish together both open its alert, and the second folds into the first
-        on its next try. Raising would retry the effect, and open the door again."""
-        for last in (False, True):
-            try:
-                async with in_transaction() as conn:
-                    if renter is not None:
-                        await self.notifier.tell(
-                            conn, renter, key, now=now, kind="receipt", params=_lock(lock)
-                        )
-                    await stage_outcome(conn, outcome, now)
-                return
-            except IntegrityError:
-                if last:
-                    raise
+    def _not_confirmed(self, effect: OutboxEffect, lock: Lock) -> FollowUp:
+        """The lock took the unlock and never said it was done: it may yet open, late."""
+        renter, booking, staff = _who(effect)
+        who = f"booking {booking}" if renter is not None else (staff or "ops")
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    "remote_open_unconfirmed",
+                    f"remote-open-unconfirmed:{lock.key}",
+                    "ops.open_unconfirmed",
+                    {"lock": lock.label, "who": who},
+                )
+            ],
+            audits=[Audit("dispatcher", "lock.remote_open_unconfirmed", f"lock:{lock.key}")],
+        )
+        return self._telling(renter, "journey.open_unconfirmed", lock, outcome)
+
+    def _telling(self, renter: int | None, key: str, lock: Lock, outcome: Outcome) -> FollowUp:
+        """Tell the renter (if a renter asked) and hand back what ops hear. Two opens of one
+        booking that finish together both raise its alert: raising folds into the open alert
+        in one statement, so neither fails (a failing follow-up would open the door again)."""
+
+        async def follow_up(conn: BaseDBAsyncClient) -> Outcome:
+            if renter is not None:
+                await self.notifier.tell(
+                    conn, renter, key, now=self.clock.now(), kind="receipt", params=_lock(lock)
+                )
+            return outcome
+
+        return follow_up
 
 
 def _who(effect: OutboxEffect) -> tuple[int | None, str | None, str | None]:

@@ -15,6 +15,7 @@ from locks.port import (
     LockUnavailable,
     ProgrammedCode,
     RejectionReason,
+    UnlockResult,
     require,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "LockUnavailable",
     "ProgrammedCode",
     "RejectionReason",
+    "UnlockResult",
     "require",
 ]

@@ -135,6 +135,21 @@ class ProgrammedCode:
     name: str = ""
 
 
+@dataclass(frozen=True)
+class UnlockResult:
+    """What an unlock came to: confirmed by the lock, or still pending under ``action_id``.
+
+    A pending unlock may still happen later, so it is never asked again: whoever holds the
+    handle polls it with ``LockProvider.confirm_unlock``. A refused or failed unlock is raised
+    as a ``LockError`` instead.
+    """
+
+    confirmed: bool
+    #: The vendor's handle for the pending action (a Seam action attempt, an igloohome job,
+    #: the Nuki log entry it follows); None once confirmed where there is nothing to poll.
+    action_id: str | None = None
+
+
 @runtime_checkable
 class LockProvider(Protocol):
     """One vendor's locks. Every call has a timeout and raises only LockError subclasses."""
@@ -159,7 +174,16 @@ class LockProvider(Protocol):
 
     async def list_codes(self, device_id: str) -> list[ProgrammedCode]: ...
 
-    async def unlock(self, device_id: str) -> None: ...
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+        """Ask the lock to unlock and wait up to ``wait`` seconds (the adapter's own bound when
+        None) for its confirmation; a still-pending unlock comes back with its handle."""
+        ...
+
+    async def confirm_unlock(
+        self, device_id: str, action_id: str, *, wait: float | None = None
+    ) -> UnlockResult:
+        """Poll an earlier unlock's handle for up to ``wait`` seconds; never unlocks again."""
+        ...
 
 
 def require(device: LockDevice, capability: LockCapability, provider: str) -> None:

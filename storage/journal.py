@@ -13,11 +13,26 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from storage.db import sql
 from storage.models import AuditEvent, OpsAlert
 from storage.outbox import enqueue_effect
 
 #: The outbox effect that shows an alert (or its change) to the operators.
 ALERT_EFFECT = "alert.show"
+
+#: An alert is opened, or folded into the open one of its group, in one statement: two
+#: transactions raising one group at once both succeed (the second waits for the first and
+#: folds into it) rather than one failing on the unique open key.
+_RAISE = (
+    "INSERT INTO ops_alert (kind, group_key, open_key, message_key, params, occurrences,"
+    " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $7)"
+    " ON CONFLICT (open_key) DO UPDATE SET occurrences = ops_alert.occurrences + 1,"
+    " updated_at = EXCLUDED.updated_at, message_key = EXCLUDED.message_key{params}"
+    " RETURNING *"
+)
+#: An occurrence without parameters keeps those the alert has.
+_RAISE_KEEPING_PARAMS = _RAISE.format(params="")
+_RAISE_WITH_PARAMS = _RAISE.format(params=", params = EXCLUDED.params")
 
 
 async def record_audit(
@@ -54,25 +69,12 @@ async def raise_alert(
                 message_key=message_key,
                 params=params,
             )
-    existing = await OpsAlert.filter(open_key=group_key).using_db(conn).select_for_update().first()
-    if existing is not None:
-        existing.occurrences += 1
-        existing.updated_at = now
-        existing.params = params or existing.params
-        existing.message_key = message_key
-        await existing.save(using_db=conn)
-        await _announce(conn, existing, now)
-        return existing
-    alert = await OpsAlert.create(
-        kind=kind,
-        group_key=group_key,
-        open_key=group_key,
-        message_key=message_key,
-        params=params or {},
-        created_at=now,
-        updated_at=now,
-        using_db=conn,
+    encode = OpsAlert._meta.fields_map["params"].to_db_value
+    rows = await conn.execute_query_dict(
+        sql(_RAISE_WITH_PARAMS if params else _RAISE_KEEPING_PARAMS),
+        [kind, group_key, group_key, message_key, encode(params or {}, OpsAlert), now, now],
     )
+    alert = OpsAlert._init_from_db(**rows[0])
     await _announce(conn, alert, now)
     return alert
 

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
+from locks.confirm import settle
 from locks.igloohome.client import (
     BRIDGE_JOB_UNLOCK,
     DEVICE_TYPE_BRIDGE,
@@ -53,6 +54,7 @@ from locks.port import (
     LockRejected,
     ProgrammedCode,
     RejectionReason,
+    UnlockResult,
 )
 from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
 from locks.windows import ceil_hour, floor_hour
@@ -199,9 +201,14 @@ class IgloohomeLockProvider:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         session: aiohttp.ClientSession | None = None,
+        unlock_wait: float = 8.0,
+        poll_interval: float = 1.0,
     ) -> None:
         """``base_url`` is the API root (``…/igloohome``); the token endpoint defaults to
-        ``/oauth2/token`` on the same host when ``base_url`` is given, igloohome's own otherwise."""
+        ``/oauth2/token`` on the same host when ``base_url`` is given, igloohome's own otherwise.
+        ``unlock_wait``/``poll_interval``: how long and how often an unlock's job is read."""
+        self.unlock_wait = unlock_wait
+        self.poll_interval = poll_interval
         self._client = IgloohomeClient(
             client_id,
             client_secret,
@@ -283,8 +290,9 @@ class IgloohomeLockProvider:
         """Always ``[]``: the igloohome API offers no listing of issued algoPINs."""
         return []
 
-    async def unlock(self, device_id: str) -> None:
-        """Queue an unlock job on the bridge linked to the lock (the job runs asynchronously)."""
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+        """Queue an unlock job on the bridge linked to the lock and wait for the job to be
+        completed; a job not done yet comes back with its id, to be polled, never queued again."""
         async with _vendor_errors("unlock"):
             devices = await self._client.get_devices()
         lock = next((d for d in devices if d.device_id == device_id and _is_lock(d)), None)
@@ -296,4 +304,28 @@ class IgloohomeLockProvider:
                 f"igloohome lock {device_id} has no bridge linked: remote unlock needs one"
             )
         async with _vendor_errors("unlock"):
-            await self._client.create_bridge_job(device_id, bridge_id, BRIDGE_JOB_UNLOCK)
+            job_id = await self._client.create_bridge_job(device_id, bridge_id, BRIDGE_JOB_UNLOCK)
+        return await self.confirm_unlock(device_id, job_id, wait=wait)
+
+    async def confirm_unlock(
+        self, device_id: str, action_id: str, *, wait: float | None = None
+    ) -> UnlockResult:
+        """Read the unlock job's status until it is completed; a job the lock refused, or one
+        whose expiry passed before the bridge ran it, is refused."""
+
+        async def read() -> UnlockResult | None:
+            async with _vendor_errors("read the unlock job"):
+                job = await self._client.get_job(action_id)
+            if job.error is not None:
+                raise LockRejected(
+                    RejectionReason.OTHER, f"igloohome unlock job failed: {job.error}"
+                )
+            if job.completed:
+                return UnlockResult(confirmed=True, action_id=action_id)
+            if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
+                raise LockRejected(RejectionReason.OTHER, "igloohome unlock job expired unrun")
+            return None
+
+        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
+        settled = await settle(read, wait=budget, interval=self.poll_interval)
+        return settled or UnlockResult(confirmed=False, action_id=action_id)

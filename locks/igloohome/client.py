@@ -14,7 +14,11 @@ Assistant's integration uses, and integrations calling the API directly):
   ``{variance, startDate, endDate, accessName}`` → ``{pin, pinId}``; dates are on the hour with an
   explicit offset (``2026-10-25T02:00:00+01:00``).
 - Bridge jobs: ``POST /devices/{deviceId}/jobs/bridges/{bridgeId}`` with ``{jobType, jobData}`` →
-  ``{jobId}``; job type 2 unlocks.
+  ``{jobId}``; job type 2 unlocks. The bridge runs the job later; ``GET /jobs/{jobId}`` (scope
+  ``igloohomeapi/get-job-status``) answers ``{jobId, expiryDate, completed, jobType, jobResponse}``
+  (the ``igloohome-api`` package's ``get_job_status``). What ``jobResponse`` holds for a job the
+  lock refused is not in that material: a job counts as failed when it carries an ``error``
+  (or ``errorCode``), and as never run once its ``expiryDate`` passed uncompleted.
 
 Where the public material is silent (the shape of error bodies, the query parameter that follows
 ``nextCursor``, a listing of issued algoPINs) this module says so beside the code relying on it.
@@ -32,6 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -113,6 +118,24 @@ class IglooDevice:
 class AlgoPin:
     pin: str
     pin_id: str
+
+
+@dataclass(frozen=True)
+class IglooJob:
+    job_id: str
+    completed: bool
+    error: str | None
+    expires_at: datetime | None
+
+
+def _parse_instant(raw: object) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _token_url_for(api_base: str) -> str:
@@ -282,6 +305,21 @@ class IgloohomeClient:
         if not isinstance(body, dict) or body.get("pin") is None or body.get("pinId") is None:
             raise IgloohomeProtocolError("the algoPIN answer has no pin or pinId")
         return AlgoPin(pin=str(body["pin"]), pin_id=str(body["pinId"]))
+
+    async def get_job(self, job_id: str) -> IglooJob:
+        """A bridge job's state: done or not, its result, and until when the bridge may run it."""
+        body = await self._request("GET", f"/jobs/{quote(job_id, safe='')}")
+        if not isinstance(body, dict):
+            raise IgloohomeProtocolError("the job status answer is not an object")
+        response = body.get("jobResponse")
+        response = response if isinstance(response, dict) else {}
+        error = response.get("error") or response.get("errorCode") or body.get("error")
+        return IglooJob(
+            job_id=str(body.get("jobId") or job_id),
+            completed=body.get("completed") is True,
+            error=str(error) if error else None,
+            expires_at=_parse_instant(body.get("expiryDate")),
+        )
 
     async def create_bridge_job(
         self, device_id: str, bridge_id: str, job_type: int, job_data: object = None

@@ -27,6 +27,7 @@ from typing import Final
 
 import aiohttp
 
+from locks.confirm import settle
 from locks.nuki.client import (
     ACTION_OPENER_OPEN,
     ACTION_UNLOCK,
@@ -50,6 +51,7 @@ from locks.port import (
     LockUnavailable,
     ProgrammedCode,
     RejectionReason,
+    UnlockResult,
 )
 from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
 
@@ -57,6 +59,10 @@ from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
 MAX_NAME_LENGTH: Final = 32
 SERVER_STATE_OK: Final = 0
 SERVER_STATE_OFFLINE: Final = 4
+#: A smartlock log entry's completion state for an action that was carried out.
+LOG_STATE_SUCCESS: Final = 0
+#: How many of the newest log entries are read to find an action's own.
+LOG_PAGE: Final = 20
 #: Keypad codes a smart lock holds, by Smartlock ``type``; unknown types give no limit.
 MAX_KEYPAD_CODES: Final[dict[int, int]] = {0: 100, 4: 200, 5: 200}
 MODEL_NAMES: Final[dict[int, str]] = {
@@ -222,8 +228,14 @@ class NukiLockProvider:
         find_attempts: int = 5,
         find_interval: float = 0.5,
         session: aiohttp.ClientSession | None = None,
+        unlock_wait: float = 8.0,
+        poll_interval: float = 1.0,
     ) -> None:
-        """``find_attempts``/``find_interval``: how often to look for a code just created."""
+        """``find_attempts``/``find_interval``: how often to look for a code just created;
+        ``unlock_wait``/``poll_interval``: how long and how often the log is read after an
+        unlock."""
+        self.unlock_wait = unlock_wait
+        self.poll_interval = poll_interval
         self._client = NukiClient(api_token, base_url=base_url, timeout=timeout, session=session)
         self._find_attempts = max(find_attempts, 1)
         self._find_interval = find_interval
@@ -380,8 +392,10 @@ class NukiLockProvider:
             codes = await self._keypad_codes(smartlock_id)
         return [_programmed(a, device_id) for a in codes]
 
-    async def unlock(self, device_id: str) -> None:
-        """Ask Nuki to unlock (an Opener: to open); the lock carries it out asynchronously."""
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+        """Ask Nuki to unlock (an Opener: to open). Nuki answers 204 and the lock acts later, so
+        the confirmation is the action's entry in the smartlock log: the handle remembers the
+        action and the newest entry before it, and only entries after that one count."""
         smartlock_id = _smartlock_id(device_id)
         async with _vendor_errors("unlock"):
             smartlock = await self._client.get_smartlock(smartlock_id)
@@ -390,4 +404,36 @@ class NukiLockProvider:
             action = (
                 ACTION_OPENER_OPEN if smartlock.type == SMARTLOCK_TYPE_OPENER else ACTION_UNLOCK
             )
+            before = await self._client.log(smartlock_id, limit=1)
             await self._client.action(smartlock_id, action)
+        handle = f"{action}:{before[0].id if before else ''}"
+        return await self.confirm_unlock(device_id, handle, wait=wait)
+
+    async def confirm_unlock(
+        self, device_id: str, action_id: str, *, wait: float | None = None
+    ) -> UnlockResult:
+        """Look for the action in the smartlock log; an entry whose completion state is not
+        success (motor blocked, busy, rejected…) means the door did not open."""
+        smartlock_id = _smartlock_id(device_id)
+        action_text, _, since = action_id.partition(":")
+        action = int(action_text) if action_text.isdigit() else ACTION_UNLOCK
+
+        async def read() -> UnlockResult | None:
+            async with _vendor_errors("read the smartlock log"):
+                entries = await self._client.log(smartlock_id, limit=LOG_PAGE)
+            for entry in entries:
+                if since and entry.id == since:
+                    break  # this one and older ones were there before the action
+                if entry.action != action or entry.state is None:
+                    continue
+                if entry.state == LOG_STATE_SUCCESS:
+                    return UnlockResult(confirmed=True, action_id=action_id)
+                raise LockRejected(
+                    RejectionReason.OTHER,
+                    f"Nuki lock {device_id} did not unlock: completion state {entry.state}",
+                )
+            return None
+
+        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
+        settled = await settle(read, wait=budget, interval=self.poll_interval)
+        return settled or UnlockResult(confirmed=False, action_id=action_id)

@@ -14,7 +14,13 @@ What it speaks, from Nuki's Swagger description (``api.nuki.io``, as mirrored by
   A keypad code is type 13 with an integer ``code``, ``name`` (≤ 32 chars), ``allowedFromDate``/
   ``allowedUntilDate`` (ISO instants), optional ``allowedWeekDays`` bitmask and
   ``allowedFromTime``/``allowedUntilTime`` (minutes from midnight), and ``remoteAllowed``.
-- ``POST /smartlock/{id}/action`` with ``{action}`` (1 unlock on locks, 3 open on an Opener).
+- ``POST /smartlock/{id}/action`` with ``{action}`` (1 unlock on locks, 3 open on an Opener)
+  answers 204: the lock acts later. What it did is in the smartlock log,
+  ``GET /smartlock/{id}/log`` (``limit``; newest first) → ``[SmartlockLog]`` with ``id``,
+  ``action`` (1 unlock, 2 lock, 3 unlatch, …), ``trigger`` (0 system, 1 manual, 2 button,
+  3 automatic, 4 web, 5 app, …), ``state`` — the completion state: 0 success, 1 motor blocked,
+  2 canceled, 3 too recent, 4 busy, 5 low motor voltage, 6 clutch failure, 7 motor power failure,
+  8 incomplete, 9 rejected, 10 rejected night mode, 254 other error, 255 unknown — and ``date``.
 
 The Swagger lists status codes (400 bad parameter, 401 not authorized, 404 unknown smartlock) but
 not the body of an error nor the status of a duplicate keypad code; see the adapter for how those
@@ -51,6 +57,27 @@ _PIN_LIKE = re.compile(r"\d{4,}")
 def mask_digits(text: str) -> str:
     """Nuki's messages may echo a keypad code: mask every run of four or more digits."""
     return _PIN_LIKE.sub("****", text)[:200]
+
+
+@dataclass(frozen=True)
+class NukiLogEntry:
+    id: str
+    action: int
+    trigger: int | None
+    state: int | None
+
+
+def _parse_log(raw: dict[str, Any]) -> NukiLogEntry:
+    def number(key: str) -> int | None:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return NukiLogEntry(
+        id=str(raw.get("id") or ""),
+        action=number("action") or 0,
+        trigger=number("trigger"),
+        state=number("state"),
+    )
 
 
 class NukiHttpError(VendorHttpError):
@@ -233,6 +260,15 @@ class NukiClient:
 
     async def delete_auth(self, smartlock_id: int, auth_id: str) -> None:
         await self._request("DELETE", f"/smartlock/{smartlock_id}/auth/{quote(auth_id, safe='')}")
+
+    async def log(self, smartlock_id: int, *, limit: int = 20) -> list[NukiLogEntry]:
+        """The lock's latest log entries, newest first."""
+        body = await self._request(
+            "GET", f"/smartlock/{smartlock_id}/log", params={"limit": str(limit)}
+        )
+        if not isinstance(body, list):
+            raise NukiProtocolError("the smartlock log is not a list")
+        return [_parse_log(raw) for raw in body if isinstance(raw, dict)]
 
     async def action(self, smartlock_id: int, action: int) -> None:
         await self._request("POST", f"/smartlock/{smartlock_id}/action", json={"action": action})

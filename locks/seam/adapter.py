@@ -18,6 +18,7 @@ from typing import Final
 from seam.resources.access_code import AccessCode
 from seam.resources.device import Device
 
+from locks.confirm import ActionFailed, settle
 from locks.port import (
     CodeConstraints,
     CodeRequest,
@@ -28,9 +29,10 @@ from locks.port import (
     LockRejected,
     ProgrammedCode,
     RejectionReason,
+    UnlockResult,
     require,
 )
-from locks.seam.client import SeamClient, SeamNotFound
+from locks.seam.client import ACTION_POLL_INTERVAL, SeamClient, SeamNotFound, action_failure
 
 #: Access-code errors after which Seam will not set the code until something changes.
 _FAILURE_REASONS: Final[dict[str, RejectionReason | None]] = {
@@ -245,8 +247,18 @@ class SeamLockProvider:
 
     name = "seam"
 
-    def __init__(self, api_key: str, *, base_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        unlock_wait: float | None = None,
+    ) -> None:
         self._client = SeamClient(api_key, base_url=base_url, timeout=timeout)
+        #: The most an unlock waits for its action attempt before leaving it to a later poll
+        #: (by default within one call's timeout, leaving room for the last poll's round trip).
+        self.unlock_wait = timeout * 0.9 if unlock_wait is None else unlock_wait
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -350,7 +362,37 @@ class SeamLockProvider:
             if code.device_id == device_id
         ]
 
-    async def unlock(self, device_id: str) -> None:
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+        """Unlock and wait for the action attempt's outcome. An attempt that ended in error
+        (the lock offline, jammed) did not open the door and is raised; one still pending, or
+        whose outcome could not be read, comes back with its id to be polled, never re-sent."""
         device = await self.get_device(device_id)
         require(device, LockCapability.REMOTE_UNLOCK, self.name)
-        await self._client.unlock_door(device_id)
+        action_attempt_id = await self._client.unlock_door(device_id)
+        try:
+            return await self._settle(action_attempt_id, wait)
+        except ActionFailed as failed:
+            raise failed.error from None
+
+    async def confirm_unlock(
+        self, device_id: str, action_id: str, *, wait: float | None = None
+    ) -> UnlockResult:
+        """Poll an unlock's action attempt; one that ended in error is refused (it is not sent
+        again: its caller reports it)."""
+        try:
+            return await self._settle(action_id, wait)
+        except ActionFailed as failed:
+            raise LockRejected(RejectionReason.OTHER, str(failed.error)) from None
+
+    async def _settle(self, action_attempt_id: str, wait: float | None) -> UnlockResult:
+        async def read() -> UnlockResult | None:
+            status, error_type = await self._client.action_attempt(action_attempt_id)
+            if status == "success":
+                return UnlockResult(confirmed=True, action_id=action_attempt_id)
+            if status == "error":
+                raise ActionFailed(action_failure(error_type or "unknown_error", "unlock_door"))
+            return None  # pending (or a status this SDK does not know): ask again
+
+        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
+        settled = await settle(read, wait=budget, interval=ACTION_POLL_INTERVAL)
+        return settled or UnlockResult(confirmed=False, action_id=action_attempt_id)

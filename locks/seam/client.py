@@ -48,7 +48,7 @@ from locks.port import (
 
 T = TypeVar("T")
 
-#: How often the SDK asks ``/action_attempts/get`` while an unlock is pending.
+#: How often ``/action_attempts/get`` is asked while an unlock is pending.
 ACTION_POLL_INTERVAL: Final = 0.5
 #: Seam pages lists; we follow ``next_page_cursor`` but never forever.
 MAX_PAGES: Final = 100
@@ -149,7 +149,13 @@ def _translate_status(err: httpx.HTTPStatusError, what: str) -> LockError:
 
 def _translate_action_failure(err: SeamActionAttemptFailedError, what: str) -> LockError:
     code = str(getattr(err, "code", "unknown_error"))
-    detail = f"Seam {what}: the action attempt failed: {code}: {_redact(err)}"
+    return action_failure(code, what, _redact(err))
+
+
+def action_failure(code: str, what: str, message: str = "") -> LockError:
+    """An action attempt that ended in ``error`` of type ``code``: the lock could not be
+    reached (retry later) or refused."""
+    detail = f"Seam {what}: the action attempt failed: {code}" + (f": {message}" if message else "")
     if code in _UNAVAILABLE_ACTION_ERRORS:
         return LockUnavailable(detail)
     return LockRejected(RejectionReason.OTHER, detail)
@@ -298,20 +304,31 @@ class SeamClient:
                 break
         return codes
 
-    async def unlock_door(self, device_id: str) -> None:
-        """Unlock and wait, within the timeout, for Seam to report the action attempt's outcome."""
-        wait: dict[str, float] = {
-            # Leave room for the last poll's round trip inside our own timeout.
-            "timeout": self.timeout * 0.9,
-            "polling_interval": min(ACTION_POLL_INTERVAL, self.timeout / 4),
-        }
+    async def unlock_door(self, device_id: str) -> str:
+        """Ask Seam to unlock; returns the action attempt's id at once (the SDK is told not to
+        wait): how it ends is read with ``action_attempt``, so a wait cut short keeps the id."""
         attempt: Any = await self._run(
             "locks/unlock_door",
-            self._sdk.locks.unlock_door(device_id=device_id, wait_for_action_attempt=wait),
+            self._sdk.locks.unlock_door(device_id=device_id, wait_for_action_attempt=False),
         )
-        status = getattr(attempt, "status", None)
-        if status != "success":  # the SDK raises for error/pending; this guards the unknown
-            raise LockUnavailable(f"Seam locks/unlock_door: action attempt ended as {status!r}")
+        action_attempt_id = getattr(attempt, "action_attempt_id", None)
+        if not isinstance(action_attempt_id, str) or not action_attempt_id:
+            raise LockUnavailable("Seam locks/unlock_door: the answer has no action_attempt_id")
+        return action_attempt_id
+
+    async def action_attempt(self, action_attempt_id: str) -> tuple[str, str | None]:
+        """An action attempt's ``status`` (``pending``, ``success`` or ``error``) and, for an
+        error, its ``error.type``."""
+        attempt: Any = await self._run(
+            "action_attempts/get",
+            self._sdk.action_attempts.get(
+                action_attempt_id=action_attempt_id, wait_for_action_attempt=False
+            ),
+        )
+        status = str(getattr(attempt, "status", "") or "")
+        error: Any = getattr(attempt, "error", None)
+        error_type = error.get("type") if isinstance(error, dict) else getattr(error, "type", None)
+        return status, (str(error_type) if error_type else None)
 
     async def close(self) -> None:
         await self._sdk.close()

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
-
 from locks.pins import violations
 from locks.port import (
     CodeConstraints,
@@ -25,8 +22,10 @@ from locks.port import (
     LockUnavailable,
     ProgrammedCode,
     RejectionReason,
+    UnlockResult,
 )
-from storage.models import Lock, SimulatedCode, SimulatedUnlock
+from storage import simulated_locks as store
+from storage.models import Lock, SimulatedCode
 from storage.sealing import Sealer
 
 CAPABILITIES = (
@@ -49,7 +48,7 @@ class SimulatedLockProvider:
         self.offline: set[str] = set()
 
     async def _lock(self, device_id: str) -> Lock:
-        lock = await Lock.get_or_none(provider=self.name, device_id=device_id)
+        lock = await store.find_lock(self.name, device_id)
         if lock is None:
             raise LockNotFound(f"no simulated lock {device_id}")
         if device_id in self.offline:
@@ -68,11 +67,10 @@ class SimulatedLockProvider:
         )
 
     async def list_devices(self) -> list[LockDevice]:
-        locks = await Lock.filter(provider=self.name, retired_at__isnull=True).order_by("key")
-        return [self._device(lock) for lock in locks]
+        return [self._device(lock) for lock in await store.live_locks(self.name)]
 
     async def get_device(self, device_id: str) -> LockDevice:
-        lock = await Lock.get_or_none(provider=self.name, device_id=device_id)
+        lock = await store.find_lock(self.name, device_id)
         if lock is None:
             raise LockNotFound(f"no simulated lock {device_id}")
         return self._device(lock)
@@ -83,89 +81,75 @@ class SimulatedLockProvider:
             raise LockRejected(RejectionReason.INVALID_CODE, "a simulated lock needs a PIN")
         if violations(request.pin, CONSTRAINTS):
             raise LockRejected(RejectionReason.INVALID_CODE, "the PIN breaks the lock's rules")
-        # A keypad refuses a PIN it already holds, whoever asks at the same moment: the check and
-        # the insert run under the lock row's row lock, so two workers cannot both add it.
-        async with in_transaction() as conn:
-            await Lock.filter(id=lock.id).using_db(conn).select_for_update().get()
-            return await self._add_code(request, request.pin, conn)
+        pin = request.pin
+        # A keypad refuses a PIN it already holds, whoever asks at the same moment: storage runs
+        # this check and the insert under the lock row's row lock.
+        row = await store.add_code(
+            lock,
+            check=lambda active: self._fits(pin, active),
+            name=request.name,
+            pin_sealed=self.sealer.seal(pin),
+            starts_at=request.starts_at,
+            ends_at=request.ends_at,
+            created_at=self.now(),
+        )
+        return self._programmed(row, pin)
 
-    async def _add_code(
-        self, request: CodeRequest, pin: str, conn: BaseDBAsyncClient
-    ) -> ProgrammedCode:
-        active = await self._active(request.device_id, conn)
+    def _fits(self, pin: str, active: list[SimulatedCode]) -> None:
         if len(active) >= (CONSTRAINTS.max_active_codes or len(active) + 1):
             raise LockRejected(RejectionReason.NO_SPACE, "the lock holds no more codes")
         for code in active:
             if self.sealer.open(code.pin_encrypted) == pin:
                 raise LockRejected(RejectionReason.DUPLICATE_CODE, "the lock has this PIN already")
-        row = await SimulatedCode.create(
-            device_id=request.device_id,
-            name=request.name,
-            pin_encrypted=self.sealer.seal(pin),
-            starts_at=request.starts_at,
-            ends_at=request.ends_at,
-            created_at=self.now(),
-            using_db=conn,
-        )
-        return self._programmed(row, pin)
 
     async def update_code_window(
         self, device_id: str, provider_ref: str, starts_at: datetime, ends_at: datetime
     ) -> ProgrammedCode:
         await self._lock(device_id)
         row = await self._code(device_id, provider_ref)
-        row.starts_at, row.ends_at = starts_at, ends_at
-        await row.save(update_fields=["starts_at", "ends_at"])
+        await store.move_code(row, starts_at, ends_at)
         return self._programmed(row, self.sealer.open(row.pin_encrypted))
 
     async def delete_code(self, device_id: str, provider_ref: str) -> None:
         await self._lock(device_id)
-        await SimulatedCode.filter(
-            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
-        ).update(removed_at=self.now())
+        await store.remove_code(device_id, _ref(provider_ref), self.now())
 
     async def get_code(self, device_id: str, provider_ref: str) -> ProgrammedCode | None:
         await self._lock(device_id)
-        row = await SimulatedCode.get_or_none(
-            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
-        )
+        row = await store.find_code(device_id, _ref(provider_ref))
         return None if row is None else self._programmed(row, self.sealer.open(row.pin_encrypted))
 
     async def list_codes(self, device_id: str) -> list[ProgrammedCode]:
         await self._lock(device_id)
         return [
             self._programmed(row, self.sealer.open(row.pin_encrypted))
-            for row in await self._active(device_id)
+            for row in await store.active_codes(device_id)
         ]
 
-    async def unlock(self, device_id: str) -> None:
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+        """Opens at once: the confirmation is the unlock itself."""
         await self._lock(device_id)
-        await SimulatedUnlock.create(
-            device_id=device_id, source="remote", accepted=True, at=self.now()
-        )
+        await store.record_try(device_id, source="remote", accepted=True, at=self.now())
+        return UnlockResult(confirmed=True)
+
+    async def confirm_unlock(
+        self, device_id: str, action_id: str, *, wait: float | None = None
+    ) -> UnlockResult:
+        """Nothing is ever pending on a simulated lock."""
+        await self._lock(device_id)
+        return UnlockResult(confirmed=True)
 
     async def try_keypad(self, device_id: str, pin: str, at: datetime) -> bool:
         """Would the keypad open for ``pin`` at the instant ``at``? Every try is logged."""
         accepted = any(
             row.starts_at <= at < row.ends_at and self.sealer.open(row.pin_encrypted) == pin
-            for row in await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True)
+            for row in await store.active_codes(device_id)
         )
-        await SimulatedUnlock.create(device_id=device_id, source="keypad", accepted=accepted, at=at)
+        await store.record_try(device_id, source="keypad", accepted=accepted, at=at)
         return accepted
 
-    async def _active(
-        self, device_id: str, conn: BaseDBAsyncClient | None = None
-    ) -> list[SimulatedCode]:
-        return (
-            await SimulatedCode.filter(device_id=device_id, removed_at__isnull=True)
-            .using_db(conn)
-            .order_by("id")
-        )
-
     async def _code(self, device_id: str, provider_ref: str) -> SimulatedCode:
-        row = await SimulatedCode.get_or_none(
-            device_id=device_id, id=_ref(provider_ref), removed_at__isnull=True
-        )
+        row = await store.find_code(device_id, _ref(provider_ref))
         if row is None:
             raise LockNotFound(f"no code {provider_ref} on simulated lock {device_id}")
         return row

@@ -8,6 +8,8 @@ daily windows outside 29–367 days or not ending at their start's time of day (
 
 algoPINs are derived from the device and the request, as the real ones are: the same window asks
 for the same PIN. A test can make the next API calls fail with a status or hang until released.
+Bridge jobs are read back through ``GET /jobs/{jobId}``: a test decides how many reads a job stays
+not completed (``job_pending_reads``) and whether it then completes, fails or never runs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ _SCOPE_FOR_ROUTE = {
     "daily": "igloohomeapi/algopin-daily",
     "onetime": "igloohomeapi/algopin-onetime",
     "unlock": "igloohomeapi/unlock-bridge-proxied-job",
+    "job": "igloohomeapi/get-job-status",
 }
 
 
@@ -73,6 +76,10 @@ class FakeIgloohome:
     tokens: dict[str, set[str]] = field(default_factory=dict)
     algopins: list[IssuedAlgoPin] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: How a bridge job ends: "completed", "never" (the bridge never runs it) or "failed".
+    job_outcome: str = "completed"
+    #: A job stays not completed for this many status reads before it ends as ``job_outcome``.
+    job_pending_reads: int = 0
     api_calls: list[tuple[str, str]] = field(default_factory=list)
     _pin_secret: bytes = b"fake-igloohome-lock-secret"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -94,6 +101,7 @@ class FakeIgloohome:
         app.router.add_post(
             f"{API_PREFIX}/devices/{{deviceId}}/jobs/bridges/{{bridgeId}}", self._bridge_job
         )
+        app.router.add_get(f"{API_PREFIX}/jobs/{{jobId}}", self._job_status)
         return app
 
     # -- plumbing --------------------------------------------------------------------------
@@ -247,5 +255,36 @@ class FakeIgloohome:
         if bridge["type"] != "Bridge" or device_id not in linked:
             raise self._bad_request("the device is not linked to this bridge")
         job_id = f"job-{next(self._ids)}"
-        self.jobs.append({"jobId": job_id, "deviceId": device_id, "bridgeId": bridge_id, **body})
+        self.jobs.append(
+            {
+                "jobId": job_id,
+                "deviceId": device_id,
+                "bridgeId": bridge_id,
+                **body,
+                "_reads": 0,
+                "_created": datetime.now(UTC),
+            }
+        )
         return web.json_response({"jobId": job_id})
+
+    async def _job_status(self, request: web.Request) -> web.Response:
+        self._require_scope(request, "job")
+        job = next((j for j in self.jobs if j["jobId"] == request.match_info["jobId"]), None)
+        if job is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"message": "job not found"}), content_type="application/json"
+            )
+        job["_reads"] += 1
+        done = job["_reads"] > self.job_pending_reads and self.job_outcome != "never"
+        response: dict[str, Any] = {}
+        if done and self.job_outcome == "failed":
+            response = {"error": "lock_unreachable"}
+        return web.json_response(
+            {
+                "jobId": job["jobId"],
+                "jobType": job["jobType"],
+                "expiryDate": (job["_created"] + timedelta(hours=1)).isoformat(),
+                "completed": done,
+                "jobResponse": response,
+            }
+        )

@@ -8,7 +8,8 @@ keypad code already on the lock (409). ``PUT …/auth`` answers 204 with no body
 
 Nuki applies authorization changes asynchronously; a test can hide new authorizations from the
 next listings, or leave an ``operationId`` on them, to play that out. It can also make the next
-calls fail with a status or hang until released.
+calls fail with a status or hang until released. A lock action shows in the smartlock log
+(``GET …/log``) after ``action_log_after`` reads, as a success, a failure, or never.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ class FakeNuki:
     #: New and updated authorizations keep an ``operationId`` (still being applied to the lock).
     pending_operations: bool = False
     actions: list[tuple[int, int]] = field(default_factory=list)
+    #: How an action ends in the smartlock log: "success", "never" (no entry) or "failed"
+    #: (an entry with completion state 1, motor blocked).
+    action_outcome: str = "success"
+    #: An action's log entry appears only after this many log reads.
+    action_log_after: int = 0
+    #: Each lock's log, newest first.
+    logs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    _log_pending: list[list[Any]] = field(default_factory=list)
+    _log_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(0x5E0000))
     calls: list[tuple[str, str]] = field(default_factory=list)
     bodies: list[tuple[str, str, Any]] = field(default_factory=list)
     _hidden: dict[str, int] = field(default_factory=dict)
@@ -120,6 +130,7 @@ class FakeNuki:
         app.router.add_get(f"{lock}/auth/{{id}}", self._get_auth)
         app.router.add_post(f"{lock}/auth/{{id}}", self._update_auth)
         app.router.add_delete(f"{lock}/auth/{{id}}", self._delete_auth)
+        app.router.add_get(f"{lock}/log", self._log)
         app.router.add_post(f"{lock}/action", self._action)
         app.router.add_post(f"{lock}/action/unlock", self._action_unlock)
         app.router.add_post(f"{lock}/action/lock", self._action_lock)
@@ -322,7 +333,37 @@ class FakeNuki:
         if not isinstance(action, int) or not 1 <= action <= 7:
             raise _json_error(web.HTTPBadRequest, "Bad parameter: action")
         self.actions.append((smartlock["smartlockId"], action))
+        if self.action_outcome != "never":
+            self._log_pending.append([self.action_log_after, smartlock["smartlockId"], action])
         return web.Response(status=204)
+
+    def add_log_entry(self, smartlock_id: int, action: int, state: int = 0) -> dict[str, Any]:
+        """Write an entry at the top of a lock's log, as the lock does once it has acted."""
+        entry = {
+            "id": f"{next(self._log_ids):x}",
+            "smartlockId": smartlock_id,
+            "deviceType": 0,
+            "name": "Keyturn",
+            "action": action,
+            "trigger": 4,
+            "state": state,
+            "autoUnlock": False,
+            "date": _now(),
+        }
+        self.logs.setdefault(smartlock_id, []).insert(0, entry)
+        return entry
+
+    async def _log(self, request: web.Request) -> web.Response:
+        smartlock_id = self._smartlock(request)["smartlockId"]
+        for pending in list(self._log_pending):
+            if pending[0] <= 0:
+                self._log_pending.remove(pending)
+                state = 0 if self.action_outcome == "success" else 1
+                self.add_log_entry(pending[1], pending[2], state)
+            else:
+                pending[0] -= 1
+        limit = int(request.query.get("limit") or 20)
+        return web.json_response(self.logs.get(smartlock_id, [])[: max(1, min(limit, 50))])
 
     async def _action_unlock(self, request: web.Request) -> web.Response:
         self.actions.append((self._smartlock(request)["smartlockId"], 1))

@@ -26,8 +26,10 @@ giving a ``code`` is refused, and so are updating and deleting one: Seam's docs 
 code cannot be updated or deleted through the API.
 
 Unlocking returns a pending action attempt that ``/action_attempts/get`` resolves according to
-``unlock_outcome``. ``fail_next`` and ``hang_next`` make the next requests fail or hang, and
-``sign_webhook`` produces Svix-signed webhook deliveries like Seam's.
+``unlock_outcome`` ("success", "pending" for ever, or an error type), after
+``unlock_pending_polls`` polls that still answer ``pending``. ``fail_next`` and ``hang_next``
+make the next requests fail or hang, and ``sign_webhook`` produces Svix-signed webhook
+deliveries like Seam's.
 """
 
 from __future__ import annotations
@@ -183,6 +185,9 @@ class FakeSeam:
         #: How the next unlock's action attempt ends: "success", "pending" (forever), or an
         #: error type such as "lock_jammed".
         self.unlock_outcome = "success"
+        #: An unlock's action attempt stays ``pending`` for this many polls before it ends as
+        #: ``unlock_outcome`` says (the lock acting a little later).
+        self.unlock_pending_polls = 0
         #: When true, a created code is programmed before Seam answers (a lock that is quick,
         #: or a retried create): its failure is already on the code in the response.
         self.program_immediately = False
@@ -616,7 +621,9 @@ class FakeSeam:
         if attempt is None:
             raise SeamApiError(404, "action_attempt_not_found", "action_attempt not found")
         if attempt["status"] == "pending" and attempt["action_type"] == "UNLOCK_DOOR":
-            self._resolve_unlock(attempt)
+            attempt["_polls"] = attempt.get("_polls", 0) + 1
+            if attempt["_polls"] > self.unlock_pending_polls:
+                self._resolve_unlock(attempt)
         return _ok(action_attempt=_public(attempt))
 
     # --- internals --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tortoise.transactions import in_transaction
 from flows.effects import Alert, Outcome
 from flows.staging import stage_outcome
 from locks import LockUnavailable
+from locks.port import UnlockResult
 from storage.journal import raise_alert
 from storage.models import (
     AccessCode,
@@ -780,7 +781,7 @@ class _DownLock:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def unlock(self, device_id: str) -> None:
+    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
         self.unlocks += 1
         raise LockUnavailable("the bridge does not answer")
 

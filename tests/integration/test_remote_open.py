@@ -29,7 +29,7 @@ from flows.access import locks_for_booking
 from flows.inventory import apply_inventory, load_inventory
 from locks import LockCapability
 from locks.port import capabilities_from_json
-from storage.models import Booking, SimulatedUnlock
+from storage.models import Booking, EffectState, OpsAlert, OutboxEffect, SimulatedUnlock
 from storage.uow import unit_of_work
 from tests.conftest import FakeClock, asyncpg_url
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, WHATSAPP_NUMBER, FakeTwilio
@@ -119,6 +119,8 @@ async def commits_overlapping(database: str) -> AsyncIterator[None]:
         await holder.execute("LOCK TABLE audit_event IN SHARE MODE")  # reads go on
         yield
         for _ in range(200):
+            # Activity is read once per transaction unless its snapshot is cleared.
+            await holder.execute("SELECT pg_stat_clear_snapshot()")
             waiting = await holder.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -198,3 +200,31 @@ async def test_three_opens_and_codes_in_a_row_are_answered_not_handed_to_a_perso
     codes = (await phone.answers())[sent_before + 3 :]
     assert len(codes) == 3 and all("door codes" in text for text in codes), codes
     assert not any("A person from our team" in text for text in opened + codes)
+
+
+async def test_two_opens_of_one_booking_finishing_together_fold_into_one_alert(
+    phone: Phone, clock: FakeClock, database: str
+) -> None:
+    """Both opens raise the booking's "opened remotely" alert in the transactions that mark them
+    done, at the same moment: the second folds into the first instead of failing, so neither
+    open is attempted again (which would unlock the door a second time)."""
+    booking = await confirmed_booking(phone.runtime)
+    locks = len(await _remote_locks(booking))
+    clock.current = START + timedelta(minutes=5)
+    await phone.say(PHONE, "OPEN")
+    await phone.say(f"whatsapp:{PHONE}", "OPEN")
+
+    async with commits_overlapping(database):
+        running = asyncio.ensure_future(phone.runtime.dispatcher.run_once())
+    await running
+    assert await unlocks() == 2 * locks
+    assert await phone.opened() == 2 * locks, "each confirmed unlock told once"
+
+    [alert] = await OpsAlert.filter(kind="remote_open", resolved_at__isnull=True)
+    assert alert.group_key == f"remote-open:{booking.reference}"
+    assert alert.occurrences == 2 * locks
+    opens = await OutboxEffect.filter(kind="lock.open")
+    assert [(e.state, e.attempts) for e in opens] == [(EffectState.DONE, 1)] * (2 * locks)
+    clock.advance(timedelta(minutes=5))
+    await settle(phone.runtime)
+    assert await unlocks() == 2 * locks, "nothing opened again"

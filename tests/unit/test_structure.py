@@ -23,8 +23,6 @@ STILL_OPENING = {
     "flows/journey.py",
     "flows/lock_check.py",
     "flows/lock_events.py",
-    "flows/remote_open.py",
-    "locks/simulated/provider.py",
 }
 
 #: Private names of libraries that storage may use: tortoise's model metadata, row loader and

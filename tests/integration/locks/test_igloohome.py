@@ -59,6 +59,15 @@ class Cloud:
             timeout=timeout,
         )
 
+    def provider_with_unlock_wait(self, unlock_wait: float) -> IgloohomeLockProvider:
+        return IgloohomeLockProvider(
+            self.fake.client_id,
+            self.fake.client_secret,
+            base_url=f"{self.url}/igloohome",
+            timeout=2.0,
+            unlock_wait=unlock_wait,
+        )
+
 
 @pytest.fixture
 async def cloud() -> AsyncIterator[Cloud]:
@@ -292,6 +301,26 @@ async def test_unlock_goes_through_the_linked_bridge(cloud: Cloud) -> None:
     assert cloud.fake.jobs[-1]["deviceId"] == GATE
     assert cloud.fake.jobs[-1]["bridgeId"] == BRIDGE
     assert cloud.fake.jobs[-1]["jobType"] == 2
+
+
+async def test_unlock_is_confirmed_by_its_bridge_job(cloud: Cloud) -> None:
+    cloud.fake.job_pending_reads = 2
+    provider = cloud.provider_with_unlock_wait(0)
+    try:
+        pending = await provider.unlock(GATE)
+        [job] = cloud.fake.jobs
+        assert pending.action_id == job["jobId"] and not pending.confirmed
+        assert not (await provider.confirm_unlock(GATE, job["jobId"])).confirmed
+        assert (await provider.confirm_unlock(GATE, job["jobId"])).confirmed
+    finally:
+        await provider.close()
+    assert len(cloud.fake.jobs) == 1, "polled, never queued again"
+
+
+async def test_an_unlock_job_that_failed_is_refused(cloud: Cloud) -> None:
+    cloud.fake.job_outcome = "failed"
+    with pytest.raises(LockRejected, match="unlock job failed"):
+        await cloud.provider.unlock(GATE)
 
 
 async def test_unlock_without_a_bridge_is_refused(cloud: Cloud) -> None:

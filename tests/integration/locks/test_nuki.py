@@ -298,6 +298,45 @@ async def test_unlock_a_lock_and_open_an_opener(cloud: Cloud) -> None:
     assert cloud.fake.actions == [(CAGE, 1), (OPENER, 3)]
 
 
+async def test_an_unlock_is_confirmed_by_its_own_log_entry(cloud: Cloud) -> None:
+    cloud.fake.add_log_entry(CAGE, 1)  # an earlier unlock is no confirmation of this one
+    cloud.fake.action_log_after = 2
+    provider = NukiLockProvider(
+        cloud.fake.api_token, base_url=cloud.url, timeout=2.0, unlock_wait=0
+    )
+    try:
+        pending = await provider.unlock(str(CAGE))
+        assert not pending.confirmed and pending.action_id is not None
+        assert not (await provider.confirm_unlock(str(CAGE), pending.action_id)).confirmed
+        assert (await provider.confirm_unlock(str(CAGE), pending.action_id)).confirmed
+    finally:
+        await provider.close()
+    assert cloud.fake.actions == [(CAGE, 1)], "polled, never sent again"
+
+
+async def test_an_unlock_the_lock_failed_is_refused(cloud: Cloud) -> None:
+    cloud.fake.action_outcome = "failed"  # completion state 1: motor blocked
+    with pytest.raises(LockRejected, match="completion state 1"):
+        await cloud.provider.unlock(str(CAGE))
+
+
+async def test_an_unlock_never_logged_stays_pending(cloud: Cloud) -> None:
+    cloud.fake.action_outcome = "never"
+    provider = NukiLockProvider(
+        cloud.fake.api_token,
+        base_url=cloud.url,
+        timeout=2.0,
+        unlock_wait=0.05,
+        poll_interval=0.01,
+    )
+    try:
+        result = await provider.unlock(str(CAGE))
+    finally:
+        await provider.close()
+    assert not result.confirmed and result.action_id
+    assert cloud.fake.actions == [(CAGE, 1)]
+
+
 async def test_unlocking_an_offline_lock_is_unavailable(cloud: Cloud) -> None:
     with pytest.raises(LockUnavailable, match="offline"):
         await cloud.provider.unlock(str(BAY))

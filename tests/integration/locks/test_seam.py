@@ -22,6 +22,7 @@ from locks.port import (
     LockRejected,
     LockUnavailable,
     RejectionReason,
+    UnlockResult,
 )
 from locks.seam import (
     SeamAuthError,
@@ -483,13 +484,50 @@ async def test_an_unlock_that_never_resolves_gives_up_within_the_timeout(
     seam = SeamLockProvider(API_KEY, base_url=base_url, timeout=1.0)
 
     started = time.monotonic()
-    with pytest.raises(LockUnavailable):
-        await seam.unlock(device_id)
+    result = await seam.unlock(device_id)
     elapsed = time.monotonic() - started
-    await seam.aclose()
 
+    # Not confirmed, and not an error to retry: the attempt may still open the door, so its id
+    # comes back to be polled, and polling it never sends a second unlock.
+    [attempt] = fake.action_attempts
+    assert result == UnlockResult(confirmed=False, action_id=attempt)
     assert elapsed < 1.0 * 2 + 0.5  # the device read and the unlock each within 1 s
     assert fake.requests.count(("GET", "/action_attempts/get")) >= 2
+    assert await seam.confirm_unlock(device_id, attempt, wait=0.2) == result
+    fake.unlock_outcome = "success"
+    assert (await seam.confirm_unlock(device_id, attempt)).confirmed
+    await seam.aclose()
+    assert fake.requests.count(("POST", "/locks/unlock_door")) == 1
+    assert [e["event_type"] for e in fake.events].count("lock.unlocked") == 1
+
+
+async def test_an_unlock_pending_for_some_polls_is_confirmed_by_its_own_attempt(
+    fake: FakeSeam, provider: SeamLockProvider
+) -> None:
+    device_id = fake.add_device()
+    fake.unlock_pending_polls = 3
+
+    result = await provider.unlock(device_id)
+
+    assert result.confirmed
+    assert fake.requests.count(("GET", "/action_attempts/get")) == 4
+    assert fake.requests.count(("POST", "/locks/unlock_door")) == 1
+
+
+async def test_a_pending_unlock_that_ends_in_error_is_refused_when_polled(
+    fake: FakeSeam, base_url: str
+) -> None:
+    device_id = fake.add_device()
+    fake.unlock_outcome = "pending"
+    seam = SeamLockProvider(API_KEY, base_url=base_url, timeout=1.0, unlock_wait=0.1)
+    result = await seam.unlock(device_id)
+    assert not result.confirmed and result.action_id is not None
+
+    fake.unlock_outcome = "device_offline"  # ended in error after all: the door stayed shut
+    with pytest.raises(LockRejected, match="device_offline"):
+        await seam.confirm_unlock(device_id, result.action_id)
+    await seam.aclose()
+    assert fake.requests.count(("POST", "/locks/unlock_door")) == 1
 
 
 async def test_a_lock_without_remote_unlock_is_refused_before_calling_seam(
