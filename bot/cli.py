@@ -27,7 +27,7 @@ from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
 from flows.lock_check import check_lock, unmapped_devices
-from flows.staging import stage_outcome
+from flows.staging import run_unit, stage_outcome
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
@@ -504,7 +504,10 @@ def _deposits_claim(args: argparse.Namespace) -> int:
             except MoneyError as err:
                 raise SettingsError(f"--amount {err}") from None
         try:
-            claimed = await runtime.journey.claim_deposit(args.booking, amount, actor="operator")
+            claimed, record = await runtime.journey.claim_deposit(
+                args.booking, amount, actor="operator"
+            )
+            await run_unit(record, runtime.clock.now())
         except (LookupError, ValueError) as err:
             print(f"keyturn: {err}", file=sys.stderr)
             return 2

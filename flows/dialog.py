@@ -13,12 +13,12 @@ from typing import Any
 
 from babel.dates import format_timedelta
 
+from flows.booking import Journey
 from flows.digits import typed_int
 from flows.effects import Audit, Outcome, Reply
 from flows.engine import StepResult, Turn
 from flows.i18n import SUPPORTED_LANGUAGES, Translator, fold, keyword_map
 from flows.inventory_cache import InventoryCache
-from flows.journey import Journey
 from flows.messages import Choice
 from storage.money import Money
 

@@ -43,7 +43,9 @@ PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.HELD: frozenset({P.RELEASED, P.CLAIMED}),
     P.CARD_ON_FILE: frozenset({P.CLAIMED}),
     P.PAID: frozenset(),
-    P.EXPIRED: frozenset(),
+    #: The provider's word that it was paid stands over Keyturn's record of its expiry (a
+    #: session completed as it was being expired); the booking's state decides what follows.
+    P.EXPIRED: frozenset({P.PAID}),
     P.RELEASED: frozenset(),
     P.CLAIMED: frozenset(),
     P.REFUNDED: frozenset(),
