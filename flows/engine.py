@@ -94,6 +94,9 @@ class StepResult:
     #: Domain writes (a booking hold, an opt-out) committed in the turn's transaction. If the
     #: database refuses them (the slot was just taken), the turn is recomputed.
     apply: Apply | None = None
+    #: False when the step did not understand the message (it asked again, or said so): what
+    #: the hand-off counts before it offers a person.
+    understood: bool = True
 
 
 class Dialog(Protocol):

@@ -135,8 +135,10 @@ def at(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-def stay(turn: Turn, text: str, *, kind: str = "reply") -> StepResult:
-    return StepResult(turn.state, dict(turn.data), Outcome([Reply(text, kind=kind)]))
+def stay(turn: Turn, text: str, *, kind: str = "reply", understood: bool = True) -> StepResult:
+    """Answer and stay in the same state (``understood=False``: the answer asks again)."""
+    outcome = Outcome([Reply(text, kind=kind)])
+    return StepResult(turn.state, dict(turn.data), outcome, understood=understood)
 
 
 def zone(name: str) -> Any:

@@ -29,6 +29,7 @@ from flows.bookings import (
     is_free,
     stored_range,
 )
+from flows.dialog import DialogState
 from flows.effects import Alert, Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
 from flows.i18n import local_time
@@ -69,23 +70,29 @@ class ManageSteps(QuoteSteps):
             return await self._resend_code(turn, booking)
         if command == "cancel":
             return await self._cancel_quote(turn, booking)
-        return stay(turn, turn.t("dialog.not_understood"))
+        return stay(turn, turn.t("dialog.not_understood"), understood=False)
 
     async def answer(self, turn: Turn, yes: bool) -> StepResult:
         """YES or NO to the question the conversation is waiting on."""
-        if turn.state == "quote":
+        if turn.state == DialogState.QUOTE:
             if yes:
                 return await self.accept_quote(turn)
-            return StepResult("start", {}, Outcome([Reply(turn.t("journey.quote_declined"))]))
-        if turn.state == "extend_quote":
+            return StepResult(
+                DialogState.START, {}, Outcome([Reply(turn.t("journey.quote_declined"))])
+            )
+        if turn.state == DialogState.EXTEND_QUOTE:
             if yes:
                 return await self._extend_accept(turn)
-            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.kept_as_is"))]))
-        if turn.state == "cancel_quote":
+            return StepResult(
+                DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.kept_as_is"))])
+            )
+        if turn.state == DialogState.CANCEL_QUOTE:
             if yes:
                 return await self._cancel_accept(turn)
-            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.kept_as_is"))]))
-        return stay(turn, turn.t("journey.nothing_to_answer"))
+            return StepResult(
+                DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.kept_as_is"))])
+            )
+        return stay(turn, turn.t("journey.nothing_to_answer"), understood=False)
 
     async def id_photo(self, turn: Turn) -> StepResult:
         booking = await self._current_booking(turn.renter_id)
@@ -229,7 +236,7 @@ class ManageSteps(QuoteSteps):
         try:
             extra = parse_duration(text)
         except WhenNotUnderstood:
-            return stay(turn, turn.t("journey.extend_usage"))
+            return stay(turn, turn.t("journey.extend_usage"), understood=False)
         if extra < MIN_EXTENSION:
             minutes = int(MIN_EXTENSION.total_seconds() // 60)
             return stay(turn, turn.t("journey.extend_too_short", minutes=minutes))
@@ -272,7 +279,9 @@ class ManageSteps(QuoteSteps):
             "new_end": iso(new_end),
             "price": price,
         }
-        return StepResult("extend_quote", data, Outcome([Reply(text_out, self._yes_no(turn))]))
+        return StepResult(
+            DialogState.EXTEND_QUOTE, data, Outcome([Reply(text_out, self._yes_no(turn))])
+        )
 
     async def _extend_accept(self, turn: Turn) -> StepResult:
         booking = await Booking.get(reference=str(turn.data["booking"])).select_related("asset")
@@ -281,9 +290,13 @@ class ManageSteps(QuoteSteps):
         quoted_end = at(turn.data["old_end"]) if "old_end" in turn.data else booking.end_at
         if booking.state not in EXTENDABLE or booking.end_at != quoted_end:
             # Cancelled, ended or extended since the quote: it no longer says what YES buys.
-            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_stale"))]))
+            return StepResult(
+                DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_stale"))])
+            )
         if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
-            return StepResult("booked", {}, Outcome([Reply(turn.t("journey.extend_conflict"))]))
+            return StepResult(
+                DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_conflict"))])
+            )
         take_payments = self.settings.take_payments
 
         async def record(conn: BaseDBAsyncClient) -> Outcome:
@@ -324,7 +337,7 @@ class ManageSteps(QuoteSteps):
         key = "journey.extend_paying" if price > 0 else "journey.extend_free"
         if price > 0 and not take_payments:
             key = "journey.extend_no_payment"
-        return StepResult("booked", {}, Outcome([Reply(turn.t(key))]), apply=record)
+        return StepResult(DialogState.BOOKED, {}, Outcome([Reply(turn.t(key))]), apply=record)
 
     async def _cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
         refund = self._refund_for(booking, turn.now)
@@ -336,7 +349,9 @@ class ManageSteps(QuoteSteps):
             refund=Money(refund, booking.currency).format(turn.language),
         )
         data = {"booking": booking.reference}
-        return StepResult("cancel_quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+        return StepResult(
+            DialogState.CANCEL_QUOTE, data, Outcome([Reply(text, self._yes_no(turn))])
+        )
 
     async def _cancel_accept(self, turn: Turn) -> StepResult:
         booking = await Booking.get(reference=str(turn.data["booking"]))
@@ -354,4 +369,4 @@ class ManageSteps(QuoteSteps):
             reference=booking.reference,
             refund=Money(refund, booking.currency).format(turn.language),
         )
-        return StepResult("start", {}, Outcome([Reply(text)]), apply=cancel)
+        return StepResult(DialogState.START, {}, Outcome([Reply(text)]), apply=cancel)

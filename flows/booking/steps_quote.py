@@ -28,6 +28,7 @@ from flows.bookings import (
     quote,
     unpaid_bookings,
 )
+from flows.dialog import DialogState
 from flows.digits import typed_int
 from flows.effects import Audit, Effect, Outcome, Reply, SetTimer, Write
 from flows.engine import StepResult, Turn
@@ -64,7 +65,9 @@ class QuoteSteps(RentalTimers):
         except DayTooFarAhead:
             return stay(turn, self._horizon_text(turn, asset))
         except WhenNotUnderstood:
-            return stay(turn, turn.t("journey.when_not_understood", code=asset.code))
+            return stay(
+                turn, turn.t("journey.when_not_understood", code=asset.code), understood=False
+            )
         except LocalTimeProblem as problem:
             key = (
                 "journey.time_does_not_exist"
@@ -101,7 +104,7 @@ class QuoteSteps(RentalTimers):
             "price": priced.price.minor,
             "deposit": priced.deposit.minor,
         }
-        return StepResult("quote", data, Outcome([Reply(text, self._yes_no(turn))]))
+        return StepResult(DialogState.QUOTE, data, Outcome([Reply(text, self._yes_no(turn))]))
 
     def _horizon(self, asset: Asset) -> int:
         days = asset.location.booking_horizon_days
@@ -134,7 +137,7 @@ class QuoteSteps(RentalTimers):
         )
         data = {"asset": asset.code, "slots": [[iso(a), iso(b)] for a, b in slots]}
         key = "journey.taken_alternatives" if slots else "journey.taken_no_alternatives"
-        return StepResult("alternatives", data, Outcome([Reply(turn.t(key), choices)]))
+        return StepResult(DialogState.ALTERNATIVES, data, Outcome([Reply(turn.t(key), choices)]))
 
     async def pick_alternative(self, turn: Turn) -> StepResult:
         slots = list(turn.data.get("slots", []))
@@ -162,17 +165,19 @@ class QuoteSteps(RentalTimers):
             return stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = at(turn.data["start"]), at(turn.data["end"])
         if self._starts_beyond_horizon(asset, start, turn.now):
-            return StepResult("start", {}, Outcome([Reply(self._horizon_text(turn, asset))]))
+            return StepResult(
+                DialogState.START, {}, Outcome([Reply(self._horizon_text(turn, asset))])
+            )
         try:  # the quote's rules again: YES may come long after it (its start now past)
             quote(asset, start, end, turn.now)
         except QuoteRefused as refused:  # asked when again, for the same item
             reply = Reply(self._refusal(turn, refused))
-            return StepResult("asset", {"asset": asset.code}, Outcome([reply]))
+            return StepResult(DialogState.ASSET, {"asset": asset.code}, Outcome([reply]))
         limit = self.settings.max_unpaid
         renter_id = turn.renter_id
         if await unpaid_bookings(renter_id) >= limit:
             text = turn.t("journey.too_many_unpaid", count=limit)
-            return StepResult("start", {}, Outcome([Reply(text)]))
+            return StepResult(DialogState.START, {}, Outcome([Reply(text)]))
         blocked = blocked_range(asset, start, end)
         if not await is_free(asset.id, blocked):
             return await self._offer_alternatives(turn, asset, start, end)
@@ -182,7 +187,9 @@ class QuoteSteps(RentalTimers):
         minutes = int(self.settings.hold.total_seconds() // 60)
         text = turn.t("journey.holding", reference=reference, code=asset.code, minutes=minutes)
         hold = self._hold(turn, asset, start, end, blocked, reference)
-        return StepResult("paying", {"booking": reference}, Outcome([Reply(text)]), apply=hold)
+        return StepResult(
+            DialogState.PAYING, {"booking": reference}, Outcome([Reply(text)]), apply=hold
+        )
 
     def _hold(
         self,
@@ -263,4 +270,4 @@ class QuoteSteps(RentalTimers):
             return outcome + (await self._checks_before_rental(conn, booking, now, paid=False))
 
         # The answer is what comes next (the ID request, or the confirmation), sent by ``book``.
-        return StepResult("booked", {"booking": reference}, Outcome(), apply=book)
+        return StepResult(DialogState.BOOKED, {"booking": reference}, Outcome(), apply=book)
