@@ -3,16 +3,13 @@ journey's collaborators (``JourneyBase``) and small helpers."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.access import (
-    AccessCodes,
-)
+from flows.access import AccessCodes
 from flows.booking.pin_message import pin_text, pin_variables, set_codes
 from flows.clock import Clock
 from flows.effects import Outcome, Reply
@@ -21,25 +18,12 @@ from flows.i18n import Translator, renter_language
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
 from flows.notify import Notifier
-from flows.payments import (
-    IdentityProvider,
-    PaymentProvider,
-)
+from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
 from flows.upload_links import UploadLinks, mms_reaches_us
-from storage.models import (
-    AccessCode,
-    AuditEvent,
-    Booking,
-    BookingState,
-    Conversation,
-    Renter,
-)
+from storage.models import AccessCode, AuditEvent, Booking, BookingState, Conversation, Renter
 from storage.money import Money
 from storage.sealing import Sealer
-
-log = logging.getLogger(__name__)
-
 
 CHECKOUT_EFFECT = "payment.checkout"
 REFUND_EFFECT = "payment.refund"
@@ -169,6 +153,10 @@ async def opens_since(conn: BaseDBAsyncClient | None, booking: Booking, since: d
 
 
 class JourneyBase:
+    """The journey's collaborators and the reads every part shares. The parts are layered on
+    it, each module one layer (lifecycle, identity review, payment events, executors, timers,
+    quote steps, booking steps), so a part calls only the parts beneath it."""
+
     def __init__(
         self,
         translator: Translator,

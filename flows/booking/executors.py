@@ -16,17 +16,8 @@ from flows.booking.common import (
 )
 from flows.booking.payment_events import PaymentEvents
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
-from flows.payments import (
-    CheckoutRequest,
-    PaymentRefused,
-)
-from storage.models import (
-    Booking,
-    BookingState,
-    Extension,
-    OutboxEffect,
-    Payment,
-)
+from flows.payments import CheckoutRequest, PaymentRefused
+from storage.models import Booking, BookingState, Extension, OutboxEffect, Payment
 from storage.money import Money
 from storage.payments import CLAIMABLE, PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
@@ -35,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class Executors(PaymentEvents):
+    """The payment effects: outside calls, each with the follow-up that records it."""
+
     async def execute_checkout(self, effect: OutboxEffect) -> FollowUp | None:
         booking = await Booking.get(id=int(str(effect.payload["booking"]))).select_related("asset")
         now = self.clock.now()

@@ -3,38 +3,24 @@ the effects that collect and delete the photo."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
-from flows.booking.common import (
-    COLLECT_ID_EFFECT,
-    media_items,
-)
+from flows.booking.common import COLLECT_ID_EFFECT, media_items
 from flows.booking.identity import id_review, photo_deletion
 from flows.booking.lifecycle import Lifecycle
 from flows.effects import Alert, Audit, FollowUp, Outcome
-from flows.payments import (
-    PaymentEvent,
-    PaymentEventKind,
-)
+from flows.payments import PaymentEvent, PaymentEventKind
 from flows.upload_links import UploadGrant
 from storage.identity import IdentityStatus, move_identity
 from storage.journal import resolve_alert
-from storage.models import (
-    Booking,
-    BookingState,
-    IdentityCheck,
-    Message,
-    OutboxEffect,
-    Renter,
-)
+from storage.models import Booking, BookingState, IdentityCheck, Message, OutboxEffect, Renter
 from storage.retention import forget_media
 from storage.uow import UnitOfWork
 
-log = logging.getLogger(__name__)
-
 
 class IdentityReview(Lifecycle):
+    """ID photos stored for review, decisions on them, and the effects around them."""
+
     async def receive_uploaded_id(
         self,
         conn: UnitOfWork,

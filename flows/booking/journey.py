@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from flows.access import (
-    CODE_NOT_MOVED_TIMER,
-    CODE_SET_TIMER,
-)
+from flows.access import CODE_NOT_MOVED_TIMER, CODE_SET_TIMER
 from flows.booking.common import (
     CHECKOUT_EFFECT,
     COLLECT_ID_EFFECT,
@@ -29,11 +25,7 @@ from flows.booking.steps_manage import ManageSteps
 from flows.effects import FollowUp, Outcome
 from flows.remote_open import OPEN_EFFECT
 from flows.timers import TimerFired
-from storage.models import (
-    OutboxEffect,
-)
-
-log = logging.getLogger(__name__)
+from storage.models import OutboxEffect
 
 
 class Journey(ManageSteps):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.access import (
-    LIVE_STATES,
-    UPDATE_EFFECT,
-)
+from flows.access import LIVE_STATES, UPDATE_EFFECT
 from flows.booking.common import (
     DELIVER_PIN_TIMER,
     END_TIMER,
@@ -25,10 +21,7 @@ from flows.booking.common import (
     iso,
 )
 from flows.booking.identity import withdraw_identity
-from flows.bookings import (
-    extended_range,
-    stored_range,
-)
+from flows.bookings import extended_range, stored_range
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.i18n import local_time
 from flows.timers import TimerFired
@@ -46,10 +39,10 @@ from storage.models import (
 )
 from storage.payments import CLAIMABLE, PaymentPurpose
 
-log = logging.getLogger(__name__)
-
 
 class Lifecycle(JourneyBase):
+    """Confirm, cancel, expire and extend a booking, in the unit of work it is given."""
+
     async def cancel_booking(
         self,
         conn: BaseDBAsyncClient,

@@ -7,26 +7,13 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.booking.common import (
-    HOLD_EFFECT,
-)
+from flows.booking.common import HOLD_EFFECT
 from flows.booking.identity_review import IdentityReview
-from flows.bookings import (
-    extended_range,
-    is_free,
-)
+from flows.bookings import extended_range, is_free
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
 from flows.payment_match import OWNED_KINDS, disagreement, own_payment
-from flows.payments import (
-    PaymentEvent,
-    PaymentEventKind,
-)
-from storage.models import (
-    Booking,
-    BookingState,
-    Extension,
-    Payment,
-)
+from flows.payments import PaymentEvent, PaymentEventKind
+from storage.models import Booking, BookingState, Extension, Payment
 from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
 
@@ -34,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class PaymentEvents(IdentityReview):
+    """What a payment provider's event changes, in its webhook route's unit of work."""
+
     async def payment_event(
         self, conn: UnitOfWork, provider: str, event: PaymentEvent, now: datetime
     ) -> Outcome:

@@ -3,16 +3,8 @@ writes, which the timer runner commits with the timer's completion."""
 
 from __future__ import annotations
 
-import logging
-
-from flows.access import (
-    LIVE_STATES,
-)
-from flows.booking.common import (
-    DELIVER_PIN_TIMER,
-    PIN_RECHECK,
-    RELEASE_EFFECT,
-)
+from flows.access import LIVE_STATES
+from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK, RELEASE_EFFECT
 from flows.booking.executors import Executors
 from flows.effects import Audit, Effect, Outcome, SetTimer
 from flows.i18n import local_time
@@ -30,10 +22,10 @@ from storage.models import (
 )
 from storage.uow import UnitOfWork
 
-log = logging.getLogger(__name__)
-
 
 class RentalTimers(Executors):
+    """The rental's timers; their state changes are writes the timer runner commits."""
+
     async def on_hold_expiry(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         now = self.clock.now()

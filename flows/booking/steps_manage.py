@@ -8,9 +8,7 @@ from datetime import timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.access import (
-    locks_for_booking,
-)
+from flows.access import locks_for_booking
 from flows.booking.common import (
     CHECKOUT_EFFECT,
     COLLECT_ID_EFFECT,
@@ -24,37 +22,25 @@ from flows.booking.common import (
     stay,
 )
 from flows.booking.steps_quote import QuoteSteps
-from flows.bookings import (
-    extended_range,
-    is_free,
-    stored_range,
-)
+from flows.bookings import extended_range, is_free, stored_range
 from flows.dialog import DialogState
 from flows.effects import Alert, Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
 from flows.i18n import local_time
 from flows.remote_open import open_effect
-from flows.when import (
-    WhenNotUnderstood,
-    parse_duration,
-)
+from flows.when import WhenNotUnderstood, parse_duration
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from storage.identity import IdentityStatus
-from storage.models import (
-    Booking,
-    BookingState,
-    Conversation,
-    Extension,
-    IdentityCheck,
-    Renter,
-)
+from storage.models import Booking, BookingState, Conversation, Extension, IdentityCheck, Renter
 from storage.money import Money
 
 log = logging.getLogger(__name__)
 
 
 class ManageSteps(QuoteSteps):
+    """Keywords and answers about the renter's booking."""
+
     async def command(self, turn: Turn, command: str, args: list[str]) -> StepResult:
         """EXTEND, OPEN, CODE, CANCEL and AGENT act on the renter's current booking."""
         booking = await self._current_booking(turn.renter_id)

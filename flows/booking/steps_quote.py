@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import date, datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -34,22 +33,15 @@ from flows.effects import Audit, Effect, Outcome, Reply, SetTimer, Write
 from flows.engine import StepResult, Turn
 from flows.i18n import local_time
 from flows.messages import Choice
-from flows.when import (
-    DayTooFarAhead,
-    WhenNotUnderstood,
-    parse_local_range,
-    resolve_range,
-)
+from flows.when import DayTooFarAhead, WhenNotUnderstood, parse_local_range, resolve_range
 from locks.windows import AccessWindow, LocalTimeProblem
-from storage.models import (
-    Asset,
-)
+from storage.models import Asset
 from storage.uow import UnitOfWork
-
-log = logging.getLogger(__name__)
 
 
 class QuoteSteps(RentalTimers):
+    """From an item to a held booking; the hold is the turn's ``apply``."""
+
     async def when(self, turn: Turn, asset_code: str, text: str) -> StepResult:
         """The renter said when: read it in the location's time zone and quote."""
         asset = await self.inventory.asset(asset_code)
