@@ -369,7 +369,7 @@ async def load_steps(
 
 async def timer_lateness(database_url: str, count: int, window: float) -> TimerResult:
     """Write ``count`` timers due within ``window`` seconds; the workers fire them."""
-    from flows.journey import DELIVER_PIN_TIMER  # a real handler: reads the booking, no-op
+    from flows.booking import DELIVER_PIN_TIMER  # a real handler: reads the booking, no-op
     from storage import db
     from storage.models import Booking, Timer
 

@@ -45,12 +45,14 @@ from flows.access import (
     AccessCodes,
     AccessPolicy,
 )
+
+# The journey with the two entry points the ops desk still calls under their old shapes.
+from flows.booking import Journey, JourneySettings, journey_executors, journey_timers
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.engine import ConversationEngine, TurnResult
 from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
-from flows.journey import Journey, JourneySettings, journey_executors, journey_timers
 from flows.messages import InboundMessage
 from flows.ops import OpsDesk
 from flows.payments import PaymentProvider

@@ -505,7 +505,10 @@ def _deposits_claim(args: argparse.Namespace) -> int:
             except MoneyError as err:
                 raise SettingsError(f"--amount {err}") from None
         try:
-            claimed = await runtime.journey.claim_deposit(args.booking, amount, actor="operator")
+            claimed, record = await runtime.journey.claim_deposit(
+                args.booking, amount, actor="operator"
+            )
+            await run_unit(record, runtime.clock.now())
         except (LookupError, ValueError) as err:
             print(f"keyturn: {err}", file=sys.stderr)
             return 2

@@ -7,10 +7,10 @@ from aiohttp import web
 from bot.channels import Channel
 from bot.config import Settings
 from flows.access import AccessCodes
+from flows.booking import Journey
 from flows.clock import Clock
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
-from flows.journey import Journey
 from storage.sealing import Sealer
 
 SETTINGS = web.AppKey("settings", Settings)

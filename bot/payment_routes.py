@@ -1,13 +1,37 @@
-"""``GET /paid/{reference}``: the page a checkout sends the renter back to."""
+"""``GET /paid/{reference}``: the page a checkout sends the renter back to; and the runner of
+payment events, which commits each one once with what it changes."""
 
 from __future__ import annotations
 
 import html
 
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
 from bot.keys import JOURNEY
-from storage.models import Booking, Renter
+from flows.booking import Journey
+from flows.i18n import renter_language
+from flows.payments import PaymentEvent
+from flows.staging import stage_outcome
+from storage.models import Booking, ProcessedWebhook, Renter
+from storage.uow import unit_of_work
+
+
+async def apply_payment_event(journey: Journey, provider: str, event: PaymentEvent) -> bool:
+    """Apply a payment provider's event once: its id is recorded in the unit of work that
+    commits what it changes, so a redelivery (or a race with one) changes nothing. False when
+    it was seen before."""
+    now = journey.clock.now()
+    try:
+        async with unit_of_work() as conn:
+            await ProcessedWebhook.create(
+                provider=provider, event_id=event.event_id, received_at=now, using_db=conn
+            )
+            outcome = await journey.payment_event(conn, provider, event, now)
+            await stage_outcome(conn, outcome, now)
+    except IntegrityError:
+        return False
+    return True
 
 
 def setup_return_page(app: web.Application) -> None:
@@ -22,7 +46,7 @@ async def return_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such booking")
     journey = request.app[JOURNEY]
     renter = await Renter.get(id=booking.renter_id)
-    language = await journey.notifier.language(renter, None)
+    language = renter_language(renter)
     key = "web.checkout_left" if request.query.get("cancelled") else "web.paid"
     text = html.escape(journey.translator.text(language, key, reference=booking.reference))
     page = (

@@ -13,12 +13,14 @@ import logging
 
 from aiohttp import BodyPartReader, web
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from bot.keys import CLOCK, JOURNEY
 from bot.transports.twilio import ID_DOCUMENT_TYPES
+from flows.i18n import renter_language
+from flows.staging import stage_outcome
 from flows.upload_links import UPLOAD_LINK_USES, UploadGrant, UploadLinks
 from storage.models import Booking, BookingState, ProcessedWebhook, Renter
+from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,14 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
         journey = request.app[JOURNEY]
         now = request.app[CLOCK].now()
         try:
-            async with in_transaction() as conn:
+            async with unit_of_work() as conn:
                 await ProcessedWebhook.create(
                     provider=UPLOAD_LINK_USES, event_id=grant.digest, received_at=now, using_db=conn
                 )
-                if not await journey.receive_uploaded_id(conn, grant, content, content_type, now):
+                outcome = await journey.receive_uploaded_id(conn, grant, content, content_type, now)
+                if outcome is None:
                     raise _Used
+                await stage_outcome(conn, outcome, now)
         except (IntegrityError, _Used):
             return await _page(request, grant, "upload.refused", status=410)
         log.info("an ID photo arrived through an upload link for booking %s", grant.booking_id)
@@ -108,7 +112,7 @@ async def _page(
 ) -> web.Response:
     journey = request.app[JOURNEY]
     renter = await Renter.get_or_none(id=grant.renter_id) if grant is not None else None
-    language = await journey.notifier.language(renter, None) if renter is not None else "en"
+    language = renter_language(renter)
     t = journey.translator
     body = f"<p>{html.escape(t.text(language, key))}</p>"
     if form:

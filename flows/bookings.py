@@ -18,37 +18,12 @@ from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 from locks.windows import AccessWindow, access_window
+from storage.bookings import move as move  # the state machine lives in storage
 from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState, Renter
 from storage.money import Money
+from storage.transitions import IllegalTransition as IllegalTransition
 
-S = BookingState
-#: Every legal move; anything else is refused.
-TRANSITIONS: dict[BookingState, frozenset[BookingState]] = {
-    S.DRAFT: frozenset({S.AWAITING_PAYMENT, S.CANCELLED, S.EXPIRED}),
-    S.AWAITING_PAYMENT: frozenset({S.AWAITING_ID, S.CONFIRMED, S.CANCELLED, S.EXPIRED}),
-    S.AWAITING_ID: frozenset({S.CONFIRMED, S.CANCELLED}),
-    S.CONFIRMED: frozenset({S.ACTIVE, S.CANCELLED, S.COMPLETED}),
-    S.ACTIVE: frozenset({S.COMPLETED, S.CANCELLED}),
-    S.COMPLETED: frozenset(),
-    S.CANCELLED: frozenset(),
-    S.EXPIRED: frozenset(),
-}
 REFERENCE_ALPHABET = "ACDEFGHJKLMNPQRTUVWXY34679"  # no look-alikes (0/O, 1/I, 5/S, 8/B, 2/Z)
-
-
-class IllegalTransition(Exception):
-    def __init__(self, booking: Booking, to: BookingState) -> None:
-        super().__init__(f"booking {booking.reference} cannot go from {booking.state} to {to}")
-
-
-async def move(conn: BaseDBAsyncClient, booking: Booking, to: BookingState) -> None:
-    """Move ``booking`` to ``to`` if the table allows it and nobody moved it meanwhile."""
-    if to not in TRANSITIONS[booking.state]:
-        raise IllegalTransition(booking, to)
-    moved = await Booking.filter(id=booking.id, state=booking.state).using_db(conn).update(state=to)
-    if moved != 1:
-        raise IllegalTransition(booking, to)
-    booking.state = to
 
 
 def new_reference() -> str:

@@ -29,11 +29,11 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
 from flows.clock import Clock
-from flows.effects import Effect, Outcome, SetTimer
-from flows.i18n import LanguageSources, Translator, pick_language
+from flows.effects import Outcome, SetTimer
+from flows.i18n import Translator, renter_language
 from flows.inbound_pins import holds_own_pin
-from flows.messages import InboundMessage, OutboundMessage
-from flows.notify import SEALED_KINDS
+from flows.messages import InboundMessage
+from flows.outbound import Outgoing, stage_messages
 from flows.staging import stage_outcome
 from storage.conversations import (
     NewMessage,
@@ -42,7 +42,6 @@ from storage.conversations import (
     claim_message,
     find_or_add_renter,
     forget_renter,
-    insert_messages,
     read_conversation,
     save_turn,
 )
@@ -95,6 +94,9 @@ class StepResult:
     #: Domain writes (a booking hold, an opt-out) committed in the turn's transaction. If the
     #: database refuses them (the slot was just taken), the turn is recomputed.
     apply: Apply | None = None
+    #: False when the step did not understand the message (it asked again, or said so): what
+    #: the hand-off counts before it offers a person.
+    understood: bool = True
 
 
 class Dialog(Protocol):
@@ -219,14 +221,11 @@ class ConversationEngine:
     async def _turn(self, message: InboundMessage, dedupe_provider: str) -> Outcome:
         now = self.clock.now()
         conversation, renter = await self._conversation(message)
-        language = pick_language(
-            LanguageSources(
-                explicit=renter.language,
-                channel_hint=message.language_hint,
-                # A sandbox address is a phone number too, only not the renter's own.
-                phone=renter.phone
-                or (message.address if message.channel == SANDBOX_CHANNEL else None),
-            )
+        language = renter_language(
+            renter,
+            hint=message.language_hint,
+            # A sandbox address is a phone number too, only not the renter's own.
+            phone=message.address if message.channel == SANDBOX_CHANNEL else None,
         )
         text = message.text.strip()[:MAX_TEXT_LENGTH]
         turn = Turn(
@@ -287,55 +286,22 @@ class ConversationEngine:
     ) -> None:
         """Store the inbound message (sealed when it holds the renter's own PIN) and the
         replies, and stage a send for each reply."""
-        rows = [
-            NewMessage(
-                direction="in",
-                body=self.sealer.seal(text) if seal_inbound and self.sealer else text,
-                status="received",
-                created_at=message.received_at,
-                media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
-                sealed=seal_inbound,
-                provider_id=message.provider_id,
-            )
+        inbound = NewMessage(
+            direction="in",
+            body=self.sealer.seal(text) if seal_inbound and self.sealer else text,
+            status="received",
+            created_at=message.received_at,
+            media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+            sealed=seal_inbound,
+            provider_id=message.provider_id,
+        )
+        replies = [
+            Outgoing(message.channel, message.address, reply.text, reply.kind, reply.choices)
+            for reply in outcome.replies
         ]
-        outbound: list[OutboundMessage] = []
-        for reply in outcome.replies:
-            sealed = self.sealer is not None and reply.kind in SEALED_KINDS
-            body = self.sealer.seal(reply.text) if sealed and self.sealer else reply.text
-            outbound.append(
-                OutboundMessage(
-                    channel=message.channel,
-                    address=message.address,
-                    text=body,
-                    choices=reply.choices,
-                    kind=reply.kind,
-                )
-            )
-            rows.append(
-                NewMessage(
-                    direction="out",
-                    body=body,
-                    status="queued",
-                    created_at=now,
-                    choices=[[choice.value, choice.label] for choice in reply.choices],
-                    sealed=sealed,
-                )
-            )
-        inbound_id, *reply_ids = await insert_messages(conn, conversation_id, rows)
-        for index, (row_id, sent, row) in enumerate(
-            zip(reply_ids, outbound, rows[1:], strict=True)
-        ):
-            outcome.effects.append(
-                Effect(
-                    kind="send_message",
-                    key=f"reply:{inbound_id}:{index}",
-                    payload={
-                        "message_id": row_id,
-                        "message": sent.to_payload(),
-                        "sealed": row.sealed,
-                    },
-                )
-            )
+        outcome.effects += await stage_messages(
+            conn, conversation_id, replies, sealer=self.sealer, now=now, inbound=inbound
+        )
 
     async def _conversation(self, message: InboundMessage) -> tuple[Conversation, Renter]:
         found = await read_conversation(message.channel, message.address)

@@ -25,6 +25,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
+from storage.models import Conversation, Renter
+
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "keyturn"
 DEFAULT_LANGUAGE = "en"
@@ -125,6 +127,27 @@ def pick_language(sources: LanguageSources, default: str = DEFAULT_LANGUAGE) -> 
     if sources.phone and (language := language_of_phone(sources.phone)):
         return language
     return default
+
+
+def renter_language(
+    renter: Renter | None,
+    conversation: Conversation | None = None,
+    *,
+    hint: str | None = None,
+    phone: str | None = None,
+) -> str:
+    """The language to write to a renter in: the one they chose (LANG), else their channel's
+    hint (an inbound message's, else the conversation's), else their phone number's country
+    (``phone`` where the renter has none of their own), else the default."""
+    if hint is None and conversation is not None:
+        hint = conversation.language
+    return pick_language(
+        LanguageSources(
+            explicit=renter.language if renter is not None else None,
+            channel_hint=hint,
+            phone=(renter.phone if renter is not None else None) or phone,
+        )
+    )
 
 
 def keyword_map(translator: Translator, keys: Mapping[str, str]) -> dict[str, str]:

@@ -12,19 +12,18 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.effects import Effect, Outcome
-from flows.i18n import LanguageSources, Translator, pick_language
-from flows.messages import Choice, OutboundMessage
+from flows.effects import Outcome
+from flows.i18n import Translator, renter_language
+from flows.messages import Choice
+from flows.outbound import SEALED_KINDS, Outgoing, stage_message
 from flows.staging import stage_outcome
-from storage.models import Conversation, Message, Renter
+from storage.models import Conversation, Renter
 from storage.sealing import Sealer
 
 #: Kinds a renter who sent STOP still receives: without them the rental cannot go on.
 REQUIRED_KINDS = frozenset({"pin", "payment_link", "receipt"})
 
-
-#: Kinds whose text carries a PIN: stored and queued encrypted, opened only to send or show it.
-SEALED_KINDS = frozenset({"pin"})
+__all__ = ["REQUIRED_KINDS", "SEALED_KINDS", "Notifier"]
 
 
 class Notifier:
@@ -33,13 +32,7 @@ class Notifier:
         self.sealer = sealer
 
     async def language(self, renter: Renter, conversation: Conversation | None) -> str:
-        return pick_language(
-            LanguageSources(
-                explicit=renter.language,
-                channel_hint=conversation.language if conversation else None,
-                phone=renter.phone,
-            )
-        )
+        return renter_language(renter, conversation)
 
     async def tell(
         self,
@@ -70,39 +63,14 @@ class Notifier:
         if callable(params):
             params = params(language)
         text = self.translator.text(language, key, **(params or {}))
-        sealed = self.sealer is not None and kind in SEALED_KINDS
-        variables = dict(template_variables or {})
-        if sealed and self.sealer is not None:
-            # The template's variables carry the PIN as the text does: both are sealed.
-            text = self.sealer.seal(text)
-            variables = {name: self.sealer.seal(value) for name, value in variables.items()}
-        outbound = OutboundMessage(
-            channel=conversation.channel,
-            address=conversation.address,
-            text=text,
-            choices=choices,
-            kind=kind,
-            template_variables=variables,
+        outgoing = Outgoing(
+            conversation.channel,
+            conversation.address,
+            text,
+            kind,
+            choices,
+            dict(template_variables or {}),
         )
-        row = await Message.create(
-            conversation_id=conversation.id,
-            direction="out",
-            body=text,
-            sealed=sealed,
-            choices=[[c.value, c.label] for c in choices],
-            status="queued",
-            created_at=now,
-            using_db=conn,
-        )
-        effect = Effect(
-            "send_message",
-            f"notify:{row.id}",
-            {
-                "message_id": row.id,
-                "message": outbound.to_payload(),
-                "sealed": sealed,
-                "sealed_variables": sealed,
-            },
-        )
+        effect = await stage_message(conn, conversation.id, outgoing, sealer=self.sealer, now=now)
         await stage_outcome(conn, Outcome(effects=[effect]), now)
         return True

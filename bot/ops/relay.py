@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from flows.booking import MediaFetcher
 from flows.handoff import OPS_LANGUAGE, Handoff
-from flows.journey import MediaFetcher
 from storage.models import Conversation, Message, OutboxEffect
 from storage.sealing import Sealer
 

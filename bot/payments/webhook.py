@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from bot.keys import JOURNEY
+from bot.payment_routes import apply_payment_event
 from bot.payments.stripe import StripeWebhookInvalid, parse_stripe_event
 from bot.webhook_body import read_capped
 
@@ -28,6 +29,6 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
     except StripeWebhookInvalid:
         raise web.HTTPBadRequest(text="signature refused") from None
-    applied = await request.app[JOURNEY].on_payment_event("stripe", event)
+    applied = await apply_payment_event(request.app[JOURNEY], "stripe", event)
     log.info("stripe event %s %s", event.kind, "applied" if applied else "seen before")
     return web.json_response({"received": True})

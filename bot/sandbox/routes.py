@@ -14,6 +14,7 @@ from aiohttp import web
 from tortoise.queryset import QuerySet
 
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
+from bot.payment_routes import apply_payment_event
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import PROVIDER, new_event_id
 from bot.webhook_json import UnreadableJson, load_json
@@ -22,6 +23,7 @@ from flows.engine import MAX_TEXT_LENGTH, SANDBOX_CHANNEL, ConversationEngine
 from flows.i18n import Translator
 from flows.messages import InboundMessage, Media
 from flows.payments import PaymentEvent, PaymentEventKind
+from flows.staging import stage_outcome
 from storage.columns import fits_column
 from storage.journal import record_audit, resolve_alert
 from storage.models import (
@@ -35,6 +37,7 @@ from storage.models import (
     Payment,
 )
 from storage.money import Money
+from storage.uow import unit_of_work
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024
@@ -306,7 +309,7 @@ async def pay(request: web.Request) -> web.Response:
         payment_method="sbx_pm_card",
     )
     if payment.status == "open":
-        await request.app[JOURNEY].on_payment_event(PROVIDER, event)
+        await apply_payment_event(request.app[JOURNEY], PROVIDER, event)
     raise web.HTTPSeeOther(f"/sandbox/pay/{session}")
 
 
@@ -357,12 +360,14 @@ async def identity_decision(request: web.Request) -> web.Response:
     check_id = _path_id(request, "check")
     if not await _sandbox_checks().filter(id=check_id).exists():
         raise web.HTTPNotFound(text="no such check on the sandbox")
-    decided = await request.app[JOURNEY].decide_identity(
-        check_id,
-        approved=approve,
-        reviewer="sandbox operator",
-        reason=reason,
-    )
-    if not decided:
+    journey = request.app[JOURNEY]
+    now = request.app[CLOCK].now()
+    async with unit_of_work() as conn:
+        decided = await journey.review_identity(
+            conn, check_id, approved=approve, reviewer="sandbox operator", reason=reason, now=now
+        )
+        if decided is not None:
+            await stage_outcome(conn, decided, now)
+    if decided is None:
         raise web.HTTPConflict(text="this check was already decided")
     return web.json_response({"decided": True})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from flows.access import AccessCodes
+from flows.booking import Journey
 from flows.handoff import OPS_LANGUAGE, Handoff
 from flows.i18n import Translator
-from flows.journey import Journey
 from flows.ops.answers import (
     COMMANDS,
     ROLE_PERMISSIONS,

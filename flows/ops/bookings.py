@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flows.access import LIVE_STATES
+from flows.booking import LIVE_BOOKING, REFUND_EFFECT
 from flows.bookings import IllegalTransition, extended_range, is_free
 from flows.effects import Audit
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import local_time
-from flows.journey import LIVE_BOOKING, REFUND_EFFECT
 from flows.ops.answers import BadArguments, Context, OpsAnswer, Refused
 from flows.ops.base import DeskBase, actor_of
 from flows.ops.money import refund_cents
@@ -88,7 +88,7 @@ class BookingCommands(DeskBase):
             price_cents=0,
             using_db=conn,
         )
-        outcome = await self.journey._apply_extension(conn, extension)
+        outcome = await self.journey.apply_extension(conn, extension)
         outcome.audits.append(
             Audit(
                 actor_of(staff),

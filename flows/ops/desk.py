@@ -10,10 +10,10 @@ argument answers with the command's usage before anything is changed.
 from __future__ import annotations
 
 from flows.access import AccessCodes
+from flows.booking import Journey
 from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.handoff import Handoff, HandoffRefused
 from flows.i18n import Translator
-from flows.journey import Journey
 from flows.ops.alerts import AlertButtons
 from flows.ops.answers import (
     BUTTON_PERMISSIONS,

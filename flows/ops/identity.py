@@ -28,11 +28,12 @@ class IdentityCommands(DeskBase):
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
     ) -> OpsAnswer:
         check = await self._check_in_scope(staff, args[0])
-        if not await self.journey.decide_identity(
-            check.id, approved=True, reviewer=actor_of(staff)
-        ):
+        outcome = await self.journey.review_identity(
+            conn, check.id, approved=True, reviewer=actor_of(staff), now=self.clock.now()
+        )
+        if outcome is None:
             return OpsAnswer([self.t("ops.decided_already", check=check.id)])
-        return OpsAnswer([self.t("ops.approved", check=check.id)])
+        return OpsAnswer([self.t("ops.approved", check=check.id)], outcome=outcome)
 
     async def _ask_rejection(self, conn: UnitOfWork, staff: StaffMember, ident: str) -> OpsAnswer:
         """The Reject button: ask the member why, as a prompt they reply to."""
@@ -51,9 +52,14 @@ class IdentityCommands(DeskBase):
     ) -> OpsAnswer:
         check = await self._check_in_scope(staff, args[0])
         reason = args[1].strip()
-        decided = await self.journey.decide_identity(
-            check.id, approved=False, reviewer=actor_of(staff), reason=reason
+        outcome = await self.journey.review_identity(
+            conn,
+            check.id,
+            approved=False,
+            reviewer=actor_of(staff),
+            reason=reason,
+            now=self.clock.now(),
         )
-        if not decided:
+        if outcome is None:
             return OpsAnswer([self.t("ops.decided_already", check=check.id)])
-        return OpsAnswer([self.t("ops.rejected", check=check.id, reason=reason)])
+        return OpsAnswer([self.t("ops.rejected", check=check.id, reason=reason)], outcome=outcome)

@@ -22,13 +22,16 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from bot.payments import StripePayments
 from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
+from flows.effects import Outcome
 from flows.inventory import apply_inventory, load_inventory
+from flows.staging import run_unit
 from locks.simulated import SimulatedLockProvider
 from storage import db
 from storage.models import (
@@ -305,7 +308,7 @@ async def pay_and_prove_identity(world: World, renter: ChatRenter, link_text: st
     assert "checking your ID" in thanks
     check = await IdentityCheck.get(booking=booking)
     assert check.status == "pending" and check.document_encrypted is not None
-    assert await world.runtime.journey.decide_identity(check.id, approved=True, reviewer="test")
+    assert await approve(world, check.id)
     await check.refresh_from_db()
     assert check.status == "approved" and check.document_encrypted is None
     [confirmed] = await renter.inbox()
@@ -313,6 +316,23 @@ async def pay_and_prove_identity(world: World, renter: ChatRenter, link_text: st
     await booking.refresh_from_db()
     assert booking.state == BookingState.CONFIRMED
     return booking
+
+
+async def approve(world: World, check_id: int) -> bool:
+    """An operator approves the ID: the decision and what follows from it commit together."""
+    journey = world.runtime.journey
+    now = world.clock.now()
+
+    async def decide(conn: BaseDBAsyncClient) -> Outcome:
+        outcome = await journey.review_identity(
+            conn, check_id, approved=True, reviewer="test", now=now
+        )
+        decided.append(outcome is not None)
+        return outcome or Outcome()
+
+    decided: list[bool] = []
+    await run_unit(decide, now)
+    return decided == [True]
 
 
 async def get_the_pin_and_open(world: World, renter: ChatRenter, booking: Booking) -> str:
@@ -718,7 +738,7 @@ async def test_an_sms_renter_on_a_german_number_uploads_the_id_through_a_link(
     assert (await world.client.get(path)).status == 410
     assert await IdentityCheck.filter(booking=booking).count() == 1
 
-    assert await world.runtime.journey.decide_identity(check.id, approved=True, reviewer="test")
+    assert await approve(world, check.id)
     [confirmed] = await renter.inbox()
     assert booking.reference in confirmed
     await booking.refresh_from_db()

@@ -28,7 +28,7 @@ from bot.app import READINESS
 from bot.dispatcher import RetryPolicy
 from bot.transports.twilio_routes import EMPTY_TWIML
 from flows.access import SET_EFFECT
-from flows.journey import RELEASE_EFFECT
+from flows.booking import RELEASE_EFFECT
 from locks import CodeRequest, LockProvider, LockUnavailable, ProgrammedCode
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider

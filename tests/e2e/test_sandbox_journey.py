@@ -20,6 +20,7 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from flows.inventory import apply_inventory, load_inventory
+from flows.staging import run_unit
 from storage import db
 from storage.models import (
     AccessCode,
@@ -307,7 +308,8 @@ async def test_an_operator_claims_part_of_the_deposit(
     renter = Renter(client, runtime)
     booking = await book_and_confirm(client, runtime, renter, "tomorrow 10-14")
     part = Money(2500, booking.currency)
-    claimed = await runtime.journey.claim_deposit(booking.reference, part, actor="staff:1")
+    claimed, record = await runtime.journey.claim_deposit(booking.reference, part, actor="staff:1")
+    await run_unit(record, clock.now())
     assert claimed == part
     assert await Payment.filter(booking=booking, purpose="claim", amount_cents=2500).exists()
     clock.current = booking.end_at

@@ -376,7 +376,7 @@ async def test_codes_with_different_windows_each_say_their_own(
     await AccessCode.filter(id=gate.id).update(
         starts_at=START - timedelta(hours=1), ends_at=END + timedelta(hours=1), offline=True
     )
-    text = await runtime.journey._pin_text(booking, await codes_of(booking), "en")
+    text = await runtime.journey.pin_text(booking, await codes_of(booking), "en")
     lines = text.splitlines()
     [gate_line] = [line for line in lines if line.startswith(gate.lock.label)]
     assert "9:00" in gate_line and "3:00" in gate_line

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.app import Runtime
-from flows.journey import CHECKOUT_EFFECT
+from flows.booking import CHECKOUT_EFFECT
 from storage.models import Asset, Extension, Message, OutboxEffect
 from tests.conftest import FakeClock
 from tests.integration.conftest import END, START, confirmed_booking

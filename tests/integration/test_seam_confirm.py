@@ -4,7 +4,9 @@ the renter's PIN goes out as soon as it has (a webhook only makes that sooner)."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -12,10 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 from tortoise.transactions import in_transaction
 
-from bot.app import Runtime, build_runtime
+from bot.app import Runtime, build_runtime, create_app
 from bot.config import Settings
 from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
+from bot.payments import StripePayments
 from flows.staging import stage_outcome
 from locks.seam import SeamLockProvider
 from storage.models import (
@@ -26,7 +29,6 @@ from storage.models import (
     Booking,
     BookingState,
     Conversation,
-    Extension,
     Location,
     Lock,
     Message,
@@ -35,8 +37,12 @@ from storage.models import (
 )
 from storage.sealing import Sealer
 from tests.conftest import FakeClock
+from tests.e2e.sandbox_apps import say
 from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam
 from tests.fakes.server import running
+from tests.fakes.stripe import API_KEY as STRIPE_KEY
+from tests.fakes.stripe import WEBHOOK_SECRET as STRIPE_SECRET
+from tests.fakes.stripe import FakeStripe
 from tests.integration.conftest import END, START, settle
 from tests.support import rental_times
 
@@ -58,10 +64,50 @@ async def seam(
         await provider.aclose()
 
 
-async def confirmed_on(device: str, runtime: Runtime) -> Booking:
+@dataclass
+class SeamAndStripe:
+    """The Seam lock and Stripe, both faked, behind the app a renter and Stripe reach."""
+
+    seam: FakeSeam
+    stripe: FakeStripe
+    runtime: Runtime
+    client: TestClient[Any, Any]
+    device: str
+
+
+@pytest.fixture
+async def seam_and_stripe(database: str, clock: FakeClock) -> AsyncIterator[SeamAndStripe]:
+    seam_fake, stripe_fake = FakeSeam(now=clock.now), FakeStripe(now=clock.now)
+    device = seam_fake.add_device(name="Bay 7 keypad")
+    async with running(seam_fake.app()) as seam_base, running(stripe_fake.app()) as stripe_base:
+        settings = Settings.from_env(
+            {
+                "KEYTURN_DATABASE_URL": database,
+                "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "STRIPE_API_KEY": STRIPE_KEY,
+                "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+                "STRIPE_API_BASE": stripe_base,
+            }
+        )
+        provider = SeamLockProvider(API_KEY, base_url=seam_base, timeout=5)
+        payments = StripePayments(STRIPE_KEY, api_base=stripe_base, now=clock.now)
+        runtime = build_runtime(
+            settings, clock=clock, sandbox=True, payments=payments, locks={"seam": provider}
+        )
+        app = create_app(runtime, sandbox=True, workers=False)
+        app.cleanup_ctx.clear()  # the test's `database` fixture holds the connection
+        async with TestClient(TestServer(app)) as client:
+            yield SeamAndStripe(seam_fake, stripe_fake, runtime, client, device)
+        await payments.close()
+        await provider.aclose()
+
+
+async def confirmed_on(device: str, runtime: Runtime, *, channel: str = "sms") -> Booking:
     """A booking on the Seam lock whose payment and ID are done, confirmed by the journey."""
     yard = await Location.create(slug="yard", name="Yard", timezone="America/New_York")
-    asset = await Asset.create(code="Q7", label="Bay 7", location=yard, currency="USD")
+    asset = await Asset.create(
+        code="Q7", label="Bay 7", location=yard, currency="USD", price_per_hour_cents=100
+    )
     lock = await Lock.create(
         key="bay7",
         provider="seam",
@@ -72,7 +118,7 @@ async def confirmed_on(device: str, runtime: Runtime) -> Booking:
     )
     await AssetLock.create(asset=asset, lock=lock)
     renter = await Renter.create(phone="+15550100001")
-    await Conversation.create(channel="sms", address=renter.phone, renter=renter)
+    await Conversation.create(channel=channel, address=renter.phone, renter=renter)
     booking = await Booking.create(
         reference="KSEAM2",
         renter=renter,
@@ -197,25 +243,34 @@ async def receipts(runtime: Runtime) -> list[str]:
     return [m.body for m in await Message.filter(direction="out", sealed=False).order_by("id")]
 
 
-async def extended_by_three_hours(runtime: Runtime, booking: Booking) -> None:
-    extension = await Extension.create(
-        booking=booking,
-        old_end_at=booking.end_at,
-        new_end_at=booking.end_at + timedelta(hours=3),
-        price_cents=300,
-        state="paid",
-    )
-    now = runtime.clock.now()
-    async with in_transaction() as conn:
-        outcome = await runtime.journey._apply_extension(conn, extension)
-        await stage_outcome(conn, outcome, now)
+async def extended_by_three_hours(world: SeamAndStripe) -> None:
+    """The renter texts EXTEND 3h on the sandbox, says YES, and pays the link on Stripe, whose
+    signed webhook tells Keyturn."""
+    app = (world.client, world.runtime)
+    [quoted] = await say(app, "EXTEND 3h")
+    assert quoted.startswith("Extend until") and "$3.00" in quoted
+    before = set(world.stripe.sessions)
+    told = await say(app, "YES")
+    assert "payment link for the extension follows" in told[0]
+    assert "Pay $3.00 here" in told[1]
+    [session] = set(world.stripe.sessions) - before
+    paid = world.stripe.complete(session)
+    response = await world.client.post("/webhooks/stripe", data=paid.body, headers=paid.headers)
+    assert response.status == 200
+    await settle(world.runtime)
+
+
+def lock_window_end(world: SeamAndStripe) -> datetime:
+    """When the code on the Seam lock stops working, as the lock holds it."""
+    [code] = world.seam.access_codes.values()
+    return datetime.fromisoformat(str(code["ends_at"]))
 
 
 async def set_on_the_lock(
-    fake: FakeSeam, device: str, runtime: Runtime, clock: FakeClock
+    fake: FakeSeam, device: str, runtime: Runtime, clock: FakeClock, *, channel: str = "sms"
 ) -> Booking:
     clock.current = START - timedelta(minutes=30)
-    booking = await confirmed_on(device, runtime)
+    booking = await confirmed_on(device, runtime, channel=channel)
     await settle(runtime)
     fake.program()
     clock.advance(timedelta(seconds=20))
@@ -224,13 +279,14 @@ async def set_on_the_lock(
 
 
 async def test_an_extension_says_the_code_works_until_then_once_the_lock_has_it(
-    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+    seam_and_stripe: SeamAndStripe, clock: FakeClock
 ) -> None:
-    fake, runtime, device, _ = seam
-    booking = await set_on_the_lock(fake, device, runtime, clock)
+    world = seam_and_stripe
+    fake, runtime = world.seam, world.runtime
+    await set_on_the_lock(fake, world.device, runtime, clock, channel="sandbox")
+    ends_before = lock_window_end(world)
     fake.reprogram_on_update = True
-    await extended_by_three_hours(runtime, booking)
-    await settle(runtime)
+    await extended_by_three_hours(world)
     assert not [r for r in await receipts(runtime) if "works until" in r], "the lock is setting it"
 
     fake.program()
@@ -238,16 +294,18 @@ async def test_an_extension_says_the_code_works_until_then_once_the_lock_has_it(
     await settle(runtime)
     told = [r for r in await receipts(runtime) if "works until" in r]
     assert len(told) == 1 and "ends" in told[0]
+    assert lock_window_end(world) == ends_before + timedelta(hours=3)
 
 
 async def test_an_extension_the_lock_refuses_never_promises_the_new_end(
-    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+    seam_and_stripe: SeamAndStripe, clock: FakeClock
 ) -> None:
-    fake, runtime, device, _ = seam
-    booking = await set_on_the_lock(fake, device, runtime, clock)
+    world = seam_and_stripe
+    fake, runtime = world.seam, world.runtime
+    await set_on_the_lock(fake, world.device, runtime, clock, channel="sandbox")
+    ends_before = lock_window_end(world)
     fake.fail_next(1, status=400, path="/access_codes/update")
-    await extended_by_three_hours(runtime, booking)
-    await settle(runtime)
+    await extended_by_three_hours(world)
     clock.advance(timedelta(minutes=15))
     await settle(runtime)
     said = await receipts(runtime)
@@ -255,16 +313,17 @@ async def test_an_extension_the_lock_refuses_never_promises_the_new_end(
     [unchanged] = [r for r in said if "has not taken the new time" in r]
     assert "team" in unchanged
     assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
+    assert lock_window_end(world) == ends_before, "the lock holds the old window"
 
 
 async def test_an_extension_the_lock_never_confirms_is_told_as_such(
-    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+    seam_and_stripe: SeamAndStripe, clock: FakeClock
 ) -> None:
-    fake, runtime, device, _ = seam
-    booking = await set_on_the_lock(fake, device, runtime, clock)
+    world = seam_and_stripe
+    fake, runtime = world.seam, world.runtime
+    await set_on_the_lock(fake, world.device, runtime, clock, channel="sandbox")
     fake.reprogram_on_update = True
-    await extended_by_three_hours(runtime, booking)
-    await settle(runtime)
+    await extended_by_three_hours(world)
     clock.advance(timedelta(minutes=10))
     await settle(runtime)
     said = await receipts(runtime)

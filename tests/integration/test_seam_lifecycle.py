@@ -254,7 +254,7 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     alert = await OpsAlert.get(kind="code_not_set")
     assert alert.message_key == "ops.offline_backup_issued"
     with_lock = await AccessCode.get(id=backup.id).prefetch_related("lock")
-    pin_text = await runtime.journey._pin_text(booking, [with_lock], "en")
+    pin_text = await runtime.journey.pin_text(booking, [with_lock], "en")
     assert offline["code"] in pin_text and "within 24 hours" in pin_text
 
     # The lock is back: the check leaves the offline code as it is (it cannot be removed), and
@@ -397,9 +397,9 @@ async def test_an_offline_pin_computed_later_is_sent_once_known(
     await settle(runtime)
     [backup] = await AccessCode.filter(booking=booking, offline=True)
     assert backup.state == AccessCodeState.PROGRAMMING and not backup.pin_encrypted
-    assert await runtime.journey._set_codes(booking) is None, "no PIN to send yet"
+    assert await runtime.journey.set_codes(booking) is None, "no PIN to send yet"
     fake.compute_offline()
-    codes = await runtime.journey._set_codes(booking)
+    codes = await runtime.journey.set_codes(booking)
     assert codes is not None and [c.id for c in codes] == [backup.id]
     [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
     assert runtime.access.sealer.open(codes[0].pin_encrypted) == offline["code"]

@@ -17,9 +17,10 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from bot.payments import StripePayments
+from flows.booking import CHECKOUT_EFFECT
 from flows.inventory import apply_inventory, load_inventory
-from flows.journey import CHECKOUT_EFFECT
 from flows.payments import CheckoutRequest
+from flows.staging import run_unit
 from storage.models import (
     Booking,
     BookingState,
@@ -124,7 +125,9 @@ async def test_a_payment_link_effect_run_again_sends_no_second_link(
     # A worker that recorded the link and stopped before marking the effect done: the effect
     # runs again after its lease.
     effect = await OutboxEffect.get(kind=CHECKOUT_EFFECT)
-    await runtime.journey.execute_checkout(effect)
+    follow_up = await runtime.journey.execute_checkout(effect)
+    if follow_up is not None:  # what it learnt, committed as the dispatcher would
+        await run_unit(follow_up, runtime.clock.now())
     await run(runtime)
     assert len(fake.sessions) == 1, "Stripe's idempotency key gives the same session"
     assert await Payment.filter(purpose="rental").count() == 1

@@ -1,0 +1,277 @@
+"""What every part of the booking journey shares: effect and timer names, settings, the
+journey's collaborators (``JourneyBase``) and small helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.access import AccessCodes
+from flows.booking.pin_message import pin_text, pin_variables, set_codes
+from flows.clock import Clock
+from flows.effects import Outcome, Reply
+from flows.engine import StepResult, Turn
+from flows.i18n import Translator, renter_language
+from flows.inventory_cache import InventoryCache
+from flows.messages import Choice
+from flows.notify import Notifier
+from flows.payments import IdentityProvider, PaymentProvider
+from flows.remote_open import OPEN_LIFETIME, RemoteOpens
+from flows.upload_links import UploadLinks, mms_reaches_us
+from storage.models import AccessCode, AuditEvent, Booking, BookingState, Conversation, Renter
+from storage.money import Money
+from storage.sealing import Sealer
+
+CHECKOUT_EFFECT = "payment.checkout"
+REFUND_EFFECT = "payment.refund"
+HOLD_EFFECT = "payment.hold_deposit"
+RELEASE_EFFECT = "payment.release_deposit"
+COLLECT_ID_EFFECT = "identity.collect"
+DELETE_ID_MEDIA_EFFECT = "identity.delete_media"
+IDENTITY_START_EFFECT = "identity.start_verification"
+HOLD_EXPIRY_TIMER = "booking.hold_expiry"
+DELIVER_PIN_TIMER = "booking.deliver_pin"
+#: Pending while an extension waits for the lock to take the new window; fires if it does not.
+EXTENSION_ON_LOCK_TIMER = "booking.extension_on_lock"
+START_TIMER = "booking.start"
+ENDING_TIMER = "booking.ending_soon"
+END_TIMER = "booking.end"
+#: A shorter extension is refused: it would be priced as a started hour, or (rounded to
+#: nothing) moved the end for free.
+MIN_EXTENSION = timedelta(minutes=15)
+#: Stripe wants a Checkout Session's ``expires_at`` at least 30 minutes after its creation.
+CHECKOUT_ROOM = timedelta(minutes=30)
+#: A retry that leaves less than Stripe's 30 minutes and this could be refused as a new
+#: request (if the first never reached Stripe): it goes again under a new key instead.
+CHECKOUT_LATE = timedelta(minutes=2)
+#: An extension's payment link is held open this long before Stripe's 30 minutes are added.
+EXTENSION_CHECKOUT_ROOM = timedelta(minutes=30)
+LIVE_BOOKING = (
+    BookingState.AWAITING_PAYMENT,
+    BookingState.AWAITING_ID,
+    BookingState.CONFIRMED,
+    BookingState.ACTIVE,
+)
+
+EXPIRE_CHECKOUT_EFFECT = "payment.expire_checkout"
+
+#: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
+EXTENDABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)
+
+#: How soon a PIN that fell due before its codes were set is looked at again: a renter booking at
+#: the last minute gets it within this long of the lock confirming the code.
+PIN_RECHECK = timedelta(seconds=30)
+
+
+class MediaFetcher(Protocol):
+    async def __call__(self, channel: str, url: str) -> tuple[bytes, str]:
+        """The media's bytes and content type; raises ValueError when it is refused."""
+        ...
+
+
+class MediaEraser(Protocol):
+    async def __call__(self, channel: str, url: str) -> None:
+        """Delete the media where the channel keeps it (a no-op where it cannot)."""
+        ...
+
+
+async def _keep_media(channel: str, url: str) -> None:
+    """Without an eraser the media stays where the channel keeps it; references still go."""
+
+
+@dataclass(frozen=True)
+class JourneySettings:
+    public_url: str = "http://127.0.0.1:8080"
+    hold: timedelta = timedelta(minutes=30)
+    #: A renter verified within this long is not asked for an ID again.
+    id_valid_for: timedelta = timedelta(days=365)
+    ending_reminder: timedelta = timedelta(minutes=30)
+    #: An extension's new window not confirmed by the lock this long after is told as such.
+    extension_on_lock_within: timedelta = timedelta(minutes=10)
+    opens_per_hour: int = 3
+    #: A remote open not confirmed within this long is given up, and the renter told.
+    open_lifetime: timedelta = OPEN_LIFETIME
+    #: Full refund when cancelled this long before the start; half until the start; none after.
+    free_cancellation: timedelta = timedelta(hours=24)
+    #: "manual": a photo reviewed by an operator; "stripe": Stripe Identity's hosted check.
+    identity_method: str = "manual"
+    #: Bookings one renter may have waiting for payment at once.
+    max_unpaid: int = 2
+    #: How many days ahead a booking may start, where its location does not say.
+    booking_horizon_days: int = 90
+    #: False (``serve --no-payments``): no payment or deposit is taken; a booking held with
+    #: YES goes straight on to the ID check and confirmation, and records no price.
+    take_payments: bool = True
+    #: Keyturn's SMS number and the countries where an ID photo is asked for by MMS; an SMS
+    #: renter elsewhere is sent an upload link (see ``flows.upload_links``).
+    sms_from: str | None = None
+    mms_countries: frozenset[str] = frozenset({"US", "CA"})
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def at(value: object) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def stay(turn: Turn, text: str, *, kind: str = "reply", understood: bool = True) -> StepResult:
+    """Answer and stay in the same state (``understood=False``: the answer asks again)."""
+    outcome = Outcome([Reply(text, kind=kind)])
+    return StepResult(turn.state, dict(turn.data), outcome, understood=understood)
+
+
+def zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def media_items(media: object) -> list[dict[str, object]]:
+    return [item for item in media if isinstance(item, dict)] if isinstance(media, list) else []
+
+
+def duration_text(minutes: int, language: str) -> str:
+    from babel.dates import format_timedelta
+
+    return str(format_timedelta(timedelta(minutes=minutes), threshold=1.1, locale=language))
+
+
+async def opens_since(conn: BaseDBAsyncClient | None, booking: Booking, since: datetime) -> int:
+    """Remote opens of ``booking`` from ``since`` on, as the audit trail records them."""
+    return (
+        await AuditEvent.filter(
+            action="lock.remote_open", subject=f"booking:{booking.reference}", at__gte=since
+        )
+        .using_db(conn)
+        .count()
+    )
+
+
+class JourneyBase:
+    """The journey's collaborators and the reads every part shares. The parts are layered on
+    it, each module one layer (lifecycle, identity review, payment events, executors, timers,
+    quote steps, booking steps), so a part calls only the parts beneath it."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        clock: Clock,
+        access: AccessCodes,
+        payments: PaymentProvider,
+        sealer: Sealer,
+        fetch_media: MediaFetcher,
+        settings: JourneySettings | None = None,
+        identity: IdentityProvider | None = None,
+        inventory: InventoryCache | None = None,
+        *,
+        delete_media: MediaEraser = _keep_media,
+        upload_links: UploadLinks | None = None,
+    ) -> None:
+        self.translator = translator
+        self.inventory = inventory or InventoryCache()
+        self.clock = clock
+        self.access = access
+        self.payments = payments
+        self.sealer = sealer
+        self.fetch_media = fetch_media
+        self.delete_media = delete_media
+        self.settings = settings or JourneySettings()
+        self.identity = identity
+        self.notifier = Notifier(translator, sealer)
+        self.upload_links = upload_links
+        self.remote_opens = RemoteOpens(access, self.notifier, clock)
+
+    async def _current_booking(self, renter_id: int) -> Booking | None:
+        return (
+            await Booking.filter(renter_id=renter_id, state__in=LIVE_BOOKING)
+            .order_by("start_at")
+            .first()
+        )
+
+    def _yes_no(self, turn: Turn) -> tuple[Choice, ...]:
+        yes = turn.t("keyword.yes").split("|")[0]
+        no = turn.t("keyword.no").split("|")[0]
+        return (Choice(yes, yes), Choice(no, no))
+
+    def _refund_for(self, booking: Booking, now: datetime) -> int:
+        if now <= booking.start_at - self.settings.free_cancellation:
+            return booking.price_cents
+        if now < booking.start_at:
+            return Money(booking.price_cents, booking.currency).part(1, 2).minor
+        return 0
+
+    def _checkout_payload(
+        self, booking: Booking, label: str, purpose: str, amount: int, room_until: datetime
+    ) -> dict[str, object]:
+        """Everything the Checkout Session is created with, fixed when its effect is staged.
+
+        Stripe replays a retry under the same Idempotency-Key only when its parameters are the
+        first request's, so no attempt may recompute any of them. The session lives 30 minutes
+        past ``room_until`` (Stripe's minimum from creation, with the hold's length to spare);
+        Keyturn expires it itself when the renter's hold ends."""
+        return {
+            "booking": booking.id,
+            "purpose": purpose,
+            "amount": amount,
+            "currency": booking.currency,
+            "description": f"{label} ({booking.reference})",
+            "expires_at": iso(room_until + CHECKOUT_ROOM),
+            "save_card": booking.deposit_cents > 0 and purpose == "rental",
+        }
+
+    def _verified(self, renter: Renter, now: datetime) -> bool:
+        verified_at = renter.verified_at
+        return verified_at is not None and verified_at > now - self.settings.id_valid_for
+
+    async def _upload_link(
+        self, conn: BaseDBAsyncClient, renter: Renter, booking: Booking
+    ) -> str | None:
+        """An upload link for a renter who writes by SMS on a route MMS does not reach us on;
+        None where the channel carries the photo itself (WhatsApp, Telegram, MMS, sandbox)."""
+        conversation = (
+            await Conversation.filter(renter_id=renter.id)
+            .using_db(conn)
+            .order_by("-last_inbound_at", "-id")
+            .first()
+        )
+        if conversation is None:
+            return None
+        return self._link_for(conversation.channel, conversation.address, renter.id, booking.id)
+
+    def _link_for(self, channel: str, address: str, renter_id: int, booking_id: int) -> str | None:
+        if self.upload_links is None or not self._photo_needs_link(channel, address):
+            return None
+        return self.upload_links.url_for(renter_id, booking_id)
+
+    def _photo_needs_link(self, channel: str, address: str) -> bool:
+        return (
+            self.upload_links is not None
+            and channel == "sms"
+            and not mms_reaches_us(self.settings.sms_from, address, self.settings.mms_countries)
+        )
+
+    async def set_codes(self, booking: Booking) -> list[AccessCode] | None:
+        return await set_codes(self.access, booking)
+
+    async def pin_text(self, booking: Booking, codes: list[AccessCode], language: str) -> str:
+        return await pin_text(self.translator, self.sealer, booking, codes, language)
+
+    async def pin_variables(
+        self, booking: Booking, codes: list[AccessCode], language: str
+    ) -> dict[str, str]:
+        return await pin_variables(self.sealer, booking, codes, language)
+
+    async def _language(self, conn: BaseDBAsyncClient | None, booking: Booking) -> str:
+        renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
+        conversation = (
+            await Conversation.filter(renter_id=renter.id)
+            .using_db(conn)
+            .order_by("-last_inbound_at")
+            .first()
+        )
+        return renter_language(renter, conversation)

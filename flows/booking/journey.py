@@ -1,0 +1,62 @@
+"""The journey as the composition root wires it: every part, its executors and timers by kind."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from flows.access import CODE_NOT_MOVED_TIMER, CODE_SET_TIMER
+from flows.booking.common import (
+    CHECKOUT_EFFECT,
+    COLLECT_ID_EFFECT,
+    DELETE_ID_MEDIA_EFFECT,
+    DELIVER_PIN_TIMER,
+    END_TIMER,
+    ENDING_TIMER,
+    EXPIRE_CHECKOUT_EFFECT,
+    EXTENSION_ON_LOCK_TIMER,
+    HOLD_EFFECT,
+    HOLD_EXPIRY_TIMER,
+    IDENTITY_START_EFFECT,
+    REFUND_EFFECT,
+    RELEASE_EFFECT,
+    START_TIMER,
+)
+from flows.booking.steps_manage import ManageSteps
+from flows.effects import FollowUp, Outcome
+from flows.remote_open import OPEN_EFFECT
+from flows.timers import TimerFired
+from storage.models import OutboxEffect
+
+
+class Journey(ManageSteps):
+    """The renter journey after an item is chosen: when, quote, hold, pay, ID, PIN, rental."""
+
+
+EffectHandler = Callable[[OutboxEffect], Awaitable[FollowUp | None]]
+
+
+def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
+    return {
+        CHECKOUT_EFFECT: journey.execute_checkout,
+        REFUND_EFFECT: journey.execute_refund,
+        HOLD_EFFECT: journey.execute_hold_deposit,
+        RELEASE_EFFECT: journey.execute_release_deposit,
+        COLLECT_ID_EFFECT: journey.execute_collect_id,
+        DELETE_ID_MEDIA_EFFECT: journey.execute_delete_id_media,
+        IDENTITY_START_EFFECT: journey.execute_identity_start,
+        OPEN_EFFECT: journey.remote_opens.execute,
+        EXPIRE_CHECKOUT_EFFECT: journey.execute_expire_checkout,
+    }
+
+
+def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awaitable[Outcome]]]:
+    return {
+        HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
+        DELIVER_PIN_TIMER: journey.on_deliver_pin,
+        CODE_SET_TIMER: journey.on_code_set,
+        CODE_NOT_MOVED_TIMER: journey.on_code_not_moved,
+        EXTENSION_ON_LOCK_TIMER: journey.on_extension_on_lock_due,
+        START_TIMER: journey.on_start,
+        ENDING_TIMER: journey.on_ending_soon,
+        END_TIMER: journey.on_end,
+    }

@@ -1,0 +1,177 @@
+"""A payment provider's events, applied once in the webhook route's unit of work."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.booking.common import HOLD_EFFECT
+from flows.booking.identity_review import IdentityReview
+from flows.bookings import extended_range, is_free
+from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
+from flows.payment_match import OWNED_KINDS, disagreement, own_payment
+from flows.payments import PaymentEvent, PaymentEventKind
+from storage.models import Booking, BookingState, Extension, Payment
+from storage.payments import PaymentPurpose, PaymentStatus, move_payment
+from storage.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class PaymentEvents(IdentityReview):
+    """What a payment provider's event changes, in its webhook route's unit of work."""
+
+    async def payment_event(
+        self, conn: UnitOfWork, provider: str, event: PaymentEvent, now: datetime
+    ) -> Outcome:
+        """What a payment provider's event changes; events may come in any order. Its runner
+        (the webhook route) records the event's id in the same unit of work, so it applies once."""
+        if event.kind in (
+            PaymentEventKind.IDENTITY_VERIFIED,
+            PaymentEventKind.IDENTITY_NEEDS_INPUT,
+        ):
+            return await self._identity_event(conn, event, now)
+        if event.kind not in OWNED_KINDS:
+            return Outcome()
+        matched = await own_payment(conn, provider, event)
+        if matched is None:
+            return await self._not_ours(conn, event)
+        why = disagreement(event, matched)
+        if why is not None:
+            return payment_mismatch(event, matched.booking.reference, why)
+        payment, booking = matched.payment, matched.booking
+        if event.kind == PaymentEventKind.CHECKOUT_PAID:
+            return await self._paid(conn, booking, payment, event, now)
+        if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
+            if payment.purpose == PaymentPurpose.EXTENSION:
+                return Outcome()
+            return await self._expire(conn, booking, now)
+        if event.kind == PaymentEventKind.REFUNDED:
+            await Payment.create(
+                booking=booking,
+                provider=provider,
+                purpose=PaymentPurpose.REFUND,
+                amount_cents=event.amount or 0,
+                currency=booking.currency,
+                status=PaymentStatus.REFUNDED,
+                idempotency_key=f"refund-event:{event.event_id}",
+                using_db=conn,
+            )
+            return Outcome(
+                audits=[Audit("payments", "payment.refunded", f"booking:{booking.reference}")]
+            )
+        if event.kind == PaymentEventKind.HOLD_PLACED:
+            # Only a deposit still waiting for its authorisation: this event may arrive late,
+            # after the hold was released or captured, and must not bring it back.
+            if payment.purpose == PaymentPurpose.DEPOSIT:
+                await move_payment(conn, payment.id, to=PaymentStatus.HELD)
+            return Outcome()
+        return Outcome(
+            alerts=[
+                Alert(
+                    "payment_failed",
+                    f"payment-failed:{booking.reference}",
+                    "ops.payment_failed",
+                    {"booking": booking.reference},
+                )
+            ]
+        )
+
+    async def _not_ours(self, conn: BaseDBAsyncClient, event: PaymentEvent) -> Outcome:
+        """An event about a session or intent Keyturn did not create changes nothing. Ops hear
+        of it when it names one of Keyturn's bookings: someone paid (or refunded) elsewhere on
+        the account in a booking's name. Other sales on the same account are none of ours; so
+        are intents whose record is still being written (a deposit hold's, a failed card's)."""
+        reference = event.booking_reference
+        known = (
+            reference is not None
+            and await Booking.filter(reference=reference).using_db(conn).exists()
+        )
+        quiet = event.kind in (PaymentEventKind.HOLD_PLACED, PaymentEventKind.PAYMENT_FAILED)
+        if not known or quiet or reference is None:
+            log.info("payment event %s is about no payment Keyturn made", event.kind)
+            return Outcome()
+        return payment_mismatch(event, reference, "Keyturn did not create this payment")
+
+    async def _paid(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment,
+        event: PaymentEvent,
+        now: datetime,
+    ) -> Outcome:
+        details = {
+            "payment_intent": event.payment_intent,
+            "customer": event.customer,
+            "payment_method": event.payment_method,
+        }
+        paid = await move_payment(
+            conn, payment.id, to=PaymentStatus.PAID, details={**payment.details, **details}
+        )
+        if not paid:  # paid already (a second event for it): nothing more to do
+            return Outcome()
+        if payment.purpose == PaymentPurpose.EXTENSION:
+            extension = (
+                await Extension.filter(id=int(str(payment.details.get("extension"))))
+                .using_db(conn)
+                .get()
+            )
+            still_free = await is_free(
+                booking.asset_id,
+                extended_range(booking, extension.new_end_at),
+                ignore=booking.id,
+                conn=conn,
+            )
+            if not still_free or booking.state not in (
+                BookingState.CONFIRMED,
+                BookingState.ACTIVE,
+            ):
+                return self._refund_late(booking, payment, "extension_taken")
+            if booking.end_at != extension.old_end_at:
+                # Quoted from an end the booking no longer has (another extension was paid
+                # first): applied now it would move the end back, so it is given back.
+                return self._refund_late(booking, payment, "extension_superseded")
+            return await self.apply_extension(conn, extension)
+        if booking.state != BookingState.AWAITING_PAYMENT:
+            # Paid after the hold expired or was cancelled: give the money back.
+            return self._refund_late(booking, payment, "paid_after_expiry")
+        await Booking.filter(id=booking.id).using_db(conn).update(hold_expires_at=None)
+        outcome = Outcome(
+            timers=[CancelTimer(f"hold:{booking.reference}")],
+            audits=[Audit("payments", "booking.paid", f"booking:{booking.reference}")],
+        )
+        if booking.deposit_cents:
+            outcome.effects.append(
+                Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
+            )
+        return outcome + (await self._checks_before_rental(conn, booking, now))
+
+
+def payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:
+    """A payment event that moves nothing, for ops to look at."""
+    return Outcome(
+        alerts=[
+            Alert(
+                "payment_mismatch",
+                f"payment-mismatch:{event.object_id or event.event_id}",
+                "ops.payment_mismatch",
+                {
+                    "booking": reference,
+                    "event": event.kind.value,
+                    "object": event.object_id,
+                    "why": why,
+                },
+            )
+        ],
+        audits=[
+            Audit(
+                "payments",
+                "payment.event_refused",
+                f"booking:{reference}",
+                {"event": event.event_id, "kind": event.kind.value, "why": why},
+            )
+        ],
+    )

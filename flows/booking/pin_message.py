@@ -1,0 +1,86 @@
+"""The PIN message: the codes a renter is sent, in their language, and its template variables."""
+
+from __future__ import annotations
+
+import re
+
+from flows.access import LIVE_STATES, AccessCodes
+from flows.i18n import Translator, local_time
+from storage.models import AccessCode, AccessCodeState, Asset, Booking
+from storage.sealing import Sealer
+
+
+def one_line(value: str) -> str:
+    """``value`` as a WhatsApp template parameter: no newlines or tabs, no runs of spaces."""
+    return re.sub(r" {2,}", " ", re.sub(r"[\r\n\t]+", " ", value)).strip()
+
+
+async def set_codes(access: AccessCodes, booking: Booking) -> list[AccessCode] | None:
+    codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).prefetch_related(
+        "lock"
+    )
+    waiting = [c for c in codes if c.offline and c.state == AccessCodeState.PROGRAMMING]
+    if waiting:  # offline codes whose PIN the vendor had not computed when they were made
+        if not all([await access.confirm(code) for code in waiting]):
+            return None
+        codes = await AccessCode.filter(
+            booking_id=booking.id, state__in=LIVE_STATES
+        ).prefetch_related("lock")
+    if not codes or any(code.state != AccessCodeState.SET for code in codes):
+        return None
+    return codes
+
+
+async def pin_text(
+    translator: Translator, sealer: Sealer, booking: Booking, codes: list[AccessCode], language: str
+) -> str:
+    asset = await Asset.get(id=booking.asset_id).select_related("location")
+    tz = asset.location.timezone
+    t = translator
+    # Codes share one window, unless one is an offline code in whole hours: then each line
+    # says its own, and the heading spans them all.
+    windows = {(code.starts_at, code.ends_at) for code in codes}
+    lines = []
+    for code in sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label)):
+        line = t.text(
+            language,
+            "journey.pin_line",
+            lock=code.lock.label,
+            pin=sealer.open(code.pin_encrypted),
+        )
+        if len(windows) > 1:
+            start = local_time(code.starts_at, tz, language)
+            line += f" ({start} – {local_time(code.ends_at, tz, language)})"
+        lines.append(line)
+    text = t.text(
+        language,
+        "journey.pin",
+        reference=booking.reference,
+        codes="\n".join(lines),
+        start=local_time(min(start for start, _ in windows), tz, language),
+        end=local_time(max(end for _, end in windows), tz, language),
+    )
+    if any(code.offline for code in codes):
+        text += "\n" + t.text(language, "journey.pin_offline_warning")
+    return text
+
+
+async def pin_variables(
+    sealer: Sealer, booking: Booking, codes: list[AccessCode], language: str
+) -> dict[str, str]:
+    """The PIN template's variables: ``1`` the booking reference, ``2`` the PIN (each lock's,
+    in the order of ``3``, when they differ), ``3`` the locks, ``4`` the window in local time.
+    WhatsApp takes parameters of one line only, so each is flattened to one."""
+    asset = await Asset.get(id=booking.asset_id).select_related("location")
+    tz = asset.location.timezone
+    ordered = sorted(codes, key=lambda c: (not c.lock.shared, c.lock.label))
+    pins = [sealer.open(code.pin_encrypted) for code in ordered]
+    start = local_time(min(code.starts_at for code in codes), tz, language)
+    end = local_time(max(code.ends_at for code in codes), tz, language)
+    values = {
+        "1": booking.reference,
+        "2": pins[0] if len(set(pins)) == 1 else ", ".join(pins),
+        "3": ", ".join(code.lock.label for code in ordered),
+        "4": f"{start} – {end}",
+    }
+    return {name: one_line(value) for name, value in values.items()}

@@ -1,0 +1,174 @@
+"""The rental's timers: each reads without a transaction and returns its state changes as
+writes, which the timer runner commits with the timer's completion."""
+
+from __future__ import annotations
+
+from flows.access import LIVE_STATES
+from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK, RELEASE_EFFECT
+from flows.booking.executors import Executors
+from flows.effects import Audit, Effect, Outcome, SetTimer
+from flows.i18n import local_time
+from flows.timers import TimerFired
+from storage.bookings import move
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Booking,
+    BookingState,
+    EffectState,
+    OutboxEffect,
+    Timer,
+    TimerState,
+)
+from storage.uow import UnitOfWork
+
+
+class RentalTimers(Executors):
+    """The rental's timers; their state changes are writes the timer runner commits."""
+
+    async def on_hold_expiry(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        now = self.clock.now()
+
+        async def expire(conn: UnitOfWork) -> Outcome:
+            # Read again in the runner's transaction: a payment may have come in meanwhile.
+            current = await Booking.filter(id=booking.id).using_db(conn).get()
+            return await self._expire(conn, current, now)
+
+        return Outcome(writes=[expire])
+
+    async def on_deliver_pin(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+        codes = await self.set_codes(booking)
+        if codes is None:
+            if now < booking.end_at:  # not set yet: look again shortly (ops is alerted by then)
+                return Outcome(
+                    timers=[
+                        SetTimer(
+                            DELIVER_PIN_TIMER,
+                            now + PIN_RECHECK,
+                            f"pin:{booking.reference}",
+                            {"booking": booking.id},
+                        )
+                    ]
+                )
+            return Outcome()
+        language = await self._language(None, booking)
+        text_params = {"body": await self.pin_text(booking, codes, language)}
+        variables = await self.pin_variables(booking, codes, language)
+
+        async def tell(conn: UnitOfWork) -> Outcome:
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.pin_message",
+                now=now,
+                kind="pin",
+                params=text_params,
+                template_variables=variables,
+            )
+            return Outcome(
+                audits=[Audit("system", "booking.pin_sent", f"booking:{booking.reference}")]
+            )
+
+        return Outcome(writes=[tell])
+
+    async def on_code_set(self, event: TimerFired) -> Outcome:
+        """A booking's code became set: a PIN already due and waiting for its codes goes out
+        now rather than at its next look (one not yet due keeps its time)."""
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        now = self.clock.now()
+        outcome = Outcome()
+        if await self._extension_on_lock(booking, int(str(event.payload["code"]))):
+            outcome = await self._tell_extension(booking, "journey.extended", now)
+        key = f"pin:{booking.reference}"
+        waiting = await Timer.filter(
+            key=key, state=TimerState.PENDING, due_at__lte=now + PIN_RECHECK
+        ).exists()
+        if waiting:
+            outcome.timers.append(SetTimer(DELIVER_PIN_TIMER, now, key, {"booking": booking.id}))
+        return outcome
+
+    async def _extension_on_lock(self, booking: Booking, just_set: int) -> bool:
+        """Every code of the booking is set with its current window, no move still on its way
+        (``just_set``'s own move is the one that has just been answered, its row not yet done)."""
+        codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+        if not codes or any(c.state != AccessCodeState.SET for c in codes):
+            return False
+        for code in codes:
+            if code.id == just_set:
+                continue
+            moving = await OutboxEffect.filter(
+                idempotency_key__startswith=f"access:update:{code.id}:",
+                state=EffectState.PENDING,
+            ).exists()
+            if moving:
+                return False
+        return True
+
+    async def on_start(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        outcome = Outcome(
+            audits=[Audit("system", "booking.started", f"booking:{booking.reference}")]
+        )
+        if booking.state == BookingState.CONFIRMED:
+
+            async def start(conn: UnitOfWork) -> Outcome:
+                await move(conn, booking, BookingState.ACTIVE)
+                return Outcome()
+
+            outcome.writes.append(start)
+        return outcome
+
+    async def on_ending_soon(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"]))).prefetch_related(
+            "asset__location"
+        )
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+
+        async def remind(conn: UnitOfWork) -> Outcome:
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.ending_soon",
+                now=now,
+                kind="reminder",
+                params=lambda language: {
+                    "end": local_time(booking.end_at, booking.asset.location.timezone, language)
+                },
+            )
+            return Outcome()
+
+        return Outcome(writes=[remind])
+
+    async def on_end(self, event: TimerFired) -> Outcome:
+        booking = await Booking.get(id=int(str(event.payload["booking"])))
+        if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+            return Outcome()
+        now = self.clock.now()
+
+        async def complete(conn: UnitOfWork) -> Outcome:
+            if booking.state == BookingState.CONFIRMED:
+                await move(conn, booking, BookingState.ACTIVE)
+            await move(conn, booking, BookingState.COMPLETED)
+            await self.notifier.tell(
+                conn,
+                booking.renter_id,
+                "journey.thank_you",
+                now=now,
+                kind="notice",
+                params={"reference": booking.reference},
+            )
+            return Outcome(
+                effects=[
+                    Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
+                ],
+                audits=[Audit("system", "booking.completed", f"booking:{booking.reference}")],
+            )
+
+        return Outcome(writes=[complete])

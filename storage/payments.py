@@ -1,0 +1,68 @@
+"""A payment's status and purpose, and every legal move of its status, each one guarded UPDATE.
+
+A rental or extension checkout is ``open`` until paid or expired; a deposit is ``held`` (or
+only ``card_on_file`` for a rental too long for a hold) until released or claimed. Refunds and
+claims are rows of their own, recorded in their final status.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from storage.models import Payment
+from storage.transitions import Transitions
+
+
+class PaymentStatus(StrEnum):
+    CREATED = "created"
+    OPEN = "open"
+    PAID = "paid"
+    EXPIRED = "expired"
+    HELD = "held"
+    CARD_ON_FILE = "card_on_file"
+    RELEASED = "released"
+    CLAIMED = "claimed"
+    REFUNDED = "refunded"
+
+
+class PaymentPurpose(StrEnum):
+    RENTAL = "rental"
+    EXTENSION = "extension"
+    DEPOSIT = "deposit"
+    REFUND = "refund"
+    CLAIM = "claim"
+
+
+P = PaymentStatus
+PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    P.CREATED: frozenset({P.OPEN, P.PAID, P.EXPIRED, P.HELD}),
+    P.OPEN: frozenset({P.PAID, P.EXPIRED, P.HELD}),
+    P.HELD: frozenset({P.RELEASED, P.CLAIMED}),
+    P.CARD_ON_FILE: frozenset({P.CLAIMED}),
+    P.PAID: frozenset(),
+    #: The provider's word that it was paid stands over Keyturn's record of its expiry (a
+    #: session completed as it was being expired); the booking's state decides what follows.
+    P.EXPIRED: frozenset({P.PAID}),
+    P.RELEASED: frozenset(),
+    P.CLAIMED: frozenset(),
+    P.REFUNDED: frozenset(),
+}
+PAYMENTS = Transitions(Payment, "status", PAYMENT_TRANSITIONS, "payment")
+#: A deposit that may still be claimed.
+CLAIMABLE = (P.HELD, P.CARD_ON_FILE)
+
+
+async def move_payment(
+    conn: BaseDBAsyncClient,
+    payment_id: int,
+    *,
+    to: PaymentStatus,
+    was: PaymentStatus | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a payment to ``to`` from any of its predecessors (or only from ``was``); False
+    when it was in none (paid meanwhile, released already)."""
+    return await PAYMENTS.move(conn, payment_id, to=to, was=was, **fields)
