@@ -246,7 +246,10 @@ def build_runtime(
         upload_links=upload_links,
     )
     handoff = Handoff(
-        translator, clock, HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes))
+        translator,
+        clock,
+        HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes)),
+        sealer=sealer,
     )
     ops = OpsDesk(translator, journey, access, handoff)
     telegram = _telegram(all_channels)

@@ -23,14 +23,16 @@ from flows.clock import Clock
 from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, Reply, SetTimer
 from flows.engine import Dialog, StepResult, Turn
-from flows.i18n import LanguageSources, Translator, fold, keyword_map, pick_language
-from flows.messages import Media, OutboundMessage
+from flows.i18n import Translator, fold, keyword_map, renter_language
+from flows.messages import Media
+from flows.outbound import Outgoing, stage_message
 from flows.timers import TimerFired
 from storage.columns import fits_column
 from storage.conversations import REQUESTED, Handling, handling, move_handling
 from storage.journal import resolve_alert
 from storage.kinds import AlertKind, EffectKind, TimerKind
 from storage.models import Booking, Conversation, Message, Renter, StaffMember
+from storage.sealing import Sealer
 from storage.uow import UnitOfWork
 
 IDLE_TIMER = TimerKind.HANDOFF_IDLE
@@ -81,11 +83,18 @@ def agent_group(conversation_id: int) -> str:
 
 class Handoff:
     def __init__(
-        self, translator: Translator, clock: Clock, settings: HandoffSettings | None = None
+        self,
+        translator: Translator,
+        clock: Clock,
+        settings: HandoffSettings | None = None,
+        *,
+        sealer: Sealer | None = None,
     ) -> None:
         self.translator = translator
         self.clock = clock
         self.settings = settings or HandoffSettings()
+        #: Seals what must be sealed (a PIN) in what staff send, as everything Keyturn sends.
+        self.sealer = sealer
         self._bots_words = keyword_map(translator, _ALWAYS_THE_BOTS)
 
     def dialog(self, inner: Dialog) -> HandoffDialog:
@@ -303,13 +312,7 @@ class Handoff:
             if conversation.renter_id
             else None
         )
-        language = pick_language(
-            LanguageSources(
-                explicit=renter.language if renter else None,
-                channel_hint=conversation.language,
-                phone=renter.phone if renter else None,
-            )
-        )
+        language = renter_language(renter, conversation)
         return await self._send(
             conn, conversation, self.translator.text(language, key, **params), now
         )
@@ -323,23 +326,8 @@ class Handoff:
         media: tuple[Media, ...] = (),
     ) -> Effect:
         """A message to this very conversation (not the renter's latest one)."""
-        row = await Message.create(
-            conversation_id=conversation.id,
-            direction="out",
-            body=text,
-            media=[{"url": m.url, "content_type": m.content_type} for m in media],
-            status="queued",
-            created_at=now,
-            using_db=conn,
-        )
-        outbound = OutboundMessage(
-            channel=conversation.channel, address=conversation.address, text=text, media=media
-        )
-        return Effect(
-            EffectKind.SEND_MESSAGE,
-            f"handoff:{row.id}",
-            {"message_id": row.id, "message": outbound.to_payload()},
-        )
+        message = Outgoing(conversation.channel, conversation.address, text, media=media)
+        return await stage_message(conn, conversation.id, message, sealer=self.sealer, now=now)
 
 
 class HandoffDialog:
@@ -399,19 +387,22 @@ class HandoffDialog:
             or bool(result.outcome.effects or result.outcome.writes)
             or any(reply.kind == "pin" for reply in replies)
         )
-        lost = answer == _fingerprint(turn.t("dialog.not_understood")) or (
+        # A step that says it did not understand counts at once; the same answer given again
+        # counts from its first time.
+        repeated = bool(
             answer
             and not acted
             and answer == turn.data.get("last_answer")
             and result.state == turn.state
         )
-        if not lost:
+        if result.understood and not repeated:
             data.pop("misunderstood", None)
             data.pop("last_answer", None)
             if answer and result.state == turn.state:
                 data["last_answer"] = answer
             return result
-        count = max(_count(turn.data.get("misunderstood")), 1) + 1
+        before = _count(turn.data.get("misunderstood"))
+        count = before + 1 if before or not result.understood else 2
         if count < self.handoff.settings.misunderstood:
             data["misunderstood"] = count
             data["last_answer"] = answer

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flows.effects import Effect
-from flows.messages import Choice, OutboundMessage
+from flows.messages import Choice, Media, OutboundMessage
 from storage.conversations import NewMessage, insert_messages
 from storage.sealing import Sealer
 from storage.uow import UnitOfWork
@@ -34,6 +34,7 @@ class Outgoing:
     kind: str = "reply"
     choices: tuple[Choice, ...] = ()
     template_variables: Mapping[str, str] = field(default_factory=dict)
+    media: tuple[Media, ...] = ()
 
 
 async def stage_messages(
@@ -64,6 +65,7 @@ async def stage_messages(
                 choices=message.choices,
                 kind=message.kind,
                 template_variables=variables,
+                media=message.media,
             )
         )
         rows.append(
@@ -73,6 +75,7 @@ async def stage_messages(
                 status="queued",
                 created_at=now,
                 choices=[[choice.value, choice.label] for choice in message.choices],
+                media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
                 sealed=sealed,
             )
         )
