@@ -30,6 +30,7 @@ from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
 from storage.journal import raise_alert, resolve_alert
+from storage.kinds import AlertKind
 from storage.models import OutboxEffect
 from storage.outbox import claim_due_effects, mark_done, mark_failed, release_claims
 from storage.sealing import Sealer
@@ -222,7 +223,7 @@ class OutboxDispatcher:
             await raise_alert(
                 None,
                 now=now,
-                kind="effect_failing",
+                kind=AlertKind.EFFECT_FAILING,
                 group_key=_group(effect),
                 message_key="ops.effect_dead" if give_up else "ops.effect_failing",
                 params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
@@ -332,7 +333,7 @@ async def alert_not_delivered(
     await raise_alert(
         None,
         now=now,
-        kind="message_not_delivered",
+        kind=AlertKind.MESSAGE_NOT_DELIVERED,
         group_key=f"message:{message_id}",
         message_key="ops.message_not_delivered",
         params={"kind": message.kind, "channel": message.channel, "reason": reason},

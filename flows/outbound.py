@@ -16,12 +16,13 @@ from datetime import datetime
 from flows.effects import Effect
 from flows.messages import Choice, Media, OutboundMessage
 from storage.conversations import NewMessage, insert_messages
+from storage.kinds import EffectKind
 from storage.sealing import Sealer
 from storage.uow import UnitOfWork
 
 #: Kinds whose text carries a PIN: stored and queued encrypted, opened only to send or show it.
 SEALED_KINDS = frozenset({"pin"})
-SEND_EFFECT = "send_message"
+SEND_EFFECT = EffectKind.SEND_MESSAGE
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from flows.clock import Clock
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.notify import Notifier
 from locks.port import LockError, LockProvider, LockUnavailable, UnlockResult
+from storage.kinds import AlertKind, EffectKind
 from storage.models import Lock, OutboxEffect
 
 log = logging.getLogger(__name__)
 
-OPEN_EFFECT = "lock.open"
+OPEN_EFFECT = EffectKind.LOCK_OPEN
 #: How long an open request lives when the settings do not say.
 OPEN_LIFETIME = timedelta(seconds=60)
 #: The most one attempt waits for the lock's confirmation before leaving it to a later poll
@@ -140,14 +141,14 @@ class RemoteOpens:
         renter, booking, staff = _who(effect)
         if renter is not None:
             alert = Alert(
-                "remote_open",
+                AlertKind.REMOTE_OPEN,
                 f"remote-open:{booking}",
                 "ops.remote_open",
                 {"booking": booking, "locks": lock.label},
             )
         else:
             alert = Alert(
-                "remote_open",
+                AlertKind.REMOTE_OPEN,
                 f"remote-open:lock:{lock.key}",
                 "ops.opened",
                 {"lock": lock.label, "who": staff or "ops"},
@@ -163,7 +164,7 @@ class RemoteOpens:
         outcome = Outcome(
             alerts=[
                 Alert(
-                    "remote_open_failed",
+                    AlertKind.REMOTE_OPEN_FAILED,
                     f"remote-open-failed:{lock.key}",
                     "ops.open_failed",
                     {"lock": lock.label, "who": who, "why": why or "no lock provider"},
@@ -180,7 +181,7 @@ class RemoteOpens:
         outcome = Outcome(
             alerts=[
                 Alert(
-                    "remote_open_unconfirmed",
+                    AlertKind.REMOTE_OPEN_UNCONFIRMED,
                     f"remote-open-unconfirmed:{lock.key}",
                     "ops.open_unconfirmed",
                     {"lock": lock.label, "who": who},

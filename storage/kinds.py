@@ -37,6 +37,7 @@ class AlertKind(StrEnum):
     PAYMENT_MISMATCH = "payment_mismatch"
     REMOTE_OPEN = "remote_open"
     REMOTE_OPEN_FAILED = "remote_open_failed"
+    REMOTE_OPEN_UNCONFIRMED = "remote_open_unconfirmed"
     TURNS_FAILING = "turns_failing"
 
 

@@ -21,24 +21,25 @@ from flows.notify import Notifier
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
 from flows.upload_links import UploadLinks, mms_reaches_us
+from storage.kinds import EffectKind, TimerKind
 from storage.models import AccessCode, AuditEvent, Booking, BookingState, Conversation, Renter
 from storage.money import Money
 from storage.sealing import Sealer
 
-CHECKOUT_EFFECT = "payment.checkout"
-REFUND_EFFECT = "payment.refund"
-HOLD_EFFECT = "payment.hold_deposit"
-RELEASE_EFFECT = "payment.release_deposit"
-COLLECT_ID_EFFECT = "identity.collect"
-DELETE_ID_MEDIA_EFFECT = "identity.delete_media"
-IDENTITY_START_EFFECT = "identity.start_verification"
-HOLD_EXPIRY_TIMER = "booking.hold_expiry"
-DELIVER_PIN_TIMER = "booking.deliver_pin"
+CHECKOUT_EFFECT = EffectKind.PAYMENT_CHECKOUT
+REFUND_EFFECT = EffectKind.PAYMENT_REFUND
+HOLD_EFFECT = EffectKind.PAYMENT_HOLD_DEPOSIT
+RELEASE_EFFECT = EffectKind.PAYMENT_RELEASE_DEPOSIT
+COLLECT_ID_EFFECT = EffectKind.IDENTITY_COLLECT
+DELETE_ID_MEDIA_EFFECT = EffectKind.IDENTITY_DELETE_MEDIA
+IDENTITY_START_EFFECT = EffectKind.IDENTITY_START_VERIFICATION
+HOLD_EXPIRY_TIMER = TimerKind.BOOKING_HOLD_EXPIRY
+DELIVER_PIN_TIMER = TimerKind.BOOKING_DELIVER_PIN
 #: Pending while an extension waits for the lock to take the new window; fires if it does not.
-EXTENSION_ON_LOCK_TIMER = "booking.extension_on_lock"
-START_TIMER = "booking.start"
-ENDING_TIMER = "booking.ending_soon"
-END_TIMER = "booking.end"
+EXTENSION_ON_LOCK_TIMER = TimerKind.BOOKING_EXTENSION_ON_LOCK
+START_TIMER = TimerKind.BOOKING_START
+ENDING_TIMER = TimerKind.BOOKING_ENDING_SOON
+END_TIMER = TimerKind.BOOKING_END
 #: A shorter extension is refused: it would be priced as a started hour, or (rounded to
 #: nothing) moved the end for free.
 MIN_EXTENSION = timedelta(minutes=15)
@@ -56,7 +57,7 @@ LIVE_BOOKING = (
     BookingState.ACTIVE,
 )
 
-EXPIRE_CHECKOUT_EFFECT = "payment.expire_checkout"
+EXPIRE_CHECKOUT_EFFECT = EffectKind.PAYMENT_EXPIRE_CHECKOUT
 
 #: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
 EXTENDABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)

@@ -17,6 +17,7 @@ from flows.booking.common import (
 from flows.booking.payment_events import PaymentEvents
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.payments import CheckoutRequest, PaymentRefused
+from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, Extension, OutboxEffect, Payment
 from storage.money import Money
 from storage.payments import CLAIMABLE, PaymentPurpose, PaymentStatus, move_payment
@@ -286,7 +287,7 @@ class Executors(PaymentEvents):
             return Outcome(
                 alerts=[
                     Alert(
-                        "deposit_not_held",
+                        AlertKind.DEPOSIT_NOT_HELD,
                         f"deposit:{booking.reference}",
                         "ops.deposit_not_held",
                         {"booking": booking.reference, "why": why},

@@ -9,6 +9,7 @@ from flows.booking.common import DELETE_ID_MEDIA_EFFECT
 from flows.effects import Alert, Audit, Effect, Outcome
 from storage.identity import IdentityStatus, move_identity
 from storage.journal import resolve_alert
+from storage.kinds import AlertKind
 from storage.models import Booking, IdentityCheck
 from storage.uow import UnitOfWork
 
@@ -19,7 +20,7 @@ def id_review(check: IdentityCheck, booking: Booking) -> Outcome:
     return Outcome(
         alerts=[
             Alert(
-                "id_review",
+                AlertKind.ID_REVIEW,
                 f"id-review:{check.id}",
                 "ops.id_review",
                 {"booking": booking.reference, "check": check.id},

@@ -13,6 +13,7 @@ from flows.payments import PaymentEvent, PaymentEventKind
 from flows.upload_links import UploadGrant
 from storage.identity import IdentityStatus, move_identity
 from storage.journal import resolve_alert
+from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, IdentityCheck, Message, OutboxEffect, Renter
 from storage.retention import forget_media
 from storage.uow import UnitOfWork
@@ -144,7 +145,7 @@ class IdentityReview(Lifecycle):
         return Outcome(
             alerts=[
                 Alert(
-                    "identity_needs_input",
+                    AlertKind.IDENTITY_NEEDS_INPUT,
                     f"identity-input:{booking.reference}",
                     "ops.identity_needs_input",
                     {"booking": booking.reference},

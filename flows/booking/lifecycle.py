@@ -26,6 +26,7 @@ from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.i18n import local_time
 from flows.timers import TimerFired
 from storage.bookings import move
+from storage.kinds import AlertKind
 from storage.models import (
     AccessCode,
     Asset,
@@ -86,7 +87,7 @@ class Lifecycle(JourneyBase):
         )
         outcome.alerts.append(
             Alert(
-                "booking_cancelled",
+                AlertKind.BOOKING_CANCELLED,
                 f"cancelled:{booking.reference}",
                 "ops.booking_cancelled",
                 {"booking": booking.reference, "by": actor},
@@ -219,7 +220,7 @@ class Lifecycle(JourneyBase):
             if key != "journey.extended":
                 outcome.alerts.append(
                     Alert(
-                        "extension_not_on_lock",
+                        AlertKind.EXTENSION_NOT_ON_LOCK,
                         f"extension-lock:{booking.reference}",
                         "ops.extension_not_on_lock",
                         {"booking": booking.reference},
@@ -302,7 +303,7 @@ class Lifecycle(JourneyBase):
             ],
             alerts=[
                 Alert(
-                    "late_payment_refunded",
+                    AlertKind.LATE_PAYMENT_REFUNDED,
                     f"late-payment:{booking.reference}",
                     "ops.late_payment_refunded",
                     {"booking": booking.reference, "why": why},
@@ -332,7 +333,7 @@ class Lifecycle(JourneyBase):
             ],
             alerts=[
                 Alert(
-                    "hold_expired",
+                    AlertKind.HOLD_EXPIRED,
                     f"hold-expired:{booking.reference}",
                     "ops.hold_expired",
                     {"booking": booking.reference},

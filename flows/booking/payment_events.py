@@ -13,6 +13,7 @@ from flows.bookings import extended_range, is_free
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
 from flows.payment_match import OWNED_KINDS, disagreement, own_payment
 from flows.payments import PaymentEvent, PaymentEventKind
+from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, Extension, Payment
 from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
@@ -71,7 +72,7 @@ class PaymentEvents(IdentityReview):
         return Outcome(
             alerts=[
                 Alert(
-                    "payment_failed",
+                    AlertKind.PAYMENT_FAILED,
                     f"payment-failed:{booking.reference}",
                     "ops.payment_failed",
                     {"booking": booking.reference},
@@ -155,7 +156,7 @@ def payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:
     return Outcome(
         alerts=[
             Alert(
-                "payment_mismatch",
+                AlertKind.PAYMENT_MISMATCH,
                 f"payment-mismatch:{event.object_id or event.event_id}",
                 "ops.payment_mismatch",
                 {

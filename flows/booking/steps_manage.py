@@ -32,6 +32,7 @@ from flows.when import WhenNotUnderstood, parse_duration
 from locks import LockCapability
 from locks.port import capabilities_from_json
 from storage.identity import IdentityStatus
+from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, Conversation, Extension, IdentityCheck, Renter
 from storage.money import Money
 
@@ -145,7 +146,7 @@ class ManageSteps(QuoteSteps):
             [Reply(turn.t("journey.agent_requested"))],
             alerts=[
                 Alert(
-                    "agent_requested",
+                    AlertKind.AGENT_REQUESTED,
                     f"agent:{conversation.id}",
                     "ops.agent_requested",
                     {
@@ -241,7 +242,7 @@ class ManageSteps(QuoteSteps):
                 [Reply(turn.t("journey.extend_conflict"))],
                 alerts=[
                     Alert(
-                        "extension_conflict",
+                        AlertKind.EXTENSION_CONFLICT,
                         f"extension-conflict:{booking.reference}",
                         "ops.extension_conflict",
                         {"booking": booking.reference},
