@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -74,12 +73,7 @@ class RemoteOpens:
         self.notifier = notifier
         self.clock = clock
 
-    async def execute(self, effect: OutboxEffect) -> Any:
-        """The dispatcher's executor for open requests: ``attempt``'s follow-up. (Typed loosely
-        while journey's executor table still declares executors that return None.)"""
-        return await self.attempt(effect)
-
-    async def attempt(self, effect: OutboxEffect) -> FollowUp:
+    async def execute(self, effect: OutboxEffect) -> FollowUp:
         """Unlock within the request's lifetime, or poll the unlock an earlier attempt sent; a
         transient failure is raised for a retry (which the dispatcher brings forward to the
         deadline at the latest). What came of it is told by the returned follow-up."""
