@@ -23,10 +23,12 @@ from flows.clock import Clock
 from flows.code_presence import left_on_lock
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.lead_times import LeadTimes
+from flows.notify import Notifier
 from flows.staging import stage_outcome
 from flows.timers import TimerFired
 from locks import (
     CapabilityMissing,
+    CodeConstraints,
     CodeRequest,
     CodeStatus,
     LockCapability,
@@ -46,7 +48,9 @@ from storage.models import (
     AccessCodeState,
     Asset,
     AssetLock,
+    AuditEvent,
     Booking,
+    BookingState,
     Location,
     Lock,
     OutboxEffect,
@@ -72,6 +76,13 @@ DEADLINE_TIMER = "access.deadline"
 CONFIRM_TIMER = "access.confirm"
 #: Fired at once when a booking's code becomes set: the journey sends a PIN that is due.
 CODE_SET_TIMER = "access.code_set"
+#: Fired when a booking's code is proved off its lock: a renter whose booking was cancelled is
+#: told, once every code of it is off, that their code no longer works.
+CODE_REMOVED_TIMER = "access.code_removed"
+#: The audit that records that the renter was told so (once per booking).
+CODE_OFF_TOLD = "access.renter_told_code_off"
+#: Why an offline code is marked removed though it still works until its end.
+LAPSES = "cannot be revoked remotely; lapses by itself"
 #: Fired when a lock refuses to move a booking's code to its new window.
 CODE_NOT_MOVED_TIMER = "access.code_not_moved"
 REVOKE_TIMER = "access.revoke"
@@ -80,6 +91,8 @@ RECONCILE_KEY = "access:reconcile"
 #: Offline codes bound by the hour last at most this long (igloohome's algoPINs, through Seam).
 OFFLINE_HOURLY_MAX = timedelta(hours=672)
 SET_EFFECT = "access.set"
+#: Why a code on a lock with PIN rules Keyturn does not know was refused.
+PIN_RULES_UNKNOWN = "unknown PIN rules: Keyturn may not choose a PIN for this lock"
 UPDATE_EFFECT = "access.update"
 
 
@@ -165,11 +178,14 @@ class AccessCodes:
         sealer: Sealer,
         clock: Clock,
         policy: AccessPolicy | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.providers = providers
         self.sealer = sealer
         self.clock = clock
         self.policy = policy or AccessPolicy()
+        #: Tells a renter whose cancelled booking's codes are off that they no longer work.
+        self.notifier = notifier
 
     def lead_times_at(self, location: Location) -> LeadTimes:
         """How long before a rental at ``location`` its codes are programmed and set, and its
@@ -248,6 +264,10 @@ class AccessCodes:
         pinned = [
             lock for lock in locks if not _computes_own_pin(lock) and not _lock_sets_pin(lock)
         ]
+        # A lock whose PIN rules Keyturn does not know (and that cannot choose a PIN itself, as
+        # Seam does) gets no PIN guessed: its code is refused at once and ops hear of it.
+        unknown = {lock.key for lock in pinned if not _may_choose_pin(lock)}
+        pinned = [lock for lock in pinned if lock.key not in unknown]
         if pinned:
             per_lock = {
                 lock.key: (
@@ -260,6 +280,7 @@ class AccessCodes:
         outcome = Outcome()
         for lock in locks:
             pin = chosen.get(lock.key)
+            refused = lock.key in unknown
             code = await AccessCode.create(
                 booking=booking,
                 staff=staff,
@@ -268,10 +289,15 @@ class AccessCodes:
                 pin_encrypted=self.sealer.seal(pin) if pin else "",
                 starts_at=window.starts_at,
                 ends_at=window.ends_at,
-                state=AccessCodeState.PENDING,
-                offline=pin is None and not _lock_sets_pin(lock),
+                state=AccessCodeState.FAILED if refused else AccessCodeState.PENDING,
+                offline=pin is None and not _lock_sets_pin(lock) and not refused,
+                last_error=PIN_RULES_UNKNOWN if refused else "",
                 using_db=conn,
             )
+            if refused:
+                outcome.alerts.append(
+                    pin_rules_alert(lock, constraints_from_json(lock.code_constraints))
+                )
             lead = leads[lock.location_id]
             program_at = max(now, window.starts_at - lead.code_lead)
             confirm_by = max(
@@ -455,10 +481,17 @@ class AccessCodes:
             return Outcome()
         if await self.confirm(code):
             return became_set(code, now)
-        return Outcome(timers=[self._confirm_poll(code, now)])
+        return Outcome(timers=[await self._confirm_poll(code, now)])
 
-    def _confirm_poll(self, code: AccessCode, now: datetime) -> SetTimer:
-        wait = self.policy.confirm_poll_after(code.starts_at - now)
+    async def _confirm_poll(self, code: AccessCode, now: datetime) -> SetTimer:
+        """The next look-up, sooner as the code is needed: by its window's start, or for a
+        booking's code by when its PIN is due to the renter (the PIN lead before the window,
+        as the journey sends it), whichever comes first."""
+        needed_at = code.starts_at
+        if code.booking_id is not None:
+            location = await Location.get(id=code.lock.location_id)
+            needed_at = min(needed_at, code.starts_at - self.lead_times_at(location).pin_lead)
+        wait = self.policy.confirm_poll_after(needed_at - now)
         return SetTimer(CONFIRM_TIMER, now + wait, confirm_key(code.id), {"code": code.id})
 
     async def on_deadline(self, event: TimerFired) -> Outcome:
@@ -721,6 +754,7 @@ class AccessCodes:
         if programmed.pin and (programmed.offline or not code.pin_encrypted):
             update["pin_encrypted"] = self.sealer.seal(programmed.pin)  # the vendor's own PIN
         now = self.clock.now()
+        poll = await self._confirm_poll(code, now)
         async with in_transaction() as conn:
             stored = (
                 await AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING)
@@ -731,7 +765,7 @@ class AccessCodes:
                 followups = (
                     became_set(code, now)
                     if state == AccessCodeState.SET
-                    else Outcome(timers=[self._confirm_poll(code, now)])
+                    else Outcome(timers=[poll])
                 )
                 await stage_outcome(conn, followups, now)
         if stored == 0 and programmed.offline:
@@ -821,11 +855,14 @@ class AccessCodes:
             )
             code.state, code.pin_encrypted = AccessCodeState.PENDING, ""
             return
+        constraints = constraints_from_json(lock.code_constraints)
+        if not constraints.keyturn_may_choose:
+            return  # stays refused: ops were told when it was planned, and are told again
         window = AccessWindow(code.starts_at, code.ends_at)
         taken = await self._taken(None, lock, window)
         if code.pin_encrypted:
             taken.add(self.sealer.open(code.pin_encrypted))
-        pin = generate_pin(constraints_from_json(lock.code_constraints), taken=taken)
+        pin = generate_pin(constraints, taken=taken)
         sealed = self.sealer.seal(pin)
         # Only a code still refused: a revocation since stands, and nothing is programmed.
         fresh = await AccessCode.filter(id=code.id, state=AccessCodeState.FAILED).update(
@@ -843,14 +880,7 @@ class AccessCodes:
         if not failed:
             return  # revoked while the lock answered: nothing to retry, nobody to tell
         outcome = Outcome(
-            alerts=[
-                Alert(
-                    "code_rejected",
-                    f"code-rejected:{lock.key}",
-                    "ops.code_rejected",
-                    {"lock": lock.label, "reason": str(err.reason)},
-                )
-            ],
+            alerts=[rejected_alert(lock, str(err.reason))],
             audits=[
                 Audit("system", "access.failed", f"code:{code.id}", {"reason": str(err.reason)})
             ],
@@ -913,7 +943,7 @@ class AccessCodes:
             return
         await AccessCode.filter(id=code.id).update(state=AccessCodeState.REMOVED, last_error="")
         async with in_transaction() as conn:
-            await stage_outcome(conn, Outcome(audits=[_removed_audit(code.id, lock)]), now)
+            await stage_outcome(conn, removal_confirmed(code, lock, now), now)
 
     async def _still_held(
         self, provider: LockProvider, lock: Lock, provider_ref: str
@@ -949,8 +979,9 @@ class AccessCodes:
         held = await self._still_held(provider, lock, code.provider_ref)
         if held == CodeStatus.REMOVING:
             return Outcome(timers=[self._removal_check(code_id, waited)])
+        now = self.clock.now()
         if held is not None:  # still set: the deletion was lost on the way to the lock
-            return Outcome(effects=[_remove_again(code_id, "check", self.clock.now())])
+            return Outcome(effects=[_remove_again(code_id, "check", now)])
 
         async def confirmed(conn: BaseDBAsyncClient) -> Outcome:
             removed = (
@@ -958,7 +989,7 @@ class AccessCodes:
                 .using_db(conn)
                 .update(state=AccessCodeState.REMOVED, last_error="")
             )
-            return Outcome(audits=[_removed_audit(code_id, lock)] if removed else [])
+            return removal_confirmed(code, lock, now) if removed else Outcome()
 
         return Outcome(writes=[confirmed])
 
@@ -974,9 +1005,7 @@ class AccessCodes:
                     {"lock": lock.label, "until": code.ends_at.isoformat()},
                 )
             )
-        await AccessCode.filter(id=code.id).update(
-            state=AccessCodeState.REMOVED, last_error="cannot be revoked remotely; lapses by itself"
-        )
+        await AccessCode.filter(id=code.id).update(state=AccessCodeState.REMOVED, last_error=LAPSES)
         async with in_transaction() as conn:
             await stage_outcome(conn, outcome, now)
 
@@ -1005,7 +1034,7 @@ class AccessCodes:
             await AccessCode.filter(id=code.id, state=AccessCodeState.SET).update(
                 state=AccessCodeState.PROGRAMMING
             )
-            followups = Outcome(timers=[self._confirm_poll(code, now)])
+            followups = Outcome(timers=[await self._confirm_poll(code, now)])
         async with in_transaction() as conn:
             await stage_outcome(conn, followups, now)
 
@@ -1013,14 +1042,7 @@ class AccessCodes:
         """The lock refused the new window: ops hear of it, and so does the renter's journey."""
         now = self.clock.now()
         outcome = Outcome(
-            alerts=[
-                Alert(
-                    "code_rejected",
-                    f"code-rejected:{lock.key}",
-                    "ops.code_rejected",
-                    {"lock": lock.label, "reason": str(err.reason)},
-                )
-            ],
+            alerts=[rejected_alert(lock, str(err.reason))],
             audits=[
                 Audit("system", "access.not_moved", f"code:{code.id}", {"reason": str(err.reason)})
             ],
@@ -1118,7 +1140,7 @@ class AccessCodes:
                     id=code.id, state=AccessCodeState.REMOVING
                 ).update(state=AccessCodeState.REMOVED, last_error="")
                 if confirmed:
-                    outcome.audits.append(_removed_audit(code.id, lock))
+                    outcome = outcome + removal_confirmed(code, lock, now)
                     report.removals_confirmed.append(code.id)
         if report.strays_removed or report.strays_stuck or report.reprogrammed or report.drift:
             outcome.alerts.append(
@@ -1180,6 +1202,39 @@ class AccessCodes:
                 )
         return outcome
 
+    async def on_code_removed(self, event: TimerFired) -> Outcome:
+        """A booking's code is off its lock. A renter whose booking was cancelled was told its
+        code is being switched off; once every code of it is off (none lapsing by itself, as an
+        offline one does), they are told it no longer works, once."""
+        booking = await Booking.get_or_none(id=int(event.payload["booking"]))
+        if self.notifier is None or booking is None or booking.state != BookingState.CANCELLED:
+            return Outcome()
+        now = self.clock.now()
+        codes = await AccessCode.filter(booking_id=booking.id)
+        if any(
+            code.state not in (AccessCodeState.REMOVED, AccessCodeState.FAILED)
+            or (code.last_error == LAPSES and code.ends_at > now)
+            for code in codes
+        ):
+            return Outcome()
+        notifier, subject = self.notifier, f"booking:{booking.reference}"
+
+        async def tell(conn: BaseDBAsyncClient) -> Outcome:
+            told = AuditEvent.filter(action=CODE_OFF_TOLD, subject=subject).using_db(conn)
+            if await told.exists():
+                return Outcome()
+            await notifier.tell(
+                conn,
+                booking.renter_id,
+                "access.code_off",
+                now=now,
+                kind="receipt",
+                params={"reference": booking.reference},
+            )
+            return Outcome(audits=[Audit("system", CODE_OFF_TOLD, subject)])
+
+        return Outcome(writes=[tell])
+
     async def check_pin(self, lock: Lock, pin: str, at: datetime) -> bool:
         """The keypad test of the simulated lock, for the sandbox and tests."""
         provider = self._provider(lock)
@@ -1188,6 +1243,27 @@ class AccessCodes:
             raise CapabilityMissing(f"{lock.provider} locks have no keypad Keyturn can try")
         result: bool = await try_keypad(lock.device_id, pin, at)
         return result
+
+
+def rejected_alert(lock: Lock, reason: str) -> Alert:
+    """Ops hear that a lock refused a code (to set it, or to move it to a new window)."""
+    return Alert(
+        "code_rejected",
+        f"code-rejected:{lock.key}",
+        "ops.code_rejected",
+        {"lock": lock.label, "reason": reason},
+    )
+
+
+def pin_rules_alert(lock: Lock, constraints: CodeConstraints) -> Alert:
+    """Ops hear that Keyturn may not choose a PIN for a lock whose rules it does not know."""
+    rules = ", ".join(constraints.unknown_rules) or "the lock sets its own PINs"
+    return Alert(
+        "pin_rules_unknown",
+        f"pin-rules-unknown:{lock.key}",
+        "ops.pin_rules_unknown",
+        {"lock": lock.label, "rules": rules},
+    )
 
 
 def confirm_key(code_id: int) -> str:
@@ -1253,6 +1329,11 @@ def _lock_sets_pin(lock: Lock) -> bool:
     return lock.provider == "seam" and not constraints.keyturn_may_choose
 
 
+def _may_choose_pin(lock: Lock) -> bool:
+    """Keyturn knows every PIN rule of the lock and may choose one."""
+    return constraints_from_json(lock.code_constraints).keyturn_may_choose
+
+
 def _takes_offline_backup(lock: Lock, code: AccessCode) -> bool:
     """A lock that takes online codes and can also be given an offline one."""
     capabilities = capabilities_from_json(lock.capabilities, lock.provider)
@@ -1276,8 +1357,22 @@ def _same_code(programmed: ProgrammedCode, request: CodeRequest) -> bool:
     return programmed.pin == request.pin and programmed.starts_at == request.starts_at
 
 
-def _removed_audit(code_id: int, lock: Lock) -> Audit:
-    return Audit("system", "access.removed", f"code:{code_id}", {"lock": lock.key})
+def removal_confirmed(code: AccessCode, lock: Lock, now: datetime) -> Outcome:
+    """What follows a code proved off its lock: audited, and for a booking's code a look at
+    whether its renter, if told it is being switched off, can now be told it is."""
+    outcome = Outcome(
+        audits=[Audit("system", "access.removed", f"code:{code.id}", {"lock": lock.key})]
+    )
+    if code.booking_id is not None:
+        outcome.timers.append(
+            SetTimer(
+                CODE_REMOVED_TIMER,
+                now,
+                f"access:code-removed:{code.id}",
+                {"booking": code.booking_id, "code": code.id},
+            )
+        )
+    return outcome
 
 
 def _remove_effect(code_id: int) -> Effect:

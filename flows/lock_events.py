@@ -15,7 +15,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from flows.access import became_set
+from flows.access import became_set, rejected_alert, removal_confirmed
 from flows.effects import Alert, Audit, Effect, Outcome
 from flows.staging import stage_outcome
 from storage.journal import resolve_alert
@@ -93,14 +93,7 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
             .using_db(conn)
             .update(state=AccessCodeState.FAILED, last_error=event.detail[:500])
         )
-        outcome.alerts.append(
-            Alert(
-                "code_rejected",
-                f"code-rejected:{lock.key}",
-                "ops.code_rejected",
-                {"lock": lock.label, "reason": event.detail or "failed to set on device"},
-            )
-        )
+        outcome.alerts.append(rejected_alert(lock, event.detail or "failed to set on device"))
         outcome.effects.append(
             Effect(
                 "access.set",
@@ -125,6 +118,8 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
             )
         else:
             await AccessCode.filter(id=code.id).using_db(conn).update(state=AccessCodeState.REMOVED)
+            if code.state == AccessCodeState.REMOVING:
+                outcome = outcome + removal_confirmed(code, lock, now)
     elif event.kind == LockEventKind.DEVICE_OFFLINE:
         await Lock.filter(id=lock.id).using_db(conn).update(online=False)
         outcome.alerts.append(

@@ -383,3 +383,27 @@ async def test_codes_with_different_windows_each_say_their_own(
     [item_line] = [line for line in lines if line.startswith("T1") or "trailer" in line.lower()]
     assert "9:45" in item_line and "2:15" in item_line
     assert "within 24 hours" in text
+
+
+async def test_a_lock_with_pin_rules_keyturn_does_not_know_raises_one_alert_not_a_crash(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await Lock.filter(key="harbor-t1").update(
+        code_constraints={"lengths": [6], "unknown_rules": ["digits_must_rhyme"]}
+    )
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    codes = {c.lock.key: c for c in await codes_of(booking)}
+    assert codes["harbor-t1"].state == AccessCodeState.FAILED, "no PIN guessed for it"
+    assert codes["harbor-t1"].pin_encrypted == ""
+    assert codes["harbor-gate"].state == AccessCodeState.SET, "the gate is unaffected"
+    [alert] = await OpsAlert.filter(kind="pin_rules_unknown")
+    assert "digits_must_rhyme" in str(alert.params) and alert.resolved_at is None
+
+    for _ in range(3):  # past the deadline, which asks for a fresh PIN
+        clock.advance(timedelta(minutes=30))
+        await settle(runtime)
+    assert await OpsAlert.filter(kind="pin_rules_unknown").count() == 1
+    assert await OpsAlert.filter(kind="effect_failing").count() == 0
+    assert not await OutboxEffect.filter(kind="access.set", state="pending", attempts__gt=0)
