@@ -27,7 +27,7 @@ from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
 from flows.lock_check import check_lock, unmapped_devices
-from flows.staging import stage_outcome
+from flows.staging import run_unit, stage_outcome
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
@@ -406,6 +406,7 @@ def _locks_check(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             result = await check_lock(lock, provider, runtime.clock, open_door=args.open)
+            await run_unit(result.record, runtime.clock.now())
             print(f"{lock.key} ({lock.label}): {'OK' if result.ok else 'FAILED'}")
             for line in result.lines:
                 print(f"  {line}")
@@ -424,11 +425,17 @@ def _locks_reconcile(args: argparse.Namespace) -> int:
         failed = 0
         for lock in await _chosen_locks(args.lock):
             try:
-                report = await runtime.access.reconcile(lock)
+                reconciliation = await runtime.access.reconcile(lock)
             except LockError as err:
                 print(f"{lock.key}: cannot reconcile: {err}")
                 failed += 1
                 continue
+            await run_unit(reconciliation.record, runtime.clock.now())
+            if reconciliation.unreachable is not None:
+                print(f"{lock.key}: cannot reconcile: {reconciliation.unreachable}")
+                failed += 1
+                continue
+            report = reconciliation.report
             if report.clean:
                 print(f"{lock.key}: matches")
             else:

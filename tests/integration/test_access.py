@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     codes_of,
     confirmed_booking,
     keypad,
+    reconciled,
     settle,
     simulated,
 )
@@ -281,7 +282,7 @@ async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     await provider.create_code(
         CodeRequest(lock.device_id, "583920", clock.now(), END, "stray", "UTC")
     )
-    report = await runtime.access.reconcile(lock)
+    report = await reconciled(runtime, lock)
     assert len(report.strays_removed) == 1 and report.reprogrammed == [code.id]
     await settle(runtime)
     await code.refresh_from_db()
@@ -289,7 +290,7 @@ async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     pins = {c.pin for c in await provider.list_codes(lock.device_id)}
     assert pins == {runtime.access.sealer.open(code.pin_encrypted)}
     assert await OpsAlert.filter(kind="lock_drift").count() == 1
-    assert (await runtime.access.reconcile(lock)).clean
+    assert (await reconciled(runtime, lock)).clean
 
 
 async def test_staff_codes_are_scoped_timed_and_revocable(
