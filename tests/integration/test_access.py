@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.app import Runtime
 from flows.access import REVOKE_TIMER, AccessPlanError
-from flows.staging import stage_outcome
+from flows.effects import Outcome
+from flows.staging import run_unit, stage_outcome
 from flows.timers import TimerFired
 from locks import CodeRequest, LockRejected, ProgrammedCode, RejectionReason
 from locks.windows import AccessWindow
@@ -408,3 +410,34 @@ async def test_a_lock_with_pin_rules_keyturn_does_not_know_raises_one_alert_not_
     assert await OpsAlert.filter(kind="pin_rules_unknown").count() == 1
     assert await OpsAlert.filter(kind="effect_failing").count() == 0
     assert not await OutboxEffect.filter(kind="access.set", state="pending", attempts__gt=0)
+
+
+async def test_a_code_revoked_while_the_lock_programs_it_is_taken_off_again(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    provider = simulated(runtime)
+    create = provider.create_code
+    cancelled: list[str] = []
+
+    async def cancelled_meanwhile(request: CodeRequest) -> ProgrammedCode:
+        made = await create(request)
+        if not cancelled:  # the renter cancels while the lock answers
+            cancelled.append(made.provider_ref)
+
+            async def cancel(conn: BaseDBAsyncClient) -> Outcome:
+                codes = await AccessCode.filter(booking=booking).using_db(conn)
+                return await runtime.access.revoke(conn, codes, actor="renter", reason="x")
+
+            await run_unit(cancel, clock.now())
+        return made
+
+    monkeypatch.setattr(provider, "create_code", cancelled_meanwhile)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    assert cancelled
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    for lock in {c.lock.device_id for c in await codes_of(booking)}:
+        assert await provider.list_codes(lock) == [], "nothing left on the locks"
