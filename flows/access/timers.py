@@ -32,6 +32,7 @@ from flows.timers import TimerFired
 from locks import CodeStatus, LockError
 from storage.codes import move_code
 from storage.models import AccessCode, AccessCodeState, AuditEvent, Booking, BookingState, Lock
+from storage.timers import postpone_timer
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,26 @@ S = AccessCodeState
 
 async def on_program_due(ctx: AccessContext, event: TimerFired) -> Outcome:
     code_id = int(event.payload["code"])
-    code = await AccessCode.get_or_none(id=code_id)
+    code = await AccessCode.get_or_none(id=code_id).select_related("lock")
     if code is None or code.state != S.PENDING:
         return Outcome()
-    return Outcome(writes=[programming(code_id)])
+    return Outcome(writes=[await programming(ctx, code)])
 
 
-def programming(code_id: int) -> Write:
+async def programming(ctx: AccessContext, code: AccessCode, *, deadline: bool = True) -> Write:
     """The code is being programmed from now: marked so with the effect that programs it (a
-    revocation since stands, and nothing is queued)."""
+    revocation since stands, and nothing is queued). Its deadline (unless it is the deadline
+    that asks) is counted from this first attempt: a code made at the last minute has
+    ``not_set_after`` to be set before ops hear of it."""
+    confirm_before = (await ctx.lead_times_of(code.lock)).confirm_before
+    due = max(code.starts_at - confirm_before, ctx.clock.now() + ctx.policy.not_set_after)
 
     async def queue(conn: BaseDBAsyncClient) -> Outcome:
-        if not await move_code(conn, code_id, to=S.PROGRAMMING, expect=S.PENDING):
+        if not await move_code(conn, code.id, to=S.PROGRAMMING, expect=S.PENDING):
             return Outcome()
-        return Outcome(effects=[set_effect(code_id)])
+        if deadline:
+            await postpone_timer(conn, deadline_key(code.id), due)
+        return Outcome(effects=[set_effect(code.id)])
 
     return queue
 
@@ -133,7 +140,7 @@ async def on_deadline(ctx: AccessContext, event: TimerFired) -> Outcome:
         # A fresh PIN where the lock refused this one; programmed at once.
         outcome.effects.append(set_effect(code_id, f"access:set:{code_id}:backup", fresh=True))
     elif code.state == S.PENDING:
-        outcome.writes.append(programming(code_id))
+        outcome.writes.append(await programming(ctx, code, deadline=False))
     if (
         code.state != S.FAILED
         and takes_offline_backup(lock, code)
