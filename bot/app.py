@@ -34,6 +34,7 @@ from bot.transports.twilio_routes import setup_twilio
 from bot.upload_page import setup_upload_page
 from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
+    CODE_REMOVED_TIMER,
     CONFIRM_TIMER,
     DEADLINE_TIMER,
     PROGRAM_TIMER,
@@ -54,6 +55,7 @@ from flows.engine import ConversationEngine, TurnResult
 from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.messages import InboundMessage
+from flows.notify import Notifier
 from flows.ops import OpsDesk
 from flows.payments import PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
@@ -172,7 +174,11 @@ def build_runtime(
         dict(locks) if locks is not None else build_lock_providers(settings, sealer, clock)
     )
     access = AccessCodes(
-        lock_providers, sealer, clock, AccessPolicy(lead_times=settings.lead_times)
+        lock_providers,
+        sealer,
+        clock,
+        AccessPolicy(lead_times=settings.lead_times),
+        notifier=Notifier(translator, sealer),
     )
     all_channels: dict[str, Channel] = {}
     if sandbox:
@@ -286,6 +292,7 @@ def build_runtime(
             CONFIRM_TIMER: access.on_confirm_due,
             REVOKE_TIMER: access.on_revoke_due,
             REMOVAL_CHECK_TIMER: access.on_removal_check,
+            CODE_REMOVED_TIMER: access.on_code_removed,
             RECONCILE_TIMER: access.on_reconcile_due,
             **journey_timers(journey),
             RETENTION_TIMER: Retention(

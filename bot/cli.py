@@ -407,6 +407,7 @@ def _locks_check(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             result = await check_lock(lock, provider, runtime.clock, open_door=args.open)
+            await run_unit(result.record, runtime.clock.now())
             print(f"{lock.key} ({lock.label}): {'OK' if result.ok else 'FAILED'}")
             for line in result.lines:
                 print(f"  {line}")
@@ -425,11 +426,17 @@ def _locks_reconcile(args: argparse.Namespace) -> int:
         failed = 0
         for lock in await _chosen_locks(args.lock):
             try:
-                report = await runtime.access.reconcile(lock)
+                reconciliation = await runtime.access.reconcile(lock)
             except LockError as err:
                 print(f"{lock.key}: cannot reconcile: {err}")
                 failed += 1
                 continue
+            await run_unit(reconciliation.record, runtime.clock.now())
+            if reconciliation.unreachable is not None:
+                print(f"{lock.key}: cannot reconcile: {reconciliation.unreachable}")
+                failed += 1
+                continue
+            report = reconciliation.report
             if report.clean:
                 print(f"{lock.key}: matches")
             else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
 from bot.keys import CLOCK
 from bot.webhook_body import read_capped
-from flows.lock_events import LockEvent, LockEventKind, handle_lock_event
+from flows.lock_events import LockEvent, LockEventKind, lock_event_handler
+from flows.staging import run_unit
 from locks.seam import SeamEvent, SeamWebhookInvalid, SeamWebhookUnreadable, verify_seam_webhook
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,15 @@ SEAM_KINDS = {
 def setup_seam_webhook(app: web.Application, secret: str) -> None:
     app[SEAM_SECRET] = secret
     app.router.add_post("/webhooks/seam", seam_webhook)
+
+
+async def apply_lock_event(event: LockEvent, now: datetime) -> bool:
+    """Apply a pushed event once, in one unit of work; False when this event id was seen."""
+    try:
+        await run_unit(lock_event_handler(event, now), now)
+    except IntegrityError:
+        return False
+    return True
 
 
 def lock_event_from_seam(event: SeamEvent, received: object) -> LockEvent:
@@ -58,6 +70,6 @@ async def seam_webhook(request: web.Request) -> web.Response:
     except SeamWebhookInvalid:
         raise web.HTTPForbidden(text="signature refused") from None
     now = request.app[CLOCK].now()
-    applied = await handle_lock_event(lock_event_from_seam(event, now), now)
+    applied = await apply_lock_event(lock_event_from_seam(event, now), now)
     log.info("seam event %s %s", event.event_type, "applied" if applied else "seen before")
     return web.json_response({"received": True})

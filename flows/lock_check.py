@@ -1,4 +1,7 @@
-"""Checking locks before they take bookings: is the connection live, and what does it report?"""
+"""Checking locks before they take bookings: is the connection live, and what does it report?
+
+The lock is asked outside any transaction; what it reported is the check's ``record`` handler,
+which the runner (``keyturn locks check``) commits."""
 
 from __future__ import annotations
 
@@ -6,16 +9,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from tortoise.transactions import in_transaction
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.clock import Clock
 from flows.code_presence import left_on_lock
-from flows.effects import Alert, Audit, Outcome
-from flows.staging import stage_outcome
+from flows.effects import Alert, Audit, Handler, Outcome
 from locks import CodeRequest, CodeStatus, LockCapability, LockDevice, LockError, LockProvider
 from locks.pins import generate_pin
 from locks.port import capabilities_to_json, constraints_to_json
+from storage.kinds import AlertKind
 from storage.models import AssetLock, Lock
+
+
+async def _nothing(conn: BaseDBAsyncClient) -> Outcome:
+    return Outcome()
 
 
 @dataclass
@@ -24,6 +31,9 @@ class LockCheck:
     label: str
     ok: bool
     lines: list[str] = field(default_factory=list)
+    #: Records what the device reported (and, for a lock that passed, the audit and whether
+    #: any item opens it, which adds a line): for the runner to commit before printing.
+    record: Handler = _nothing
 
 
 async def check_lock(
@@ -37,7 +47,7 @@ async def check_lock(
     except LockError as err:
         result.lines.append(f"cannot reach it: {err}")
         return result
-    await _remember(lock, device, now)
+    result.record = _record(lock, device, result)
     result.lines.append(_describe(device))
     try:
         if open_door and LockCapability.REMOTE_UNLOCK in device.capabilities:
@@ -73,20 +83,37 @@ async def check_lock(
         result.lines.append(f"the test failed: {err}")
         return result
     result.ok = True
-    async with in_transaction() as conn:
+    return result
+
+
+def _record(lock: Lock, device: LockDevice, result: LockCheck) -> Handler:
+    async def record(conn: BaseDBAsyncClient) -> Outcome:
+        await (
+            Lock.filter(id=lock.id)
+            .using_db(conn)
+            .update(
+                online=device.online,
+                battery_level=device.battery_level,
+                capabilities=capabilities_to_json(device.capabilities),
+                code_constraints=constraints_to_json(device.constraints),
+            )
+        )
+        if not result.ok:
+            return Outcome()
         outcome = Outcome(audits=[Audit("operator", "lock.checked", f"lock:{lock.key}")])
         if not lock.shared and not await AssetLock.filter(lock_id=lock.id).using_db(conn).exists():
             outcome.alerts.append(
                 Alert(
-                    "lock_unmapped",
+                    AlertKind.LOCK_UNMAPPED,
                     f"lock-unmapped:{lock.key}",
                     "ops.lock_unmapped",
                     {"lock": lock.label},
                 )
             )
             result.lines.append("no item opens this lock: it gets no codes until one is mapped")
-        await stage_outcome(conn, outcome, now)
-    return result
+        return outcome
+
+    return record
 
 
 async def unmapped_devices(
@@ -119,12 +146,3 @@ def _describe(device: LockDevice) -> str:
         c.lower().replace("_", " ") for c in capabilities_to_json(device.capabilities)
     )
     return f"{online}, {battery}; can: {abilities or 'nothing remotely'}"
-
-
-async def _remember(lock: Lock, device: LockDevice, now: object) -> None:
-    await Lock.filter(id=lock.id).update(
-        online=device.online,
-        battery_level=device.battery_level,
-        capabilities=capabilities_to_json(device.capabilities),
-        code_constraints=constraints_to_json(device.constraints),
-    )

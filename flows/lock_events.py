@@ -1,7 +1,9 @@
 """Events lock providers push (Seam webhooks): codes confirmed or refused, devices going away.
 
-Each event id is handled once. A device outage is ONE alert per lock that grows while it lasts
-and is resolved when the device is back, naming the bookings it puts at risk.
+Each event id is handled once: the runner (the webhook route) commits ``lock_event_handler``
+in one unit of work, and a delivery seen before changes nothing. A device outage is ONE alert
+per lock that grows while it lasts and is resolved when the device is back, naming the bookings
+it puts at risk.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
+from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.access import became_set
-from flows.effects import Alert, Audit, Effect, Outcome
-from flows.staging import stage_outcome
+from flows.access import SET_EFFECT, became_set, rejected_alert, removal_confirmed
+from flows.effects import Alert, Audit, Effect, Handler, Outcome
+from storage.codes import move_code
 from storage.journal import resolve_alert
+from storage.kinds import AlertKind
 from storage.models import AccessCode, AccessCodeState, Lock, ProcessedWebhook
 
 LOW_BATTERY = 0.2
@@ -48,29 +50,31 @@ class LockEvent:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-async def handle_lock_event(event: LockEvent, now: datetime) -> bool:
-    """Apply a pushed event once; False when this event id was seen before."""
-    lock = None
-    if event.device_id is not None:
-        lock = await Lock.get_or_none(provider=event.provider, device_id=event.device_id)
-    try:
-        async with in_transaction() as conn:
-            await ProcessedWebhook.create(
-                provider=event.provider, event_id=event.event_id, received_at=now, using_db=conn
-            )
-            outcome = Outcome()
-            if lock is not None:
-                await Lock.filter(id=lock.id).using_db(conn).update(last_event_at=event.occurred_at)
-                outcome = await _apply(conn, lock, event, now)
-            await stage_outcome(conn, outcome, now)
-    except IntegrityError:
-        return False
-    if lock is not None and event.kind == LockEventKind.DEVICE_ONLINE:
-        await resolve_alert(None, group_key=f"lock-offline:{lock.key}", now=now, by="the lock")
-    return True
+def lock_event_handler(event: LockEvent, now: datetime) -> Handler:
+    """The handler a runner commits to apply a pushed event once: it records the event id
+    first, so a delivery seen before raises ``IntegrityError`` and changes nothing."""
+
+    async def apply(conn: BaseDBAsyncClient) -> Outcome:
+        await ProcessedWebhook.create(
+            provider=event.provider, event_id=event.event_id, received_at=now, using_db=conn
+        )
+        if event.device_id is None:
+            return Outcome()
+        lock = await (
+            Lock.filter(provider=event.provider, device_id=event.device_id).using_db(conn).first()
+        )
+        if lock is None:
+            return Outcome()
+        await Lock.filter(id=lock.id).using_db(conn).update(last_event_at=event.occurred_at)
+        outcome = await _apply(conn, lock, event, now)
+        if event.kind == LockEventKind.DEVICE_ONLINE:
+            await resolve_alert(conn, group_key=f"lock-offline:{lock.key}", now=now, by="the lock")
+        return outcome
+
+    return apply
 
 
-async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outcome:
+async def _apply(conn: BaseDBAsyncClient, lock: Lock, event: LockEvent, now: datetime) -> Outcome:
     outcome = Outcome(audits=[Audit(f"lock:{lock.key}", f"lock.{event.kind}", f"lock:{lock.key}")])
     code = None
     if event.code_ref is not None:
@@ -80,56 +84,36 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
             .first()
         )
     if event.kind == LockEventKind.CODE_SET and code is not None:
-        confirmed = await (
-            AccessCode.filter(id=code.id, state=AccessCodeState.PROGRAMMING)
-            .using_db(conn)
-            .update(state=AccessCodeState.SET)
+        confirmed = await move_code(
+            conn, code.id, to=AccessCodeState.SET, expect=AccessCodeState.PROGRAMMING
         )
         if confirmed:
             outcome = outcome + became_set(code, now)
     elif event.kind == LockEventKind.CODE_FAILED and code is not None:
-        await (
-            AccessCode.filter(id=code.id)
-            .using_db(conn)
-            .update(state=AccessCodeState.FAILED, last_error=event.detail[:500])
+        # Only a code the lock was to hold: one being removed meanwhile is not set again.
+        failed = await move_code(
+            conn,
+            code.id,
+            to=AccessCodeState.FAILED,
+            expect=(AccessCodeState.PROGRAMMING, AccessCodeState.SET),
+            last_error=event.detail[:500],
         )
-        outcome.alerts.append(
-            Alert(
-                "code_rejected",
-                f"code-rejected:{lock.key}",
-                "ops.code_rejected",
-                {"lock": lock.label, "reason": event.detail or "failed to set on device"},
-            )
-        )
-        outcome.effects.append(
-            Effect(
-                "access.set",
-                f"access:set:{code.id}:after:{event.event_id}",
-                {"code": code.id, "fresh": True},
-            )
-        )
-    elif event.kind == LockEventKind.CODE_REMOVED and code is not None:
-        if code.state in (AccessCodeState.SET, AccessCodeState.PROGRAMMING) and code.ends_at > now:
-            # Taken off the lock by someone else while it should work: put it back.
-            await (
-                AccessCode.filter(id=code.id)
-                .using_db(conn)
-                .update(state=AccessCodeState.PENDING, provider_ref=None)
-            )
+        if failed:
+            outcome.alerts.append(rejected_alert(lock, event.detail or "failed to set on device"))
             outcome.effects.append(
                 Effect(
-                    "access.set",
-                    f"access:set:{code.id}:restore:{event.event_id}",
-                    {"code": code.id},
+                    SET_EFFECT,
+                    f"access:set:{code.id}:after:{event.event_id}",
+                    {"code": code.id, "fresh": True},
                 )
             )
-        else:
-            await AccessCode.filter(id=code.id).using_db(conn).update(state=AccessCodeState.REMOVED)
+    elif event.kind == LockEventKind.CODE_REMOVED and code is not None:
+        outcome = outcome + await _code_removed(conn, lock, code, event, now)
     elif event.kind == LockEventKind.DEVICE_OFFLINE:
         await Lock.filter(id=lock.id).using_db(conn).update(online=False)
         outcome.alerts.append(
             Alert(
-                "lock_offline",
+                AlertKind.LOCK_OFFLINE,
                 f"lock-offline:{lock.key}",
                 "ops.lock_offline",
                 {"lock": lock.label, "at_risk": await _at_risk(conn, lock, now)},
@@ -141,7 +125,7 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
         await Lock.filter(id=lock.id).using_db(conn).update(battery_level=event.battery_level)
         outcome.alerts.append(
             Alert(
-                "lock_battery",
+                AlertKind.LOCK_BATTERY,
                 f"lock-battery:{lock.key}",
                 "ops.lock_battery",
                 {"lock": lock.label, "at_risk": await _at_risk(conn, lock, now)},
@@ -150,7 +134,26 @@ async def _apply(conn: Any, lock: Lock, event: LockEvent, now: datetime) -> Outc
     return outcome
 
 
-async def _at_risk(conn: Any, lock: Lock, now: datetime) -> int:
+async def _code_removed(
+    conn: BaseDBAsyncClient, lock: Lock, code: AccessCode, event: LockEvent, now: datetime
+) -> Outcome:
+    if code.state in (AccessCodeState.SET, AccessCodeState.PROGRAMMING) and code.ends_at > now:
+        # Taken off the lock by someone else while it should work: put it back.
+        restored = await move_code(
+            conn, code.id, to=AccessCodeState.PENDING, expect=code.state, provider_ref=None
+        )
+        if not restored:
+            return Outcome()
+        key = f"access:set:{code.id}:restore:{event.event_id}"
+        return Outcome(effects=[Effect(SET_EFFECT, key, {"code": code.id})])
+    # Off the lock: removed (a code whose window ended, or one being removed, proved gone).
+    removed = await move_code(conn, code.id, to=AccessCodeState.REMOVED, expect=None)
+    if removed and code.state == AccessCodeState.REMOVING:
+        return removal_confirmed(code, lock, now)
+    return Outcome()
+
+
+async def _at_risk(conn: BaseDBAsyncClient, lock: Lock, now: datetime) -> int:
     """Codes on this lock whose window is open now or opens within a day."""
     return (
         await AccessCode.filter(

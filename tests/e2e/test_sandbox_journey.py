@@ -294,8 +294,9 @@ async def test_cancel_after_the_start_refunds_nothing_and_locks_out(
     await renter.inbox()
     [offer] = await renter.say("CANCEL")
     assert "You get $0.00 back" in offer
-    [done] = await renter.say("YES")
+    done, off = await renter.say("YES")
     assert "is cancelled" in done
+    assert "no longer opens anything" in off, "told once the lock has taken the code off"
     assert not await Payment.filter(booking=booking, purpose="refund").exists()
     assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
     assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.REMOVED}

@@ -11,8 +11,9 @@ from tortoise.transactions import in_transaction
 from bot.app import Runtime, build_runtime
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
+from flows.access import ReconcileReport
 from flows.inventory import apply_inventory, load_inventory
-from flows.staging import stage_outcome
+from flows.staging import run_unit, stage_outcome
 from locks.simulated import SimulatedLockProvider
 from storage.models import AccessCode, Asset, Booking, BookingState, Lock, Renter
 from storage.uow import unit_of_work
@@ -87,3 +88,13 @@ async def codes_of(booking: Booking) -> list[AccessCode]:
 
 async def keypad(runtime: Runtime, lock: Lock, pin: str, at: datetime) -> bool:
     return await simulated(runtime).try_keypad(lock.device_id, pin, at)
+
+
+async def reconciled(runtime: Runtime, lock: Lock) -> ReconcileReport:
+    """Reconcile ``lock`` as ``keyturn locks reconcile`` does: its record committed in one unit
+    of work; a lock that cannot be listed raises, once its lost removals are queued again."""
+    reconciliation = await runtime.access.reconcile(lock)
+    await run_unit(reconciliation.record, runtime.clock.now())
+    if reconciliation.unreachable is not None:
+        raise reconciliation.unreachable
+    return reconciliation.report

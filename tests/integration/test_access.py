@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.app import Runtime
 from flows.access import REVOKE_TIMER, AccessPlanError
-from flows.staging import stage_outcome
+from flows.effects import Outcome
+from flows.staging import run_unit, stage_outcome
 from flows.timers import TimerFired
 from locks import CodeRequest, LockRejected, ProgrammedCode, RejectionReason
 from locks.windows import AccessWindow
@@ -29,6 +31,7 @@ from tests.integration.conftest import (
     codes_of,
     confirmed_booking,
     keypad,
+    reconciled,
     settle,
     simulated,
 )
@@ -281,7 +284,7 @@ async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     await provider.create_code(
         CodeRequest(lock.device_id, "583920", clock.now(), END, "stray", "UTC")
     )
-    report = await runtime.access.reconcile(lock)
+    report = await reconciled(runtime, lock)
     assert len(report.strays_removed) == 1 and report.reprogrammed == [code.id]
     await settle(runtime)
     await code.refresh_from_db()
@@ -289,7 +292,7 @@ async def test_reconcile_removes_strays_and_reprograms_missing_codes(
     pins = {c.pin for c in await provider.list_codes(lock.device_id)}
     assert pins == {runtime.access.sealer.open(code.pin_encrypted)}
     assert await OpsAlert.filter(kind="lock_drift").count() == 1
-    assert (await runtime.access.reconcile(lock)).clean
+    assert (await reconciled(runtime, lock)).clean
 
 
 async def test_staff_codes_are_scoped_timed_and_revocable(
@@ -383,3 +386,58 @@ async def test_codes_with_different_windows_each_say_their_own(
     [item_line] = [line for line in lines if line.startswith("T1") or "trailer" in line.lower()]
     assert "9:45" in item_line and "2:15" in item_line
     assert "within 24 hours" in text
+
+
+async def test_a_lock_with_pin_rules_keyturn_does_not_know_raises_one_alert_not_a_crash(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await Lock.filter(key="harbor-t1").update(
+        code_constraints={"lengths": [6], "unknown_rules": ["digits_must_rhyme"]}
+    )
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    await settle(runtime)
+    codes = {c.lock.key: c for c in await codes_of(booking)}
+    assert codes["harbor-t1"].state == AccessCodeState.FAILED, "no PIN guessed for it"
+    assert codes["harbor-t1"].pin_encrypted == ""
+    assert codes["harbor-gate"].state == AccessCodeState.SET, "the gate is unaffected"
+    [alert] = await OpsAlert.filter(kind="pin_rules_unknown")
+    assert "digits_must_rhyme" in str(alert.params) and alert.resolved_at is None
+
+    for _ in range(3):  # past the deadline, which asks for a fresh PIN
+        clock.advance(timedelta(minutes=30))
+        await settle(runtime)
+    assert await OpsAlert.filter(kind="pin_rules_unknown").count() == 1
+    assert await OpsAlert.filter(kind="effect_failing").count() == 0
+    assert not await OutboxEffect.filter(kind="access.set", state="pending", attempts__gt=0)
+
+
+async def test_a_code_revoked_while_the_lock_programs_it_is_taken_off_again(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    provider = simulated(runtime)
+    create = provider.create_code
+    cancelled: list[str] = []
+
+    async def cancelled_meanwhile(request: CodeRequest) -> ProgrammedCode:
+        made = await create(request)
+        if not cancelled:  # the renter cancels while the lock answers
+            cancelled.append(made.provider_ref)
+
+            async def cancel(conn: BaseDBAsyncClient) -> Outcome:
+                codes = await AccessCode.filter(booking=booking).using_db(conn)
+                return await runtime.access.revoke(conn, codes, actor="renter", reason="x")
+
+            await run_unit(cancel, clock.now())
+        return made
+
+    monkeypatch.setattr(provider, "create_code", cancelled_meanwhile)
+    await settle(runtime)
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    assert cancelled
+    assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVED}
+    for lock in {c.lock.device_id for c in await codes_of(booking)}:
+        assert await provider.list_codes(lock) == [], "nothing left on the locks"

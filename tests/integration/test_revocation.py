@@ -25,7 +25,15 @@ from storage.models import (
 )
 from storage.timers import ensure_timer
 from tests.conftest import FakeClock
-from tests.integration.conftest import START, codes_of, confirmed_booking, keypad, settle, simulated
+from tests.integration.conftest import (
+    START,
+    codes_of,
+    confirmed_booking,
+    keypad,
+    reconciled,
+    settle,
+    simulated,
+)
 
 
 async def programmed_booking(runtime: Runtime, clock: FakeClock) -> Booking:
@@ -122,10 +130,10 @@ async def test_a_lost_removal_is_queued_again_even_while_its_lock_is_unreachable
     t1 = next(c.lock for c in await codes_of(booking) if c.lock.key == "harbor-t1")
     simulated(runtime).offline.add(t1.device_id)
     gate = next(c.lock for c in await codes_of(booking) if c.lock.shared)
-    report = await runtime.access.reconcile(gate)
+    report = await reconciled(runtime, gate)
     assert len(report.removals_requeued) == 1 and not report.strays_removed
     with pytest.raises(LockUnavailable):  # it cannot be compared, yet its removal is queued
-        await runtime.access.reconcile(t1)
+        await reconciled(runtime, t1)
     await settle(runtime)
     states = {c.lock.key: c.state for c in await codes_of(booking)}
     assert states == {"harbor-gate": AccessCodeState.REMOVED, "harbor-t1": AccessCodeState.REMOVING}
@@ -145,7 +153,7 @@ async def test_reconcile_queues_no_second_removal_while_one_is_pending(
     assert {c.state for c in await codes_of(booking)} == {AccessCodeState.REMOVING}
     simulated(runtime).offline.clear()
     for code in await codes_of(booking):  # back before the removals' retry is due
-        report = await runtime.access.reconcile(code.lock)
+        report = await reconciled(runtime, code.lock)
         assert report.removals_requeued == [] and report.strays_removed == [], code.lock.key
     removals = await OutboxEffect.filter(kind="access.remove")
     assert len(removals) == 2 and {e.state for e in removals} == {EffectState.PENDING}

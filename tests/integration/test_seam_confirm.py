@@ -102,9 +102,13 @@ async def seam_and_stripe(database: str, clock: FakeClock) -> AsyncIterator[Seam
         await provider.aclose()
 
 
-async def confirmed_on(device: str, runtime: Runtime, *, channel: str = "sms") -> Booking:
+async def confirmed_on(
+    device: str, runtime: Runtime, *, channel: str = "sms", pin_lead_minutes: int | None = None
+) -> Booking:
     """A booking on the Seam lock whose payment and ID are done, confirmed by the journey."""
-    yard = await Location.create(slug="yard", name="Yard", timezone="America/New_York")
+    yard = await Location.create(
+        slug="yard", name="Yard", timezone="America/New_York", pin_lead_minutes=pin_lead_minutes
+    )
     asset = await Asset.create(
         code="Q7", label="Bay 7", location=yard, currency="USD", price_per_hour_cents=100
     )
@@ -330,3 +334,82 @@ async def test_an_extension_the_lock_never_confirms_is_told_as_such(
     assert not [r for r in said if "works until" in r]
     assert len([r for r in said if "has not taken the new time" in r]) == 1
     assert await OpsAlert.filter(kind="extension_not_on_lock").count() == 1
+
+
+async def test_a_pin_due_hours_before_its_window_follows_the_lock_within_seconds(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, sealer = seam
+    clock.current = START - timedelta(hours=3)
+    booking = await confirmed_on(device, runtime, pin_lead_minutes=120)
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.PROGRAMMING
+    pin_due = booking.blocked_from - timedelta(hours=2)
+    clock.current = pin_due + timedelta(minutes=1)  # the PIN is due; the lock is still setting
+    await settle(runtime)
+    assert await pins_told(sealer) == []
+
+    fake.program()  # the lock sets it; no webhook is configured
+    clock.advance(timedelta(seconds=20))
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.state == AccessCodeState.SET, "looked up at the close rate as the PIN is due"
+    [told] = await pins_told(sealer)
+    assert sealer.open(code.pin_encrypted) in told
+
+
+async def cancelled_by_the_renter(runtime: Runtime, booking: Booking) -> None:
+    """The booking is cancelled and the renter told, as a cancellation does."""
+    now = runtime.clock.now()
+    async with in_transaction() as conn:
+        outcome = await runtime.journey.cancel_booking(
+            conn, booking, actor="renter", now=now, refund=0
+        )
+        await runtime.journey.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.cancelled",
+            now=now,
+            kind="receipt",
+            params={"reference": booking.reference, "refund": "$0.00"},
+        )
+        await stage_outcome(conn, outcome, now)
+
+
+async def test_a_cancelled_renter_is_told_their_code_is_off_once_the_lock_confirms_it(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    await cancelled_by_the_renter(runtime, booking)
+    await settle(runtime)
+    said = await receipts(runtime)
+    assert [r for r in said if "being switched off" in r]
+    assert not [r for r in said if "no longer" in r], "Seam has not taken it off yet"
+
+    fake.program()  # the lock takes it off; no webhook is configured
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVED
+    [off] = [r for r in await receipts(runtime) if "no longer" in r]
+    assert booking.reference in off
+    clock.advance(timedelta(hours=1))
+    await settle(runtime)
+    assert len([r for r in await receipts(runtime) if "no longer" in r]) == 1, "told once"
+
+
+async def test_a_rental_that_ends_as_planned_is_not_told_its_code_was_switched_off(
+    seam: tuple[FakeSeam, Runtime, str, Sealer], clock: FakeClock
+) -> None:
+    fake, runtime, device, _ = seam
+    booking = await set_on_the_lock(fake, device, runtime, clock)
+    clock.current = booking.blocked_until
+    await settle(runtime)
+    fake.program()
+    clock.advance(timedelta(minutes=5))
+    await settle(runtime)
+    code = await AccessCode.get(booking=booking)
+    assert code.state == AccessCodeState.REMOVED
+    assert not [r for r in await receipts(runtime) if "no longer" in r]

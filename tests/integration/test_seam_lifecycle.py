@@ -17,10 +17,11 @@ from bot.app import Runtime, build_runtime
 from bot.config import Settings
 from bot.keys import CLOCK
 from bot.lock_routes import setup_seam_webhook
-from flows.access import LIVE_STATES
+from flows.access import LIVE_STATES, programming
 from flows.bookings import is_free
+from flows.effects import FollowUp
 from flows.lock_check import check_lock
-from flows.staging import stage_outcome
+from flows.staging import run_unit, stage_outcome
 from locks import CodeRequest, LockCapability, ProgrammedCode
 from locks.port import DEFAULT_CAPABILITIES, capabilities_to_json, constraints_to_json
 from locks.seam import SeamLockProvider
@@ -45,7 +46,7 @@ from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.fakes.seam import API_KEY, WEBHOOK_SECRET, FakeSeam, Json
 from tests.fakes.server import running
-from tests.integration.conftest import END, START, booked, settle
+from tests.integration.conftest import END, START, booked, reconciled, settle
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ async def test_a_removal_is_removing_until_seam_confirms_it_even_without_a_webho
     assert code.provider_ref is not None
     assert fake.access_codes[code.provider_ref]["status"] == "removing", "Seam was asked"
     assert code.state == AccessCodeState.REMOVING, "not off the lock until Seam says so"
-    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    report = await reconciled(runtime, await Lock.get(key="bay7"))
     assert report.clean, "a removal waiting for Seam is not queued again"
     assert await OutboxEffect.filter(kind="access.remove").count() == 1
 
@@ -261,7 +262,7 @@ async def test_a_lock_offline_at_the_deadline_gets_an_offline_backup_code(
     # the code that waited for the lock comes off it.
     fake.set_online(device, True)
     fake.program()
-    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    report = await reconciled(runtime, await Lock.get(key="bay7"))
     assert report.removals_confirmed == [first.id], "off the lock's list: removed"
     assert offline["access_code_id"] in fake.access_codes
     clock.advance(timedelta(minutes=5))
@@ -358,16 +359,18 @@ async def test_an_offline_backup_made_by_a_worker_that_died_is_found_not_made_tw
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake, runtime, device = offline_capable
-    store = runtime.access._store_programmed
+    store = programming.store_programmed
     died: list[str] = []
 
-    async def dies_after_the_first_offline_code(code: AccessCode, programmed: Any) -> None:
+    async def dies_after_the_first_offline_code(
+        ctx: Any, attempt: Any, programmed: Any
+    ) -> FollowUp:
         if programmed.offline and not died:
             died.append(programmed.provider_ref)
             raise ConnectionError("the worker died before recording the code")
-        await store(code, programmed)
+        return await store(ctx, attempt, programmed)
 
-    monkeypatch.setattr(runtime.access, "_store_programmed", dies_after_the_first_offline_code)
+    monkeypatch.setattr(programming, "store_programmed", dies_after_the_first_offline_code)
     clock.current = START - timedelta(hours=2)
     booking = await offline_capable_booking(runtime, device)
     fake.set_online(device, False)
@@ -416,7 +419,10 @@ async def test_a_retried_offline_backup_keeps_the_vendors_pin(
         state=AccessCodeState.FAILED, provider_ref=None, pin_encrypted=""
     )
     effect = OutboxEffect(payload={"code": backup.id, "fresh": True}, idempotency_key="retry")
-    await runtime.access.execute_set(effect)
+    follow_up = await runtime.access.execute_set(effect)
+    assert follow_up is not None
+    await run_unit(follow_up, clock.now())
+    await settle(runtime)  # the fresh attempt is programmed
     backup = await AccessCode.get(id=backup.id)
     [again] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
     assert backup.state == AccessCodeState.SET
@@ -526,7 +532,7 @@ async def test_a_stray_the_lock_keeps_after_its_deletion_is_never_counted_remove
     lock = await Lock.get(key="bay7")
 
     for _ in range(2):
-        report = await runtime.access.reconcile(lock)
+        report = await reconciled(runtime, lock)
         assert report.strays_removed == []
         assert report.strays_stuck == [stray.provider_ref]
     assert fake.access_codes[stray.provider_ref]["status"] == "set"
@@ -563,7 +569,7 @@ async def test_reconcile_reprograms_a_code_still_being_set_that_the_lock_lost(
     assert code.state == AccessCodeState.PROGRAMMING and code.provider_ref
     del fake.access_codes[code.provider_ref]  # gone from the lock before it was ever set
 
-    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    report = await reconciled(runtime, await Lock.get(key="bay7"))
     await settle(runtime)
 
     assert report.reprogrammed == [code.id]
@@ -586,12 +592,12 @@ async def test_reconcile_confirms_a_removal_once_the_lock_no_longer_lists_it(
     assert code.state == AccessCodeState.REMOVING
     fake.program()  # off the lock; the webhook is lost
 
-    report = await runtime.access.reconcile(await Lock.get(key="bay7"))
+    report = await reconciled(runtime, await Lock.get(key="bay7"))
 
     await code.refresh_from_db()
     assert report.removals_confirmed == [code.id]
     assert code.state == AccessCodeState.REMOVED
-    assert (await runtime.access.reconcile(await Lock.get(key="bay7"))).clean
+    assert (await reconciled(runtime, await Lock.get(key="bay7"))).clean
 
 
 async def two_seam_doors(
