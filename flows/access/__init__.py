@@ -19,6 +19,7 @@ update effect), ``removal`` (the remove effect and proving a code gone), ``confi
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -49,7 +50,7 @@ from flows.access.planning import locks_for_booking
 from flows.access.policy import OFFLINE_HOURLY_MAX, AccessPlanError, AccessPolicy, ReconcileReport
 from flows.access.reconcile import Reconciliation
 from flows.access.removal import removal_confirmed
-from flows.effects import FollowUp, Outcome
+from flows.effects import FollowUp, Outcome, Write
 from flows.timers import TimerFired
 from locks import CapabilityMissing
 from locks.windows import AccessWindow
@@ -118,10 +119,18 @@ class AccessCodes(AccessContext):
         """
         return await planning.move_window(self, conn, booking, window)
 
-    async def confirm(self, code: AccessCode, conn: BaseDBAsyncClient | None = None) -> bool:
-        """Ask the provider whether a code still programming is set now (with its PIN, for a
-        code the vendor computes); True when it is."""
-        return await confirmation.confirm(self, code, conn)
+    async def look_up(self, code: AccessCode) -> dict[str, Any] | None:
+        """Ask the provider whether a code still programming is set now: what to store with
+        its move to ``set`` (the PIN of a code the vendor computes), or None while it is not."""
+        return await confirmation.look_up(self, code)
+
+    def record_set(self, code: AccessCode, fields: dict[str, Any], now: datetime) -> Write:
+        """The write that stores a looked-up code as set, in the runner's unit of work."""
+
+        async def record(conn: BaseDBAsyncClient) -> Outcome:
+            return await confirmation.record_set(conn, code, fields, now) or Outcome()
+
+        return record
 
     # -- effects (run by the outbox dispatcher, at least once) --------------------------------
 

@@ -48,20 +48,6 @@ async def record_set(
     return became_set(code, now) if moved else None
 
 
-async def confirm(
-    ctx: AccessContext, code: AccessCode, conn: BaseDBAsyncClient | None = None
-) -> bool:
-    """Ask the provider whether a code still programming is set now (with its PIN, for a code
-    the vendor computes) and store it so; True when it is."""
-    fields = await look_up(ctx, code)
-    if fields is None:
-        return False
-    await move_code(
-        conn, code.id, to=AccessCodeState.SET, expect=AccessCodeState.PROGRAMMING, **fields
-    )
-    return True
-
-
 async def confirm_poll(ctx: AccessContext, code: AccessCode, now: datetime) -> SetTimer:
     """The next look-up, sooner as the code is needed: by its window's start, or for a
     booking's code by when its PIN is due to the renter (the PIN lead before the window,

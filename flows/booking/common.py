@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.access import AccessCodes
-from flows.booking.pin_message import pin_text, pin_variables, set_codes
+from flows.booking.pin_message import ReadyCodes, pin_text, pin_variables, set_codes
 from flows.clock import Clock
 from flows.effects import Outcome, Reply
 from flows.engine import StepResult, Turn
@@ -256,8 +256,8 @@ class JourneyBase:
             and not mms_reaches_us(self.settings.sms_from, address, self.settings.mms_countries)
         )
 
-    async def set_codes(self, booking: Booking) -> list[AccessCode] | None:
-        return await set_codes(self.access, booking)
+    async def set_codes(self, booking: Booking, now: datetime) -> ReadyCodes | None:
+        return await set_codes(self.access, booking, now)
 
     async def pin_text(self, booking: Booking, codes: list[AccessCode], language: str) -> str:
         return await pin_text(self.translator, self.sealer, booking, codes, language)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from flows.access import LIVE_STATES, AccessCodes
+from flows.effects import Write
 from flows.i18n import Translator, local_time
 from storage.models import AccessCode, AccessCodeState, Asset, Booking
 from storage.sealing import Sealer
@@ -15,20 +18,35 @@ def one_line(value: str) -> str:
     return re.sub(r" {2,}", " ", re.sub(r"[\r\n\t]+", " ", value)).strip()
 
 
-async def set_codes(access: AccessCodes, booking: Booking) -> list[AccessCode] | None:
+@dataclass(frozen=True)
+class ReadyCodes:
+    """A booking's codes, all set on their locks, and the writes that record the ones only now
+    found set (offline codes whose PIN the vendor computes)."""
+
+    codes: list[AccessCode]
+    writes: list[Write] = field(default_factory=list)
+
+
+async def set_codes(access: AccessCodes, booking: Booking, now: datetime) -> ReadyCodes | None:
+    """The booking's codes when every one is set, else None. Offline codes whose PIN the
+    vendor had not computed when they were made are looked up now; what was found is kept on
+    the rows read here and recorded by the returned writes, in the caller's unit of work."""
     codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).prefetch_related(
         "lock"
     )
-    waiting = [c for c in codes if c.offline and c.state == AccessCodeState.PROGRAMMING]
-    if waiting:  # offline codes whose PIN the vendor had not computed when they were made
-        if not all([await access.confirm(code) for code in waiting]):
+    writes: list[Write] = []
+    for code in codes:
+        if not (code.offline and code.state == AccessCodeState.PROGRAMMING):
+            continue
+        fields = await access.look_up(code)
+        if fields is None:
             return None
-        codes = await AccessCode.filter(
-            booking_id=booking.id, state__in=LIVE_STATES
-        ).prefetch_related("lock")
+        writes.append(access.record_set(code, fields, now))
+        code.state = AccessCodeState.SET
+        code.pin_encrypted = fields.get("pin_encrypted", code.pin_encrypted)
     if not codes or any(code.state != AccessCodeState.SET for code in codes):
         return None
-    return codes
+    return ReadyCodes(codes, writes)
 
 
 async def pin_text(

@@ -42,8 +42,8 @@ class RentalTimers(Executors):
         if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
             return Outcome()
         now = self.clock.now()
-        codes = await self.set_codes(booking)
-        if codes is None:
+        ready = await self.set_codes(booking, now)
+        if ready is None:
             if now < booking.end_at:  # not set yet: look again shortly (ops is alerted by then)
                 return Outcome(
                     timers=[
@@ -57,8 +57,8 @@ class RentalTimers(Executors):
                 )
             return Outcome()
         language = await self._language(None, booking)
-        text_params = {"body": await self.pin_text(booking, codes, language)}
-        variables = await self.pin_variables(booking, codes, language)
+        text_params = {"body": await self.pin_text(booking, ready.codes, language)}
+        variables = await self.pin_variables(booking, ready.codes, language)
 
         async def tell(conn: UnitOfWork) -> Outcome:
             await self.notifier.tell(
@@ -74,7 +74,7 @@ class RentalTimers(Executors):
                 audits=[Audit("system", "booking.pin_sent", f"booking:{booking.reference}")]
             )
 
-        return Outcome(writes=[tell])
+        return Outcome(writes=[*ready.writes, tell])
 
     async def on_code_set(self, event: TimerFired) -> Outcome:
         """A booking's code became set: a PIN already due and waiting for its codes goes out

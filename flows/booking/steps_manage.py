@@ -212,10 +212,12 @@ class ManageSteps(QuoteSteps):
         return StepResult(turn.state, dict(turn.data), outcome, apply=counted_again)
 
     async def _resend_code(self, turn: Turn, booking: Booking) -> StepResult:
-        codes = await self.set_codes(booking)
-        if codes is None:
+        ready = await self.set_codes(booking, turn.now)
+        if ready is None:
             return stay(turn, turn.t("journey.code_not_ready"))
-        return stay(turn, await self.pin_text(booking, codes, turn.language), kind="pin")
+        result = stay(turn, await self.pin_text(booking, ready.codes, turn.language), kind="pin")
+        result.outcome.writes += ready.writes
+        return result
 
     async def _extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
         if booking.state not in EXTENDABLE:  # no codes before the booking is confirmed

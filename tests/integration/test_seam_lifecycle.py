@@ -400,12 +400,19 @@ async def test_an_offline_pin_computed_later_is_sent_once_known(
     await settle(runtime)
     [backup] = await AccessCode.filter(booking=booking, offline=True)
     assert backup.state == AccessCodeState.PROGRAMMING and not backup.pin_encrypted
-    assert await runtime.journey.set_codes(booking) is None, "no PIN to send yet"
+    assert await runtime.journey.set_codes(booking, clock.now()) is None, "no PIN to send yet"
     fake.compute_offline()
-    codes = await runtime.journey.set_codes(booking)
-    assert codes is not None and [c.id for c in codes] == [backup.id]
+    ready = await runtime.journey.set_codes(booking, clock.now())
+    assert ready is not None and [c.id for c in ready.codes] == [backup.id]
     [offline] = [c for c in fake.access_codes.values() if c["is_offline_access_code"]]
-    assert runtime.access.sealer.open(codes[0].pin_encrypted) == offline["code"]
+    assert runtime.access.sealer.open(ready.codes[0].pin_encrypted) == offline["code"]
+    await backup.refresh_from_db()
+    assert backup.state == AccessCodeState.PROGRAMMING, "recorded with the caller's commit"
+    for write in ready.writes:
+        await run_unit(write, clock.now())
+    await backup.refresh_from_db()
+    assert backup.state == AccessCodeState.SET
+    assert runtime.access.sealer.open(backup.pin_encrypted) == offline["code"]
 
 
 async def test_a_retried_offline_backup_keeps_the_vendors_pin(
