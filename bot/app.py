@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot.channels import Channel
 from bot.config import Settings
-from bot.dispatcher import EffectExecutor, MessageSender, OutboxDispatcher, RetryPolicy
+from bot.dispatcher import MessageSender, OutboxDispatcher, RetryPolicy
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, SETTINGS, TRANSLATOR
 from bot.lock_providers import build_lock_providers, close_lock_providers
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
@@ -34,37 +34,29 @@ from bot.transports.twilio_routes import setup_twilio
 from bot.upload_page import setup_upload_page
 from bot.webhook_body import BODY_TIMEOUT
 from flows.access import (
-    CODE_REMOVED_TIMER,
-    CONFIRM_TIMER,
-    DEADLINE_TIMER,
-    PROGRAM_TIMER,
     RECONCILE_KEY,
     RECONCILE_TIMER,
-    REVOKE_TIMER,
-    SET_EFFECT,
-    UPDATE_EFFECT,
     AccessCodes,
     AccessPolicy,
 )
-
-# The journey with the two entry points the ops desk still calls under their old shapes.
 from flows.booking import Journey, JourneySettings, journey_executors, journey_timers
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
-from flows.engine import ConversationEngine, TurnResult
-from flows.handoff import IDLE_TIMER, TO_STAFF_EFFECT, Handoff, HandoffSettings
+from flows.effects import EffectExecutor
+from flows.engine import ConversationEngine, Dialog, TurnResult
+from flows.handoff import TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.messages import InboundMessage
 from flows.notify import Notifier
 from flows.ops import OpsDesk
-from flows.payments import PaymentProvider
+from flows.outbound import SEND_EFFECT
+from flows.payments import IdentityProvider, PaymentProvider
 from flows.retention import RETENTION_KEY, RETENTION_TIMER, Retention, RetentionPolicy
 from flows.timers import TimerHandler
 from flows.upload_links import UploadLinks
 from locks import LockProvider
 from storage.db import close_database, open_database, redacted_url, write_error
 from storage.journal import ALERT_EFFECT
-from storage.removals import REMOVAL_CHECK_TIMER, REMOVE_EFFECT
 from storage.sealing import Sealer
 from storage.timers import ensure_timer
 
@@ -165,6 +157,8 @@ def build_runtime(
     payments: PaymentProvider | None = None,
     take_payments: bool = True,
 ) -> Runtime:
+    """Every part of Keyturn built from ``settings``; tests inject fakes through the keywords
+    (``executors`` and ``timer_handlers`` replace the declared ones of the same kind)."""
     # Before any client is built: PTB logs its base URL, token included, when its Bot is made.
     redact_secrets_in_logs(settings_secrets(settings))
     clock = clock or SystemClock()
@@ -180,76 +174,11 @@ def build_runtime(
         AccessPolicy(lead_times=settings.lead_times),
         notifier=Notifier(translator, sealer),
     )
-    all_channels: dict[str, Channel] = {}
-    if sandbox:
-        all_channels["sandbox"] = SandboxChannel()
-    twilio = None
-    if settings.twilio is not None:
-        t = settings.twilio
-        twilio = TwilioAccount(
-            t.account_sid, t.auth_token, public_url=settings.public_url, api_base=t.api_base
-        )
-        all_channels.update(
-            twilio_channels(
-                twilio,
-                clock=clock,
-                sms_from=t.sms_from,
-                whatsapp_from=t.whatsapp_from,
-                whatsapp_templates=t.whatsapp_templates,
-            )
-        )
-    if settings.telegram is not None:
-        from bot.transports.telegram import TelegramChannel
-
-        all_channels["telegram"] = TelegramChannel(
-            settings.telegram.bot_token, api_base=settings.telegram.api_base
-        )
-    media_links = None
-    if twilio is not None and settings.telegram is not None:
-        # Photos staff post in a renter's topic reach SMS and WhatsApp renters by these links.
-        media_links = MediaLinks(settings.public_url, settings.require_encryption_key(), clock)
-        twilio.media_links = media_links
-    all_channels.update(channels or {})
-    identity = None
-    if settings.stripe is not None:
-        from bot.payments import StripeIdentity, StripePayments
-
-        if payments is None:
-            payments = StripePayments(settings.stripe.api_key, api_base=settings.stripe.api_base)
-        if settings.identity_method == "stripe":
-            identity = StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
-    if payments is None:
-        payments = SandboxPayments(settings.public_url)
-    renter_media = ChannelMedia(all_channels, twilio)
-    upload_links = None
-    if settings.twilio is not None and settings.twilio.sms_from is not None:
-        # SMS renters where MMS does not reach Keyturn send their ID through these links.
-        upload_links = UploadLinks(settings.public_url, settings.require_encryption_key(), clock)
-    journey = Journey(
-        translator,
-        clock,
-        access,
-        payments,
-        sealer,
-        renter_media,
-        JourneySettings(
-            public_url=settings.public_url,
-            identity_method=settings.identity_method,
-            id_valid_for=timedelta(days=settings.id_valid_days),
-            max_unpaid=settings.max_unpaid_per_renter,
-            booking_horizon_days=settings.booking_horizon_days,
-            open_lifetime=timedelta(seconds=settings.open_lifetime_seconds),
-            take_payments=take_payments,
-            sms_from=settings.twilio.sms_from if settings.twilio is not None else None,
-            mms_countries=(
-                settings.twilio.mms_countries
-                if settings.twilio is not None
-                else JourneySettings.mms_countries
-            ),
-        ),
-        identity,
-        delete_media=renter_media.delete,
-        upload_links=upload_links,
+    transports = _transports(settings, clock, sandbox=sandbox, extra=channels or {})
+    payments, identity = _payments(settings, payments)
+    renter_media = ChannelMedia(transports.channels, transports.twilio)
+    journey = _journey(
+        settings, translator, clock, access, payments, identity, sealer, renter_media, take_payments
     )
     handoff = Handoff(
         translator,
@@ -258,53 +187,25 @@ def build_runtime(
         sealer=sealer,
     )
     ops = OpsDesk(translator, journey, access, handoff)
-    telegram = _telegram(all_channels)
-    ops_chat = None
-    if telegram is not None:
-        from bot.ops.chat import OpsChat
-
-        ops_chat = OpsChat(telegram)
-    ops_chat_id = settings.telegram.ops_chat_id if settings.telegram is not None else None
-    dispatcher = OutboxDispatcher(
+    ops_chat, ops_chat_id = _ops_chat(settings, transports.channels)
+    # Without Telegram and an ops chat the ops group's effects do nothing: the sandbox page
+    # shows alerts.
+    ops_group = ops_chat if ops_chat_id is not None else None
+    dispatcher, timers = _dispatcher_and_timers(
+        settings,
         clock,
         {
-            "send_message": MessageSender(all_channels, sealer, clock),
-            # Without Telegram and an ops chat these do nothing: the sandbox page shows alerts.
-            ALERT_EFFECT: AlertSender(
-                ops_chat if ops_chat_id is not None else None, ops_chat_id, translator, sealer
-            ),
+            SEND_EFFECT: MessageSender(transports.channels, sealer, clock),
+            ALERT_EFFECT: AlertSender(ops_group, ops_chat_id, translator, sealer),
             TO_STAFF_EFFECT: StaffRelay(
                 ops_chat, ops_chat_id, handoff, journey.fetch_media, journey.sealer
             ),
-            SET_EFFECT: access.execute_set,
-            REMOVE_EFFECT: access.execute_remove,
-            UPDATE_EFFECT: access.execute_update,
-            **journey_executors(journey),
-            **(executors or {}),
         },
-        policy=RetryPolicy(alert_after=settings.alert_after_attempts),
-    )
-    timers = TimerRunner(
-        clock,
-        {
-            PROGRAM_TIMER: access.on_program_due,
-            DEADLINE_TIMER: access.on_deadline,
-            CONFIRM_TIMER: access.on_confirm_due,
-            REVOKE_TIMER: access.on_revoke_due,
-            REMOVAL_CHECK_TIMER: access.on_removal_check,
-            CODE_REMOVED_TIMER: access.on_code_removed,
-            RECONCILE_TIMER: access.on_reconcile_due,
-            **journey_timers(journey),
-            RETENTION_TIMER: Retention(
-                clock,
-                RetentionPolicy(
-                    audit_days=settings.audit_retention_days,
-                    message_days=settings.message_retention_days,
-                ),
-            ).on_due,
-            IDLE_TIMER: handoff.on_idle,
-            **(timer_handlers or {}),
-        },
+        access,
+        journey,
+        handoff,
+        executors=executors,
+        timer_handlers=timer_handlers,
     )
     dialog = handoff.dialog(
         RenterDialog(
@@ -315,29 +216,8 @@ def build_runtime(
             journey,
         )
     )
-
-    def committed(earliest_timer: datetime | None) -> None:
-        dispatcher.wake()
-        if earliest_timer is not None:
-            timers.poke(earliest_timer)
-
-    failing_turns = FailingTurns(
-        clock, translator, ops_chat if ops_chat_id is not None else None, ops_chat_id
-    )
-
-    def turned(message: InboundMessage, result: TurnResult, seconds: float) -> None:
-        observe_turn(message, result, seconds)
-        failing_turns.succeeded()
-
-    engine = ConversationEngine(
-        dialog,
-        translator,
-        clock,
-        on_commit=committed,
-        on_turn=turned,
-        on_failure=failing_turns.failed,
-        sealer=sealer,
-    )
+    failing_turns = FailingTurns(clock, translator, ops_group, ops_chat_id)
+    engine = _engine(dialog, translator, clock, sealer, dispatcher, timers, failing_turns)
     return Runtime(
         settings,
         clock,
@@ -349,13 +229,208 @@ def build_runtime(
         lock_providers,
         journey,
         payments,
-        all_channels,
-        twilio,
+        transports.channels,
+        transports.twilio,
         handoff=handoff,
         ops=ops,
         ops_chat=ops_chat,
-        media_links=media_links,
+        media_links=transports.media_links,
         failing_turns=failing_turns,
+    )
+
+
+def _dispatcher_and_timers(
+    settings: Settings,
+    clock: Clock,
+    bot_executors: Mapping[str, EffectExecutor],
+    access: AccessCodes,
+    journey: Journey,
+    handoff: Handoff,
+    *,
+    executors: Mapping[str, EffectExecutor] | None,
+    timer_handlers: Mapping[str, TimerHandler] | None,
+) -> tuple[OutboxDispatcher, TimerRunner]:
+    """The dispatcher and the timer runner, with what each package declares it runs."""
+    dispatcher = OutboxDispatcher(
+        clock,
+        declared(
+            bot_executors, access.executors(), journey_executors(journey), replaced_by=executors
+        ),
+        policy=RetryPolicy(alert_after=settings.alert_after_attempts),
+    )
+    retention = Retention(
+        clock, RetentionPolicy(settings.audit_retention_days, settings.message_retention_days)
+    )
+    timers = TimerRunner(
+        clock,
+        declared(
+            access.timer_handlers(),
+            journey_timers(journey),
+            retention.timer_handlers(),
+            handoff.timer_handlers(),
+            replaced_by=timer_handlers,
+        ),
+    )
+    return dispatcher, timers
+
+
+def _ops_chat(
+    settings: Settings, channels: Mapping[str, Channel]
+) -> tuple[OpsChat | None, int | None]:
+    """The operators' Bot API calls where Telegram runs, and the ops group's chat id."""
+    telegram = _telegram(channels)
+    ops_chat = None
+    if telegram is not None:
+        from bot.ops.chat import OpsChat
+
+        ops_chat = OpsChat(telegram)
+    return ops_chat, settings.telegram.ops_chat_id if settings.telegram is not None else None
+
+
+Registered = TypeVar("Registered")
+
+
+def declared(
+    *tables: Mapping[str, Registered], replaced_by: Mapping[str, Registered] | None = None
+) -> dict[str, Registered]:
+    """One registry from each package's declared table of kinds; a kind declared twice is a
+    wiring mistake and refused. ``replaced_by`` (a test's fakes) replaces declared kinds."""
+    registry: dict[str, Registered] = {}
+    for table in tables:
+        twice = registry.keys() & table.keys()
+        if twice:
+            raise ValueError(f"declared twice: {sorted(twice)}")
+        registry.update(table)
+    registry.update(replaced_by or {})
+    return registry
+
+
+@dataclass
+class Transports:
+    """The renter channels that run, and the Twilio account behind SMS and WhatsApp."""
+
+    channels: dict[str, Channel]
+    twilio: TwilioAccount | None
+    media_links: MediaLinks | None
+
+
+def _transports(
+    settings: Settings, clock: Clock, *, sandbox: bool, extra: Mapping[str, Channel]
+) -> Transports:
+    channels: dict[str, Channel] = {}
+    if sandbox:
+        channels["sandbox"] = SandboxChannel()
+    twilio = None
+    if settings.twilio is not None:
+        t = settings.twilio
+        twilio = TwilioAccount(
+            t.account_sid, t.auth_token, public_url=settings.public_url, api_base=t.api_base
+        )
+        channels.update(
+            twilio_channels(
+                twilio,
+                clock=clock,
+                sms_from=t.sms_from,
+                whatsapp_from=t.whatsapp_from,
+                whatsapp_templates=t.whatsapp_templates,
+            )
+        )
+    if settings.telegram is not None:
+        from bot.transports.telegram import TelegramChannel
+
+        channels["telegram"] = TelegramChannel(
+            settings.telegram.bot_token, api_base=settings.telegram.api_base
+        )
+    media_links = None
+    if twilio is not None and settings.telegram is not None:
+        # Photos staff post in a renter's topic reach SMS and WhatsApp renters by these links.
+        media_links = MediaLinks(settings.public_url, settings.require_encryption_key(), clock)
+        twilio.media_links = media_links
+    channels.update(extra)
+    return Transports(channels, twilio, media_links)
+
+
+def _payments(
+    settings: Settings, payments: PaymentProvider | None
+) -> tuple[PaymentProvider, IdentityProvider | None]:
+    identity = None
+    if settings.stripe is not None:
+        from bot.payments import StripeIdentity, StripePayments
+
+        if payments is None:
+            payments = StripePayments(settings.stripe.api_key, api_base=settings.stripe.api_base)
+        if settings.identity_method == "stripe":
+            identity = StripeIdentity(settings.stripe.api_key, api_base=settings.stripe.api_base)
+    return payments or SandboxPayments(settings.public_url), identity
+
+
+def _journey(
+    settings: Settings,
+    translator: Translator,
+    clock: Clock,
+    access: AccessCodes,
+    payments: PaymentProvider,
+    identity: IdentityProvider | None,
+    sealer: Sealer,
+    renter_media: ChannelMedia,
+    take_payments: bool,
+) -> Journey:
+    twilio = settings.twilio
+    upload_links = None
+    if twilio is not None and twilio.sms_from is not None:
+        # SMS renters where MMS does not reach Keyturn send their ID through these links.
+        upload_links = UploadLinks(settings.public_url, settings.require_encryption_key(), clock)
+    journey_settings = JourneySettings(
+        public_url=settings.public_url,
+        identity_method=settings.identity_method,
+        id_valid_for=timedelta(days=settings.id_valid_days),
+        max_unpaid=settings.max_unpaid_per_renter,
+        booking_horizon_days=settings.booking_horizon_days,
+        open_lifetime=timedelta(seconds=settings.open_lifetime_seconds),
+        take_payments=take_payments,
+        sms_from=twilio.sms_from if twilio is not None else None,
+        mms_countries=twilio.mms_countries if twilio is not None else JourneySettings.mms_countries,
+    )
+    return Journey(
+        translator,
+        clock,
+        access,
+        payments,
+        sealer,
+        renter_media,
+        journey_settings,
+        identity,
+        delete_media=renter_media.delete,
+        upload_links=upload_links,
+    )
+
+
+def _engine(
+    dialog: Dialog,
+    translator: Translator,
+    clock: Clock,
+    sealer: Sealer,
+    dispatcher: OutboxDispatcher,
+    timers: TimerRunner,
+    failing_turns: FailingTurns,
+) -> ConversationEngine:
+    def committed(earliest_timer: datetime | None) -> None:
+        dispatcher.wake()
+        if earliest_timer is not None:
+            timers.poke(earliest_timer)
+
+    def turned(message: InboundMessage, result: TurnResult, seconds: float) -> None:
+        observe_turn(message, result, seconds)
+        failing_turns.succeeded()
+
+    return ConversationEngine(
+        dialog,
+        translator,
+        clock,
+        on_commit=committed,
+        on_turn=turned,
+        on_failure=failing_turns.failed,
+        sealer=sealer,
     )
 
 

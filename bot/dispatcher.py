@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -25,7 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
-from flows.effects import FollowUp, Outcome
+from flows.effects import EffectExecutor, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
@@ -38,9 +38,6 @@ from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
-#: Runs one effect's outside call; what the call learnt comes back as a follow-up handler (or
-#: None when there is nothing to record), committed with the effect's completion.
-EffectExecutor = Callable[[OutboxEffect], Awaitable[FollowUp | None]]
 #: The most a stopping worker waits to release its claims.
 RELEASE_SECONDS = 5.0
 

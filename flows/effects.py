@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.messages import Choice
+
+if TYPE_CHECKING:
+    from storage.models import OutboxEffect
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,8 @@ Handler = Callable[[BaseDBAsyncClient], Awaitable[Outcome]]
 #: the call learnt. The dispatcher runs it in the unit of work that marks the effect done, so
 #: the record and the effect's completion commit together (or neither does).
 FollowUp = Handler
+
+#: Runs one effect's outside call, outside any transaction; what the call learnt comes back as a
+#: follow-up (or None when there is nothing to record), committed with the effect's completion.
+EffectExecutor = Callable[["OutboxEffect"], Awaitable[FollowUp | None]]
+

@@ -13,6 +13,7 @@ A durable timer hands an idle conversation back to the bot; every message either
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from flows.engine import Dialog, StepResult, Turn
 from flows.i18n import Translator, fold, keyword_map, renter_language
 from flows.messages import Media
 from flows.outbound import Outgoing, stage_message
-from flows.timers import TimerFired
+from flows.timers import TimerFired, TimerHandler
 from storage.columns import fits_column
 from storage.conversations import REQUESTED, Handling, handling, move_handling
 from storage.journal import resolve_alert
@@ -96,6 +97,10 @@ class Handoff:
         #: Seals what must be sealed (a PIN) in what staff send, as everything Keyturn sends.
         self.sealer = sealer
         self._bots_words = keyword_map(translator, _ALWAYS_THE_BOTS)
+
+    def timer_handlers(self) -> Mapping[str, TimerHandler]:
+        """The hand-off's timers and what handles each."""
+        return {IDLE_TIMER: self.on_idle}
 
     def dialog(self, inner: Dialog) -> HandoffDialog:
         """``inner`` as the renter's dialog, silent while a person has the conversation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.clock import Clock
 from flows.effects import Audit, Outcome, SetTimer
-from flows.timers import TimerFired
+from flows.timers import TimerFired, TimerHandler
 from storage.kinds import TimerKind
 from storage.retention import purge
 
@@ -28,6 +29,10 @@ class Retention:
     def __init__(self, clock: Clock, policy: RetentionPolicy | None = None) -> None:
         self.clock = clock
         self.policy = policy or RetentionPolicy()
+
+    def timer_handlers(self) -> Mapping[str, TimerHandler]:
+        """Retention's timer and what handles it."""
+        return {RETENTION_TIMER: self.on_due}
 
     async def on_due(self, event: TimerFired) -> Outcome:
         """The purge runs as a write in the timer runner's transaction: what is purged, the

@@ -18,6 +18,7 @@ update effect), ``removal`` (the remove effect and proving a code gone), ``confi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -50,8 +51,8 @@ from flows.access.planning import locks_for_booking
 from flows.access.policy import OFFLINE_HOURLY_MAX, AccessPlanError, AccessPolicy, ReconcileReport
 from flows.access.reconcile import Reconciliation
 from flows.access.removal import removal_confirmed
-from flows.effects import FollowUp, Outcome, Write
-from flows.timers import TimerFired
+from flows.effects import EffectExecutor, FollowUp, Outcome, Write
+from flows.timers import TimerFired, TimerHandler
 from locks import CapabilityMissing
 from locks.windows import AccessWindow
 from storage.models import AccessCode, Booking, Lock, OutboxEffect, StaffMember
@@ -89,6 +90,26 @@ __all__ = [
 class AccessCodes(AccessContext):
     """The access-code lifecycle as the rest of Keyturn calls it: planning inside the caller's
     unit of work, the effect executors, the timer handlers and reconciliation."""
+
+    def executors(self) -> Mapping[str, EffectExecutor]:
+        """The effects of the access-code lifecycle and what runs each."""
+        return {
+            SET_EFFECT: self.execute_set,
+            REMOVE_EFFECT: self.execute_remove,
+            UPDATE_EFFECT: self.execute_update,
+        }
+
+    def timer_handlers(self) -> Mapping[str, TimerHandler]:
+        """The timers of the access-code lifecycle and what handles each."""
+        return {
+            PROGRAM_TIMER: self.on_program_due,
+            DEADLINE_TIMER: self.on_deadline,
+            CONFIRM_TIMER: self.on_confirm_due,
+            REVOKE_TIMER: self.on_revoke_due,
+            REMOVAL_CHECK_TIMER: self.on_removal_check,
+            CODE_REMOVED_TIMER: self.on_code_removed,
+            RECONCILE_TIMER: self.on_reconcile_due,
+        }
 
     # -- planning, moving and revoking (inside the caller's unit of work) ---------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from flows.access import CODE_NOT_MOVED_TIMER, CODE_SET_TIMER
 from flows.booking.common import (
@@ -22,20 +22,16 @@ from flows.booking.common import (
     START_TIMER,
 )
 from flows.booking.steps_manage import ManageSteps
-from flows.effects import FollowUp, Outcome
+from flows.effects import EffectExecutor
 from flows.remote_open import OPEN_EFFECT
-from flows.timers import TimerFired
-from storage.models import OutboxEffect
+from flows.timers import TimerHandler
 
 
 class Journey(ManageSteps):
     """The renter journey after an item is chosen: when, quote, hold, pay, ID, PIN, rental."""
 
 
-EffectHandler = Callable[[OutboxEffect], Awaitable[FollowUp | None]]
-
-
-def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
+def journey_executors(journey: Journey) -> Mapping[str, EffectExecutor]:
     return {
         CHECKOUT_EFFECT: journey.execute_checkout,
         REFUND_EFFECT: journey.execute_refund,
@@ -49,7 +45,7 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectHandler]:
     }
 
 
-def journey_timers(journey: Journey) -> Mapping[str, Callable[[TimerFired], Awaitable[Outcome]]]:
+def journey_timers(journey: Journey) -> Mapping[str, TimerHandler]:
     return {
         HOLD_EXPIRY_TIMER: journey.on_hold_expiry,
         DELIVER_PIN_TIMER: journey.on_deliver_pin,

@@ -4,6 +4,7 @@ forever."""
 
 from __future__ import annotations
 
+import pytest
 from cryptography.fernet import Fernet
 
 from bot.app import build_runtime
@@ -37,3 +38,18 @@ def test_a_kind_and_its_stored_string_are_the_same() -> None:
     assert TimerKind.HANDOFF_IDLE == "handoff.idle"
     assert AlertKind.ID_REVIEW == "id_review"
     assert {"id_review": 1}[AlertKind.ID_REVIEW] == 1
+
+
+def test_a_kind_declared_by_two_packages_is_refused_at_start_up() -> None:
+    """Two packages claiming one effect kind would leave one of them never run."""
+    from bot.app import declared
+
+    def mine() -> None: ...
+
+    def theirs() -> None: ...
+
+    with pytest.raises(ValueError, match="access.set"):
+        declared({"access.set": mine}, {"access.set": theirs})
+    assert declared({"access.set": mine}, replaced_by={"access.set": theirs}) == {
+        "access.set": theirs
+    }
