@@ -48,7 +48,7 @@ def test_a_kind_declared_by_two_packages_is_refused_at_start_up() -> None:
 
     def theirs() -> None: ...
 
-    with pytest.raises(ValueError, match="access.set"):
+    with pytest.raises(ValueError, match=r"access\.set"):
         declared({"access.set": mine}, {"access.set": theirs})
     assert declared({"access.set": mine}, replaced_by={"access.set": theirs}) == {
         "access.set": theirs
