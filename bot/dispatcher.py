@@ -176,6 +176,11 @@ class OutboxDispatcher:
             # What the effect learnt commits with its completion, or (its claim taken over)
             # not at all: the newer claim records its own.
             now = self.clock.now()
+            if follow_up is None and not effect.alerted:
+                # Nothing to record with it: one statement, atomic by itself.
+                if not await mark_done(effect, now):
+                    _taken_over(effect)
+                return
             async with unit_of_work() as conn:
                 if not await mark_done(effect, now, conn):
                     _taken_over(effect)
