@@ -152,7 +152,7 @@ class FakeNuki:
         token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
         if not token or not hmac.compare_digest(token, self.api_token):
             return web.json_response({"detailMessage": "Not authorized"}, status=401)
-        return await handler(request)
+        return await self.faults.carry_out(request, handler)
 
     def _smartlock(self, request: web.Request) -> dict[str, Any]:
         smartlock_id = int(request.match_info["smartlockId"])
