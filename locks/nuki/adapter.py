@@ -61,8 +61,12 @@ SERVER_STATE_OK: Final = 0
 SERVER_STATE_OFFLINE: Final = 4
 #: A smartlock log entry's completion state for an action that was carried out.
 LOG_STATE_SUCCESS: Final = 0
-#: How many of the newest log entries are read to find an action's own.
-LOG_PAGE: Final = 20
+#: How many of the newest log entries are read to find an action's own (the Web API's most).
+LOG_PAGE: Final = 50
+#: A log entry's ``trigger`` for an action asked through the Web API (as Keyturn's are); the
+#: others are the lock's own (system, automatic), a person at the door (manual, button, the
+#: keypad) or the Nuki app.
+LOG_TRIGGER_WEB: Final = 4
 #: Keypad codes a smart lock holds, by Smartlock ``type``; unknown types give no limit.
 MAX_KEYPAD_CODES: Final[dict[int, int]] = {0: 100, 4: 200, 5: 200}
 MODEL_NAMES: Final[dict[int, str]] = {
@@ -431,6 +435,10 @@ class NukiLockProvider:
     async def _confirm(
         self, device_id: str, action_id: str, wait: float | None, budget: Budget | None
     ) -> UnlockResult:
+        """Only an entry of the action asked, triggered through the Web API and newer than the
+        one the handle remembers, is the unlock's. When that one is no longer among the newest
+        entries read, which of them are newer cannot be told: the unlock is not confirmed yet
+        (a person unlocking at the door, or the lock's own actions, never count)."""
         smartlock_id = _smartlock_id(device_id)
         action_text, _, since = action_id.partition(":")
         action = int(action_text) if action_text.isdigit() else ACTION_UNLOCK
@@ -438,10 +446,16 @@ class NukiLockProvider:
         async def read() -> UnlockResult | None:
             async with _vendor_errors("read the smartlock log"):
                 entries = await self._client.log(smartlock_id, limit=LOG_PAGE)
-            for entry in entries:
-                if since and entry.id == since:
-                    break  # this one and older ones were there before the action
-                if entry.action != action or entry.state is None:
+            newer = entries
+            if since:
+                ids = [entry.id for entry in entries]
+                if since not in ids:
+                    return None
+                newer = entries[: ids.index(since)]
+            for entry in newer:
+                if entry.action != action or entry.trigger != LOG_TRIGGER_WEB:
+                    continue
+                if entry.state is None:
                     continue
                 if entry.state == LOG_STATE_SUCCESS:
                     return UnlockResult(confirmed=True, action_id=action_id)

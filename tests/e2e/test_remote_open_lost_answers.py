@@ -6,6 +6,9 @@ that opens at once. What is lost: the vendor's answer to the unlock (the connect
 the vendor has taken it), the attempt itself (cut by the dispatcher's timeout for an effect), or
 the commit that records an unlock the lock confirmed. Each time the renter is told the lock has
 not confirmed (try the handle, use the code or AGENT), and the vendor sees one unlock.
+
+Nuki's smartlock log counts only the unlock Keyturn asked for: a person unlocking at the door
+meanwhile is not taken for its confirmation.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from tests.fakes.nuki import FakeNuki
 from tests.fakes.seam import FakeSeam
 
 __all__ = ["igloohome", "nuki", "seam", "world"]  # the fixtures, imported for these tests
+
+#: Nuki log triggers: a person turning the knob, the lock's button.
+MANUAL, BUTTON = 1, 2
 
 
 async def ask_to_open(world: World) -> tuple[TwilioRenter, list[str]]:
@@ -191,3 +197,17 @@ async def test_an_unlock_whose_result_was_not_committed_is_never_sent_again(
     assert len(told) == 1 and told[0].startswith(BAY_UNCONFIRMED), told
     await pass_time(world, 600, step=60)
     assert fake.requests.count(UNLOCK) == 1
+
+
+@pytest.mark.parametrize("trigger", [MANUAL, BUTTON])
+async def test_a_person_unlocking_a_nuki_lock_is_not_taken_for_keyturns_unlock(
+    world: World, nuki: FakeNuki, trigger: int
+) -> None:
+    nuki.action_outcome = "never"  # the lock never carries out Keyturn's unlock
+    renter, asking = await ask_to_open(world)
+    nuki.add_log_entry(NUKI_LOCK, 1, state=0, trigger=trigger)  # someone at the door
+
+    await pass_time(world, 60)
+    told = bay_messages(asking + await renter.inbox())
+    assert len(told) == 1 and told[0].startswith(BAY_UNCONFIRMED), told
+    assert nuki.actions == [(NUKI_LOCK, 1)]

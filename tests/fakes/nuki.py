@@ -337,15 +337,18 @@ class FakeNuki:
             self._log_pending.append([self.action_log_after, smartlock["smartlockId"], action])
         return web.Response(status=204)
 
-    def add_log_entry(self, smartlock_id: int, action: int, state: int = 0) -> dict[str, Any]:
-        """Write an entry at the top of a lock's log, as the lock does once it has acted."""
+    def add_log_entry(
+        self, smartlock_id: int, action: int, state: int = 0, *, trigger: int = 4
+    ) -> dict[str, Any]:
+        """Write an entry at the top of a lock's log, as the lock does once it has acted
+        (``trigger`` 4: asked through the Web API; 1 manual, 2 the lock's button, …)."""
         entry = {
             "id": f"{next(self._log_ids):x}",
             "smartlockId": smartlock_id,
             "deviceType": 0,
             "name": "Keyturn",
             "action": action,
-            "trigger": 4,
+            "trigger": trigger,
             "state": state,
             "autoUnlock": False,
             "date": _now(),
