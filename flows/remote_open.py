@@ -18,6 +18,9 @@ attempt that recorded "sent no unlock" as its failure lets the next one send. An
 keeps within one budget, from its start, inside the dispatcher's timeout for an effect, so that
 the timeout never cuts an unlock after it was sent.
 
+A renter's open is carried out only while their booking is confirmed or active and inside its
+window: one cancelled (or ended) since OPEN is not opened, and the renter is told why.
+
 The executor does the outside call outside any transaction and returns a follow-up; the
 dispatcher runs it in the unit of work that marks the request done.
 """
@@ -30,13 +33,14 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.access import AccessCodes
+from flows.bookings import stored_range
 from flows.clock import Clock
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.notify import Notifier
 from locks.confirm import Budget
 from locks.port import LockError, LockOutcomeUnknown, LockProvider, LockUnavailable, UnlockResult
 from storage.kinds import AlertKind, EffectKind
-from storage.models import Lock, OutboxEffect
+from storage.models import Booking, BookingState, Lock, OutboxEffect
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ CONFIRM_WAIT = 10.0
 #: default) less a margin for the database reads around the unlock. An unlock is sent only
 #: with time left to read its answer, so the dispatcher never cuts one after it was sent.
 UNLOCK_BUDGET = 25.0
+#: Bookings a renter's open is still carried out for.
+OPENABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)
 
 
 class UnlockNotSent(Exception):
@@ -126,6 +132,7 @@ class RemoteOpens:
         budget = Budget(self.unlock_budget)
         try:
             lock = await Lock.get(id=int(str(effect.payload["lock"])))
+            refused = await self._booking_refuses(effect)
         except Exception as err:  # the database: nothing was sent
             raise UnlockNotSent(effect.attempts, type(err).__name__) from err
         left = (open_deadline(effect) - self.clock.now()).total_seconds()
@@ -135,6 +142,8 @@ class RemoteOpens:
         action = effect.payload.get("action")
         if isinstance(action, str):
             return await self._confirm(effect, lock, provider, action, left, budget)
+        if refused is not None:
+            return self._refused(effect, lock, refused)
         if left <= 0:
             return self._could_not_open(effect, lock, "its time ran out")
         if _may_have_sent_before(effect):
@@ -157,6 +166,19 @@ class RemoteOpens:
         if result.action_id is None:  # nothing to poll: it cannot be confirmed
             return self._not_confirmed(effect, lock)
         return self._pending(effect, result)
+
+    async def _booking_refuses(self, effect: OutboxEffect) -> BookingState | None:
+        """For a renter's open: the booking's state when it no longer allows one (cancelled,
+        ended, or outside its window now), else None."""
+        renter, reference, _ = _who(effect)
+        if renter is None or reference is None:
+            return None
+        booking = await Booking.get_or_none(reference=reference)
+        if booking is None:
+            return BookingState.CANCELLED
+        if booking.state not in OPENABLE or not stored_range(booking).contains(self.clock.now()):
+            return BookingState(booking.state)
+        return None
 
     async def _confirm(
         self,
@@ -215,6 +237,23 @@ class RemoteOpens:
             alerts=[alert], audits=[Audit("dispatcher", "lock.remote_opened", f"lock:{lock.key}")]
         )
         return self._telling(renter, "journey.opened", lock, outcome)
+
+    def _refused(self, effect: OutboxEffect, lock: Lock, state: BookingState) -> FollowUp:
+        """The booking no longer allows an open: the door stays shut, the renter hears why and
+        the trail says so."""
+        renter, booking, _ = _who(effect)
+        log.info("remote open of %s for booking %s dropped: %s", lock.key, booking, state)
+        outcome = Outcome(
+            audits=[
+                Audit(
+                    "dispatcher",
+                    "lock.remote_open_dropped",
+                    f"lock:{lock.key}",
+                    {"booking": booking, "state": str(state)},
+                )
+            ]
+        )
+        return self._telling(renter, "journey.open_dropped", lock, outcome)
 
     def _could_not_open(self, effect: OutboxEffect, lock: Lock, why: str) -> FollowUp:
         renter, booking, staff = _who(effect)
