@@ -10,6 +10,17 @@ again: its handle (``action``) goes into a follow-up open request that only poll
 pending when the lifetime ends is reported as not confirmed: the renter is not told "open", and
 ops hear that the door may open late.
 
+An unlock whose answer was lost (a timeout or a dropped connection once it was sent) may have
+reached the lock too, with no handle to poll: it is reported as not confirmed, never sent again.
+So is an attempt that follows one which may have sent an unlock without its result being
+recorded (the dispatcher's timeout cut it, the worker died, the commit after it failed): only an
+attempt that recorded "sent no unlock" as its failure lets the next one send. And each attempt
+keeps within one budget, from its start, inside the dispatcher's timeout for an effect, so that
+the timeout never cuts an unlock after it was sent.
+
+A renter's open is carried out only while their booking is confirmed or active and inside its
+window: one cancelled (or ended) since OPEN is not opened, and the renter is told why.
+
 The executor does the outside call outside any transaction and returns a follow-up; the
 dispatcher runs it in the unit of work that marks the request done.
 """
@@ -22,12 +33,14 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.access import AccessCodes
+from flows.bookings import stored_range
 from flows.clock import Clock
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.notify import Notifier
-from locks.port import LockError, LockProvider, LockUnavailable, UnlockResult
+from locks.confirm import Budget
+from locks.port import LockError, LockOutcomeUnknown, LockProvider, LockUnavailable, UnlockResult
 from storage.kinds import AlertKind, EffectKind
-from storage.models import Lock, OutboxEffect
+from storage.models import Booking, BookingState, Lock, OutboxEffect
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +50,34 @@ OPEN_LIFETIME = timedelta(seconds=60)
 #: The most one attempt waits for the lock's confirmation before leaving it to a later poll
 #: (well inside the dispatcher's timeout for an effect).
 CONFIRM_WAIT = 10.0
+#: The most one attempt takes, from its start: the dispatcher's timeout for an effect (30 s by
+#: default) less a margin for the database reads around the unlock. An unlock is sent only
+#: with time left to read its answer, so the dispatcher never cuts one after it was sent.
+UNLOCK_BUDGET = 25.0
+#: Bookings a renter's open is still carried out for.
+OPENABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)
+
+
+class UnlockNotSent(Exception):
+    """An attempt that failed before any unlock went out (the lock unreachable, or it said it
+    could not now): the next attempt may send one. Its message names the attempt, and the
+    dispatcher records it as the effect's last error."""
+
+    def __init__(self, attempt: int, why: object) -> None:
+        super().__init__(f"{_not_sent(attempt)}: {why}")
+
+
+def _not_sent(attempt: int) -> str:
+    return f"attempt {attempt} sent no unlock"
+
+
+def _may_have_sent_before(effect: OutboxEffect) -> bool:
+    """Whether an earlier attempt may have sent an unlock whose result was never recorded: the
+    last one did not fail with "sent no unlock" (it was cut by the timeout, its worker died or
+    stopped, or the commit of its result failed)."""
+    if effect.attempts <= 1:
+        return False
+    return _not_sent(effect.attempts - 1) not in effect.last_error
 
 
 def open_effect(
@@ -68,29 +109,55 @@ def open_deadline(effect: OutboxEffect) -> datetime:
 
 
 class RemoteOpens:
-    def __init__(self, access: AccessCodes, notifier: Notifier, clock: Clock) -> None:
+    def __init__(
+        self,
+        access: AccessCodes,
+        notifier: Notifier,
+        clock: Clock,
+        *,
+        unlock_budget: float = UNLOCK_BUDGET,
+    ) -> None:
+        """``unlock_budget``: the most one attempt takes (keep it under the dispatcher's
+        timeout for an effect, with a margin)."""
         self.access = access
         self.notifier = notifier
         self.clock = clock
+        self.unlock_budget = unlock_budget
 
     async def execute(self, effect: OutboxEffect) -> FollowUp:
         """Unlock within the request's lifetime, or poll the unlock an earlier attempt sent; a
-        transient failure is raised for a retry (which the dispatcher brings forward to the
-        deadline at the latest). What came of it is told by the returned follow-up."""
-        lock = await Lock.get(id=int(str(effect.payload["lock"])))
+        transient failure before anything was sent is raised for a retry (which the dispatcher
+        brings forward to the deadline at the latest). What came of it is told by the returned
+        follow-up."""
+        budget = Budget(self.unlock_budget)
+        try:
+            lock = await Lock.get(id=int(str(effect.payload["lock"])))
+            refused = await self._booking_refuses(effect)
+        except Exception as err:  # the database: nothing was sent
+            raise UnlockNotSent(effect.attempts, type(err).__name__) from err
         left = (open_deadline(effect) - self.clock.now()).total_seconds()
         provider = self.access.providers.get(lock.provider)
         if provider is None:
             return self._could_not_open(effect, lock, "")
         action = effect.payload.get("action")
         if isinstance(action, str):
-            return await self._confirm(effect, lock, provider, action, left)
+            return await self._confirm(effect, lock, provider, action, left, budget)
+        if refused is not None:
+            return self._refused(effect, lock, refused)
         if left <= 0:
             return self._could_not_open(effect, lock, "its time ran out")
+        if _may_have_sent_before(effect):
+            log.warning("remote open of %s: an earlier attempt may have sent it", lock.key)
+            return self._not_confirmed(effect, lock)
         try:
-            result = await provider.unlock(lock.device_id, wait=min(left, CONFIRM_WAIT))
-        except LockUnavailable:
-            raise  # nothing reached the lock, or the lock said it could not now: try again
+            result = await provider.unlock(
+                lock.device_id, wait=min(left, CONFIRM_WAIT), within=budget.left()
+            )
+        except LockUnavailable as err:  # nothing was done: the next attempt may send it
+            raise UnlockNotSent(effect.attempts, err) from err
+        except LockOutcomeUnknown as err:  # sent, its answer lost: it may yet happen
+            log.warning("remote open of %s: outcome unknown: %s", lock.key, type(err).__name__)
+            return self._not_confirmed(effect, lock)
         except LockError as err:  # refused, not there, cannot unlock: trying again won't help
             log.warning("remote open of %s refused: %s", lock.key, type(err).__name__)
             return self._could_not_open(effect, lock, type(err).__name__)
@@ -100,13 +167,32 @@ class RemoteOpens:
             return self._not_confirmed(effect, lock)
         return self._pending(effect, result)
 
+    async def _booking_refuses(self, effect: OutboxEffect) -> BookingState | None:
+        """For a renter's open: the booking's state when it no longer allows one (cancelled,
+        ended, or outside its window now), else None."""
+        renter, reference, _ = _who(effect)
+        if renter is None or reference is None:
+            return None
+        booking = await Booking.get_or_none(reference=reference)
+        if booking is None:
+            return BookingState.CANCELLED
+        if booking.state not in OPENABLE or not stored_range(booking).contains(self.clock.now()):
+            return BookingState(booking.state)
+        return None
+
     async def _confirm(
-        self, effect: OutboxEffect, lock: Lock, provider: LockProvider, action: str, left: float
+        self,
+        effect: OutboxEffect,
+        lock: Lock,
+        provider: LockProvider,
+        action: str,
+        left: float,
+        budget: Budget,
     ) -> FollowUp:
         """Poll the unlock already sent; past the lifetime a pending one is not confirmed."""
         try:
             result = await provider.confirm_unlock(
-                lock.device_id, action, wait=max(0.0, min(left, CONFIRM_WAIT))
+                lock.device_id, action, wait=max(0.0, budget.cap(min(left, CONFIRM_WAIT)))
             )
         except LockUnavailable:
             if left <= 0:
@@ -151,6 +237,23 @@ class RemoteOpens:
             alerts=[alert], audits=[Audit("dispatcher", "lock.remote_opened", f"lock:{lock.key}")]
         )
         return self._telling(renter, "journey.opened", lock, outcome)
+
+    def _refused(self, effect: OutboxEffect, lock: Lock, state: BookingState) -> FollowUp:
+        """The booking no longer allows an open: the door stays shut, the renter hears why and
+        the trail says so."""
+        renter, booking, _ = _who(effect)
+        log.info("remote open of %s for booking %s dropped: %s", lock.key, booking, state)
+        outcome = Outcome(
+            audits=[
+                Audit(
+                    "dispatcher",
+                    "lock.remote_open_dropped",
+                    f"lock:{lock.key}",
+                    {"booking": booking, "state": str(state)},
+                )
+            ]
+        )
+        return self._telling(renter, "journey.open_dropped", lock, outcome)
 
     def _could_not_open(self, effect: OutboxEffect, lock: Lock, why: str) -> FollowUp:
         renter, booking, staff = _who(effect)

@@ -25,6 +25,12 @@ class LockUnavailable(LockError):
     """The lock or its cloud cannot be reached right now (network, timeout, 5xx): retry later."""
 
 
+class LockOutcomeUnknown(LockError):
+    """An action was sent and its answer was lost (a timeout or a connection dropped after the
+    request went out, an answer that cannot be read): the vendor may have taken it and the lock
+    may act on it. It has no handle to poll, and it must never be sent again."""
+
+
 class LockNotFound(LockError):
     """The provider does not know this device or code."""
 
@@ -174,9 +180,16 @@ class LockProvider(Protocol):
 
     async def list_codes(self, device_id: str) -> list[ProgrammedCode]: ...
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         """Ask the lock to unlock and wait up to ``wait`` seconds (the adapter's own bound when
-        None) for its confirmation; a still-pending unlock comes back with its handle."""
+        None) for its confirmation; a still-pending unlock comes back with its handle.
+
+        ``within`` bounds the whole call from its start: a step before the unlock is sent that
+        would run past it gives up with ``LockUnavailable`` (nothing was sent); a send it cuts
+        short, or whose answer is lost, raises ``LockOutcomeUnknown``; the wait for the
+        confirmation ends in time to return by it."""
         ...
 
     async def confirm_unlock(

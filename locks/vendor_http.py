@@ -6,6 +6,8 @@ cannot read); network failures and timeouts leave it as ``aiohttp.ClientError`` 
 ``TimeoutError``. ``port_errors`` maps all of them: refused credentials → ``LockError`` with what
 to check; 404 → ``LockNotFound``; 429, 5xx and the vendor's own "busy" statuses →
 ``LockUnavailable``; any other refusal → what the adapter's ``refusal`` says (``LockRejected``).
+``action_errors`` does the same for a request that makes the lock act (an unlock), where a lost
+answer is not "try again" but ``LockOutcomeUnknown``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 import aiohttp
 
-from locks.port import LockError, LockNotFound, LockUnavailable
+from locks.port import LockError, LockNotFound, LockOutcomeUnknown, LockUnavailable
+
+#: A gateway's "the server behind me did not answer in time": the request may have reached it.
+GATEWAY_TIMEOUT = 504
 
 
 class VendorSession:
@@ -106,4 +111,27 @@ async def port_errors(
     except (aiohttp.ClientError, TimeoutError) as err:
         raise LockUnavailable(
             f"{vendor} cannot be reached ({action}): {type(err).__name__}"
+        ) from err
+
+
+@asynccontextmanager
+async def action_errors(
+    errors: VendorErrors, action: str, refusal: Callable[[VendorHttpError], LockError]
+) -> AsyncIterator[None]:
+    """Like ``port_errors``, for a request that makes the lock act. An error status is the
+    vendor's answer (nothing was done; a gateway's 504 excepted) and a connection that never
+    opened sent nothing; anything else once the request went out (a timeout, a dropped
+    connection, an answer that cannot be read) may have been taken: ``LockOutcomeUnknown``."""
+    vendor = errors.vendor
+    try:
+        async with port_errors(errors, action, refusal):
+            yield
+    except LockUnavailable as err:
+        cause = err.__cause__
+        if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError) or (
+            isinstance(cause, VendorHttpError) and cause.status != GATEWAY_TIMEOUT
+        ):
+            raise
+        raise LockOutcomeUnknown(
+            f"{vendor} may have taken the request ({action}): {type(cause).__name__}"
         ) from err

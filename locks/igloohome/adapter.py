@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
-from locks.confirm import settle
+from locks.confirm import Budget, settle
 from locks.igloohome.client import (
     BRIDGE_JOB_UNLOCK,
     DEVICE_TYPE_BRIDGE,
@@ -56,7 +56,7 @@ from locks.port import (
     RejectionReason,
     UnlockResult,
 )
-from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
+from locks.vendor_http import VendorErrors, VendorHttpError, action_errors, port_errors
 from locks.windows import ceil_hour, floor_hour
 
 HOURLY_MAX: Final = timedelta(hours=672)
@@ -142,13 +142,28 @@ async def _vendor_errors(
 ) -> AsyncIterator[None]:
     """Turn whatever the client raises into one of the port's errors."""
 
+    try:
+        async with port_errors(ERRORS, action, _refusal(action, rejection)):
+            yield
+    except IgloohomeAuthError as err:  # the token endpoint's own refusal
+        raise ERRORS.credentials_refused(err.status) from err
+
+
+def _refusal(action: str, rejection: RejectionReason) -> Callable[[VendorHttpError], LockError]:
     def refusal(err: VendorHttpError) -> LockError:
         return LockRejected(rejection, f"igloohome refused to {action}: {err.message}")
 
+    return refusal
+
+
+@asynccontextmanager
+async def _sending_errors(action: str) -> AsyncIterator[None]:
+    """As ``_vendor_errors``, for the request that makes the lock act: a lost answer is
+    ``LockOutcomeUnknown`` (see ``action_errors``)."""
     try:
-        async with port_errors(ERRORS, action, refusal):
+        async with action_errors(ERRORS, action, _refusal(action, RejectionReason.OTHER)):
             yield
-    except IgloohomeAuthError as err:  # the token endpoint's own refusal
+    except IgloohomeAuthError as err:  # refused at the token endpoint: nothing was sent
         raise ERRORS.credentials_refused(err.status) from err
 
 
@@ -290,11 +305,15 @@ class IgloohomeLockProvider:
         """Always ``[]``: the igloohome API offers no listing of issued algoPINs."""
         return []
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         """Queue an unlock job on the bridge linked to the lock and wait for the job to be
-        completed; a job not done yet comes back with its id, to be polled, never queued again."""
+        completed; a job not done yet comes back with its id, to be polled, never queued again.
+        A job request whose answer was lost raises ``LockOutcomeUnknown``: never queued again."""
+        budget = Budget(within)
         async with _vendor_errors("unlock"):
-            devices = await self._client.get_devices()
+            devices = await budget.before_send("igloohome devices", self._client.get_devices())
         lock = next((d for d in devices if d.device_id == device_id and _is_lock(d)), None)
         if lock is None:
             raise LockNotFound(f"igloohome does not list lock {device_id}")
@@ -303,16 +322,23 @@ class IgloohomeLockProvider:
             raise CapabilityMissing(
                 f"igloohome lock {device_id} has no bridge linked: remote unlock needs one"
             )
-        async with _vendor_errors("unlock"):
-            job_id = await self._client.create_bridge_job(device_id, bridge_id, BRIDGE_JOB_UNLOCK)
-        return await self.confirm_unlock(device_id, job_id, wait=wait)
+        async with _sending_errors("unlock"):
+            job_id = await budget.send(
+                "igloohome bridge job",
+                self._client.create_bridge_job(device_id, bridge_id, BRIDGE_JOB_UNLOCK),
+            )
+        return await self._confirm(action_id=job_id, wait=wait, budget=budget)
 
     async def confirm_unlock(
         self, device_id: str, action_id: str, *, wait: float | None = None
     ) -> UnlockResult:
         """Read the unlock job's status until it is completed; a job the lock refused, or one
         whose expiry passed before the bridge ran it, is refused."""
+        return await self._confirm(action_id=action_id, wait=wait, budget=None)
 
+    async def _confirm(
+        self, *, action_id: str, wait: float | None, budget: Budget | None
+    ) -> UnlockResult:
         async def read() -> UnlockResult | None:
             async with _vendor_errors("read the unlock job"):
                 job = await self._client.get_job(action_id)
@@ -326,6 +352,10 @@ class IgloohomeLockProvider:
                 raise LockRejected(RejectionReason.OTHER, "igloohome unlock job expired unrun")
             return None
 
-        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
-        settled = await settle(read, wait=budget, interval=self.poll_interval)
+        settled = await settle(
+            read,
+            wait=self.unlock_wait if wait is None else min(wait, self.unlock_wait),
+            interval=self.poll_interval,
+            budget=budget,
+        )
         return settled or UnlockResult(confirmed=False, action_id=action_id)

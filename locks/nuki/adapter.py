@@ -20,14 +20,14 @@ keywords) and the meaning of ``operationId`` on an authorization (taken as "stil
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import aiohttp
 
-from locks.confirm import settle
+from locks.confirm import Budget, settle
 from locks.nuki.client import (
     ACTION_OPENER_OPEN,
     ACTION_UNLOCK,
@@ -53,7 +53,7 @@ from locks.port import (
     RejectionReason,
     UnlockResult,
 )
-from locks.vendor_http import VendorErrors, VendorHttpError, port_errors
+from locks.vendor_http import VendorErrors, VendorHttpError, action_errors, port_errors
 
 #: Nuki truncates nothing itself; longer names are refused, so Keyturn shortens them.
 MAX_NAME_LENGTH: Final = 32
@@ -61,8 +61,12 @@ SERVER_STATE_OK: Final = 0
 SERVER_STATE_OFFLINE: Final = 4
 #: A smartlock log entry's completion state for an action that was carried out.
 LOG_STATE_SUCCESS: Final = 0
-#: How many of the newest log entries are read to find an action's own.
-LOG_PAGE: Final = 20
+#: How many of the newest log entries are read to find an action's own (the Web API's most).
+LOG_PAGE: Final = 50
+#: A log entry's ``trigger`` for an action asked through the Web API (as Keyturn's are); the
+#: others are the lock's own (system, automatic), a person at the door (manual, button, the
+#: keypad) or the Nuki app.
+LOG_TRIGGER_WEB: Final = 4
 #: Keypad codes a smart lock holds, by Smartlock ``type``; unknown types give no limit.
 MAX_KEYPAD_CODES: Final[dict[int, int]] = {0: 100, 4: 200, 5: 200}
 MODEL_NAMES: Final[dict[int, str]] = {
@@ -121,10 +125,7 @@ def _rejection_for(message: str, code_sent: bool) -> RejectionReason:
     return RejectionReason.OTHER
 
 
-@asynccontextmanager
-async def _vendor_errors(action: str, *, code_sent: bool = False) -> AsyncIterator[None]:
-    """Turn whatever the client raises into one of the port's errors."""
-
+def _refusal(action: str, code_sent: bool) -> Callable[[VendorHttpError], LockError]:
     def refusal(err: VendorHttpError) -> LockError:
         if err.status == 409 and code_sent:
             # Assumed: the Swagger does not name the status of a duplicate keypad code.
@@ -136,7 +137,13 @@ async def _vendor_errors(action: str, *, code_sent: bool = False) -> AsyncIterat
             _rejection_for(err.message, code_sent), f"Nuki refused to {action}: {err.message}"
         )
 
-    async with port_errors(ERRORS, action, refusal):
+    return refusal
+
+
+@asynccontextmanager
+async def _vendor_errors(action: str, *, code_sent: bool = False) -> AsyncIterator[None]:
+    """Turn whatever the client raises into one of the port's errors."""
+    async with port_errors(ERRORS, action, _refusal(action, code_sent)):
         yield
 
 
@@ -392,28 +399,46 @@ class NukiLockProvider:
             codes = await self._keypad_codes(smartlock_id)
         return [_programmed(a, device_id) for a in codes]
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         """Ask Nuki to unlock (an Opener: to open). Nuki answers 204 and the lock acts later, so
         the confirmation is the action's entry in the smartlock log: the handle remembers the
-        action and the newest entry before it, and only entries after that one count."""
+        action and the newest entry before it, and only entries after that one count. An action
+        POST whose answer was lost raises ``LockOutcomeUnknown``: it is never sent again."""
         smartlock_id = _smartlock_id(device_id)
+        budget = Budget(within)
         async with _vendor_errors("unlock"):
-            smartlock = await self._client.get_smartlock(smartlock_id)
+            smartlock = await budget.before_send(
+                "Nuki smartlock", self._client.get_smartlock(smartlock_id)
+            )
             if smartlock.server_state == SERVER_STATE_OFFLINE:
                 raise LockUnavailable(f"Nuki lock {device_id} is offline")
             action = (
                 ACTION_OPENER_OPEN if smartlock.type == SMARTLOCK_TYPE_OPENER else ACTION_UNLOCK
             )
-            before = await self._client.log(smartlock_id, limit=1)
-            await self._client.action(smartlock_id, action)
+            before = await budget.before_send(
+                "Nuki smartlock log", self._client.log(smartlock_id, limit=1)
+            )
+        async with action_errors(ERRORS, "unlock", _refusal("unlock", code_sent=False)):
+            await budget.send("Nuki action", self._client.action(smartlock_id, action))
         handle = f"{action}:{before[0].id if before else ''}"
-        return await self.confirm_unlock(device_id, handle, wait=wait)
+        return await self._confirm(device_id, handle, wait, budget)
 
     async def confirm_unlock(
         self, device_id: str, action_id: str, *, wait: float | None = None
     ) -> UnlockResult:
         """Look for the action in the smartlock log; an entry whose completion state is not
         success (motor blocked, busy, rejected…) means the door did not open."""
+        return await self._confirm(device_id, action_id, wait, None)
+
+    async def _confirm(
+        self, device_id: str, action_id: str, wait: float | None, budget: Budget | None
+    ) -> UnlockResult:
+        """Only an entry of the action asked, triggered through the Web API and newer than the
+        one the handle remembers, is the unlock's. When that one is no longer among the newest
+        entries read, which of them are newer cannot be told: the unlock is not confirmed yet
+        (a person unlocking at the door, or the lock's own actions, never count)."""
         smartlock_id = _smartlock_id(device_id)
         action_text, _, since = action_id.partition(":")
         action = int(action_text) if action_text.isdigit() else ACTION_UNLOCK
@@ -421,10 +446,16 @@ class NukiLockProvider:
         async def read() -> UnlockResult | None:
             async with _vendor_errors("read the smartlock log"):
                 entries = await self._client.log(smartlock_id, limit=LOG_PAGE)
-            for entry in entries:
-                if since and entry.id == since:
-                    break  # this one and older ones were there before the action
-                if entry.action != action or entry.state is None:
+            newer = entries
+            if since:
+                ids = [entry.id for entry in entries]
+                if since not in ids:
+                    return None
+                newer = entries[: ids.index(since)]
+            for entry in newer:
+                if entry.action != action or entry.trigger != LOG_TRIGGER_WEB:
+                    continue
+                if entry.state is None:
                     continue
                 if entry.state == LOG_STATE_SUCCESS:
                     return UnlockResult(confirmed=True, action_id=action_id)
@@ -434,6 +465,10 @@ class NukiLockProvider:
                 )
             return None
 
-        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
-        settled = await settle(read, wait=budget, interval=self.poll_interval)
+        settled = await settle(
+            read,
+            wait=self.unlock_wait if wait is None else min(wait, self.unlock_wait),
+            interval=self.poll_interval,
+            budget=budget,
+        )
         return settled or UnlockResult(confirmed=False, action_id=action_id)

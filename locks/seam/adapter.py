@@ -18,7 +18,7 @@ from typing import Final
 from seam.resources.access_code import AccessCode
 from seam.resources.device import Device
 
-from locks.confirm import ActionFailed, settle
+from locks.confirm import ActionFailed, Budget, settle
 from locks.port import (
     CodeConstraints,
     CodeRequest,
@@ -362,15 +362,21 @@ class SeamLockProvider:
             if code.device_id == device_id
         ]
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         """Unlock and wait for the action attempt's outcome. An attempt that ended in error
         (the lock offline, jammed) did not open the door and is raised; one still pending, or
-        whose outcome could not be read, comes back with its id to be polled, never re-sent."""
-        device = await self.get_device(device_id)
+        whose outcome could not be read, comes back with its id to be polled, never re-sent.
+        A request whose answer was lost raises ``LockOutcomeUnknown`` (see ``unlock_door``)."""
+        budget = Budget(within)
+        device = await budget.before_send("Seam devices/get", self.get_device(device_id))
         require(device, LockCapability.REMOTE_UNLOCK, self.name)
-        action_attempt_id = await self._client.unlock_door(device_id)
+        action_attempt_id = await budget.send(
+            "Seam locks/unlock_door", self._client.unlock_door(device_id)
+        )
         try:
-            return await self._settle(action_attempt_id, wait)
+            return await self._settle(action_attempt_id, wait, budget)
         except ActionFailed as failed:
             raise failed.error from None
 
@@ -384,7 +390,9 @@ class SeamLockProvider:
         except ActionFailed as failed:
             raise LockRejected(RejectionReason.OTHER, str(failed.error)) from None
 
-    async def _settle(self, action_attempt_id: str, wait: float | None) -> UnlockResult:
+    async def _settle(
+        self, action_attempt_id: str, wait: float | None, budget: Budget | None = None
+    ) -> UnlockResult:
         async def read() -> UnlockResult | None:
             status, error_type = await self._client.action_attempt(action_attempt_id)
             if status == "success":
@@ -393,6 +401,10 @@ class SeamLockProvider:
                 raise ActionFailed(action_failure(error_type or "unknown_error", "unlock_door"))
             return None  # pending (or a status this SDK does not know): ask again
 
-        budget = self.unlock_wait if wait is None else min(wait, self.unlock_wait)
-        settled = await settle(read, wait=budget, interval=ACTION_POLL_INTERVAL)
+        settled = await settle(
+            read,
+            wait=self.unlock_wait if wait is None else min(wait, self.unlock_wait),
+            interval=ACTION_POLL_INTERVAL,
+            budget=budget,
+        )
         return settled or UnlockResult(confirmed=False, action_id=action_attempt_id)

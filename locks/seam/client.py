@@ -41,6 +41,7 @@ from svix.webhooks import WebhookVerificationError as SeamWebhookVerificationErr
 from locks.port import (
     LockError,
     LockNotFound,
+    LockOutcomeUnknown,
     LockRejected,
     LockUnavailable,
     RejectionReason,
@@ -159,6 +160,22 @@ def action_failure(code: str, what: str, message: str = "") -> LockError:
     if code in _UNAVAILABLE_ACTION_ERRORS:
         return LockUnavailable(detail)
     return LockRejected(RejectionReason.OTHER, detail)
+
+
+#: Transport failures that happen before a request is sent.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: A gateway's "the server behind me did not answer in time": the request may have reached it.
+GATEWAY_TIMEOUT: Final = 504
+
+
+def _nothing_done(cause: BaseException | None) -> bool:
+    """Whether a failed POST certainly did nothing: Seam answered with an error status (not a
+    gateway's timeout), or the connection never opened."""
+    if isinstance(cause, SeamHttpApiError):
+        return cause.status_code != GATEWAY_TIMEOUT
+    if isinstance(cause, httpx.HTTPStatusError):
+        return cause.response.status_code != GATEWAY_TIMEOUT
+    return isinstance(cause, _NOT_SENT)
 
 
 def _pagination_cursor(page: object) -> str | None:
@@ -306,14 +323,25 @@ class SeamClient:
 
     async def unlock_door(self, device_id: str) -> str:
         """Ask Seam to unlock; returns the action attempt's id at once (the SDK is told not to
-        wait): how it ends is read with ``action_attempt``, so a wait cut short keeps the id."""
-        attempt: Any = await self._run(
-            "locks/unlock_door",
-            self._sdk.locks.unlock_door(device_id=device_id, wait_for_action_attempt=False),
-        )
+        wait): how it ends is read with ``action_attempt``, so a wait cut short keeps the id.
+
+        Seam's refusal (an error status) is raised as usual: nothing was done. A connection
+        that never opened sent nothing (``LockUnavailable``). Anything else once the request
+        went out (a timeout, a dropped connection, a 504 from a gateway, an answer without an
+        action attempt) may have reached Seam: ``LockOutcomeUnknown``, never sent again."""
+        what = "locks/unlock_door"
+        try:
+            attempt: Any = await self._run(
+                what,
+                self._sdk.locks.unlock_door(device_id=device_id, wait_for_action_attempt=False),
+            )
+        except LockUnavailable as err:
+            if _nothing_done(err.__cause__):
+                raise
+            raise LockOutcomeUnknown(f"Seam {what}: sent, outcome unknown ({err})") from err
         action_attempt_id = getattr(attempt, "action_attempt_id", None)
         if not isinstance(action_attempt_id, str) or not action_attempt_id:
-            raise LockUnavailable("Seam locks/unlock_door: the answer has no action_attempt_id")
+            raise LockOutcomeUnknown(f"Seam {what}: the answer has no action_attempt_id")
         return action_attempt_id
 
     async def action_attempt(self, action_attempt_id: str) -> tuple[str, str | None]:

@@ -126,7 +126,9 @@ class SimulatedLockProvider:
             for row in await store.active_codes(device_id)
         ]
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         """Opens at once: the confirmation is the unlock itself."""
         await self._lock(device_id)
         await store.record_try(device_id, source="remote", accepted=True, at=self.now())

@@ -123,7 +123,7 @@ class FakeIgloohome:
         if token not in self.tokens:
             return web.json_response({"message": "Unauthorized"}, status=401)
         request[SCOPES_KEY] = self.tokens[token]
-        return await handler(request)
+        return await self.faults.carry_out(request, handler)
 
     @staticmethod
     def _require_scope(request: web.Request, route: str) -> None:

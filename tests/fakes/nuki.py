@@ -152,7 +152,7 @@ class FakeNuki:
         token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
         if not token or not hmac.compare_digest(token, self.api_token):
             return web.json_response({"detailMessage": "Not authorized"}, status=401)
-        return await handler(request)
+        return await self.faults.carry_out(request, handler)
 
     def _smartlock(self, request: web.Request) -> dict[str, Any]:
         smartlock_id = int(request.match_info["smartlockId"])
@@ -337,15 +337,18 @@ class FakeNuki:
             self._log_pending.append([self.action_log_after, smartlock["smartlockId"], action])
         return web.Response(status=204)
 
-    def add_log_entry(self, smartlock_id: int, action: int, state: int = 0) -> dict[str, Any]:
-        """Write an entry at the top of a lock's log, as the lock does once it has acted."""
+    def add_log_entry(
+        self, smartlock_id: int, action: int, state: int = 0, *, trigger: int = 4
+    ) -> dict[str, Any]:
+        """Write an entry at the top of a lock's log, as the lock does once it has acted
+        (``trigger`` 4: asked through the Web API; 1 manual, 2 the lock's button, …)."""
         entry = {
             "id": f"{next(self._log_ids):x}",
             "smartlockId": smartlock_id,
             "deviceType": 0,
             "name": "Keyturn",
             "action": action,
-            "trigger": 4,
+            "trigger": trigger,
             "state": state,
             "autoUnlock": False,
             "date": _now(),

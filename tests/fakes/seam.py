@@ -28,7 +28,8 @@ code cannot be updated or deleted through the API.
 Unlocking returns a pending action attempt that ``/action_attempts/get`` resolves according to
 ``unlock_outcome`` ("success", "pending" for ever, or an error type), after
 ``unlock_pending_polls`` polls that still answer ``pending``. ``fail_next`` and ``hang_next``
-make the next requests fail or hang, and ``sign_webhook`` produces Svix-signed webhook
+make the next requests fail or hang, ``lose_answer_next`` carries one out and drops its answer,
+and ``sign_webhook`` produces Svix-signed webhook
 deliveries like Seam's.
 """
 
@@ -48,6 +49,8 @@ from typing import Any
 
 from aiohttp import web
 from svix.webhooks import Webhook
+
+from tests.fakes.server import drop_connection
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "seam"
 API_KEY = "seam_test2bMS_94SrGUXuNR2JmJkjtvBQDg5c"
@@ -202,6 +205,7 @@ class FakeSeam:
         self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
+        self._lost: list[str] = []
         self._hang_seconds = 30.0
         self._release = asyncio.Event()
 
@@ -294,6 +298,11 @@ class FakeSeam:
         self._hangs += count
         self._hang_seconds = seconds
 
+    def lose_answer_next(self, path: str, count: int = 1) -> None:
+        """The next ``count`` requests to ``path`` are carried out, then the connection drops
+        before the answer: the SDK cannot tell whether Seam took them."""
+        self._lost.extend([path] * count)
+
     def compute_offline(self) -> None:
         """The vendor has computed the offline codes still waiting: their PINs appear."""
         for code_id, pin in self._computed.items():
@@ -385,7 +394,11 @@ class FakeSeam:
             return _error_response(
                 SeamApiError(failure.status, "internal_server_error", "Internal server error")
             )
-        return await handler(request)
+        response = await handler(request)
+        if request.path in self._lost:
+            self._lost.remove(request.path)
+            drop_connection(request)
+        return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -22,8 +22,18 @@ async def running(app: web.Application) -> AsyncIterator[str]:
         await server.close()
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def drop_connection(request: web.Request) -> None:
+    """Close the connection before the answer is written: the caller gets no answer at all."""
+    if request.transport is not None:
+        request.transport.close()
+
+
 class Faults:
-    """The next calls' fate: answer with an error status, or hang until released.
+    """The next calls' fate: answer with an error status, hang until released, or be carried
+    out and lose their answer (``lose_answer_next``).
 
     ``message_key`` names the field the vendor's error body carries its message in.
     """
@@ -32,12 +42,27 @@ class Faults:
         self.message_key = message_key
         self._plan: list[tuple[str, float]] = []
         self._released = asyncio.Event()
+        self._lost: list[str] = []
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         self._plan.extend([("fail", float(status))] * count)
 
     def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
         self._plan.extend([("hang", seconds)] * count)
+
+    def lose_answer_next(self, path_part: str, count: int = 1) -> None:
+        """The next ``count`` requests whose path holds ``path_part`` are carried out, then
+        the connection drops before the answer: the caller cannot tell whether they were."""
+        self._lost.extend([path_part] * count)
+
+    async def carry_out(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Run the request; drop its answer if ``lose_answer_next`` said so."""
+        response = await handler(request)
+        lost = next((part for part in self._lost if part in request.path), None)
+        if lost is not None:
+            self._lost.remove(lost)
+            drop_connection(request)
+        return response
 
     def release(self) -> None:
         self._released.set()

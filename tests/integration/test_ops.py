@@ -783,7 +783,9 @@ class _DownLock:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def unlock(self, device_id: str, *, wait: float | None = None) -> UnlockResult:
+    async def unlock(
+        self, device_id: str, *, wait: float | None = None, within: float | None = None
+    ) -> UnlockResult:
         self.unlocks += 1
         raise LockUnavailable("the bridge does not answer")
 

@@ -228,3 +228,25 @@ async def test_two_opens_of_one_booking_finishing_together_fold_into_one_alert(
     clock.advance(timedelta(minutes=5))
     await settle(phone.runtime)
     assert await unlocks() == 2 * locks, "nothing opened again"
+
+
+async def test_an_open_asked_before_the_booking_was_cancelled_does_not_open(
+    phone: Phone, clock: FakeClock
+) -> None:
+    """OPEN, then CANCEL (and YES) before the opens were carried out: the door stays shut, and
+    the renter hears that the lock was not opened because the booking is no longer active."""
+    booking = await confirmed_booking(phone.runtime)
+    locks = await _remote_locks(booking)
+    clock.current = START + timedelta(minutes=5)
+    await settle(phone.runtime)
+    told_before = len(await phone.replies())
+    await phone.say(PHONE, "OPEN")
+    await phone.say(PHONE, "CANCEL")
+    await phone.say(PHONE, "YES")
+    answers = (await phone.replies())[told_before:]
+    assert (await Booking.get(id=booking.id)).state == "cancelled", answers
+    assert await unlocks() == 0, "nothing opened for a cancelled booking"
+    assert not any(OPENED in text for text in answers), answers
+    dropped = [text for text in answers if "was not opened" in text]
+    assert len(dropped) == len(locks) and all("no longer active" in t for t in dropped), answers
+    assert await OpsAlert.filter(kind="remote_open").count() == 0

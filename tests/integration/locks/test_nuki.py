@@ -314,6 +314,27 @@ async def test_an_unlock_is_confirmed_by_its_own_log_entry(cloud: Cloud) -> None
     assert cloud.fake.actions == [(CAGE, 1)], "polled, never sent again"
 
 
+async def test_an_unlock_whose_earlier_entry_left_the_page_is_not_confirmed_yet(
+    cloud: Cloud,
+) -> None:
+    """Past the page of newest entries read, Keyturn cannot tell which ones came after its
+    unlock: a web unlock among them is not taken for its confirmation."""
+    cloud.fake.action_outcome = "never"
+    cloud.fake.add_log_entry(CAGE, 2)  # the newest entry when Keyturn unlocks
+    provider = NukiLockProvider(
+        cloud.fake.api_token, base_url=cloud.url, timeout=2.0, unlock_wait=0
+    )
+    try:
+        pending = await provider.unlock(str(CAGE))
+        for _ in range(60):  # the lock is busy: its log moves on by more than a page
+            cloud.fake.add_log_entry(CAGE, 2)
+        cloud.fake.add_log_entry(CAGE, 1)
+        assert pending.action_id is not None
+        assert not (await provider.confirm_unlock(str(CAGE), pending.action_id)).confirmed
+    finally:
+        await provider.close()
+
+
 async def test_an_unlock_the_lock_failed_is_refused(cloud: Cloud) -> None:
     cloud.fake.action_outcome = "failed"  # completion state 1: motor blocked
     with pytest.raises(LockRejected, match="completion state 1"):
