@@ -22,7 +22,7 @@ from flows.booking.common import (
     stay,
 )
 from flows.booking.steps_quote import QuoteSteps
-from flows.bookings import extended_range, is_free, stored_range
+from flows.bookings import extended_range, stored_range
 from flows.dialog import DialogState
 from flows.effects import Alert, Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
@@ -50,7 +50,7 @@ class ManageSteps(QuoteSteps):
         if booking is None:
             return stay(turn, turn.t("journey.no_booking"))
         if command == "extend":
-            return await self._extend_quote(turn, booking, " ".join(args))
+            return await self.extend_quote(turn, booking, " ".join(args))
         if command == "open":
             return await self._open(turn, booking)
         if command == "code":
@@ -217,7 +217,7 @@ class ManageSteps(QuoteSteps):
             return stay(turn, turn.t("journey.code_not_ready"))
         return stay(turn, await self.pin_text(booking, codes, turn.language), kind="pin")
 
-    async def _extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
+    async def extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
         if booking.state not in EXTENDABLE:  # no codes before the booking is confirmed
             return stay(turn, turn.t("journey.extend_not_yet", reference=booking.reference))
         try:
@@ -237,7 +237,9 @@ class ManageSteps(QuoteSteps):
                     duration=duration_text(asset.max_duration_minutes, turn.language),
                 ),
             )
-        if not await is_free(asset.id, extended_range(booking, new_end), ignore=booking.id):
+        if not await self.reads.is_free(
+            asset.id, extended_range(booking, new_end), ignore=booking.id
+        ):
             outcome = Outcome(
                 [Reply(turn.t("journey.extend_conflict"))],
                 alerts=[
@@ -280,7 +282,9 @@ class ManageSteps(QuoteSteps):
             return StepResult(
                 DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_stale"))])
             )
-        if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
+        if not await self.reads.is_free(
+            booking.asset_id, extended_range(booking, new_end), ignore=booking.id
+        ):
             return StepResult(
                 DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_conflict"))])
             )
