@@ -56,7 +56,7 @@ class ManageSteps(QuoteSteps):
         if command == "code":
             return await self._resend_code(turn, booking)
         if command == "cancel":
-            return await self._cancel_quote(turn, booking)
+            return await self.cancel_quote(turn, booking)
         return stay(turn, turn.t("dialog.not_understood"), understood=False)
 
     async def answer(self, turn: Turn, yes: bool) -> StepResult:
@@ -330,7 +330,7 @@ class ManageSteps(QuoteSteps):
             key = "journey.extend_no_payment"
         return StepResult(DialogState.BOOKED, {}, Outcome([Reply(turn.t(key))]), apply=record)
 
-    async def _cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
+    async def cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
         refund = self._refund_for(booking, turn.now)
         if booking.state == BookingState.AWAITING_PAYMENT:
             refund = 0

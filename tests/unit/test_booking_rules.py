@@ -9,7 +9,7 @@ import pytest
 
 from flows.booking.common import refund_for
 from flows.bookings import Quote, QuoteRefused, blocked_range, free_slots, quote
-from flows.when import resolve_local
+from locks.windows import resolve_local
 from storage.bookings import BOOKING_TRANSITIONS, BOOKINGS
 from storage.models import BookingState
 from storage.money import Money, MoneyError
