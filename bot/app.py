@@ -47,7 +47,13 @@ from flows.access import (
 )
 
 # The journey with the two entry points the ops desk still calls under their old shapes.
-from flows.booking import Journey, JourneySettings, journey_executors, journey_timers
+from flows.booking import (
+    DatabaseBookingReads,
+    Journey,
+    JourneySettings,
+    journey_executors,
+    journey_timers,
+)
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.engine import ConversationEngine, TurnResult
@@ -244,6 +250,7 @@ def build_runtime(
         identity,
         delete_media=renter_media.delete,
         upload_links=upload_links,
+        reads=DatabaseBookingReads(),
     )
     handoff = Handoff(
         translator,

@@ -83,6 +83,16 @@ def quote(asset: Priced, start: datetime, end: datetime, now: datetime) -> Quote
     return Quote(min(positive), Money(asset.deposit_cents, asset.currency))
 
 
+def extension_price(asset: Priced, extra: timedelta) -> int:
+    """What ``extra`` time on a booking costs, in minor units of the item's currency: whole
+    started hours, or whole started days where that is cheaper."""
+    hours = -(-int(extra.total_seconds()) // 3600)
+    price = hours * asset.price_per_hour_cents
+    if asset.price_per_day_cents:
+        price = min(price, -(-hours // 24) * asset.price_per_day_cents)
+    return price
+
+
 class UnpaidLimitReached(IntegrityError):
     """The renter already has as many bookings awaiting payment as one may: the database-side
     check of a hold, which makes the engine recompute the turn (and its pre-check answer)."""

@@ -22,7 +22,7 @@ from flows.booking.common import (
     stay,
 )
 from flows.booking.steps_quote import QuoteSteps
-from flows.bookings import extended_range, stored_range
+from flows.bookings import extended_range, extension_price, stored_range
 from flows.dialog import DialogState
 from flows.effects import Alert, Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
@@ -252,10 +252,7 @@ class ManageSteps(QuoteSteps):
                 ],
             )
             return StepResult(turn.state, dict(turn.data), outcome)
-        hours = -(-int(extra.total_seconds()) // 3600)
-        price = hours * asset.price_per_hour_cents
-        if asset.price_per_day_cents:
-            price = min(price, -(-hours // 24) * asset.price_per_day_cents)
+        price = extension_price(asset, extra)
         tz = asset.location.timezone
         text_out = turn.t(
             "journey.extend_quote",

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flows.booking.common import refund_for
-from flows.bookings import Quote, QuoteRefused, blocked_range, free_slots, quote
+from flows.bookings import (
+    Quote,
+    QuoteRefused,
+    blocked_range,
+    extension_price,
+    free_slots,
+    quote,
+)
 from locks.windows import resolve_local
 from storage.bookings import BOOKING_TRANSITIONS, BOOKINGS
 from storage.models import BookingState
@@ -167,6 +174,23 @@ def test_across_the_spring_forward_the_hours_are_the_real_ones() -> None:
     day = resolve_local(datetime(2027, 3, 15, 0, 0), NEW_YORK)  # a local day of 23 hours
     assert quote(hourly, start, day, NOW).price == Money(23000, "USD")
     assert quote(KAYAK, start, day, NOW).price == Money(5000, "USD")
+
+
+@pytest.mark.parametrize(
+    ("extra", "price"),
+    [
+        (timedelta(minutes=15), 1000),  # a started hour
+        (timedelta(hours=2), 2000),
+        (timedelta(hours=6), 5000),  # the day price is cheaper
+        (timedelta(hours=25), 10000),  # two started days
+    ],
+)
+def test_extra_time_costs_started_hours_or_days_whichever_is_cheaper(
+    extra: timedelta, price: int
+) -> None:
+    assert extension_price(KAYAK, extra) == price
+    hourly = AssetRow(price_per_hour_cents=1000, price_per_day_cents=0)
+    assert extension_price(hourly, timedelta(hours=25)) == 25000
 
 
 # -- the turnaround ------------------------------------------------------------------------
