@@ -3,6 +3,7 @@ inventory and the bookings in the way from memory, and what the renter is told i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from storage.sealing import Sealer
 from tests.unit.memory import (
     AssetRow,
     BookingRow,
+    CodeRow,
     LocationRow,
     MemoryBookings,
     MemoryInventory,
@@ -53,7 +55,11 @@ async def no_media(channel: str, url: str) -> tuple[bytes, str]:
     raise ValueError("no media in these tests")
 
 
-def journey(bookings: MemoryBookings, settings: JourneySettings | None = None) -> Journey:
+def journey(
+    bookings: MemoryBookings,
+    settings: JourneySettings | None = None,
+    assets: tuple[AssetRow, ...] = (KAYAK,),
+) -> Journey:
     """The journey with its reads in memory; nothing here reaches a lock, Stripe or the seal."""
     return Journey(
         TRANSLATOR,
@@ -63,14 +69,19 @@ def journey(bookings: MemoryBookings, settings: JourneySettings | None = None) -
         cast(Sealer, None),
         no_media,
         settings,
-        inventory=MemoryInventory([KAYAK]),
+        inventory=MemoryInventory(list(assets)),
         reads=bookings,
     )
 
 
-def turn(text: str, state: str = DialogState.ASSET, data: dict[str, Any] | None = None) -> Turn:
-    message = InboundMessage("sandbox", "+15550100", text, f"m-{text}", NOW)
-    return Turn(message, text, state, data or {}, "en", RENTER, NOW, TRANSLATOR)
+def turn(
+    text: str,
+    state: str = DialogState.ASSET,
+    data: dict[str, Any] | None = None,
+    now: datetime = NOW,
+) -> Turn:
+    message = InboundMessage("sandbox", "+15550100", text, f"m-{text}", now)
+    return Turn(message, text, state, data or {}, "en", RENTER, now, TRANSLATOR)
 
 
 def said(result: StepResult) -> list[str]:
@@ -110,6 +121,21 @@ async def test_a_free_slot_is_quoted_in_the_locations_time_and_the_items_currenc
     assert (result.data["price"], result.data["deposit"]) == (2000, 2000)
 
 
+async def test_a_rental_across_the_spring_forward_is_quoted_for_its_real_hours() -> None:
+    """New York's clocks skip 02:00-03:00 on 14 March 2027: midnight to 06:00 is five hours."""
+    hourly = AssetRow(id=2, code="H1", label="Hand cart", price_per_day_cents=0)
+    saturday = datetime(2027, 3, 13, 15, 0, tzinfo=UTC)
+
+    result = await journey(MemoryBookings(), assets=(hourly,)).when(
+        turn("tomorrow 0-6", now=saturday), "H1", "tomorrow 0-6"
+    )
+
+    assert result.state == DialogState.QUOTE
+    assert "Price: $50.00." in said(result)[0]
+    assert result.data["start"] == datetime(2027, 3, 14, 5, 0, tzinfo=UTC).isoformat()
+    assert result.data["end"] == datetime(2027, 3, 14, 10, 0, tzinfo=UTC).isoformat()
+
+
 async def test_a_taken_slot_offers_the_nearest_free_ones() -> None:
     bookings = MemoryBookings([taken(1, local(11, 9), local(11, 13))])
 
@@ -130,10 +156,6 @@ async def test_a_taken_slot_offers_the_nearest_free_ones() -> None:
 
 
 async def test_a_cancelled_booking_whose_offline_code_still_works_keeps_its_slot() -> None:
-    from dataclasses import replace
-
-    from tests.unit.memory import CodeRow
-
     cancelled = replace(
         taken(1, local(11, 10), local(11, 12), BookingState.CANCELLED),
         codes=(CodeRow(local(11, 9), local(11, 13)),),
