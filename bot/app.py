@@ -39,7 +39,13 @@ from flows.access import (
     AccessCodes,
     AccessPolicy,
 )
-from flows.booking import Journey, JourneySettings, journey_executors, journey_timers
+from flows.booking import (
+    DatabaseBookingReads,
+    Journey,
+    JourneySettings,
+    journey_executors,
+    journey_timers,
+)
 from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.effects import EffectExecutor
@@ -402,6 +408,7 @@ def _journey(
         identity,
         delete_media=renter_media.delete,
         upload_links=upload_links,
+        reads=DatabaseBookingReads(),
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
@@ -43,7 +45,24 @@ class QuoteRefused(ValueError):
         self.params = params
 
 
-def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
+class Priced(Protocol):
+    """What a quote reads of an item (an ``Asset``, or any value with these fields)."""
+
+    @property
+    def currency(self) -> str: ...
+    @property
+    def price_per_hour_cents(self) -> int: ...
+    @property
+    def price_per_day_cents(self) -> int: ...
+    @property
+    def deposit_cents(self) -> int: ...
+    @property
+    def min_duration_minutes(self) -> int: ...
+    @property
+    def max_duration_minutes(self) -> int: ...
+
+
+def quote(asset: Priced, start: datetime, end: datetime, now: datetime) -> Quote:
     """The cheaper of hourly and daily pricing for whole started hours or days."""
     if start < now - timedelta(minutes=5):
         raise QuoteRefused("journey.in_the_past")
@@ -62,6 +81,16 @@ def quote(asset: Asset, start: datetime, end: datetime, now: datetime) -> Quote:
         candidates.append(days * daily + rest * hourly)
     positive = [c for c in candidates if c] or [Money.zero(asset.currency)]
     return Quote(min(positive), Money(asset.deposit_cents, asset.currency))
+
+
+def extension_price(asset: Priced, extra: timedelta) -> int:
+    """What ``extra`` time on a booking costs, in minor units of the item's currency: whole
+    started hours, or whole started days where that is cheaper."""
+    hours = -(-int(extra.total_seconds()) // 3600)
+    price = hours * asset.price_per_hour_cents
+    if asset.price_per_day_cents:
+        price = min(price, -(-hours // 24) * asset.price_per_day_cents)
+    return price
 
 
 class UnpaidLimitReached(IntegrityError):
@@ -192,12 +221,8 @@ async def alternatives(
     """The nearest free slots of the same length, earlier or later, by steps of 30 minutes,
     up to a week away, each with its own turnaround clear of the others' stored ranges (asset
     with its location loaded). The bookings of that fortnight are read once."""
-    length = end - start
-    step = timedelta(minutes=30)
-    reach = 7 * 48
     wanted = blocked_range(asset, start, end)
-    before, after = start - wanted.starts_at, wanted.ends_at - end
-    around = (wanted.starts_at - reach * step, wanted.ends_at + reach * step)
+    around = alternatives_reach(wanted)
     held = [
         *await _taking(asset.id, *around).distinct().values_list("blocked_from", "blocked_until"),
         *await AccessCode.filter(
@@ -210,6 +235,35 @@ async def alternatives(
             ends_at__gt=around[0],
         ).values_list("starts_at", "ends_at"),
     ]
+    return free_slots(held, wanted, start, end, now=now, count=count)
+
+
+#: Alternatives are looked for by steps of 30 minutes, up to a week either way.
+ALTERNATIVE_STEP = timedelta(minutes=30)
+ALTERNATIVE_STEPS = 7 * 48
+
+
+def alternatives_reach(wanted: AccessWindow) -> tuple[datetime, datetime]:
+    """The time whose taken ranges decide the alternatives to ``wanted``."""
+    reach = ALTERNATIVE_STEPS * ALTERNATIVE_STEP
+    return (wanted.starts_at - reach, wanted.ends_at + reach)
+
+
+def free_slots(
+    held: Sequence[tuple[datetime, datetime]],
+    wanted: AccessWindow,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime,
+    count: int = 3,
+) -> list[tuple[datetime, datetime]]:
+    """The nearest ``count`` slots of ``start``–``end``'s length, not before ``now``, whose own
+    range (``wanted``'s buffers around them) reaches none of the ``held`` ranges."""
+    length = end - start
+    step = ALTERNATIVE_STEP
+    reach = ALTERNATIVE_STEPS
+    before, after = start - wanted.starts_at, wanted.ends_at - end
 
     def free(candidate: datetime) -> bool:
         takes_from, takes_until = candidate - before, candidate + length + after

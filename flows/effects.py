@@ -101,4 +101,3 @@ FollowUp = Handler
 #: Runs one effect's outside call, outside any transaction; what the call learnt comes back as a
 #: follow-up (or None when there is nothing to record), committed with the effect's completion.
 EffectExecutor = Callable[["OutboxEffect"], Awaitable[FollowUp | None]]
-

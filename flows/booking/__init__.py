@@ -19,6 +19,7 @@ from flows.booking.common import (
 )
 from flows.booking.journey import Journey, journey_executors, journey_timers
 from flows.booking.pin_message import one_line
+from flows.booking.reads import BookingReads, DatabaseBookingReads
 from storage.transitions import IllegalTransition
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "LIVE_BOOKING",
     "REFUND_EFFECT",
     "RELEASE_EFFECT",
+    "BookingReads",
+    "DatabaseBookingReads",
     "IllegalTransition",
     "Journey",
     "JourneySettings",

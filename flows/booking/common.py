@@ -11,6 +11,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.access import AccessCodes
 from flows.booking.pin_message import ReadyCodes, pin_text, pin_variables, set_codes
+from flows.booking.reads import BookingReads, DatabaseBookingReads
 from flows.clock import Clock
 from flows.effects import Outcome, Reply
 from flows.engine import StepResult, Turn
@@ -153,6 +154,19 @@ async def opens_since(conn: BaseDBAsyncClient | None, booking: Booking, since: d
     )
 
 
+def refund_for(
+    price: Money, start_at: datetime, now: datetime, free_cancellation: timedelta
+) -> Money:
+    """What a cancellation at ``now`` gives back of ``price``: all of it up to
+    ``free_cancellation`` before the start (that instant included), half (rounded down to what
+    can be charged) until the start, nothing from the start on."""
+    if now <= start_at - free_cancellation:
+        return price
+    if now < start_at:
+        return price.part(1, 2)
+    return Money.zero(price.currency)
+
+
 class JourneyBase:
     """The journey's collaborators and the reads every part shares. The parts are layered on
     it, each module one layer (lifecycle, identity review, payment events, executors, timers,
@@ -172,9 +186,12 @@ class JourneyBase:
         *,
         delete_media: MediaEraser = _keep_media,
         upload_links: UploadLinks | None = None,
+        reads: BookingReads | None = None,
     ) -> None:
         self.translator = translator
         self.inventory = inventory or InventoryCache()
+        #: What the quote, YES and extension steps read of bookings (the database by default).
+        self.reads: BookingReads = reads or DatabaseBookingReads()
         self.clock = clock
         self.access = access
         self.payments = payments
@@ -200,11 +217,8 @@ class JourneyBase:
         return (Choice(yes, yes), Choice(no, no))
 
     def _refund_for(self, booking: Booking, now: datetime) -> int:
-        if now <= booking.start_at - self.settings.free_cancellation:
-            return booking.price_cents
-        if now < booking.start_at:
-            return Money(booking.price_cents, booking.currency).part(1, 2).minor
-        return 0
+        price = Money(booking.price_cents, booking.currency)
+        return refund_for(price, booking.start_at, now, self.settings.free_cancellation).minor
 
     def _checkout_payload(
         self, booking: Booking, label: str, purpose: str, amount: int, room_until: datetime

@@ -22,7 +22,7 @@ from flows.booking.common import (
     stay,
 )
 from flows.booking.steps_quote import QuoteSteps
-from flows.bookings import extended_range, is_free, stored_range
+from flows.bookings import extended_range, extension_price, stored_range
 from flows.dialog import DialogState
 from flows.effects import Alert, Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
@@ -50,13 +50,13 @@ class ManageSteps(QuoteSteps):
         if booking is None:
             return stay(turn, turn.t("journey.no_booking"))
         if command == "extend":
-            return await self._extend_quote(turn, booking, " ".join(args))
+            return await self.extend_quote(turn, booking, " ".join(args))
         if command == "open":
             return await self._open(turn, booking)
         if command == "code":
             return await self._resend_code(turn, booking)
         if command == "cancel":
-            return await self._cancel_quote(turn, booking)
+            return await self.cancel_quote(turn, booking)
         return stay(turn, turn.t("dialog.not_understood"), understood=False)
 
     async def answer(self, turn: Turn, yes: bool) -> StepResult:
@@ -219,7 +219,7 @@ class ManageSteps(QuoteSteps):
         result.outcome.writes += ready.writes
         return result
 
-    async def _extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
+    async def extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
         if booking.state not in EXTENDABLE:  # no codes before the booking is confirmed
             return stay(turn, turn.t("journey.extend_not_yet", reference=booking.reference))
         try:
@@ -239,7 +239,9 @@ class ManageSteps(QuoteSteps):
                     duration=duration_text(asset.max_duration_minutes, turn.language),
                 ),
             )
-        if not await is_free(asset.id, extended_range(booking, new_end), ignore=booking.id):
+        if not await self.reads.is_free(
+            asset.id, extended_range(booking, new_end), ignore=booking.id
+        ):
             outcome = Outcome(
                 [Reply(turn.t("journey.extend_conflict"))],
                 alerts=[
@@ -252,10 +254,7 @@ class ManageSteps(QuoteSteps):
                 ],
             )
             return StepResult(turn.state, dict(turn.data), outcome)
-        hours = -(-int(extra.total_seconds()) // 3600)
-        price = hours * asset.price_per_hour_cents
-        if asset.price_per_day_cents:
-            price = min(price, -(-hours // 24) * asset.price_per_day_cents)
+        price = extension_price(asset, extra)
         tz = asset.location.timezone
         text_out = turn.t(
             "journey.extend_quote",
@@ -282,7 +281,9 @@ class ManageSteps(QuoteSteps):
             return StepResult(
                 DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_stale"))])
             )
-        if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
+        if not await self.reads.is_free(
+            booking.asset_id, extended_range(booking, new_end), ignore=booking.id
+        ):
             return StepResult(
                 DialogState.BOOKED, {}, Outcome([Reply(turn.t("journey.extend_conflict"))])
             )
@@ -328,7 +329,7 @@ class ManageSteps(QuoteSteps):
             key = "journey.extend_no_payment"
         return StepResult(DialogState.BOOKED, {}, Outcome([Reply(turn.t(key))]), apply=record)
 
-    async def _cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
+    async def cancel_quote(self, turn: Turn, booking: Booking) -> StepResult:
         refund = self._refund_for(booking, turn.now)
         if booking.state == BookingState.AWAITING_PAYMENT:
             refund = 0

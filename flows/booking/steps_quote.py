@@ -19,10 +19,8 @@ from flows.booking.rental_timers import RentalTimers
 from flows.bookings import (
     QuoteRefused,
     UnpaidLimitReached,
-    alternatives,
     blocked_range,
     hold_booking,
-    is_free,
     new_reference,
     quote,
     unpaid_bookings,
@@ -77,7 +75,7 @@ class QuoteSteps(RentalTimers):
             priced = quote(asset, start, end, turn.now)
         except QuoteRefused as refused:
             return stay(turn, self._refusal(turn, refused))
-        if not await is_free(asset.id, blocked_range(asset, start, end)):
+        if not await self.reads.is_free(asset.id, blocked_range(asset, start, end)):
             return await self._offer_alternatives(turn, asset, start, end)
         text = turn.t(
             "journey.quote",
@@ -119,7 +117,7 @@ class QuoteSteps(RentalTimers):
         self, turn: Turn, asset: Asset, start: datetime, end: datetime
     ) -> StepResult:
         tz = asset.location.timezone
-        slots = await alternatives(asset, start, end, now=turn.now)
+        slots = await self.reads.alternatives(asset, start, end, now=turn.now)
         choices = tuple(
             Choice(
                 str(i),
@@ -153,7 +151,7 @@ class QuoteSteps(RentalTimers):
         asset = await self.inventory.asset(str(turn.data["asset"]))
         # Taken out of service since the quote (read from the database: the inventory in
         # memory may be a few seconds old).
-        if asset is None or not await Asset.filter(id=asset.id, active=True).exists():
+        if asset is None or not await self.reads.asset_active(asset.id):
             return stay(turn, turn.t("journey.unknown_asset", code=turn.data["asset"]))
         start, end = at(turn.data["start"]), at(turn.data["end"])
         if self._starts_beyond_horizon(asset, start, turn.now):
@@ -167,11 +165,11 @@ class QuoteSteps(RentalTimers):
             return StepResult(DialogState.ASSET, {"asset": asset.code}, Outcome([reply]))
         limit = self.settings.max_unpaid
         renter_id = turn.renter_id
-        if await unpaid_bookings(renter_id) >= limit:
+        if await self.reads.unpaid_count(renter_id) >= limit:
             text = turn.t("journey.too_many_unpaid", count=limit)
             return StepResult(DialogState.START, {}, Outcome([Reply(text)]))
         blocked = blocked_range(asset, start, end)
-        if not await is_free(asset.id, blocked):
+        if not await self.reads.is_free(asset.id, blocked):
             return await self._offer_alternatives(turn, asset, start, end)
         reference = new_reference()
         if not self.settings.take_payments:
