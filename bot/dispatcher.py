@@ -188,7 +188,12 @@ class OutboxDispatcher:
                 if effect.alerted:
                     await resolve_alert(conn, group_key=_group(effect), now=now, by="dispatcher")
         except Exception as err:
-            await self._failed(effect, err)
+            try:
+                await self._failed(effect, err)
+            except Exception:
+                # Neither the failure nor its alert is recorded: the claim runs out and the
+                # effect is attempted (and fails, and alerts) again.
+                log.exception("effect %s: its failed attempt was not recorded", effect.id)
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()
@@ -213,21 +218,28 @@ class OutboxDispatcher:
         expires_at = _expires_at(effect)
         if retry_at is not None and expires_at is not None:
             retry_at = min(retry_at, max(expires_at, now))
-        # Recorded first: a claim that was taken over meanwhile neither counts nor alerts.
-        if not await mark_failed(
-            effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
-        ):
-            _taken_over(effect)
-            return
-        if should_alert:
-            await raise_alert(
-                None,
-                now=now,
-                kind=AlertKind.EFFECT_FAILING,
-                group_key=_group(effect),
-                message_key="ops.effect_dead" if give_up else "ops.effect_failing",
-                params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
-            )
+        # Recorded first: a claim that was taken over meanwhile neither counts nor alerts. The
+        # alert commits with the mark that says it was raised, or neither does (the attempt is
+        # then failed again once its lease runs out, and alerts then).
+        async with unit_of_work() as conn:
+            if not await mark_failed(
+                effect,
+                error=error,
+                retry_at=retry_at,
+                alerted=effect.alerted or should_alert,
+                conn=conn,
+            ):
+                _taken_over(effect)
+                return
+            if should_alert:
+                await raise_alert(
+                    conn,
+                    now=now,
+                    kind=AlertKind.EFFECT_FAILING,
+                    group_key=_group(effect),
+                    message_key="ops.effect_dead" if give_up else "ops.effect_failing",
+                    params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
+                )
 
 
 def _expires_at(effect: OutboxEffect) -> datetime | None:

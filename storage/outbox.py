@@ -153,14 +153,20 @@ async def mark_done(
 
 
 async def mark_failed(
-    effect: OutboxEffect, *, error: str, retry_at: datetime | None, alerted: bool
+    effect: OutboxEffect,
+    *,
+    error: str,
+    retry_at: datetime | None,
+    alerted: bool,
+    conn: BaseDBAsyncClient | None = None,
 ) -> bool:
-    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row.
-    False when another claim has taken the effect over meanwhile (its result stands)."""
+    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row
+    (in ``conn``'s transaction when given, with the alert it raises). False when another claim
+    has taken the effect over meanwhile (its result stands)."""
     statement, then = (
         (_MARK_DEAD, EffectState.DEAD.value) if retry_at is None else (_MARK_RETRY, retry_at)
     )
-    changed, _ = await connection().execute_query(
+    changed, _ = await (conn or connection()).execute_query(
         sql(statement),
         [error[:500], alerted, then, effect.id, EffectState.PENDING.value, effect.attempts],
     )
