@@ -25,7 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
-from flows.effects import FollowUp, Outcome
+from flows.effects import Alert, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
@@ -261,6 +261,20 @@ def _group(effect: OutboxEffect) -> str:
     return f"effect:{effect.id}"
 
 
+class RecipientRefused(Undeliverable):
+    """Undeliverable, and what the refusal says about the recipient (an SMS number that sent
+    STOP at the provider): ``learnt`` is recorded with the send's outcome, in the unit of work
+    that marks the effect done."""
+
+    def __init__(self, reason: str, learnt: FollowUp) -> None:
+        super().__init__(reason)
+        self.learnt = learnt
+
+
+#: Messages a renter cannot do without (their PIN, what they paid, where to pay): one that cannot
+#: be delivered is an alert, so a person reaches the renter another way.
+MUST_REACH = frozenset({"pin", "receipt", "payment_link"})
+
 #: Marks a ``send_message`` effect that sends again, the closed-window way, a message WhatsApp
 #: refused after Twilio had accepted it (63016 on the status callback).
 OUTSIDE_WINDOW = "outside_window"
@@ -319,37 +333,49 @@ class MessageSender:
         except Undeliverable as err:
             MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
-            if resend:
-                now = self.clock.now()
-                await alert_not_delivered(_message_id(effect), message, str(err), now=now)
-            return _recorded(_message_id(effect), "undeliverable", None)
+            learnt = Outcome()
+            if resend or message.kind in MUST_REACH:
+                learnt.alerts.append(not_delivered(_message_id(effect), message, str(err)))
+            then = err.learnt if isinstance(err, RecipientRefused) else None
+            return _recorded(_message_id(effect), "undeliverable", None, learnt, then)
         MESSAGES_OUT.labels(message.channel, "sent").inc()
         return _recorded(_message_id(effect), "sent", provider_id)
 
 
-def _recorded(message_id: int, status: str, provider_id: str | None) -> FollowUp:
-    """What became of a send, recorded with the effect's completion: a send whose record is
-    lost is found at the provider on the next attempt, never sent twice."""
+def _recorded(
+    message_id: int,
+    status: str,
+    provider_id: str | None,
+    outcome: Outcome | None = None,
+    then: FollowUp | None = None,
+) -> FollowUp:
+    """What became of a send, recorded with the effect's completion (with the ``outcome`` it
+    asks for, such as an alert, and what ``then`` records): a send whose record is lost is found
+    at the provider on the next attempt, never sent twice."""
 
     async def record(conn: BaseDBAsyncClient) -> Outcome:
         await record_send(message_id, status=status, provider_id=provider_id, conn=conn)
-        return Outcome()
+        learnt = await then(conn) if then is not None else Outcome()
+        return (outcome or Outcome()) + learnt
 
     return record
+
+
+def not_delivered(message_id: int, message: OutboundMessage, reason: str) -> Alert:
+    """The alert telling the operators that a message the renter needs did not reach them."""
+    return Alert(
+        kind=AlertKind.MESSAGE_NOT_DELIVERED,
+        group_key=f"message:{message_id}",
+        message_key="ops.message_not_delivered",
+        params={"kind": message.kind, "channel": message.channel, "reason": reason},
+    )
 
 
 async def alert_not_delivered(
     message_id: int, message: OutboundMessage, reason: str, *, now: datetime
 ) -> None:
     """Tell the operators that a message the renter needs did not reach them."""
-    await raise_alert(
-        None,
-        now=now,
-        kind=AlertKind.MESSAGE_NOT_DELIVERED,
-        group_key=f"message:{message_id}",
-        message_key="ops.message_not_delivered",
-        params={"kind": message.kind, "channel": message.channel, "reason": reason},
-    )
+    await raise_alert(None, now=now, **vars(not_delivered(message_id, message, reason)))
 
 
 def _message_id(effect: OutboxEffect) -> int:

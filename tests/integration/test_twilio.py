@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -729,3 +729,18 @@ async def test_a_second_63016_for_the_resend_alerts_instead_of_looping(harness: 
     [alert] = await OpsAlert.all()
     assert alert.kind == "message_not_delivered"
     assert (await Message.get(id=row.id)).status == "failed"
+
+
+async def test_a_pin_that_cannot_be_delivered_alerts_the_operators(harness: Harness) -> None:
+    harness.fake.opted_out.add(RENTER)
+    await Renter.create(phone=RENTER, name="Rita Renter", language="en")
+    pin = OutboundMessage(channel="sms", address=RENTER, text="Your code is 4821#", kind="pin")
+    row = await harness.stage(pin, "pin-1")
+    reply = await harness.stage(replace(pin, text="See you soon", kind="reply"), "reply-1")
+    assert await harness.deliver() == 2
+    for message in (row, reply):
+        assert (await Message.get(id=message.id)).status == "undeliverable"
+    [alert] = await OpsAlert.all()
+    assert alert.kind == "message_not_delivered" and alert.group_key == f"message:{row.id}"
+    assert alert.params["kind"] == "pin" and "21610" in alert.params["reason"]
+    assert (await Renter.get(phone=RENTER)).opted_out, "Twilio's block is mirrored"
