@@ -371,12 +371,5 @@ def not_delivered(message_id: int, message: OutboundMessage, reason: str) -> Ale
     )
 
 
-async def alert_not_delivered(
-    message_id: int, message: OutboundMessage, reason: str, *, now: datetime
-) -> None:
-    """Tell the operators that a message the renter needs did not reach them."""
-    await raise_alert(None, now=now, **vars(not_delivered(message_id, message, reason)))
-
-
 def _message_id(effect: OutboxEffect) -> int:
     return int(str(effect.payload["message_id"]))

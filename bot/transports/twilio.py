@@ -67,6 +67,8 @@ RECENT_MESSAGES = 20
 CLOCK_SKEW = timedelta(minutes=1)
 
 OPTED_OUT = 21610
+#: Message statuses after which Twilio will not deliver it.
+NEVER_DELIVERED = frozenset({"failed", "undelivered"})
 OUTSIDE_WHATSAPP_WINDOW = 63016
 #: Twilio error codes meaning this recipient cannot get this message, whatever we retry.
 UNDELIVERABLE_CODES: Mapping[int, str] = {
@@ -234,7 +236,8 @@ class TwilioAccount:
         before recording it) may have reached Twilio, and must not be sent a second time.
 
         Twilio's Messages API takes no idempotency key, so the account's recent messages to the
-        recipient are read instead (one page is enough)."""
+        recipient are read instead (one page is enough). One Twilio reports failed or undelivered
+        is no send to adopt: it never reached the renter, and the retry sends it again."""
         async with self._api_call() as client:
             recent = await client.messages.list_async(
                 to=to, from_=from_, limit=RECENT_MESSAGES, page_size=RECENT_MESSAGES
@@ -244,6 +247,7 @@ class TwilioAccount:
             str(found.sid)
             for found in recent
             if found.body == body
+            and found.status not in NEVER_DELIVERED
             and str(found.num_media or "0") == str(media)
             and isinstance(found.date_created, datetime)
             and found.date_created >= earliest
