@@ -173,6 +173,19 @@ async def mark_failed(
     return bool(changed)
 
 
+async def record_progress(effect: OutboxEffect, key: str, value: Any) -> bool:
+    """Note on the claimed effect's payload how far its outside calls got (``key`` = ``value``),
+    committed at once: an effect of several sends whose later one fails resumes after the last
+    one that went out instead of sending it again. False when another claim has taken it over."""
+    payload = {**effect.payload, key: value}
+    changed = await OutboxEffect.filter(
+        id=effect.id, state=EffectState.PENDING, attempts=effect.attempts
+    ).update(payload=payload)
+    if changed:
+        effect.payload = payload
+    return bool(changed)
+
+
 _RELEASE = (
     "UPDATE outbox_effect SET next_attempt_at = $1"
     " WHERE id = $2 AND state = $3 AND attempts = $4 AND claimed_by = $5"
