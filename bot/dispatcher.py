@@ -25,7 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
-from flows.effects import EffectExecutor, FollowUp, Outcome
+from flows.effects import Alert, EffectExecutor, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
@@ -190,7 +190,12 @@ class OutboxDispatcher:
                 if effect.alerted:
                     await resolve_alert(conn, group_key=_group(effect), now=now, by="dispatcher")
         except Exception as err:
-            await self._failed(effect, err)
+            try:
+                await self._failed(effect, err)
+            except Exception:
+                # Neither the failure nor its alert is recorded: the claim runs out and the
+                # effect is attempted (and fails, and alerts) again.
+                log.exception("effect %s: its failed attempt was not recorded", effect.id)
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()
@@ -215,21 +220,28 @@ class OutboxDispatcher:
         expires_at = _expires_at(effect)
         if retry_at is not None and expires_at is not None:
             retry_at = min(retry_at, max(expires_at, now))
-        # Recorded first: a claim that was taken over meanwhile neither counts nor alerts.
-        if not await mark_failed(
-            effect, error=error, retry_at=retry_at, alerted=effect.alerted or should_alert
-        ):
-            _taken_over(effect)
-            return
-        if should_alert:
-            await raise_alert(
-                None,
-                now=now,
-                kind=AlertKind.EFFECT_FAILING,
-                group_key=_group(effect),
-                message_key="ops.effect_dead" if give_up else "ops.effect_failing",
-                params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
-            )
+        # Recorded first: a claim that was taken over meanwhile neither counts nor alerts. The
+        # alert commits with the mark that says it was raised, or neither does (the attempt is
+        # then failed again once its lease runs out, and alerts then).
+        async with unit_of_work() as conn:
+            if not await mark_failed(
+                effect,
+                error=error,
+                retry_at=retry_at,
+                alerted=effect.alerted or should_alert,
+                conn=conn,
+            ):
+                _taken_over(effect)
+                return
+            if should_alert:
+                await raise_alert(
+                    conn,
+                    now=now,
+                    kind=AlertKind.EFFECT_FAILING,
+                    group_key=_group(effect),
+                    message_key="ops.effect_dead" if give_up else "ops.effect_failing",
+                    params={"kind": effect.kind, "attempts": effect.attempts, "error": error},
+                )
 
 
 def _expires_at(effect: OutboxEffect) -> datetime | None:
@@ -250,6 +262,20 @@ def _taken_over(effect: OutboxEffect) -> None:
 def _group(effect: OutboxEffect) -> str:
     return f"effect:{effect.id}"
 
+
+class RecipientRefused(Undeliverable):
+    """Undeliverable, and what the refusal says about the recipient (an SMS number that sent
+    STOP at the provider): ``learnt`` is recorded with the send's outcome, in the unit of work
+    that marks the effect done."""
+
+    def __init__(self, reason: str, learnt: FollowUp) -> None:
+        super().__init__(reason)
+        self.learnt = learnt
+
+
+#: Messages a renter cannot do without (their PIN, what they paid, where to pay): one that cannot
+#: be delivered is an alert, so a person reaches the renter another way.
+MUST_REACH = frozenset({"pin", "receipt", "payment_link"})
 
 #: Marks a ``send_message`` effect that sends again, the closed-window way, a message WhatsApp
 #: refused after Twilio had accepted it (63016 on the status callback).
@@ -309,32 +335,37 @@ class MessageSender:
         except Undeliverable as err:
             MESSAGES_OUT.labels(message.channel, "undeliverable").inc()
             log.info("message %s cannot be delivered: %s", effect.payload["message_id"], err)
-            if resend:
-                now = self.clock.now()
-                await alert_not_delivered(_message_id(effect), message, str(err), now=now)
-            return _recorded(_message_id(effect), "undeliverable", None)
+            learnt = Outcome()
+            if resend or message.kind in MUST_REACH:
+                learnt.alerts.append(not_delivered(_message_id(effect), message, str(err)))
+            then = err.learnt if isinstance(err, RecipientRefused) else None
+            return _recorded(_message_id(effect), "undeliverable", None, learnt, then)
         MESSAGES_OUT.labels(message.channel, "sent").inc()
         return _recorded(_message_id(effect), "sent", provider_id)
 
 
-def _recorded(message_id: int, status: str, provider_id: str | None) -> FollowUp:
-    """What became of a send, recorded with the effect's completion: a send whose record is
-    lost is found at the provider on the next attempt, never sent twice."""
+def _recorded(
+    message_id: int,
+    status: str,
+    provider_id: str | None,
+    outcome: Outcome | None = None,
+    then: FollowUp | None = None,
+) -> FollowUp:
+    """What became of a send, recorded with the effect's completion (with the ``outcome`` it
+    asks for, such as an alert, and what ``then`` records): a send whose record is lost is found
+    at the provider on the next attempt, never sent twice."""
 
     async def record(conn: BaseDBAsyncClient) -> Outcome:
         await record_send(message_id, status=status, provider_id=provider_id, conn=conn)
-        return Outcome()
+        learnt = await then(conn) if then is not None else Outcome()
+        return (outcome or Outcome()) + learnt
 
     return record
 
 
-async def alert_not_delivered(
-    message_id: int, message: OutboundMessage, reason: str, *, now: datetime
-) -> None:
-    """Tell the operators that a message the renter needs did not reach them."""
-    await raise_alert(
-        None,
-        now=now,
+def not_delivered(message_id: int, message: OutboundMessage, reason: str) -> Alert:
+    """The alert telling the operators that a message the renter needs did not reach them."""
+    return Alert(
         kind=AlertKind.MESSAGE_NOT_DELIVERED,
         group_key=f"message:{message_id}",
         message_key="ops.message_not_delivered",

@@ -185,8 +185,21 @@ class Handoff:
         )
         return taken, outcome
 
-    async def set_thread(self, conversation_id: int, thread_id: int) -> None:
-        await Conversation.filter(id=conversation_id).update(agent_thread_id=thread_id)
+    async def set_thread(
+        self, conn: UnitOfWork, conversation_id: int, thread_id: int
+    ) -> int | None:
+        """Record the forum topic just opened for a taken conversation, in the caller's unit of
+        work, unless one was recorded meanwhile (an earlier take-over's): the conversation's
+        topic after, the one its messages go to."""
+        if await (
+            Conversation.filter(id=conversation_id, agent_thread_id__isnull=True)
+            .using_db(conn)
+            .update(agent_thread_id=thread_id)
+        ):
+            return thread_id
+        conversation = await Conversation.get(id=conversation_id, using_db=conn)
+        thread: int | None = conversation.agent_thread_id
+        return thread
 
     async def release(
         self, conn: UnitOfWork, conversation_id: int, *, by: str, tell_staff: bool = True

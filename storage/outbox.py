@@ -153,17 +153,36 @@ async def mark_done(
 
 
 async def mark_failed(
-    effect: OutboxEffect, *, error: str, retry_at: datetime | None, alerted: bool
+    effect: OutboxEffect,
+    *,
+    error: str,
+    retry_at: datetime | None,
+    alerted: bool,
+    conn: BaseDBAsyncClient | None = None,
 ) -> bool:
-    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row.
-    False when another claim has taken the effect over meanwhile (its result stands)."""
+    """Record a failed attempt: retry at ``retry_at``, or give up (``None``) and keep the row
+    (in ``conn``'s transaction when given, with the alert it raises). False when another claim
+    has taken the effect over meanwhile (its result stands)."""
     statement, then = (
         (_MARK_DEAD, EffectState.DEAD.value) if retry_at is None else (_MARK_RETRY, retry_at)
     )
-    changed, _ = await connection().execute_query(
+    changed, _ = await (conn or connection()).execute_query(
         sql(statement),
         [error[:500], alerted, then, effect.id, EffectState.PENDING.value, effect.attempts],
     )
+    return bool(changed)
+
+
+async def record_progress(effect: OutboxEffect, key: str, value: Any) -> bool:
+    """Note on the claimed effect's payload how far its outside calls got (``key`` = ``value``),
+    committed at once: an effect of several sends whose later one fails resumes after the last
+    one that went out instead of sending it again. False when another claim has taken it over."""
+    payload = {**effect.payload, key: value}
+    changed = await OutboxEffect.filter(
+        id=effect.id, state=EffectState.PENDING, attempts=effect.attempts
+    ).update(payload=payload)
+    if changed:
+        effect.payload = payload
     return bool(changed)
 
 

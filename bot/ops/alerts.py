@@ -1,9 +1,11 @@
 """Shows operator alerts in the ops group (``TELEGRAM_OPS_CHAT_ID``): the ``ops.alert`` executor.
 
 An alert is sent once, with the buttons that act on it, and its Telegram message id is kept on
-the alert; every later change (more occurrences, resolved) edits that message, so a storm of one
-group is one message that updates. An ID waiting for review comes with its photo, sent from the
-decrypted document and never logged. Effects of one alert run one at a time in this process.
+the alert (recorded with the effect's completion); every later change (more occurrences,
+resolved) edits that message, so a storm of one group is one message that updates. An ID waiting
+for review comes with its photo, sent from the decrypted document and never logged, once however
+often the attempt is retried, and deleted when the ID is decided. Effects of one alert run one
+at a time in this process.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.effects import FollowUp, Outcome
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import Translator
 from storage.journal import ALERT_EFFECT
 from storage.kinds import AlertKind
 from storage.models import IdentityCheck, OpsAlert, OutboxEffect, StaffMember
 from storage.sealing import Sealer
+from storage.uow import unit_of_work
 
 if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
     from bot.ops.chat import Buttons, OpsChat
@@ -50,36 +56,44 @@ class AlertSender:
     def t(self, key: str, **params: object) -> str:
         return self.translator.text(OPS_LANGUAGE, key, **params)
 
-    async def __call__(self, effect: OutboxEffect) -> None:
+    async def __call__(self, effect: OutboxEffect) -> FollowUp | None:
         if self.chat is None or self.chat_id is None:
-            return
+            return None
         alert_id = int(str(effect.payload["alert"]))
         lock = self._locks.setdefault(alert_id, asyncio.Lock())
         async with lock:
-            await self._show(self.chat, self.chat_id, alert_id)
+            return await self._show(self.chat, self.chat_id, alert_id)
 
-    async def _show(self, chat: OpsChat, chat_id: int, alert_id: int) -> None:
+    async def _show(self, chat: OpsChat, chat_id: int, alert_id: int) -> FollowUp | None:
         alert = await OpsAlert.get_or_none(id=alert_id)
         if alert is None or _about_this_executor(alert):
-            return  # the ops chat itself is failing: nothing to tell it
+            return None  # the ops chat itself is failing: nothing to tell it
         text = await self.render(alert)
         buttons = self.buttons(alert)
+        sent: int | None = None
         if alert.telegram_message_id is None:
-            if alert.kind == AlertKind.ID_REVIEW and alert.resolved_at is None:
+            if (
+                alert.kind == AlertKind.ID_REVIEW
+                and alert.resolved_at is None
+                and "photo_message_id" not in alert.params
+            ):
+                # Not again on a retry: the photo an earlier attempt sent is the one that is
+                # deleted when the ID is decided.
                 await self._send_document(chat, chat_id, alert)
-            message_id = await chat.send(chat_id, text, buttons)
-            await OpsAlert.filter(id=alert.id).update(telegram_message_id=message_id)
+            sent = await chat.send(chat_id, text, buttons)
         elif self._shown.get(alert.id) != (text, buttons):
             await chat.edit(chat_id, alert.telegram_message_id, text, buttons)
         photo = alert.params.get("photo_message_id")
-        if alert.resolved_at is not None and photo is not None:
+        deleted = alert.resolved_at is not None and photo is not None
+        if deleted:
             # The ID has been decided: its image leaves the ops group as it left the database.
             await chat.delete(chat_id, int(str(photo)))
-            params = {k: v for k, v in alert.params.items() if k != "photo_message_id"}
-            await OpsAlert.filter(id=alert.id).update(params=params)
         self._shown[alert.id] = (text, buttons)
         if alert.resolved_at is not None:
             self._locks.pop(alert.id, None)
+        if sent is None and not deleted:
+            return None
+        return _shown_as(alert.id, sent, photo_deleted=deleted)
 
     async def render(self, alert: OpsAlert) -> str:
         try:
@@ -119,6 +133,8 @@ class AlertSender:
         return (resolve,)
 
     async def _send_document(self, chat: OpsChat, chat_id: int, alert: OpsAlert) -> None:
+        """Send the ID's photo and record its message id at once, in its own unit of work: the
+        rest of the attempt may fail after it, and the photo must still be found to delete."""
         check = await IdentityCheck.get_or_none(id=int(str(alert.params.get("check", 0))))
         if check is None or check.document_encrypted is None:
             return
@@ -127,9 +143,34 @@ class AlertSender:
             "ops.id_photo_caption", booking=alert.params.get("booking", "-"), check=check.id
         )
         message_id = await chat.send_photo(chat_id, photo, caption)
-        params = {**alert.params, "photo_message_id": message_id}
-        await OpsAlert.filter(id=alert.id).update(params=params)
+        async with unit_of_work() as conn:
+            row = await OpsAlert.filter(id=alert.id).using_db(conn).select_for_update().first()
+            if row is None:
+                return
+            params = {**row.params, "photo_message_id": message_id}
+            await OpsAlert.filter(id=alert.id).using_db(conn).update(params=params)
         alert.params = params
+
+
+def _shown_as(alert_id: int, sent: int | None, *, photo_deleted: bool) -> FollowUp:
+    """What showing the alert did, recorded with the effect's completion: the message that
+    shows it (kept where none is yet), and that its ID photo is gone from the group."""
+
+    async def record(conn: BaseDBAsyncClient) -> Outcome:
+        if sent is not None:
+            await (
+                OpsAlert.filter(id=alert_id, telegram_message_id__isnull=True)
+                .using_db(conn)
+                .update(telegram_message_id=sent)
+            )
+        if photo_deleted:
+            row = await OpsAlert.filter(id=alert_id).using_db(conn).select_for_update().first()
+            if row is not None and "photo_message_id" in row.params:
+                params = {k: v for k, v in row.params.items() if k != "photo_message_id"}
+                await OpsAlert.filter(id=alert_id).using_db(conn).update(params=params)
+        return Outcome()
+
+    return record
 
 
 def _about_this_executor(alert: OpsAlert) -> bool:

@@ -8,6 +8,10 @@ it takes everything in the ops group, ops buttons anywhere, and ops commands in 
 bot is the desk's runner: what the command wrote and the Outcome it answers with commit together),
 and delivers the answer once committed.
 
+Telegram sends an update again until it gets a 2xx (a worker that died after the commit, a
+failure while answering): the update's id is claimed in the command's unit of work, so a command
+runs once however often its update arrives (no second unlock, relay, extension or staff code).
+
 For topics the group must be a forum and the bot an admin allowed to manage topics; an admin bot
 also sees plain messages in the group (privacy mode hides them from other bots).
 """
@@ -20,6 +24,7 @@ from typing import TypeVar
 
 from telegram import Message, MessageEntity, Update
 from telegram.constants import ChatType
+from tortoise.exceptions import IntegrityError
 
 from bot.channels import ChannelError
 from bot.ops.chat import OpsChat
@@ -28,11 +33,15 @@ from flows.handoff import Handoff
 from flows.messages import Media
 from flows.ops import Context, OpsAnswer, OpsDesk
 from flows.staging import stage_outcome
+from storage.conversations import claim_message
+from storage.models import ProcessedWebhook
 from storage.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PREFIX = "ops:"
+#: Whose update ids the ops bot claims (the renter path claims its own as ``msg:telegram``).
+OPS_UPDATES = "telegram-ops"
 _Answer = TypeVar("_Answer", bound=OpsAnswer | None)
 
 
@@ -47,6 +56,10 @@ def parse_command(text: str) -> tuple[str, list[str]] | None:
     return name, args
 
 
+class _Seen(Exception):
+    """The update was handled before: Telegram delivered it again."""
+
+
 class OpsUpdates:
     def __init__(
         self, desk: OpsDesk, chat: OpsChat, handoff: Handoff, ops_chat_id: int | None
@@ -57,6 +70,14 @@ class OpsUpdates:
         self.ops_chat_id = ops_chat_id
 
     async def __call__(self, update: Update) -> bool:
+        try:
+            return await self._take(update)
+        except _Seen:
+            log.info("ops update %s was handled before; dropped", update.update_id)
+            return True
+
+    async def _take(self, update: Update) -> bool:
+        seen = update.update_id
         if update.callback_query is not None:
             return await self._button(update)
         message = update.message or update.edited_message
@@ -65,35 +86,37 @@ class OpsUpdates:
         in_ops = self.ops_chat_id is not None and message.chat.id == self.ops_chat_id
         if in_ops:
             if update.message is not None:
-                await self._in_ops_group(message)
+                await self._in_ops_group(message, seen)
             return True
         if message.chat.type != ChatType.PRIVATE or update.message is None:
             return False
         user = message.from_user
-        if user is not None and await self._answered_prompt(message, user.id):
+        if user is not None and await self._answered_prompt(message, user.id, seen):
             return True
         parsed = parse_command(message.text or "")
         if parsed is None or user is None or not self.desk.is_command(parsed[0]):
             return False
         if parsed[0] == "help" and await self.desk.staff(user.id) is None:
             return False  # a renter asking the bot for help
-        answer = await self._run(lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1]))
+        answer = await self._run(
+            seen, lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1])
+        )
         await self._deliver(answer, message.chat.id, None, user.id)
         return True
 
-    async def _in_ops_group(self, message: Message) -> None:
+    async def _in_ops_group(self, message: Message, seen: int) -> None:
         user = message.from_user
         if user is None or user.is_bot:
             return
         thread = message.message_thread_id if message.is_topic_message else None
-        if await self._answered_prompt(message, user.id, thread):
+        if await self._answered_prompt(message, user.id, seen, thread):
             return
         conversation = await self.handoff.by_thread(thread) if thread is not None else None
         parsed = parse_command(message.text or "")
         if parsed is not None:
             context = Context(conversation.id if conversation else None)
             answer = await self._run(
-                lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1], context)
+                seen, lambda conn: self.desk.run(conn, user.id, parsed[0], parsed[1], context)
             )
             await self._deliver(answer, message.chat.id, thread, user.id)
             return
@@ -109,13 +132,14 @@ class OpsUpdates:
         if message.text or message.caption or media:
             text = message.text or message.caption or ""
             answer = await self._run(
-                lambda conn: self.desk.say_in_topic(conn, user.id, conversation.id, text, media)
+                seen,
+                lambda conn: self.desk.say_in_topic(conn, user.id, conversation.id, text, media),
             )
             if answer.lines:
                 await self._deliver(answer, message.chat.id, thread, user.id)
 
     async def _answered_prompt(
-        self, message: Message, user_id: int, thread: int | None = None
+        self, message: Message, user_id: int, seen: int, thread: int | None = None
     ) -> bool:
         """A reply to one of the bot's prompts (a rejection's reason): answered here."""
         prompt = message.reply_to_message
@@ -136,7 +160,7 @@ class OpsUpdates:
             return False
         prompt_text, text = prompt.text, message.text
         answer = await self._run(
-            lambda conn: self.desk.answer_prompt(conn, user_id, prompt_text, text)
+            seen, lambda conn: self.desk.answer_prompt(conn, user_id, prompt_text, text)
         )
         if answer is None:
             return False
@@ -151,7 +175,9 @@ class OpsUpdates:
             return False
         action, _, ident = data.removeprefix(CALLBACK_PREFIX).partition(":")
         user_id = query.from_user.id
-        answer = await self._run(lambda conn: self.desk.press(conn, user_id, action, ident))
+        answer = await self._run(
+            update.update_id, lambda conn: self.desk.press(conn, user_id, action, ident)
+        )
         await self.chat.answer(query.id)
         origin = query.message
         if origin is None:
@@ -162,13 +188,25 @@ class OpsUpdates:
         await self._deliver(answer, chat_id, thread, query.from_user.id)
         return True
 
-    async def _run(self, command: Callable[[UnitOfWork], Awaitable[_Answer]]) -> _Answer:
+    async def _run(
+        self, update: int, command: Callable[[UnitOfWork], Awaitable[_Answer]]
+    ) -> _Answer:
         """The ops bot's command runner: one unit of work per command, committing what the
-        command wrote and the Outcome its answer carries; the answer is delivered after."""
-        async with unit_of_work() as conn:
-            answer = await command(conn)
-            if answer is not None:
-                await stage_outcome(conn, answer.outcome, self.desk.clock.now())
+        command wrote, the Outcome its answer carries and the claim of its ``update`` id; the
+        answer is delivered after. Raises ``_Seen`` for an update claimed before."""
+        update_id = str(update)
+        now = self.desk.clock.now()
+        try:
+            async with unit_of_work() as conn:
+                answer = await command(conn)
+                if answer is not None:
+                    await stage_outcome(conn, answer.outcome, now)
+                    # Last, so a prompt left unanswered (None) claims nothing.
+                    await claim_message(conn, OPS_UPDATES, update_id, at=now)
+        except IntegrityError:
+            if await ProcessedWebhook.exists(provider=OPS_UPDATES, event_id=update_id):
+                raise _Seen from None
+            raise
         return answer
 
     async def _deliver(
@@ -213,9 +251,14 @@ class OpsUpdates:
         topic = taken.thread_id
         if topic is None and self.ops_chat_id is not None:
             name = self.desk.t("ops.topic_name", who=taken.who, channel=taken.channel)
-            topic = await self.chat.create_topic(self.ops_chat_id, name)
+            try:
+                topic = await self.chat.create_topic(self.ops_chat_id, name)
+            except ChannelError as err:
+                # The take-over is committed: answered here, with /reply, not left to a resend.
+                log.warning("no forum topic for a conversation taken over: %s", err)
             if topic is not None:
-                await self.handoff.set_thread(taken.conversation_id, topic)
+                async with unit_of_work() as conn:
+                    topic = await self.handoff.set_thread(conn, taken.conversation_id, topic)
         if topic is None or self.ops_chat_id is None:
             return [*answer.lines, self.desk.t("ops.reply_hint", ident=taken.conversation_id)]
         await self._send(

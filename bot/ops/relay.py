@@ -10,11 +10,14 @@ WhatsApp renter's fetched through their channel and uploaded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from flows.booking import MediaFetcher
 from flows.handoff import OPS_LANGUAGE, Handoff
 from storage.models import Conversation, Message, OutboxEffect
+from storage.outbox import record_progress
 from storage.sealing import Sealer
 
 if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
@@ -23,6 +26,8 @@ if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configu
 log = logging.getLogger(__name__)
 
 TELEGRAM_FILE = "telegram-file:"
+#: How many of a relay's sends (its photos, then its text) went out on earlier attempts.
+SENT_PARTS = "sent_parts"
 
 
 class StaffRelay:
@@ -62,17 +67,37 @@ class StaffRelay:
         who = await self.handoff.who(conversation)
         text = await self._words(conversation, payload)
         media = _pairs(payload.get("media"))
+        parts: list[Callable[[], Awaitable[object]]] = []
         for url, _content_type in media:
-            photo = await self._photo(str(payload.get("channel", "")), url)
-            caption = self.t("ops.relay_photo", who=who)
-            if photo is None:
-                await chat.send(target, self.t("ops.relay_photo_refused", who=who), thread=thread)
-            else:
-                await chat.send_photo(target, photo, caption, thread=thread)
+            parts.append(partial(self._send_photo, chat, target, thread, who, payload, url))
         if text or not media:
             key = "ops.relay_in_topic" if thread is not None else "ops.relay"
             line = self.t(key, who=who, text=text or "-", ident=conversation.id)
-            await chat.send(target, line, thread=thread)
+            parts.append(partial(chat.send, target, line, thread=thread))
+        # Each part that went out is noted at once: a retry after a later one failed sends
+        # only what is left, so the staff never see a renter's photo twice.
+        done = payload.get(SENT_PARTS, 0)
+        for number, send in enumerate(parts, start=1):
+            if isinstance(done, int) and number <= done:
+                continue
+            await send()
+            if number < len(parts) and not await record_progress(effect, SENT_PARTS, number):
+                return
+
+    async def _send_photo(
+        self,
+        chat: OpsChat,
+        target: int,
+        thread: int | None,
+        who: str,
+        payload: dict[str, object],
+        url: str,
+    ) -> None:
+        photo = await self._photo(str(payload.get("channel", "")), url)
+        if photo is None:
+            await chat.send(target, self.t("ops.relay_photo_refused", who=who), thread=thread)
+        else:
+            await chat.send_photo(target, photo, self.t("ops.relay_photo", who=who), thread=thread)
 
     async def _words(self, conversation: Conversation, payload: dict[str, object]) -> str:
         """What the renter wrote: the stored inbound message, opened when it is sealed (it holds

@@ -186,10 +186,17 @@ async def resolve(request: web.Request) -> web.Response:
     if alert.kind == "id_review":  # resolving would leave the check pending
         raise web.HTTPConflict(text="an ID review is decided with approve or reject, not resolved")
     now = request.app[CLOCK].now()
-    await resolve_alert(None, group_key=alert.open_key, now=now, by="sandbox operator")
-    await record_audit(
-        None, at=now, actor="sandbox operator", action="alert.resolved", subject=f"alert:{alert.id}"
-    )
+    # The alert is resolved with its audit event, or neither is.
+    async with unit_of_work() as conn:
+        if not await resolve_alert(conn, group_key=alert.open_key, now=now, by="sandbox operator"):
+            raise web.HTTPNotFound(text="no open alert with that id")
+        await record_audit(
+            conn,
+            at=now,
+            actor="sandbox operator",
+            action="alert.resolved",
+            subject=f"alert:{alert.id}",
+        )
     return web.json_response({"resolved": alert.id})
 
 

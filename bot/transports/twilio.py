@@ -33,14 +33,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from tortoise.backends.base.client import BaseDBAsyncClient
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from yarl import URL
 
 from bot.channels import ChannelError, Undeliverable, numbered_text
+from bot.dispatcher import RecipientRefused
 from bot.media_links import MediaLinks
 from flows.clock import Clock
+from flows.effects import FollowUp, Outcome
 from flows.messages import Media, OutboundMessage
 from storage.models import Conversation, Renter
 
@@ -64,6 +67,8 @@ RECENT_MESSAGES = 20
 CLOCK_SKEW = timedelta(minutes=1)
 
 OPTED_OUT = 21610
+#: Message statuses after which Twilio will not deliver it.
+NEVER_DELIVERED = frozenset({"failed", "undelivered"})
 OUTSIDE_WHATSAPP_WINDOW = 63016
 #: Twilio error codes meaning this recipient cannot get this message, whatever we retry.
 UNDELIVERABLE_CODES: Mapping[int, str] = {
@@ -115,6 +120,16 @@ class RecipientUnreachable(Undeliverable):
     def __init__(self, code: int) -> None:
         super().__init__(f"twilio {code}: {UNDELIVERABLE_CODES[code]}")
         self.code = code
+
+
+class OptedOut(RecipientUnreachable, RecipientRefused):
+    """Twilio blocks this SMS number: it sent STOP (21610). Keyturn marks its renter opted out
+    too, with the send's outcome."""
+
+    def __init__(self, learnt: FollowUp) -> None:
+        Undeliverable.__init__(self, f"twilio {OPTED_OUT}: {UNDELIVERABLE_CODES[OPTED_OUT]}")
+        self.code = OPTED_OUT
+        self.learnt = learnt
 
 
 class OutsideWhatsAppWindow(ChannelError):
@@ -221,7 +236,8 @@ class TwilioAccount:
         before recording it) may have reached Twilio, and must not be sent a second time.
 
         Twilio's Messages API takes no idempotency key, so the account's recent messages to the
-        recipient are read instead (one page is enough)."""
+        recipient are read instead (one page is enough). One Twilio reports failed or undelivered
+        is no send to adopt: it never reached the renter, and the retry sends it again."""
         async with self._api_call() as client:
             recent = await client.messages.list_async(
                 to=to, from_=from_, limit=RECENT_MESSAGES, page_size=RECENT_MESSAGES
@@ -231,6 +247,7 @@ class TwilioAccount:
             str(found.sid)
             for found in recent
             if found.body == body
+            and found.status not in NEVER_DELIVERED
             and str(found.num_media or "0") == str(media)
             and isinstance(found.date_created, datetime)
             and found.date_created >= earliest
@@ -401,15 +418,22 @@ class TwilioSmsChannel:
             return await self.account.create_message(**params)
         except RecipientUnreachable as err:
             if err.code == OPTED_OUT:
-                await self._mirror_opt_out(address)
+                raise OptedOut(_mirror_opt_out(address, self.clock.now())) from err
             raise
 
-    async def _mirror_opt_out(self, address: str) -> None:
-        """Twilio blocks an SMS number that sent STOP; keep Keyturn's state the same."""
-        now = self.clock.now()
-        await Renter.filter(phone=address, opted_out=False).update(
-            opted_out=True, opted_out_at=now, updated_at=now
+
+def _mirror_opt_out(address: str, now: datetime) -> FollowUp:
+    """Twilio blocks an SMS number that sent STOP; keep Keyturn's state the same."""
+
+    async def mark(conn: BaseDBAsyncClient) -> Outcome:
+        await (
+            Renter.filter(phone=address, opted_out=False)
+            .using_db(conn)
+            .update(opted_out=True, opted_out_at=now, updated_at=now)
         )
+        return Outcome()
+
+    return mark
 
 
 class TwilioWhatsAppChannel:

@@ -19,8 +19,9 @@ message arrived; a failure report next to it is stale), and the first of failed/
 Statuses Keyturn wrote itself that are not Twilio's (``undeliverable``) never change. Callbacks
 arrive in any order and concurrently, so the rule is one conditional UPDATE.
 
-A failure with ``ErrorCode`` 63016 (WhatsApp's 24-hour window had closed) that moved the status
-sends the message again, once, by template or SMS (``twilio_resend``).
+A failure with ``ErrorCode`` 63016 (WhatsApp's 24-hour window had closed) sends the message
+again, once, by template or SMS (``twilio_resend``), staged in the unit of work that records the
+status.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from bot.transports.twilio_resend import OUTSIDE_WHATSAPP_WINDOW, resend_outside
 from bot.webhook_body import read_capped
 from flows.i18n import LanguageSources, pick_language
 from flows.messages import InboundMessage, Media
+from flows.staging import stage_outcome
 from storage.models import Message
+from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +122,23 @@ class TwilioWebhooks:
             log.info("Twilio status callback without a known status ignored")
             return web.Response(status=200)
         behind = [name for name, other in STATUS_RANK.items() if other < rank]
-        updated = await Message.filter(provider_id=sid, direction="out", status__in=behind).update(
-            status=status
-        )
-        if status in ("failed", "undelivered"):
-            error = form.get("ErrorCode", "?")
-            log.info("Twilio message %s %s (error %s)", sid, status, error)
-            if error == OUTSIDE_WHATSAPP_WINDOW and updated:
-                await resend_outside_window(sid, now=request.app[CLOCK].now())
-        elif not updated:
-            log.debug("Twilio status %s for %s changed nothing", status, sid)
+        now = request.app[CLOCK].now()
+        # The status and the resend it calls for commit together, or neither does (and Twilio,
+        # answered with an error, posts the callback again).
+        async with unit_of_work() as conn:
+            updated = await (
+                Message.filter(provider_id=sid, direction="out", status__in=behind)
+                .using_db(conn)
+                .update(status=status)
+            )
+            if status in ("failed", "undelivered"):
+                error = form.get("ErrorCode", "?")
+                log.info("Twilio message %s %s (error %s)", sid, status, error)
+                if error == OUTSIDE_WHATSAPP_WINDOW:
+                    outcome = await resend_outside_window(conn, sid, now=now)
+                    await stage_outcome(conn, outcome, now)
+            elif not updated:
+                log.debug("Twilio status %s for %s changed nothing", status, sid)
         return web.Response(status=200)
 
     async def _signed_form(self, request: web.Request) -> MultiDict[str]:

@@ -217,4 +217,9 @@ async def test_a_rental_survives_losing_the_commit_of_every_kind_of_handler(
         assert f"bot/dispatcher.py:_attempt:{effect}" in lost.lost
     for timer in ("booking.deliver_pin", "booking.end", "access.revoke"):
         assert f"flows/timers.py:fire_timer:{timer}" in lost.lost
-    assert all(lost.committed[site] for site in lost.lost), (lost.lost, lost.committed)
+    # A failed attempt whose record was lost is made good by a later attempt of that effect
+    # (the claim runs out and the effect runs again), not necessarily by another failure.
+    assert all(
+        lost.committed[site] or lost.committed[site.replace(":_failed:", ":_attempt:")]
+        for site in lost.lost
+    ), (lost.lost, lost.committed)

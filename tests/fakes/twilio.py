@@ -98,6 +98,9 @@ class SentMessage:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: The ``MediaUrl`` values, in order (the parameter repeats, one per file).
     media_urls: list[str] = field(default_factory=list)
+    #: What the Message resource says now: the last status posted to a callback, and its error.
+    status: str = "queued"
+    error_code: str | None = None
 
 
 @dataclass
@@ -252,7 +255,11 @@ class FakeTwilio:
         }
         if error_code is not None:
             params["ErrorCode"] = error_code
-        url = sent.status_callback if sent else self.public_url + "/webhooks/twilio/status"
+        if sent is not None:
+            sent.status, sent.error_code = status, error_code
+        url = (
+            sent.status_callback if sent else None
+        ) or self.public_url + "/webhooks/twilio/status"
         return params, {"X-Twilio-Signature": self.sign(url, params)}
 
     def window_closed(
@@ -435,7 +442,7 @@ class FakeTwilio:
             "date_sent": None,
             "date_updated": now,
             "direction": "outbound-api",
-            "error_code": None,
+            "error_code": int(sent.error_code) if sent.error_code else None,
             "error_message": None,
             "from": sent.from_,
             "messaging_service_sid": None,
@@ -444,7 +451,7 @@ class FakeTwilio:
             "price": None,
             "price_unit": "USD",
             "sid": sent.sid,
-            "status": "queued",
+            "status": sent.status,
             "subresource_uris": {"media": f"{uri}/Media.json"},
             "to": sent.to,
             "uri": f"{uri}.json",

@@ -245,3 +245,24 @@ async def test_a_pin_typed_to_a_person_reaches_them_but_is_kept_nowhere_in_clear
             for effect in await OutboxEffect.filter(kind="handoff.to_staff")
         ]
         assert relays and not any(pin in text for text in stored + relays)
+
+
+async def test_a_relay_whose_text_failed_after_its_photo_sends_the_photo_once(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with ops_app(tmp_path, sqlite_template, forum=True) as ops:
+        renter = ops.fake.private_chat(777001, "Tom")
+        await ops.post(ops.fake.text_update(renter, "hello"))
+        await ops.deliver()
+        conversation = await Conversation.get(channel="telegram")
+        await ops.command(SUPPORT, f"/takeover {conversation.id}")
+        await ops.deliver()
+        photos = len(ops.fake.calls_to("sendPhoto"))
+        ops.fake.fail_next("sendMessage")  # the photo reaches the topic, the words after it not
+        await ops.post(ops.fake.photo_update(renter, JPEG, caption="the lock is broken"))
+        await ops.deliver()
+        ops.clock.advance(timedelta(minutes=1))
+        await ops.deliver()
+        assert len(ops.fake.calls_to("sendPhoto")) == photos + 1, "the photo is relayed once"
+        words = [m for m in ops.ops_messages() if m.get("text", "").endswith("the lock is broken")]
+        assert len(words) == 1

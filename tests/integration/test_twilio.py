@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from bot.transports.twilio import (
 from bot.transports.twilio_routes import EMPTY_TWIML, setup_twilio
 from flows.inventory import apply_inventory, load_inventory
 from flows.messages import Choice, Media, OutboundMessage
+from storage.db import connection
 from storage.models import (
     Conversation,
     EffectState,
@@ -729,3 +730,53 @@ async def test_a_second_63016_for_the_resend_alerts_instead_of_looping(harness: 
     [alert] = await OpsAlert.all()
     assert alert.kind == "message_not_delivered"
     assert (await Message.get(id=row.id)).status == "failed"
+
+
+async def test_a_63016_whose_resend_was_not_stored_is_resent_when_twilio_posts_it_again(
+    harness: Harness,
+) -> None:
+    row, sid = await _free_form_pin(harness)
+    form, headers = harness.fake.window_closed(sid)
+    await connection().execute_script("ALTER TABLE outbox_effect RENAME TO outbox_effect_away")
+    try:
+        response = await harness.post(form, headers, path="/webhooks/twilio/status")
+        assert response.status == 500, "Twilio is told to post it again"
+    finally:
+        await connection().execute_script("ALTER TABLE outbox_effect_away RENAME TO outbox_effect")
+    assert (await harness.post(form, headers, path="/webhooks/twilio/status")).status == 200
+    assert await harness.deliver() == 1
+    resent = harness.fake.sent[-1]
+    assert resent.content_sid == PIN_TEMPLATE, "the PIN goes again, by its template"
+    assert (await Message.get(id=row.id)).provider_id == resent.sid
+    assert await OpsAlert.all().count() == 0
+
+
+async def test_a_send_twilio_reports_failed_is_not_adopted_by_the_retry(harness: Harness) -> None:
+    await _renter_writes_on_whatsapp(harness)
+    harness.fake.lose_answer_next(1, seconds=30)  # Twilio takes it; the answer never comes
+    row = await harness.stage(_pin(), "pin-1")
+    await harness.deliver()
+    lost = harness.fake.sent[-1]
+    # WhatsApp refuses it before Keyturn knows its sid: the callback finds no message.
+    form, headers = harness.fake.window_closed(lost.sid)
+    assert (await harness.post(form, headers, path="/webhooks/twilio/status")).status == 200
+    harness.clock.advance(timedelta(minutes=1))
+    assert await harness.deliver() == 1
+    again = harness.fake.sent[-1]
+    assert again.sid != lost.sid, "the PIN that never arrived is sent again"
+    assert (await Message.get(id=row.id)).provider_id == again.sid
+
+
+async def test_a_pin_that_cannot_be_delivered_alerts_the_operators(harness: Harness) -> None:
+    harness.fake.opted_out.add(RENTER)
+    await Renter.create(phone=RENTER, name="Rita Renter", language="en")
+    pin = OutboundMessage(channel="sms", address=RENTER, text="Your code is 4821#", kind="pin")
+    row = await harness.stage(pin, "pin-1")
+    reply = await harness.stage(replace(pin, text="See you soon", kind="reply"), "reply-1")
+    assert await harness.deliver() == 2
+    for message in (row, reply):
+        assert (await Message.get(id=message.id)).status == "undeliverable"
+    [alert] = await OpsAlert.all()
+    assert alert.kind == "message_not_delivered" and alert.group_key == f"message:{row.id}"
+    assert alert.params["kind"] == "pin" and "21610" in alert.params["reason"]
+    assert (await Renter.get(phone=RENTER)).opted_out, "Twilio's block is mirrored"
