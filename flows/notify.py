@@ -26,6 +26,18 @@ REQUIRED_KINDS = frozenset({"pin", "payment_link", "receipt"})
 __all__ = ["REQUIRED_KINDS", "SEALED_KINDS", "Notifier"]
 
 
+async def language_of(renter_id: int, conn: BaseDBAsyncClient | None = None) -> str:
+    """The language to write to a renter in, read from their row and latest conversation."""
+    renter = await Renter.filter(id=renter_id).using_db(conn).get()
+    conversation = (
+        await Conversation.filter(renter_id=renter_id)
+        .using_db(conn)
+        .order_by("-last_inbound_at")
+        .first()
+    )
+    return renter_language(renter, conversation)
+
+
 class Notifier:
     def __init__(self, translator: Translator, sealer: Sealer | None = None) -> None:
         self.translator = translator

@@ -38,7 +38,7 @@ from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_
 from bot.keys import CLOCK, ENGINE
 from bot.transports.twilio_resend import OUTSIDE_WHATSAPP_WINDOW, resend_outside_window
 from bot.webhook_body import read_capped
-from flows.i18n import LanguageSources, pick_language
+from flows.i18n import renter_language
 from flows.messages import InboundMessage, Media
 from flows.staging import stage_outcome
 from storage.models import Message
@@ -108,7 +108,7 @@ class TwilioWebhooks:
             # Nothing of the message was stored (the database cannot write...). Twilio does
             # not post it again after an error, so the renter is asked to send it again.
             log.error("Twilio %s message %s not stored: %s", channel, sid, type(err).__name__)
-            language = pick_language(LanguageSources(phone=address))
+            language = renter_language(None, phone=address)
             return _twiml(engine.translator.text(language, "dialog.not_stored"))
         log.info("Twilio %s message %s: %s", channel, sid, result.value)
         return _twiml()

@@ -15,10 +15,10 @@ from flows.booking.reads import BookingReads, DatabaseBookingReads
 from flows.clock import Clock
 from flows.effects import Outcome, Reply
 from flows.engine import StepResult, Turn
-from flows.i18n import Translator, renter_language
+from flows.i18n import Translator
 from flows.inventory_cache import InventoryCache
 from flows.messages import Choice
-from flows.notify import Notifier
+from flows.notify import Notifier, language_of
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
 from flows.upload_links import UploadLinks, mms_reaches_us
@@ -282,11 +282,4 @@ class JourneyBase:
         return await pin_variables(self.sealer, booking, codes, language)
 
     async def _language(self, conn: BaseDBAsyncClient | None, booking: Booking) -> str:
-        renter = await Renter.filter(id=booking.renter_id).using_db(conn).get()
-        conversation = (
-            await Conversation.filter(renter_id=renter.id)
-            .using_db(conn)
-            .order_by("-last_inbound_at")
-            .first()
-        )
-        return renter_language(renter, conversation)
+        return await language_of(booking.renter_id, conn)

@@ -8,6 +8,7 @@ from flows.access import AccessCodes
 from flows.booking import Journey
 from flows.handoff import OPS_LANGUAGE, Handoff
 from flows.i18n import Translator
+from flows.notify import language_of
 from flows.ops.answers import (
     COMMANDS,
     ROLE_PERMISSIONS,
@@ -18,7 +19,7 @@ from flows.ops.answers import (
 )
 from storage.columns import fits_column
 from storage.journal import record_audit
-from storage.models import Booking, Conversation, Location, Lock, Renter, StaffMember
+from storage.models import Booking, Location, Lock, Renter, StaffMember
 from storage.uow import UnitOfWork
 
 
@@ -125,11 +126,7 @@ class DeskBase:
             raise Refused("ops.out_of_scope", what=f"renter {renter_id}")
 
     async def _renter_language(self, renter_id: int) -> str:
-        renter = await Renter.get(id=renter_id)
-        conversation = (
-            await Conversation.filter(renter_id=renter_id).order_by("-last_inbound_at").first()
-        )
-        return await self.journey.notifier.language(renter, conversation)
+        return await language_of(renter_id)
 
 
 def actor_of(staff: StaffMember) -> str:
