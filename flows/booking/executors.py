@@ -124,13 +124,17 @@ class Executors(PaymentEvents):
 
     async def execute_refund(self, effect: OutboxEffect) -> None:
         booking = await Booking.get(id=int(str(effect.payload["booking"])))
-        paid = await Payment.filter(
+        paid = Payment.filter(
             booking_id=booking.id,
             status=PaymentStatus.PAID,
             purpose__in=(PaymentPurpose.RENTAL, PaymentPurpose.EXTENSION),
-        ).order_by("id")
+        )
+        if effect.payload.get("payment") is not None:
+            # A refund of one payment (an extension refused after it was paid) gives back that
+            # payment, not the booking's first ones.
+            paid = paid.filter(id=int(str(effect.payload["payment"])))
         remaining = int(str(effect.payload.get("amount", 0)))
-        for payment in paid:
+        for payment in await paid.order_by("id"):
             intent = str(payment.details.get("payment_intent") or "")
             if remaining <= 0 or not intent:
                 continue

@@ -23,6 +23,7 @@ from flows.inventory import apply_inventory, load_inventory
 from storage.models import (
     Asset,
     Booking,
+    BookingState,
     Conversation,
     Extension,
     OpsAlert,
@@ -190,6 +191,35 @@ async def test_an_extension_whose_time_was_just_booked_by_another_is_refunded_on
     assert await refunded_intents(world) == {intent_of(world, session): 2500}
     [alert] = await OpsAlert.filter(kind="late_payment_refunded")
     assert alert.params["why"] == "extension_taken" and alert.params["booking"] == "KT1001"
+
+
+async def test_two_extensions_paid_at_once_apply_one_and_refund_the_other(world: World) -> None:
+    """The renter asks for 1h and then 2h from the same end, and pays both links; the two
+    events are applied at the same moment by two workers. One extension holds, the other is
+    given back, and ops hear of it."""
+    postgres_only(world)
+    booking = await rented(world)
+    first = await extension_link(world, "1h")
+    second = await extension_link(world, "2h")
+    deliveries = [world.stripe.complete(first), world.stripe.complete(second)]
+    # Both events read the booking as it is now, then wait on a row another worker holds.
+    async with holding(world, "SELECT id FROM booking WHERE id = $1 FOR UPDATE", booking.id):
+        delivered = [asyncio.create_task(world.deliver(d)) for d in deliveries]
+        await waiting_on_locks(world, 2)
+    assert [await d for d in delivered] == [200, 200]
+    await settle(world.runtime)
+    await booking.refresh_from_db()
+    applied = await Extension.filter(booking=booking, state="applied")
+    assert len(applied) == 1, "one extension holds"
+    [kept] = applied
+    assert booking.end_at == kept.new_end_at
+    refunded = await refunded_intents(world)
+    assert len(refunded) == 1, "the other is given back"
+    lost = second if kept.new_end_at == END + timedelta(hours=1) else first
+    assert refunded == {intent_of(world, lost): 1250 if lost == first else 2500}
+    [alert] = await OpsAlert.filter(kind="late_payment_refunded")
+    assert alert.params["why"] == "extension_superseded"
+    assert booking.state == BookingState.CONFIRMED, "still the renter's, under way"
 
 
 async def test_a_retried_payment_event_is_applied_once(world: World) -> None:
