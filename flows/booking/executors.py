@@ -26,6 +26,10 @@ from storage.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 
+class ClaimRefused(ValueError):
+    """The payment provider refused an operator's deposit claim; nothing was charged."""
+
+
 class Executors(PaymentEvents):
     """The payment effects: outside calls, each with the follow-up that records it."""
 
@@ -234,20 +238,31 @@ class Executors(PaymentEvents):
             raise ValueError(
                 f"a claim is more than nothing and at most the deposit, {held.format('en')}"
             )
-        key = f"claim:{reference}:{claimed.minor}"
-        if deposit.status == PaymentStatus.HELD and deposit.provider_ref:
-            await self.payments.capture_hold(deposit.provider_ref, claimed, key)
-            charge = deposit.provider_ref
-        else:
-            charge = await self.payments.charge_saved_card(
-                str(deposit.details.get("customer") or ""),
-                str(deposit.details.get("payment_method") or ""),
-                claimed,
-                key,
-            )
+        # One key per deposit, whatever the amount: a claim whose record was lost, claimed again
+        # (or two claims at once), is the same charge, never a second one; asked again with
+        # another amount, the provider refuses the key reused with other parameters.
+        key = f"claim:{reference}"
+        try:
+            if deposit.status == PaymentStatus.HELD and deposit.provider_ref:
+                await self.payments.capture_hold(deposit.provider_ref, claimed, key)
+                charge = deposit.provider_ref
+            else:
+                charge = await self.payments.charge_saved_card(
+                    str(deposit.details.get("customer") or ""),
+                    str(deposit.details.get("payment_method") or ""),
+                    claimed,
+                    key,
+                )
+        except PaymentRefused as err:
+            raise ClaimRefused(
+                f"the deposit of {reference} was not claimed: {err} (a claim made before is"
+                " claimed again only with the same amount)"
+            ) from err
 
         async def record(conn: UnitOfWork) -> Outcome:
-            await move_payment(conn, deposit.id, to=PaymentStatus.CLAIMED)
+            if not await move_payment(conn, deposit.id, to=PaymentStatus.CLAIMED):
+                # Claimed (or released) meanwhile: this charge is that claim's, recorded by it.
+                raise LookupError(f"the deposit of {reference} was claimed or released meanwhile")
             await Payment.get_or_create(
                 idempotency_key=key,
                 defaults={
