@@ -6,31 +6,29 @@ from __future__ import annotations
 import html
 
 from aiohttp import web
-from tortoise.exceptions import IntegrityError
 
 from bot.keys import JOURNEY
 from flows.booking import Journey
 from flows.i18n import renter_language
 from flows.payments import PaymentEvent
 from flows.staging import stage_outcome
-from storage.models import Booking, ProcessedWebhook, Renter
+from storage.models import Booking, Renter
 from storage.uow import unit_of_work
+from storage.webhooks import claim_event
 
 
 async def apply_payment_event(journey: Journey, provider: str, event: PaymentEvent) -> bool:
     """Apply a payment provider's event once: its id is recorded in the unit of work that
     commits what it changes, so a redelivery (or a race with one) changes nothing. False when
-    it was seen before."""
+    it was seen before. Anything else that fails (a constraint the change breaks: another
+    booking took the time an extension wanted) rolls it all back, id included, and raises:
+    the provider is answered with an error and delivers the event again."""
     now = journey.clock.now()
-    try:
-        async with unit_of_work() as conn:
-            await ProcessedWebhook.create(
-                provider=provider, event_id=event.event_id, received_at=now, using_db=conn
-            )
-            outcome = await journey.payment_event(conn, provider, event, now)
-            await stage_outcome(conn, outcome, now)
-    except IntegrityError:
-        return False
+    async with unit_of_work() as conn:
+        if not await claim_event(conn, provider, event.event_id, at=now):
+            return False
+        outcome = await journey.payment_event(conn, provider, event, now)
+        await stage_outcome(conn, outcome, now)
     return True
 
 

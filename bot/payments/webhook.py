@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
 from bot.keys import JOURNEY
 from bot.payment_routes import apply_payment_event
@@ -29,6 +30,14 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
     except StripeWebhookInvalid:
         raise web.HTTPBadRequest(text="signature refused") from None
-    applied = await apply_payment_event(request.app[JOURNEY], "stripe", event)
+    try:
+        applied = await apply_payment_event(request.app[JOURNEY], "stripe", event)
+    except IntegrityError:
+        # Nothing of it was kept (its id neither): Stripe delivers it again, and the retry
+        # sees what made it fail (an extension's time taken meanwhile is refunded then).
+        log.warning(
+            "stripe event %s %s not applied: a constraint refused it", event.kind, event.event_id
+        )
+        raise web.HTTPInternalServerError(text="not applied, deliver again") from None
     log.info("stripe event %s %s", event.kind, "applied" if applied else "seen before")
     return web.json_response({"received": True})

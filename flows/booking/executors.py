@@ -26,6 +26,10 @@ from storage.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 
+class ClaimRefused(ValueError):
+    """The payment provider refused an operator's deposit claim; nothing was charged."""
+
+
 class Executors(PaymentEvents):
     """The payment effects: outside calls, each with the follow-up that records it."""
 
@@ -124,13 +128,17 @@ class Executors(PaymentEvents):
 
     async def execute_refund(self, effect: OutboxEffect) -> None:
         booking = await Booking.get(id=int(str(effect.payload["booking"])))
-        paid = await Payment.filter(
+        paid = Payment.filter(
             booking_id=booking.id,
             status=PaymentStatus.PAID,
             purpose__in=(PaymentPurpose.RENTAL, PaymentPurpose.EXTENSION),
-        ).order_by("id")
+        )
+        if effect.payload.get("payment") is not None:
+            # A refund of one payment (an extension refused after it was paid) gives back that
+            # payment, not the booking's first ones.
+            paid = paid.filter(id=int(str(effect.payload["payment"])))
         remaining = int(str(effect.payload.get("amount", 0)))
-        for payment in paid:
+        for payment in await paid.order_by("id"):
             intent = str(payment.details.get("payment_intent") or "")
             if remaining <= 0 or not intent:
                 continue
@@ -230,20 +238,31 @@ class Executors(PaymentEvents):
             raise ValueError(
                 f"a claim is more than nothing and at most the deposit, {held.format('en')}"
             )
-        key = f"claim:{reference}:{claimed.minor}"
-        if deposit.status == PaymentStatus.HELD and deposit.provider_ref:
-            await self.payments.capture_hold(deposit.provider_ref, claimed, key)
-            charge = deposit.provider_ref
-        else:
-            charge = await self.payments.charge_saved_card(
-                str(deposit.details.get("customer") or ""),
-                str(deposit.details.get("payment_method") or ""),
-                claimed,
-                key,
-            )
+        # One key per deposit, whatever the amount: a claim whose record was lost, claimed again
+        # (or two claims at once), is the same charge, never a second one; asked again with
+        # another amount, the provider refuses the key reused with other parameters.
+        key = f"claim:{reference}"
+        try:
+            if deposit.status == PaymentStatus.HELD and deposit.provider_ref:
+                await self.payments.capture_hold(deposit.provider_ref, claimed, key)
+                charge = deposit.provider_ref
+            else:
+                charge = await self.payments.charge_saved_card(
+                    str(deposit.details.get("customer") or ""),
+                    str(deposit.details.get("payment_method") or ""),
+                    claimed,
+                    key,
+                )
+        except PaymentRefused as err:
+            raise ClaimRefused(
+                f"the deposit of {reference} was not claimed: {err} (a claim made before is"
+                " claimed again only with the same amount)"
+            ) from err
 
         async def record(conn: UnitOfWork) -> Outcome:
-            await move_payment(conn, deposit.id, to=PaymentStatus.CLAIMED)
+            if not await move_payment(conn, deposit.id, to=PaymentStatus.CLAIMED):
+                # Claimed (or released) meanwhile: this charge is that claim's, recorded by it.
+                raise LookupError(f"the deposit of {reference} was claimed or released meanwhile")
             await Payment.get_or_create(
                 idempotency_key=key,
                 defaults={

@@ -21,7 +21,7 @@ from flows.booking.common import (
     iso,
 )
 from flows.booking.identity import withdraw_identity
-from flows.bookings import extended_range, stored_range
+from flows.bookings import IllegalTransition, extended_range, stored_range
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.i18n import local_time
 from flows.timers import TimerFired
@@ -39,6 +39,11 @@ from storage.models import (
     TimerState,
 )
 from storage.payments import CLAIMABLE, PaymentPurpose
+
+
+class ExtensionSuperseded(IllegalTransition):
+    """The booking no longer ends where the extension was quoted from (another extension was
+    applied first), or is no longer under way: the extension is not applied, nothing changed."""
 
 
 class Lifecycle(JourneyBase):
@@ -144,11 +149,23 @@ class Lifecycle(JourneyBase):
         )
         now = self.clock.now()
         window = extended_range(booking, extension.new_end_at)
-        await (
-            Booking.filter(id=booking.id)
+        # Guarded on the end it was quoted from, as the first write: of two extensions applied
+        # at once, the second finds the end moved (on PostgreSQL it waits for the first's row
+        # lock, then sees its end) and is refused with nothing changed, never last-writer-wins.
+        moved = await (
+            Booking.filter(
+                id=booking.id,
+                end_at=extension.old_end_at,
+                state__in=(BookingState.CONFIRMED, BookingState.ACTIVE),
+            )
             .using_db(conn)
             .update(end_at=extension.new_end_at, blocked_until=window.ends_at)
         )
+        if not moved:
+            raise ExtensionSuperseded(
+                f"booking {booking.reference} no longer ends where extension {extension.id}"
+                " was quoted from"
+            )
         await Extension.filter(id=extension.id).using_db(conn).update(state="applied")
         booking.end_at, booking.blocked_until = extension.new_end_at, window.ends_at
         outcome, replaced = await self.access.move_window(conn, booking, window)

@@ -9,6 +9,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.booking.common import HOLD_EFFECT
 from flows.booking.identity_review import IdentityReview
+from flows.booking.lifecycle import ExtensionSuperseded
 from flows.bookings import extended_range, is_free
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
 from flows.payment_match import OWNED_KINDS, disagreement, own_payment
@@ -135,7 +136,11 @@ class PaymentEvents(IdentityReview):
                 # Quoted from an end the booking no longer has (another extension was paid
                 # first): applied now it would move the end back, so it is given back.
                 return self._refund_late(booking, payment, "extension_superseded")
-            return await self.apply_extension(conn, extension)
+            try:
+                return await self.apply_extension(conn, extension)
+            except ExtensionSuperseded:
+                # Another extension was applied since this one was read (at the same moment).
+                return self._refund_late(booking, payment, "extension_superseded")
         if booking.state != BookingState.AWAITING_PAYMENT:
             # Paid after the hold expired or was cancelled: give the money back.
             return self._refund_late(booking, payment, "paid_after_expiry")

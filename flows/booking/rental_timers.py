@@ -61,6 +61,8 @@ class RentalTimers(Executors):
         variables = await self.pin_variables(booking, ready.codes, language)
 
         async def tell(conn: UnitOfWork) -> Outcome:
+            if await still_under_way(conn, booking.id) is None:
+                return Outcome()  # cancelled or ended while the codes were looked at: no PIN
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
@@ -132,15 +134,17 @@ class RentalTimers(Executors):
         now = self.clock.now()
 
         async def remind(conn: UnitOfWork) -> Outcome:
+            current = await still_under_way(conn, booking.id)
+            if current is None or current.end_at - self.settings.ending_reminder > now:
+                return Outcome()  # cancelled, ended, or extended: its reminder comes later
+            tz = booking.asset.location.timezone
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
                 "journey.ending_soon",
                 now=now,
                 kind="reminder",
-                params=lambda language: {
-                    "end": local_time(booking.end_at, booking.asset.location.timezone, language)
-                },
+                params=lambda language: {"end": local_time(current.end_at, tz, language)},
             )
             return Outcome()
 
@@ -153,9 +157,14 @@ class RentalTimers(Executors):
         now = self.clock.now()
 
         async def complete(conn: UnitOfWork) -> Outcome:
-            if booking.state == BookingState.CONFIRMED:
-                await move(conn, booking, BookingState.ACTIVE)
-            await move(conn, booking, BookingState.COMPLETED)
+            # Read again, locked: an extension applied since the read above moved the end
+            # (and this timer with it), and the rental goes on.
+            current = await still_under_way(conn, booking.id)
+            if current is None or current.end_at > now:
+                return Outcome()
+            if current.state == BookingState.CONFIRMED:
+                await move(conn, current, BookingState.ACTIVE)
+            await move(conn, current, BookingState.COMPLETED)
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
@@ -172,3 +181,13 @@ class RentalTimers(Executors):
             )
 
         return Outcome(writes=[complete])
+
+
+async def still_under_way(conn: UnitOfWork, booking_id: int) -> Booking | None:
+    """The booking as it is in the runner's transaction (its row locked on PostgreSQL until
+    the timer's outcome commits), or None when it is no longer confirmed or active. A timer
+    handler reads without a transaction; its write checks again what it acts on."""
+    booking = await Booking.filter(id=booking_id).using_db(conn).select_for_update().get()
+    if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
+        return None
+    return booking

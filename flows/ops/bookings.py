@@ -12,7 +12,7 @@ from flows.ops.answers import BadArguments, Context, OpsAnswer, Refused
 from flows.ops.base import DeskBase, actor_of
 from flows.ops.money import refund_cents
 from flows.when import WhenNotUnderstood, parse_duration
-from storage.models import AccessCode, BookingState, Extension, Location, StaffMember
+from storage.models import AccessCode, Booking, BookingState, Extension, Location, StaffMember
 from storage.money import Money
 from storage.uow import UnitOfWork
 
@@ -71,15 +71,21 @@ class BookingCommands(DeskBase):
     async def _extend(
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
     ) -> OpsAnswer:
-        booking = await self._booking_in_scope(staff, args[0])
+        in_scope = await self._booking_in_scope(staff, args[0])
         try:
             extra = parse_duration(args[1])
         except WhenNotUnderstood:
             raise BadArguments() from None
+        # Read again in the unit of work (locked on PostgreSQL): the end is extended from the
+        # end the booking has now, not one a paid extension moved since the look-up.
+        booking = await Booking.filter(id=in_scope.id).using_db(conn).select_for_update().get()
         if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
             raise Refused("ops.cannot_extend", reference=booking.reference, state=booking.state)
         new_end = booking.end_at + extra
-        if not await is_free(booking.asset_id, extended_range(booking, new_end), ignore=booking.id):
+        free = await is_free(
+            booking.asset_id, extended_range(booking, new_end), ignore=booking.id, conn=conn
+        )
+        if not free:
             return OpsAnswer([self.t("ops.extend_conflict", reference=booking.reference)])
         extension = await Extension.create(
             booking=booking,
@@ -88,7 +94,14 @@ class BookingCommands(DeskBase):
             price_cents=0,
             using_db=conn,
         )
-        outcome = await self.journey.apply_extension(conn, extension)
+        try:
+            outcome = await self.journey.apply_extension(conn, extension)
+        except IllegalTransition:
+            # Moved since it was read: nothing was extended, and no extension is kept.
+            await Extension.filter(id=extension.id).using_db(conn).delete()
+            raise Refused(
+                "ops.cannot_extend", reference=booking.reference, state=booking.state
+            ) from None
         outcome.audits.append(
             Audit(
                 actor_of(staff),

@@ -24,7 +24,7 @@ from flows.staging import stage_outcome
 from storage import db
 from storage.models import Asset, Booking, BookingState, Renter, StaffMember, StaffRole
 from storage.uow import unit_of_work
-from tests.conftest import FakeClock
+from tests.conftest import TABLES, FakeClock
 from tests.fakes.server import running
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, FakeTwilio
@@ -114,15 +114,27 @@ def buttons(message: Json) -> list[tuple[str, str]]:
 
 @asynccontextmanager
 async def ops_app(
-    tmp_path: Path, template: Path, *, forum: bool = True, twilio: FakeTwilio | None = None
+    tmp_path: Path,
+    template: Path,
+    *,
+    forum: bool = True,
+    twilio: FakeTwilio | None = None,
+    postgres_url: str | None = None,
 ) -> AsyncIterator[Ops]:
     """``twilio``: SMS goes through the real Twilio adapter to this fake (already serving)
-    instead of a recording channel."""
-    path = tmp_path / "ops.sqlite3"
-    shutil.copy(template, path)
-    url = f"sqlite://{path}"
+    instead of a recording channel. ``postgres_url``: on that (migrated) database, emptied
+    first, instead of a copy of the SQLite ``template``."""
+    url = postgres_url
+    if url is None:
+        path = tmp_path / "ops.sqlite3"
+        shutil.copy(template, path)
+        url = f"sqlite://{path}"
     clock = FakeClock(NOW)
     await db.open_database(url)
+    if postgres_url is not None:
+        await db.connection().execute_script(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in TABLES) + " RESTART IDENTITY CASCADE"
+        )
     async with unit_of_work() as conn:
         await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
     await StaffMember.create(
