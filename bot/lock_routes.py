@@ -6,11 +6,10 @@ import logging
 from datetime import datetime
 
 from aiohttp import web
-from tortoise.exceptions import IntegrityError
 
 from bot.keys import CLOCK
 from bot.webhook_body import read_capped
-from flows.lock_events import LockEvent, LockEventKind, lock_event_handler
+from flows.lock_events import EventSeen, LockEvent, LockEventKind, lock_event_handler
 from flows.staging import run_unit
 from locks.seam import SeamEvent, SeamWebhookInvalid, SeamWebhookUnreadable, verify_seam_webhook
 
@@ -39,7 +38,7 @@ async def apply_lock_event(event: LockEvent, now: datetime) -> bool:
     """Apply a pushed event once, in one unit of work; False when this event id was seen."""
     try:
         await run_unit(lock_event_handler(event, now), now)
-    except IntegrityError:
+    except EventSeen:
         return False
     return True
 

@@ -12,7 +12,6 @@ import html
 import logging
 
 from aiohttp import BodyPartReader, web
-from tortoise.exceptions import IntegrityError
 
 from bot.keys import CLOCK, JOURNEY
 from bot.transports.twilio import ID_DOCUMENT_TYPES
@@ -21,6 +20,7 @@ from flows.staging import stage_outcome
 from flows.upload_links import UPLOAD_LINK_USES, UploadGrant, UploadLinks
 from storage.models import Booking, BookingState, ProcessedWebhook, Renter
 from storage.uow import unit_of_work
+from storage.webhooks import claim_event
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,13 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
         now = request.app[CLOCK].now()
         try:
             async with unit_of_work() as conn:
-                await ProcessedWebhook.create(
-                    provider=UPLOAD_LINK_USES, event_id=grant.digest, received_at=now, using_db=conn
-                )
+                if not await claim_event(conn, UPLOAD_LINK_USES, grant.digest, at=now):
+                    raise _Used
                 outcome = await journey.receive_uploaded_id(conn, grant, content, content_type, now)
                 if outcome is None:
                     raise _Used
                 await stage_outcome(conn, outcome, now)
-        except (IntegrityError, _Used):
+        except _Used:
             return await _page(request, grant, "upload.refused", status=410)
         log.info("an ID photo arrived through an upload link for booking %s", grant.booking_id)
         return await _page(request, grant, "upload.received")

@@ -21,7 +21,8 @@ from flows.effects import Alert, Audit, Effect, Handler, Outcome
 from storage.codes import move_code
 from storage.journal import resolve_alert
 from storage.kinds import AlertKind
-from storage.models import AccessCode, AccessCodeState, Lock, ProcessedWebhook
+from storage.models import AccessCode, AccessCodeState, Lock
+from storage.webhooks import claim_event
 
 LOW_BATTERY = 0.2
 
@@ -50,14 +51,18 @@ class LockEvent:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+class EventSeen(Exception):
+    """This provider event was handled before: a redelivery, to be answered 200 and dropped."""
+
+
 def lock_event_handler(event: LockEvent, now: datetime) -> Handler:
     """The handler a runner commits to apply a pushed event once: it records the event id
-    first, so a delivery seen before raises ``IntegrityError`` and changes nothing."""
+    first, so a delivery seen before raises ``EventSeen`` and changes nothing. Any other
+    constraint the event's changes break raises too, and the delivery is retried."""
 
     async def apply(conn: BaseDBAsyncClient) -> Outcome:
-        await ProcessedWebhook.create(
-            provider=event.provider, event_id=event.event_id, received_at=now, using_db=conn
-        )
+        if not await claim_event(conn, event.provider, event.event_id, at=now):
+            raise EventSeen(event.event_id)
         if event.device_id is None:
             return Outcome()
         lock = await (

@@ -227,17 +227,7 @@ class Executors(PaymentEvents):
         a rental too long for a hold. Returns the amount claimed, and the follow-up that records
         the claim: its caller (a runner) commits it in a unit of work."""
         booking = await Booking.get(reference=reference)
-        deposit = await Payment.filter(
-            booking_id=booking.id, purpose=PaymentPurpose.DEPOSIT, status__in=CLAIMABLE
-        ).first()
-        if deposit is None:
-            raise LookupError(f"booking {reference} has no deposit to claim")
-        held = Money(deposit.amount_cents, deposit.currency)
-        claimed = held if amount is None else amount
-        if claimed.currency != held.currency or not 0 < claimed.minor <= held.minor:
-            raise ValueError(
-                f"a claim is more than nothing and at most the deposit, {held.format('en')}"
-            )
+        deposit, claimed = await _claimable(booking, amount)
         # One key per deposit, whatever the amount: a claim whose record was lost, claimed again
         # (or two claims at once), is the same charge, never a second one; asked again with
         # another amount, the provider refuses the key reused with other parameters.
@@ -332,3 +322,20 @@ class Executors(PaymentEvents):
             return Outcome()
 
         return record
+
+
+async def _claimable(booking: Booking, amount: Money | None) -> tuple[Payment, Money]:
+    """The booking's deposit that can still be claimed, and how much of it is claimed (all of
+    it when no amount is given); refused when there is none or the amount does not fit."""
+    deposit = await Payment.filter(
+        booking_id=booking.id, purpose=PaymentPurpose.DEPOSIT, status__in=CLAIMABLE
+    ).first()
+    if deposit is None:
+        raise LookupError(f"booking {booking.reference} has no deposit to claim")
+    held = Money(deposit.amount_cents, deposit.currency)
+    claimed = held if amount is None else amount
+    if claimed.currency != held.currency or not 0 < claimed.minor <= held.minor:
+        raise ValueError(
+            f"a claim is more than nothing and at most the deposit, {held.format('en')}"
+        )
+    return deposit, claimed

@@ -143,31 +143,12 @@ class Lifecycle(JourneyBase):
         return outcome
 
     async def apply_extension(self, conn: BaseDBAsyncClient, extension: Extension) -> Outcome:
-        booking = await Booking.filter(id=extension.booking_id).using_db(conn).get()
+        booking = await _moved_end(conn, extension)
         asset = (
             await Asset.filter(id=booking.asset_id).using_db(conn).get().select_related("location")
         )
         now = self.clock.now()
-        window = extended_range(booking, extension.new_end_at)
-        # Guarded on the end it was quoted from, as the first write: of two extensions applied
-        # at once, the second finds the end moved (on PostgreSQL it waits for the first's row
-        # lock, then sees its end) and is refused with nothing changed, never last-writer-wins.
-        moved = await (
-            Booking.filter(
-                id=booking.id,
-                end_at=extension.old_end_at,
-                state__in=(BookingState.CONFIRMED, BookingState.ACTIVE),
-            )
-            .using_db(conn)
-            .update(end_at=extension.new_end_at, blocked_until=window.ends_at)
-        )
-        if not moved:
-            raise ExtensionSuperseded(
-                f"booking {booking.reference} no longer ends where extension {extension.id}"
-                " was quoted from"
-            )
-        await Extension.filter(id=extension.id).using_db(conn).update(state="applied")
-        booking.end_at, booking.blocked_until = extension.new_end_at, window.ends_at
+        window = extended_range(booking, booking.end_at)
         outcome, replaced = await self.access.move_window(conn, booking, window)
         ref = booking.reference
         outcome.timers += [
@@ -358,3 +339,29 @@ class Lifecycle(JourneyBase):
             ],
             audits=[Audit("system", "booking.expired", f"booking:{booking.reference}")],
         )
+
+
+async def _moved_end(conn: BaseDBAsyncClient, extension: Extension) -> Booking:
+    """The booking with its end moved to the extension's, as the first write. Guarded on the
+    end it was quoted from: of two extensions applied at once, the second finds the end moved
+    (on PostgreSQL it waits for the first's row lock, then sees its end) and is refused with
+    nothing changed, never last-writer-wins."""
+    booking = await Booking.filter(id=extension.booking_id).using_db(conn).get()
+    window = extended_range(booking, extension.new_end_at)
+    moved = await (
+        Booking.filter(
+            id=booking.id,
+            end_at=extension.old_end_at,
+            state__in=(BookingState.CONFIRMED, BookingState.ACTIVE),
+        )
+        .using_db(conn)
+        .update(end_at=extension.new_end_at, blocked_until=window.ends_at)
+    )
+    if not moved:
+        raise ExtensionSuperseded(
+            f"booking {booking.reference} no longer ends where extension {extension.id}"
+            " was quoted from"
+        )
+    await Extension.filter(id=extension.id).using_db(conn).update(state="applied")
+    booking.end_at, booking.blocked_until = extension.new_end_at, window.ends_at
+    return booking
