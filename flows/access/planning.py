@@ -40,6 +40,7 @@ from locks.port import capabilities_from_json, constraints_from_json
 from locks.windows import AccessWindow
 from storage.codes import move_code
 from storage.kinds import AlertKind
+from storage.lock_rows import usable_locks
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -65,7 +66,13 @@ async def locks_for_booking(booking: Booking, conn: BaseDBAsyncClient | None = N
         shared=True,
         retired_at__isnull=True,
     ).using_db(conn)
-    return sorted({lock.id: lock for lock in [*own, *gates]}.values(), key=lambda lk: lk.key)
+    found = {lock.id: lock for lock in [*own, *gates]}
+    if conn is not None:
+        # Held until the caller commits: a lock retired at this instant is left out, and one
+        # not retired stays so until the codes planned on it are stored.
+        usable = await usable_locks(conn, found)
+        found = {lock_id: lock for lock_id, lock in found.items() if lock_id in usable}
+    return sorted(found.values(), key=lambda lk: lk.key)
 
 
 async def plan_booking_codes(

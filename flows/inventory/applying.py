@@ -14,6 +14,7 @@ from tortoise.models import Model
 
 from flows.inventory.fields import shown
 from flows.inventory.spec import Inventory, InventoryError, InventoryProblem, LockSpec
+from storage.lock_rows import hold_for_retirement
 from storage.models import (
     SLOT_HOLDING_STATES,
     AccessCode,
@@ -276,6 +277,9 @@ class InventorySync:
         for key, row in self.locks.items():
             if key in wanted or row.retired_at is not None:
                 continue
+            # Planners using the lock finish first, and new ones wait: the count below is the
+            # last word on whether a code needs it.
+            await hold_for_retirement(self.conn, row.id)
             asset_ids = {asset_id for asset_id, lock_id in mappings if lock_id == row.id}
             if row.shared:
                 at_location = (
