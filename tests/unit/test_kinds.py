@@ -42,7 +42,7 @@ def test_a_kind_and_its_stored_string_are_the_same() -> None:
 
 def test_a_kind_declared_by_two_packages_is_refused_at_start_up() -> None:
     """Two packages claiming one effect kind would leave one of them never run."""
-    from bot.app import declared
+    from bot.runtime import declared
 
     def mine() -> None: ...
 
