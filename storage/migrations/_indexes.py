@@ -48,9 +48,7 @@ class LiveIndex:
         return [f'DROP INDEX IF EXISTS "{self.name}"']
 
 
-def build_live(
-    indexes: Sequence[LiveIndex], *, extensions: Sequence[str] = ()
-) -> ops.RunPython:
+def build_live(indexes: Sequence[LiveIndex], *, extensions: Sequence[str] = ()) -> ops.RunPython:
     """The operation that builds ``indexes`` (and first creates the PostgreSQL ``extensions``
     they need) outside any transaction; going back drops them."""
 
