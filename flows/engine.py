@@ -39,7 +39,6 @@ from storage.conversations import (
     NewMessage,
     add_conversation,
     add_renter,
-    claim_message,
     find_or_add_renter,
     forget_renter,
     read_conversation,
@@ -244,7 +243,6 @@ class ConversationEngine:
         result = await self.dialog.step(turn)
         seal_inbound = self.sealer is not None and await holds_own_pin(renter.id, text, self.sealer)
         async with unit_of_work() as conn:
-            await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
                 conn,
                 conversation,
@@ -253,6 +251,7 @@ class ConversationEngine:
                 language=result.language or language,
                 renter_id=renter.id,
                 at=now,
+                claim=(dedupe_provider, message.provider_id),
             )
             if not saved:
                 raise _Raced()
