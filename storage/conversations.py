@@ -111,6 +111,35 @@ async def read_conversation(
     return conversation, Renter._init_from_db(**renter_values)
 
 
+_RENTER_ALIASES = ", ".join(f"r.{column} AS renter__{column}" for column in RENTER_COLUMNS)
+#: A renter with the conversation they used last (as ``order_by("-last_inbound_at", "-id")``
+#: orders it on each database), in one query.
+_READ_RENTER_AND_LATEST = (
+    "SELECT c.*, " + _RENTER_ALIASES + " FROM renter r LEFT JOIN conversation c ON c.id = ("  # noqa: S608 (fixed column names)
+    " SELECT id FROM conversation WHERE renter_id = r.id"
+    " ORDER BY last_inbound_at DESC, id DESC LIMIT 1) WHERE r.id = $1"
+)
+
+
+async def read_renter_and_latest_conversation(
+    renter_id: int, conn: BaseDBAsyncClient | None = None
+) -> tuple[Renter, Conversation | None] | None:
+    """The renter and the conversation they used last (None if they have none), in one query
+    (in ``conn``'s transaction when given); None when there is no such renter."""
+    rows = await (conn or connection()).execute_query_dict(
+        sql(_READ_RENTER_AND_LATEST), [renter_id]
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    renter = Renter._init_from_db(
+        **{column: row.pop(f"renter__{column}") for column in RENTER_COLUMNS}
+    )
+    if row["id"] is None:
+        return renter, None
+    return renter, Conversation._init_from_db(**row)
+
+
 #: A renter's first message: the renter is found by phone or Telegram id, or added, in one
 #: statement (the no-op update makes an existing row come back through RETURNING).
 _RENTER_BY = {
