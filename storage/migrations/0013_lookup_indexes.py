@@ -17,9 +17,14 @@ transaction): a running Keyturn keeps serving renters while it upgrades.
 - a simulated lock's keypad log.
 """
 
+import importlib
+
 from tortoise import migrations
+from tortoise.migrations import operations as ops
 
 from storage.migrations._indexes import LiveIndex, build_live
+
+_RANGES = importlib.import_module("storage.migrations.0009_booking_blocked_range")
 
 INDEXES = [
     LiveIndex("booking_asset_until", "booking", "(asset_id, blocked_until)"),
@@ -55,6 +60,45 @@ INDEXES = [
 ]
 
 
+#: SQLite's overlap triggers (0009) compare instants with ``julianday``, which no index serves:
+#: each insert read every booking the item ever had. They now also bound the other booking's
+#: end by its stored text, a day before the new range starts — a day covers any offset a stored
+#: time may carry — so the item's bookings are read by ``booking_asset_until`` from there on.
+_SQLITE_CHECK = _RANGES._SQLITE_CHECK.replace(
+    "AND b.state IN",
+    "AND b.blocked_until > strftime('%Y-%m-%d %H:%M:%S', julianday(NEW.blocked_from) - 1)"
+    " AND b.state IN",
+    1,
+)
+assert _SQLITE_CHECK != _RANGES._SQLITE_CHECK
+
+
+def _triggers(check: str) -> list[str]:
+    return [
+        "DROP TRIGGER IF EXISTS booking_no_overlap_insert",
+        "DROP TRIGGER IF EXISTS booking_no_overlap_update",
+        f"CREATE TRIGGER booking_no_overlap_insert BEFORE INSERT ON booking BEGIN {check} END",
+        "CREATE TRIGGER booking_no_overlap_update BEFORE UPDATE OF asset_id, start_at, end_at,"
+        f" blocked_from, blocked_until, state ON booking BEGIN {check} END",
+    ]
+
+
+async def _sqlite(schema_editor, statements):
+    """On SQLite, the triggers are replaced in one transaction of their own: no write slips
+    between dropping the old and creating the new."""
+    if schema_editor.client.capabilities.dialect == "sqlite":
+        script = ";\n".join(["BEGIN IMMEDIATE", *statements, "COMMIT"])
+        await schema_editor.client.execute_script(script)
+
+
+async def bounded_triggers(apps, schema_editor):
+    await _sqlite(schema_editor, _triggers(_SQLITE_CHECK))
+
+
+async def unbounded_triggers(apps, schema_editor):
+    await _sqlite(schema_editor, _triggers(_RANGES._SQLITE_CHECK))
+
+
 class Migration(migrations.Migration):
     dependencies = [("models", "0012_location_lead_times")]
 
@@ -62,4 +106,7 @@ class Migration(migrations.Migration):
     #: CREATE INDEX CONCURRENTLY cannot run inside a transaction.
     atomic = False
 
-    operations = [build_live(INDEXES, extensions=["pg_trgm"])]
+    operations = [
+        build_live(INDEXES, extensions=["pg_trgm"]),
+        ops.RunPython(bounded_triggers, unbounded_triggers),
+    ]

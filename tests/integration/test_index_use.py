@@ -8,11 +8,14 @@ index can serve a statement at all."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tortoise.exceptions import IntegrityError
 
 from bot.app import Runtime
 from bot.cli import DEMO_INVENTORY
@@ -132,3 +135,33 @@ async def test_each_reading_ops_command_is_served_by_indexes(
     assert not scanning(plans), "\n\n".join(scanning(plans))
     missing = indexes - indexes_used(plans)
     assert not missing, f"{missing} unused:\n\n" + "\n\n".join(f"{p.sql}\n{p.text}" for p in plans)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlites_overlap_check_seeks_the_items_bookings_from_the_new_ones_start(
+    database: str, clock: FakeClock
+) -> None:
+    """SQLite has no exclusion constraint: triggers refuse an overlapping booking. Their check
+    reads the item's bookings through ``booking_asset_until`` from a day before the new range
+    (a seek on both of its columns), not every booking the item ever had."""
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, load_inventory(DEMO_INVENTORY), now=clock.now())
+    asset = await Asset.get(code="T1")
+    renter = await a_renter()
+    taken = await _book(asset, renter.id, 2, BookingState.CONFIRMED)
+    with pytest.raises(IntegrityError, match="booking_no_overlap"):
+        await _book(asset, renter.id, 3, BookingState.AWAITING_PAYMENT)
+
+    path = database.removeprefix("sqlite://")
+    with closing(sqlite3.connect(path)) as raw:
+        (root,) = raw.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'booking_asset_until'"
+        ).fetchone()
+        program = raw.execute(
+            "EXPLAIN UPDATE booking SET state = 'confirmed' WHERE id = ?", (taken.id,)
+        ).fetchall()
+    # (addr, opcode, p1, p2, p3, p4, p5, comment): the cursor opened on the index, and a seek
+    # on it by two key columns (the item, and the end of the range).
+    cursors = {row[2] for row in program if row[1] == "OpenRead" and row[3] == root}
+    seeks = [row for row in program if row[1].startswith("Seek") and row[2] in cursors]
+    assert cursors and any(str(row[5]) == "2" for row in seeks), "\n".join(map(str, program))
