@@ -265,13 +265,19 @@ async def test_the_lookup_indexes_are_built_while_renters_keep_booking(fresh_url
         assert not upgrade.done(), "the index build waits for the turn in flight"
         await turn.commit()
         applied = await asyncio.wait_for(upgrade, 60)
-        assert applied == ["models.0013_lookup_indexes"]
+        assert applied == ["models.0013_lookup_indexes", "models.0014_retention_indexes"]
         invalid = await next_turn.fetch(
             "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
         )
         assert invalid == []
         names = {r[0] for r in await next_turn.fetch("SELECT indexname FROM pg_indexes")}
-        assert {"booking_asset_until", "renter_name_trigram", "message_conversation"} <= names
+        assert {
+            "booking_asset_until",
+            "renter_name_trigram",
+            "message_conversation",
+            "message_with_body",
+            "timer_finished",
+        } <= names
     finally:
         await open_turn.close()
         await next_turn.close()
