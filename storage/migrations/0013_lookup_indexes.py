@@ -64,23 +64,29 @@ INDEXES = [
 #: each insert read every booking the item ever had. They now also bound the other booking's
 #: end by its stored text, a day before the new range starts — a day covers any offset a stored
 #: time may carry — so the item's bookings are read by ``booking_asset_until`` from there on.
-_SQLITE_CHECK = _RANGES._SQLITE_CHECK.replace(
-    "AND b.state IN",
-    "AND b.blocked_until > strftime('%Y-%m-%d %H:%M:%S', julianday(NEW.blocked_from) - 1)"
-    " AND b.state IN",
-    1,
-)
-assert _SQLITE_CHECK != _RANGES._SQLITE_CHECK
-
-
-def _triggers(check: str) -> list[str]:
-    return [
-        "DROP TRIGGER IF EXISTS booking_no_overlap_insert",
-        "DROP TRIGGER IF EXISTS booking_no_overlap_update",
-        f"CREATE TRIGGER booking_no_overlap_insert BEFORE INSERT ON booking BEGIN {check} END",
-        "CREATE TRIGGER booking_no_overlap_update BEFORE UPDATE OF asset_id, start_at, end_at,"
-        f" blocked_from, blocked_until, state ON booking BEGIN {check} END",
-    ]
+HOLDING = _RANGES.HOLDING
+_SQLITE_CHECK = f"""
+    SELECT RAISE(ABORT, 'booking_no_overlap')
+    WHERE NEW.state IN {HOLDING} AND EXISTS (
+        SELECT 1 FROM booking b
+        WHERE b.asset_id = NEW.asset_id
+          AND b.blocked_until > strftime('%Y-%m-%d %H:%M:%S', julianday(NEW.blocked_from) - 1)
+          AND b.id <> NEW.id AND b.state IN {HOLDING}
+          AND julianday(b.blocked_from) < julianday(NEW.blocked_until)
+          AND julianday(NEW.blocked_from) < julianday(b.blocked_until));
+    SELECT RAISE(ABORT, 'booking_end_after_start')
+    WHERE julianday(NEW.end_at) <= julianday(NEW.start_at);
+    SELECT RAISE(ABORT, 'booking_blocked_covers_rental')
+    WHERE julianday(NEW.blocked_from) > julianday(NEW.start_at)
+       OR julianday(NEW.blocked_until) < julianday(NEW.end_at);
+"""
+SQLITE_FORWARD = [
+    "DROP TRIGGER IF EXISTS booking_no_overlap_insert",
+    "DROP TRIGGER IF EXISTS booking_no_overlap_update",
+    f"CREATE TRIGGER booking_no_overlap_insert BEFORE INSERT ON booking BEGIN {_SQLITE_CHECK} END",
+    "CREATE TRIGGER booking_no_overlap_update BEFORE UPDATE OF asset_id, start_at, end_at,"
+    f" blocked_from, blocked_until, state ON booking BEGIN {_SQLITE_CHECK} END",
+]
 
 
 async def _sqlite(schema_editor, statements):
@@ -92,11 +98,11 @@ async def _sqlite(schema_editor, statements):
 
 
 async def bounded_triggers(apps, schema_editor):
-    await _sqlite(schema_editor, _triggers(_SQLITE_CHECK))
+    await _sqlite(schema_editor, SQLITE_FORWARD)
 
 
 async def unbounded_triggers(apps, schema_editor):
-    await _sqlite(schema_editor, _triggers(_RANGES._SQLITE_CHECK))
+    await _sqlite(schema_editor, _RANGES.SQLITE_FORWARD)
 
 
 class Migration(migrations.Migration):
