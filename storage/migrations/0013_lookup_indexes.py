@@ -13,7 +13,8 @@ transaction): a running Keyturn keeps serving renters while it upgrades.
 - a conversation's messages; a sent message by the provider's id (status callbacks);
 - a booking's payments, extensions and identity checks; a renter's conversations and checks;
   the conversation of an ops topic;
-- a lock's codes by state (reconcile, retirement) and its items; a staff member's codes;
+- a lock's codes, and a code by the provider's id on its lock (lock events); the lock's
+  items; a staff member's codes; a verification session by the provider's id;
 - a simulated lock's keypad log.
 """
 
@@ -32,7 +33,7 @@ INDEXES = [
     LiveIndex("booking_start", "booking", "(start_at)"),
     LiveIndex("booking_end", "booking", "(end_at)"),
     LiveIndex("access_code_offline_until", "access_code", "(offline, ends_at)"),
-    LiveIndex("access_code_lock_state", "access_code", "(lock_id, state)"),
+    LiveIndex("access_code_lock_ref", "access_code", "(lock_id, provider_ref)"),
     LiveIndex("access_code_staff", "access_code", "(staff_id)"),
     LiveIndex(
         "renter_name_trigram",
@@ -53,6 +54,7 @@ INDEXES = [
     LiveIndex("extension_booking", "extension", "(booking_id)"),
     LiveIndex("identity_check_renter", "identity_check", "(renter_id)"),
     LiveIndex("identity_check_booking", "identity_check", "(booking_id)"),
+    LiveIndex("identity_check_provider_ref", "identity_check", "(provider_ref)"),
     LiveIndex("conversation_renter", "conversation", "(renter_id)"),
     LiveIndex("conversation_thread", "conversation", "(agent_thread_id)"),
     LiveIndex("asset_lock_lock", "asset_lock", "(lock_id)"),
