@@ -54,9 +54,7 @@ async def staff_codes(runtime: Runtime, lock: Lock, count: int) -> list[AccessCo
     window = AccessWindow(now, now + timedelta(hours=8))
     for n in range(count):
         async with in_transaction() as conn:
-            outcome = await runtime.access.plan_staff_code(
-                conn, member, lock, window, f"Crew {n}"
-            )
+            outcome = await runtime.access.plan_staff_code(conn, member, lock, window, f"Crew {n}")
             await stage_outcome(conn, outcome, now)
     return await AccessCode.filter(lock_id=lock.id).order_by("id")
 
