@@ -12,10 +12,10 @@ parameters, also POST with a JSON body as Seam accepts; ``/access_codes/update``
   ``validation_errors``;
 - a PIN another managed code on the same lock already has in an overlapping window → 400
   ``duplicate_access_code`` (what Seam answers synchronously);
-- past Seam's per-device rate limits (docs.seam.co "Rate Limits and Guardrails": 10 access code
-  creations and 10 updates a minute per device), a 429 with Seam's error body. Seam documents
-  neither the error's ``type`` nor a ``Retry-After`` header: the fake answers
-  ``too_many_requests``, and a ``Retry-After`` only when ``retry_after_header`` is set.
+- past Seam's per-device rate limits (docs.seam.co "Rate Limits and Guardrails": 10 access
+  code creations, 10 updates and 20 deletions a minute per device), a 429 with Seam's error
+  body. Seam documents neither the error's ``type`` nor a ``Retry-After`` header: the fake
+  answers ``too_many_requests``, and a ``Retry-After`` only when ``retry_after_header`` is set.
 
 What only the lock can tell happens later, as on Seam: a created code is ``setting`` until the test
 calls ``program()``, which sets it (``access_code.set_on_device``) or fails it with Seam's errors —
@@ -212,6 +212,7 @@ class FakeSeam:
         self.rate_limits: dict[str, int] = {
             "/access_codes/create": 10,
             "/access_codes/update": 10,
+            "/access_codes/delete": 20,
         }
         #: When true, a 429 says when to come back (``Retry-After``, in seconds).
         self.retry_after_header = False
@@ -621,6 +622,7 @@ class FakeSeam:
     async def _access_codes_delete(self, request: web.Request) -> web.Response:
         params = await _params(request)
         access_code = self._access_code(params)
+        self._within_rate_limit(request.path, access_code["device_id"])
         answer = self.kept_on_delete.get(access_code["device_id"])
         if answer == 404:
             raise SeamApiError(404, "access_code_not_found", "Access code not found")

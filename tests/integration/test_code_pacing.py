@@ -14,6 +14,7 @@ from bot.app import Runtime, build_runtime
 from bot.config import Settings
 from flows.access import SET_EFFECT
 from flows.staging import stage_outcome
+from locks import CodeRequest
 from locks.seam import SeamLockProvider
 from locks.simulated import SimulatedLockProvider
 from locks.windows import AccessWindow
@@ -116,6 +117,23 @@ async def test_a_reset_lock_gets_all_its_codes_back_ten_a_minute_without_a_failu
     await assert_no_failure()
 
 
+async def test_codes_waiting_for_a_worker_that_was_down_still_go_out_at_the_pace(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    lock = await Lock.get(key="harbor-t1")
+    codes = await staff_codes(runtime, lock, 25)
+    await settle(runtime)  # the first ten go out; the rest hold their slots
+    assert await SimulatedCode.filter(device_id=lock.device_id).count() == SEAM_LIMIT
+    clock.advance(timedelta(minutes=7))  # every worker was down past all those slots
+    await run_until_set(runtime, clock, codes)
+    simulated = runtime.locks["simulated"]
+    assert isinstance(simulated, SimulatedLockProvider)
+    made = await SimulatedCode.filter(device_id=lock.device_id).values_list("created_at", flat=True)
+    assert len(made) == 25 and busiest_minute(list(made)) <= SEAM_LIMIT
+    assert simulated.rate_limited == 0, "the late ones took new slots rather than all going"
+    await assert_no_failure()
+
+
 @pytest.fixture
 async def seam_world(database: str, clock: FakeClock) -> AsyncIterator[tuple[FakeSeam, Runtime]]:
     fake = FakeSeam(now=clock.now)
@@ -204,3 +222,26 @@ async def test_a_seam_refusal_for_its_rate_limit_is_waited_out_not_failed(
     await code.refresh_from_db()
     assert code.provider_ref in fake.access_codes
     await assert_no_failure()
+
+
+async def test_strays_past_seams_deletion_limit_wait_for_the_next_pass(
+    seam_world: tuple[FakeSeam, Runtime], clock: FakeClock
+) -> None:
+    fake, runtime = seam_world
+    lock = await seam_lock(fake)
+    provider = runtime.locks["seam"]
+    for n in range(25):  # codes someone set in the vendor's app, ten a minute
+        if n and n % SEAM_LIMIT == 0:
+            clock.advance(timedelta(seconds=61))
+        ends = clock.now() + timedelta(days=2)
+        await provider.create_code(
+            CodeRequest(lock.device_id, f"{482910 + n * 7}", clock.now(), ends, "stray", "UTC")
+        )
+    first = await reconciled(runtime, lock)
+    assert (len(first.strays_removed), len(first.strays_stuck)) == (20, 5)
+    # One refused call, which the SDK itself retries twice (it retries a DELETE on 429).
+    assert fake.rate_limited == {"/access_codes/delete": 3}, "it stopped at the first refusal"
+    clock.advance(timedelta(minutes=1))
+    second = await reconciled(runtime, lock)
+    assert (len(second.strays_removed), len(second.strays_stuck)) == (5, 0)
+    assert {c["status"] for c in fake.access_codes.values()} == {"removing"}
