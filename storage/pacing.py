@@ -2,7 +2,9 @@
 
 Each lock row keeps, per kind of call, the slots taken lately (the last ``limit``, in order)
 and the earliest the next may be (after a provider's 429). Taking a slot reads and writes them
-under the lock row's row lock and commits at once, so every worker shares one pace. A new slot
+under the lock row's row lock and commits at once, so every worker shares one pace. The row
+lock is ``FOR NO KEY UPDATE``: planners' ``FOR KEY SHARE`` (``storage.lock_rows``) and the
+pace never wait for each other. A new slot
 is never before the last one taken, nor within ``window`` of the slot ``limit`` places back:
 no ``window`` ever holds more than ``limit`` slots.
 """
@@ -56,7 +58,7 @@ async def take_slot(
     """Take the device's next slot for one ``call``: ``now`` when it has room, else the
     earliest instant that keeps ``limit`` slots in any ``window``."""
     async with in_transaction() as conn:
-        lock = await Lock.filter(id=lock_id).using_db(conn).select_for_update().first()
+        lock = await Lock.filter(id=lock_id).using_db(conn).select_for_update(no_key=True).first()
         if lock is None:
             return now  # the lock is gone: nothing to pace
         slots, not_before = _pace_of(lock, call)
@@ -73,7 +75,7 @@ async def take_slot(
 async def hold_off(lock_id: int, call: PacedCall, until: datetime) -> None:
     """The provider refused for its limit: no slot of the device starts before ``until``."""
     async with in_transaction() as conn:
-        lock = await Lock.filter(id=lock_id).using_db(conn).select_for_update().first()
+        lock = await Lock.filter(id=lock_id).using_db(conn).select_for_update(no_key=True).first()
         if lock is None:
             return
         slots, not_before = _pace_of(lock, call)

@@ -3,6 +3,7 @@ of them, at no more than its provider takes a minute (Seam: 10), and none counts
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -30,6 +31,7 @@ from storage.models import (
     StaffMember,
     StaffRole,
 )
+from storage.pacing import PacedCall, take_slot
 from storage.sealing import Sealer
 from tests.conftest import FakeClock
 from tests.fakes.seam import API_KEY, FakeSeam
@@ -245,3 +247,23 @@ async def test_strays_past_seams_deletion_limit_wait_for_the_next_pass(
     second = await reconciled(runtime, lock)
     assert (len(second.strays_removed), len(second.strays_stuck)) == (5, 0)
     assert {c["status"] for c in fake.access_codes.values()} == {"removing"}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_workers_taking_a_devices_slots_at_once_share_one_pace(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    lock = await Lock.get(key="harbor-t1")
+    window = timedelta(seconds=70)
+    slots = await asyncio.gather(
+        *(
+            take_slot(lock.id, PacedCall.CREATION, now=clock.now(), limit=10, window=window)
+            for _ in range(30)
+        )
+    )
+    ordered = sorted(slots)
+    assert ordered.count(clock.now()) == 10, "ten go out at once; the others wait"
+    assert all(sum(1 for s in ordered if at - window < s <= at) <= 10 for at in ordered), (
+        "no window of the pace holds more than ten"
+    )
+    assert ordered[-1] == clock.now() + 2 * window
