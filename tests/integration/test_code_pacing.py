@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from flows.access import SET_EFFECT
+from flows.access import SET_EFFECT, UPDATE_EFFECT
 from flows.staging import stage_outcome
 from locks import CodeRequest
 from locks.seam import SeamLockProvider
@@ -34,7 +34,7 @@ from storage.models import (
 from storage.pacing import PacedCall, take_slot
 from storage.sealing import Sealer
 from tests.conftest import FakeClock
-from tests.fakes.seam import API_KEY, FakeSeam
+from tests.fakes.seam import API_KEY, FakeSeam, iso
 from tests.fakes.server import running
 from tests.integration.conftest import reconciled, settle
 
@@ -197,6 +197,36 @@ async def test_seam_gets_a_lost_locks_codes_back_within_its_rate_limit(
     assert busiest_minute(created_at_device(fake, lock.device_id)) <= SEAM_LIMIT
     assert fake.rate_limited == {}, "Seam never had to refuse one"
     await assert_no_failure()
+
+
+async def test_windows_corrected_on_seam_go_out_within_its_update_limit(
+    seam_world: tuple[FakeSeam, Runtime], clock: FakeClock
+) -> None:
+    fake, runtime = seam_world
+    lock = await seam_lock(fake)
+    codes = await staff_codes(runtime, lock, 15)
+    for _ in range(40):
+        await settle(runtime)
+        clock.advance(timedelta(seconds=3))
+    for code in fake.access_codes.values():  # changed in the vendor's app: a day longer
+        code["ends_at"] = iso(datetime.fromisoformat(code["ends_at"]) + timedelta(days=1))
+    report = await reconciled(runtime, lock)
+    assert sorted(report.drift) == [c.id for c in codes]
+    for _ in range(40):
+        await settle(runtime)
+        clock.advance(timedelta(seconds=3))
+
+    updates = fake.taken.get(("/access_codes/update", lock.device_id), [])
+    assert len(updates) == 15 and busiest_minute(updates) <= SEAM_LIMIT
+    assert fake.rate_limited == {}
+    stored = {c.provider_ref: c.ends_at for c in await AccessCode.filter(lock_id=lock.id)}
+    assert {
+        ref: datetime.fromisoformat(c["ends_at"]) for ref, c in fake.access_codes.items()
+    } == stored, "every window is Keyturn's again"
+    effects = await OutboxEffect.filter(kind=UPDATE_EFFECT)
+    assert len(effects) == 15 and {(e.state, e.attempts) for e in effects} == {
+        (EffectState.DONE, 1)
+    }
 
 
 @pytest.mark.parametrize("retry_after_header", [False, True])
