@@ -7,7 +7,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0013_lookup_indexes")]
+    dependencies = [("models", "0014_retention_indexes")]
 
     initial = False
 

