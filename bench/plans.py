@@ -1,0 +1,207 @@
+"""Which statements of a measure read a large table from end to end, and their plans.
+
+Statements are captured from Tortoise's ``tortoise.db_client`` logger at DEBUG (as
+``tests/integration/test_statement_budget.py`` counts them), with their parameters. On
+PostgreSQL the tables' ``seq_scan`` counters (``pg_stat_user_tables``) are compared before and
+after the measure; for each large table scanned, the captured statements naming it are
+``EXPLAIN``-ed and those whose plan has ``Seq Scan on`` it are shown. On SQLite every captured
+statement's ``EXPLAIN QUERY PLAN`` is read and those that ``SCAN`` a large table without an
+index are shown. Statements run by another process (a ``keyturn serve`` worker) are not
+captured: for them only the counters say a scan happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from storage import db
+
+#: A table is large from this many rows on: scanning it is what the bench looks for.
+LARGE_TABLE_ROWS = 10_000
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
+#: PostgreSQL reports a backend's table counters at most once a second.
+STATS_DELAY = 1.1
+SHOWN_PER_MEASURE = 3
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: dict[str, list[Any]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 2 or not isinstance(args[0], str):
+            return
+        query, values = args
+        if query.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            return
+        if isinstance(values, (list, tuple)) and (not values or not isinstance(values[0], list)):
+            self.seen.setdefault(query, list(values))
+        elif values is None:
+            self.seen.setdefault(query, [])
+
+
+@contextmanager
+def captured() -> Iterator[dict[str, list[Any]]]:
+    """The distinct statements this process runs in the block, each with one set of values."""
+    logger = logging.getLogger("tortoise.db_client")
+    recorder = _Recorder()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(recorder)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield recorder.seen
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@dataclass
+class Scans:
+    """What one measure scanned: per large table, sequential scans and rows they read."""
+
+    tables: dict[str, tuple[int, int]] = field(default_factory=dict)
+    plans: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.tables:
+            return "no sequential scan of a large table"
+        return "; ".join(
+            f"{name}: {scans} seq scans, {rows:,} rows read"
+            for name, (scans, rows) in sorted(self.tables.items())
+        )
+
+
+class ScanWatch:
+    """Counts sequential scans of large tables around a measure (PostgreSQL) and explains the
+    statements behind them (both databases)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.postgres = database_url.startswith("postgres")
+        self.sizes: dict[str, int] = {}
+
+    async def sizes_now(self) -> None:
+        if self.postgres:
+            rows = await self._pg("SELECT relname, n_live_tup FROM pg_stat_user_tables")
+            self.sizes = {row["relname"]: int(row["n_live_tup"]) for row in rows}
+            return
+        conn = db.connection()
+        _, tables = await conn.execute_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        for row in tables:
+            name = row["name"]
+            _, counted = await conn.execute_query(f'SELECT count(*) AS n FROM "{name}"')  # noqa: S608
+            self.sizes[name] = int(counted[0]["n"])
+
+    def large(self) -> set[str]:
+        return {name for name, rows in self.sizes.items() if rows >= LARGE_TABLE_ROWS}
+
+    async def _pg(self, query: str) -> list[asyncpg.Record]:
+        dsn = self.url.split("?", 1)[0]
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            rows: list[asyncpg.Record] = await conn.fetch(query)
+            return rows
+        finally:
+            await conn.close()
+
+    async def counters(self) -> dict[str, tuple[int, int]]:
+        if not self.postgres:
+            return {}
+        await asyncio.sleep(STATS_DELAY)
+        rows = await self._pg("SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables")
+        return {r["relname"]: (int(r["seq_scan"] or 0), int(r["seq_tup_read"] or 0)) for r in rows}
+
+    async def compare(
+        self,
+        before: dict[str, tuple[int, int]],
+        statements: dict[str, list[Any]],
+    ) -> Scans:
+        scans = Scans()
+        large = self.large()
+        if self.postgres:
+            after = await self.counters()
+            for name in large:
+                was, now = before.get(name, (0, 0)), after.get(name, (0, 0))
+                if now[0] > was[0]:
+                    scans.tables[name] = (now[0] - was[0], now[1] - was[1])
+            if scans.tables:
+                scans.plans = await self._explain_postgres(statements, set(scans.tables))
+            return scans
+        scans.plans = await self._explain_sqlite(statements, large, scans.tables)
+        return scans
+
+    async def _explain_postgres(
+        self, statements: dict[str, list[Any]], tables: set[str]
+    ) -> list[str]:
+        shown: list[str] = []
+        conn = db.connection()
+        for query, values in statements.items():
+            if not any(_names(query, table) for table in tables):
+                continue
+            try:
+                _, rows = await conn.execute_query("EXPLAIN " + query, values)
+            except Exception as err:  # a statement EXPLAIN cannot take as logged
+                shown.append(f"{_short(query)}\n    (EXPLAIN failed: {type(err).__name__})")
+                continue
+            plan = "\n".join(f"    {row['QUERY PLAN']}" for row in rows)
+            if any(f"Seq Scan on {table}" in plan for table in tables):
+                shown.append(f"{_short(query)}\n{plan}")
+            if len(shown) >= SHOWN_PER_MEASURE:
+                break
+        return shown
+
+    async def _explain_sqlite(
+        self, statements: dict[str, list[Any]], large: set[str], tables: dict[str, tuple[int, int]]
+    ) -> list[str]:
+        """Plans that scan a large table; ``tables`` counts the statements that do, by table."""
+        shown: list[str] = []
+        conn = db.connection()
+        for query, values in statements.items():
+            try:
+                _, rows = await conn.execute_query("EXPLAIN QUERY PLAN " + query, values)
+            except Exception:  # noqa: S112 (a statement EXPLAIN cannot take as logged)
+                continue
+            details = [str(row["detail"]) for row in rows]
+            scanned = {name for detail in details if (name := _scans_sqlite(detail, large))}
+            for name in scanned:
+                tables[name] = (tables.get(name, (0, 0))[0] + 1, 0)
+            if scanned and len(shown) < SHOWN_PER_MEASURE:
+                plan = "\n".join(f"    {detail}" for detail in details)
+                shown.append(f"{_short(query)}\n{plan}")
+        return shown
+
+
+def _scans_sqlite(detail: str, large: set[str]) -> str | None:
+    """The large table a plan line scans without an index, if it does."""
+    match = re.match(r"SCAN (\w+)", detail)
+    if match is None or match.group(1) not in large:
+        return None
+    return None if "USING INDEX" in detail or "USING COVERING INDEX" in detail else match.group(1)
+
+
+def _names(query: str, table: str) -> bool:
+    return re.search(rf'(?<![\w.])"?{re.escape(table)}"?(?![\w])', query) is not None
+
+
+def _short(query: str, width: int = 400) -> str:
+    text = " ".join(query.split())
+    return "  " + (text if len(text) <= width else text[: width - 1] + "…")
+
+
+def plans_text(plans: Sequence[str]) -> str:
+    return "\n".join(plans)
