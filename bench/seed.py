@@ -183,11 +183,11 @@ class Volumes:
 
     @property
     def days(self) -> int:
-        return max(1, self.bookings // self.items)
+        return max(3, self.bookings // self.items)
 
     @property
     def future_days(self) -> int:
-        return max(1, min(FUTURE_DAYS, self.days // 10))
+        return max(2, min(FUTURE_DAYS, self.days // 10))
 
 
 FULL = Volumes(
@@ -360,7 +360,7 @@ class Rows:
 
     # bookings: id = item * days + day + 1
     def booking_times(self, item: int, day: int) -> tuple[datetime, datetime]:
-        start = self.first_day + timedelta(days=day, hours=6 + item % 10)
+        start = self.first_day + timedelta(days=day, hours=6 + (item // self.v.locations) % 12)
         return start, start + RENTAL
 
     def booking_state(self, booking_id: int, start: datetime, end: datetime) -> str:
