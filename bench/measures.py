@@ -11,8 +11,10 @@ SMS webhooks by renters of the data, alone and while retention purges. As a subp
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from bench.plans import Scans, ScanWatch, captured
 from bench.seed import RENTAL, Seeded, Volumes, asset_code, phone
 from bot.runtime import Runtime
 from flows.bookings import alternatives, blocked_range, is_free
+from flows.messages import InboundMessage
 from flows.retention import RETENTION_KEY, RETENTION_TIMER
 from storage.models import Asset, AuditEvent, Message, SimulatedCode, Timer, TimerState
 from storage.outbox import claim_due_effects
@@ -152,7 +155,8 @@ def journeys(seeded: Seeded, volumes: Volumes, seed: int) -> Iterator[tuple[str,
     renters = list(range(1, volumes.renters + 1))
     rng.shuffle(renters)
     today = seeded.now.date()
-    for number, renter in enumerate(renters):
+    # The empty database has few renters: they come back (each conversation goes on).
+    for number, renter in enumerate(itertools.cycle(renters)):
         if rng.random() < 0.25:
             yield phone(renter), ["HELP"]
             continue
@@ -175,6 +179,28 @@ async def turns(
     sample = Sample(step.latencies, await watch.compare(before, {}))
     if step.errors or step.skipped:
         sample.note = f"{step.errors} errors {step.statuses}, {step.skipped} skipped"
+    return sample
+
+
+async def engine_turns(
+    runtime: Runtime, seeded: Seeded, volumes: Volumes, watch: ScanWatch, journeys_run: int
+) -> Sample:
+    """The same journeys through this process's conversation engine (``engine.handle``, what
+    the webhook route calls), so that their statements are captured and explained."""
+    lines = journeys(seeded, volumes, seed=16)
+    before = await watch.counters()
+    sample = Sample()
+    with captured() as statements:
+        for _ in range(journeys_run):
+            number, script = next(lines)
+            for text in script:
+                message = InboundMessage(
+                    "sms", number, text, f"SMbench{uuid.uuid4().hex}", datetime.now(UTC)
+                )
+                began = time.perf_counter()
+                await runtime.engine.handle(message)
+                sample.latencies.append(time.perf_counter() - began)
+    sample.scans = await watch.compare(before, statements)
     return sample
 
 

@@ -28,7 +28,7 @@ from storage import db
 LARGE_TABLE_ROWS = 10_000
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 #: PostgreSQL reports a backend's table counters at most once a second.
-STATS_DELAY = 1.1
+STATS_DELAY = 2.0
 SHOWN_PER_MEASURE = 3
 
 
@@ -148,21 +148,31 @@ class ScanWatch:
     async def _explain_postgres(
         self, statements: dict[str, list[Any]], tables: set[str]
     ) -> list[str]:
+        """EXPLAIN each statement naming a scanned table, as planned for its values and as the
+        generic plan PostgreSQL may switch a prepared statement to after five runs (asyncpg
+        prepares every statement); shown when either has a ``Seq Scan`` on the table."""
         shown: list[str] = []
-        conn = db.connection()
-        for query, values in statements.items():
-            if not any(_names(query, table) for table in tables):
-                continue
-            try:
-                _, rows = await conn.execute_query("EXPLAIN " + query, values)
-            except Exception as err:  # a statement EXPLAIN cannot take as logged
-                shown.append(f"{_short(query)}\n    (EXPLAIN failed: {type(err).__name__})")
-                continue
-            plan = "\n".join(f"    {row['QUERY PLAN']}" for row in rows)
-            if any(f"Seq Scan on {table}" in plan for table in tables):
-                shown.append(f"{_short(query)}\n{plan}")
-            if len(shown) >= SHOWN_PER_MEASURE:
-                break
+        conn = await asyncpg.connect(self.url.split("?", 1)[0])
+        try:
+            for query, values in statements.items():
+                if not any(_names(query, table) for table in tables):
+                    continue
+                for mode in ("auto", "force_generic_plan"):
+                    await conn.execute(f"SET plan_cache_mode = {mode}")
+                    try:
+                        rows = await conn.fetch("EXPLAIN " + query, *values)
+                    except Exception as err:  # a statement EXPLAIN cannot take as logged
+                        shown.append(f"{_short(query)}\n    (EXPLAIN failed: {err!r:.200})")
+                        break
+                    plan = "\n".join(f"    {row[0]}" for row in rows)
+                    if any(f"Seq Scan on {table}" in plan for table in tables):
+                        label = "" if mode == "auto" else "  [generic plan]"
+                        shown.append(f"{_short(query)}{label}\n{plan}")
+                        break
+                if len(shown) >= SHOWN_PER_MEASURE:
+                    break
+        finally:
+            await conn.close()
         return shown
 
     async def _explain_sqlite(
