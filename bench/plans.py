@@ -13,12 +13,15 @@ captured: for them only the counters say a scan happened.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -38,16 +41,42 @@ class _Recorder(logging.Handler):
         self.seen: dict[str, list[Any]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if not isinstance(args, tuple) or len(args) != 2 or not isinstance(args[0], str):
+        statement = _statement(record)
+        if statement is None:
             return
+        query, values = statement
+        if not query.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            self.seen.setdefault(query, values)
+
+
+#: What the parameters' reprs name (Tortoise logs ``"%s: %s", query, values``).
+_REPR_NAMES = {"datetime": datetime, "Decimal": Decimal, "UUID": UUID}
+
+
+def _statement(record: logging.LogRecord) -> tuple[str, list[Any]] | None:
+    """The statement and its values. Keyturn's log redaction formats each record as it is made
+    (``bot/log_redaction.py``), so the values are read back from their repr."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
         query, values = args
-        if query.lstrip().upper().startswith(TRANSACTION_CONTROL):
-            return
-        if isinstance(values, (list, tuple)) and (not values or not isinstance(values[0], list)):
-            self.seen.setdefault(query, list(values))
-        elif values is None:
-            self.seen.setdefault(query, [])
+    else:
+        message = str(record.msg)
+        cut = message.find(": [")
+        if message.endswith(": None"):
+            return message.removesuffix(": None"), []
+        if cut < 0:
+            return None
+        query = message[:cut]
+        try:
+            # The bench's own statements' parameters, as Tortoise logged them.
+            values = eval(message[cut + 2 :], {"__builtins__": {}}, _REPR_NAMES)  # noqa: S307
+        except Exception:
+            return None
+    if values is None:
+        return query, []
+    if isinstance(values, (list, tuple)) and not (values and isinstance(values[0], list)):
+        return query, list(values)
+    return None  # executemany: many rows of values
 
 
 @contextmanager

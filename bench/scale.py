@@ -198,7 +198,7 @@ async def run_state(
         outcome.written = await fill(url, volumes, settings, log)
         outcome.seconds_seeding = time.perf_counter() - began
         print(f"  {state}: seeded in {outcome.seconds_seeding:.0f} s: {', '.join(outcome.written)}")
-        seeded = picks(volumes)
+        seeded = picks(volumes, settings.audit_retention_days)
         await db.open_database(url)
         try:
             watch = ScanWatch(url)
@@ -222,8 +222,8 @@ async def run_state(
     return outcome
 
 
-def picks(volumes: seed.Volumes) -> seed.Seeded:
-    references, phones, parts = seed.seeded_picks(volumes)
+def picks(volumes: seed.Volumes, audit_days: int) -> seed.Seeded:
+    references, phones, parts = seed.seeded_picks(volumes, audit_days)
     return seed.Seeded(
         now=datetime.now(UTC),
         asset_codes=[seed.asset_code(i) for i in range(volumes.items)],
@@ -246,12 +246,14 @@ async def webhook_measures(
     runtime: Runtime,
 ) -> None:
     argv = [*keyturn_command(), "serve", "--no-payments", "--port", str(port)]
+    settings = Settings.from_env(env)
+    seeded = picks(outcome.volumes, settings.audit_retention_days)
     worker = await processes.start(f"worker-{outcome.state}", argv, env)
     try:
         await wait_healthy(session, public_url, worker)
         crowd = measures.SeededCrowd(
             FakeTwilio(public_url=public_url),
-            measures.journeys(picks(outcome.volumes), outcome.volumes, seed=15),
+            measures.journeys(seeded, outcome.volumes, seed=15),
         )
         # Lazy imports and caches (dateparser's language data) load on the first messages.
         await run_step(session, crowd, [public_url], rate=args.turn_rate, duration=2.0)
@@ -259,9 +261,8 @@ async def webhook_measures(
             session, crowd, public_url, rate=args.turn_rate, seconds=args.turn_seconds, watch=watch
         )
         outcome.samples["renter turn (engine)"] = await measures.engine_turns(
-            runtime, picks(outcome.volumes), outcome.volumes, watch, args.engine_journeys
+            runtime, seeded, outcome.volumes, watch, args.engine_journeys
         )
-        settings = Settings.from_env(env)
         outcome.samples["turn during retention"] = await measures.retention_while_chatting(
             session,
             crowd,

@@ -478,22 +478,16 @@ class Rows:
                 )
 
     def audit_events(self) -> Iterator[tuple[Any, ...]]:
-        v = self.v
-        expired = min(v.expired - min(v.expired // 2, v.messages // 2), v.audit_events * 9 // 10)
-        kept = timedelta(days=self.audit_days)
-        old = expired / v.audit_events
-        span = kept / (1 - old) if old < 1 else kept * 10
+        """Five events a booking (held, confirmed, code set, completed, opened), minutes apart."""
+        span = audit_span(self.v, self.audit_days)
         actions = ("booking.held", "booking.confirmed", "code.set", "booking.completed", "open")
-        for event_id in range(1, v.audit_events + 1):
-            at = self.now - span * ((event_id * 0.7548776662) % 1)
-            days_back = (self.now - at).days
-            day = max(0, min(v.days - 1, v.days - v.future_days - days_back))
-            item = (event_id * 31) % v.items
-            booking_id = item * v.days + day + 1
+        for event_id in range(self.v.audit_events):
+            group, step = divmod(event_id, len(actions))
+            at, booking_id = audited(self.v, self.now, span, group)
             yield (
-                at,
-                "system" if event_id % 3 else "renter",
-                actions[event_id % len(actions)],
+                at + timedelta(minutes=step),
+                "system" if step else "renter",
+                actions[step],
                 f"booking:{reference(booking_id)}",
                 "{}",
             )
@@ -813,10 +807,33 @@ def write_sqlite(
     return counts
 
 
-def seeded_picks(volumes: Volumes) -> tuple[list[str], list[str], list[str]]:
-    """References of bookings, phones and name parts the measures look up."""
+def audit_span(volumes: Volumes, audit_days: int) -> timedelta:
+    """How far back audit events go: the share past retention is what the purge removes."""
+    expired = min(
+        volumes.expired - min(volumes.expired // 2, volumes.messages // 2),
+        volumes.audit_events * 9 // 10,
+    )
+    return timedelta(days=audit_days) / (1 - expired / volumes.audit_events)
+
+
+def audited(volumes: Volumes, now: datetime, span: timedelta, group: int) -> tuple[datetime, int]:
+    """When the ``group``-th booking's events happened, and that booking's id."""
+    at = now - span * ((group * 0.7548776662) % 1)
+    day = max(0, min(volumes.days - 1, volumes.days - volumes.future_days - (now - at).days))
+    return at, ((group * 31) % volumes.items) * volumes.days + day + 1
+
+
+def seeded_picks(volumes: Volumes, audit_days: int) -> tuple[list[str], list[str], list[str]]:
+    """References of bookings, phones and name parts the measures look up: bookings of the
+    last two months, which have audit events kept and (most) access codes."""
     rng = random.Random(15)  # noqa: S311
-    references = [reference(rng.randrange(volumes.items * volumes.days) + 1) for _ in range(50)]
+    now, span, references = datetime.now(UTC), audit_span(volumes, audit_days), []
+    for group in range(volumes.audit_events // 5):
+        at, booking_id = audited(volumes, now, span, group)
+        if now - at < timedelta(days=60):
+            references.append(reference(booking_id))
+        if len(references) >= 50:
+            break
     phones = [phone(rng.randrange(1, volumes.renters + 1)) for _ in range(50)]
     parts = [name[1:5].lower() for name in LAST_NAMES[:20]]
     return references, phones, parts
