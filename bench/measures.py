@@ -85,9 +85,7 @@ class Measures:
             "alternatives": await self.watched(samples, lambda _: self._alternatives(assets)),
         }
         for label, command, args in self._ops_commands():
-            results[label] = await self.watched(
-                ops_samples, lambda i, c=command, a=args: self._ops(c, a(i))
-            )
+            results[label] = await self.watched(ops_samples, self._ops_call(command, args))
         now = datetime.now(UTC)
         results["timer claim"] = await self.watched(
             samples, lambda _: claim_due_timers(now, limit=100, lease=LEASE, worker=WORKER)
@@ -123,6 +121,11 @@ class Measures:
             ("/audit <ref>", "audit", lambda i: [refs[i % len(refs)]]),
             ("/locks", "locks", lambda i: []),
         ]
+
+    def _ops_call(
+        self, command: str, args: Callable[[int], list[str]]
+    ) -> Callable[[int], Awaitable[None]]:
+        return lambda index: self._ops(command, args(index))
 
     async def _ops(self, command: str, args: list[str]) -> None:
         desk = self.runtime.ops

@@ -57,8 +57,9 @@ def _statement(record: logging.LogRecord) -> tuple[str, list[Any]] | None:
     """The statement and its values. Keyturn's log redaction formats each record as it is made
     (``bot/log_redaction.py``), so the values are read back from their repr."""
     args = record.args
+    values: object
     if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
-        query, values = args
+        query, values = args[0], args[1]
     else:
         message = str(record.msg)
         cut = message.find(": [")
