@@ -321,14 +321,14 @@ def report(kind: str, empty: Outcome, seeded: Outcome) -> str:
         lines.append(f"  {outcome.state}: {outcome.reconcile}")
     lines.append("  Sequential scans of large tables (seeded database):")
     for label, sample in seeded.samples.items():
-        if sample.scans is None or not sample.scans.tables:
+        if sample.scans is None or not (sample.scans.tables or sample.scans.plans):
             continue
         lines.append(f"  - {label}: {sample.scans.summary()}")
         lines += sample.scans.plans or [
-            "    (no statement captured in this process plans it: a worker's, or a statistics"
-            " report that came late from the measure before)"
+            "    (no statement of this process plans one: a worker's statements, or a late"
+            " statistics report of the measure before)"
         ]
-    if not any(s.scans and s.scans.tables for s in seeded.samples.values()):
+    if not any(s.scans and (s.scans.tables or s.scans.plans) for s in seeded.samples.values()):
         lines.append("    none")
     return "\n".join(lines)
 
