@@ -191,6 +191,11 @@ async def engine_turns(
     """The same journeys through this process's conversation engine (``engine.handle``, what
     the webhook route calls), so that their statements are captured and explained."""
     lines = journeys(seeded, volumes, seed=16)
+    # Unmeasured: this process's first turn loads what the dialog reads once (catalogs, dates).
+    number, script = next(lines)
+    await runtime.engine.handle(
+        InboundMessage("sms", number, script[0], f"SMbench{uuid.uuid4().hex}", datetime.now(UTC))
+    )
     before = await watch.counters()
     sample = Sample()
     with captured() as statements:

@@ -103,10 +103,18 @@ class Scans:
 
     tables: dict[str, tuple[int, int]] = field(default_factory=dict)
     plans: list[str] = field(default_factory=list)
+    #: True where ``tables`` are PostgreSQL's counters; on SQLite they count the statements
+    #: whose plan scans the table.
+    counted: bool = True
 
     def summary(self) -> str:
         if not self.tables:
             return "no sequential scan counted; plans of its statements:"
+        if not self.counted:
+            return "; ".join(
+                f"{name}: scanned by {statements} of its statements"
+                for name, (statements, _) in sorted(self.tables.items())
+            )
         return "; ".join(
             f"{name}: {scans} seq scans, {rows:,} rows read"
             for name, (scans, rows) in sorted(self.tables.items())
@@ -174,6 +182,7 @@ class ScanWatch:
             # is explained as well.
             scans.plans = await self._explain_postgres(statements, large)
             return scans
+        scans.counted = False
         scans.plans = await self._explain_sqlite(statements, large, scans.tables)
         return scans
 
