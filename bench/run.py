@@ -250,11 +250,17 @@ def remove_sqlite(path: Path) -> None:
 
 
 async def _recreate_postgres(*, drop_only: bool) -> None:
+    await recreate_postgres(POSTGRES_DATABASE, drop_only=drop_only)
+
+
+async def recreate_postgres(name: str, *, drop_only: bool) -> None:
+    """Drop the database ``name`` (as the ``postgres`` user) and, unless ``drop_only``, create
+    it afresh."""
     conn = await asyncpg.connect(POSTGRES_ADMIN, timeout=10)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {POSTGRES_DATABASE} WITH (FORCE)")
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         if not drop_only:
-            await conn.execute(f"CREATE DATABASE {POSTGRES_DATABASE}")
+            await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
 
@@ -285,10 +291,10 @@ def keyturn_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
 
 
-async def prepare(processes: Processes, env: dict[str, str]) -> None:
-    """``keyturn migrate`` and ``keyturn inventory apply`` the demo inventory."""
+async def prepare(processes: Processes, env: dict[str, str], inventory: Path = INVENTORY) -> None:
+    """``keyturn migrate`` and ``keyturn inventory apply`` an inventory (the demo's)."""
     for name, args in (("migrate", ["migrate"]), ("inventory", ["inventory", "apply"])):
-        argv = [*keyturn_command(), *args] + ([str(INVENTORY)] if name == "inventory" else [])
+        argv = [*keyturn_command(), *args] + ([str(inventory)] if name == "inventory" else [])
         process = await processes.start(name, argv, env)
         code = await asyncio.wait_for(process.wait(), 120)
         processes.running.remove(process)

@@ -32,6 +32,7 @@ from locks.windows import AccessWindow
 from storage import db
 from storage.models import AccessCode, AccessCodeState, Booking, Lock, StaffMember
 from storage.money import Money, MoneyError
+from storage.outbox import pending_count
 from storage.uow import unit_of_work
 
 log = logging.getLogger("keyturn")
@@ -447,6 +448,12 @@ def _locks_reconcile(args: argparse.Namespace) -> int:
                     f"removing again {len(report.removals_requeued)} revoked codes"
                 )
         await runtime.dispatcher.run_once()
+        waiting = await pending_count()
+        if waiting:
+            print(
+                f"{waiting} effects wait in the outbox (codes go out at each lock's pace, "
+                "at most what its provider takes a minute): `keyturn serve` sends them"
+            )
         return 1 if failed else 0
 
     return asyncio.run(_with_locks(work))

@@ -25,7 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
 from flows.clock import Clock, SystemClock
-from flows.effects import Alert, EffectExecutor, FollowUp, Outcome
+from flows.effects import Alert, Deferred, EffectExecutor, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
 from storage.conversations import record_send, recorded_provider_ids
@@ -34,6 +34,7 @@ from storage.kinds import AlertKind
 from storage.models import OutboxEffect
 from storage.outbox import (
     claim_due_effects,
+    defer_effect,
     mark_done,
     mark_failed,
     mark_sent,
@@ -207,6 +208,8 @@ class OutboxDispatcher:
                     await stage_outcome(conn, await follow_up(conn), now)
                 if effect.alerted:
                     await resolve_alert(conn, group_key=_group(effect), now=now, by="dispatcher")
+        except Deferred as deferred:
+            await self._deferred(effect, deferred)
         except Exception as err:
             try:
                 await self._failed(effect, err)
@@ -214,6 +217,21 @@ class OutboxDispatcher:
                 # Neither the failure nor its alert is recorded: the claim runs out and the
                 # effect is attempted (and fails, and alerts) again.
                 log.exception("effect %s: its failed attempt was not recorded", effect.id)
+
+    async def _deferred(self, effect: OutboxEffect, deferred: Deferred) -> None:
+        """The effect waits its turn: not an attempt, so neither backoff nor alert grows."""
+        until = deferred.until
+        expires_at = _expires_at(effect)
+        if expires_at is not None:
+            until = min(until, max(expires_at, self.clock.now()))
+        try:
+            if not await defer_effect(effect, until, deferred.notes):
+                _taken_over(effect)
+                return
+        except Exception:
+            log.exception("effect %s: its wait was not recorded; its lease runs out", effect.id)
+            return
+        log.debug("effect %s (%s) waits until %s: %s", effect.id, effect.kind, until, deferred)
 
     async def _failed(self, effect: OutboxEffect, err: Exception) -> None:
         now = self.clock.now()

@@ -178,25 +178,37 @@ def extended_range(booking: Booking, new_end: datetime) -> AccessWindow:
 
 
 def _taking(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[Booking]:
-    """Bookings that keep the item from being taken between ``starts`` and ``ends``: those
-    holding their slot whose stored range reaches into it, and cancelled ones whose offline code
-    could not be taken off the lock (it works until its end, so that time is not sold again).
-    Such a code's window is in whole hours and may reach past the booking's range: on the
-    item's own locks, that counts too."""
-    reaches = Q(blocked_from__lt=ends, blocked_until__gt=starts)
+    """Bookings whose stored range reaches into ``starts``–``ends`` and keeps the item from
+    being taken: those holding their slot, and cancelled ones whose offline code could not be
+    taken off the lock (it works until its end, so that time is not sold again). Read by the
+    item and the end of the range (index ``booking_asset_until``): the bookings of the past
+    are never visited."""
     lapsing = Q(
         state=BookingState.CANCELLED,
         access_codes__offline=True,
         access_codes__provider_ref__isnull=False,
     )
-    code_works = Q(
-        access_codes__lock__shared=False,
-        access_codes__starts_at__lt=ends,
-        access_codes__ends_at__gt=starts,
-    )
     return Booking.filter(
-        Q(Q(state__in=SLOT_HOLDING_STATES), reaches) | Q(lapsing, Q(reaches | code_works)),
+        Q(state__in=SLOT_HOLDING_STATES) | lapsing,
         asset_id=asset_id,
+        blocked_until__gt=starts,
+        blocked_from__lt=ends,
+    )
+
+
+def _lapsing_codes(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[AccessCode]:
+    """Offline codes of the item's cancelled bookings that could not be taken off its own
+    locks and work between ``starts`` and ``ends``. Such a code's window is in whole hours and
+    may reach past its booking's range, so it is a query of its own, by the code's end (index
+    ``access_code_offline_until``), not an ``OR`` across the join."""
+    return AccessCode.filter(
+        offline=True,
+        ends_at__gt=starts,
+        starts_at__lt=ends,
+        provider_ref__isnull=False,
+        lock__shared=False,
+        booking__asset_id=asset_id,
+        booking__state=BookingState.CANCELLED,
     )
 
 
@@ -212,7 +224,12 @@ async def is_free(
     clashes = _taking(asset_id, blocked.starts_at, blocked.ends_at)
     if ignore is not None:
         clashes = clashes.exclude(id=ignore)
-    return not await clashes.using_db(conn).exists()
+    if await clashes.using_db(conn).exists():
+        return False
+    codes = _lapsing_codes(asset_id, blocked.starts_at, blocked.ends_at)
+    if ignore is not None:
+        codes = codes.exclude(booking_id=ignore)
+    return not await codes.using_db(conn).exists()
 
 
 async def alternatives(
@@ -225,15 +242,7 @@ async def alternatives(
     around = alternatives_reach(wanted)
     held = [
         *await _taking(asset.id, *around).distinct().values_list("blocked_from", "blocked_until"),
-        *await AccessCode.filter(
-            booking__asset_id=asset.id,
-            booking__state=BookingState.CANCELLED,
-            offline=True,
-            provider_ref__isnull=False,
-            lock__shared=False,
-            starts_at__lt=around[1],
-            ends_at__gt=around[0],
-        ).values_list("starts_at", "ends_at"),
+        *await _lapsing_codes(asset.id, *around).values_list("starts_at", "ends_at"),
     ]
     return free_slots(held, wanted, start, end, now=now, count=count)
 

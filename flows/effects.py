@@ -90,6 +90,17 @@ class Outcome:
         )
 
 
+class Deferred(Exception):
+    """Raised by an executor whose effect must wait its turn (a lock's pace, a provider's
+    429) before any outside call that counts: the dispatcher puts it off to ``until`` as not
+    attempted — no failure, no backoff, no alert — with ``notes`` added to its payload."""
+
+    def __init__(self, until: datetime, reason: str, notes: Mapping[str, Any] | None = None):
+        super().__init__(reason)
+        self.until = until
+        self.notes = dict(notes or {})
+
+
 #: A handler as a runner calls it: given the unit of work, it returns what to change.
 Handler = Callable[[BaseDBAsyncClient], Awaitable[Outcome]]
 

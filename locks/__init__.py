@@ -1,9 +1,12 @@
 """Locks and access codes: the LockProvider port and one subpackage per vendor."""
 
 from locks.port import (
+    CONSERVATIVE_PACE,
     PROVIDER_NAMES,
+    SEAM_PACE,
     CapabilityMissing,
     CodeConstraints,
+    CodePace,
     CodeRequest,
     CodeStatus,
     LockCapability,
@@ -12,6 +15,7 @@ from locks.port import (
     LockNotFound,
     LockOutcomeUnknown,
     LockProvider,
+    LockRateLimited,
     LockRejected,
     LockUnavailable,
     ProgrammedCode,
@@ -21,9 +25,12 @@ from locks.port import (
 )
 
 __all__ = [
+    "CONSERVATIVE_PACE",
     "PROVIDER_NAMES",
+    "SEAM_PACE",
     "CapabilityMissing",
     "CodeConstraints",
+    "CodePace",
     "CodeRequest",
     "CodeStatus",
     "LockCapability",
@@ -32,6 +39,7 @@ __all__ = [
     "LockNotFound",
     "LockOutcomeUnknown",
     "LockProvider",
+    "LockRateLimited",
     "LockRejected",
     "LockUnavailable",
     "ProgrammedCode",

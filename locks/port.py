@@ -25,6 +25,15 @@ class LockUnavailable(LockError):
     """The lock or its cloud cannot be reached right now (network, timeout, 5xx): retry later."""
 
 
+class LockRateLimited(LockUnavailable):
+    """The provider refused the call for its rate limit (HTTP 429): nothing was done. It is
+    tried again once the provider has room, ``retry_after`` seconds from now where it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class LockOutcomeUnknown(LockError):
     """An action was sent and its answer was lost (a timeout or a connection dropped after the
     request went out, an answer that cannot be read): the vendor may have taken it and the lock
@@ -156,11 +165,29 @@ class UnlockResult:
     action_id: str | None = None
 
 
+@dataclass(frozen=True)
+class CodePace:
+    """How many code changes a provider takes per device in a minute, as its docs say: more
+    are refused (429), so Keyturn spreads them out instead of sending them in a burst."""
+
+    creations_per_minute: int
+    updates_per_minute: int
+
+
+#: Seam's documented per-device limits (docs.seam.co "Rate Limits and Guardrails"): 10 access
+#: code creations and 10 updates a minute (20 deletions, 15 lock and 15 unlock requests).
+SEAM_PACE = CodePace(creations_per_minute=10, updates_per_minute=10)
+#: For a vendor that documents no per-device limit: Seam's, the strictest one documented.
+CONSERVATIVE_PACE = SEAM_PACE
+
+
 @runtime_checkable
 class LockProvider(Protocol):
     """One vendor's locks. Every call has a timeout and raises only LockError subclasses."""
 
     name: str
+    #: How fast codes may be created and moved on one of its devices.
+    pace: CodePace
 
     async def list_devices(self) -> list[LockDevice]: ...
 

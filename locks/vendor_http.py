@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
-from locks.port import LockError, LockNotFound, LockOutcomeUnknown, LockUnavailable
+from locks.port import LockError, LockNotFound, LockOutcomeUnknown, LockRateLimited, LockUnavailable
 
 #: A gateway's "the server behind me did not answer in time": the request may have reached it.
 GATEWAY_TIMEOUT = 504
@@ -57,15 +59,34 @@ async def read_body(response: aiohttp.ClientResponse) -> Any:
         return text
 
 
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """An answer's ``Retry-After`` in seconds from now: delay-seconds or an HTTP date
+    (RFC 9110 10.2.3); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max((moment - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
 class VendorHttpError(Exception):
     """The vendor's API answered with an HTTP error status."""
 
     vendor = "the vendor"
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{self.vendor} answered HTTP {status}: {message}")
         self.status = status
         self.message = message
+        #: What a 429 answer's ``Retry-After`` asked for, in seconds.
+        self.retry_after = retry_after
 
 
 class VendorProtocolError(Exception):
@@ -103,7 +124,11 @@ async def port_errors(
             raise errors.credentials_refused(err.status) from err
         if err.status == 404:
             raise LockNotFound(f"{vendor} does not know {errors.not_found} ({action})") from err
-        if err.status == 429 or err.status >= 500 or err.status in errors.busy:
+        if err.status == 429:
+            raise LockRateLimited(
+                f"{vendor} refused for its rate limit ({action})", err.retry_after
+            ) from err
+        if err.status >= 500 or err.status in errors.busy:
             raise LockUnavailable(f"{vendor} is unavailable ({action}): HTTP {err.status}") from err
         raise refusal(err) from err
     except VendorProtocolError as err:

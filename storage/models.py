@@ -138,6 +138,10 @@ class Lock(Model):
     battery_level = fields.FloatField(null=True)
     last_event_at = fields.DatetimeField(null=True)
     retired_at = fields.DatetimeField(null=True)
+    #: The device's pace, shared by every worker (``storage.pacing``): per kind of call (code
+    #: creations, updates) the slots taken lately and the earliest the next may be, so no more
+    #: go out in a minute than its provider takes.
+    code_pace: fields.Field[dict[str, object] | None] = fields.JSONField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -223,6 +223,19 @@ async def record_progress(effect: OutboxEffect, key: str, value: Any) -> bool:
     return bool(changed)
 
 
+async def defer_effect(effect: OutboxEffect, until: datetime, notes: dict[str, Any]) -> bool:
+    """Put the claimed effect off to ``until`` without counting this claim as an attempt (it
+    made no outside call, or one the provider refused before doing anything), with ``notes``
+    added to its payload. False when another claim has taken it over."""
+    payload = {**effect.payload, **notes}
+    changed = await OutboxEffect.filter(
+        id=effect.id, state=EffectState.PENDING, attempts=effect.attempts
+    ).update(next_attempt_at=until, attempts=F("attempts") - 1, payload=payload)
+    if changed:
+        effect.payload = payload
+    return bool(changed)
+
+
 _RELEASE = (
     "UPDATE outbox_effect SET next_attempt_at = $1"
     " WHERE id = $2 AND state = $3 AND attempts = $4 AND claimed_by = $5"

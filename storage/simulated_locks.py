@@ -8,7 +8,7 @@ one place a transaction is opened).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -37,18 +37,27 @@ async def active_codes(
 async def add_code(
     lock: Lock,
     *,
-    check: Callable[[list[SimulatedCode]], None],
+    check: Callable[[list[SimulatedCode], list[datetime]], None],
     name: str,
     pin_sealed: str,
     starts_at: datetime,
     ends_at: datetime,
     created_at: datetime,
 ) -> SimulatedCode:
-    """Add a code once ``check`` has accepted it against the lock's active codes. The check and
-    the insert run under the lock row's row lock, so two workers cannot both add one PIN."""
+    """Add a code once ``check`` has accepted it against the lock's active codes and the
+    creations of the minute before ``created_at``. The check and the insert run under the lock
+    row's row lock, so two workers cannot both add one PIN, nor both take the minute's last
+    creation."""
     async with in_transaction() as conn:
         await Lock.filter(id=lock.id).using_db(conn).select_for_update().get()
-        check(await active_codes(lock.device_id, conn))
+        recent = (
+            await SimulatedCode.filter(
+                device_id=lock.device_id, created_at__gt=created_at - timedelta(minutes=1)
+            )
+            .using_db(conn)
+            .order_by("created_at")
+        )
+        check(await active_codes(lock.device_id, conn), [row.created_at for row in recent])
         return await SimulatedCode.create(
             device_id=lock.device_id,
             name=name,

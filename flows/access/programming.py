@@ -17,6 +17,7 @@ from flows.access.context import AccessContext
 from flows.access.kinds import LIVE_STATES, deadline_key, remove_again, revoke_timer, set_effect
 from flows.access.lock_rules import computes_own_pin, lock_sets_pin, rejected_alert, same_code
 from flows.access.offline import whole_hours
+from flows.access.pacing import PacedCall, rate_limited, take_turn
 from flows.access.planning import plan_codes
 from flows.access.removal import cannot_revoke
 from flows.effects import Audit, FollowUp, Outcome
@@ -25,6 +26,7 @@ from locks import (
     CodeStatus,
     LockError,
     LockProvider,
+    LockRateLimited,
     LockRejected,
     ProgrammedCode,
     RejectionReason,
@@ -80,8 +82,11 @@ async def execute_set(ctx: AccessContext, effect: OutboxEffect) -> FollowUp | No
         earlier = next((c for c in existing if same_code(c, request)), None)
         if earlier is not None:
             return await store_programmed(ctx, attempt, earlier)
+    await take_turn(ctx, effect, lock, PacedCall.CREATION)
     try:
         programmed = await provider.create_code(request)
+    except LockRateLimited as err:
+        raise await rate_limited(ctx, lock, PacedCall.CREATION, err) from err
     except LockRejected as err:
         if err.reason == RejectionReason.DUPLICATE_CODE:
             adopted = await adopt(provider, lock, request)

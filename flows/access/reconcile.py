@@ -17,7 +17,7 @@ from flows.access.policy import ReconcileReport
 from flows.access.removal import removal_confirmed
 from flows.code_presence import left_on_lock
 from flows.effects import Alert, Audit, Effect, Handler, Outcome
-from locks import CodeStatus, LockError, LockProvider, ProgrammedCode
+from locks import CodeStatus, LockError, LockProvider, LockRateLimited, ProgrammedCode
 from storage.codes import move_code
 from storage.kinds import AlertKind
 from storage.models import AccessCode, AccessCodeState, Lock
@@ -95,12 +95,22 @@ async def _remove_strays(
     known: set[str | None],
     report: ReconcileReport,
 ) -> None:
-    """Codes on the lock that no booking or staff member holds are deleted from it."""
+    """Codes on the lock that no booking or staff member holds are deleted from it; once the
+    provider refuses for its rate limit, the rest wait for the next pass (reported stuck)."""
+    limited = False
     for ref, held in on_lock.items():
         leaving = held.status in (CodeStatus.REMOVING, CodeStatus.REMOVED)
         # Offline codes cannot be removed; they lapse at their own end.
         if ref not in known and not leaving and not held.offline:
-            await provider.delete_code(lock.device_id, ref)
+            if limited:
+                report.strays_stuck.append(ref)
+                continue
+            try:
+                await provider.delete_code(lock.device_id, ref)
+            except LockRateLimited:
+                limited = True  # the device's deletions for now (Seam: 20 a minute)
+                report.strays_stuck.append(ref)
+                continue
             if await left_on_lock(provider, lock.device_id, ref) in (None, CodeStatus.REMOVING):
                 report.strays_removed.append(ref)  # gone, or on its way off the lock
             else:

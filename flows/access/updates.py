@@ -9,8 +9,9 @@ from flows.access.confirmation import became_set, confirm_poll
 from flows.access.context import AccessContext
 from flows.access.kinds import CODE_NOT_MOVED_TIMER
 from flows.access.lock_rules import rejected_alert
+from flows.access.pacing import PacedCall, rate_limited, take_turn
 from flows.effects import Audit, FollowUp, Outcome, SetTimer
-from locks import CodeStatus, LockRejected
+from locks import CodeStatus, LockRateLimited, LockRejected
 from storage.codes import move_code
 from storage.models import AccessCode, AccessCodeState, Lock, OutboxEffect
 
@@ -25,10 +26,13 @@ async def execute_update(ctx: AccessContext, effect: OutboxEffect) -> FollowUp |
     ):
         return None
     lock = code.lock
+    await take_turn(ctx, effect, lock, PacedCall.UPDATE)
     try:
         moved = await ctx.provider(lock).update_code_window(
             lock.device_id, code.provider_ref, code.starts_at, code.ends_at
         )
+    except LockRateLimited as err:
+        raise await rate_limited(ctx, lock, PacedCall.UPDATE, err) from err
     except LockRejected as err:
         return not_moved(ctx, code, lock, err)
     now = ctx.clock.now()

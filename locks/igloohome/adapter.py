@@ -43,6 +43,7 @@ from locks.igloohome.client import (
     IgloohomeClient,
 )
 from locks.port import (
+    CONSERVATIVE_PACE,
     CapabilityMissing,
     CodeConstraints,
     CodeRequest,
@@ -205,6 +206,9 @@ class IgloohomeLockProvider:
     """igloohome locks through the igloohome API; codes are algoPINs (see the module notes)."""
 
     name = "igloohome"
+    #: igloohome documents no per-device limit (and an algoPIN is computed, not sent to the
+    #: lock): the conservative pace, Seam's.
+    pace = CONSERVATIVE_PACE
 
     def __init__(
         self,

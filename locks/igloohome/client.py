@@ -43,7 +43,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
-from locks.vendor_http import VendorHttpError, VendorProtocolError, VendorSession, read_body
+from locks.vendor_http import (
+    VendorHttpError,
+    VendorProtocolError,
+    VendorSession,
+    parse_retry_after,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +269,11 @@ class IgloohomeClient:
                 self._forget_token(token)
                 continue
             if response.status >= 300:
-                raise IgloohomeHttpError(response.status, _message_of(body))
+                raise IgloohomeHttpError(
+                    response.status,
+                    _message_of(body),
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
             return body
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -39,6 +39,7 @@ from locks.nuki.client import (
     format_instant,
 )
 from locks.port import (
+    CONSERVATIVE_PACE,
     CapabilityMissing,
     CodeConstraints,
     CodeRequest,
@@ -225,6 +226,9 @@ class NukiLockProvider:
     """Nuki smart locks through the Nuki Web API; PINs are time-limited keypad codes."""
 
     name = "nuki"
+    #: Nuki documents no per-device limit, only "SPAM/abuse protection"; each keypad code is
+    #: sent to the lock over its bridge or Wi-Fi: the conservative pace, Seam's.
+    pace = CONSERVATIVE_PACE
 
     def __init__(
         self,

@@ -40,7 +40,13 @@ from urllib.parse import quote
 
 import aiohttp
 
-from locks.vendor_http import VendorHttpError, VendorProtocolError, VendorSession, read_body
+from locks.vendor_http import (
+    VendorHttpError,
+    VendorProtocolError,
+    VendorSession,
+    parse_retry_after,
+    read_body,
+)
 
 DEFAULT_API_BASE: Final = "https://api.nuki.io"
 
@@ -223,7 +229,11 @@ class NukiClient:
         ):
             body = await read_body(response)
         if response.status >= 300:
-            raise NukiHttpError(response.status, _message_of(body))
+            raise NukiHttpError(
+                response.status,
+                _message_of(body),
+                parse_retry_after(response.headers.get("Retry-After")),
+            )
         return body
 
     async def list_smartlocks(self) -> list[NukiSmartlock]:

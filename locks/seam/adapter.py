@@ -20,6 +20,7 @@ from seam.resources.device import Device
 
 from locks.confirm import ActionFailed, Budget, settle
 from locks.port import (
+    SEAM_PACE,
     CodeConstraints,
     CodeRequest,
     CodeStatus,
@@ -246,6 +247,7 @@ class SeamLockProvider:
     """Locks reached through Seam (August, Yale, Schlage, Kwikset, igloohome, Nuki, TTLock…)."""
 
     name = "seam"
+    pace = SEAM_PACE
 
     def __init__(
         self,

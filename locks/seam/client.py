@@ -15,6 +15,7 @@ import binascii
 import json
 import re
 from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -42,10 +43,12 @@ from locks.port import (
     LockError,
     LockNotFound,
     LockOutcomeUnknown,
+    LockRateLimited,
     LockRejected,
     LockUnavailable,
     RejectionReason,
 )
+from locks.vendor_http import parse_retry_after
 
 T = TypeVar("T")
 
@@ -121,7 +124,19 @@ def _rejection_for(err: SeamHttpApiError) -> RejectionReason:
     return RejectionReason.OTHER
 
 
-def translate_api_error(err: SeamHttpApiError, what: str) -> LockError:
+#: The ``Retry-After`` of the last 429 answer in this task, read off the response by an httpx
+#: hook: the SDK's error keeps the status and body only.
+_RETRY_AFTER: ContextVar[float | None] = ContextVar("seam_retry_after", default=None)
+
+
+async def _note_retry_after(response: httpx.Response) -> None:
+    if response.status_code == 429:
+        _RETRY_AFTER.set(parse_retry_after(response.headers.get("Retry-After")))
+
+
+def translate_api_error(
+    err: SeamHttpApiError, what: str, retry_after: float | None = None
+) -> LockError:
     """Turn a Seam error response into one of ours."""
     status = err.status_code
     detail = f"Seam {what}: {status} {err.code}: {_redact(err)}"
@@ -131,7 +146,10 @@ def translate_api_error(err: SeamHttpApiError, what: str) -> LockError:
         return SeamAuthError(f"Seam {what}: the API key was refused (401); check SEAM_API_KEY")
     if status == 404:
         return SeamNotFound(detail, str(err.code or "not_found"))
-    if status == 429 or status >= 500:
+    if status == 429:
+        # Seam's per-device limits (10 creations or updates a minute...): nothing was done.
+        return LockRateLimited(detail, retry_after)
+    if status >= 500:
         return LockUnavailable(detail)
     return LockRejected(_rejection_for(err), detail)
 
@@ -143,7 +161,9 @@ def _translate_status(err: httpx.HTTPStatusError, what: str) -> LockError:
         return SeamAuthError(f"Seam {what}: the API key was refused (401); check SEAM_API_KEY")
     if status == 404:
         return SeamNotFound(detail, "not_found")
-    if status == 429 or status >= 500:
+    if status == 429:
+        return LockRateLimited(detail, parse_retry_after(err.response.headers.get("Retry-After")))
+    if status >= 500:
         return LockUnavailable(detail)
     return LockRejected(RejectionReason.OTHER, detail)
 
@@ -202,6 +222,7 @@ class SeamClient:
                 endpoint=base_url,
                 timeout=timeout,
                 wait_for_action_attempt=False,
+                httpx_options={"event_hooks": {"response": [_note_retry_after]}},
             )
         except SeamInvalidTokenError as err:
             raise SeamAuthError(
@@ -211,13 +232,14 @@ class SeamClient:
             raise SeamAuthError(f"Seam: invalid client options: {_redact(err)}") from err
 
     async def _run(self, what: str, call: Awaitable[T]) -> T:
+        _RETRY_AFTER.set(None)
         try:
             async with asyncio.timeout(self.timeout):
                 return await call
         except TimeoutError as err:
             raise LockUnavailable(f"Seam {what}: no answer within {self.timeout:g}s") from err
         except SeamHttpApiError as err:
-            raise translate_api_error(err, what) from err
+            raise translate_api_error(err, what, _RETRY_AFTER.get()) from err
         except SeamActionAttemptFailedError as err:
             raise _translate_action_failure(err, what) from err
         except SeamActionAttemptTimeoutError as err:

@@ -8,16 +8,18 @@ the sandbox can take a device offline to see what Keyturn does when a lock canno
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from locks.pins import violations
 from locks.port import (
+    SEAM_PACE,
     CodeConstraints,
     CodeRequest,
     CodeStatus,
     LockCapability,
     LockDevice,
     LockNotFound,
+    LockRateLimited,
     LockRejected,
     LockUnavailable,
     ProgrammedCode,
@@ -40,12 +42,16 @@ CONSTRAINTS = CodeConstraints(lengths=(4, 5, 6, 7, 8), max_active_codes=250)
 
 class SimulatedLockProvider:
     name = "simulated"
+    #: Seam's per-device limits, so the demo and the benchmarks show codes spread out.
+    pace = SEAM_PACE
 
     def __init__(self, sealer: Sealer, now: Callable[[], datetime] | None = None) -> None:
         self.sealer = sealer
         self.now = now or (lambda: datetime.now(UTC))
         #: Device ids that behave as if their lock had lost its connection.
         self.offline: set[str] = set()
+        #: How many creations were refused for the pace (429), as a cloud's dashboard counts.
+        self.rate_limited = 0
 
     async def _lock(self, device_id: str) -> Lock:
         lock = await store.find_lock(self.name, device_id)
@@ -82,20 +88,38 @@ class SimulatedLockProvider:
         if violations(request.pin, CONSTRAINTS):
             raise LockRejected(RejectionReason.INVALID_CODE, "the PIN breaks the lock's rules")
         pin = request.pin
-        # A keypad refuses a PIN it already holds, whoever asks at the same moment: storage runs
-        # this check and the insert under the lock row's row lock.
+        now = self.now()
+        # A keypad refuses a PIN it already holds, whoever asks at the same moment, and the
+        # cloud a creation past its pace: storage runs these checks and the insert under the
+        # lock row's row lock.
         row = await store.add_code(
             lock,
-            check=lambda active: self._fits(pin, active),
+            check=lambda active, recent: self._fits(request.device_id, pin, active, recent, now),
             name=request.name,
             pin_sealed=self.sealer.seal(pin),
             starts_at=request.starts_at,
             ends_at=request.ends_at,
-            created_at=self.now(),
+            created_at=now,
         )
         return self._programmed(row, pin)
 
-    def _fits(self, pin: str, active: list[SimulatedCode]) -> None:
+    def _fits(
+        self,
+        device_id: str,
+        pin: str,
+        active: list[SimulatedCode],
+        recent: list[datetime],
+        now: datetime,
+    ) -> None:
+        limit = self.pace.creations_per_minute
+        if len(recent) >= limit:
+            # As Seam does past its per-device limit: 429, try again when the minute has room.
+            room_at = recent[-limit] + timedelta(minutes=1)
+            self.rate_limited += 1
+            raise LockRateLimited(
+                f"simulated lock {device_id} took {limit} codes in the last minute",
+                max((room_at - now).total_seconds(), 0.0),
+            )
         if len(active) >= (CONSTRAINTS.max_active_codes or len(active) + 1):
             raise LockRejected(RejectionReason.NO_SPACE, "the lock holds no more codes")
         for code in active:

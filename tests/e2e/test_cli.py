@@ -523,3 +523,46 @@ def test_default_lead_times_that_break_a_rule_stop_the_command() -> None:
     assert result.stderr.strip().splitlines() == [
         "keyturn: KEYTURN_PIN_LEAD_MINUTES: must not exceed KEYTURN_CODE_LEAD_MINUTES (30), got 45"
     ]
+
+
+def test_reconcile_leaves_codes_past_the_locks_pace_waiting_not_failed(tmp_path: Path) -> None:
+    """A lock whose provider has taken its minute's creations (another application on the same
+    account) refuses one more: `locks reconcile` leaves the lost code waiting for the lock's
+    pace, says so, and counts no failed attempt."""
+    import sqlite3
+
+    from cryptography.fernet import Fernet
+
+    database = tmp_path / "keyturn.sqlite3"
+    env = {
+        "KEYTURN_DATABASE_URL": f"sqlite://{database}",
+        "KEYTURN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    keyturn("migrate", env=env)
+    keyturn("inventory", "apply", str(DEMO_INVENTORY), env=env)
+    issued = keyturn("codes", "staff", "harbor-t1", "--staff", "100000001", env=env)
+    assert issued.returncode == 0, issued.stderr
+    with sqlite3.connect(database) as db:
+        # Ten more creations at the lock in the same minute, and the lock lost Keyturn's code.
+        for _ in range(10):
+            db.execute(
+                "INSERT INTO simulated_code"
+                " (device_id, name, pin_encrypted, starts_at, ends_at, removed_at, created_at)"
+                " SELECT device_id, 'another app', pin_encrypted, starts_at, ends_at,"
+                " created_at, created_at FROM simulated_code WHERE name != 'another app'"
+            )
+        db.execute("UPDATE simulated_code SET removed_at = created_at")
+
+    reconciled = keyturn("locks", "reconcile", "harbor-t1", env=env)
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert "reprogramming 1" in reconciled.stdout
+    assert "1 effects wait in the outbox" in reconciled.stdout
+    with sqlite3.connect(database) as db:
+        [(state, attempts, error)] = db.execute(
+            "SELECT state, attempts, last_error FROM outbox_effect"
+            " WHERE kind = 'access.set' AND state = 'pending'"
+        )
+        (code_state,) = db.execute("SELECT state FROM access_code").fetchone()
+        (alerts,) = db.execute("SELECT count(*) FROM ops_alert WHERE kind = 'effect_failing'")
+    assert (state, attempts, error) == ("pending", 0, "")
+    assert code_state == "pending" and alerts == (0,)

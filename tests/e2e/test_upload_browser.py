@@ -13,8 +13,11 @@ import tempfile
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from storage.models import IdentityCheck
 from tests.e2e.test_channel_journeys import (  # noqa: F401  (world is a fixture)
@@ -44,8 +47,12 @@ def upload_in_browser(url: str, photo: Path) -> tuple[str, str]:
         field = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
         accept = str(field.get_attribute("accept"))
         field.send_keys(str(photo))
+        form_page = driver.find_element(By.TAG_NAME, "body")
         driver.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
-        answer = str(driver.find_element(By.TAG_NAME, "body").text)
+        # Sending the form loads the answer as a new page: read it once the form's page is gone.
+        wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+        wait.until(expected_conditions.staleness_of(form_page))
+        answer = str(wait.until(lambda d: d.find_element(By.TAG_NAME, "body").text))
         return accept, answer
     finally:
         driver.quit()

@@ -11,7 +11,11 @@ parameters, also POST with a JSON body as Seam accepts; ``/access_codes/update``
   support, a ``common_code_key`` with a different code) → 400 ``invalid_input`` with Seam's
   ``validation_errors``;
 - a PIN another managed code on the same lock already has in an overlapping window → 400
-  ``duplicate_access_code`` (what Seam answers synchronously).
+  ``duplicate_access_code`` (what Seam answers synchronously);
+- past Seam's per-device rate limits (docs.seam.co "Rate Limits and Guardrails": 10 access
+  code creations, 10 updates and 20 deletions a minute per device), a 429 with Seam's error
+  body. Seam documents neither the error's ``type`` nor a ``Retry-After`` header: the fake
+  answers ``too_many_requests``, and a ``Retry-After`` only when ``retry_after_header`` is set.
 
 What only the lock can tell happens later, as on Seam: a created code is ``setting`` until the test
 calls ``program()``, which sets it (``access_code.set_on_device``) or fails it with Seam's errors —
@@ -82,6 +86,7 @@ class SeamApiError(Exception):
         *,
         validation_errors: Json | None = None,
         data: Json | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -89,6 +94,7 @@ class SeamApiError(Exception):
         self.message = message
         self.validation_errors = validation_errors
         self.data = data
+        self.retry_after = retry_after
 
 
 def invalid_input(param: str, message: str) -> SeamApiError:
@@ -202,6 +208,18 @@ class FakeSeam:
         #: When true, a set code whose window is updated goes back to ``setting`` until the
         #: lock takes the new window (``program()``), as a lock that stores schedules does.
         self.reprogram_on_update = False
+        #: Seam's documented per-device limits, per route, in calls a minute.
+        self.rate_limits: dict[str, int] = {
+            "/access_codes/create": 10,
+            "/access_codes/update": 10,
+            "/access_codes/delete": 20,
+        }
+        #: When true, a 429 says when to come back (``Retry-After``, in seconds).
+        self.retry_after_header = False
+        #: Calls Seam took per (route, device), with when: what the rate limits count.
+        self.taken: dict[tuple[str, str], list[datetime]] = {}
+        #: How many calls were refused for a rate limit, per route.
+        self.rate_limited: dict[str, int] = {}
         self._computed: dict[str, str] = {}
         self._failures: list[_Failure] = []
         self._hangs = 0
@@ -433,9 +451,29 @@ class FakeSeam:
                 return _ok(device=device)
         raise SeamApiError(404, "device_not_found", "Device not found")
 
+    def _within_rate_limit(self, route: str, device_id: str) -> None:
+        """Count one call of ``route`` at the device, or refuse it (429) past the limit."""
+        limit = self.rate_limits.get(route)
+        if limit is None:
+            return
+        now = self.now()
+        taken = self.taken.setdefault((route, device_id), [])
+        recent = [at for at in taken if at > now - timedelta(minutes=1)]
+        if len(recent) >= limit:
+            self.rate_limited[route] = self.rate_limited.get(route, 0) + 1
+            wait = (recent[-limit] + timedelta(minutes=1) - now).total_seconds()
+            raise SeamApiError(
+                429,
+                "too_many_requests",
+                "Too many requests for this device. Try again later.",
+                retry_after=max(int(wait) + 1, 1) if self.retry_after_header else None,
+            )
+        taken.append(now)
+
     async def _access_codes_create(self, request: web.Request) -> web.Response:
         body = await _params(request)
         device = self._device(_required_str(body, "device_id"))
+        self._within_rate_limit(request.path, device["device_id"])
         if body.get("is_offline_access_code") is True:
             return self._create_offline(body, device)
         if not device.get("can_program_online_access_codes"):
@@ -558,6 +596,7 @@ class FakeSeam:
     async def _access_codes_update(self, request: web.Request) -> web.Response:
         body = await _params(request)
         access_code = self._access_code(body)
+        self._within_rate_limit(request.path, access_code["device_id"])
         if access_code["is_offline_access_code"]:
             raise invalid_input("access_code_id", "Offline access codes cannot be updated")
         starts_at, ends_at = self._window(body)
@@ -583,6 +622,7 @@ class FakeSeam:
     async def _access_codes_delete(self, request: web.Request) -> web.Response:
         params = await _params(request)
         access_code = self._access_code(params)
+        self._within_rate_limit(request.path, access_code["device_id"])
         answer = self.kept_on_delete.get(access_code["device_id"])
         if answer == 404:
             raise SeamApiError(404, "access_code_not_found", "Access code not found")
@@ -882,9 +922,10 @@ def _error_response(err: SeamApiError) -> web.Response:
         error["validation_errors"] = err.validation_errors
     if err.data is not None:
         error["data"] = err.data
-    return web.json_response(
-        {"error": error, "ok": False}, status=err.status, headers={"seam-request-id": request_id}
-    )
+    headers = {"seam-request-id": request_id}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
+    return web.json_response({"error": error, "ok": False}, status=err.status, headers=headers)
 
 
 def far(hours: float) -> datetime:

@@ -40,12 +40,17 @@ class Faults:
 
     def __init__(self, message_key: str = "message") -> None:
         self.message_key = message_key
-        self._plan: list[tuple[str, float]] = []
+        self._plan: list[tuple[str, float | str | None]] = []
         self._released = asyncio.Event()
         self._lost: list[str] = []
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         self._plan.extend([("fail", float(status))] * count)
+
+    def rate_limit_next(self, count: int = 1, retry_after: str | None = None) -> None:
+        """The next ``count`` requests are refused for a rate limit (429), with ``Retry-After``
+        when given (seconds or an HTTP date)."""
+        self._plan.extend([("limit", retry_after)] * count)
 
     def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
         self._plan.extend([("hang", seconds)] * count)
@@ -72,7 +77,14 @@ class Faults:
             return None
         kind, value = self._plan.pop(0)
         if kind == "fail":
-            return web.json_response({self.message_key: "Internal error"}, status=int(value))
+            return web.json_response(
+                {self.message_key: "Internal error"}, status=int(float(value or 0))
+            )
+        if kind == "limit":
+            headers = {"Retry-After": str(value)} if value is not None else {}
+            return web.json_response(
+                {self.message_key: "Too many requests"}, status=429, headers=headers
+            )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), value)
+            await asyncio.wait_for(self._released.wait(), float(value or 0))
         return web.json_response({self.message_key: "Gateway timeout"}, status=504)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -235,3 +236,77 @@ async def test_sandbox_conversations_are_given_renters_of_their_own(fresh_url: s
         assert (await Renter.get(id=visitor.id)).phone is None, "the number is free for its owner"
     finally:
         await db.close_database()
+
+
+@pytest.mark.parametrize("fresh_url", ["postgres"], indirect=True)
+async def test_the_lookup_indexes_are_built_while_renters_keep_booking(fresh_url: str) -> None:
+    """A running Keyturn keeps writing while the upgrade builds its indexes: the build waits for
+    the transactions already open on the table instead of making every new write wait behind
+    it, and the indexes it leaves are valid."""
+    try:
+        await tortoise_migrate(
+            config=db.tortoise_config(fresh_url), target="models.0012_location_lead_times"
+        )
+    finally:
+        await Tortoise.close_connections()
+    open_turn = await asyncpg.connect(asyncpg_url(fresh_url))
+    next_turn = await asyncpg.connect(asyncpg_url(fresh_url))
+    try:
+        await open_turn.execute(_TWO_BOOKINGS)
+        # A turn in flight: its transaction has written to the booking table and is still open.
+        turn = open_turn.transaction()
+        await turn.start()
+        await open_turn.execute("UPDATE booking SET price_cents = price_cents + 1 WHERE id = 1")
+        upgrade = asyncio.create_task(db.migrate(fresh_url))
+        await _until_waiting(next_turn, "CREATE INDEX CONCURRENTLY")
+        # Meanwhile the next turn writes to the same table at once.
+        async with asyncio.timeout(5):
+            await next_turn.execute("UPDATE booking SET cancel_reason = 'moved' WHERE id = 2")
+        assert not upgrade.done(), "the index build waits for the turn in flight"
+        await turn.commit()
+        applied = await asyncio.wait_for(upgrade, 60)
+        assert applied[:2] == ["models.0013_lookup_indexes", "models.0014_retention_indexes"]
+        invalid = await next_turn.fetch(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+        )
+        assert invalid == []
+        names = {r[0] for r in await next_turn.fetch("SELECT indexname FROM pg_indexes")}
+        assert {
+            "booking_asset_until",
+            "renter_name_trigram",
+            "message_conversation",
+            "message_with_body",
+            "timer_finished",
+        } <= names
+    finally:
+        await open_turn.close()
+        await next_turn.close()
+
+
+_TWO_BOOKINGS = """
+INSERT INTO location (slug, name, address, timezone, buffer_before_minutes, buffer_after_minutes,
+                      opening_rules, created_at, updated_at)
+    VALUES ('harbor', 'Harbor', '', 'UTC', 0, 0, '{}', now(), now());
+INSERT INTO asset (code, label, location_id, currency, price_per_hour_cents, price_per_day_cents,
+                   deposit_cents, min_duration_minutes, max_duration_minutes, active, created_at,
+                   updated_at)
+    VALUES ('T1', 'Trailer', 1, 'EUR', 1000, 0, 0, 60, 600, true, now(), now());
+INSERT INTO renter (phone, name, opted_out, created_at, updated_at)
+    VALUES ('+4915100000001', 'Rita', false, now(), now());
+INSERT INTO booking (reference, renter_id, asset_id, start_at, end_at, blocked_from, blocked_until,
+                     state, currency, price_cents, deposit_cents, cancel_reason, created_at,
+                     updated_at)
+    SELECT 'K' || g, 1, 1, t, t + interval '2 hours', t, t + interval '2 hours', 'confirmed',
+           'EUR', 2000, 0, '', now(), now()
+    FROM generate_series(1, 2) g, LATERAL (SELECT now() + g * interval '1 day' AS t) s;
+"""
+
+WAITING = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND wait_event_type = 'Lock'"
+
+
+async def _until_waiting(conn: asyncpg.Connection, statement: str) -> None:
+    """Until another session runs ``statement`` and waits on a lock (polled: the wait is in
+    another process)."""
+    async with asyncio.timeout(30):
+        while not await conn.fetchval(WAITING, f"{statement}%"):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

@@ -19,6 +19,7 @@ from locks.port import (
     LockCapability,
     LockError,
     LockNotFound,
+    LockRateLimited,
     LockRejected,
     LockUnavailable,
     RejectionReason,
@@ -374,6 +375,22 @@ async def test_server_errors_are_unavailable_and_pass(cloud: Cloud) -> None:
     assert cloud.fake.keypad_codes(CAGE) == []
     await cloud.provider.create_code(request())
     assert len(cloud.fake.keypad_codes(CAGE)) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"), [("30", 30.0), ("Wed, 21 Oct 2099 07:28:00 GMT", None), (None, None)]
+)
+async def test_a_429_is_a_rate_limit_with_the_wait_nuki_asked_for(
+    cloud: Cloud, header: str | None, wait: float | None
+) -> None:
+    cloud.fake.faults.rate_limit_next(1, retry_after=header)
+    with pytest.raises(LockRateLimited) as refused:
+        await cloud.provider.create_code(request())
+    assert cloud.fake.keypad_codes(CAGE) == [], "nothing was done"
+    if header is not None and wait is None:  # an HTTP date: seconds from now until then
+        assert refused.value.retry_after is not None and refused.value.retry_after > 1e9
+    else:
+        assert refused.value.retry_after == wait
 
 
 async def test_a_500_on_delete_is_unavailable_so_it_is_retried(cloud: Cloud) -> None:
