@@ -37,6 +37,7 @@ from storage.outbox import (
     defer_effect,
     mark_done,
     mark_failed,
+    mark_sent,
     release_claims,
 )
 from storage.sealing import Sealer
@@ -185,6 +186,18 @@ class OutboxDispatcher:
             if follow_up is None and not effect.alerted:
                 # Nothing to record with it: one statement, atomic by itself.
                 if not await mark_done(effect, now):
+                    _taken_over(effect)
+                return
+            if isinstance(follow_up, RecordedSend) and follow_up.plain and not effect.alerted:
+                # A send that learnt only its provider id: recorded with its completion in one
+                # statement where the database allows it.
+                if not await mark_sent(
+                    effect,
+                    now,
+                    message_id=follow_up.message_id,
+                    status=follow_up.status,
+                    provider_id=follow_up.provider_id,
+                ):
                     _taken_over(effect)
                 return
             async with unit_of_work() as conn:
@@ -367,6 +380,31 @@ class MessageSender:
         return _recorded(_message_id(effect), "sent", provider_id)
 
 
+@dataclass(frozen=True)
+class RecordedSend:
+    """What became of a send, recorded with the effect's completion (with the ``outcome`` it
+    asks for, such as an alert, and what ``then`` records): a send whose record is lost is found
+    at the provider on the next attempt, never sent twice."""
+
+    message_id: int
+    status: str
+    provider_id: str | None
+    outcome: Outcome | None = None
+    then: FollowUp | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Nothing to record but the message's status and provider id."""
+        return self.then is None and (self.outcome is None or self.outcome == Outcome())
+
+    async def __call__(self, conn: BaseDBAsyncClient) -> Outcome:
+        await record_send(
+            self.message_id, status=self.status, provider_id=self.provider_id, conn=conn
+        )
+        learnt = await self.then(conn) if self.then is not None else Outcome()
+        return (self.outcome or Outcome()) + learnt
+
+
 def _recorded(
     message_id: int,
     status: str,
@@ -374,16 +412,7 @@ def _recorded(
     outcome: Outcome | None = None,
     then: FollowUp | None = None,
 ) -> FollowUp:
-    """What became of a send, recorded with the effect's completion (with the ``outcome`` it
-    asks for, such as an alert, and what ``then`` records): a send whose record is lost is found
-    at the provider on the next attempt, never sent twice."""
-
-    async def record(conn: BaseDBAsyncClient) -> Outcome:
-        await record_send(message_id, status=status, provider_id=provider_id, conn=conn)
-        learnt = await then(conn) if then is not None else Outcome()
-        return (outcome or Outcome()) + learnt
-
-    return record
+    return RecordedSend(message_id, status, provider_id, outcome, then)
 
 
 def not_delivered(message_id: int, message: OutboundMessage, reason: str) -> Alert:

@@ -33,19 +33,20 @@ from flows.effects import Outcome, SetTimer
 from flows.i18n import Translator, renter_language
 from flows.inbound_pins import holds_own_pin
 from flows.messages import InboundMessage
-from flows.outbound import Outgoing, stage_messages
+from flows.outbound import SEND_EFFECT, Outgoing, prepare_messages, stage_messages
 from flows.staging import stage_outcome
 from storage.conversations import (
     NewMessage,
     add_conversation,
     add_renter,
-    claim_message,
     find_or_add_renter,
     forget_renter,
     read_conversation,
+    save_answered_turn,
     save_turn,
+    saves_answered_turns,
 )
-from storage.models import Conversation, ProcessedWebhook, Renter
+from storage.models import Conversation, EffectState, ProcessedWebhook, Renter
 from storage.sealing import Sealer
 from storage.uow import unit_of_work
 
@@ -115,6 +116,17 @@ class _Raced(Exception):
 class ReadChanged(Exception):
     """Raised by a step's ``apply``: what the step decided on changed before its turn could
     commit (another conversation's turn committed first); the turn is recomputed."""
+
+
+def _answers_only(result: StepResult) -> bool:
+    """A step that changes nothing but the conversation and answers (most turns)."""
+    outcome = result.outcome
+    return (
+        result.apply is None
+        and result.language is None
+        and not (outcome.effects or outcome.timers or outcome.alerts)
+        and not (outcome.audits or outcome.writes)
+    )
 
 
 def _earliest_timer(outcome: Outcome) -> datetime | None:
@@ -242,66 +254,91 @@ class ConversationEngine:
             agent_id=conversation.agent_id,
         )
         result = await self.dialog.step(turn)
-        seal_inbound = self.sealer is not None and await holds_own_pin(renter.id, text, self.sealer)
+        inbound = await self._inbound_row(message, text, renter.id)
+        claim = (dedupe_provider, message.provider_id)
+        return await self._store(
+            message, conversation, renter.id, language, result, inbound, claim, now
+        )
+
+    async def _inbound_row(self, message: InboundMessage, text: str, renter_id: int) -> NewMessage:
+        """The inbound message's row, sealed when it holds the renter's own PIN."""
+        sealed = self.sealer is not None and await holds_own_pin(renter_id, text, self.sealer)
+        return NewMessage(
+            direction="in",
+            body=self.sealer.seal(text) if sealed and self.sealer else text,
+            status="received",
+            created_at=message.received_at,
+            media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
+            sealed=sealed,
+            provider_id=message.provider_id,
+        )
+
+    async def _store(
+        self,
+        message: InboundMessage,
+        conversation: Conversation,
+        renter_id: int,
+        language: str,
+        result: StepResult,
+        inbound: NewMessage,
+        claim: tuple[str, str],
+        now: datetime,
+    ) -> Outcome:
+        """Commit the turn: its state, messages and everything its outcome asks for."""
+        if _answers_only(result) and saves_answered_turns():
+            # Nothing but the state and the replies: one statement, atomic by itself.
+            if not await save_answered_turn(
+                conversation,
+                state=result.state,
+                data=result.data,
+                language=language,
+                renter_id=renter_id,
+                at=now,
+                claim=claim,
+                inbound=inbound,
+                replies=prepare_messages(
+                    self._replies(message, result.outcome), sealer=self.sealer, now=now
+                ),
+                send_kind=SEND_EFFECT,
+                pending=EffectState.PENDING.value,
+            ):
+                raise _Raced()
+            return result.outcome
         async with unit_of_work() as conn:
-            await claim_message(conn, dedupe_provider, message.provider_id, at=now)
             saved = await save_turn(
                 conn,
                 conversation,
                 state=result.state,
                 data=result.data,
                 language=result.language or language,
-                renter_id=renter.id,
+                renter_id=renter_id,
                 at=now,
+                claim=claim,
             )
             if not saved:
                 raise _Raced()
             if result.language:
-                await Renter.filter(id=renter.id).using_db(conn).update(language=result.language)
+                await Renter.filter(id=renter_id).using_db(conn).update(language=result.language)
             outcome = result.outcome
             if result.apply is not None:
-                applied = await result.apply(conn)
-                outcome.effects += applied.effects
-                outcome.timers += applied.timers
-                outcome.alerts += applied.alerts
-                outcome.audits += applied.audits
-                outcome.replies += applied.replies
-                outcome.writes += applied.writes
-            await self._stage_messages(
-                conn, message, conversation.id, text, outcome, now, seal_inbound=seal_inbound
+                outcome += await result.apply(conn)
+            outcome.effects += await stage_messages(
+                conn,
+                conversation.id,
+                self._replies(message, outcome),
+                sealer=self.sealer,
+                now=now,
+                inbound=inbound,
             )
             await stage_outcome(conn, outcome, now)
         return outcome
 
-    async def _stage_messages(
-        self,
-        conn: BaseDBAsyncClient,
-        message: InboundMessage,
-        conversation_id: int,
-        text: str,
-        outcome: Outcome,
-        now: datetime,
-        *,
-        seal_inbound: bool = False,
-    ) -> None:
-        """Store the inbound message (sealed when it holds the renter's own PIN) and the
-        replies, and stage a send for each reply."""
-        inbound = NewMessage(
-            direction="in",
-            body=self.sealer.seal(text) if seal_inbound and self.sealer else text,
-            status="received",
-            created_at=message.received_at,
-            media=[{"url": m.url, "content_type": m.content_type} for m in message.media],
-            sealed=seal_inbound,
-            provider_id=message.provider_id,
-        )
-        replies = [
+    @staticmethod
+    def _replies(message: InboundMessage, outcome: Outcome) -> list[Outgoing]:
+        return [
             Outgoing(message.channel, message.address, reply.text, reply.kind, reply.choices)
             for reply in outcome.replies
         ]
-        outcome.effects += await stage_messages(
-            conn, conversation_id, replies, sealer=self.sealer, now=now, inbound=inbound
-        )
 
     async def _conversation(self, message: InboundMessage) -> tuple[Conversation, Renter]:
         found = await read_conversation(message.channel, message.address)

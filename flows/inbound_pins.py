@@ -12,7 +12,8 @@ import re
 import unicodedata
 
 from flows.access import LIVE_STATES
-from storage.models import AccessCode, AccessCodeState
+from storage.codes import sealed_pins_of_renter
+from storage.models import AccessCodeState
 from storage.sealing import Sealer, SealError
 
 #: The shortest PIN any lock takes.
@@ -38,10 +39,7 @@ async def holds_own_pin(renter_id: int, text: str, sealer: Sealer) -> bool:
     runs = digit_runs(text)
     if not runs:
         return False
-    sealed = await AccessCode.filter(
-        booking__renter_id=renter_id, state__in=CURRENT_STATES
-    ).values_list("pin_encrypted", flat=True)
-    for value in sealed:
+    for value in await sealed_pins_of_renter(renter_id, CURRENT_STATES):
         try:
             pin = sealer.open(str(value))
         except SealError:

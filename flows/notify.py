@@ -11,12 +11,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import DoesNotExist
 
 from flows.effects import Outcome
 from flows.i18n import Translator, renter_language
 from flows.messages import Choice
 from flows.outbound import SEALED_KINDS, Outgoing, stage_message
 from flows.staging import stage_outcome
+from storage.conversations import read_renter_and_latest_conversation
 from storage.models import Conversation, Renter
 from storage.sealing import Sealer
 
@@ -28,14 +30,10 @@ __all__ = ["REQUIRED_KINDS", "SEALED_KINDS", "Notifier"]
 
 async def language_of(renter_id: int, conn: BaseDBAsyncClient | None = None) -> str:
     """The language to write to a renter in, read from their row and latest conversation."""
-    renter = await Renter.filter(id=renter_id).using_db(conn).get()
-    conversation = (
-        await Conversation.filter(renter_id=renter_id)
-        .using_db(conn)
-        .order_by("-last_inbound_at")
-        .first()
-    )
-    return renter_language(renter, conversation)
+    found = await read_renter_and_latest_conversation(renter_id, conn)
+    if found is None:
+        raise DoesNotExist(Renter)
+    return renter_language(*found)
 
 
 class Notifier:
@@ -60,15 +58,12 @@ class Notifier:
     ) -> bool:
         """Stage one message to the renter; False when there is nobody to tell or they opted out.
         ``params`` may be a function of the renter's language (for amounts and times)."""
-        renter = await Renter.filter(id=renter_id).using_db(conn).get()
+        found = await read_renter_and_latest_conversation(renter_id, conn)
+        if found is None:
+            raise DoesNotExist(Renter)
+        renter, conversation = found
         if renter.opted_out and kind not in REQUIRED_KINDS:
             return False
-        conversation = (
-            await Conversation.filter(renter_id=renter_id)
-            .using_db(conn)
-            .order_by("-last_inbound_at", "-id")
-            .first()
-        )
         if conversation is None:
             return False
         language = await self.language(renter, conversation)

@@ -10,6 +10,7 @@ working after 30 minutes. It works once: its use is recorded in the database und
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import secrets
@@ -80,6 +81,7 @@ def mms_reaches_us(
     return all(region in countries for region in regions)
 
 
+@functools.lru_cache(maxsize=4096)
 def _region(number: str) -> str | None:
     """The number's country; for a number no plan lists (test ranges such as 555-01xx), the
     main country of its calling code."""

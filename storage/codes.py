@@ -15,6 +15,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from storage.db import connection, sql
 from storage.models import AccessCode, AccessCodeState
 
 S = AccessCodeState
@@ -80,3 +81,22 @@ async def move_code(
     if conn is not None:
         query = query.using_db(conn)
     return await query.update(state=to, **fields) > 0
+
+
+_SEALED_PINS_OF_RENTER = (
+    "SELECT ac.pin_encrypted FROM access_code ac JOIN booking b ON b.id = ac.booking_id"
+    " WHERE b.renter_id = $1 AND ac.state IN ({states})"
+)
+
+
+async def sealed_pins_of_renter(renter_id: int, states: Collection[AccessCodeState]) -> list[str]:
+    """The sealed PINs of the renter's booking codes in these states, in one hand-written query
+    (asked on every turn whose text has enough digits for a PIN)."""
+    if not states:
+        return []
+    placeholders = ", ".join(f"${n}" for n in range(2, len(states) + 2))
+    rows = await connection().execute_query_dict(
+        sql(_SEALED_PINS_OF_RENTER.format(states=placeholders)),
+        [renter_id, *(state.value for state in states)],
+    )
+    return [str(row["pin_encrypted"]) for row in rows]

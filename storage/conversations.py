@@ -13,12 +13,21 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from storage.db import connection, sql
-from storage.models import Conversation, Message, Renter
+from storage.db import connection, dialect, sql
+from storage.models import Conversation, Message, OutboxEffect, Renter
 
 _SAVE_TURN = (
     "UPDATE conversation SET state = $1, data = $2, language = $3, renter_id = $4,"
     " last_inbound_at = $5, version = $6, updated_at = $7 WHERE id = $8 AND version = $9"
+)
+
+
+#: On PostgreSQL the turn's message is claimed in the same statement (a data-modifying WITH
+#: runs whether or not the UPDATE reads it): one round trip instead of two. It starts with
+#: WITH, so the client fetches what RETURNING gives: one row when the turn was saved.
+_CLAIM_AND_SAVE_TURN = (
+    "WITH claimed AS (INSERT INTO processed_webhook (provider, event_id, received_at)"  # noqa: S608 (fixed text joined)
+    " VALUES ($10, $11, $12)) " + _SAVE_TURN + " RETURNING id"
 )
 
 
@@ -31,27 +40,141 @@ async def save_turn(
     language: str,
     renter_id: int,
     at: datetime,
+    claim: tuple[str, str] | None = None,
 ) -> bool:
     """Store a turn's new state if nobody saved this conversation since it was read.
 
+    ``claim`` (provider, event id) records that the provider message is being handled, as
+    ``claim_message`` does: a second delivery fails with IntegrityError.
+
     False when its version moved on (another worker's turn, a staff takeover): the caller
     recomputes the turn from what is stored now."""
+    if claim is not None and dialect() != "postgres":
+        await claim_message(conn, *claim, at=at)
     encode = Conversation._meta.fields_map["data"].to_db_value
-    saved, _ = await conn.execute_query(
-        sql(_SAVE_TURN),
-        [
-            state,
-            encode(data, conversation),
-            language,
-            renter_id,
-            at,
-            conversation.version + 1,
-            at,
-            conversation.id,
-            conversation.version,
-        ],
-    )
+    values = [
+        state,
+        encode(data, conversation),
+        language,
+        renter_id,
+        at,
+        conversation.version + 1,
+        at,
+        conversation.id,
+        conversation.version,
+    ]
+    if claim is not None and dialect() == "postgres":
+        saved, _ = await conn.execute_query(_CLAIM_AND_SAVE_TURN, [*values, *claim, at])
+    else:
+        saved, _ = await conn.execute_query(sql(_SAVE_TURN), values)
     return saved == 1
+
+
+@dataclass(frozen=True)
+class StagedReply:
+    """A reply's row and the payload of the effect that sends it (its ``message_id`` is added
+    when the row has one)."""
+
+    message: NewMessage
+    send_payload: dict[str, Any]
+
+
+def saves_answered_turns() -> bool:
+    """Whether ``save_answered_turn`` can store a whole turn in one statement (PostgreSQL's
+    data-modifying WITH; SQLite has none)."""
+    return dialect() == "postgres"
+
+
+_MESSAGE_COLUMNS = "direction, body, media, sealed, choices, provider_id, status, created_at"
+_MESSAGE_CASTS = ("text", "text", "jsonb", "boolean", "jsonb", "text", "text", "timestamptz")
+#: A turn that only answers, in one statement and so atomic without a transaction: the
+#: conditional save; then, only if it saved, the dedupe row (whose unique key refuses a second
+#: delivery), the inbound message and the replies (ids drawn first, so each reply's send effect
+#: knows its row), and one send effect per reply, keyed by the inbound message as
+#: ``stage_messages`` keys them. It returns one row when the turn was saved.
+_ANSWERED_TURN = (
+    "WITH saved AS (" + _SAVE_TURN + " RETURNING id),"  # noqa: S608 (fixed text and placeholders)
+    " claimed AS (INSERT INTO processed_webhook (provider, event_id, received_at)"
+    " SELECT $10::text, $11::text, $12::timestamptz FROM saved),"
+    " ids AS (SELECT n, nextval(pg_get_serial_sequence('message', 'id')) AS id"
+    " FROM generate_series(0, {last}) AS n),"
+    " added AS (INSERT INTO message (id, conversation_id, " + _MESSAGE_COLUMNS + ")"
+    " SELECT ids.id, saved.id, v.direction, v.body, v.media, v.sealed, v.choices, v.provider_id,"
+    " v.status, v.created_at FROM saved JOIN ids ON true JOIN (VALUES {messages})"
+    " AS v(n, " + _MESSAGE_COLUMNS + ") ON v.n = ids.n),"
+    " sends AS (INSERT INTO outbox_effect (kind, payload, idempotency_key, state, critical,"
+    " attempts, next_attempt_at, last_error, alerted, claimed_by, created_at)"
+    " SELECT $13::text, jsonb_build_object('message_id', ids.id) || s.payload,"
+    " 'reply:' || inbound.id || ':' || (ids.n - 1), $14::text, false, 0, $12, '', false, '', $12"
+    " FROM saved JOIN ids ON ids.n > 0 JOIN ids AS inbound ON inbound.n = 0"
+    " JOIN (VALUES {payloads}) AS s(n, payload) ON s.n = ids.n"
+    " ON CONFLICT (idempotency_key) DO NOTHING)"
+    " SELECT id FROM saved"
+)
+
+
+async def save_answered_turn(
+    conversation: Conversation,
+    *,
+    state: str,
+    data: dict[str, Any],
+    language: str,
+    renter_id: int,
+    at: datetime,
+    claim: tuple[str, str],
+    inbound: NewMessage,
+    replies: Sequence[StagedReply],
+    send_kind: str,
+    pending: str,
+) -> bool:
+    """Store a turn that only answers (its state, the dedupe ``claim``, the inbound message,
+    the replies and their ``send_kind`` effects, staged ``pending``) in one statement, where
+    ``saves_answered_turns``. False, and nothing written, when the conversation's version moved
+    on; IntegrityError when the message was handled before."""
+    encode = Message._meta.fields_map["media"].to_db_value
+    encode_payload = OutboxEffect._meta.fields_map["payload"].to_db_value
+    values: list[Any] = [
+        state,
+        Conversation._meta.fields_map["data"].to_db_value(data, conversation),
+        language,
+        renter_id,
+        at,
+        conversation.version + 1,
+        at,
+        conversation.id,
+        conversation.version,
+        *claim,
+        at,
+        send_kind,
+        pending,
+    ]
+    messages = []
+    for n, message in enumerate([inbound, *(reply.message for reply in replies)]):
+        first = len(values) + 1
+        casts = ", ".join(f"${first + i}::{cast}" for i, cast in enumerate(_MESSAGE_CASTS))
+        messages.append(f"({n}, {casts})")
+        values += [
+            message.direction,
+            message.body,
+            encode(message.media, Message),
+            message.sealed,
+            encode(message.choices, Message),
+            message.provider_id,
+            message.status,
+            message.created_at,
+        ]
+    payloads = []
+    for n, reply in enumerate(replies, start=1):
+        payloads.append(f"({n}, ${len(values) + 1}::jsonb)")
+        values.append(encode_payload(reply.send_payload, OutboxEffect))
+    statement = _ANSWERED_TURN.format(
+        last=len(replies),
+        messages=", ".join(messages),
+        # No reply: a VALUES list that joins nothing.
+        payloads=", ".join(payloads) or "(0, NULL::jsonb)",
+    )
+    rows = await connection().execute_query_dict(statement, values)
+    return bool(rows)
 
 
 #: Every column of ``renter``; the statement budget tests check the list against the model.
@@ -93,6 +216,35 @@ async def read_conversation(
     if renter_values["id"] is None:
         return conversation, None
     return conversation, Renter._init_from_db(**renter_values)
+
+
+_RENTER_ALIASES = ", ".join(f"r.{column} AS renter__{column}" for column in RENTER_COLUMNS)
+#: A renter with the conversation they used last (as ``order_by("-last_inbound_at", "-id")``
+#: orders it on each database), in one query.
+_READ_RENTER_AND_LATEST = (
+    "SELECT c.*, " + _RENTER_ALIASES + " FROM renter r LEFT JOIN conversation c ON c.id = ("  # noqa: S608 (fixed column names)
+    " SELECT id FROM conversation WHERE renter_id = r.id"
+    " ORDER BY last_inbound_at DESC, id DESC LIMIT 1) WHERE r.id = $1"
+)
+
+
+async def read_renter_and_latest_conversation(
+    renter_id: int, conn: BaseDBAsyncClient | None = None
+) -> tuple[Renter, Conversation | None] | None:
+    """The renter and the conversation they used last (None if they have none), in one query
+    (in ``conn``'s transaction when given); None when there is no such renter."""
+    rows = await (conn or connection()).execute_query_dict(
+        sql(_READ_RENTER_AND_LATEST), [renter_id]
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    renter = Renter._init_from_db(
+        **{column: row.pop(f"renter__{column}") for column in RENTER_COLUMNS}
+    )
+    if row["id"] is None:
+        return renter, None
+    return renter, Conversation._init_from_db(**row)
 
 
 #: A renter's first message: the renter is found by phone or Telegram id, or added, in one

@@ -20,6 +20,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
+from storage.conversations import record_send
 from storage.db import connection, dialect, sql
 from storage.models import EffectState, OutboxEffect
 
@@ -149,6 +150,42 @@ async def mark_done(
         sql(_MARK_DONE),
         [EffectState.DONE.value, now, effect.id, EffectState.PENDING.value, effect.attempts],
     )
+    return bool(changed)
+
+
+#: A send's completion in one statement on PostgreSQL: the effect is marked done under its claim
+#: and, only if it was, its message records what became of it. Both or neither, as in one
+#: transaction, for one round trip instead of four (BEGIN, two UPDATEs, COMMIT).
+_MARK_SENT_POSTGRES = (
+    "WITH done AS (" + _MARK_DONE + " RETURNING id),"  # noqa: S608 (fixed text joined)
+    " sent AS (UPDATE message SET status = $6, provider_id = $7"
+    " WHERE id = $8 AND EXISTS (SELECT 1 FROM done))"
+    " SELECT count(*) AS marked FROM done"
+)
+
+
+async def mark_sent(
+    effect: OutboxEffect,
+    now: datetime,
+    *,
+    message_id: int,
+    status: str,
+    provider_id: str | None,
+) -> bool:
+    """Mark the claimed send effect done and record on its message what became of the send
+    (``sent`` with the provider's id, or ``undeliverable``), atomically: one statement on
+    PostgreSQL, one transaction on SQLite. False (and nothing written) when another claim has
+    taken the effect over meanwhile."""
+    fence = [EffectState.DONE.value, now, effect.id, EffectState.PENDING.value, effect.attempts]
+    if dialect() == "postgres":
+        rows = await connection().execute_query_dict(
+            _MARK_SENT_POSTGRES, [*fence, status, provider_id, message_id]
+        )
+        return bool(rows and rows[0]["marked"])
+    async with in_transaction() as conn:
+        changed, _ = await conn.execute_query(sql(_MARK_DONE), fence)
+        if changed:
+            await record_send(message_id, status=status, provider_id=provider_id, conn=conn)
     return bool(changed)
 
 

@@ -22,8 +22,9 @@ from flows.notify import Notifier, language_of
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
 from flows.upload_links import UploadLinks, mms_reaches_us
+from storage.conversations import read_renter_and_latest_conversation
 from storage.kinds import EffectKind, TimerKind
-from storage.models import AccessCode, AuditEvent, Booking, BookingState, Conversation, Renter
+from storage.models import AccessCode, AuditEvent, Booking, BookingState, Renter
 from storage.money import Money
 from storage.sealing import Sealer
 
@@ -248,12 +249,10 @@ class JourneyBase:
     ) -> str | None:
         """An upload link for a renter who writes by SMS on a route MMS does not reach us on;
         None where the channel carries the photo itself (WhatsApp, Telegram, MMS, sandbox)."""
-        conversation = (
-            await Conversation.filter(renter_id=renter.id)
-            .using_db(conn)
-            .order_by("-last_inbound_at", "-id")
-            .first()
-        )
+        if self.upload_links is None:
+            return None  # no link to give, whichever channel the renter writes on
+        found = await read_renter_and_latest_conversation(renter.id, conn)
+        conversation = found[1] if found is not None else None
         if conversation is None:
             return None
         return self._link_for(conversation.channel, conversation.address, renter.id, booking.id)

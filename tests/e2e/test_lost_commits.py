@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+import bot.dispatcher
+import flows.engine
 import storage.uow
 from storage.models import (
     AccessCode,
@@ -97,11 +99,31 @@ class LoseFirstCommits:
             return site
         return "unknown"
 
+    def single_statement(self, write: Callable[..., Any], site: str) -> Callable[..., Any]:
+        """``write`` commits by itself, in one statement with no unit of work around it (a
+        turn that only answers, a send's completion on PostgreSQL): its first call at ``site``
+        is lost the same way, before anything is written."""
+
+        async def lose_first(*args: Any, **kwargs: Any) -> Any:
+            if not self.lost[site]:
+                self.lost[site] += 1
+                raise CommitLost(site)
+            result = await write(*args, **kwargs)
+            self.committed[site] += 1
+            return result
+
+        return lose_first
+
 
 @pytest.fixture
 def lost(world: World, monkeypatch: pytest.MonkeyPatch) -> LoseFirstCommits:
     injector = LoseFirstCommits(storage.uow.in_transaction)
     monkeypatch.setattr(storage.uow, "in_transaction", injector)
+    for module, name, site in (
+        (flows.engine, "save_answered_turn", "flows/engine.py:_store:answered"),
+        (bot.dispatcher, "mark_sent", "bot/dispatcher.py:_attempt:send_message"),
+    ):
+        monkeypatch.setattr(module, name, injector.single_statement(getattr(module, name), site))
     return injector
 
 
