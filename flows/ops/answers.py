@@ -45,7 +45,7 @@ class CommandSpec:
 
 
 COMMANDS: dict[str, CommandSpec] = {
-    "today": CommandSpec(Permission.READ, "ops.usage_today", 0, 0),
+    "today": CommandSpec(Permission.READ, "ops.usage_today", 0, 1),
     "booking": CommandSpec(Permission.READ, "ops.usage_booking", 1, 1),
     "find": CommandSpec(Permission.READ, "ops.usage_find", 1, None),
     "cancel": CommandSpec(Permission.MANAGE, "ops.usage_cancel", 1, 2),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from tortoise.expressions import Q
+
 from flows.digits import is_ascii_number
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import local_time
@@ -30,41 +32,43 @@ class ReadingCommands(DeskBase):
     async def _today(
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
     ) -> OpsAnswer:
+        """What starts and ends today at each location in scope (its own day, in its own
+        zone), read in one statement for all of them; ``/today <location>`` for one. A busy
+        day shows its first entries per location and how many more there are, so the answer
+        stays one readable message however large the business."""
         now = self.clock.now()
+        locations = [
+            location
+            for location in await Location.all().order_by("name")
+            if self._in_scope(staff, location.slug) and (not args or location.slug == args[0])
+        ]
+        if args and not locations:
+            return OpsAnswer([self.t("ops.not_found", what=args[0])])
+        days = {location.id: _local_day(location.timezone, now) for location in locations}
+        entries = await _starting_or_ending(days)
+        shown = max(TODAY_MIN_LINES, TODAY_LINES // max(len(locations), 1))
         lines: list[str] = []
-        for location in await Location.all().order_by("name"):
-            if not self._in_scope(staff, location.slug):
-                continue
+        for location in locations:
             zone = ZoneInfo(location.timezone)
-            day = now.astimezone(zone).date()
-            begin = datetime(day.year, day.month, day.day, tzinfo=zone)
-            end = begin + timedelta(days=1)
-            shown = [s for s in BookingState if s not in (BookingState.DRAFT,)]
-            starting = await Booking.filter(
-                asset__location_id=location.id,
-                state__in=shown,
-                start_at__gte=begin,
-                start_at__lt=end,
-            ).prefetch_related("asset")
-            ending = await Booking.filter(
-                asset__location_id=location.id, state__in=shown, end_at__gte=begin, end_at__lt=end
-            ).prefetch_related("asset")
-            entries = [(b.start_at, "ops.today_start", b) for b in starting] + [
-                (b.end_at, "ops.today_end", b) for b in ending
-            ]
-            lines.append(self.t("ops.today_header", location=location.name, date=day.isoformat()))
-            if not entries:
+            begin, _ = days[location.id]
+            mine = sorted(entries.get(location.id, []))
+            lines.append(
+                self.t("ops.today_header", location=location.name, date=begin.date().isoformat())
+            )
+            if not mine:
                 lines.append(self.t("ops.today_none"))
-            for at, key, booking in sorted(entries, key=lambda e: (e[0], e[2].id)):
+            for at, _, key, reference, asset, state in mine[:shown]:
                 lines.append(
                     self.t(
                         key,
                         time=at.astimezone(zone).strftime("%H:%M"),
-                        reference=booking.reference,
-                        asset=booking.asset.code,
-                        state=booking.state.value,
+                        reference=reference,
+                        asset=asset,
+                        state=state,
                     )
                 )
+            if len(mine) > shown:
+                lines.append(self.t("ops.today_more", count=len(mine) - shown, slug=location.slug))
         return OpsAnswer(lines or [self.t("ops.today_none")])
 
     async def _booking(
@@ -201,3 +205,45 @@ class ReadingCommands(DeskBase):
             until = local_time(code.ends_at, tz, OPS_LANGUAGE)
             line += " " + self.t("ops.code_offline_until", until=until)
         return line
+
+
+#: How many entries /today shows in all, shared among the locations it covers (at least
+#: ``TODAY_MIN_LINES`` each): an answer that fits one Telegram message.
+TODAY_LINES = 60
+TODAY_MIN_LINES = 3
+_SHOWN_STATES = [state for state in BookingState if state is not BookingState.DRAFT]
+#: (time, booking id, message key, reference, item code, state) of one /today entry.
+TodayEntry = tuple[datetime, int, str, str, str, str]
+
+
+def _local_day(timezone: str, now: datetime) -> tuple[datetime, datetime]:
+    """The day ``now`` falls in at ``timezone``: its start and the next day's."""
+    zone = ZoneInfo(timezone)
+    day = now.astimezone(zone).date()
+    begin = datetime(day.year, day.month, day.day, tzinfo=zone)
+    return begin, begin + timedelta(days=1)
+
+
+async def _starting_or_ending(
+    days: dict[int, tuple[datetime, datetime]],
+) -> dict[int, list[TodayEntry]]:
+    """Per location id, the bookings starting or ending in its day: one statement over the
+    span of all the days (by ``booking_start`` and ``booking_end``), sorted out here."""
+    if not days:
+        return {}
+    earliest = min(begin for begin, _ in days.values())
+    latest = max(end for _, end in days.values())
+    rows = await Booking.filter(
+        Q(start_at__gte=earliest, start_at__lt=latest) | Q(end_at__gte=earliest, end_at__lt=latest),
+        asset__location_id__in=list(days),
+        state__in=_SHOWN_STATES,
+    ).values("id", "reference", "state", "start_at", "end_at", "asset__code", "asset__location_id")
+    found: dict[int, list[TodayEntry]] = {}
+    for row in rows:
+        begin, end = days[row["asset__location_id"]]
+        state = str(row["state"])
+        for at, key in ((row["start_at"], "ops.today_start"), (row["end_at"], "ops.today_end")):
+            if begin <= at < end:
+                entry = (at, row["id"], key, row["reference"], row["asset__code"], state)
+                found.setdefault(row["asset__location_id"], []).append(entry)
+    return found

@@ -816,3 +816,35 @@ async def test_ops_open_is_reported_once_the_lock_confirms_or_that_it_could_not(
     ops.clock.advance(timedelta(hours=1))
     await ops.deliver()
     assert down.unlocks == tried, "nothing is tried past the lifetime"
+
+
+async def test_a_busy_day_shows_its_first_entries_and_how_to_see_the_rest(ops: Ops) -> None:
+    """A business with many rentals a day: /today stays one readable message, saying how many
+    more entries a location has and how to list that location alone."""
+    first = await altstadt_booking(ops)
+    bike = await Asset.get(code="B1")
+    start = first.end_at + timedelta(minutes=30)
+    for n in range(40):  # finished rentals of the day, each 10 minutes, one after the other
+        at = start + timedelta(minutes=10 * n)
+        await Booking.create(
+            reference=f"KDAY{n:03d}",
+            renter_id=first.renter_id,
+            asset=bike,
+            **await rental_times(bike.id, at, at + timedelta(minutes=10)),
+            state=BookingState.COMPLETED,
+            currency="EUR",
+            price_cents=500,
+        )
+
+    everywhere = await ops.command(OWNER, "/today")
+    # Two locations share the answer's 60 entries: 30 of Altstadt's 82 (41 starts, 41 ends).
+    assert everywhere.count("KDAY") + everywhere.count("KBIKE01") == 30, everywhere
+    assert "… and 52 more today: /today altstadt" in everywhere
+    assert "KBIKE01" in everywhere  # the day's first entries come first
+
+    alone = await ops.command(SUPPORT, "/today altstadt")
+    assert alone.count("KDAY") + alone.count("KBIKE01") == 60, alone
+    assert "… and 22 more today: /today altstadt" in alone
+    assert "Harbor" not in alone
+
+    assert await ops.command(SUPPORT, "/today nowhere") == "Nothing found for nowhere."
