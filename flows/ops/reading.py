@@ -120,15 +120,11 @@ class ReadingCommands(DeskBase):
             renters = await Renter.filter(phone__contains=digits).limit(10)
         else:
             renters = await Renter.filter(name__icontains=query).limit(10)
+        recent = await _recent_bookings([renter.id for renter in renters])
         lines: list[str] = []
         for renter in renters:
-            bookings = (
-                await Booking.filter(renter_id=renter.id)
-                .order_by("-start_at")
-                .limit(5)
-                .prefetch_related("asset__location")
-            )
-            mine = [b for b in bookings if self._in_scope(staff, b.asset.location.slug)]
+            bookings = recent.get(renter.id, [])
+            mine = [b for b in bookings if self._in_scope(staff, b[2])]
             if bookings and not mine:
                 continue
             lines.append(
@@ -136,7 +132,7 @@ class ReadingCommands(DeskBase):
                     "ops.find_line",
                     name=renter.name or "-",
                     contact=contact_of(renter),
-                    bookings=", ".join(f"{b.reference} {b.state.value}" for b in mine)
+                    bookings=", ".join(f"{reference} {state}" for reference, state, _ in mine)
                     or self.t("ops.none"),
                 )
             )
@@ -247,3 +243,25 @@ async def _starting_or_ending(
                 entry = (at, row["id"], key, row["reference"], row["asset__code"], state)
                 found.setdefault(row["asset__location_id"], []).append(entry)
     return found
+
+
+#: How many of a renter's latest bookings /find shows.
+FOUND_BOOKINGS = 5
+
+
+async def _recent_bookings(renter_ids: list[int]) -> dict[int, list[tuple[str, str, str]]]:
+    """Per renter, their latest bookings as (reference, state, location slug), newest first:
+    one statement for all of them (by ``booking_renter_start``)."""
+    if not renter_ids:
+        return {}
+    rows = (
+        await Booking.filter(renter_id__in=renter_ids)
+        .order_by("renter_id", "-start_at")
+        .values_list("renter_id", "reference", "state", "asset__location__slug")
+    )
+    recent: dict[int, list[tuple[str, str, str]]] = {}
+    for renter_id, reference, state, slug in rows:
+        mine = recent.setdefault(renter_id, [])
+        if len(mine) < FOUND_BOOKINGS:
+            mine.append((reference, str(state), slug))
+    return recent
