@@ -53,7 +53,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "extend": CommandSpec(Permission.MANAGE, "ops.usage_extend", 2, None),
     "open": CommandSpec(Permission.ACCESS, "ops.usage_open", 1, 1),
     "staffcode": CommandSpec(Permission.ACCESS, "ops.usage_staffcode", 2, None),
-    "locks": CommandSpec(Permission.READ, "ops.usage_locks", 0, 0),
+    "locks": CommandSpec(Permission.READ, "ops.usage_locks", 0, 1),
     "audit": CommandSpec(Permission.READ, "ops.usage_audit", 1, 1),
     "takeover": CommandSpec(Permission.TALK, "ops.usage_takeover", 1, 1),
     "release": CommandSpec(Permission.TALK, "ops.usage_release", 0, 1),

@@ -141,29 +141,45 @@ class ReadingCommands(DeskBase):
     async def _locks(
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
     ) -> OpsAnswer:
+        """Each lock in scope, those that need a look first (offline, unknown, the lowest
+        battery); ``/locks <location>`` for one location. Like /today, a location with many
+        locks shows its first and how many more there are."""
+        locks = [
+            lock
+            for lock in await Lock.filter(retired_at__isnull=True)
+            .order_by("key")
+            .prefetch_related("location")
+            if self._in_scope(staff, lock.location.slug)
+            and (not args or lock.location.slug == args[0])
+        ]
+        if not locks:
+            return OpsAnswer([self.t("ops.not_found", what=args[0] if args else "locks")])
+        by_location: dict[str, list[Lock]] = {}
+        for lock in sorted(locks, key=_needs_a_look_first):
+            by_location.setdefault(lock.location.slug, []).append(lock)
+        shown = max(TODAY_MIN_LINES, TODAY_LINES // len(by_location))
         lines = []
-        locks = (
-            await Lock.filter(retired_at__isnull=True).order_by("key").prefetch_related("location")
+        for slug in sorted(by_location):
+            mine = by_location[slug]
+            lines += [self._lock_line(lock) for lock in mine[:shown]]
+            if len(mine) > shown:
+                lines.append(self.t("ops.locks_more", count=len(mine) - shown, slug=slug))
+        return OpsAnswer(lines)
+
+    def _lock_line(self, lock: Lock) -> str:
+        online = {True: "ops.lock_online", False: "ops.lock_offline_now", None: "ops.unknown"}
+        return self.t(
+            "ops.locks_line",
+            name=lock.key,
+            label=lock.label,
+            online=self.t(online[lock.online]),
+            battery=f"{round(lock.battery_level * 100)}%"
+            if lock.battery_level is not None
+            else self.t("ops.unknown"),
+            last=local_time(lock.last_event_at, lock.timezone, OPS_LANGUAGE)
+            if lock.last_event_at
+            else self.t("ops.never"),
         )
-        for lock in locks:
-            if not self._in_scope(staff, lock.location.slug):
-                continue
-            online = {True: "ops.lock_online", False: "ops.lock_offline_now", None: "ops.unknown"}
-            lines.append(
-                self.t(
-                    "ops.locks_line",
-                    name=lock.key,
-                    label=lock.label,
-                    online=self.t(online[lock.online]),
-                    battery=f"{round(lock.battery_level * 100)}%"
-                    if lock.battery_level is not None
-                    else self.t("ops.unknown"),
-                    last=local_time(lock.last_event_at, lock.timezone, OPS_LANGUAGE)
-                    if lock.last_event_at
-                    else self.t("ops.never"),
-                )
-            )
-        return OpsAnswer(lines or [self.t("ops.not_found", what="locks")])
 
     async def _audit(
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
@@ -265,3 +281,10 @@ async def _recent_bookings(renter_ids: list[int]) -> dict[int, list[tuple[str, s
         if len(mine) < FOUND_BOOKINGS:
             mine.append((reference, str(state), slug))
     return recent
+
+
+def _needs_a_look_first(lock: Lock) -> tuple[int, float, str]:
+    """Offline locks first, then those nobody has heard from, then by battery, lowest first."""
+    standing = {False: 0, None: 1, True: 2}[lock.online]
+    battery = lock.battery_level if lock.battery_level is not None else -1.0
+    return (standing, battery, lock.key)

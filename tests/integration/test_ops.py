@@ -30,6 +30,7 @@ from storage.models import (
     EffectState,
     Extension,
     IdentityCheck,
+    Lock,
     OpsAlert,
     OutboxEffect,
     Renter,
@@ -848,3 +849,34 @@ async def test_a_busy_day_shows_its_first_entries_and_how_to_see_the_rest(ops: O
     assert "Harbor" not in alone
 
     assert await ops.command(SUPPORT, "/today nowhere") == "Nothing found for nowhere."
+
+
+async def test_a_site_with_many_locks_lists_those_that_need_a_look_first(ops: Ops) -> None:
+    """Hundreds of locks: /locks stays one readable message, the offline lock and the one
+    whose battery runs low come first, and /locks <location> lists one location."""
+    gate = await Lock.get(key="altstadt-gate")
+    await Lock.filter(location_id=gate.location_id).update(online=True, battery_level=0.8)
+    for n in range(70):  # a row of storage bays, all well
+        await Lock.create(
+            key=f"altstadt-bay{n:02d}",
+            provider="simulated",
+            device_id=f"sim-altstadt-bay{n:02d}",
+            label=f"Bay {n}",
+            timezone=gate.timezone,
+            location_id=gate.location_id,
+            online=True,
+            battery_level=0.9,
+        )
+    await Lock.filter(key="altstadt-bay42").update(online=False)
+    await Lock.filter(key="altstadt-bay07").update(battery_level=0.05)
+
+    everywhere = await ops.command(OWNER, "/locks")
+    lines = everywhere.splitlines()
+    assert lines[0].startswith("altstadt-bay42 (Bay 42)"), everywhere
+    assert lines[1].startswith("altstadt-bay07 (Bay 7)") and "5%" in lines[1], everywhere
+    assert "… and 43 more locks: /locks altstadt" in everywhere  # 30 of Altstadt's 73
+    assert "harbor-gate" in everywhere
+
+    alone = await ops.command(OWNER, "/locks altstadt")
+    assert "harbor" not in alone and "… and 13 more locks: /locks altstadt" in alone
+    assert await ops.command(OWNER, "/locks nowhere") == "Nothing found for nowhere."
