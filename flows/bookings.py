@@ -16,12 +16,11 @@ from typing import Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
-from tortoise.queryset import QuerySet
 
 from locks.windows import AccessWindow, access_window
+from storage.availability import taken_ranges
 from storage.bookings import move as move  # the state machine lives in storage
-from storage.models import SLOT_HOLDING_STATES, AccessCode, Asset, Booking, BookingState, Renter
+from storage.models import Asset, Booking, BookingState, Renter
 from storage.money import Money
 from storage.transitions import IllegalTransition as IllegalTransition
 
@@ -177,41 +176,6 @@ def extended_range(booking: Booking, new_end: datetime) -> AccessWindow:
     return AccessWindow(booking.blocked_from, new_end + (booking.blocked_until - booking.end_at))
 
 
-def _taking(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[Booking]:
-    """Bookings whose stored range reaches into ``starts``–``ends`` and keeps the item from
-    being taken: those holding their slot, and cancelled ones whose offline code could not be
-    taken off the lock (it works until its end, so that time is not sold again). Read by the
-    item and the end of the range (index ``booking_asset_until``): the bookings of the past
-    are never visited."""
-    lapsing = Q(
-        state=BookingState.CANCELLED,
-        access_codes__offline=True,
-        access_codes__provider_ref__isnull=False,
-    )
-    return Booking.filter(
-        Q(state__in=SLOT_HOLDING_STATES) | lapsing,
-        asset_id=asset_id,
-        blocked_until__gt=starts,
-        blocked_from__lt=ends,
-    )
-
-
-def _lapsing_codes(asset_id: int, starts: datetime, ends: datetime) -> QuerySet[AccessCode]:
-    """Offline codes of the item's cancelled bookings that could not be taken off its own
-    locks and work between ``starts`` and ``ends``. Such a code's window is in whole hours and
-    may reach past its booking's range, so it is a query of its own, by the code's end (index
-    ``access_code_offline_until``), not an ``OR`` across the join."""
-    return AccessCode.filter(
-        offline=True,
-        ends_at__gt=starts,
-        starts_at__lt=ends,
-        provider_ref__isnull=False,
-        lock__shared=False,
-        booking__asset_id=asset_id,
-        booking__state=BookingState.CANCELLED,
-    )
-
-
 async def is_free(
     asset_id: int,
     blocked: AccessWindow,
@@ -220,16 +184,12 @@ async def is_free(
     conn: BaseDBAsyncClient | None = None,
 ) -> bool:
     """Whether ``blocked`` (a range from ``blocked_range`` or ``extended_range``) reaches no
-    other booking's stored range on the item, nor a lapsing offline code's window."""
-    clashes = _taking(asset_id, blocked.starts_at, blocked.ends_at)
-    if ignore is not None:
-        clashes = clashes.exclude(id=ignore)
-    if await clashes.using_db(conn).exists():
-        return False
-    codes = _lapsing_codes(asset_id, blocked.starts_at, blocked.ends_at)
-    if ignore is not None:
-        codes = codes.exclude(booking_id=ignore)
-    return not await codes.using_db(conn).exists()
+    other booking's stored range on the item, nor a lapsing offline code's window
+    (``storage.availability``: one statement, through indexes)."""
+    taken = await taken_ranges(
+        asset_id, blocked.starts_at, blocked.ends_at, ignore=ignore, first_only=True, conn=conn
+    )
+    return not taken
 
 
 async def alternatives(
@@ -237,13 +197,9 @@ async def alternatives(
 ) -> list[tuple[datetime, datetime]]:
     """The nearest free slots of the same length, earlier or later, by steps of 30 minutes,
     up to a week away, each with its own turnaround clear of the others' stored ranges (asset
-    with its location loaded). The bookings of that fortnight are read once."""
+    with its location loaded). The ranges taken in that fortnight are read once."""
     wanted = blocked_range(asset, start, end)
-    around = alternatives_reach(wanted)
-    held = [
-        *await _taking(asset.id, *around).distinct().values_list("blocked_from", "blocked_until"),
-        *await _lapsing_codes(asset.id, *around).values_list("starts_at", "ends_at"),
-    ]
+    held = await taken_ranges(asset.id, *alternatives_reach(wanted))
     return free_slots(held, wanted, start, end, now=now, count=count)
 
 
