@@ -15,11 +15,12 @@ from flows.access.context import AccessContext
 from flows.access.kinds import CODE_REMOVED_TIMER, LAPSES, REMOVAL_CHECK_TIMER, removal_check_key
 from flows.access.lock_rules import computes_own_pin, same_code
 from flows.code_presence import left_on_lock
-from flows.effects import Alert, Audit, FollowUp, Outcome, SetTimer
+from flows.effects import Alert, Audit, Deferred, FollowUp, Outcome, SetTimer
 from locks import (
     CapabilityMissing,
     CodeStatus,
     LockProvider,
+    LockRateLimited,
     LockUnavailable,
     ProgrammedCode,
 )
@@ -56,6 +57,11 @@ async def execute_remove(ctx: AccessContext, effect: OutboxEffect) -> FollowUp |
         await provider.delete_code(lock.device_id, code.provider_ref)
     except CapabilityMissing:
         return _lapses(code, lock, now)
+    except LockRateLimited as err:
+        # The device has had its deletions for now (Seam: 20 a minute): the removal waits
+        # its turn and goes again, not a failed attempt, no backoff, no alert.
+        wait = timedelta(seconds=err.retry_after if err.retry_after is not None else 60)
+        raise Deferred(now + wait, f"{lock.key} refused a deletion for its rate limit") from err
     if await still_held(provider, lock, code.provider_ref) is not None:
         # Accepted but not yet off the lock (Seam deletes on the device later): the code
         # stays removing until the provider confirms it, by its webhook or when asked.

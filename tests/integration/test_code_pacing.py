@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from flows.access import SET_EFFECT, UPDATE_EFFECT
+from flows.access import REMOVE_EFFECT, SET_EFFECT, UPDATE_EFFECT
 from flows.staging import stage_outcome
 from locks import CodeRequest
 from locks.seam import SeamLockProvider
@@ -297,3 +297,33 @@ async def test_workers_taking_a_devices_slots_at_once_share_one_pace(
         "no window of the pace holds more than ten"
     )
     assert ordered[-1] == clock.now() + 2 * window
+
+
+async def test_removals_past_seams_deletion_limit_wait_their_turn_not_fail(
+    seam_world: tuple[FakeSeam, Runtime], clock: FakeClock
+) -> None:
+    """A crew's 25 codes revoked at once on one Seam device: Seam takes 20 deletions a minute
+    and refuses the rest; those wait for the next minute — no failed attempt, no alert — and
+    every code ends up off the lock."""
+    fake, runtime = seam_world
+    lock = await seam_lock(fake)
+    codes = await staff_codes(runtime, lock, 25)
+    for _ in range(60):
+        await settle(runtime)
+        clock.advance(timedelta(seconds=3))
+    assert len(fake.access_codes) == 25
+
+    async with in_transaction() as conn:
+        live = await AccessCode.filter(id__in=[c.id for c in codes]).using_db(conn)
+        outcome = await runtime.access.revoke(conn, live, actor="ops", reason="crew left")
+        await stage_outcome(conn, outcome, clock.now())
+    for _ in range(40):
+        await settle(runtime)
+        clock.advance(timedelta(seconds=5))
+
+    assert fake.rate_limited.get("/access_codes/delete"), "Seam refused the deletions past 20"
+    assert {c["status"] for c in fake.access_codes.values()} <= {"removing"}
+    removals = await OutboxEffect.filter(kind=REMOVE_EFFECT)
+    assert len(removals) == 25 and {e.state for e in removals} == {EffectState.DONE}
+    assert {e.last_error for e in removals} == {""}, "a wait is not a failure"
+    assert not await OpsAlert.filter(kind="effect_failing").exists()
