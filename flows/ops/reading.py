@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -143,30 +144,35 @@ class ReadingCommands(DeskBase):
     ) -> OpsAnswer:
         """Each lock in scope, those that need a look first (offline, unknown, the lowest
         battery); ``/locks <location>`` for one location. Like /today, a location with many
-        locks shows its first and how many more there are."""
-        locks = [
-            lock
-            for lock in await Lock.filter(retired_at__isnull=True)
-            .order_by("key")
-            .prefetch_related("location")
-            if self._in_scope(staff, lock.location.slug)
-            and (not args or lock.location.slug == args[0])
+        locks shows its first and how many more there are. Only the columns shown are read."""
+        rows = [
+            LockRow(**row)
+            for row in await Lock.filter(retired_at__isnull=True).values(
+                "key",
+                "label",
+                "online",
+                "battery_level",
+                "last_event_at",
+                "timezone",
+                slug="location__slug",
+            )
+            if self._in_scope(staff, row["slug"]) and (not args or row["slug"] == args[0])
         ]
-        if not locks:
+        if not rows:
             return OpsAnswer([self.t("ops.not_found", what=args[0] if args else "locks")])
-        by_location: dict[str, list[Lock]] = {}
-        for lock in sorted(locks, key=_needs_a_look_first):
-            by_location.setdefault(lock.location.slug, []).append(lock)
+        by_location: dict[str, list[LockRow]] = {}
+        for row in sorted(rows, key=_needs_a_look_first):
+            by_location.setdefault(row.slug, []).append(row)
         shown = max(TODAY_MIN_LINES, TODAY_LINES // len(by_location))
         lines = []
         for slug in sorted(by_location):
             mine = by_location[slug]
-            lines += [self._lock_line(lock) for lock in mine[:shown]]
+            lines += [self._lock_line(row) for row in mine[:shown]]
             if len(mine) > shown:
                 lines.append(self.t("ops.locks_more", count=len(mine) - shown, slug=slug))
         return OpsAnswer(lines)
 
-    def _lock_line(self, lock: Lock) -> str:
+    def _lock_line(self, lock: LockRow) -> str:
         online = {True: "ops.lock_online", False: "ops.lock_offline_now", None: "ops.unknown"}
         return self.t(
             "ops.locks_line",
@@ -283,7 +289,20 @@ async def _recent_bookings(renter_ids: list[int]) -> dict[int, list[tuple[str, s
     return recent
 
 
-def _needs_a_look_first(lock: Lock) -> tuple[int, float, str]:
+@dataclass(frozen=True)
+class LockRow:
+    """What /locks shows of a lock."""
+
+    key: str
+    label: str
+    online: bool | None
+    battery_level: float | None
+    last_event_at: datetime | None
+    timezone: str
+    slug: str
+
+
+def _needs_a_look_first(lock: LockRow) -> tuple[int, float, str]:
     """Offline locks first, then those nobody has heard from, then by battery, lowest first."""
     standing = {False: 0, None: 1, True: 2}[lock.online]
     battery = lock.battery_level if lock.battery_level is not None else -1.0
