@@ -59,21 +59,28 @@ async def read_body(response: aiohttp.ClientResponse) -> Any:
         return text
 
 
+#: The longest a provider's ``Retry-After`` holds a device's calls back: one asking for longer
+#: (a misconfigured proxy, a date days away) is asked again then, rather than silencing the
+#: device's codes for hours with no failure anybody sees.
+LONGEST_RETRY_AFTER = 15 * 60.0
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """An answer's ``Retry-After`` in seconds from now: delay-seconds or an HTTP date
-    (RFC 9110 10.2.3); None when absent or unreadable."""
+    (RFC 9110 10.2.3), at most ``LONGEST_RETRY_AFTER``; None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return min(float(value), LONGEST_RETRY_AFTER)
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max((moment - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    wait = (moment - (now or datetime.now(UTC))).total_seconds()
+    return min(max(wait, 0.0), LONGEST_RETRY_AFTER)
 
 
 class VendorHttpError(Exception):

@@ -216,6 +216,8 @@ class FakeSeam:
         }
         #: When true, a 429 says when to come back (``Retry-After``, in seconds).
         self.retry_after_header = False
+        #: A ``Retry-After`` to send instead of the true wait (a proxy that says too much).
+        self.retry_after_override: int | None = None
         #: Calls Seam took per (route, device), with when: what the rate limits count.
         self.taken: dict[tuple[str, str], list[datetime]] = {}
         #: How many calls were refused for a rate limit, per route.
@@ -466,7 +468,8 @@ class FakeSeam:
                 429,
                 "too_many_requests",
                 "Too many requests for this device. Try again later.",
-                retry_after=max(int(wait) + 1, 1) if self.retry_after_header else None,
+                retry_after=self.retry_after_override
+                or (max(int(wait) + 1, 1) if self.retry_after_header else None),
             )
         taken.append(now)
 

@@ -256,6 +256,26 @@ async def test_a_seam_refusal_for_its_rate_limit_is_waited_out_not_failed(
     await assert_no_failure()
 
 
+async def test_a_refusal_asking_to_wait_a_day_holds_the_device_back_a_quarter_hour_at_most(
+    seam_world: tuple[FakeSeam, Runtime], clock: FakeClock
+) -> None:
+    """A 429 whose Retry-After says a day (a proxy's, a misconfigured gateway's) does not keep
+    a renter's code off the lock for a day without anybody hearing of it: it is asked again
+    after a quarter of an hour at most."""
+    fake, runtime = seam_world
+    fake.retry_after_override = 86_400
+    lock = await seam_lock(fake)
+    fake.taken[("/access_codes/create", lock.device_id)] = [clock.now()] * SEAM_LIMIT
+    [code] = await staff_codes(runtime, lock, 1)
+    await settle(runtime)
+    effect = await OutboxEffect.get(kind=SET_EFFECT)
+    assert effect.last_error == "" and effect.next_attempt_at == clock.now() + timedelta(minutes=15)
+    clock.advance(timedelta(minutes=15))
+    await settle(runtime)
+    await code.refresh_from_db()
+    assert code.provider_ref in fake.access_codes
+
+
 async def test_strays_past_seams_deletion_limit_wait_for_the_next_pass(
     seam_world: tuple[FakeSeam, Runtime], clock: FakeClock
 ) -> None:
