@@ -26,6 +26,7 @@ from storage.models import (
     StaffMember,
 )
 from storage.money import Money
+from storage.renter_bookings import latest_bookings
 from storage.uow import UnitOfWork
 
 
@@ -121,7 +122,7 @@ class ReadingCommands(DeskBase):
             renters = await Renter.filter(phone__contains=digits).limit(10)
         else:
             renters = await Renter.filter(name__icontains=query).limit(10)
-        recent = await _recent_bookings([renter.id for renter in renters])
+        recent = await latest_bookings([renter.id for renter in renters], FOUND_BOOKINGS)
         lines: list[str] = []
         for renter in renters:
             bookings = recent.get(renter.id, [])
@@ -269,24 +270,6 @@ async def _starting_or_ending(
 
 #: How many of a renter's latest bookings /find shows.
 FOUND_BOOKINGS = 5
-
-
-async def _recent_bookings(renter_ids: list[int]) -> dict[int, list[tuple[str, str, str]]]:
-    """Per renter, their latest bookings as (reference, state, location slug), newest first:
-    one statement for all of them (by ``booking_renter_start``)."""
-    if not renter_ids:
-        return {}
-    rows = (
-        await Booking.filter(renter_id__in=renter_ids)
-        .order_by("renter_id", "-start_at")
-        .values_list("renter_id", "reference", "state", "asset__location__slug")
-    )
-    recent: dict[int, list[tuple[str, str, str]]] = {}
-    for renter_id, reference, state, slug in rows:
-        mine = recent.setdefault(renter_id, [])
-        if len(mine) < FOUND_BOOKINGS:
-            mine.append((reference, str(state), slug))
-    return recent
 
 
 @dataclass(frozen=True)

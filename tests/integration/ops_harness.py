@@ -211,3 +211,23 @@ async def altstadt_booking(ops: Ops, state: BookingState = BookingState.CONFIRME
             await stage_outcome(conn, outcome, ops.clock.now())
         await ops.deliver()
     return booking
+
+
+async def a_regular_with_twelve_rentals(ops: Ops) -> list[str]:
+    """Rita has rented the bike twelve times; the references, newest first."""
+    first = await altstadt_booking(ops)
+    bike = await Asset.get(code="B1")
+    made = []
+    for n in range(11):
+        at = first.start_at - timedelta(days=n + 1)
+        booking = await Booking.create(
+            reference=f"KOLD{n:02d}",
+            renter_id=first.renter_id,
+            asset=bike,
+            **await rental_times(bike.id, at, at + timedelta(hours=2)),
+            state=BookingState.COMPLETED,
+            currency="EUR",
+            price_cents=500,
+        )
+        made.append(booking.reference)
+    return [first.reference, *made]

@@ -24,7 +24,13 @@ from flows.inventory import apply_inventory, load_inventory
 from storage.models import AccessCode, AccessCodeState, Asset, Booking, BookingState, Lock
 from storage.uow import unit_of_work
 from tests.conftest import FakeClock
-from tests.integration.ops_harness import OWNER, Ops, altstadt_booking, ops_app
+from tests.integration.ops_harness import (
+    OWNER,
+    Ops,
+    a_regular_with_twelve_rentals,
+    altstadt_booking,
+    ops_app,
+)
 from tests.plans import captured, explain, indexes_used, scanning
 from tests.support import RecordingChannel, a_renter, inbound, rental_times
 
@@ -158,3 +164,10 @@ async def test_sqlites_overlap_check_seeks_the_items_bookings_from_the_new_ones_
     cursors = {row[2] for row in program if row[1] == "OpenRead" and row[3] == root}
     seeks = [row for row in program if row[1].startswith("Seek") and row[2] in cursors]
     assert cursors and any(str(row[5]) == "2" for row in seeks), "\n".join(map(str, program))
+
+
+async def test_find_on_postgresql_shows_a_regulars_five_latest_bookings(ops: Ops) -> None:
+    newest_first = await a_regular_with_twelve_rentals(ops)
+    answer = await ops.command(OWNER, "/find Rita")
+    shown = [part.split()[0] for part in answer.split(": ", 1)[1].split(", ")]
+    assert shown == newest_first[:5], answer

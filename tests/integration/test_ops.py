@@ -49,6 +49,7 @@ from tests.integration.ops_harness import (
     SUPPORT,
     Json,
     Ops,
+    a_regular_with_twelve_rentals,
     altstadt_booking,
     buttons,
     ops_app,
@@ -880,3 +881,10 @@ async def test_a_site_with_many_locks_lists_those_that_need_a_look_first(ops: Op
     alone = await ops.command(OWNER, "/locks altstadt")
     assert "harbor" not in alone and "… and 13 more locks: /locks altstadt" in alone
     assert await ops.command(OWNER, "/locks nowhere") == "Nothing found for nowhere."
+
+
+async def test_find_shows_a_regulars_five_latest_bookings_newest_first(ops: Ops) -> None:
+    newest_first = await a_regular_with_twelve_rentals(ops)
+    answer = await ops.command(SUPPORT, "/find Rita")
+    shown = [part.split()[0] for part in answer.split(": ", 1)[1].split(", ")]
+    assert shown == newest_first[:5], answer
