@@ -131,7 +131,6 @@ async def save_answered_turn(
     the replies and their ``send_kind`` effects, staged ``pending``) in one statement, where
     ``saves_answered_turns``. False, and nothing written, when the conversation's version moved
     on; IntegrityError when the message was handled before."""
-    encode = Message._meta.fields_map["media"].to_db_value
     encode_payload = OutboxEffect._meta.fields_map["payload"].to_db_value
     values: list[Any] = [
         state,
@@ -153,16 +152,7 @@ async def save_answered_turn(
         first = len(values) + 1
         casts = ", ".join(f"${first + i}::{cast}" for i, cast in enumerate(_MESSAGE_CASTS))
         messages.append(f"({n}, {casts})")
-        values += [
-            message.direction,
-            message.body,
-            encode(message.media, Message),
-            message.sealed,
-            encode(message.choices, Message),
-            message.provider_id,
-            message.status,
-            message.created_at,
-        ]
+        values += _message_values(message)
     payloads = []
     for n, reply in enumerate(replies, start=1):
         payloads.append(f"({n}, ${len(values) + 1}::jsonb)")
@@ -321,6 +311,21 @@ class NewMessage:
 _MESSAGE_VALUES = 9
 
 
+def _message_values(message: NewMessage) -> list[Any]:
+    """A message's values in the order of ``_MESSAGE_COLUMNS``, as the database stores them."""
+    encode = Message._meta.fields_map["media"].to_db_value  # the JSON columns' encoder
+    return [
+        message.direction,
+        message.body,
+        encode(message.media, Message),
+        message.sealed,
+        encode(message.choices, Message),
+        message.provider_id,
+        message.status,
+        message.created_at,
+    ]
+
+
 async def insert_messages(
     conn: BaseDBAsyncClient, conversation_id: int, messages: Sequence[NewMessage]
 ) -> list[int]:
@@ -330,23 +335,12 @@ async def insert_messages(
     so the returned ids, sorted, line up with ``messages``."""
     if not messages:
         return []
-    encode = Message._meta.fields_map["media"].to_db_value
     groups = []
     values: list[Any] = []
     for index, message in enumerate(messages):
         first = index * _MESSAGE_VALUES
         groups.append("(" + ", ".join(f"${first + n}" for n in range(1, _MESSAGE_VALUES + 1)) + ")")
-        values += [
-            conversation_id,
-            message.direction,
-            message.body,
-            encode(message.media, Message),
-            message.sealed,
-            encode(message.choices, Message),
-            message.provider_id,
-            message.status,
-            message.created_at,
-        ]
+        values += [conversation_id, *_message_values(message)]
     statement = (
         "INSERT INTO message (conversation_id, direction, body, media, sealed, choices,"  # noqa: S608 (only placeholders are joined in)
         " provider_id, status, created_at) VALUES " + ", ".join(groups) + " RETURNING id"
