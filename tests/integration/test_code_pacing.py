@@ -75,6 +75,13 @@ async def run_until_set(runtime: Runtime, clock: FakeClock, codes: list[AccessCo
     raise AssertionError("the codes were never all set")
 
 
+async def work_for(runtime: Runtime, clock: FakeClock, *, steps: int, every: timedelta) -> None:
+    """A worker's timers and effects run ``steps`` times, its clock moving ``every`` between."""
+    for _ in range(steps):
+        await settle(runtime)
+        clock.advance(every)
+
+
 async def assert_no_failure() -> None:
     """No effect failed an attempt and nobody was alerted for one."""
     effects = await OutboxEffect.filter(kind=SET_EFFECT)
@@ -177,18 +184,14 @@ async def test_seam_gets_a_lost_locks_codes_back_within_its_rate_limit(
     fake, runtime = seam_world
     lock = await seam_lock(fake)
     codes = await staff_codes(runtime, lock, 25)
-    for _ in range(60):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=3))
+    await work_for(runtime, clock, steps=60, every=timedelta(seconds=3))
     assert len(fake.access_codes) == 25
     fake.access_codes.clear()  # the lock was reset: Seam lists none of them any more
 
     clock.advance(timedelta(minutes=5))
     report = await reconciled(runtime, lock)
     assert len(report.reprogrammed) == 25
-    for _ in range(60):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=3))
+    await work_for(runtime, clock, steps=60, every=timedelta(seconds=3))
 
     assert len(fake.access_codes) == 25
     stored = {c.provider_ref for c in await AccessCode.filter(id__in=[c.id for c in codes])}
@@ -205,16 +208,12 @@ async def test_windows_corrected_on_seam_go_out_within_its_update_limit(
     fake, runtime = seam_world
     lock = await seam_lock(fake)
     codes = await staff_codes(runtime, lock, 15)
-    for _ in range(40):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=3))
+    await work_for(runtime, clock, steps=40, every=timedelta(seconds=3))
     for code in fake.access_codes.values():  # changed in the vendor's app: a day longer
         code["ends_at"] = iso(datetime.fromisoformat(code["ends_at"]) + timedelta(days=1))
     report = await reconciled(runtime, lock)
     assert sorted(report.drift) == [c.id for c in codes]
-    for _ in range(40):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=3))
+    await work_for(runtime, clock, steps=40, every=timedelta(seconds=3))
 
     updates = fake.taken.get(("/access_codes/update", lock.device_id), [])
     assert len(updates) == 15 and busiest_minute(updates) <= SEAM_LIMIT
@@ -328,18 +327,14 @@ async def test_removals_past_seams_deletion_limit_wait_their_turn_not_fail(
     fake, runtime = seam_world
     lock = await seam_lock(fake)
     codes = await staff_codes(runtime, lock, 25)
-    for _ in range(60):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=3))
+    await work_for(runtime, clock, steps=60, every=timedelta(seconds=3))
     assert len(fake.access_codes) == 25
 
     async with in_transaction() as conn:
         live = await AccessCode.filter(id__in=[c.id for c in codes]).using_db(conn)
         outcome = await runtime.access.revoke(conn, live, actor="ops", reason="crew left")
         await stage_outcome(conn, outcome, clock.now())
-    for _ in range(40):
-        await settle(runtime)
-        clock.advance(timedelta(seconds=5))
+    await work_for(runtime, clock, steps=40, every=timedelta(seconds=5))
 
     assert fake.rate_limited.get("/access_codes/delete"), "Seam refused the deletions past 20"
     assert {c["status"] for c in fake.access_codes.values()} <= {"removing"}
