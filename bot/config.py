@@ -71,6 +71,16 @@ class NukiSettings:
 
 
 @dataclass(frozen=True)
+class TraccarSettings:
+    """Traccar's REST API (positions, devices, geofences) and the secret its event forwarding
+    sends as ``X-Keyturn-Secret``."""
+
+    api_base: str
+    api_token: str = field(repr=False)
+    webhook_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     host: str
@@ -108,6 +118,13 @@ class Settings:
     open_lifetime_seconds: int = 60
     #: When set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
     metrics_token: str | None = field(default=None, repr=False)
+    #: GPS from Traccar (None: no GPS).
+    traccar: TraccarSettings | None = None
+    #: GPS positions are kept this many days; condition photos this many days after the rental.
+    gps_retention_days: int = 30
+    photo_retention_days: int = 30
+    #: The deposit is released this long after a confirmed return, unless damage was claimed.
+    damage_review_hours: int = 12
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -164,6 +181,16 @@ class Settings:
                 "KEYTURN_OPEN_LIFETIME_SECONDS", default=60, low=5, high=600
             ),
             metrics_token=reader.raw("KEYTURN_METRICS_TOKEN"),
+            traccar=_traccar(reader),
+            gps_retention_days=reader.integer(
+                "KEYTURN_GPS_RETENTION_DAYS", default=30, low=1, high=3650
+            ),
+            photo_retention_days=reader.integer(
+                "KEYTURN_PHOTO_RETENTION_DAYS", default=30, low=1, high=3650
+            ),
+            damage_review_hours=reader.integer(
+                "KEYTURN_DAMAGE_REVIEW_HOURS", default=12, low=0, high=24 * 30
+            ),
         )
         if settings.identity_method == "stripe" and settings.stripe is None:
             raise SettingsError(
@@ -384,3 +411,14 @@ def _nuki(r: _Reader) -> NukiSettings | None:
     if token is None:
         return None
     return NukiSettings(api_token=token, api_base=r.optional_url("NUKI_API_BASE"))
+
+
+def _traccar(r: _Reader) -> TraccarSettings | None:
+    base = r.optional_url("TRACCAR_API_BASE")
+    if base is None:
+        return None
+    return TraccarSettings(
+        api_base=base,
+        api_token=r.required("TRACCAR_API_TOKEN", "TRACCAR_API_BASE"),
+        webhook_secret=r.required("TRACCAR_WEBHOOK_SECRET", "TRACCAR_API_BASE"),
+    )

@@ -48,6 +48,7 @@ from flows.ops import OpsDesk
 from flows.outbound import SEND_EFFECT
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.retention import Retention, RetentionPolicy
+from flows.returns import ReturnRules
 from flows.timers import TimerHandler
 from flows.upload_links import UploadLinks
 from locks import LockProvider
@@ -375,6 +376,10 @@ def _journey(
         take_payments=take_payments,
         sms_from=twilio.sms_from if twilio is not None else None,
         mms_countries=twilio.mms_countries if twilio is not None else JourneySettings.mms_countries,
+        returns=ReturnRules(
+            damage_review=timedelta(hours=settings.damage_review_hours),
+            gps_on=settings.traccar is not None,
+        ),
     )
     return Journey(
         translator,

@@ -32,6 +32,11 @@ class AlertKind(StrEnum):
     LOCK_OFFLINE = "lock_offline"
     LOCK_UNMAPPED = "lock_unmapped"
     LOCK_UNREACHABLE = "lock_unreachable"
+    #: GPS saw an item leave its home while no rental of it was running.
+    UNKNOWN_PICKUP = "unknown_pickup"
+    #: A rental ended and its item is not back (GPS away, or no return reported).
+    NOT_RETURNED = "not_returned"
+    LATE_FEE_FAILED = "late_fee_failed"
     MESSAGE_NOT_DELIVERED = "message_not_delivered"
     PAYMENT_FAILED = "payment_failed"
     PAYMENT_MISMATCH = "payment_mismatch"
@@ -60,6 +65,12 @@ class EffectKind(StrEnum):
     IDENTITY_DELETE_MEDIA = "identity.delete_media"
     IDENTITY_START_VERIFICATION = "identity.start_verification"
     LOCK_OPEN = "lock.open"
+    #: A pickup or return's photos and answers shown in the ops group, with a damage button.
+    OPS_CONDITION_REPORT = "ops.condition_report"
+    #: Store a condition photo the renter sent (sealed), and delete it where the channel keeps it.
+    HANDOVER_COLLECT_PHOTO = "handover.collect_photo"
+    #: Charge a late return's fee off-session on the card saved at checkout.
+    PAYMENT_LATE_FEE = "payment.late_fee"
 
 
 class TimerKind(StrEnum):
@@ -80,5 +91,8 @@ class TimerKind(StrEnum):
     BOOKING_START = "booking.start"
     BOOKING_ENDING_SOON = "booking.ending_soon"
     BOOKING_END = "booking.end"
+    #: The damage review after a confirmed return is over: the deposit is released unless
+    #: damage was claimed.
+    BOOKING_DAMAGE_REVIEW = "booking.damage_review"
     HANDOFF_IDLE = "handoff.idle"
     RETENTION_PURGE = "retention.purge"

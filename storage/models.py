@@ -80,6 +80,9 @@ class Location(Model):
     confirm_before_minutes = fields.IntField(null=True)
     #: Minutes before a booking that its PIN is sent (None: KEYTURN_PIN_LEAD_MINUTES).
     pin_lead_minutes = fields.IntField(null=True)
+    #: The Traccar geofence that is the location's yard, where its items live between rentals
+    #: (None: its items' returns are confirmed by the return checklist alone).
+    home_geofence_id = fields.BigIntField(null=True)
     opening_rules: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -109,6 +112,26 @@ class Asset(Model):
     max_duration_minutes = fields.IntField(default=7 * 24 * 60)
     buffer_before_minutes = fields.IntField(null=True)
     buffer_after_minutes = fields.IntField(null=True)
+    #: The item's GPS tracker: Traccar's numeric device id (None: no GPS).
+    traccar_device_id = fields.BigIntField(null=True)
+    #: Yes/no questions asked at pickup and at return ("Lights work?"), in the file's order.
+    pickup_checklist: fields.Field[list[str]] = fields.JSONField(default=list)
+    return_checklist: fields.Field[list[str]] = fields.JSONField(default=list)
+    #: What each required photo shows ("the hitch"), asked for one by one.
+    pickup_photos: fields.Field[list[str]] = fields.JSONField(default=list)
+    return_photos: fields.Field[list[str]] = fields.JSONField(default=list)
+    #: The item's own PIN is sent only once the pickup checklist is done; the location's shared
+    #: gates' codes come at the usual lead time.
+    pin_after_checklist = fields.BooleanField(default=False)
+    #: Charged per started hour of a return later than ``late_grace_minutes`` past the end.
+    late_fee_per_hour_cents = fields.IntField(default=0)
+    late_grace_minutes = fields.IntField(default=15)
+    #: An early return ends the rental's codes at once (not at the booked end).
+    early_return_ends_codes = fields.BooleanField(default=False)
+    #: Whether GPS last saw the item inside its location's home geofence, and the event time of
+    #: that sighting; an older event arriving late never overrides a newer one.
+    gps_home = fields.BooleanField(null=True)
+    gps_home_at = fields.DatetimeField(null=True)
     active = fields.BooleanField(default=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -263,6 +286,18 @@ class Booking(Model):
     hold_expires_at = fields.DatetimeField(null=True)
     cancelled_at = fields.DatetimeField(null=True)
     cancel_reason = fields.CharField(max_length=200, default="")
+    #: The pickup checklist and photos done (None: not yet, or the item asks for none).
+    pickup_done_at = fields.DatetimeField(null=True)
+    #: The renter finished the return checklist and said the item is locked (DONE).
+    return_checklist_at = fields.DatetimeField(null=True)
+    #: GPS saw the item back inside its home geofence after the pickup.
+    returned_home_at = fields.DatetimeField(null=True)
+    #: The return confirmed: the checklist, and GPS home for an item with GPS. Its moment is the
+    #: later of the two. The deposit is released only after it (``storage.returns``).
+    returned_at = fields.DatetimeField(null=True)
+    #: "on_time", "early" or "late" once returned.
+    return_timing = fields.CharField(max_length=8, default="")
+    late_fee_cents = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -510,3 +545,46 @@ class SimulatedUnlock(Model):
 
     class Meta:
         table = "simulated_unlock"
+
+
+# The rental's pickup, return and GPS rows live in their own module; they are models of this
+# app all the same (Tortoise finds them here).
+from storage.rental_models import (  # noqa: E402
+    ConditionPhoto,
+    GpsPosition,
+    Handover,
+    HandoverKind,
+)
+
+__all__ = [
+    "SLOT_HOLDING_STATES",
+    "AccessCode",
+    "AccessCodeState",
+    "Asset",
+    "AssetLock",
+    "AuditEvent",
+    "Booking",
+    "BookingState",
+    "ConditionPhoto",
+    "Conversation",
+    "EffectState",
+    "Extension",
+    "GpsPosition",
+    "Handover",
+    "HandoverKind",
+    "IdentityCheck",
+    "Location",
+    "Lock",
+    "Message",
+    "OpsAlert",
+    "OutboxEffect",
+    "Payment",
+    "ProcessedWebhook",
+    "Renter",
+    "SimulatedCode",
+    "SimulatedUnlock",
+    "StaffMember",
+    "StaffRole",
+    "Timer",
+    "TimerState",
+]

@@ -3,7 +3,7 @@ journey's collaborators (``JourneyBase``) and small helpers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from flows.messages import Choice
 from flows.notify import Notifier, language_of
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
+from flows.returns import ReturnRules
 from flows.upload_links import UploadLinks, mms_reaches_us
 from storage.conversations import read_renter_and_latest_conversation
 from storage.kinds import EffectKind, TimerKind
@@ -112,6 +113,8 @@ class JourneySettings:
     #: renter elsewhere is sent an upload link (see ``flows.upload_links``).
     sms_from: str | None = None
     mms_countries: frozenset[str] = frozenset({"US", "CA"})
+    #: How a return is confirmed (GPS or not) and how long damage may be claimed after it.
+    returns: ReturnRules = field(default_factory=ReturnRules)
 
 
 def iso(moment: datetime) -> str:

@@ -13,7 +13,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from flows.inventory.fields import shown
-from flows.inventory.spec import Inventory, InventoryError, InventoryProblem, LockSpec
+from flows.inventory.spec import (
+    HandoverSpec,
+    Inventory,
+    InventoryError,
+    InventoryProblem,
+    LockSpec,
+)
 from storage.lock_rows import hold_for_retirement
 from storage.models import (
     SLOT_HOLDING_STATES,
@@ -187,6 +193,7 @@ class InventorySync:
                 "code_lead_minutes": spec.code_lead_minutes,
                 "confirm_before_minutes": spec.confirm_before_minutes,
                 "pin_lead_minutes": spec.pin_lead_minutes,
+                "home_geofence_id": spec.home_geofence_id,
             }
             subject = f"location:{spec.slug}"
             row = self.locations.get(spec.slug)
@@ -254,6 +261,8 @@ class InventorySync:
                 "max_duration_minutes": spec.max_duration_minutes,
                 "buffer_before_minutes": spec.buffer_before_minutes,
                 "buffer_after_minutes": spec.buffer_after_minutes,
+                "traccar_device_id": spec.traccar_device_id,
+                **handover_fields(spec.handover),
             }
             subject = f"asset:{spec.code}"
             row = self.assets.get(spec.code)
@@ -408,3 +417,17 @@ def _jsonable(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def handover_fields(spec: HandoverSpec) -> dict[str, object]:
+    """An item's pickup and return rules as its row stores them."""
+    return {
+        "pickup_checklist": list(spec.pickup_checklist),
+        "return_checklist": list(spec.return_checklist),
+        "pickup_photos": list(spec.pickup_photos),
+        "return_photos": list(spec.return_photos),
+        "pin_after_checklist": spec.pin_after_checklist,
+        "late_fee_per_hour_cents": spec.late_fee_per_hour_cents,
+        "late_grace_minutes": spec.late_grace_minutes,
+        "early_return_ends_codes": spec.early_return_ends_codes,
+    }

@@ -37,6 +37,7 @@ LOCATION_KEYS = (
     "code_lead_minutes",
     "confirm_before_minutes",
     "pin_lead_minutes",
+    "home_geofence_id",
 )
 ASSET_KEYS = (
     "code",
@@ -51,7 +52,18 @@ ASSET_KEYS = (
     "buffer_before_minutes",
     "buffer_after_minutes",
     "locks",
+    "traccar_device_id",
+    "pickup_checklist",
+    "return_checklist",
+    "pickup_photos",
+    "return_photos",
+    "pin_after_checklist",
+    "late_fee_per_hour",
+    "late_grace_minutes",
+    "early_return_ends_codes",
 )
+#: A checklist or photo list longer than this would wear out any renter at a handover.
+HANDOVER_ITEMS_MAX = 20
 LOCK_KEYS = ("key", "provider", "device_id", "label", "location", "timezone", "shared")
 STAFF_KEYS = ("telegram_user_id", "name", "role", "locations")
 
@@ -162,6 +174,22 @@ class Block:
                 self.fail(f"{key} lists {item!r} twice", key)
             seen.add(item)
         return tuple(value)
+
+    def texts(self, key: str, *, at_most: int) -> tuple[str, ...]:
+        """A list of short texts (checklist questions, photo prompts), each one line."""
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(f'{key} must be a list of texts in quotes, like ["Lights work?"]', key)
+            return ()
+        items = tuple(item.strip() for item in value)
+        if len(items) > at_most:
+            self.fail(f"{key} has {len(items)} entries; at most {at_most}", key)
+        for item in items:
+            if not item:
+                self.fail(f"{key} has an empty entry", key)
+            elif len(item) > TEXT_MAX or "\n" in item:
+                self.fail(f"{key} entries must be one line of at most {TEXT_MAX} characters", key)
+        return items
 
     def money(self, key: str, *, currency: str | None, default: Decimal | None = None) -> int:
         """An amount in major units (``"12.50"`` or ``12.50``) as minor units; never a float.

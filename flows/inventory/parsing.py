@@ -13,6 +13,7 @@ from flows.inventory.fields import (
     ADDRESS_MAX,
     ASSET_CODE,
     ASSET_KEYS,
+    HANDOVER_ITEMS_MAX,
     INT64_MAX,
     LOCATION_KEYS,
     LOCK_KEYS,
@@ -27,6 +28,7 @@ from flows.inventory.fields import (
 from flows.inventory.positions import Problems, SourceLines, syntax_problem
 from flows.inventory.spec import (
     AssetSpec,
+    HandoverSpec,
     Inventory,
     InventoryError,
     InventoryProblem,
@@ -181,6 +183,9 @@ class Parser:
             pin_lead_minutes=block.optional_integer(
                 "pin_lead_minutes", minimum=1, maximum=LEAD_MINUTES_MAX
             ),
+            home_geofence_id=block.optional_integer(
+                "home_geofence_id", minimum=1, maximum=INT64_MAX
+            ),
         )
         self._check_lead_times(block, spec)
         if not slug:
@@ -272,6 +277,8 @@ class Parser:
             buffer_before_minutes=block.optional_integer("buffer_before_minutes", minimum=0),
             buffer_after_minutes=block.optional_integer("buffer_after_minutes", minimum=0),
             locks=lock_keys,
+            handover=self._handover(block, valid_currency),
+            traccar_device_id=self._tracker(block),
         )
         if spec.min_duration_minutes > spec.max_duration_minutes:
             block.fail(
@@ -283,6 +290,40 @@ class Parser:
             return
         if not self._is_duplicate(block, "code", code):
             self.assets[code] = spec
+
+    def _handover(self, block: Block, currency: str | None) -> HandoverSpec:
+        spec = HandoverSpec(
+            pickup_checklist=block.texts("pickup_checklist", at_most=HANDOVER_ITEMS_MAX),
+            return_checklist=block.texts("return_checklist", at_most=HANDOVER_ITEMS_MAX),
+            pickup_photos=block.texts("pickup_photos", at_most=HANDOVER_ITEMS_MAX),
+            return_photos=block.texts("return_photos", at_most=HANDOVER_ITEMS_MAX),
+            pin_after_checklist=block.boolean("pin_after_checklist", default=False),
+            late_fee_per_hour_cents=block.money(
+                "late_fee_per_hour", currency=currency, default=Decimal(0)
+            ),
+            late_grace_minutes=block.integer(
+                "late_grace_minutes", default=15, minimum=0, maximum=24 * 60
+            ),
+            early_return_ends_codes=block.boolean("early_return_ends_codes", default=False),
+        )
+        if spec.pin_after_checklist and not (spec.pickup_checklist or spec.pickup_photos):
+            # The PIN waits for a checklist that would never be asked: it would never come.
+            block.fail(
+                "pin_after_checklist needs a pickup_checklist or pickup_photos to wait for",
+                "pin_after_checklist",
+            )
+        return spec
+
+    def _tracker(self, block: Block) -> int | None:
+        device = block.optional_integer("traccar_device_id", minimum=1, maximum=INT64_MAX)
+        if device is not None:
+            for other in self.assets.values():
+                if other.traccar_device_id == device:
+                    block.fail(
+                        f"traccar device {device} is already the tracker of asset {other.code!r}",
+                        "traccar_device_id",
+                    )
+        return device
 
     def _asset_locks(
         self, block: Block, code: str, location: str, lock_keys: tuple[str, ...]

@@ -24,6 +24,24 @@ class LocationSpec:
     code_lead_minutes: int | None = None
     confirm_before_minutes: int | None = None
     pin_lead_minutes: int | None = None
+    #: The Traccar geofence of the location's yard (None: no GPS confirmation of returns).
+    home_geofence_id: int | None = None
+
+
+@dataclass(frozen=True)
+class HandoverSpec:
+    """What an item asks of the renter at pickup and at return: yes/no questions and the photos
+    required, each by what it shows; an early or late return's rules."""
+
+    pickup_checklist: tuple[str, ...] = ()
+    return_checklist: tuple[str, ...] = ()
+    pickup_photos: tuple[str, ...] = ()
+    return_photos: tuple[str, ...] = ()
+    #: The item's own PIN only once the pickup checklist and photos are done.
+    pin_after_checklist: bool = False
+    late_fee_per_hour_cents: int = 0
+    late_grace_minutes: int = 15
+    early_return_ends_codes: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,9 @@ class AssetSpec:
     buffer_after_minutes: int | None
     #: Keys of the locks this asset opens, besides the shared gates of its location.
     locks: tuple[str, ...]
+    handover: HandoverSpec = HandoverSpec()
+    #: Traccar's numeric id of the item's tracker (None: no GPS).
+    traccar_device_id: int | None = None
 
 
 @dataclass(frozen=True)

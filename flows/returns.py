@@ -1,0 +1,145 @@
+"""A rental's return, confirmed: the return checklist done (DONE) and, for an item with GPS,
+the tracker back inside its location's home geofence, in either order. The return's moment is
+the later of the two; it is marked on time, early or late, a late one's fee is staged, and the
+damage review starts, at whose end the deposit is released unless damage was claimed. Nothing
+else releases a deposit: not the clock, not the end of the rental.
+
+Both facts arrive through runners (the renter's turn, the Traccar webhook); each calls in here
+inside its unit of work, and the booking's row is locked, so the second to arrive sees the first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from flows.effects import Audit, Effect, Outcome, SetTimer
+from storage.kinds import EffectKind, TimerKind
+from storage.models import Asset, Booking, Location
+from storage.money import Money
+from storage.returns import (
+    locked_booking,
+    note_back_home,
+    note_checklist_done,
+    note_returned,
+    out_on_rental,
+)
+
+DAMAGE_REVIEW_TIMER = TimerKind.BOOKING_DAMAGE_REVIEW
+LATE_FEE_EFFECT = EffectKind.PAYMENT_LATE_FEE
+ON_TIME = "on_time"
+EARLY = "early"
+LATE = "late"
+
+
+@dataclass(frozen=True)
+class ReturnRules:
+    #: How long after a confirmed return damage may be claimed before the deposit is released.
+    damage_review: timedelta = timedelta(hours=12)
+    #: False when Keyturn has no GPS (no Traccar settings): returns are confirmed by the
+    #: checklist alone, whatever trackers the inventory names.
+    gps_on: bool = False
+
+
+def damage_review_key(reference: str) -> str:
+    return f"damage-review:{reference}"
+
+
+def timing_of(booking: Booking, asset: Asset, at: datetime) -> str:
+    """On time within the item's grace either side of the booked end; early or late past it."""
+    grace = timedelta(minutes=asset.late_grace_minutes)
+    if at > booking.end_at + grace:
+        return LATE
+    if at < booking.end_at - grace:
+        return EARLY
+    return ON_TIME
+
+
+def late_fee(booking: Booking, asset: Asset, at: datetime) -> Money:
+    """The item's late fee per started hour past the booked end, once past the grace."""
+    fee = Money(asset.late_fee_per_hour_cents, booking.currency)
+    if fee.minor <= 0 or timing_of(booking, asset, at) != LATE:
+        return Money.zero(booking.currency)
+    hours = math.ceil((at - booking.end_at) / timedelta(hours=1))
+    return fee * hours
+
+
+async def confirms_by_gps(conn: BaseDBAsyncClient | None, asset: Asset, rules: ReturnRules) -> bool:
+    """Whether the item's return waits for GPS: it has a tracker, its location a home geofence,
+    and Keyturn has GPS."""
+    if not rules.gps_on or asset.traccar_device_id is None:
+        return False
+    location = await Location.filter(id=asset.location_id).using_db(conn).get()
+    return location.home_geofence_id is not None
+
+
+async def note_return_checklist(
+    conn: BaseDBAsyncClient, booking_id: int, now: datetime, rules: ReturnRules
+) -> Outcome:
+    """The renter finished the return checklist and said the item is locked."""
+    booking = await locked_booking(conn, booking_id)
+    if not await note_checklist_done(conn, booking, now):
+        return Outcome()
+    outcome = Outcome(
+        audits=[Audit("system", "booking.return_checklist", f"booking:{booking.reference}")]
+    )
+    return outcome + await _confirm_if_ready(conn, booking, now, rules)
+
+
+async def note_home(
+    conn: BaseDBAsyncClient, asset_id: int, at: datetime, now: datetime, rules: ReturnRules
+) -> Outcome:
+    """GPS saw the item enter its home geofence at ``at``: the rental it was out on (if any)
+    has its item back."""
+    found = await out_on_rental(conn, asset_id, at)
+    if found is None:
+        return Outcome()
+    booking = await locked_booking(conn, found.id)
+    if not await note_back_home(conn, booking, at):
+        return Outcome()
+    outcome = Outcome(audits=[Audit("gps", "booking.back_home", f"booking:{booking.reference}")])
+    return outcome + await _confirm_if_ready(conn, booking, now, rules)
+
+
+async def _confirm_if_ready(
+    conn: BaseDBAsyncClient, booking: Booking, now: datetime, rules: ReturnRules
+) -> Outcome:
+    if booking.return_checklist_at is None:
+        return Outcome()
+    asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
+    moment = booking.return_checklist_at
+    if await confirms_by_gps(conn, asset, rules):
+        if booking.returned_home_at is None:
+            return Outcome()
+        moment = max(moment, booking.returned_home_at)
+    timing = timing_of(booking, asset, moment)
+    fee = late_fee(booking, asset, moment)
+    if not await note_returned(conn, booking, moment, timing, fee.minor):
+        return Outcome()
+    reference = booking.reference
+    outcome = Outcome(
+        timers=[
+            SetTimer(
+                DAMAGE_REVIEW_TIMER,
+                now + rules.damage_review,
+                damage_review_key(reference),
+                {"booking": booking.id},
+            )
+        ],
+        audits=[
+            Audit(
+                "system",
+                "booking.returned",
+                f"booking:{reference}",
+                {"timing": timing, "late_fee": fee.minor, "at": moment.isoformat()},
+            )
+        ],
+    )
+    if fee.minor > 0:
+        outcome.effects.append(
+            Effect(LATE_FEE_EFFECT, f"late-fee:{reference}", {"booking": booking.id})
+        )
+    return outcome
