@@ -83,6 +83,8 @@ class _Held:
         if location.address:
             lines.append(f"  address: {location.address}")
         lines.append(f"  lead times: {_describe_lead_times(location, defaults)}")
+        if location.home_geofence_id is not None:
+            lines.append(f"  home geofence: traccar geofence {location.home_geofence_id}")
         here = [row for row in self.locks if self.location_of_lock[row.id] == location.id]
         for row in here:
             if row.shared:
@@ -101,12 +103,37 @@ class _Held:
             opens = [lock_by_id[i] for i in self.mapped.get(asset.id, [])]
             names = ", ".join(_lock_name(row) for row in sorted(opens, key=lambda r: r.key))
             lines.append(f"    opens: {names or 'no lock of its own'}")
+            lines += _handover_lines(asset)
         for row in here:
             if not row.shared and row.id not in used_locks and row.retired_at is None:
                 lines.append(f"  unmapped lock: {_lock_name(row)}, no asset opens it")
             elif row.retired_at is not None and row.id not in used_locks and not row.shared:
                 lines.append(f"  retired lock: {_lock_name(row)}")
         return lines
+
+
+def _handover_lines(asset: Asset) -> list[str]:
+    """What the item asks at pickup and return, its late fee and its tracker, when it has any."""
+    lines = []
+    for when, checklist, photos in (
+        ("pickup", asset.pickup_checklist, asset.pickup_photos),
+        ("return", asset.return_checklist, asset.return_photos),
+    ):
+        if checklist or photos:
+            asks = [f"photo of {prompt}" for prompt in photos] + list(checklist)
+            lines.append(f"    {when}: " + "; ".join(asks))
+    if asset.pin_after_checklist:
+        lines.append("    its own PIN is sent once the pickup checklist is done")
+    if asset.late_fee_per_hour_cents:
+        fee = Money(asset.late_fee_per_hour_cents, asset.currency).format("en")
+        lines.append(
+            f"    late fee: {fee} per started hour after {asset.late_grace_minutes} min' grace"
+        )
+    if asset.early_return_ends_codes:
+        lines.append("    an early return ends its codes")
+    if asset.traccar_device_id is not None:
+        lines.append(f"    tracker: traccar device {asset.traccar_device_id}")
+    return lines
 
 
 def _lock_name(row: Lock) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.inventory import InventoryError, apply_inventory, parse_inventory
+from flows.inventory import InventoryError, apply_inventory, describe_inventory, parse_inventory
 from storage.models import Asset, Location
 from storage.uow import unit_of_work
 from tests.conftest import FakeClock
@@ -165,3 +165,25 @@ async def test_the_rules_are_stored_and_a_second_apply_changes_nothing(
     assert third.changed
     assert any("T1" in line and "return_checklist" in line for line in third.changes), third.changes
     assert (await Asset.get(code="T1")).return_checklist == ["Swept?"]
+
+
+async def test_show_says_what_each_item_asks_at_pickup_and_return(
+    database: str, clock: FakeClock
+) -> None:
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, parse_inventory(FILE), now=clock.now())
+
+    shown = await describe_inventory()
+
+    assert "  home geofence: traccar geofence 7" in shown
+    assert (
+        "    pickup: photo of the hitch; photo of the left side; Lights work?; Tyres look inflated?"
+        in shown
+    )
+    assert "    return: photo of the hitch; Swept clean?" in shown
+    assert "    its own PIN is sent once the pickup checklist is done" in shown
+    assert "    late fee: $15.00 per started hour after 20 min' grace" in shown
+    assert "    tracker: traccar device 42" in shown
+    bike = shown.index(next(line for line in shown if line.startswith("  asset B1")))
+    assert shown[bike + 1].startswith("    opens:")
+    assert not shown[bike + 2].startswith("    ")  # the bike asks nothing and tracks nothing
