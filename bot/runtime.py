@@ -246,7 +246,12 @@ def _dispatcher_and_timers(
         policy=RetryPolicy(alert_after=settings.alert_after_attempts),
     )
     retention = Retention(
-        clock, RetentionPolicy(settings.audit_retention_days, settings.message_retention_days)
+        clock,
+        RetentionPolicy(
+            settings.audit_retention_days,
+            settings.message_retention_days,
+            photo_days=settings.photo_retention_days,
+        ),
     )
     timers = TimerRunner(
         clock,
