@@ -40,18 +40,24 @@ class ClaimCommands(DeskBase):
         self, conn: UnitOfWork, staff: StaffMember, args: list[str], ctx: Context
     ) -> OpsAnswer:
         booking = await self._booking_in_scope(staff, args[0])
-        deposit = await self._claimable_deposit(booking)
-        amount = None
-        if len(args) > 1 and args[1].lower() not in WHOLE:
-            amount = _typed_amount(args[1], deposit)
-        claim = DepositClaim(booking.reference, amount, deposit.currency, actor_of(staff))
+        claim = await self.claim_for(booking, args[1] if len(args) > 1 else None, actor_of(staff))
         audit = Audit(
             actor_of(staff),
             "deposit.claim_asked",
             f"booking:{booking.reference}",
-            {"amount": amount if amount is not None else deposit.amount_cents},
+            {"amount": claim.amount if claim.amount is not None else "all"},
         )
         return OpsAnswer(claim=claim, outcome=Outcome(audits=[audit]))
+
+    async def claim_for(self, booking: Booking, word: str | None, actor: str) -> DepositClaim:
+        """The claim ``actor`` asks for: ``word`` of the booking's deposit (None, ``all``:
+        the whole deposit). Refused (``Refused``) when the deposit was released or claimed or
+        there is none, or the amount does not fit; ``BadArguments`` when it is no amount."""
+        deposit = await self._claimable_deposit(booking)
+        amount = None
+        if word is not None and word.lower() not in WHOLE:
+            amount = _typed_amount(word, deposit)
+        return DepositClaim(booking.reference, amount, deposit.currency, actor)
 
     async def _ask_claim(self, conn: UnitOfWork, staff: StaffMember, ident: str) -> OpsAnswer:
         """The "Damage?" button: ask the member how much of the deposit they claim."""
