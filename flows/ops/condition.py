@@ -111,8 +111,29 @@ async def condition_report(
     if returning:
         lines += _timing(t, booking, location)
     lines.append(t("ops.report_photos", count=len(rows)) if rows else t("ops.report_no_photos"))
-    kind_word = t("ops.report_kind_return" if returning else "ops.report_kind_pickup")
-    photos = tuple(
+    button = None
+    if returning:
+        deposit_lines, claimable = await _deposit(t, booking)
+        lines += deposit_lines
+        button = t("ops.button_damage") if claimable else None
+    return ConditionReport(
+        booking.id,
+        booking.reference,
+        kind,
+        "\n".join(lines),
+        answers,
+        _photos(t, booking, kind, rows),
+        button,
+    )
+
+
+def _photos(
+    t: _Texts, booking: Booking, kind: HandoverKind, rows: list[ConditionPhoto]
+) -> tuple[ReportPhoto, ...]:
+    kind_word = t(
+        "ops.report_kind_return" if kind == HandoverKind.RETURN else "ops.report_kind_pickup"
+    )
+    return tuple(
         ReportPhoto(
             row.id,
             row.position,
@@ -130,23 +151,22 @@ async def condition_report(
         )
         for number, row in enumerate(rows, start=1)
     )
-    button = None
-    if returning:
-        deposit = await Payment.filter(
-            booking_id=booking.id, purpose=PaymentPurpose.DEPOSIT
-        ).first()
-        if deposit is not None:
-            held = Money(deposit.amount_cents, deposit.currency).format(OPS_LANGUAGE)
-            state = DEPOSIT_KEYS.get(deposit.status)
-            if deposit.status in CLAIMABLE:
-                state = "ops.report_deposit_claimable"
-            if state is not None:
-                lines.append(t(state, deposit=held))
-            if deposit.status in CLAIMABLE:
-                button = t("ops.button_damage")
-    return ConditionReport(
-        booking.id, booking.reference, kind, "\n".join(lines), answers, photos, button
+
+
+async def _deposit(t: _Texts, booking: Booking) -> tuple[list[str], bool]:
+    """What became of a return's deposit, and whether it can still be claimed."""
+    deposit = (
+        await Payment.filter(booking_id=booking.id, purpose=PaymentPurpose.DEPOSIT)
+        .order_by("-id")
+        .first()
     )
+    if deposit is None:
+        return [], False
+    held = Money(deposit.amount_cents, deposit.currency).format(OPS_LANGUAGE)
+    if deposit.status in CLAIMABLE:
+        return [t("ops.report_deposit_claimable", deposit=held)], True
+    state = DEPOSIT_KEYS.get(deposit.status)
+    return ([t(state, deposit=held)] if state is not None else []), False
 
 
 def _timing(t: _Texts, booking: Booking, location: Location) -> list[str]:
