@@ -102,8 +102,9 @@ class ConditionReporter:
         )
         if conversation is None:
             return None
-        if conversation.agent_thread_id is not None:
-            return conversation.agent_thread_id
+        thread: int | None = conversation.agent_thread_id
+        if thread is not None:
+            return thread
         who = await self.handoff.who(conversation)
         name = self.translator.text(
             OPS_LANGUAGE, "ops.topic_name", who=who, channel=conversation.channel

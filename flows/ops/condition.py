@@ -31,7 +31,7 @@ TIMING_KEYS = {
     EARLY: "ops.report_timing_early",
     LATE: "ops.report_timing_late",
 }
-DEPOSIT_KEYS = {
+DEPOSIT_KEYS: dict[str, str] = {
     PaymentStatus.CLAIMED: "ops.report_deposit_claimed",
     PaymentStatus.RELEASED: "ops.report_deposit_released",
 }
