@@ -52,11 +52,22 @@ async def stripe() -> AsyncIterator[tuple[FakeStripe, str]]:
         yield fake, base
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def postgres(request: pytest.FixtureRequest) -> str | None:
+    """The migrated PostgreSQL database's URL, or None for a copy of the SQLite template."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return None
+
+
 @pytest.fixture
 async def ops(
-    tmp_path: Path, sqlite_template: Path, stripe: tuple[FakeStripe, str]
+    tmp_path: Path, sqlite_template: Path, stripe: tuple[FakeStripe, str], postgres: str | None
 ) -> AsyncIterator[Ops]:
-    async with ops_app(tmp_path, sqlite_template, stripe_base=stripe[1]) as running_ops:
+    async with ops_app(
+        tmp_path, sqlite_template, stripe_base=stripe[1], postgres_url=postgres
+    ) as running_ops:
         yield running_ops
 
 
@@ -324,3 +335,18 @@ async def returned_second_rental(ops: Ops, stripe: FakeStripe) -> Booking:
     )
     await hold_deposit(ops, stripe, booking)
     return booking
+
+
+async def test_damage_answered_with_all_keeps_the_whole_deposit(
+    ops: Ops, stripe: tuple[FakeStripe, str]
+) -> None:
+    booking = await returned_bike(ops, stripe[0], answers=[True, True])
+    await report_staged(ops, booking)
+    await ops.deliver()
+    await ops.press(MANAGER, await the_report(ops), f"ops:damage:{booking.id}")
+    [(where, prompt_id)] = list(ops.fake.force_replies)
+    prompt = ops.fake.messages[(where, prompt_id)]
+    assert "Reply with" in await ops.reply(MANAGER, prompt, "/claim")
+    assert "Claimed €200.00 of the deposit for KRET01" in await ops.reply(MANAGER, prompt, "ALL")
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == PaymentStatus.CLAIMED
