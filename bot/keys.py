@@ -11,6 +11,7 @@ from flows.booking import Journey
 from flows.clock import Clock
 from flows.engine import ConversationEngine
 from flows.i18n import Translator
+from flows.ops import OpsDesk
 from storage.sealing import Sealer
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ ACCESS = web.AppKey("access", AccessCodes)
 JOURNEY = web.AppKey("journey", Journey)
 SEALER = web.AppKey("sealer", Sealer)
 CHANNELS = web.AppKey("channels", dict[str, Channel])
+OPS = web.AppKey("ops", OpsDesk)

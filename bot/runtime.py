@@ -19,7 +19,7 @@ from bot.lock_providers import build_lock_providers
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from bot.media_links import MediaLinks
 from bot.metrics import observe_turn
-from bot.ops import AlertSender, StaffRelay
+from bot.ops import AlertSender, ConditionReporter, StaffRelay
 from bot.ops.turn_failures import FailingTurns
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
@@ -44,7 +44,7 @@ from flows.handoff import TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.messages import InboundMessage
 from flows.notify import Notifier
-from flows.ops import OpsDesk
+from flows.ops import REPORT_EFFECT, OpsDesk
 from flows.outbound import SEND_EFFECT
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.retention import Retention, RetentionPolicy
@@ -186,6 +186,7 @@ def build_runtime(
             TO_STAFF_EFFECT: StaffRelay(
                 ops_chat, ops_chat_id, handoff, journey.fetch_media, journey.sealer
             ),
+            REPORT_EFFECT: ConditionReporter(ops_group, ops_chat_id, translator, sealer, handoff),
         },
         access,
         journey,
@@ -245,7 +246,12 @@ def _dispatcher_and_timers(
         policy=RetryPolicy(alert_after=settings.alert_after_attempts),
     )
     retention = Retention(
-        clock, RetentionPolicy(settings.audit_retention_days, settings.message_retention_days)
+        clock,
+        RetentionPolicy(
+            settings.audit_retention_days,
+            settings.message_retention_days,
+            photo_days=settings.photo_retention_days,
+        ),
     )
     timers = TimerRunner(
         clock,

@@ -30,6 +30,8 @@ RETENTION_KEY = "retention:purge"
 class RetentionPolicy:
     audit_days: int = 90
     message_days: int = 90
+    #: Condition photos' images are deleted this long after their rental's end.
+    photo_days: int = 30
     every: timedelta = timedelta(days=1)
     #: Rows of each kind one firing purges: a few thousand index-chosen rows take tens of
     #: milliseconds, short enough that no renter's turn waits on it for long.
@@ -96,6 +98,7 @@ class Retention:
                 audit_days=policy.audit_days,
                 message_days=policy.message_days,
                 batch=policy.batch,
+                photo_days=policy.photo_days,
             )
             done = PassSoFar(so_far.started_at, so_far.batches + 1, so_far.purged + batch.purged)
             if batch.more_left:

@@ -2,8 +2,9 @@
 
 ID images are deleted the moment a decision is made (flows.journey); this purge removes audit and
 lock-access records after their period, blanks message bodies and media references (a photo's
-Twilio URL or Telegram file id, whether or not the message had text) after theirs, and forgets
-provider event ids once no provider would retry them.
+Twilio URL or Telegram file id, whether or not the message had text) after theirs, deletes the
+images of condition photos a set time after their rental ended, and forgets provider event ids
+once no provider would retry them.
 
 A business with years of data has millions of expired rows: a purge of all of them in one
 transaction would hold the database for minutes while renters chat. ``purge`` takes at most one
@@ -87,6 +88,21 @@ FINISHED_EFFECTS = ExpiredRows(
 )
 FINISHED_TIMERS = ExpiredRows("timer", "created_at", "timer_finished", where=FINISHED_TIMER)
 
+#: A condition photo still holding its image: the predicate of the partial index its batch is
+#: chosen by (migration 0017).
+WITH_IMAGE = "image_encrypted IS NOT NULL"
+#: The images of condition photos whose rental ended before the cutoff, a batch at a time, the
+#: oldest rental first: the photos still holding one are read through their partial index, each
+#: joined to its booking by key. The row stays (which prompt was answered, when); its image goes.
+CONDITION_PHOTOS = (
+    "UPDATE condition_photo SET image_encrypted = NULL WHERE id IN ("  # noqa: S608
+    "SELECT condition_photo.id FROM condition_photo"
+    " JOIN booking ON booking.id = condition_photo.booking_id"
+    f" WHERE booking.end_at < $1 AND condition_photo.{WITH_IMAGE}"
+    " ORDER BY booking.end_at LIMIT $2)"
+)
+CONDITION_PHOTOS_INDEX = "condition_photo_with_image"
+
 #: Every kind of row the purge takes, in the order it takes them.
 EXPIRED_ROWS = (
     AUDIT_EVENTS,
@@ -108,6 +124,9 @@ class Purged:
     access_records: int = 0
     webhook_ids: int = 0
     finished_work: int = 0
+    #: Condition photos whose image was deleted (``KEYTURN_PHOTO_RETENTION_DAYS`` after the
+    #: rental's end).
+    condition_photos: int = 0
 
     def __add__(self, other: Purged) -> Purged:
         return Purged(
@@ -138,10 +157,16 @@ class PurgeBatch:
 
 
 async def purge(
-    conn: BaseDBAsyncClient, now: datetime, *, audit_days: int, message_days: int, batch: int
+    conn: BaseDBAsyncClient,
+    now: datetime,
+    *,
+    audit_days: int,
+    message_days: int,
+    batch: int,
+    photo_days: int = 30,
 ) -> PurgeBatch:
     """Purge at most ``batch`` rows of each kind that expired by ``now``, in ``conn``'s
-    transaction."""
+    transaction; condition photos ``photo_days`` after their rental's end."""
     audit_before = now - timedelta(days=audit_days)
     messages_before = now - timedelta(days=message_days)
     cutoffs = {
@@ -156,6 +181,9 @@ async def purge(
     done: dict[ExpiredRows, int] = {}
     for rows in EXPIRED_ROWS:
         done[rows], _ = await conn.execute_query(sql(rows.statement()), [cutoffs[rows], batch])
+    photos, _ = await conn.execute_query(
+        sql(CONDITION_PHOTOS), [now - timedelta(days=photo_days), batch]
+    )
     purged = Purged(
         audit_events=done[AUDIT_EVENTS],
         message_bodies=done[MESSAGE_BODIES],
@@ -163,8 +191,10 @@ async def purge(
         access_records=done[ACCESS_RECORDS],
         webhook_ids=done[WEBHOOK_IDS],
         finished_work=done[FINISHED_EFFECTS] + done[FINISHED_TIMERS],
+        condition_photos=photos,
     )
-    return PurgeBatch(purged, more_left=any(n >= batch for n in done.values()))
+    more_left = photos >= batch or any(n >= batch for n in done.values())
+    return PurgeBatch(purged, more_left=more_left)
 
 
 async def forget_media(effect_id: int, message_ids: Sequence[int]) -> None:

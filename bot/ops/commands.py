@@ -31,8 +31,8 @@ from bot.ops.chat import OpsChat
 from bot.transports.telegram import MEDIA_SCHEME
 from flows.handoff import Handoff
 from flows.messages import Media
-from flows.ops import Context, OpsAnswer, OpsDesk
-from flows.staging import stage_outcome
+from flows.ops import Context, DepositClaim, OpsAnswer, OpsDesk
+from flows.staging import run_unit, stage_outcome
 from storage.conversations import claim_message
 from storage.models import ProcessedWebhook
 from storage.uow import UnitOfWork, unit_of_work
@@ -213,6 +213,8 @@ class OpsUpdates:
         self, answer: OpsAnswer, chat_id: int, thread: int | None, user_id: int
     ) -> None:
         lines = list(answer.lines)
+        if answer.claim is not None:
+            lines += await self._claim(answer.claim)
         if answer.private:
             lines += await self._privately(answer.private, chat_id, user_id)
         if answer.taken is not None:
@@ -232,6 +234,18 @@ class OpsUpdates:
                 log.warning("a prompt to the operators was not delivered: %s", err)
         if lines:
             await self._send(chat_id, "\n".join(lines), thread)
+
+    async def _claim(self, claim: DepositClaim) -> list[str]:
+        """A deposit claim the command committed to: made through the journey's claim flow
+        outside any transaction, then recorded (and the renter told) in a unit of work."""
+        lines, record = await self.desk.claim(claim)
+        if record is None:
+            return lines
+        try:
+            await run_unit(record, self.desk.clock.now())
+        except LookupError:
+            return [self.desk.t("ops.claim_meanwhile", booking=claim.reference)]
+        return lines
 
     async def _privately(self, private: list[str], chat_id: int, user_id: int) -> list[str]:
         """Lines only the member may see; in the group, a note that they went privately."""

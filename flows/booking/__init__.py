@@ -17,6 +17,7 @@ from flows.booking.common import (
     MediaEraser,
     MediaFetcher,
 )
+from flows.booking.executors import ClaimRefused
 from flows.booking.journey import Journey, journey_executors, journey_timers
 from flows.booking.pin_message import one_line
 from flows.booking.reads import BookingReads, DatabaseBookingReads
@@ -29,6 +30,7 @@ __all__ = [
     "REFUND_EFFECT",
     "RELEASE_EFFECT",
     "BookingReads",
+    "ClaimRefused",
     "DatabaseBookingReads",
     "IllegalTransition",
     "Journey",

@@ -20,6 +20,7 @@ class Permission(StrEnum):
     TALK = "talk"  # take over and answer renters
     IDENTITY = "identity"  # approve or reject IDs
     ALERTS = "alerts"  # resolve alerts
+    DEPOSITS = "deposits"  # claim a deposit for damage (/claim, a return report's button)
 
 
 ROLE_PERMISSIONS: dict[StaffRole, frozenset[Permission]] = {
@@ -60,6 +61,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "reply": CommandSpec(Permission.TALK, "ops.usage_reply", 2, None),
     "approve": CommandSpec(Permission.IDENTITY, "ops.usage_approve", 1, 1),
     "reject": CommandSpec(Permission.IDENTITY, "ops.usage_reject", 2, None),
+    "claim": CommandSpec(Permission.DEPOSITS, "ops.usage_claim", 1, 2),
     "help": CommandSpec(None, "ops.usage_help", 0, 0),
 }
 #: Alert buttons: the action in the callback data and what it needs.
@@ -69,6 +71,7 @@ BUTTON_PERMISSIONS: dict[str, Permission] = {
     "take": Permission.TALK,
     "retry": Permission.MANAGE,
     "resolve": Permission.ALERTS,
+    "damage": Permission.DEPOSITS,
 }
 
 
@@ -81,6 +84,9 @@ class OpsAnswer:
     taken: TakenOver | None = None
     #: The first line asks the member for a reason, which they give by replying to it.
     asks: ReasonAsked | None = None
+    #: A deposit claim the member asked for: the runner makes it after the command commits,
+    #: outside any transaction, and answers with what came of it (``OpsDesk.claim``).
+    claim: DepositClaim | None = None
     #: What the command changes besides what it wrote through the unit of work: the runner
     #: stores it (effects, timers, alerts, audits) when it commits.
     outcome: Outcome = field(default_factory=Outcome)
@@ -93,6 +99,16 @@ class ReasonAsked:
 
     who: str
     placeholder: str
+
+
+@dataclass(frozen=True)
+class DepositClaim:
+    """Keep ``amount`` (minor units; None: all of it) of the booking's deposit."""
+
+    reference: str
+    amount: int | None
+    currency: str
+    actor: str
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from flows.ops.answers import (
     Refused,
 )
 from flows.ops.bookings import BookingCommands
+from flows.ops.claims import WHOLE, ClaimCommands
 from flows.ops.codes import CodeCommands
 from flows.ops.identity import IdentityCommands
 from flows.ops.reading import ReadingCommands
@@ -36,7 +37,13 @@ from storage.uow import UnitOfWork
 
 
 class OpsDesk(
-    ReadingCommands, BookingCommands, CodeCommands, IdentityCommands, TalkCommands, AlertButtons
+    ReadingCommands,
+    BookingCommands,
+    CodeCommands,
+    IdentityCommands,
+    TalkCommands,
+    AlertButtons,
+    ClaimCommands,
 ):
     """Runs operators' commands and alert buttons for a Telegram user id, in the unit of work its
     runner (the ops bot) hands it; what the answer's ``outcome`` asks for commits with it."""
@@ -65,8 +72,10 @@ class OpsDesk(
             "reply": self._reply,
             "approve": self._approve,
             "reject": self._reject,
+            "claim": self._claim,
             "help": self._help,
         }
+        self._claim_prompt = self.claim_prompt()
 
     async def run(
         self,
@@ -121,6 +130,8 @@ class OpsDesk(
             return await self._ask_rejection(conn, staff, ident)
         if action == "take":
             return await self.run(conn, user_id, "takeover", [ident])
+        if action == "damage":
+            return await self._ask_claim(conn, staff, ident)
         alert = await OpsAlert.get_or_none(id=number)
         if alert is None:
             return OpsAnswer([self.t("ops.not_found", what=ident)])
@@ -143,7 +154,17 @@ class OpsDesk(
         self, conn: UnitOfWork, user_id: int, prompt: str, text: str
     ) -> OpsAnswer | None:
         """A member replied ``text`` to one of Keyturn's messages, ``prompt``: the reason for a
-        rejection it asked for. None when ``prompt`` asked for nothing."""
+        rejection, or the amount of a deposit claim, it asked for. None when ``prompt`` asked
+        for nothing."""
+        claim = self._claim_prompt.match(prompt)
+        if claim is not None:
+            amount = text.strip()
+            if not amount or amount.startswith("/"):
+                return OpsAnswer([self.t("ops.claim_amount_needed")])
+            args = [claim["booking"]]
+            if amount.lower() not in WHOLE:
+                args.append(amount)
+            return await self.run(conn, user_id, "claim", args)
         asked = self._reject_prompt.match(prompt)
         if asked is None:
             return None

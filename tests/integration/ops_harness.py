@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
+from bot.payments import StripePayments
 from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
 from flows.inventory import apply_inventory, load_inventory
 from flows.staging import stage_outcome
@@ -26,6 +27,7 @@ from storage.models import Asset, Booking, BookingState, Renter, StaffMember, St
 from storage.uow import unit_of_work
 from tests.conftest import TABLES, FakeClock
 from tests.fakes.server import running
+from tests.fakes.stripe import API_KEY as STRIPE_KEY
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, SMS_NUMBER, FakeTwilio
 from tests.support import RecordingChannel, inbound, rental_times
@@ -120,10 +122,12 @@ async def ops_app(
     forum: bool = True,
     twilio: FakeTwilio | None = None,
     postgres_url: str | None = None,
+    stripe_base: str | None = None,
 ) -> AsyncIterator[Ops]:
     """``twilio``: SMS goes through the real Twilio adapter to this fake (already serving)
     instead of a recording channel. ``postgres_url``: on that (migrated) database, emptied
-    first, instead of a copy of the SQLite ``template``."""
+    first, instead of a copy of the SQLite ``template``. ``stripe_base``: payments go to the
+    fake Stripe serving there instead of the sandbox's."""
     url = postgres_url
     if url is None:
         path = tmp_path / "ops.sqlite3"
@@ -181,12 +185,20 @@ async def ops_app(
             }
         )
         sms = RecordingChannel("sms")
+        payments = None
+        if stripe_base is not None:
+            payments = StripePayments(STRIPE_KEY, api_base=stripe_base, now=clock.now)
         runtime = build_runtime(
-            settings, clock=clock, channels={"sms": sms} if twilio is None else None
+            settings,
+            clock=clock,
+            channels={"sms": sms} if twilio is None else None,
+            payments=payments,
         )
         app = create_app(runtime, workers=False)
         async with TestClient(TestServer(app)) as client:
             yield Ops(client, fake, runtime, clock, sms, group, users)
+        if payments is not None:
+            await payments.close()
 
 
 async def altstadt_booking(ops: Ops, state: BookingState = BookingState.CONFIRMED) -> Booking:

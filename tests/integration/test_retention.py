@@ -212,6 +212,7 @@ async def test_a_backlog_is_purged_a_batch_per_firing_until_none_is_left(
     [audit] = await AuditEvent.filter(action="retention.purged")
     assert audit.details == {
         **BACKLOG,
+        "condition_photos": 0,
         "batches": 3,
         "started_at": started.isoformat(),
     }

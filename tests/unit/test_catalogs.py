@@ -28,6 +28,8 @@ def test_every_key_the_code_uses_is_in_the_catalogs() -> None:
     used: set[str] = set()
     for package in ("bot", "flows", "locks", "storage"):
         for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "storage" / "kinds.py":
+                continue  # kinds' stored names ("ops.condition_report"), not message keys
             used |= set(KEY_IN_CODE.findall(path.read_text()))
     assert used, "the scan found no message keys at all"
     assert used <= set(REFERENCE), f"missing from the catalogs: {sorted(used - set(REFERENCE))}"
