@@ -105,6 +105,7 @@ class HandoverSteps(PickupSteps):
         if ask is None or ask.kind != PHOTO:
             return await self.ask_again(turn, handover)
         message = turn.message
+        taken = message.media[: ask.count - ask.index]
         effects = [
             Effect(
                 COLLECT_PHOTO_EFFECT,
@@ -117,9 +118,10 @@ class HandoverSteps(PickupSteps):
                     "message": message.provider_id,
                     "url": media.url,
                     "content_type": media.content_type,
+                    "more": index + 1 < len(taken),
                 },
             )
-            for index, media in enumerate(message.media[: ask.count - ask.index])
+            for index, media in enumerate(taken)
         ]
         data = {"handover": handover.id}
         return StepResult(DialogState.HANDOVER, data, Outcome(effects=effects))

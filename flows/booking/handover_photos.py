@@ -136,10 +136,18 @@ class HandoverPhotos(ManageSteps):
         return outcome
 
     async def store_photo(
-        self, conn: UnitOfWork, handover_id: int, sealed: str, content_type: str, now: datetime
+        self,
+        conn: UnitOfWork,
+        handover_id: int,
+        sealed: str,
+        content_type: str,
+        now: datetime,
+        *,
+        more: bool = False,
     ) -> Outcome | None:
         """Store a photo as the answer to the handover's next photo prompt and ask what comes
-        after; None when no photo is awaited (the handover is done or has all its photos)."""
+        after (``more``: the same message carries the next photo, which is not asked for);
+        None when no photo is awaited (the handover is done or has all its photos)."""
         handover = await locked_handover(conn, handover_id)
         if handover is None or handover.completed_at is not None:
             return None
@@ -149,6 +157,8 @@ class HandoverPhotos(ManageSteps):
         if handover.photos_done >= len(photos):
             return None
         await add_photo(conn, handover, photos[handover.photos_done], sealed, content_type, now)
+        if more and handover.photos_done < len(photos):
+            return Outcome()
         voice = await self.notifier_voice(conn, booking, now)
         return await self.advance(conn, booking, asset, handover, now, voice)
 
@@ -174,7 +184,9 @@ class HandoverPhotos(ManageSteps):
             await forget_inbound_media(
                 conn, int(str(payload["conversation"])), str(payload["message"])
             )
-            return await self.store_photo(conn, handover_id, sealed, content_type, now) or Outcome()
+            more = bool(payload.get("more"))
+            stored = await self.store_photo(conn, handover_id, sealed, content_type, now, more=more)
+            return stored or Outcome()
 
         return store
 
