@@ -18,7 +18,7 @@ QUESTION = "question"
 COLLECT_PHOTO_EFFECT = EffectKind.HANDOVER_COLLECT_PHOTO
 CONDITION_REPORT_EFFECT = EffectKind.OPS_CONDITION_REPORT
 #: What a condition photo may be: an image a phone takes, as MMS and chat apps carry it.
-PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/heic", "image/webp"})
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/heic"})
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 
 
