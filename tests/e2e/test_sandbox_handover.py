@@ -116,3 +116,35 @@ async def test_an_early_return_of_the_cage_switches_its_codes_off(journey: Journ
     pin = pin_message.split("Equipment cage: ")[1].split()[0]
     late = await client.post("/sandbox/api/keypad", json={"lock": "altstadt-c1", "pin": pin})
     assert (await late.json())["opens"] is False
+
+
+async def test_anything_but_the_awaited_answer_is_asked_again_and_never_fails(
+    journey: Journey,
+) -> None:
+    client, runtime, clock = journey
+    renter = Renter(client, runtime)
+    booking = await confirmed(client, renter, "T2")
+    clock.current = booking.start_at - timedelta(hours=2)
+    await run(runtime)
+    clock.current = booking.start_at - timedelta(hours=1)
+    _gate, first = await renter.inbox()
+    [not_a_photo, asked] = await renter.say("YES")
+    assert not_a_photo == "I need a photo here, sent as a picture." and asked == first
+    posted = await client.post(
+        "/sandbox/api/messages",
+        json={"address": renter.address, "text": "", "image": "data:image/png;base64,!!"},
+    )
+    assert posted.status < 500
+    assert (await Handover.get(booking=booking)).photos_done == 0
+    await renter.inbox()
+    assert await renter.say(image=PNG) == ["Photo 2 of 2: please send a photo of the left side."]
+    [question] = await renter.say(image=PNG)
+    assert question.startswith("Question 1 of 2")
+    extra, again = await renter.say(image=PNG)
+    assert extra == "Please answer YES or NO." and again == question
+    assert await ConditionPhoto.filter(booking=booking).count() == 2, "a photo too many is not kept"
+    for garbage in ("0", "🚚" * 400, "RETURN", "DONE", "%s{what}\x00", "NaN"):
+        await renter.say(garbage)  # answered with 202 (asked again, or a person offered)
+    assert await ConditionPhoto.filter(booking=booking).count() == 2
+    handover = await Handover.get(booking=booking, kind="pickup")
+    assert handover.answers == [] and handover.completed_at is None
