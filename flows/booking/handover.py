@@ -50,6 +50,17 @@ async def returnable_booking(renter_id: int, now: datetime) -> Booking | None:
     )
 
 
+async def waiting_for_gps(renter_id: int) -> Booking | None:
+    """The renter's rental whose return is noted (DONE) and waits for the tracker to see the
+    item home."""
+    return await Booking.filter(
+        renter_id=renter_id,
+        state__in=RETURNABLE_STATES,
+        return_checklist_at__isnull=False,
+        returned_at__isnull=True,
+    ).first()
+
+
 class HandoverSteps(PickupSteps):
     """RETURN, DONE, the photos and the checklist's answers."""
 
@@ -152,10 +163,19 @@ class HandoverSteps(PickupSteps):
         state = DialogState.BOOKED if last else DialogState.HANDOVER
         return StepResult(state, {"handover": handover.id}, apply=record)
 
+    async def nothing_to_finish(self, turn: Turn, key: str) -> StepResult:
+        """RETURN or DONE with no return to start or finish: a noted return that waits for
+        GPS says so, else ``key``."""
+        waiting = await waiting_for_gps(turn.renter_id)
+        if waiting is None:
+            return stay(turn, turn.t(key))
+        asset = await Asset.get(id=waiting.asset_id)
+        return stay(turn, turn.t("handover.return_waits_for_gps", item=asset.label))
+
     async def start_return(self, turn: Turn) -> StepResult:
         booking = await returnable_booking(turn.renter_id, turn.now)
         if booking is None:
-            return stay(turn, turn.t("handover.nothing_to_return"))
+            return await self.nothing_to_finish(turn, "handover.nothing_to_return")
         asset = await Asset.get(id=booking.asset_id)
 
         async def begin(conn: UnitOfWork) -> Outcome:
@@ -174,7 +194,7 @@ class HandoverSteps(PickupSteps):
     async def done(self, turn: Turn) -> StepResult:
         handover = await open_handover_of(turn.renter_id)
         if handover is None or handover.kind != HandoverKind.RETURN:
-            return stay(turn, turn.t("handover.done_outside"))
+            return await self.nothing_to_finish(turn, "handover.done_outside")
         booking = await Booking.get(id=handover.booking_id)
         asset = await Asset.get(id=booking.asset_id)
         if next_ask(asset, handover) is not None:

@@ -103,6 +103,9 @@ async def test_the_pickup_is_asked_at_the_start_and_the_return_waits_for_gps(
     ]
     await booking.refresh_from_db()
     assert booking.return_checklist_at is not None and booking.returned_at is None
+    waiting = "It is confirmed as soon as the tracker sees Utility trailer 6x10 back home."
+    assert await renter.say("DONE") == [waiting], "a second DONE: the return waits for GPS"
+    assert await renter.say("RETURN") == [waiting]
 
     home_at = clock.now() + timedelta(minutes=2)
     clock.current = home_at
