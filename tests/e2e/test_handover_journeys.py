@@ -277,3 +277,33 @@ async def test_an_sms_renter_abroad_sends_the_pickup_photos_through_links(world:
     assert [p.content_type for p in photos] == ["image/jpeg", "image/png"]
     condition_link = links.url_for(booking.renter_id, booking.id, "condition")
     assert (await world.client.get(condition_link.removeprefix(PUBLIC_URL))).status == 410
+
+
+async def test_a_whatsapp_pickup_and_return_with_media(world: World) -> None:
+    renter = TwilioRenter(world, whatsapp=True)
+    booking = await confirmed_t2(world, renter)
+    await at_pin_time(world, booking)
+    pins = await pins_of(world, booking)
+    gate_message, first_ask = await renter.inbox()
+    assert pins["harbor-gate"] in gate_message and pins["harbor-t2"] not in gate_message
+    assert "the hitch" in first_ask
+    assert all(m.to == f"whatsapp:{renter.phone}" for m in renter.latest)
+    await renter.send_id(JPEG)
+    [question] = await renter.send_id(JPEG)
+    assert question.startswith("Question 1 of 2")
+    await renter.say("sí")  # a keyword in any language answers
+    done, pin_message = await renter.say("YES")
+    assert "is done" in done and pins["harbor-t2"] in pin_message
+    assert (await Handover.get(booking=booking, kind="pickup")).answers == [True, True]
+    await world.at(booking.end_at - timedelta(minutes=10))
+    await renter.inbox()
+    await renter.say("devolver")
+    await renter.send_id(JPEG)
+    [question] = await renter.send_id(PNG, "image/png")
+    assert question.startswith("Question 1 of 1: Inside swept clean?")
+    await renter.say("NO")
+    noted, confirmed = await renter.say("listo")
+    assert noted.endswith("noted: on time.") and "confirmed" in confirmed
+    await booking.refresh_from_db()
+    assert booking.return_timing == "on_time"
+    assert await ConditionPhoto.filter(booking=booking).count() == 4
