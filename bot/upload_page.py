@@ -15,9 +15,16 @@ from aiohttp import BodyPartReader, web
 
 from bot.keys import CLOCK, JOURNEY
 from bot.transports.twilio import ID_DOCUMENT_TYPES
+from flows.booking.handover_asks import PHOTO_TYPES
 from flows.i18n import renter_language
 from flows.staging import stage_outcome
-from flows.upload_links import UPLOAD_LINK_USES, UploadGrant, UploadLinks
+from flows.upload_links import (
+    CONDITION_PHOTO,
+    ID_PHOTO,
+    UPLOAD_LINK_USES,
+    UploadGrant,
+    UploadLinks,
+)
 from storage.models import Booking, BookingState, ProcessedWebhook, Renter
 from storage.uow import unit_of_work
 from storage.webhooks import claim_event
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 UPLOAD_LINKS = web.AppKey("upload_links", UploadLinks)
 ROUTE = "/upload/{token}"
 FIELD = "photo"
+_INTRO = {ID_PHOTO: "upload.intro", CONDITION_PHOTO: "upload.condition_intro"}
+_RECEIVED = {ID_PHOTO: "upload.received", CONDITION_PHOTO: "upload.condition_received"}
 
 
 class _Used(Exception):
@@ -38,32 +47,35 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
 
     async def show(request: web.Request) -> web.Response:
         grant = links.open(request.match_info["token"])
-        if grant is None or await _used(grant) or not await _awaits_id(grant):
+        if grant is None or await _used(grant) or not await _awaits_photo(request, grant):
             return await _page(request, grant, "upload.refused", status=410)
-        return await _page(request, grant, "upload.intro", form=True)
+        return await _page(request, grant, _INTRO[grant.purpose], form=True)
 
     async def receive(request: web.Request) -> web.Response:
         grant = links.open(request.match_info["token"])
         if grant is None or await _used(grant):
             return await _page(request, grant, "upload.refused", status=410)
+        condition = grant.purpose == CONDITION_PHOTO
         photo = await _read_photo(request, max_bytes)
-        if photo is None:
+        if photo is None or (condition and photo[1] not in PHOTO_TYPES):
             return await _page(request, grant, "upload.wrong_file", form=True, status=415)
         content, content_type = photo
         journey = request.app[JOURNEY]
+        receive = journey.receive_uploaded_photo if condition else journey.receive_uploaded_id
         now = request.app[CLOCK].now()
         try:
             async with unit_of_work() as conn:
                 if not await claim_event(conn, UPLOAD_LINK_USES, grant.digest, at=now):
                     raise _Used
-                outcome = await journey.receive_uploaded_id(conn, grant, content, content_type, now)
+                outcome = await receive(conn, grant, content, content_type, now)
                 if outcome is None:
                     raise _Used
                 await stage_outcome(conn, outcome, now)
         except _Used:
             return await _page(request, grant, "upload.refused", status=410)
-        log.info("an ID photo arrived through an upload link for booking %s", grant.booking_id)
-        return await _page(request, grant, "upload.received")
+        what = "a condition photo" if condition else "an ID photo"
+        log.info("%s arrived through an upload link for booking %s", what, grant.booking_id)
+        return await _page(request, grant, _RECEIVED[grant.purpose])
 
     app.router.add_get(ROUTE, show)
     app.router.add_post(ROUTE, receive)
@@ -73,9 +85,11 @@ async def _used(grant: UploadGrant) -> bool:
     return await ProcessedWebhook.exists(provider=UPLOAD_LINK_USES, event_id=grant.digest)
 
 
-async def _awaits_id(grant: UploadGrant) -> bool:
+async def _awaits_photo(request: web.Request, grant: UploadGrant) -> bool:
     """Checked again when the photo is stored; here so that no form is shown for nothing."""
-    return await Booking.exists(
+    if grant.purpose == CONDITION_PHOTO:
+        return await request.app[JOURNEY].awaits_uploaded_photo(grant)
+    return grant.purpose == ID_PHOTO and await Booking.exists(
         id=grant.booking_id, renter_id=grant.renter_id, state=BookingState.AWAITING_ID
     )
 

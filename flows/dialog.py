@@ -50,6 +50,8 @@ class DialogState(StrEnum):
     BOOKED = "booked"
     EXTEND_QUOTE = "extend_quote"
     CANCEL_QUOTE = "cancel_quote"
+    #: A pickup or return under way: its photos, checklist and DONE (progress in its row).
+    HANDOVER = "handover"
 
 
 class Command(StrEnum):
@@ -66,13 +68,15 @@ class Command(StrEnum):
     AGENT = "agent"
     STOP = "stop"
     START = "start"
+    RETURN = "return"
+    DONE = "done"
 
 
 KEYWORDS = {command: f"keyword.{command.value}" for command in Command}
 #: What a renter who sent STOP may still say and get an answer to.
 WHILE_OPTED_OUT = frozenset({Command.START, Command.HELP, Command.STOP})
 BOOKING_COMMANDS = frozenset(
-    {Command.EXTEND, Command.OPEN, Command.CODE, Command.CANCEL, Command.AGENT}
+    Command(c) for c in ("extend", "open", "code", "cancel", "agent", "return", "done")
 )
 BACK = "0"
 #: The states whose question only YES or NO answers.
@@ -204,6 +208,12 @@ class RenterDialog:
         """A renter who is to send their ID by upload link writes instead: a fresh link."""
         return None if self.journey is None else await self.journey.upload_link_again(turn)
 
+    async def _handover_text(
+        self, turn: Turn, command: str | None, words: list[str]
+    ) -> StepResult | None:
+        """Text where a pickup or return waits for a photo or an answer: asked again."""
+        return None if self.journey is None else await self.journey.handover_text(turn)
+
     async def _start(self, turn: Turn, command: str | None, words: list[str]) -> StepResult:
         return await self._locations(turn, greet=True)
 
@@ -304,6 +314,7 @@ class RenterDialog:
 
     def _help(self, turn: Turn) -> str:
         text = turn.t("dialog.help", languages=", ".join(SUPPORTED_LANGUAGES))
+        text += "\n" + turn.t("dialog.help_handover")
         if self.settings.support_contact:
             text += "\n" + turn.t("dialog.help_contact", contact=self.settings.support_contact)
         return text
@@ -356,9 +367,15 @@ class RenterDialog:
         DialogState.ASSET: (_when, _link_again, _media_not_needed, _back_to_assets),
         DialogState.ALTERNATIVES: (_alternative,),
         **dict.fromkeys(YES_NO_STATES, (_yes_or_no,)),
+        DialogState.HANDOVER: (_handover_text,),
     }
     #: When nothing else answered; the last one always does.
-    FALLBACKS: ClassVar[tuple[Route, ...]] = (_link_again, _media_not_needed, _not_understood)
+    FALLBACKS: ClassVar[tuple[Route, ...]] = (
+        _link_again,
+        _media_not_needed,
+        _handover_text,
+        _not_understood,
+    )
 
 
 def _pick(text: str, options: list[Any]) -> Any:

@@ -10,6 +10,7 @@ inside its unit of work, and the booking's row is locked, so the second to arriv
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,8 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.effects import Audit, Effect, Outcome, SetTimer
+from flows.i18n import Translator
+from flows.notify import Notifier
 from storage.kinds import EffectKind, TimerKind
 from storage.models import Asset, Booking, Location
 from storage.money import Money
@@ -76,8 +79,19 @@ async def confirms_by_gps(conn: BaseDBAsyncClient | None, asset: Asset, rules: R
     return location.home_geofence_id is not None
 
 
+@functools.cache
+def _default_notifier() -> Notifier:
+    """The renter is told of a confirmed return by whichever path confirms it; a caller
+    without a notifier of its own (the GPS webhook) gets this one (the message holds no PIN)."""
+    return Notifier(Translator())
+
+
 async def note_return_checklist(
-    conn: BaseDBAsyncClient, booking_id: int, now: datetime, rules: ReturnRules
+    conn: BaseDBAsyncClient,
+    booking_id: int,
+    now: datetime,
+    rules: ReturnRules,
+    notifier: Notifier | None = None,
 ) -> Outcome:
     """The renter finished the return checklist and said the item is locked."""
     booking = await locked_booking(conn, booking_id)
@@ -86,11 +100,16 @@ async def note_return_checklist(
     outcome = Outcome(
         audits=[Audit("system", "booking.return_checklist", f"booking:{booking.reference}")]
     )
-    return outcome + await _confirm_if_ready(conn, booking, now, rules)
+    return outcome + await _confirm_if_ready(conn, booking, now, rules, notifier)
 
 
 async def note_home(
-    conn: BaseDBAsyncClient, asset_id: int, at: datetime, now: datetime, rules: ReturnRules
+    conn: BaseDBAsyncClient,
+    asset_id: int,
+    at: datetime,
+    now: datetime,
+    rules: ReturnRules,
+    notifier: Notifier | None = None,
 ) -> Outcome:
     """GPS saw the item enter its home geofence at ``at``: the rental it was out on (if any)
     has its item back."""
@@ -101,11 +120,15 @@ async def note_home(
     if not await note_back_home(conn, booking, at):
         return Outcome()
     outcome = Outcome(audits=[Audit("gps", "booking.back_home", f"booking:{booking.reference}")])
-    return outcome + await _confirm_if_ready(conn, booking, now, rules)
+    return outcome + await _confirm_if_ready(conn, booking, now, rules, notifier)
 
 
 async def _confirm_if_ready(
-    conn: BaseDBAsyncClient, booking: Booking, now: datetime, rules: ReturnRules
+    conn: BaseDBAsyncClient,
+    booking: Booking,
+    now: datetime,
+    rules: ReturnRules,
+    notifier: Notifier | None,
 ) -> Outcome:
     if booking.return_checklist_at is None:
         return Outcome()
@@ -120,6 +143,14 @@ async def _confirm_if_ready(
     if not await note_returned(conn, booking, moment, timing, fee.minor):
         return Outcome()
     reference = booking.reference
+    await (notifier or _default_notifier()).tell(
+        conn,
+        booking.renter_id,
+        "handover.return_confirmed",
+        now=now,
+        kind="receipt",
+        params={"item": asset.label, "reference": reference},
+    )
     outcome = Outcome(
         timers=[
             SetTimer(

@@ -29,6 +29,10 @@ from flows.clock import Clock
 UPLOAD_LINK_LIFETIME = timedelta(minutes=30)
 #: Under this name the digests of used links are recorded (with provider event ids).
 UPLOAD_LINK_USES = "upload-link"
+#: What a link is for: an ID photo for review, or a photo of the item at a pickup or return. A
+#: link for one is refused for the other.
+ID_PHOTO = "id"
+CONDITION_PHOTO = "condition"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class UploadGrant:
     booking_id: int
     #: Recorded when the link is used, so it is refused the second time.
     digest: str
+    #: ``ID_PHOTO`` or ``CONDITION_PHOTO`` (links made before purposes existed are ID links).
+    purpose: str = ID_PHOTO
 
 
 class UploadLinks:
@@ -50,8 +56,13 @@ class UploadLinks:
         ).derive(base64.urlsafe_b64decode(encryption_key))
         self._fernet = Fernet(base64.urlsafe_b64encode(derived))
 
-    def url_for(self, renter_id: int, booking_id: int) -> str:
-        claims = {"renter": renter_id, "booking": booking_id, "nonce": secrets.token_hex(8)}
+    def url_for(self, renter_id: int, booking_id: int, purpose: str = ID_PHOTO) -> str:
+        claims = {
+            "renter": renter_id,
+            "booking": booking_id,
+            "purpose": purpose,
+            "nonce": secrets.token_hex(8),
+        }
         now = int(self.clock.now().timestamp())
         token = self._fernet.encrypt_at_time(json.dumps(claims).encode(), now).decode()
         return f"{self.public_url}/upload/{token}"
@@ -63,10 +74,11 @@ class UploadLinks:
         try:
             claims = json.loads(self._fernet.decrypt_at_time(token.encode(), ttl, now))
             renter_id, booking_id = int(claims["renter"]), int(claims["booking"])
-        except (InvalidToken, UnicodeDecodeError, ValueError, TypeError, KeyError):
+            purpose = str(claims.get("purpose", ID_PHOTO))
+        except (InvalidToken, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
             return None
         digest = hashlib.sha256(token.encode()).hexdigest()
-        return UploadGrant(renter_id, booking_id, digest)
+        return UploadGrant(renter_id, booking_id, digest, purpose)
 
 
 def mms_reaches_us(

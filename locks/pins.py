@@ -223,18 +223,21 @@ def common_constraints(constraints: Iterable[CodeConstraints]) -> CodeConstraint
 
 def pin_for_locks(
     per_lock: Mapping[str, tuple[CodeConstraints, Collection[str]]],
+    *,
+    one_pin: bool = True,
 ) -> dict[str, str]:
     """PINs for one booking's locks (its asset's locks and the location's shared ones).
 
     One PIN on every lock when the locks' common constraints allow one that is free on all of
     them: a renter remembers one code. Otherwise it is all or nothing: each lock gets its own
     PIN meeting its own constraints, rather than some locks sharing and others not, so the renter
-    is told "one code" or "a code per door", never a mix.
+    is told "one code" or "a code per door", never a mix. ``one_pin=False``: a PIN per lock
+    always, no two alike (an item whose own PIN is sent after the gate's).
     """
     if not per_lock:
         return {}
     common = common_constraints(constraints for constraints, _ in per_lock.values())
-    if common is not None:
+    if common is not None and one_pin:
         all_taken = [pin for _, taken in per_lock.values() for pin in taken]
         try:
             shared = generate_pin(common, taken=all_taken)
@@ -245,7 +248,8 @@ def pin_for_locks(
     pins: dict[str, str] = {}
     for key, (constraints, taken) in per_lock.items():
         try:
-            pins[key] = generate_pin(constraints, taken=taken)
+            # Each its own: a PIN chosen for one lock is taken for the next.
+            pins[key] = generate_pin(constraints, taken=[*taken, *pins.values()])
         except PinSpaceExhausted as err:
             raise PinSpaceExhausted(f"lock {key}: {err}") from err
         except ValueError as err:

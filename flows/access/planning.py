@@ -91,8 +91,17 @@ async def plan_booking_codes(
             ]
         )
     window = stored_range(booking)
+    # An item whose PIN waits for its pickup checklist gets a PIN of its own: the location's
+    # gate codes, sent first, must not open it.
+    asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
     return await plan_codes(
-        ctx, conn, locks, window, label=f"Keyturn {booking.reference}", booking=booking
+        ctx,
+        conn,
+        locks,
+        window,
+        label=f"Keyturn {booking.reference}",
+        booking=booking,
+        one_pin=not asset.pin_after_checklist,
     )
 
 
@@ -130,6 +139,7 @@ async def plan_codes(
     booking: Booking | None = None,
     staff: StaffMember | None = None,
     deadline: bool = True,
+    one_pin: bool = True,
 ) -> Outcome:
     """Codes for ``locks`` over ``window``, with their timers. ``deadline``: check by the
     confirm deadline that they are set (no check for the code that follows a refused
@@ -141,7 +151,7 @@ async def plan_codes(
             conn
         )
     }
-    chosen, unknown = await _choose_pins(ctx, conn, locks, window)
+    chosen, unknown = await _choose_pins(ctx, conn, locks, window, one_pin)
     outcome = Outcome()
     for lock in locks:
         pin = chosen.get(lock.key)
@@ -181,7 +191,11 @@ async def plan_codes(
 
 
 async def _choose_pins(
-    ctx: AccessContext, conn: BaseDBAsyncClient, locks: list[Lock], window: AccessWindow
+    ctx: AccessContext,
+    conn: BaseDBAsyncClient,
+    locks: list[Lock],
+    window: AccessWindow,
+    one_pin: bool = True,
 ) -> tuple[dict[str, str], set[str]]:
     """The PIN Keyturn chooses for each lock it may choose one for (one PIN for all where the
     locks allow it), and the locks whose PIN rules Keyturn does not know: those (that cannot
@@ -199,7 +213,7 @@ async def _choose_pins(
         )
         for lock in pinned
     }
-    return pin_for_locks(per_lock), unknown
+    return pin_for_locks(per_lock, one_pin=one_pin), unknown
 
 
 def _code_timers(

@@ -22,7 +22,7 @@ from flows.notify import Notifier, language_of
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.remote_open import OPEN_LIFETIME, RemoteOpens
 from flows.returns import ReturnRules
-from flows.upload_links import UploadLinks, mms_reaches_us
+from flows.upload_links import ID_PHOTO, UploadLinks, mms_reaches_us
 from storage.conversations import read_renter_and_latest_conversation
 from storage.kinds import EffectKind, TimerKind
 from storage.models import AccessCode, AuditEvent, Booking, BookingState, Renter
@@ -248,7 +248,7 @@ class JourneyBase:
         return verified_at is not None and verified_at > now - self.settings.id_valid_for
 
     async def _upload_link(
-        self, conn: BaseDBAsyncClient, renter: Renter, booking: Booking
+        self, conn: BaseDBAsyncClient, renter: Renter, booking: Booking, purpose: str = ID_PHOTO
     ) -> str | None:
         """An upload link for a renter who writes by SMS on a route MMS does not reach us on;
         None where the channel carries the photo itself (WhatsApp, Telegram, MMS, sandbox)."""
@@ -258,12 +258,16 @@ class JourneyBase:
         conversation = found[1] if found is not None else None
         if conversation is None:
             return None
-        return self._link_for(conversation.channel, conversation.address, renter.id, booking.id)
+        return self._link_for(
+            conversation.channel, conversation.address, renter.id, booking.id, purpose
+        )
 
-    def _link_for(self, channel: str, address: str, renter_id: int, booking_id: int) -> str | None:
+    def _link_for(
+        self, channel: str, address: str, renter_id: int, booking_id: int, purpose: str = ID_PHOTO
+    ) -> str | None:
         if self.upload_links is None or not self._photo_needs_link(channel, address):
             return None
-        return self.upload_links.url_for(renter_id, booking_id)
+        return self.upload_links.url_for(renter_id, booking_id, purpose)
 
     def _photo_needs_link(self, channel: str, address: str) -> bool:
         return (

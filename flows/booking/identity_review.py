@@ -10,7 +10,7 @@ from flows.booking.identity import id_review, photo_deletion
 from flows.booking.lifecycle import Lifecycle
 from flows.effects import Alert, Audit, FollowUp, Outcome
 from flows.payments import PaymentEvent, PaymentEventKind
-from flows.upload_links import UploadGrant
+from flows.upload_links import ID_PHOTO, UploadGrant
 from storage.identity import IdentityStatus, move_identity
 from storage.journal import resolve_alert
 from storage.kinds import AlertKind
@@ -35,7 +35,8 @@ class IdentityReview(Lifecycle):
         ID (nothing is stored)."""
         booking = await Booking.filter(id=grant.booking_id).using_db(conn).first()
         if (
-            booking is None
+            grant.purpose != ID_PHOTO
+            or booking is None
             or booking.renter_id != grant.renter_id
             or booking.state != BookingState.AWAITING_ID
         ):

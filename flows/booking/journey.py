@@ -21,13 +21,14 @@ from flows.booking.common import (
     RELEASE_EFFECT,
     START_TIMER,
 )
-from flows.booking.steps_manage import ManageSteps
+from flows.booking.handover import HandoverSteps
+from flows.booking.handover_asks import COLLECT_PHOTO_EFFECT
 from flows.effects import EffectExecutor
 from flows.remote_open import OPEN_EFFECT
 from flows.timers import TimerHandler
 
 
-class Journey(ManageSteps):
+class Journey(HandoverSteps):
     """The renter journey after an item is chosen: when, quote, hold, pay, ID, PIN, rental."""
 
 
@@ -42,6 +43,7 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectExecutor]:
         IDENTITY_START_EFFECT: journey.execute_identity_start,
         OPEN_EFFECT: journey.remote_opens.execute,
         EXPIRE_CHECKOUT_EFFECT: journey.execute_expire_checkout,
+        COLLECT_PHOTO_EFFECT: journey.execute_handover_photo,
     }
 
 

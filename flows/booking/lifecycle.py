@@ -20,6 +20,7 @@ from flows.booking.common import (
     JourneyBase,
     iso,
 )
+from flows.booking.handover_asks import pin_waits_for_pickup
 from flows.booking.identity import withdraw_identity
 from flows.bookings import IllegalTransition, extended_range, stored_range
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
@@ -178,10 +179,13 @@ class Lifecycle(JourneyBase):
                 )
             )
             return outcome
+        key = "journey.extended_new_code" if replaced else "journey.extended"
+        if replaced and pin_waits_for_pickup(asset, booking):
+            key = "handover.extended_code_after_pickup"  # its new PIN, too, after the pickup
         await self.notifier.tell(
             conn,
             booking.renter_id,
-            "journey.extended_new_code" if replaced else "journey.extended",
+            key,
             now=now,
             kind="receipt",
             params=lambda language: {

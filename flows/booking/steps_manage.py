@@ -54,7 +54,7 @@ class ManageSteps(QuoteSteps):
         if command == "open":
             return await self._open(turn, booking)
         if command == "code":
-            return await self._resend_code(turn, booking)
+            return await self.resend_code(turn, booking)
         if command == "cancel":
             return await self.cancel_quote(turn, booking)
         return stay(turn, turn.t("dialog.not_understood"), understood=False)
@@ -211,7 +211,7 @@ class ManageSteps(QuoteSteps):
         )
         return StepResult(turn.state, dict(turn.data), outcome, apply=counted_again)
 
-    async def _resend_code(self, turn: Turn, booking: Booking) -> StepResult:
+    async def resend_code(self, turn: Turn, booking: Booking) -> StepResult:
         ready = await self.set_codes(booking, turn.now)
         if ready is None:
             return stay(turn, turn.t("journey.code_not_ready"))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet
 
-from flows.upload_links import UploadLinks, mms_reaches_us
+from flows.upload_links import CONDITION_PHOTO, ID_PHOTO, UploadLinks, mms_reaches_us
 from tests.conftest import FakeClock
 
 US_NUMBER = "+12025550123"
@@ -40,3 +40,12 @@ def test_a_token_names_its_renter_and_booking_for_30_minutes() -> None:
     assert links.open(token) is not None
     clock.current += timedelta(minutes=2)
     assert links.open(token) is None
+
+
+def test_a_token_names_what_it_is_for_so_an_id_link_is_no_condition_photo_link() -> None:
+    clock = FakeClock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    links = UploadLinks("https://keyturn.example.com", Fernet.generate_key().decode(), clock)
+    id_grant = links.open(links.url_for(7, 42).rsplit("/", 1)[1])
+    photo_grant = links.open(links.url_for(7, 42, CONDITION_PHOTO).rsplit("/", 1)[1])
+    assert id_grant is not None and id_grant.purpose == ID_PHOTO
+    assert photo_grant is not None and photo_grant.purpose == CONDITION_PHOTO

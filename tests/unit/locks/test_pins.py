@@ -337,3 +337,11 @@ def test_property_pins_for_locks_meet_each_locks_constraints(
 
 def _all(length: int) -> list[str]:
     return ["".join(p) for p in itertools.product("0123456789", repeat=length)]
+
+
+def test_a_pin_per_lock_always_and_no_two_alike_when_asked() -> None:
+    """An item whose own PIN is sent after the gate's: the gate's PIN never opens it."""
+    for _ in range(300):
+        pins = pin_for_locks({"bay-1": (NUKI, ()), "gate": (NUKI, ())}, one_pin=False)
+        assert pins["bay-1"] != pins["gate"]
+        assert breaks_lock_rules(pins["bay-1"], NUKI) == breaks_lock_rules(pins["gate"], NUKI)

@@ -1,0 +1,309 @@
+"""A rental's pickup and return in the chat, on each real channel against the fakes: T2 (the
+demo's trailer inspected in the yard, ``pin_after_checklist``) gets the gate code at the lead
+time, its own PIN only after the pickup photos and checklist; RETURN asks the return photos
+and checklist, DONE notes the return and the renter hears it confirmed. The PIN of the trailer
+never reaches the renter before its pickup checklist, by the PIN timer or by CODE."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Booking,
+    BookingState,
+    ConditionPhoto,
+    Handover,
+    IdentityCheck,
+    Message,
+    OutboxEffect,
+)
+from tests.e2e import test_channel_journeys
+from tests.e2e.test_channel_journeys import (
+    BERLIN_PHONE,
+    CHAT_ID,
+    GIF,
+    JPEG,
+    PDF,
+    PUBLIC_URL,
+    ChatRenter,
+    TelegramRenter,
+    TwilioRenter,
+    World,
+    approve,
+    checkout_session,
+    photo_form,
+    upload_path,
+)
+
+#: The channels' world (fake Twilio, Telegram and Stripe, the demo inventory), as a fixture here.
+world = test_channel_journeys.world
+
+START_LOCAL_10 = "tomorrow 10-14"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 300
+
+
+async def confirmed_t2(world: World, renter: ChatRenter) -> Booking:
+    """Book T2 for tomorrow 10-14 in Harbor Yard, pay at Stripe, send the ID, approved."""
+    await renter.say(f"BOOK T2 {START_LOCAL_10}")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    [ask_id] = await renter.inbox()
+    assert "ID" in ask_id
+    await renter.send_id()
+    check = await IdentityCheck.get()
+    assert await approve(world, check.id)
+    [confirmed] = await renter.inbox()
+    booking = await Booking.get()
+    assert booking.reference in confirmed and booking.state == BookingState.CONFIRMED
+    return booking
+
+
+async def pins_of(world: World, booking: Booking) -> dict[str, str]:
+    codes = await AccessCode.filter(booking=booking).prefetch_related("lock")
+    sealer = world.runtime.journey.sealer
+    return {code.lock.key: sealer.open(code.pin_encrypted) for code in codes}
+
+
+def delivered(world: World) -> str:
+    """Every text that reached a renter through the fake Twilio and Telegram so far."""
+    texts = [m.body or "" for m in world.twilio.sent]
+    texts += [str(m.get("text", "")) for m in world.telegram.sent(CHAT_ID)]
+    return "\n".join(texts)
+
+
+async def at_pin_time(world: World, booking: Booking) -> None:
+    await world.at(booking.start_at - timedelta(hours=2))  # the codes are on the locks by now
+    await world.at(booking.start_at - timedelta(hours=1))
+
+
+async def test_sms_pickup_holds_the_trailer_pin_until_photos_and_checklist(world: World) -> None:
+    renter = TwilioRenter(world)
+    booking = await confirmed_t2(world, renter)
+    await world.at(booking.start_at - timedelta(hours=2))
+    assert await renter.inbox() == []
+    await world.at(booking.start_at - timedelta(hours=1))
+    pins = await pins_of(world, booking)
+    gate_pin, trailer_pin = pins["harbor-gate"], pins["harbor-t2"]
+    assert gate_pin != trailer_pin, "the gate code must not open the trailer"
+    assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.SET}
+    gate_message, first_ask = await renter.inbox()
+    assert f"Main gate: {gate_pin}" in gate_message
+    assert trailer_pin not in gate_message and "Trailer Bay 2" not in gate_message
+    assert "comes once you have done its pickup check" in gate_message
+    assert first_ask == "Photo 1 of 2: please send a photo of the hitch."
+
+    [code_again, ask_again] = await renter.say("CODE")
+    assert gate_pin in code_again and trailer_pin not in code_again
+    assert ask_again == first_ask
+    not_a_photo, asked = await renter.say("here you go")
+    assert not_a_photo == "I need a photo here, sent as a picture." and asked == first_ask
+
+    assert await renter.send_id(JPEG) == ["Photo 2 of 2: please send a photo of the left side."]
+    [unusable] = await renter.send_id(PDF, "application/pdf")
+    assert "could not use that photo" in unusable and "the left side" in unusable
+    [question] = await renter.send_id(PNG, "image/png")
+    assert question == "Question 1 of 2: Lights work? Reply YES or NO."
+    assert [m.body for m in renter.latest] == [question]
+    [question_two] = await renter.say("no")  # a report, not a refusal
+    assert question_two.startswith("Question 2 of 2: Tyres look fine?")
+    [not_yes_no, asked] = await renter.say("maybe")
+    assert not_yes_no == "Please answer YES or NO." and asked == question_two
+    assert trailer_pin not in delivered(world), "no PIN before the checklist"
+    assert not await Message.filter(body__contains=trailer_pin).exists()
+
+    done, pin_message = await renter.say("YES")
+    assert "pickup check of Enclosed cargo trailer 5x8 is done" in done
+    assert (
+        f"Trailer Bay 2: {trailer_pin}" in pin_message and f"Main gate: {gate_pin}" in pin_message
+    )
+    await booking.refresh_from_db()
+    assert booking.pickup_done_at == world.clock.now()
+    handover = await Handover.get(booking=booking, kind="pickup")
+    assert handover.photos_done == 2 and handover.answers == [False, True]
+    assert handover.completed_at is not None
+    photos = await ConditionPhoto.filter(booking=booking).order_by("position")
+    assert [(p.position, p.prompt, p.content_type) for p in photos] == [
+        (0, "the hitch", "image/jpeg"),
+        (1, "the left side", "image/png"),
+    ]
+    sealer = world.runtime.journey.sealer
+    assert [sealer.open_bytes(p.image_encrypted or "") for p in photos] == [JPEG, PNG]
+    assert len(world.twilio.deleted_media) == 3, "each photo deleted at Twilio once read"
+    report = await OutboxEffect.get(idempotency_key=f"condition-report:pickup:{booking.reference}")
+    assert report.kind == "ops.condition_report"
+    assert report.payload == {"booking": booking.id, "kind": "pickup"}
+    [again] = await renter.say("CODE")
+    assert trailer_pin in again, "after the pickup CODE shows the trailer's PIN"
+
+    await return_by_mms(world, renter, booking)
+
+
+async def return_by_mms(world: World, renter: TwilioRenter, booking: Booking) -> None:
+    """RETURN two hours into the rental: both photos in one MMS, the checklist, DONE."""
+    await world.at(booking.start_at + timedelta(hours=2))
+    await renter.inbox()
+    intro, ask = await renter.say("RETURN")
+    assert intro == f"Returning Enclosed cargo trailer 5x8 (booking {booking.reference})."
+    assert ask == "Photo 1 of 2: please send a photo of the hitch."
+    [early_done, again] = await renter.say("DONE")
+    assert early_done == "I need a photo here, sent as a picture." and again == ask
+    urls = [world.twilio.add_media(JPEG, "image/jpeg"), world.twilio.add_media(PNG, "image/png")]
+    response = await renter.post(media=[(urls[0], "image/jpeg"), (urls[1], "image/png")])
+    assert response.status == 200
+    assert await renter.inbox() == ["Question 1 of 1: Inside swept clean? Reply YES or NO."]
+    assert await renter.say("YES") == [
+        "Thank you. Now lock Enclosed cargo trailer 5x8 and reply DONE."
+    ]
+    noted, confirmed = await renter.say("DONE")
+    assert noted == "Return of Enclosed cargo trailer 5x8 noted: early."
+    assert confirmed == (
+        f"Return of Enclosed cargo trailer 5x8 confirmed (booking {booking.reference}). Thank you!"
+    )
+    await booking.refresh_from_db()
+    assert booking.returned_at == world.clock.now() and booking.return_timing == "early"
+    assert booking.return_checklist_at == world.clock.now()
+    returned = await ConditionPhoto.filter(booking=booking, kind="return").order_by("position")
+    assert [p.prompt for p in returned] == ["the hitch", "the inside"]
+    assert await OutboxEffect.exists(idempotency_key=f"condition-report:return:{booking.reference}")
+    assert await renter.say("DONE") == [
+        "DONE finishes a return. When you bring your rental back, reply RETURN first."
+    ]
+    [nothing] = await renter.say("RETURN")
+    assert "no rental to return" in nothing
+    codes = await AccessCode.filter(booking=booking)
+    assert {c.state for c in codes} == {AccessCodeState.SET}, "T2 keeps its codes to the end"
+
+
+async def test_a_telegram_pickup_by_photos_and_buttons(world: World) -> None:
+    renter = TelegramRenter(world)
+    booking = await confirmed_t2(world, renter)
+    await at_pin_time(world, booking)
+    pins = await pins_of(world, booking)
+    gate_message, first_ask = await renter.inbox()
+    assert pins["harbor-gate"] in gate_message and pins["harbor-t2"] not in gate_message
+    assert "the hitch" in first_ask
+    [code_again, _ask] = await renter.say("CODE")
+    assert pins["harbor-t2"] not in code_again
+    assert await renter.send_id(JPEG) == ["Photo 2 of 2: please send a photo of the left side."]
+    [question] = await renter.send_id(JPEG)
+    assert question.startswith("Question 1 of 2: Lights work?")
+    assert [label for label, _ in renter.buttons()] == ["YES", "NO"]
+    [question_two] = await renter.press(label="YES")
+    assert question_two.startswith("Question 2 of 2")
+    assert pins["harbor-t2"] not in delivered(world)
+    done, pin_message = await renter.press(label="NO")
+    assert "is done" in done and f"Trailer Bay 2: {pins['harbor-t2']}" in pin_message
+    handover = await Handover.get(booking=booking, kind="pickup")
+    assert handover.answers == [True, False] and handover.photos_done == 2
+
+
+async def test_a_whatsapp_item_that_asks_nothing_is_returned_with_done(world: World) -> None:
+    renter = TwilioRenter(world, whatsapp=True)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await renter.inbox()
+    await renter.send_id()
+    assert await approve(world, (await IdentityCheck.get()).id)
+    await renter.inbox()
+    booking = await Booking.get()
+    [not_yet] = await renter.say("RETURN")
+    assert "no rental to return" in not_yet, "not before the rental's start"
+    await at_pin_time(world, booking)
+    [pin_message] = await renter.inbox()
+    assert "Trailer Bay 1: " in pin_message, "T1 asks nothing: its PIN comes as before"
+    await world.at(booking.end_at + timedelta(minutes=5))
+    await renter.inbox()
+    await booking.refresh_from_db()
+    assert booking.state == BookingState.COMPLETED and booking.returned_at is None
+    assert await renter.say("RETURN") == [
+        f"Returning Utility trailer 6x10 (booking {booking.reference}).",
+        "Thank you. Now lock Utility trailer 6x10 and reply DONE.",
+    ]
+    noted, confirmed = await renter.say("DONE")
+    assert noted == "Return of Utility trailer 6x10 noted: on time."
+    assert "confirmed" in confirmed
+    await booking.refresh_from_db()
+    assert booking.return_timing == "on_time" and booking.returned_at is not None
+
+
+async def test_an_sms_renter_abroad_sends_the_pickup_photos_through_links(world: World) -> None:
+    renter = TwilioRenter(world, BERLIN_PHONE)
+    await renter.say(f"BOOK T2 {START_LOCAL_10}")
+    _holding, link = await renter.say("JA")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    [ask_id] = await renter.inbox()
+    id_path = upload_path(ask_id)
+    booking = await Booking.get()
+    assert (await world.client.post(id_path, data=photo_form(JPEG, "image/jpeg"))).status == 200
+    await renter.inbox()
+    assert await approve(world, (await IdentityCheck.get()).id)
+    await renter.inbox()
+    await at_pin_time(world, booking)
+    pins = await pins_of(world, booking)
+    gate_message, first_ask = await renter.inbox()
+    assert f"Main gate: {pins['harbor-gate']}" in gate_message
+    assert pins["harbor-t2"] not in gate_message
+    assert first_ask.startswith("Foto 1 von 2: Bitte laden Sie hier ein Foto von „the hitch“")
+    photo_path = upload_path(first_ask)
+    links = world.runtime.journey.upload_links
+    assert links is not None
+    id_link = links.url_for(booking.renter_id, booking.id).removeprefix(PUBLIC_URL)
+    refused = await world.client.post(id_link, data=photo_form(JPEG, "image/jpeg"))
+    assert refused.status == 410, "an ID link is no condition-photo link"
+    assert await ConditionPhoto.all().count() == 0
+
+    page = await world.client.get(photo_path)
+    assert page.status == 200 and "im Chat erbetene Foto" in await page.text()
+    gif = await world.client.post(photo_path, data=photo_form(GIF, "image/gif"))
+    assert gif.status == 415
+    sent = await world.client.post(photo_path, data=photo_form(JPEG, "image/jpeg"))
+    assert sent.status == 200 and "Foto ist angekommen" in await sent.text()
+    assert (await world.client.post(photo_path, data=photo_form(JPEG, "image/jpeg"))).status == 410
+    [second_ask] = await renter.inbox()
+    assert "Foto 2 von 2" in second_ask and "the left side" in second_ask
+    second = await world.client.post(upload_path(second_ask), data=photo_form(PNG, "image/png"))
+    assert second.status == 200
+    [question] = await renter.inbox()
+    assert question == "Frage 1 von 2: Lights work? Antworten Sie JA oder NEIN."
+    [wrong_purpose] = [await world.client.get(photo_path)]
+    assert wrong_purpose.status == 410
+    await renter.say("JA")
+    done, pin_message = await renter.say("NEIN")
+    assert "Abholprüfung" in done and pins["harbor-t2"] in pin_message
+    photos = await ConditionPhoto.filter(booking=booking).order_by("position")
+    assert [p.content_type for p in photos] == ["image/jpeg", "image/png"]
+    condition_link = links.url_for(booking.renter_id, booking.id, "condition")
+    assert (await world.client.get(condition_link.removeprefix(PUBLIC_URL))).status == 410
+
+
+async def test_a_whatsapp_pickup_and_return_with_media(world: World) -> None:
+    renter = TwilioRenter(world, whatsapp=True)
+    booking = await confirmed_t2(world, renter)
+    await at_pin_time(world, booking)
+    pins = await pins_of(world, booking)
+    gate_message, first_ask = await renter.inbox()
+    assert pins["harbor-gate"] in gate_message and pins["harbor-t2"] not in gate_message
+    assert "the hitch" in first_ask
+    assert all(m.to == f"whatsapp:{renter.phone}" for m in renter.latest)
+    await renter.send_id(JPEG)
+    [question] = await renter.send_id(JPEG)
+    assert question.startswith("Question 1 of 2")
+    await renter.say("sí")  # a keyword in any language answers
+    done, pin_message = await renter.say("YES")
+    assert "is done" in done and pins["harbor-t2"] in pin_message
+    assert (await Handover.get(booking=booking, kind="pickup")).answers == [True, True]
+    await world.at(booking.end_at - timedelta(minutes=10))
+    await renter.inbox()
+    await renter.say("devolver")
+    await renter.send_id(JPEG)
+    [question] = await renter.send_id(PNG, "image/png")
+    assert question.startswith("Question 1 of 1: Inside swept clean?")
+    await renter.say("NO")
+    noted, confirmed = await renter.say("listo")
+    assert noted.endswith("noted: on time.") and "confirmed" in confirmed
+    await booking.refresh_from_db()
+    assert booking.return_timing == "on_time"
+    assert await ConditionPhoto.filter(booking=booking).count() == 4
