@@ -405,6 +405,8 @@ class Rows:
                     now + timedelta(minutes=30) if state == "awaiting_payment" else None,
                     created + timedelta(hours=1) if state == "cancelled" else None,
                     "renter" if state == "cancelled" else "",
+                    "",
+                    0,
                     created,
                     created,
                 )
@@ -641,6 +643,8 @@ class Rows:
                     "hold_expires_at",
                     "cancelled_at",
                     "cancel_reason",
+                    "return_timing",
+                    "late_fee_cents",
                     "created_at",
                     "updated_at",
                 ),

@@ -114,9 +114,9 @@ async def test_an_extension_whose_time_was_just_booked_by_another_is_refunded_on
     other = await Renter.create(phone="+15550100099")
     insert = (
         "INSERT INTO booking (reference, renter_id, asset_id, start_at, end_at, blocked_from,"
-        " blocked_until, state, currency, price_cents, deposit_cents, cancel_reason, created_at,"
-        " updated_at)"
-        " VALUES ('KT2002', $1, $2, $3, $4, $5, $6, 'confirmed', 'USD', 100, 0, '', $7, $7)"
+        " blocked_until, state, currency, price_cents, deposit_cents, cancel_reason,"
+        " return_timing, late_fee_cents, created_at, updated_at)"
+        " VALUES ('KT2002', $1, $2, $3, $4, $5, $6, 'confirmed', 'USD', 100, 0, '', '', 0, $7, $7)"
     )
     values = [
         other.id,
