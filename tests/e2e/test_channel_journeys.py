@@ -364,6 +364,18 @@ async def get_the_pin_and_open(world: World, renter: ChatRenter, booking: Bookin
     return pin
 
 
+async def return_confirmed(world: World, booking: Booking, returned: datetime) -> None:
+    """The renter's return checklist is done at ``returned`` (the item has no GPS), recorded
+    the way the dialog's runner records DONE."""
+    world.clock.current = returned
+    rules = world.runtime.journey.settings.returns
+
+    async def done(conn: BaseDBAsyncClient) -> Outcome:
+        return await note_return_checklist(conn, booking.id, returned, rules)
+
+    await run_unit(done, returned)
+
+
 async def check_out(world: World, booking: Booking, pin: str, renter: ChatRenter) -> None:
     """At the end: completed and the codes removed after the buffer, but the deposit still
     held: the clock says nothing about the item. The return confirmed, and its damage review
@@ -387,13 +399,8 @@ async def check_out(world: World, booking: Booking, pin: str, renter: ChatRenter
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
 
     returned = END + timedelta(minutes=20)
-    world.clock.current = returned
+    await return_confirmed(world, booking, returned)
     rules = world.runtime.journey.settings.returns
-
-    async def done(conn: BaseDBAsyncClient) -> Outcome:
-        return await note_return_checklist(conn, booking.id, returned, rules)
-
-    await run_unit(done, returned)
     await world.at(returned + rules.damage_review - timedelta(minutes=1))
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
     await world.at(returned + rules.damage_review)
