@@ -9,7 +9,7 @@ provider's answer and only then tells the renter.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flows.booking.common import (
     HOLD_LAPSE_TIMER,
@@ -131,23 +131,28 @@ class Settlement(LateFees):
                 action = "deposit.card_on_file" if keep_card else "deposit.released"
                 outcome.audits.append(Audit("system", action, subject))
                 if keep_card:
-                    amount = Money(deposit.amount_cents, deposit.currency)
-                    await self.notifier.tell(
-                        conn,
-                        booking.renter_id,
-                        "journey.deposit_card_on_file",
-                        now=now,
-                        kind="receipt",
-                        params=lambda language, amount=amount: {
-                            "reference": booking.reference,
-                            "deposit": amount.format(language),
-                        },
-                    )
+                    await self._tell_card_on_file(conn, booking, deposit, now)
             if effect.payload.get("receipt"):
                 outcome = outcome + await tell_receipt(self.notifier, conn, booking_id, now)
             return outcome
 
         return record
+
+    async def _tell_card_on_file(
+        self, conn: UnitOfWork, booking: Booking, deposit: Payment, now: datetime
+    ) -> None:
+        amount = Money(deposit.amount_cents, deposit.currency)
+        await self.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.deposit_card_on_file",
+            now=now,
+            kind="receipt",
+            params=lambda language: {
+                "reference": booking.reference,
+                "deposit": amount.format(language),
+            },
+        )
 
     async def execute_receipt(self, effect: OutboxEffect) -> FollowUp:
         """The receipt of a rental without a deposit, staged at its confirmed return."""

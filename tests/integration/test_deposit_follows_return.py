@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from flows.effects import Outcome
 from flows.returns import note_return_checklist
 from flows.staging import run_unit
 from storage.models import Asset, Booking, BookingState, Message, OpsAlert, Payment, Renter
@@ -61,10 +62,10 @@ async def confirm_return(world: World, booking: Booking) -> None:
     rules = world.runtime.journey.settings.returns
     now = world.clock.now()
 
-    async def done(conn: UnitOfWork) -> object:
+    async def done(conn: UnitOfWork) -> Outcome:
         return await note_return_checklist(conn, booking.id, now, rules)
 
-    await run_unit(done, now)  # type: ignore[arg-type]
+    await run_unit(done, now)
     await settle(world.runtime)
 
 

@@ -339,7 +339,9 @@ async def test_a_saved_card_that_wants_authentication_is_told_apart_from_a_decli
 ) -> None:
     wants_renter = fake.payment_intents[await paid(payments, fake, save_card=True)]
     fake.decline(wants_renter["payment_method"], "authentication_required")
-    declined = fake.payment_intents[await paid(payments, fake, save_card=True)]
+    declined = fake.payment_intents[
+        await paid(payments, fake, save_card=True, idempotency_key="checkout-2")
+    ]
     fake.decline(declined["payment_method"], "card_declined")
 
     for _ in range(2):  # retried under its key: the same 402, replayed
@@ -354,7 +356,7 @@ async def test_a_saved_card_that_wants_authentication_is_told_apart_from_a_decli
             declined["customer"], declined["payment_method"], eur(700), key="fee-2"
         )
     assert not isinstance(hard.value, PaymentNeedsAuthentication)
-    with pytest.raises(PaymentRefused, match="idempotency_error"):
+    with pytest.raises(PaymentRefused, match="IdempotencyError"):
         await payments.charge_saved_card(
             wants_renter["customer"], wants_renter["payment_method"], eur(800), key="fee-1"
         )
