@@ -275,3 +275,39 @@ async def test_a_rental_without_deposit_or_fee_has_its_receipt_at_the_return(
     assert receipt.startswith(f"Receipt for booking {booking.reference}:")
     assert "Price: $16.00" in receipt
     assert "Late fee" not in receipt and "Deposit" not in receipt
+
+
+async def test_a_hold_whose_review_ends_before_it_lapses_is_released_by_the_review(
+    world: World,
+) -> None:
+    booking = await paid_booking(world)
+    intent = str((await deposit_of(booking)).provider_ref)
+    held_at = world.clock.now()
+    world.clock.advance(held_at + timedelta(days=5, hours=20) - world.clock.now())
+    await settle(world.runtime)
+    await confirm_return(world, booking)  # days late: the review ends 6 days 8 hours in
+
+    world.clock.advance(held_at + timedelta(days=6, minutes=1) - world.clock.now())
+    await settle(world.runtime)  # the lapse check: the review comes first, so it waits
+    assert cancels(world, intent) == 0
+    assert (await deposit_of(booking)).status == "held"
+
+    world.clock.advance(held_at + timedelta(days=6, hours=8) - world.clock.now())
+    await settle(world.runtime)
+    world.clock.advance(timedelta(minutes=10))  # past the lapse check's second look
+    await settle(world.runtime)
+    [cancel] = world.stripe.posts(f"/v1/payment_intents/{intent}/cancel")
+    assert cancel.idempotency_key == f"release:{booking.reference}"
+    assert (await deposit_of(booking)).status == "released"
+    assert not any("hold of $100.00" in text for text in await texts())
+
+
+async def test_the_receipt_is_in_the_renters_language(world: World) -> None:
+    await world.say("LANG de")
+    booking = await paid_booking(world, "S1")
+    await advance_to(world, timedelta(minutes=-30), booking)
+    await confirm_return(world, booking)
+    receipt = (await texts())[-1]
+    assert receipt.startswith(f"Beleg für die Buchung {booking.reference}:")
+    assert "Preis: 16,00\xa0$" in receipt, receipt
+    assert "Miete: " in receipt and "Zurückgegeben: " in receipt
