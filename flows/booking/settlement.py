@@ -133,6 +133,18 @@ class Settlement(LateFees):
                 if keep_card:
                     await self._tell_card_on_file(conn, booking, deposit, now)
             if effect.payload.get("receipt"):
+                # The review is over: a deposit whose hold lapsed into the card on file
+                # meanwhile is released too (nothing is held at the provider).
+                on_file = await Payment.filter(
+                    booking_id=booking_id,
+                    purpose=PaymentPurpose.DEPOSIT,
+                    status=PaymentStatus.CARD_ON_FILE,
+                ).using_db(conn)
+                for deposit in on_file:
+                    if await move_payment(
+                        conn, deposit.id, to=PaymentStatus.RELEASED, was=PaymentStatus.CARD_ON_FILE
+                    ):
+                        outcome.audits.append(Audit("system", "deposit.released", subject))
                 outcome = outcome + await tell_receipt(self.notifier, conn, booking_id, now)
             return outcome
 
