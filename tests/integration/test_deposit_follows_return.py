@@ -311,3 +311,23 @@ async def test_the_receipt_is_in_the_renters_language(world: World) -> None:
     assert receipt.startswith(f"Beleg für die Buchung {booking.reference}:")
     assert "Preis: 16,00\xa0$" in receipt, receipt
     assert "Miete: " in receipt and "Zurückgegeben: " in receipt
+
+
+async def test_a_card_on_file_is_released_by_the_review_with_no_call_to_stripe(
+    world: World,
+) -> None:
+    booking = await paid_booking(world)
+    intent = str((await deposit_of(booking)).provider_ref)
+    held_at = world.clock.now()
+    world.clock.advance(held_at + timedelta(days=6, minutes=1) - world.clock.now())
+    await settle(world.runtime)
+    assert (await deposit_of(booking)).status == "card_on_file"
+    calls = len(world.stripe.calls)
+
+    await confirm_return(world, booking)
+    world.clock.advance(REVIEW)
+    await settle(world.runtime)
+    assert (await deposit_of(booking)).status == "released"
+    assert len(world.stripe.calls) == calls, "nothing is held at Stripe any more"
+    assert cancels(world, intent) == 1
+    assert "Deposit of $100.00: released" in (await texts())[-1]
