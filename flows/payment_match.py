@@ -30,7 +30,7 @@ OWNED_KINDS = frozenset(
 _WHOLE_AMOUNT = frozenset({PaymentEventKind.CHECKOUT_PAID, PaymentEventKind.CHECKOUT_EXPIRED})
 
 #: Payments that are a checkout the renter pays on.
-_CHECKOUT_PURPOSES = frozenset({"rental", "extension"})
+_CHECKOUT_PURPOSES = frozenset({"rental", "extension", "late_fee"})
 
 
 @dataclass(frozen=True)

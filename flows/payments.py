@@ -23,6 +23,11 @@ class PaymentRefused(PaymentError):
     """The provider refused the request; retrying it unchanged will not help."""
 
 
+class PaymentNeedsAuthentication(PaymentRefused):
+    """An off-session charge the card's bank wants the renter to authenticate (3-D Secure):
+    the renter has to pay on-session, through a payment link."""
+
+
 @dataclass(frozen=True)
 class CheckoutRequest:
     booking_reference: str
@@ -110,7 +115,10 @@ class PaymentProvider(Protocol):
 
     async def charge_saved_card(
         self, customer: str, payment_method: str, amount: Money, key: str
-    ) -> str: ...
+    ) -> str:
+        """Charge a saved card with the renter away; returns the intent id. A card that needs
+        the renter is ``PaymentNeedsAuthentication``, a declined one ``PaymentRefused``."""
+        ...
 
 
 class IdentityProvider(Protocol):

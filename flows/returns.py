@@ -33,6 +33,7 @@ from storage.returns import (
 
 DAMAGE_REVIEW_TIMER = TimerKind.BOOKING_DAMAGE_REVIEW
 LATE_FEE_EFFECT = EffectKind.PAYMENT_LATE_FEE
+RECEIPT_EFFECT = EffectKind.BOOKING_RECEIPT
 ON_TIME = "on_time"
 EARLY = "early"
 LATE = "late"
@@ -172,5 +173,11 @@ async def _confirm_if_ready(
     if fee.minor > 0:
         outcome.effects.append(
             Effect(LATE_FEE_EFFECT, f"late-fee:{reference}", {"booking": booking.id})
+        )
+    elif booking.deposit_cents <= 0:
+        # Nothing left to settle: the receipt now (with a fee, after its outcome; with a
+        # deposit, when its fate is known).
+        outcome.effects.append(
+            Effect(RECEIPT_EFFECT, f"receipt:{reference}", {"booking": booking.id})
         )
     return outcome

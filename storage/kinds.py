@@ -71,6 +71,8 @@ class EffectKind(StrEnum):
     HANDOVER_COLLECT_PHOTO = "handover.collect_photo"
     #: Charge a late return's fee off-session on the card saved at checkout.
     PAYMENT_LATE_FEE = "payment.late_fee"
+    #: The renter's receipt at the end of a rental (times, price, extensions, late fee, deposit).
+    BOOKING_RECEIPT = "booking.receipt"
 
 
 class TimerKind(StrEnum):
@@ -94,5 +96,8 @@ class TimerKind(StrEnum):
     #: The damage review after a confirmed return is over: the deposit is released unless
     #: damage was claimed.
     BOOKING_DAMAGE_REVIEW = "booking.damage_review"
+    #: A deposit hold nears the end of its authorisation's life (about 7 days): unless it is
+    #: released before, it is cancelled and the card kept on file.
+    BOOKING_DEPOSIT_HOLD_LAPSE = "booking.deposit_hold_lapse"
     HANDOFF_IDLE = "handoff.idle"
     RETENTION_PURGE = "retention.purge"

@@ -2,7 +2,8 @@
 
 A rental or extension checkout is ``open`` until paid or expired; a deposit is ``held`` (or
 only ``card_on_file`` for a rental too long for a hold) until released or claimed. Refunds and
-claims are rows of their own, recorded in their final status.
+claims are rows of their own, recorded in their final status; so is a late fee charged
+off-session (``paid`` or ``declined``), while one paid through a link is a checkout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class PaymentStatus(StrEnum):
     RELEASED = "released"
     CLAIMED = "claimed"
     REFUNDED = "refunded"
+    #: An off-session charge the card's bank refused (a late fee): nothing was charged.
+    DECLINED = "declined"
 
 
 class PaymentPurpose(StrEnum):
@@ -34,14 +37,19 @@ class PaymentPurpose(StrEnum):
     DEPOSIT = "deposit"
     REFUND = "refund"
     CLAIM = "claim"
+    #: A late return's fee: charged off-session on the saved card, or paid through a link.
+    LATE_FEE = "late_fee"
 
 
 P = PaymentStatus
 PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.CREATED: frozenset({P.OPEN, P.PAID, P.EXPIRED, P.HELD}),
     P.OPEN: frozenset({P.PAID, P.EXPIRED, P.HELD}),
-    P.HELD: frozenset({P.RELEASED, P.CLAIMED}),
-    P.CARD_ON_FILE: frozenset({P.CLAIMED}),
+    #: A hold about to lapse before the return's damage review ends is cancelled and the card
+    #: kept on file instead (a claim then charges it off-session).
+    P.HELD: frozenset({P.RELEASED, P.CLAIMED, P.CARD_ON_FILE}),
+    #: Released when the damage review ends with no claim: the card is no longer charged.
+    P.CARD_ON_FILE: frozenset({P.CLAIMED, P.RELEASED}),
     P.PAID: frozenset(),
     #: The provider's word that it was paid stands over Keyturn's record of its expiry (a
     #: session completed as it was being expired); the booking's state decides what follows.
@@ -49,6 +57,7 @@ PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.RELEASED: frozenset(),
     P.CLAIMED: frozenset(),
     P.REFUNDED: frozenset(),
+    P.DECLINED: frozenset(),
 }
 PAYMENTS = Transitions(Payment, "status", PAYMENT_TRANSITIONS, "payment")
 #: A deposit that may still be claimed.

@@ -41,6 +41,7 @@ from flows.payments import (
     IdentitySession,
     PaymentEvent,
     PaymentEventKind,
+    PaymentNeedsAuthentication,
     PaymentProvider,
     PaymentRefused,
     PaymentUnavailable,
@@ -73,6 +74,8 @@ CHECKOUT_EXPIRY_SLIP: Final = timedelta(minutes=5)
 _EXPIRY_MARGIN: Final = timedelta(seconds=60)
 #: Set on a hold's session so a completed-but-unpaid session reads as "authorised", not "pending".
 CAPTURE_METADATA_KEY: Final = "keyturn_capture"
+#: Stripe's error code for an off-session confirm the card's bank wants authenticated.
+AUTHENTICATION_REQUIRED: Final = "authentication_required"
 
 _SECRET_PATTERN: Final = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+|\bwhsec_\S+")
 
@@ -354,8 +357,11 @@ class StripePayments(_StripeApi):
     ) -> str:
         """Charge a card saved at checkout with the renter away; returns the PaymentIntent id.
 
-        A card that needs the renter (``authentication_required``) or is declined is
-        ``PaymentRefused``: bring the renter back on-session with a new checkout.
+        A card whose bank wants the renter to authenticate is ``PaymentNeedsAuthentication``:
+        Stripe answers an off-session confirm with 402, error code ``authentication_required``
+        (the intent left ``requires_payment_method``; an intent that comes back
+        ``requires_action`` means the same). Bring the renter back on-session with a checkout.
+        A declined card is ``PaymentRefused``.
         """
         return await self._off_session_intent(
             "charge_saved_card", customer, payment_method, amount, key, manual=False
@@ -383,10 +389,24 @@ class StripePayments(_StripeApi):
         }
         if manual:
             params["capture_method"] = "manual"
-        intent = await self._call(
-            f"payment_intents.create ({operation})",
-            lambda: self._client.v1.payment_intents.create_async(params, _options(key)),
-        )
+        try:
+            intent = await self._call(
+                f"payment_intents.create ({operation})",
+                lambda: self._client.v1.payment_intents.create_async(params, _options(key)),
+            )
+        except PaymentRefused as refused:
+            cause = refused.__cause__
+            if isinstance(cause, stripe.CardError) and cause.code == AUTHENTICATION_REQUIRED:
+                raise PaymentNeedsAuthentication(str(refused)) from cause
+            raise
+        if intent.status == "requires_action":
+            raise PaymentNeedsAuthentication(
+                f"stripe payment_intents.create ({operation}): {intent.id} needs the renter"
+            )
+        if intent.status not in ("succeeded", "requires_capture", "processing"):
+            raise PaymentRefused(
+                f"stripe payment_intents.create ({operation}): {intent.id} is {intent.status}"
+            )
         return intent.id
 
 

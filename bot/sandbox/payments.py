@@ -1,7 +1,8 @@
 """Sandbox payments: a local checkout page stands in for Stripe, so the demo needs no account.
 
 Paying on the page produces the same normalized PaymentEvent a Stripe webhook would, and the
-journey handles it the same way. Holds, refunds and releases succeed and are recorded.
+journey handles it the same way. Holds, refunds, releases and off-session charges (a claim, a
+late fee) succeed and are recorded.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from flows.access import AccessCodes
 from flows.booking.pin_message import ReadyCodes, pin_text, pin_variables, set_codes
 from flows.booking.reads import BookingReads, DatabaseBookingReads
 from flows.clock import Clock
-from flows.effects import Outcome, Reply
+from flows.effects import Outcome, Reply, SetTimer
 from flows.engine import StepResult, Turn
 from flows.i18n import Translator
 from flows.inventory_cache import InventoryCache
@@ -25,7 +25,7 @@ from flows.returns import ReturnRules
 from flows.upload_links import ID_PHOTO, UploadLinks, mms_reaches_us
 from storage.conversations import read_renter_and_latest_conversation
 from storage.kinds import EffectKind, TimerKind
-from storage.models import AccessCode, AuditEvent, Booking, BookingState, Renter
+from storage.models import AccessCode, Asset, AuditEvent, Booking, BookingState, Renter
 from storage.money import Money
 from storage.sealing import Sealer
 
@@ -61,6 +61,17 @@ LIVE_BOOKING = (
 )
 
 EXPIRE_CHECKOUT_EFFECT = EffectKind.PAYMENT_EXPIRE_CHECKOUT
+LATE_FEE_EFFECT = EffectKind.PAYMENT_LATE_FEE
+RECEIPT_EFFECT = EffectKind.BOOKING_RECEIPT
+DAMAGE_REVIEW_TIMER = TimerKind.BOOKING_DAMAGE_REVIEW
+HOLD_LAPSE_TIMER = TimerKind.BOOKING_DEPOSIT_HOLD_LAPSE
+#: A card authorisation (a deposit hold) lives about seven days from when it was placed; a
+#: day before, a hold still needed is cancelled and the card kept on file instead.
+HOLD_LIFETIME = timedelta(days=7)
+HOLD_LAPSE_CHECK = timedelta(days=6)
+#: A late fee's payment link (when the card needs the renter) stays open this long, plus
+#: Stripe's 30 minutes: under Stripe's 24-hour maximum.
+LATE_FEE_LINK_ROOM = timedelta(hours=23)
 
 #: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
 EXTENDABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)
@@ -123,6 +134,21 @@ def iso(moment: datetime) -> str:
 
 def at(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
+
+
+def hold_lapse_key(reference: str) -> str:
+    return f"hold-lapse:{reference}"
+
+
+def hold_lapse_timer(booking: Booking, held_at: datetime) -> SetTimer:
+    """The look, a day before a hold placed at ``held_at`` lapses, at whether it is still
+    needed (see ``Settlement.on_deposit_hold_lapse``)."""
+    return SetTimer(
+        HOLD_LAPSE_TIMER,
+        held_at + HOLD_LAPSE_CHECK,
+        hold_lapse_key(booking.reference),
+        {"booking": booking.id},
+    )
 
 
 def stay(turn: Turn, text: str, *, kind: str = "reply", understood: bool = True) -> StepResult:
@@ -225,22 +251,26 @@ class JourneyBase:
         return refund_for(price, booking.start_at, now, self.settings.free_cancellation).minor
 
     def _checkout_payload(
-        self, booking: Booking, label: str, purpose: str, amount: int, room_until: datetime
+        self, booking: Booking, asset: Asset, purpose: str, amount: int, room_until: datetime
     ) -> dict[str, object]:
         """Everything the Checkout Session is created with, fixed when its effect is staged.
 
         Stripe replays a retry under the same Idempotency-Key only when its parameters are the
         first request's, so no attempt may recompute any of them. The session lives 30 minutes
         past ``room_until`` (Stripe's minimum from creation, with the hold's length to spare);
-        Keyturn expires it itself when the renter's hold ends."""
+        Keyturn expires it itself when the renter's hold ends.
+
+        The rental's checkout saves the card whenever something may be charged on it later:
+        a deposit (held, or kept on file) or a late fee."""
         return {
             "booking": booking.id,
             "purpose": purpose,
             "amount": amount,
             "currency": booking.currency,
-            "description": f"{label} ({booking.reference})",
+            "description": f"{asset.label} ({booking.reference})",
             "expires_at": iso(room_until + CHECKOUT_ROOM),
-            "save_card": booking.deposit_cents > 0 and purpose == "rental",
+            "save_card": purpose == "rental"
+            and (booking.deposit_cents > 0 or asset.late_fee_per_hour_cents > 0),
         }
 
     def _verified(self, renter: Renter, now: datetime) -> bool:

@@ -12,6 +12,7 @@ from flows.booking.common import (
     CHECKOUT_ROOM,
     EXTENSION_CHECKOUT_ROOM,
     at,
+    hold_lapse_timer,
     iso,
 )
 from flows.booking.payment_events import PaymentEvents
@@ -75,10 +76,13 @@ class Executors(PaymentEvents):
                 details={"url": checkout.url, "extension": effect.payload.get("extension")},
                 using_db=conn,
             )
+            link_key = "journey.pay_link"
+            if purpose == PaymentPurpose.LATE_FEE:
+                link_key = "journey.late_fee_link"
             await self.notifier.tell(
                 conn,
                 booking.renter_id,
-                "journey.pay_link",
+                link_key,
                 now=now,
                 kind="payment_link",
                 params=lambda language: {
@@ -104,7 +108,7 @@ class Executors(PaymentEvents):
             amount = (await Extension.get(id=int(str(extension_id)))).price_cents
         room = booking.hold_expires_at if extension_id is None else None
         fixed = self._checkout_payload(
-            booking, booking.asset.label, purpose, amount, room or effect.created_at
+            booking, booking.asset, purpose, amount, room or effect.created_at
         )
         return {**fixed, **payload}
 
@@ -200,9 +204,12 @@ class Executors(PaymentEvents):
                 return self._deposit_not_held(booking, "the card refused the hold")
             status = PaymentStatus.HELD
         now = self.clock.now()
+        details = {"customer": customer, "payment_method": method}
+        if status == PaymentStatus.HELD:
+            details["held_at"] = iso(now)  # the authorisation's life runs from here
 
         async def record(conn: UnitOfWork) -> Outcome:
-            await Payment.get_or_create(
+            _, created = await Payment.get_or_create(
                 idempotency_key=effect.idempotency_key,
                 defaults={
                     "booking": booking,
@@ -212,11 +219,14 @@ class Executors(PaymentEvents):
                     "currency": booking.currency,
                     "status": status,
                     "provider_ref": intent,
-                    "details": {"customer": customer, "payment_method": method},
+                    "details": details,
                 },
                 using_db=conn,
             )
-            return await self._maybe_confirm(conn, booking, now)
+            outcome = await self._maybe_confirm(conn, booking, now)
+            if created and status == PaymentStatus.HELD:
+                outcome.timers.append(hold_lapse_timer(booking, now))
+            return outcome
 
         return record
 
@@ -305,23 +315,6 @@ class Executors(PaymentEvents):
             )
 
         return tell
-
-    async def execute_release_deposit(self, effect: OutboxEffect) -> FollowUp:
-        booking_id = int(str(effect.payload["booking"]))
-        released = []
-        for deposit in await Payment.filter(
-            booking_id=booking_id, purpose=PaymentPurpose.DEPOSIT, status=PaymentStatus.HELD
-        ):
-            if deposit.provider_ref:
-                await self.payments.release_hold(deposit.provider_ref, effect.idempotency_key)
-            released.append(deposit.id)
-
-        async def record(conn: UnitOfWork) -> Outcome:
-            for deposit_id in released:
-                await move_payment(conn, deposit_id, to=PaymentStatus.RELEASED)
-            return Outcome()
-
-        return record
 
 
 async def _claimable(booking: Booking, amount: Money | None) -> tuple[Payment, Money]:

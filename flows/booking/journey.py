@@ -8,6 +8,7 @@ from flows.access import CODE_NOT_MOVED_TIMER, CODE_SET_TIMER
 from flows.booking.common import (
     CHECKOUT_EFFECT,
     COLLECT_ID_EFFECT,
+    DAMAGE_REVIEW_TIMER,
     DELETE_ID_MEDIA_EFFECT,
     DELIVER_PIN_TIMER,
     END_TIMER,
@@ -16,7 +17,10 @@ from flows.booking.common import (
     EXTENSION_ON_LOCK_TIMER,
     HOLD_EFFECT,
     HOLD_EXPIRY_TIMER,
+    HOLD_LAPSE_TIMER,
     IDENTITY_START_EFFECT,
+    LATE_FEE_EFFECT,
+    RECEIPT_EFFECT,
     REFUND_EFFECT,
     RELEASE_EFFECT,
     START_TIMER,
@@ -44,6 +48,8 @@ def journey_executors(journey: Journey) -> Mapping[str, EffectExecutor]:
         OPEN_EFFECT: journey.remote_opens.execute,
         EXPIRE_CHECKOUT_EFFECT: journey.execute_expire_checkout,
         COLLECT_PHOTO_EFFECT: journey.execute_handover_photo,
+        LATE_FEE_EFFECT: journey.execute_late_fee,
+        RECEIPT_EFFECT: journey.execute_receipt,
     }
 
 
@@ -57,4 +63,6 @@ def journey_timers(journey: Journey) -> Mapping[str, TimerHandler]:
         START_TIMER: journey.on_start,
         ENDING_TIMER: journey.on_ending_soon,
         END_TIMER: journey.on_end,
+        DAMAGE_REVIEW_TIMER: journey.on_damage_review,
+        HOLD_LAPSE_TIMER: journey.on_deposit_hold_lapse,
     }

@@ -10,12 +10,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from flows.booking.common import HOLD_EFFECT
 from flows.booking.identity_review import IdentityReview
 from flows.booking.lifecycle import ExtensionSuperseded
+from flows.booking.receipt import tell_receipt
 from flows.bookings import extended_range, is_free
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
 from flows.payment_match import OWNED_KINDS, disagreement, own_payment
 from flows.payments import PaymentEvent, PaymentEventKind
 from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, Extension, Payment
+from storage.money import Money
 from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
 
@@ -49,6 +51,8 @@ class PaymentEvents(IdentityReview):
         if event.kind == PaymentEventKind.CHECKOUT_EXPIRED:
             if payment.purpose == PaymentPurpose.EXTENSION:
                 return Outcome()
+            if payment.purpose == PaymentPurpose.LATE_FEE:
+                return await _late_fee_link_expired(conn, booking, payment)
             return await self._expire(conn, booking, now)
         if event.kind == PaymentEventKind.REFUNDED:
             await Payment.create(
@@ -80,6 +84,29 @@ class PaymentEvents(IdentityReview):
                 )
             ]
         )
+
+    async def _late_fee_paid(
+        self, conn: BaseDBAsyncClient, booking: Booking, payment: Payment, now: datetime
+    ) -> Outcome:
+        """The renter paid a late fee through its link (their card wanted authentication)."""
+        fee = Money(payment.amount_cents, payment.currency)
+        await self.notifier.tell(
+            conn,
+            booking.renter_id,
+            "journey.late_fee_paid",
+            now=now,
+            kind="receipt",
+            params=lambda language: {
+                "reference": booking.reference,
+                "amount": fee.format(language),
+            },
+        )
+        outcome = Outcome(
+            audits=[Audit("payments", "late_fee.paid", f"booking:{booking.reference}")]
+        )
+        if booking.deposit_cents > 0:
+            return outcome  # its receipt comes with the deposit's release
+        return outcome + await tell_receipt(self.notifier, conn, booking.id, now)
 
     async def _not_ours(self, conn: BaseDBAsyncClient, event: PaymentEvent) -> Outcome:
         """An event about a session or intent Keyturn did not create changes nothing. Ops hear
@@ -115,6 +142,8 @@ class PaymentEvents(IdentityReview):
         )
         if not paid:  # paid already (a second event for it): nothing more to do
             return Outcome()
+        if payment.purpose == PaymentPurpose.LATE_FEE:
+            return await self._late_fee_paid(conn, booking, payment, now)
         if payment.purpose == PaymentPurpose.EXTENSION:
             extension = (
                 await Extension.filter(id=int(str(payment.details.get("extension"))))
@@ -154,6 +183,24 @@ class PaymentEvents(IdentityReview):
                 Effect(HOLD_EFFECT, f"deposit:{booking.reference}", {"booking": booking.id})
             )
         return outcome + (await self._checks_before_rental(conn, booking, now))
+
+
+async def _late_fee_link_expired(
+    conn: BaseDBAsyncClient, booking: Booking, payment: Payment
+) -> Outcome:
+    """A late fee's payment link ran out unpaid: ops take it from here."""
+    if not await move_payment(conn, payment.id, to=PaymentStatus.EXPIRED, was=PaymentStatus.OPEN):
+        return Outcome()
+    return Outcome(
+        alerts=[
+            Alert(
+                AlertKind.LATE_FEE_FAILED,
+                f"late-fee:{booking.reference}",
+                "ops.late_fee_unpaid",
+                {"booking": booking.reference},
+            )
+        ]
+    )
 
 
 def payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:

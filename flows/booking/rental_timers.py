@@ -4,9 +4,9 @@ writes, which the timer runner commits with the timer's completion."""
 from __future__ import annotations
 
 from flows.access import LIVE_STATES
-from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK, RELEASE_EFFECT
+from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK
 from flows.booking.executors import Executors
-from flows.effects import Audit, Effect, Outcome, SetTimer
+from flows.effects import Audit, Outcome, SetTimer
 from flows.i18n import local_time
 from flows.timers import TimerFired
 from storage.bookings import move
@@ -173,10 +173,9 @@ class RentalTimers(Executors):
                 kind="notice",
                 params={"reference": booking.reference},
             )
+            # The deposit stays as it is: the clock says nothing about the item. It is
+            # released when the return is confirmed and its damage review ends unclaimed.
             return Outcome(
-                effects=[
-                    Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
-                ],
                 audits=[Audit("system", "booking.completed", f"booking:{booking.reference}")],
             )
 

@@ -311,7 +311,7 @@ class ManageSteps(QuoteSteps):
                         {
                             **self._checkout_payload(
                                 booking,
-                                booking.asset.label,
+                                booking.asset,
                                 "extension",
                                 price,
                                 turn.now + EXTENSION_CHECKOUT_ROOM,

@@ -15,7 +15,7 @@ from flows.booking.common import (
     stay,
     zone,
 )
-from flows.booking.rental_timers import RentalTimers
+from flows.booking.settlement import Settlement
 from flows.bookings import (
     QuoteRefused,
     UnpaidLimitReached,
@@ -37,7 +37,7 @@ from storage.models import Asset
 from storage.uow import UnitOfWork
 
 
-class QuoteSteps(RentalTimers):
+class QuoteSteps(Settlement):
     """From an item to a held booking; the hold is the turn's ``apply``."""
 
     async def when(self, turn: Turn, asset_code: str, text: str) -> StepResult:
@@ -212,7 +212,7 @@ class QuoteSteps(RentalTimers):
                 deposit=deposit,
                 hold_expires_at=expires,
             )
-            payload = self._checkout_payload(booking, asset.label, "rental", price, expires)
+            payload = self._checkout_payload(booking, asset, "rental", price, expires)
             return Outcome(
                 effects=[Effect(CHECKOUT_EFFECT, f"checkout:{reference}", payload)],
                 timers=[

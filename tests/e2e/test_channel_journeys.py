@@ -1,7 +1,8 @@
 """A whole rental on each real channel: SMS, WhatsApp and Telegram against the fake Twilio, Telegram
 Bot API and Stripe servers and the simulated locks, driven only by signed webhooks and the
 injected clock: book, pay, send an ID, get the PIN, open the keypad, and check out with the codes
-removed and the deposit hold released at Stripe. Then the branches this setup makes cheap:
+removed; the deposit hold is released at Stripe only once the return is confirmed and its damage
+review is over, and the receipt follows. Then the branches this setup makes cheap:
 repeated and out-of-order Stripe events, a payment after the hold expired, a forged Twilio
 signature, an ID file Keyturn cannot use, and two renters racing for one slot."""
 
@@ -31,6 +32,7 @@ from bot.payments import StripePayments
 from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
 from flows.effects import Outcome
 from flows.inventory import apply_inventory, load_inventory
+from flows.returns import note_return_checklist
 from flows.staging import run_unit
 from locks.simulated import SimulatedLockProvider
 from storage import db
@@ -362,15 +364,27 @@ async def get_the_pin_and_open(world: World, renter: ChatRenter, booking: Bookin
     return pin
 
 
-async def check_out(world: World, booking: Booking, pin: str) -> None:
-    """At the end: completed, deposit hold cancelled at Stripe, codes removed after the buffer."""
+async def return_confirmed(world: World, booking: Booking, returned: datetime) -> None:
+    """The renter's return checklist is done at ``returned`` (the item has no GPS), recorded
+    the way the dialog's runner records DONE."""
+    world.clock.current = returned
+    rules = world.runtime.journey.settings.returns
+
+    async def done(conn: BaseDBAsyncClient) -> Outcome:
+        return await note_return_checklist(conn, booking.id, returned, rules)
+
+    await run_unit(done, returned)
+
+
+async def check_out(world: World, booking: Booking, pin: str, renter: ChatRenter) -> None:
+    """At the end: completed and the codes removed after the buffer, but the deposit still
+    held: the clock says nothing about the item. The return confirmed, and its damage review
+    over, the hold is cancelled at Stripe and the renter gets the receipt."""
     await booking.refresh_from_db()
     assert booking.state == BookingState.COMPLETED
     deposit = await Payment.get(booking=booking, purpose="deposit")
-    assert deposit.status == "released" and deposit.provider_ref is not None
-    [cancel] = world.stripe.posts(f"/v1/payment_intents/{deposit.provider_ref}/cancel")
-    assert cancel.idempotency_key == f"release:{booking.reference}"
-    assert world.stripe.payment_intents[deposit.provider_ref]["status"] == "canceled"
+    assert deposit.status == "held" and deposit.provider_ref is not None
+    assert world.stripe.posts(f"/v1/payment_intents/{deposit.provider_ref}/cancel") == []
     assert world.stripe.refunds == {}, "the rental itself is not refunded"
     bay = await Lock.get(key="harbor-t1")
     assert await world.keypad().try_keypad(bay.device_id, pin, END + timedelta(minutes=10)), (
@@ -382,6 +396,22 @@ async def check_out(world: World, booking: Booking, pin: str) -> None:
     assert len(codes) == 2
     assert {c.state for c in codes} == {AccessCodeState.REMOVED}
     assert not await world.keypad().try_keypad(bay.device_id, pin, END + timedelta(minutes=10))
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
+
+    returned = END + timedelta(minutes=20)
+    await return_confirmed(world, booking, returned)
+    rules = world.runtime.journey.settings.returns
+    await world.at(returned + rules.damage_review - timedelta(minutes=1))
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
+    await world.at(returned + rules.damage_review)
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == "released"
+    [cancel] = world.stripe.posts(f"/v1/payment_intents/{deposit.provider_ref}/cancel")
+    assert cancel.idempotency_key == f"release:{booking.reference}"
+    assert world.stripe.payment_intents[str(deposit.provider_ref)]["status"] == "canceled"
+    [receipt] = await renter.inbox()
+    assert f"Receipt for booking {booking.reference}:" in receipt
+    assert "Price: $50.00" in receipt and "Deposit of $100.00: released" in receipt
 
 
 async def every_stripe_event_again_changes_nothing(world: World, booking: Booking) -> None:
@@ -439,7 +469,7 @@ async def test_a_whole_rental_over_sms(world: World) -> None:
     await world.at(END)
     [thank_you] = await renter.inbox()
     assert f"Thank you for renting with us! Booking {booking.reference} is complete" in thank_you
-    await check_out(world, booking, pin)
+    await check_out(world, booking, pin, renter)
     assert {m.to for m in world.twilio.sent} == {PHONE}
     [pin_sent] = [m for m in world.twilio.sent if m.body and pin in m.body]
     for status in ("delivered", "sent"):  # callbacks come in any order; status never goes back
@@ -476,7 +506,7 @@ async def test_a_whole_rental_over_whatsapp(world: World) -> None:
     assert "Thank you for renting with us!" in thank_you
     [sent] = renter.latest
     assert (sent.to, sent.from_) == (PHONE, SMS_NUMBER), "no template for it: sent by SMS"
-    await check_out(world, booking, pin)
+    await check_out(world, booking, pin, renter)
 
 
 async def test_a_whatsapp_pin_refused_outside_the_window_comes_again_by_template(
@@ -542,7 +572,7 @@ async def test_a_whole_rental_over_telegram(world: World) -> None:
     await world.at(END)
     [thank_you] = await renter.inbox()
     assert "Thank you for renting with us!" in thank_you
-    await check_out(world, booking, pin)
+    await check_out(world, booking, pin, renter)
     assert world.twilio.sent == []
 
 

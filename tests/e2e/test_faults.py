@@ -60,6 +60,7 @@ from tests.e2e.test_channel_journeys import (
     check_out,
     get_the_pin_and_open,
     pay_and_prove_identity,
+    return_confirmed,
     world,
 )
 from tests.fakes.seam import API_KEY as SEAM_API_KEY
@@ -200,7 +201,7 @@ async def finish(world: World, renter: ChatRenter, booking: Booking, pin: str) -
     await world.at(END)
     [thank_you] = await renter.inbox()
     assert "Thank you for renting with us!" in thank_you
-    await check_out(world, booking, pin)
+    await check_out(world, booking, pin, renter)
 
 
 def the_pin(pin_message: str) -> str:
@@ -255,15 +256,28 @@ async def test_the_deposit_is_released_once_after_a_stripe_outage(world: World, 
     pin = await get_the_pin_and_open(world, renter, booking)
     await world.at(END - timedelta(minutes=30))
     await renter.inbox()
-    outage = break_provider(world, world.stripe, mode)
     await world.at(END)
     [thank_you] = await renter.inbox()
     assert "Thank you for renting with us!" in thank_you, "the renter is not kept waiting"
+    await world.at(END + timedelta(minutes=15))
+    codes = await AccessCode.filter(booking=booking)
+    assert {c.state for c in codes} == {AccessCodeState.REMOVED}
+    bay = await Lock.get(key="harbor-t1")
+    assert not await world.keypad().try_keypad(bay.device_id, pin, END + timedelta(minutes=10))
+    returned = END + timedelta(minutes=20)
+    await return_confirmed(world, booking, returned)
+    review_over = returned + world.runtime.journey.settings.returns.damage_review
+    await world.at(review_over - timedelta(minutes=1))
+    assert await renter.inbox() == []
+
+    outage = break_provider(world, world.stripe, mode)
+    await world.at(review_over)
     deposit = await Payment.get(booking=booking, purpose="deposit")
     assert deposit.provider_ref is not None
     if mode != "slow":
         assert deposit.status == "held"
         assert world.stripe.payment_intents[deposit.provider_ref]["status"] == "requires_capture"
+        assert await renter.inbox() == [], "no receipt before Stripe released the hold"
     await ride_out(world, outage, RELEASE_EFFECT)
 
     await deposit.refresh_from_db()
@@ -275,11 +289,9 @@ async def test_the_deposit_is_released_once_after_a_stripe_outage(world: World, 
         "every retry carries the same key, so Stripe cancels the hold once"
     )
     assert world.stripe.refunds == {} and world.stripe.posts("/v1/refunds") == []
-    await world.at(END + timedelta(minutes=15))
-    codes = await AccessCode.filter(booking=booking)
-    assert {c.state for c in codes} == {AccessCodeState.REMOVED}
-    bay = await Lock.get(key="harbor-t1")
-    assert not await world.keypad().try_keypad(bay.device_id, pin, END + timedelta(minutes=10))
+    [receipt] = await renter.inbox()
+    assert "Deposit of $100.00: released" in receipt
+    await world.run()
     assert await renter.inbox() == [], "no message twice"
 
 
@@ -336,7 +348,7 @@ async def test_codes_are_set_once_after_a_simulated_lock_outage(world: World, mo
     await renter.inbox()
     await world.at(END)
     await renter.inbox()
-    await check_out(world, booking, pin)
+    await check_out(world, booking, pin, renter)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from tests.e2e.test_channel_journeys import (
     World,
     approve,
     checkout_session,
+    return_confirmed,
     world,
 )
 from tests.fakes.stripe import WebhookDelivery
@@ -211,6 +212,18 @@ async def test_a_rental_survives_losing_the_commit_of_every_kind_of_handler(
     assert any("Thank you for renting with us!" in text for text in texts), texts
     await world.at(END + timedelta(minutes=15))
     await inbox(world)
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
+
+    returned = world.clock.now()
+    for _ in range(3):  # the renter's DONE is taken again after an error
+        try:
+            await return_confirmed(world, booking, returned)
+            break
+        except CommitLost:
+            continue
+    await world.at(returned + world.runtime.journey.settings.returns.damage_review)
+    texts = await inbox(world)
+    assert [t for t in texts if "Deposit of $100.00: released" in t], texts
 
     await booking.refresh_from_db()
     assert booking.state == BookingState.COMPLETED
@@ -237,7 +250,8 @@ async def test_a_rental_survives_losing_the_commit_of_every_kind_of_handler(
     } <= kinds, lost.lost
     for effect in ("send_message", "payment.checkout", "access.set", "access.remove"):
         assert f"bot/dispatcher.py:_attempt:{effect}" in lost.lost
-    for timer in ("booking.deliver_pin", "booking.end", "access.revoke"):
+    assert "bot/dispatcher.py:_attempt:payment.release_deposit" in lost.lost
+    for timer in ("booking.deliver_pin", "booking.end", "access.revoke", "booking.damage_review"):
         assert f"flows/timers.py:fire_timer:{timer}" in lost.lost
     # A failed attempt whose record was lost is made good by a later attempt of that effect
     # (the claim runs out and the effect runs again), not necessarily by another failure.

@@ -20,6 +20,7 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from flows.inventory import apply_inventory, load_inventory
+from flows.returns import note_return_checklist
 from flows.staging import run_unit
 from storage import db
 from storage.models import (
@@ -191,12 +192,24 @@ async def test_a_whole_rental_on_the_sandbox(
     assert "Thank you" in thank_you
     await booking.refresh_from_db()
     assert booking.state == BookingState.COMPLETED
-    assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
+    # The clock alone releases nothing: the deposit waits for the confirmed return.
+    assert await Payment.filter(booking=booking, purpose="deposit", status="held").exists()
     clock.current = booking.end_at + timedelta(minutes=15)  # the buffer after the rental
     await run(runtime)
     assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.REMOVED}
     late = await client.post("/sandbox/api/keypad", json={"lock": "harbor-t1", "pin": pin})
     assert (await late.json())["opens"] is False
+
+    rules = runtime.journey.settings.returns
+    returned = clock.now()
+    await run_unit(lambda conn: note_return_checklist(conn, booking.id, returned, rules), returned)
+    clock.current = returned + rules.damage_review
+    [receipt] = await renter.inbox()
+    assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
+    assert f"Receipt for booking {booking.reference}:" in receipt
+    assert "Rental: Tue, Jun 2 10:00\u202fAM to Tue, Jun 2 3:00\u202fPM" in receipt
+    assert "Price: $50.00" in receipt and "Extensions (1): $12.50" in receipt
+    assert "Deposit of $100.00: released" in receipt
 
 
 async def test_an_unpaid_hold_expires_and_frees_the_slot(

@@ -15,7 +15,10 @@ refuses:
 - capturing an intent that is not ``requires_capture``, cancelling one that is ``canceled`` or
   ``succeeded`` → 400 ``payment_intent_unexpected_state``; capturing more than is capturable,
   refunding more than is left → 400; expiring a session that is not ``open`` → 400;
-- an unknown object → 404 ``resource_missing``; a declined saved card → 402 ``card_error``.
+- an unknown object → 404 ``resource_missing``; a declined saved card → 402 ``card_error``
+  (``card_declined``, or ``authentication_required`` for a card whose bank wants the renter —
+  ``AUTHENTICATION_CARD`` paid at Checkout, or ``decline``), the intent left
+  ``requires_payment_method`` with its ``last_payment_error``.
 
 A Checkout Session's ``url`` is served by the fake (``{base}/pay/cs_test_...``). What the renter
 does on that page is a test call: ``complete(session_id)`` pays it (a hold leaves its
@@ -75,6 +78,11 @@ _LOCALES = frozenset(
 _CANCELABLE = frozenset(
     {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
 )
+#: Stripe's test cards: one that pays, and one that asks for authentication on every
+#: payment (on-session at Checkout the renter authenticates; off-session the bank refuses).
+VISA = "4242424242424242"
+AUTHENTICATION_CARD = "4000002760003184"
+_OFF_SESSION_DECLINES = {AUTHENTICATION_CARD: "authentication_required"}
 _KEY_SYNTAX = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _SUBKEY = re.compile(r"\[([^\[\]]*)\]")
 #: The request's parameters, parsed from the form or the query string.
@@ -422,8 +430,10 @@ class FakeStripe:
         for a card that wants the renter)."""
         self._declines[payment_method] = code
 
-    def complete(self, session_id: str) -> WebhookDelivery:
-        """The renter pays on the Checkout page; returns ``checkout.session.completed``."""
+    def complete(self, session_id: str, *, card: str = VISA) -> WebhookDelivery:
+        """The renter pays on the Checkout page with test ``card`` (authenticating on-session
+        when it asks); returns ``checkout.session.completed``. A card saved that way keeps its
+        test behaviour off-session: ``AUTHENTICATION_CARD`` then wants the renter."""
         session = self.sessions[session_id]
         if session["status"] != "open" or session["expires_at"] <= self._ts():
             raise AssertionError(f"{session_id} is {session['status']}, it cannot be paid")
@@ -434,7 +444,9 @@ class FakeStripe:
         customer_id: str | None = None
         if params.get("customer_creation") == "always" or future_usage:
             customer_id = self._create_customer(session["customer_details"])
-        method_id = self._create_payment_method(customer_id if future_usage else None)
+        method_id = self._create_payment_method(customer_id if future_usage else None, card)
+        if card in _OFF_SESSION_DECLINES:
+            self._declines[method_id] = _OFF_SESSION_DECLINES[card]
         intent = self._new_intent(
             amount=session["amount_total"],
             currency=session["currency"],
@@ -680,13 +692,13 @@ class FakeStripe:
         self._event("customer.created", self.customers[customer_id])
         return customer_id
 
-    def _create_payment_method(self, customer: str | None) -> str:
+    def _create_payment_method(self, customer: str | None, card: str = VISA) -> str:
         method_id = _new_id("pm_1")
         self.payment_methods[method_id] = {
             "id": method_id,
             "object": "payment_method",
             "type": "card",
-            "card": {"brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2030},
+            "card": {"brand": "visa", "last4": card[-4:], "exp_month": 8, "exp_year": 2030},
             "customer": customer,
             "created": self._ts(),
             "livemode": False,
@@ -1006,20 +1018,20 @@ class FakeStripe:
             "message": message,
             "payment_method": self.payment_methods[intent["payment_method"]],
         }
-        if code == "card_declined":
-            error["decline_code"] = "generic_decline"
-        intent.update(
-            status="requires_payment_method"
-            if code != "authentication_required"
-            else "requires_action",
-            last_payment_error=error,
-        )
+        decline_code = "generic_decline" if code == "card_declined" else code
+        error["decline_code"] = decline_code
+        # Stripe's docs (charging a saved card off-session): a failed attempt is 402 and leaves
+        # the intent requires_payment_method, authentication_required included — the renter
+        # comes back on-session to pay it.
+        intent.update(status="requires_payment_method", last_payment_error=error)
         self._event("payment_intent.payment_failed", intent)
         err = StripeApiError(
-            402, message, error_type="card_error", code=code, extra={"payment_intent": intent}
+            402,
+            message,
+            error_type="card_error",
+            code=code,
+            extra={"payment_intent": intent, "decline_code": decline_code},
         )
-        if code == "card_declined":
-            err.extra["decline_code"] = "generic_decline"
         return self._error(err)
 
     async def _intents_retrieve(self, request: web.Request) -> web.Response:

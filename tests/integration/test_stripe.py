@@ -19,6 +19,7 @@ from bot.payments.stripe import CAPTURE_METADATA_KEY
 from flows.payments import (
     CheckoutRequest,
     PaymentEventKind,
+    PaymentNeedsAuthentication,
     PaymentRefused,
     PaymentUnavailable,
 )
@@ -331,6 +332,34 @@ async def test_a_saved_card_is_charged_and_held_off_session(
         "confirm": "true",
     }
     assert fake.posts("/v1/payment_intents")[1].params["capture_method"] == "manual"
+
+
+async def test_a_saved_card_that_wants_authentication_is_told_apart_from_a_decline(
+    payments: StripePayments, fake: FakeStripe
+) -> None:
+    wants_renter = fake.payment_intents[await paid(payments, fake, save_card=True)]
+    fake.decline(wants_renter["payment_method"], "authentication_required")
+    declined = fake.payment_intents[
+        await paid(payments, fake, save_card=True, idempotency_key="checkout-2")
+    ]
+    fake.decline(declined["payment_method"], "card_declined")
+
+    for _ in range(2):  # retried under its key: the same 402, replayed
+        with pytest.raises(PaymentNeedsAuthentication, match="authentication_required"):
+            await payments.charge_saved_card(
+                wants_renter["customer"], wants_renter["payment_method"], eur(700), key="fee-1"
+            )
+    [refused] = [e for e in fake.events if e["type"] == "payment_intent.payment_failed"]
+    assert refused["data"]["object"]["status"] == "requires_payment_method"
+    with pytest.raises(PaymentRefused, match="card_declined") as hard:
+        await payments.charge_saved_card(
+            declined["customer"], declined["payment_method"], eur(700), key="fee-2"
+        )
+    assert not isinstance(hard.value, PaymentNeedsAuthentication)
+    with pytest.raises(PaymentRefused, match="IdempotencyError"):
+        await payments.charge_saved_card(
+            wants_renter["customer"], wants_renter["payment_method"], eur(800), key="fee-1"
+        )
 
 
 async def test_a_declined_saved_card_is_refused(payments: StripePayments, fake: FakeStripe) -> None:
