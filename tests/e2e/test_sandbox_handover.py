@@ -76,9 +76,11 @@ async def test_a_trailer_picked_up_and_returned_on_the_sandbox(journey: Journey)
     assert await renter.say("NO") == [
         "Thank you. Now lock Enclosed cargo trailer 5x8 and reply DONE."
     ]
-    noted, confirmed_return = await renter.say("DONE")
+    noted, confirmed_return, fee = await renter.say("DONE")
     assert noted == "Return of Enclosed cargo trailer 5x8 noted: late."
     assert "confirmed" in confirmed_return
+    # 40 minutes late, past the grace: one started hour at $10, charged to the saved card.
+    assert "late fee of $10.00 was charged" in fee
     await booking.refresh_from_db()
     assert booking.return_timing == "late" and booking.late_fee_cents == 1000
     assert await ConditionPhoto.filter(booking=booking).count() == 4
@@ -104,7 +106,8 @@ async def test_an_early_return_of_the_cage_switches_its_codes_off(journey: Journ
     assert await renter.say("YES") == [
         "Thank you. Now lock Equipment cage: ladders and tools and reply DONE."
     ]
-    noted, confirmed_return = await renter.say("DONE")
+    said = await renter.say("DONE"); print("SAID", said)
+    noted, confirmed_return = said
     assert noted.splitlines() == [
         "Return of Equipment cage: ladders and tools noted: early.",
         "As you returned early, your codes are switched off now.",
