@@ -14,6 +14,7 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 from tortoise.transactions import in_transaction
 
 from storage.models import AuditEvent, Location
@@ -157,6 +158,15 @@ async def migrate(database_url: str) -> list[str]:
     finally:
         await Tortoise.close_connections()
     return applied
+
+
+async def pending_migrations() -> list[str]:
+    """The migrations ``migrate`` would apply to the open database, by name; changes nothing
+    (an unmigrated database has no migration table, and every migration is pending)."""
+    apps = tortoise_config("sqlite://")["apps"]  # the apps do not depend on the URL
+    executor = MigrationExecutor(connection(), apps)
+    steps = await executor.plan([MigrationTarget(app_label=APP_LABEL, name="__latest__")])
+    return [f"{step.migration.app_label}.{step.migration.name}" for step in steps]
 
 
 async def ping() -> bool:
