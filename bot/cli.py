@@ -188,12 +188,14 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default KEYTURN_PORT or 8080)")
 
 
-def _settings(env: dict[str, str] | None = None) -> Settings:
-    return Settings.from_env(env if env is not None else dict(os.environ))
+def _settings(env: dict[str, str] | None = None, *, receiving: bool = False) -> Settings:
+    """The settings a command needs: only ``serve`` receives webhooks, so only it needs the
+    secrets they are verified with."""
+    return Settings.from_env(env if env is not None else dict(os.environ), receiving=receiving)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _settings(receiving=True)
     settings.require_encryption_key()
     if args.sandbox:
         _refuse_public_sandbox(args.host or settings.host)

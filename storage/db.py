@@ -36,15 +36,19 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     name = connection_name(database_url)
     return {
         "connections": {name: _connection_config(database_url)},
-        "apps": {
-            APP_LABEL: {
-                "models": [MODELS_MODULE],
-                "default_connection": name,
-                "migrations": MIGRATIONS_MODULE,
-            }
-        },
+        "apps": _apps(name),
         "use_tz": True,
         "timezone": "UTC",
+    }
+
+
+def _apps(connection: str) -> dict[str, Any]:
+    return {
+        APP_LABEL: {
+            "models": [MODELS_MODULE],
+            "default_connection": connection,
+            "migrations": MIGRATIONS_MODULE,
+        }
     }
 
 
@@ -163,8 +167,8 @@ async def migrate(database_url: str) -> list[str]:
 async def pending_migrations() -> list[str]:
     """The migrations ``migrate`` would apply to the open database, by name; changes nothing
     (an unmigrated database has no migration table, and every migration is pending)."""
-    apps = tortoise_config("sqlite://")["apps"]  # the apps do not depend on the URL
-    executor = MigrationExecutor(connection(), apps)
+    client = connection()
+    executor = MigrationExecutor(client, _apps(client.connection_name))
     steps = await executor.plan([MigrationTarget(app_label=APP_LABEL, name="__latest__")])
     return [f"{step.migration.app_label}.{step.migration.name}" for step in steps]
 

@@ -84,10 +84,9 @@ async def _providers(settings: Settings, public: str) -> list[Check]:
 
 def _migrated(pending: list[str]) -> Check:
     if pending:
+        named = ", ".join(pending) if len(pending) <= 3 else f"{pending[0]} … {pending[-1]}"
         return failed(
-            "database",
-            f"{len(pending)} migrations not applied ({', '.join(pending)})",
-            "run `keyturn migrate`",
+            "database", f"{len(pending)} migrations not applied ({named})", "run `keyturn migrate`"
         )
     return passed("database", "every migration applied")
 

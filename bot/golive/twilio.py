@@ -6,6 +6,7 @@ nothing registers them."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.messaging.v2.channels_sender import ChannelsSenderContext
 
@@ -25,12 +27,35 @@ TIMEOUT = 15.0
 CONNECT = "run `keyturn connect`"
 
 
+class _JsonBodies(AsyncTwilioHttpClient):
+    """The SDK's aiohttp client form-encodes every body, also the JSON the Senders API takes
+    (its requests-based client sends those as JSON): a JSON request goes out as JSON here."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the SDK's signature)
+        allow_redirects: bool = False,
+    ) -> Response:
+        body: Any = data
+        if data is not None and (headers or {}).get("Content-Type") == "application/json":
+            body = json.dumps(data)
+        return await super().request(
+            method, url, params, body, headers, auth, timeout, allow_redirects
+        )
+
+
 @asynccontextmanager
 async def _client(settings: TwilioSettings) -> AsyncIterator[Any]:
     client = Client(
         settings.account_sid,
         settings.auth_token,
-        http_client=AsyncTwilioHttpClient(timeout=TIMEOUT),
+        http_client=_JsonBodies(timeout=TIMEOUT),
     )
     if settings.api_base is not None:
         client.api.base_url = settings.api_base
