@@ -25,10 +25,10 @@ def registrations(settings: Settings, public: str) -> list[tuple[str, str, Regis
     """(provider, the setting that enables it, its registration or None when not configured)."""
     t, w, s, m = settings.telegram, settings.twilio, settings.stripe, settings.seam
     return [
-        ("telegram", "TELEGRAM_BOT_TOKEN", t and (lambda: telegram.connect(t, public))),
-        ("twilio", "TWILIO_ACCOUNT_SID", w and (lambda: twilio.connect(w, public))),
-        ("stripe", "STRIPE_API_KEY", s and (lambda: stripe.connect(s, public))),
-        ("seam", "SEAM_API_KEY", m and (lambda: seam.connect(m, public))),
+        ("telegram", "TELEGRAM_BOT_TOKEN", (lambda: telegram.connect(t, public)) if t else None),
+        ("twilio", "TWILIO_ACCOUNT_SID", (lambda: twilio.connect(w, public)) if w else None),
+        ("stripe", "STRIPE_API_KEY", (lambda: stripe.connect(s, public)) if s else None),
+        ("seam", "SEAM_API_KEY", (lambda: seam.connect(m, public)) if m else None),
     ]
 
 

@@ -41,11 +41,8 @@ async def inventory_locks(
 ) -> list[Check]:
     """One check per lock in service."""
     locks = await Lock.filter(retired_at__isnull=True).order_by("key")
-    opened = set(
-        await AssetLock.filter(lock_id__in=[lock.id for lock in locks]).values_list(
-            "lock_id", flat=True
-        )
-    )
+    mappings = await AssetLock.filter(lock_id__in=[lock.id for lock in locks])
+    opened = {mapping.lock_id for mapping in mappings}
     return [_lock(lock, providers, devices, lock.id in opened) for lock in locks]
 
 

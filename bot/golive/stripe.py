@@ -24,9 +24,12 @@ CONNECT = "run `keyturn connect`"
 @asynccontextmanager
 async def _client(settings: StripeSettings) -> AsyncIterator[stripe.StripeClient]:
     http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
-    base = {"api": settings.api_base.rstrip("/")} if settings.api_base else None
     try:
-        yield stripe.StripeClient(settings.api_key, base_addresses=base, http_client=http)
+        yield stripe.StripeClient(
+            settings.api_key,
+            base_addresses={"api": settings.api_base.rstrip("/")} if settings.api_base else None,
+            http_client=http,
+        )
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]
 
@@ -49,12 +52,13 @@ async def _ours(client: stripe.StripeClient, url: str) -> Any:
 async def connect(settings: StripeSettings, public_url: str) -> list[str]:
     url = public_url + WEBHOOK_PATH
     events = list(HANDLED_EVENTS)
+    subscribed: Any = events  # the SDK types them as a Literal of every event Stripe has
     async with _client(settings) as client:
         endpoint = await _ours(client, url)
         if endpoint is None:
             created = await _ask(
                 client.v1.webhook_endpoints.create_async(
-                    {"url": url, "enabled_events": events, "description": "Keyturn"}  # type: ignore[typeddict-item]
+                    {"url": url, "enabled_events": subscribed, "description": "Keyturn"}
                 )
             )
             return [
@@ -69,7 +73,7 @@ async def connect(settings: StripeSettings, public_url: str) -> list[str]:
         await _ask(
             client.v1.webhook_endpoints.update_async(
                 endpoint.id,
-                {"enabled_events": events, "disabled": False},  # type: ignore[typeddict-item]
+                {"enabled_events": subscribed, "disabled": False},
             )
         )
         return [

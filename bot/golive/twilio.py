@@ -27,7 +27,7 @@ TIMEOUT = 15.0
 CONNECT = "run `keyturn connect`"
 
 
-class _JsonBodies(AsyncTwilioHttpClient):
+class _JsonBodies(AsyncTwilioHttpClient):  # type: ignore[misc]
     """The SDK's aiohttp client form-encodes every body, also the JSON the Senders API takes
     (its requests-based client sends those as JSON): a JSON request goes out as JSON here."""
 

@@ -288,6 +288,15 @@ async def test_connect_refuses_a_public_url_that_is_not_https(providers: Provide
     assert providers.seam.webhooks == {}
 
 
+async def test_serve_still_needs_the_signing_secret_connect_printed(
+    providers: Providers,
+) -> None:
+    run = await keyturn("serve")
+    assert run.code == 2
+    assert run.err.startswith("keyturn: STRIPE_WEBHOOK_SECRET: missing")
+    assert (await keyturn("migrate")).code == 0  # commands that receive nothing run without it
+
+
 async def test_connect_says_which_provider_it_could_not_reach(providers: Providers) -> None:
     providers.env.setenv("STRIPE_API_KEY", "sk_test_" + "x" * 40)
     providers.env.delenv("SEAM_API_KEY")
