@@ -17,6 +17,8 @@ from cryptography.fernet import Fernet
 from bot.cli import main
 from tests.fakes import seam as fake_seam
 from tests.fakes import stripe as fake_stripe
+from tests.fakes.igloohome import FakeIgloohome
+from tests.fakes.nuki import FakeNuki
 from tests.fakes.seam import FakeSeam
 from tests.fakes.server import running
 from tests.fakes.stripe import FakeStripe
@@ -28,6 +30,7 @@ SECRET = "kt-live_9d2f61b0"
 OPS_CHAT = -1001234567890
 T1_DEVICE = "2f8b6f5e-0c1a-4e1b-9a53-6f3f7f0e1a01"
 GATE_DEVICE = "2f8b6f5e-0c1a-4e1b-9a53-6f3f7f0e1a02"
+SPARE_DEVICE = "2f8b6f5e-0c1a-4e1b-9a53-6f3f7f0e1a03"
 
 #: What Keyturn acts on, as the providers list them to an operator.
 STRIPE_EVENTS = [
@@ -85,6 +88,11 @@ device_id = "{GATE_DEVICE}"
 label = "Yard gate"
 location = "yard"
 shared = true
+
+[[staff]]
+telegram_user_id = 100000001
+name = "Ana Reyes"
+role = "owner"
 """
 
 #: Settings of other providers the machine may have: each test sets only its own.
@@ -92,9 +100,6 @@ OTHER_SETTINGS = (
     "STRIPE_WEBHOOK_SECRET",
     "SEAM_WEBHOOK_SECRET",
     "TWILIO_MESSAGING_SERVICE_SID",
-    "IGLOOHOME_CLIENT_ID",
-    "IGLOOHOME_CLIENT_SECRET",
-    "NUKI_API_TOKEN",
     "KEYTURN_IDENTITY_METHOD",
 )
 
@@ -143,11 +148,14 @@ async def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
     seam = FakeSeam()
     seam.add_device(name="Trailer bay 1", device_id=T1_DEVICE)
     seam.add_device(name="Yard gate", device_id=GATE_DEVICE)
+    igloohome, nuki = FakeIgloohome(), FakeNuki()
     async with (
         running(telegram.web_app()) as telegram_base,
         twilio.serving(),
         running(stripe.app()) as stripe_base,
         running(seam.app()) as seam_base,
+        running(igloohome.app()) as igloohome_base,
+        running(nuki.app()) as nuki_base,
     ):
         for name in OTHER_SETTINGS:
             monkeypatch.delenv(name, raising=False)
@@ -168,6 +176,11 @@ async def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
             "STRIPE_API_BASE": stripe_base,
             "SEAM_API_KEY": fake_seam.API_KEY,
             "SEAM_API_BASE": seam_base,
+            "IGLOOHOME_CLIENT_ID": igloohome.client_id,
+            "IGLOOHOME_CLIENT_SECRET": igloohome.client_secret,
+            "IGLOOHOME_API_BASE": f"{igloohome_base}/igloohome",
+            "NUKI_API_TOKEN": nuki.api_token,
+            "NUKI_API_BASE": nuki_base,
         }
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
@@ -350,13 +363,15 @@ async def test_doctor_passes_when_everything_is_connected(live: Providers) -> No
             "seam webhook",
             "database",
             "encryption key",
+            "igloohome credentials",
+            "nuki credentials",
             "seam credentials",
             "lock yard-gate",
             "lock yard-t1",
         )
     ]
     assert any("CANCEL" in line for line in run.out.splitlines() if line.startswith("note"))
-    assert run.out.splitlines()[-1] == "17 checks passed, 0 failed"
+    assert run.out.splitlines()[-1] == "19 checks passed, 0 failed"
 
 
 def _bad_token(p: Providers) -> None:
@@ -414,6 +429,23 @@ def _no_signing_secret(p: Providers) -> None:
     p.env.delenv("STRIPE_WEBHOOK_SECRET")
 
 
+def _bot_left_the_group(p: Providers) -> None:
+    p.telegram.bot_members[OPS_CHAT]["status"] = "left"
+
+
+def _wrong_nuki_token(p: Providers) -> None:
+    p.env.setenv("NUKI_API_TOKEN", "not-the-token")
+
+
+def _wrong_igloohome_secret(p: Providers) -> None:
+    p.env.setenv("IGLOOHOME_CLIENT_SECRET", "not-the-secret")
+
+
+def _whatsapp_elsewhere(p: Providers) -> None:
+    [sender] = p.twilio.registry.senders.values()
+    sender["webhook"]["callback_url"] = "https://old.example.com/whatsapp"
+
+
 @pytest.mark.parametrize(
     ("breakage", "expected"),
     [
@@ -444,6 +476,14 @@ def _no_signing_secret(p: Providers) -> None:
         (_unknown_lock, f"FAIL  lock yard-gate: seam knows no device {GATE_DEVICE}"),
         (_no_key, "FAIL  encryption key: KEYTURN_ENCRYPTION_KEY is not set"),
         (_no_signing_secret, "FAIL  stripe signing secret: STRIPE_WEBHOOK_SECRET is not set"),
+        (_bot_left_the_group, f"FAIL  ops chat: chat {OPS_CHAT} cannot be read: Chat not found"),
+        (_wrong_nuki_token, "FAIL  nuki credentials: "),
+        (_wrong_igloohome_secret, "FAIL  igloohome credentials: "),
+        (
+            _whatsapp_elsewhere,
+            f"FAIL  twilio whatsapp {WHATSAPP_NUMBER}: incoming messages go to"
+            " https://old.example.com/whatsapp",
+        ),
     ],
 )
 async def test_doctor_fails_each_check_with_what_to_do(
@@ -463,3 +503,62 @@ async def test_doctor_names_the_missing_event(live: Providers) -> None:
     run = await keyturn("doctor")
     [line] = run.failing()
     assert "missing charge.refunded" in line
+
+
+async def test_doctor_fails_a_lock_that_opens_nothing(live: Providers) -> None:
+    spare = (
+        INVENTORY
+        + f"""
+[[locks]]
+key = "yard-spare"
+provider = "seam"
+device_id = "{SPARE_DEVICE}"
+label = "Spare keypad"
+location = "yard"
+"""
+    )
+    live.seam.add_device(name="Spare keypad", device_id=SPARE_DEVICE)
+    inventory = live.tmp / "inventory.toml"
+    inventory.write_text(spare)
+    assert (await keyturn("inventory", "apply", str(inventory))).code == 0
+    run = await keyturn("doctor")
+    assert run.code == 1
+    assert run.failing() == [
+        f"FAIL  lock yard-spare: seam device {SPARE_DEVICE} opens no item and is not shared;"
+        " fix: correct the lock in the inventory file and run `keyturn inventory apply`"
+    ]
+
+
+async def test_doctor_fails_a_key_that_does_not_open_the_stored_pins(live: Providers) -> None:
+    staff = await keyturn("codes", "staff", "yard-gate", "--staff", "100000001", "--hours", "2")
+    assert "code 1" in staff.out, staff.out + staff.err  # stored sealed, whatever Seam did next
+    assert (await keyturn("doctor")).code == 0
+    live.env.setenv("KEYTURN_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    run = await keyturn("doctor")
+    assert run.code == 1
+    assert run.failing() == [
+        "FAIL  encryption key: KEYTURN_ENCRYPTION_KEY does not open the PINs stored in the"
+        " database; fix: set the key the database was written with"
+    ]
+
+
+async def test_doctor_checks_the_messaging_service_when_one_is_named(
+    live: Providers,
+) -> None:
+    service = live.twilio.registry.add_service(inbound_request_url="https://old.example.com/in")
+    live.env.setenv("TWILIO_MESSAGING_SERVICE_SID", service["sid"])
+    run = await keyturn("doctor")
+    assert run.failing() == [
+        f"FAIL  twilio messaging service {service['sid']}: incoming messages go to POST"
+        f" https://old.example.com/in, not POST {PUBLIC}/webhooks/twilio;"
+        " fix: run `keyturn connect`"
+    ]
+    assert (await keyturn("connect")).code == 0
+    assert (await keyturn("doctor")).code == 0
+
+
+async def test_doctor_fails_a_public_url_that_is_not_https(live: Providers) -> None:
+    live.env.setenv("KEYTURN_PUBLIC_URL", "http://rentals.keyturn.example")
+    run = await keyturn("doctor")
+    assert run.code == 1
+    assert run.failing()[0].startswith("FAIL  public url: KEYTURN_PUBLIC_URL: must be the https")
