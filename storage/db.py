@@ -164,6 +164,12 @@ async def migrate(database_url: str) -> list[str]:
     return applied
 
 
+def database_missing(database_url: str) -> bool:
+    """True for a SQLite URL whose file does not exist (opening it would create it)."""
+    path = _sqlite_path(database_url)
+    return path is not None and not path.exists()
+
+
 async def pending_migrations() -> list[str]:
     """The migrations ``migrate`` would apply to the open database, by name; changes nothing
     (an unmigrated database has no migration table, and every migration is pending)."""

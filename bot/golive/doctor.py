@@ -39,10 +39,15 @@ async def diagnose(settings: Settings) -> list[Check]:
         public = settings.public_url.rstrip("/")
         found = [failed("public url", str(err), "set KEYTURN_PUBLIC_URL to https://…")]
     found += await _providers(settings, public)
+    where = db.redacted_url(settings.database_url)
+    if db.database_missing(settings.database_url):
+        return [
+            *found,
+            failed("database", f"{where} does not exist", "run `keyturn migrate`"),
+        ]
     try:
         await db.open_database(settings.database_url)
     except Exception as err:  # any driver's error: the check says it, in one line
-        where = db.redacted_url(settings.database_url)
         return [
             *found,
             failed(

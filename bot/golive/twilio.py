@@ -88,10 +88,16 @@ async def connect(settings: TwilioSettings, public_url: str) -> list[str]:
                 client.messaging.v1.services(settings.messaging_service_sid).fetch_async()
             )
             label = f"twilio messaging service {service.sid}"
-            if service.inbound_request_url == url and service.inbound_method == "POST":
+            if _service_posts_to(service, url):
                 lines.append(f"{label}: unchanged: posts incoming messages to {url}")
             else:
-                await _ask(service.update_async(inbound_request_url=url, inbound_method="POST"))
+                await _ask(
+                    service.update_async(
+                        inbound_request_url=url,
+                        inbound_method="POST",
+                        use_inbound_webhook_on_number=False,
+                    )
+                )
                 lines.append(f"{label}: incoming messages now posted to {url}")
         elif settings.sms_from is not None:
             number = await _number(account, settings.sms_from)
@@ -108,6 +114,16 @@ async def connect(settings: TwilioSettings, public_url: str) -> list[str]:
         if settings.whatsapp_from is not None:
             lines.append(await _connect_sender(client, settings.whatsapp_from, url))
     return lines
+
+
+def _service_posts_to(service: Any, url: str) -> bool:
+    """The service itself posts its numbers' messages to ``url`` (with "use inbound webhook on
+    number" on, each number's own ``sms_url`` would be used instead)."""
+    return bool(
+        service.inbound_request_url == url
+        and service.inbound_method == "POST"
+        and not service.use_inbound_webhook_on_number
+    )
 
 
 async def _number(account: Any, phone: str) -> Any:
@@ -174,6 +190,9 @@ async def _inbound(client: Any, account: Any, settings: TwilioSettings, url: str
         )
         name = f"twilio messaging service {service.sid}"
         given, method = service.inbound_request_url, service.inbound_method
+        if service.use_inbound_webhook_on_number:
+            detail = "it passes incoming messages to each number's own URL"
+            return [failed(name, detail + " (use inbound webhook on number)", CONNECT)]
     elif settings.sms_from is not None:
         number = await _number(account, settings.sms_from)
         name = f"twilio sms {settings.sms_from}"

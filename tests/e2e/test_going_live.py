@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,7 +416,9 @@ def _bad_twilio_token(p: Providers) -> None:
 
 
 def _unmigrated(p: Providers) -> None:
-    p.env.setenv("KEYTURN_DATABASE_URL", f"sqlite://{p.tmp}/fresh.sqlite3")
+    fresh = p.tmp / "fresh.sqlite3"
+    sqlite3.connect(fresh).close()  # an empty database: no table, no migration applied
+    p.env.setenv("KEYTURN_DATABASE_URL", f"sqlite://{fresh}")
 
 
 def _unknown_lock(p: Providers) -> None:
@@ -472,7 +476,7 @@ def _whatsapp_elsewhere(p: Providers) -> None:
             " https://old.example.com/sms",
         ),
         (_bad_twilio_token, "FAIL  twilio account: Twilio: "),
-        (_unmigrated, "FAIL  database: "),
+        (_unmigrated, "FAIL  database: "),  # how many: see the test below
         (_unknown_lock, f"FAIL  lock yard-gate: seam knows no device {GATE_DEVICE}"),
         (_no_key, "FAIL  encryption key: KEYTURN_ENCRYPTION_KEY is not set"),
         (_no_signing_secret, "FAIL  stripe signing secret: STRIPE_WEBHOOK_SECRET is not set"),
@@ -555,6 +559,37 @@ async def test_doctor_checks_the_messaging_service_when_one_is_named(
     ]
     assert (await keyturn("connect")).code == 0
     assert (await keyturn("doctor")).code == 0
+
+    service["use_inbound_webhook_on_number"] = True  # each number's own sms_url wins
+    deferring = await keyturn("doctor")
+    assert [line.split(";")[0] for line in deferring.failing()] == [
+        f"FAIL  twilio messaging service {service['sid']}: it passes incoming messages to each"
+        " number's own URL (use inbound webhook on number)"
+    ]
+    assert (await keyturn("connect")).code == 0
+    assert service["use_inbound_webhook_on_number"] is False
+    assert (await keyturn("doctor")).code == 0
+
+
+async def test_doctor_names_the_migrations_not_applied(live: Providers) -> None:
+    _unmigrated(live)
+    run = await keyturn("doctor")
+    [line] = run.failing()
+    assert re.fullmatch(
+        r"FAIL  database: \d+ migrations not applied \(models\.0001_initial … models\.\d{4}_\w+\);"
+        r" fix: run `keyturn migrate`",
+        line,
+    ), line
+
+
+async def test_doctor_says_a_database_that_does_not_exist(live: Providers) -> None:
+    missing = live.tmp / "elsewhere" / "keyturn.sqlite3"
+    live.env.setenv("KEYTURN_DATABASE_URL", f"sqlite://{missing}")
+    run = await keyturn("doctor")
+    assert run.failing() == [
+        f"FAIL  database: sqlite://{missing} does not exist; fix: run `keyturn migrate`"
+    ]
+    assert not missing.exists()  # the doctor created nothing
 
 
 async def test_doctor_fails_a_public_url_that_is_not_https(live: Providers) -> None:

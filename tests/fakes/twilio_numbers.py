@@ -263,6 +263,11 @@ class TwilioRegistry:
                 changes["inbound_request_url"] = _url(given) if given else None
             if "InboundMethod" in form:
                 changes["inbound_method"] = _method(form["InboundMethod"])
+            if "UseInboundWebhookOnNumber" in form:
+                flag = form["UseInboundWebhookOnNumber"]
+                if flag not in ("true", "false"):
+                    raise RegistryError(400, 20001, f"Invalid UseInboundWebhookOnNumber: {flag}")
+                changes["use_inbound_webhook_on_number"] = flag == "true"
         except RegistryError as err:
             return _error(err)
         service.update(changes)
