@@ -74,10 +74,12 @@ async def checks(settings: SeamSettings, public_url: str) -> list[Check]:
         async with _client(settings) as seam:
             workspace: Any = await _ask(seam.workspaces.get())
             found = [passed("seam workspace", f"{workspace.name} ({workspace.workspace_id})")]
-            webhook = await _ours(seam, url)
+            try:
+                found.append(_webhook(await _ours(seam, url), url))
+            except ProviderFailed as err:
+                found.append(failed("seam webhook", str(err), "run `keyturn doctor` again later"))
     except ProviderFailed as err:
         return [failed("seam workspace", str(err), "check SEAM_API_KEY (Seam Console, API keys)")]
-    found.append(_webhook(webhook, url))
     if not settings.webhook_secret:
         found.append(
             failed(

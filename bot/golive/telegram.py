@@ -50,15 +50,23 @@ async def connect(settings: TelegramSettings, public_url: str) -> list[str]:
 
 
 async def checks(settings: TelegramSettings, public_url: str) -> list[Check]:
+    channel = TelegramChannel(settings.bot_token, api_base=settings.api_base)
     try:
-        async with _bot(settings) as channel:
-            found = [passed("telegram bot", f"@{channel.bot.username} answers getMe")]
+        await channel.start()
+    except ChannelError as err:
+        return [failed("telegram bot", one_line(err), "check TELEGRAM_BOT_TOKEN (from @BotFather)")]
+    try:
+        found = [passed("telegram bot", f"@{channel.bot.username} answers getMe")]
+        try:
             found += await _webhook(channel, webhook_url(public_url))
-            if settings.ops_chat_id is not None:
-                found.append(await _ops_chat(channel, settings.ops_chat_id))
-            return found
-    except ProviderFailed as err:
-        return [failed("telegram bot", str(err), "check TELEGRAM_BOT_TOKEN (from @BotFather)")]
+        except TelegramError as err:
+            said = f"getWebhookInfo failed: {one_line(err)}"
+            found.append(failed("telegram webhook", said, "run `keyturn doctor` again later"))
+        if settings.ops_chat_id is not None:
+            found.append(await _ops_chat(channel, settings.ops_chat_id))
+        return found
+    finally:
+        await channel.stop()
 
 
 async def _webhook(channel: TelegramChannel, url: str) -> list[Check]:

@@ -445,6 +445,14 @@ def _wrong_igloohome_secret(p: Providers) -> None:
     p.env.setenv("IGLOOHOME_CLIENT_SECRET", "not-the-secret")
 
 
+def _telegram_down(p: Providers) -> None:
+    p.telegram.fail_next("getWebhookInfo", status=502, description="Bad Gateway")
+
+
+def _seam_list_fails(p: Providers) -> None:
+    p.seam.fail_next(10, path="/webhooks/list")  # the SDK retries reads
+
+
 def _whatsapp_elsewhere(p: Providers) -> None:
     [sender] = p.twilio.registry.senders.values()
     sender["webhook"]["callback_url"] = "https://old.example.com/whatsapp"
@@ -482,6 +490,8 @@ def _whatsapp_elsewhere(p: Providers) -> None:
         (_no_signing_secret, "FAIL  stripe signing secret: STRIPE_WEBHOOK_SECRET is not set"),
         (_bot_left_the_group, f"FAIL  ops chat: chat {OPS_CHAT} cannot be read: Chat not found"),
         (_wrong_nuki_token, "FAIL  nuki credentials: "),
+        (_telegram_down, "FAIL  telegram webhook: getWebhookInfo failed: "),
+        (_seam_list_fails, "FAIL  seam webhook: Seam"),
         (_wrong_igloohome_secret, "FAIL  igloohome credentials: "),
         (
             _whatsapp_elsewhere,
