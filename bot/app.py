@@ -87,7 +87,7 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     if settings.stripe is not None:
         from bot.payments.webhook import setup_stripe_webhook
 
-        setup_stripe_webhook(app, settings.stripe.webhook_secret)
+        setup_stripe_webhook(app, settings.stripe.signing_secret())
     if workers:
         app.cleanup_ctx.append(_workers)
     setup_return_page(app)

@@ -1,4 +1,5 @@
-"""The ``keyturn`` command: serve, demo, migrate, inventory, locks and staff codes."""
+"""The ``keyturn`` command: serve, demo, migrate, inventory, locks, staff codes, deposits, and
+``connect`` / ``doctor`` for going live (``bot.golive``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cryptography.fernet import Fernet
 from bot.app import Runtime, StartupError, build_runtime, create_app
 from bot.channels import ChannelError
 from bot.config import Settings, SettingsError
+from bot.golive import COMMANDS as GOLIVE_COMMANDS
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from flows.clock import SystemClock
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
@@ -84,7 +86,7 @@ def _redact_configured_secrets() -> None:
     """Every command logs without the secrets in the environment (a malformed one is reported
     by the command itself)."""
     try:
-        secrets = settings_secrets(Settings.from_env(dict(os.environ)))
+        secrets = settings_secrets(Settings.from_env(dict(os.environ), receiving=False))
     except SettingsError:
         secrets = []
     redact_secrets_in_logs(secrets)
@@ -176,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the code's number, as `codes staff` printed it",
     )
     revoke.set_defaults(run=_codes_revoke)
+    for name, summary, run in GOLIVE_COMMANDS:
+        commands.add_parser(name, help=summary).set_defaults(run=run)
     return parser
 
 
@@ -184,12 +188,14 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default KEYTURN_PORT or 8080)")
 
 
-def _settings(env: dict[str, str] | None = None) -> Settings:
-    return Settings.from_env(env if env is not None else dict(os.environ))
+def _settings(env: dict[str, str] | None = None, *, receiving: bool = False) -> Settings:
+    """The settings a command needs: only ``serve`` receives webhooks, so only it needs the
+    secrets they are verified with."""
+    return Settings.from_env(env if env is not None else dict(os.environ), receiving=receiving)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _settings(receiving=True)
     settings.require_encryption_key()
     if args.sandbox:
         _refuse_public_sandbox(args.host or settings.host)

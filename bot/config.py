@@ -28,6 +28,9 @@ class TwilioSettings:
     sms_from: str | None
     whatsapp_from: str | None
     api_base: str | None
+    #: When set, renters' SMS reach Keyturn through this Messaging Service's inbound URL
+    #: (``keyturn connect`` sets it there instead of on the number).
+    messaging_service_sid: str | None = None
     #: Approved WhatsApp Content templates by message kind, for messages outside 24 hours.
     whatsapp_templates: Mapping[str, str] = field(default_factory=dict)
     #: Countries (ISO 3166 alpha-2) where an SMS renter is asked for an ID photo by MMS; the
@@ -46,8 +49,18 @@ class TelegramSettings:
 @dataclass(frozen=True)
 class StripeSettings:
     api_key: str
-    webhook_secret: str
+    #: None only where the command does not receive Stripe's events (``keyturn connect`` and
+    #: ``doctor``, which run with ``STRIPE_API_KEY`` alone: connect prints the secret to store).
+    webhook_secret: str | None
     api_base: str | None
+
+    def signing_secret(self) -> str:
+        if not self.webhook_secret:
+            raise SettingsError(
+                "STRIPE_WEBHOOK_SECRET: missing (needed because STRIPE_API_KEY is set;"
+                " `keyturn connect` prints it when it registers the webhook)"
+            )
+        return self.webhook_secret
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,10 @@ class Settings:
     damage_review_hours: int = 12
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
+    def from_env(cls, env: Mapping[str, str], *, receiving: bool = True) -> Settings:
+        """``receiving=False`` is for commands that register or check webhooks without
+        receiving any (``connect``, ``doctor``): the signing secrets they would verify with
+        may still be missing."""
         reader = _Reader(env)
         port = reader.integer("KEYTURN_PORT", default=8080, low=1, high=65535)
         host = reader.text("KEYTURN_HOST", default="127.0.0.1")
@@ -149,7 +165,7 @@ class Settings:
             ),
             twilio=_twilio(reader),
             telegram=_telegram(reader),
-            stripe=_stripe(reader),
+            stripe=_stripe(reader, receiving=receiving),
             seam=_seam(reader),
             igloohome=_igloohome(reader),
             nuki=_nuki(reader),
@@ -319,9 +335,16 @@ def _twilio(r: _Reader) -> TwilioSettings | None:
         sms_from=sms_from,
         whatsapp_from=whatsapp_from,
         api_base=r.optional_url("TWILIO_API_BASE"),
+        messaging_service_sid=_messaging_service(r.raw("TWILIO_MESSAGING_SERVICE_SID")),
         whatsapp_templates=_templates(r.raw("TWILIO_WHATSAPP_TEMPLATES")),
         mms_countries=_countries(r.raw("TWILIO_MMS_COUNTRIES")),
     )
+
+
+def _messaging_service(raw: str | None) -> str | None:
+    if raw is not None and not re.fullmatch(r"MG[0-9a-fA-F]{32}", raw):
+        raise SettingsError("TWILIO_MESSAGING_SERVICE_SID: must be MG followed by 32 hex digits")
+    return raw
 
 
 def _countries(raw: str | None) -> frozenset[str]:
@@ -369,7 +392,7 @@ def _telegram(r: _Reader) -> TelegramSettings | None:
     )
 
 
-def _stripe(r: _Reader) -> StripeSettings | None:
+def _stripe(r: _Reader, *, receiving: bool) -> StripeSettings | None:
     key = r.raw("STRIPE_API_KEY")
     if key is None:
         return None
@@ -377,7 +400,11 @@ def _stripe(r: _Reader) -> StripeSettings | None:
         raise SettingsError("STRIPE_API_KEY: must be a secret or restricted key (sk_… or rk_…)")
     return StripeSettings(
         api_key=key,
-        webhook_secret=r.required("STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"),
+        webhook_secret=(
+            r.required("STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY")
+            if receiving
+            else r.raw("STRIPE_WEBHOOK_SECRET")
+        ),
         api_base=r.optional_url("STRIPE_API_BASE"),
     )
 

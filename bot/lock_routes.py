@@ -16,6 +16,7 @@ from locks.seam import SeamEvent, SeamWebhookInvalid, SeamWebhookUnreadable, ver
 log = logging.getLogger(__name__)
 MAX_BODY = 256 * 1024
 SEAM_SECRET = web.AppKey("seam_webhook_secret", str)
+SEAM_WEBHOOK_PATH = "/webhooks/seam"
 
 SEAM_KINDS = {
     "access_code.set_on_device": LockEventKind.CODE_SET,
@@ -27,11 +28,13 @@ SEAM_KINDS = {
     "device.low_battery": LockEventKind.LOW_BATTERY,
     "lock.unlocked": LockEventKind.UNLOCKED,
 }
+#: What Seam's webhook subscribes to: the events Keyturn acts on.
+SEAM_EVENTS = tuple(sorted(SEAM_KINDS))
 
 
 def setup_seam_webhook(app: web.Application, secret: str) -> None:
     app[SEAM_SECRET] = secret
-    app.router.add_post("/webhooks/seam", seam_webhook)
+    app.router.add_post(SEAM_WEBHOOK_PATH, seam_webhook)
 
 
 async def apply_lock_event(event: LockEvent, now: datetime) -> bool:

@@ -14,6 +14,7 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 from tortoise.transactions import in_transaction
 
 from storage.models import AuditEvent, Location
@@ -35,15 +36,19 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     name = connection_name(database_url)
     return {
         "connections": {name: _connection_config(database_url)},
-        "apps": {
-            APP_LABEL: {
-                "models": [MODELS_MODULE],
-                "default_connection": name,
-                "migrations": MIGRATIONS_MODULE,
-            }
-        },
+        "apps": _apps(name),
         "use_tz": True,
         "timezone": "UTC",
+    }
+
+
+def _apps(connection: str) -> dict[str, Any]:
+    return {
+        APP_LABEL: {
+            "models": [MODELS_MODULE],
+            "default_connection": connection,
+            "migrations": MIGRATIONS_MODULE,
+        }
     }
 
 
@@ -157,6 +162,21 @@ async def migrate(database_url: str) -> list[str]:
     finally:
         await Tortoise.close_connections()
     return applied
+
+
+def database_missing(database_url: str) -> bool:
+    """True for a SQLite URL whose file does not exist (opening it would create it)."""
+    path = _sqlite_path(database_url)
+    return path is not None and not path.exists()
+
+
+async def pending_migrations() -> list[str]:
+    """The migrations ``migrate`` would apply to the open database, by name; changes nothing
+    (an unmigrated database has no migration table, and every migration is pending)."""
+    client = connection()
+    executor = MigrationExecutor(client, _apps(client.connection_name))
+    steps = await executor.plan([MigrationTarget(app_label=APP_LABEL, name="__latest__")])
+    return [f"{step.migration.app_label}.{step.migration.name}" for step in steps]
 
 
 async def ping() -> bool:

@@ -91,6 +91,9 @@ _EVENT_KINDS: Final[dict[str, PaymentEventKind]] = {
     "identity.verification_session.requires_input": PaymentEventKind.IDENTITY_NEEDS_INPUT,
 }
 
+#: Every event type Keyturn acts on: its webhook endpoint subscribes to these and no more.
+HANDLED_EVENTS: Final = tuple(sorted({"checkout.session.completed", *_EVENT_KINDS}))
+
 
 def _redact(text: str) -> str:
     return _SECRET_PATTERN.sub("[redacted]", text)

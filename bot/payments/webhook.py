@@ -15,11 +15,12 @@ from bot.webhook_body import read_capped
 log = logging.getLogger(__name__)
 MAX_BODY = 512 * 1024
 STRIPE_SECRET = web.AppKey("stripe_webhook_secret", str)
+WEBHOOK_PATH = "/webhooks/stripe"
 
 
 def setup_stripe_webhook(app: web.Application, secret: str) -> None:
     app[STRIPE_SECRET] = secret
-    app.router.add_post("/webhooks/stripe", stripe_webhook)
+    app.router.add_post(WEBHOOK_PATH, stripe_webhook)
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:

@@ -83,12 +83,28 @@ async def _telegram_application(app: web.Application) -> AsyncIterator[None]:
         if hook.public_url is not None and not hook.public_url.startswith("https://"):
             log.warning("telegram webhook not set: Telegram only posts to an https public URL")
         elif hook.public_url is not None:
-            await hook.channel.set_webhook(
-                hook.public_url + WEBHOOK_PATH, hook.secret, allowed_updates=hook.allowed_updates
-            )
+            await register_webhook(hook.channel, hook.public_url, hook.secret, hook.allowed_updates)
         yield
     finally:
         await hook.channel.stop()
+
+
+def webhook_url(public_url: str) -> str:
+    """Where Telegram posts updates for a service reachable at ``public_url``."""
+    return public_url.rstrip("/") + WEBHOOK_PATH
+
+
+async def register_webhook(
+    channel: TelegramChannel,
+    public_url: str,
+    secret: str,
+    allowed_updates: Sequence[str] = RENTER_UPDATES,
+) -> str:
+    """Point Telegram at this service (what ``serve`` does at start-up and ``keyturn connect``
+    does on demand); returns the webhook URL."""
+    url = webhook_url(public_url)
+    await channel.set_webhook(url, secret, allowed_updates=tuple(allowed_updates))
+    return url
 
 
 async def telegram_webhook(request: web.Request) -> web.Response:

@@ -35,6 +35,11 @@ Unlocking returns a pending action attempt that ``/action_attempts/get`` resolve
 make the next requests fail or hang, ``lose_answer_next`` carries one out and drops its answer,
 and ``sign_webhook`` produces Svix-signed webhook
 deliveries like Seam's.
+
+``/workspaces/get`` answers the workspace the key belongs to. Webhooks (``/webhooks/create``,
+``list``, ``get``, ``update``, ``delete``) are kept in ``webhooks``, each with its Svix secret;
+a URL that is not http(s), an event type Seam does not send, or an unknown ``webhook_id``
+(``webhook_not_found``) is refused.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from svix.webhooks import Webhook
@@ -189,6 +195,24 @@ class FakeSeam:
         self.unmanaged_codes: dict[str, list[str]] = {}
         self.action_attempts: dict[str, Json] = {}
         self.events: list[Json] = []
+        #: Webhooks by id, as ``/webhooks/get`` answers them (their secret included).
+        self.webhooks: dict[str, Json] = {}
+        self.workspace: Json = {
+            "workspace_id": WORKSPACE_ID,
+            "name": "Keyturn Rentals",
+            "company_name": "Keyturn Rentals",
+            "connect_partner_name": "Keyturn Rentals",
+            "is_sandbox": True,
+            "is_suspended": False,
+            "is_publishable_key_auth_enabled": False,
+            "connect_webview_customization": {
+                "inviter_logo_url": None,
+                "logo_shape": "circle",
+                "primary_button_color": "#232426",
+                "primary_button_text_color": "#FFFFFF",
+                "success_message": None,
+            },
+        }
         #: Every request that reached the fake, as (method, path), failures and hangs included.
         self.requests: list[tuple[str, str]] = []
         #: How the next unlock's action attempt ends: "success", "pending" (forever), or an
@@ -384,6 +408,12 @@ class FakeSeam:
             ("/access_codes/list", "GET POST", self._access_codes_list),
             ("/locks/unlock_door", "POST", self._locks_unlock_door),
             ("/action_attempts/get", "GET POST", self._action_attempts_get),
+            ("/workspaces/get", "GET POST", self._workspaces_get),
+            ("/webhooks/create", "POST", self._webhooks_create),
+            ("/webhooks/list", "GET POST", self._webhooks_list),
+            ("/webhooks/get", "GET POST", self._webhooks_get),
+            ("/webhooks/update", "PUT POST", self._webhooks_update),
+            ("/webhooks/delete", "DELETE POST", self._webhooks_delete),
         ]
         for path, methods, handler in routes:
             for method in methods.split():
@@ -835,6 +865,52 @@ class FakeSeam:
         self.action_attempts[attempt["action_attempt_id"]] = attempt
         return attempt
 
+    async def _workspaces_get(self, request: web.Request) -> web.Response:
+        return _ok(workspace=self.workspace)
+
+    def _webhook(self, params: Json) -> Json:
+        webhook_id = _required_str(params, "webhook_id")
+        if webhook_id not in self.webhooks:
+            raise SeamApiError(404, "webhook_not_found", "Webhook not found")
+        return self.webhooks[webhook_id]
+
+    async def _webhooks_create(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        url = _required_str(params, "url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid_input("url", "Invalid url")
+        events = _event_types(params.get("event_types", list(SEAM_EVENT_TYPES)))
+        webhook_id = str(uuid.uuid4())
+        secret = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
+        self.webhooks[webhook_id] = {
+            "webhook_id": webhook_id,
+            "url": url,
+            "event_types": events,
+            "secret": secret,
+        }
+        return _ok(webhook=self.webhooks[webhook_id])
+
+    async def _webhooks_list(self, request: web.Request) -> web.Response:
+        await _params(request)
+        return _ok(webhooks=list(self.webhooks.values()))
+
+    async def _webhooks_get(self, request: web.Request) -> web.Response:
+        return _ok(webhook=self._webhook(await _params(request)))
+
+    async def _webhooks_update(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        webhook = self._webhook(params)
+        if "event_types" not in params:
+            raise invalid_input("event_types", "Required")
+        webhook["event_types"] = _event_types(params["event_types"])
+        return _ok()
+
+    async def _webhooks_delete(self, request: web.Request) -> web.Response:
+        params = await _params(request)
+        del self.webhooks[self._webhook(params)["webhook_id"]]
+        return _ok()
+
     def _page(self, params: Json, key: str, items: list[Json]) -> web.Response:
         limit = int(params.get("limit") or self.page_size)
         limit = max(1, min(limit, self.page_size))
@@ -878,6 +954,42 @@ class FakeSeam:
         event.update(extra)
         self.events.append(event)
         return event
+
+
+#: Event types a Seam webhook may subscribe to (the lock and access code ones; Seam has more).
+SEAM_EVENT_TYPES = (
+    "access_code.created",
+    "access_code.changed",
+    "access_code.scheduled_on_device",
+    "access_code.set_on_device",
+    "access_code.removed_from_device",
+    "access_code.delay_in_setting_on_device",
+    "access_code.failed_to_set_on_device",
+    "access_code.deleted",
+    "access_code.delay_in_removing_from_device",
+    "access_code.failed_to_remove_from_device",
+    "access_code.modified_external_to_seam",
+    "access_code.deleted_external_to_seam",
+    "access_code.unmanaged.converted_to_managed",
+    "connected_account.connected",
+    "connected_account.disconnected",
+    "device.connected",
+    "device.disconnected",
+    "device.low_battery",
+    "device.battery_status_changed",
+    "device.tampered",
+    "lock.locked",
+    "lock.unlocked",
+    "lock.access_denied",
+)
+
+
+def _event_types(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise invalid_input("event_types", "Expected an array of strings")
+    if unknown := [v for v in value if v not in SEAM_EVENT_TYPES]:
+        raise invalid_input("event_types", f"Invalid event type: {unknown[0]}")
+    return list(value)
 
 
 def _public(attempt: Json) -> Json:

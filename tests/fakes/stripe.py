@@ -28,6 +28,12 @@ and ``identity_needs_input`` do the same for their events. Every state change re
 Stripe would send in ``events``; ``delivery(type)`` signs the latest one like Stripe
 (``Stripe-Signature: t=...,v1=HMAC-SHA256(secret, f"{t}.{body}")``). ``fail_next`` and
 ``hang_next`` make the next requests fail or hang; ``calls`` records every request.
+
+Webhook endpoints (``/v1/webhook_endpoints``: create, list, retrieve, update, delete) are kept in
+``webhook_endpoints``; the ``secret`` comes back only from the create call, as on Stripe. They
+refuse a URL that is not http(s) or not public (localhost, loopback), an ``enabled_events``
+that is missing or names an event Stripe does not have, and a seventeenth endpoint (Stripe allows
+16 per mode). ``GET /v1/account`` answers the account the key belongs to.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -310,6 +317,73 @@ def _metadata(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return {k: v for k, v in value.items() if v != ""}
 
 
+#: Stripe allows this many webhook endpoints per mode.
+MAX_WEBHOOK_ENDPOINTS = 16
+#: Event types the fake knows (Stripe's list is longer; these are the ones tests name).
+EVENT_TYPES = frozenset(
+    {
+        "*",
+        "account.updated",
+        "charge.captured",
+        "charge.failed",
+        "charge.refunded",
+        "charge.succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "customer.created",
+        "identity.verification_session.canceled",
+        "identity.verification_session.created",
+        "identity.verification_session.processing",
+        "identity.verification_session.requires_input",
+        "identity.verification_session.verified",
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.canceled",
+        "payment_intent.created",
+        "payment_intent.payment_failed",
+        "payment_intent.succeeded",
+        "refund.created",
+        "refund.updated",
+    }
+)
+
+
+def _endpoint_url(params: Mapping[str, Any], *, required: bool = False) -> str | None:
+    url = _url(params, "url", required=required)
+    host = (urlsplit(url).hostname or "") if url else ""
+    if url and (host == "localhost" or host.startswith("127.") or host == "[::1]"):
+        raise invalid(
+            "Invalid URL: URL must be publicly accessible. Consider using a tool like the Stripe"
+            " CLI to test webhooks locally: https://github.com/stripe/stripe-cli",
+            param="url",
+            code="url_invalid",
+        )
+    return url
+
+
+def _enabled_events(params: Mapping[str, Any], *, required: bool = False) -> list[str]:
+    events = params.get("enabled_events")
+    if events is None or events == "":
+        if required:
+            raise missing("enabled_events")
+        return []
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise invalid("Invalid array: enabled_events", param="enabled_events")
+    for index, event in enumerate(events):
+        if event not in EVENT_TYPES:
+            raise invalid(
+                f"Invalid enabled_events[{index}]: must be one of the event types Stripe sends,"
+                f" not {event!r}",
+                param=f"enabled_events[{index}]",
+            )
+    return list(events)
+
+
+def _without_secret(endpoint: Json) -> Json:
+    return {key: value for key, value in endpoint.items() if key != "secret"}
+
+
 def _new_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
 
@@ -378,6 +452,23 @@ class FakeStripe:
         self.customers: dict[str, Json] = {}
         self.payment_methods: dict[str, Json] = {}
         self.verification_sessions: dict[str, Json] = {}
+        #: Webhook endpoints by id, as Stripe holds them (secrets included).
+        self.webhook_endpoints: dict[str, Json] = {}
+        self.account: Json = {
+            "id": "acct_1KeyturnFakeAcct",
+            "object": "account",
+            "business_profile": {"name": "Keyturn Rentals", "url": None},
+            "business_type": "company",
+            "capabilities": {"card_payments": "active", "transfers": "active"},
+            "charges_enabled": True,
+            "country": "DE",
+            "default_currency": "eur",
+            "details_submitted": True,
+            "email": "owner@keyturn.example",
+            "payouts_enabled": True,
+            "settings": {"dashboard": {"display_name": "Keyturn Rentals", "timezone": "UTC"}},
+            "type": "standard",
+        }
         #: The parameters each verification session was created with.
         self.identity_params: dict[str, Json] = {}
         #: Every event Stripe would have sent, oldest first.
@@ -543,6 +634,12 @@ class FakeStripe:
             ("POST", "/v1/refunds", self._refunds_create),
             ("POST", "/v1/identity/verification_sessions", self._identity_create),
             ("GET", "/v1/identity/verification_sessions/{id}", self._identity_retrieve),
+            ("POST", "/v1/webhook_endpoints", self._endpoints_create),
+            ("GET", "/v1/webhook_endpoints", self._endpoints_list),
+            ("GET", "/v1/webhook_endpoints/{id}", self._endpoints_retrieve),
+            ("POST", "/v1/webhook_endpoints/{id}", self._endpoints_update),
+            ("DELETE", "/v1/webhook_endpoints/{id}", self._endpoints_delete),
+            ("GET", "/v1/account", self._account_retrieve),
             ("GET", "/pay/{id}", self._checkout_page),
             ("GET", "/verify/{id}", self._identity_page),
         ]
@@ -1208,6 +1305,84 @@ class FakeStripe:
         return self._ok(session)
 
     # --- the pages the renter opens ---------------------------------------------------------
+
+    # --- webhook endpoints and the account ------------------------------------------------
+
+    def _endpoint(self, request: web.Request) -> Json:
+        endpoint_id = request.match_info["id"]
+        if endpoint_id not in self.webhook_endpoints:
+            raise no_such("webhook endpoint", endpoint_id, "id")
+        return self.webhook_endpoints[endpoint_id]
+
+    async def _endpoints_create(self, request: web.Request) -> web.Response:
+        params = _params(request)
+        _known(params, ("url", "enabled_events", "description", "api_version", "metadata"))
+        url = _endpoint_url(params, required=True)
+        events = _enabled_events(params, required=True)
+        if len(self.webhook_endpoints) >= MAX_WEBHOOK_ENDPOINTS:
+            raise invalid(
+                f"You have reached the maximum of {MAX_WEBHOOK_ENDPOINTS} test webhook endpoints."
+            )
+        endpoint_id = _new_id("we_")
+        self.webhook_endpoints[endpoint_id] = {
+            "id": endpoint_id,
+            "object": "webhook_endpoint",
+            "api_version": _text(params, "api_version"),
+            "application": None,
+            "created": self._ts(),
+            "description": _text(params, "description"),
+            "enabled_events": events,
+            "livemode": False,
+            "metadata": _metadata(params),
+            "secret": "whsec_" + "".join(secrets.choice(_ALNUM) for _ in range(32)),
+            "status": "enabled",
+            "url": url,
+        }
+        return self._ok(self.webhook_endpoints[endpoint_id])
+
+    async def _endpoints_list(self, request: web.Request) -> web.Response:
+        params = _params(request)
+        _known(params, ("limit", "starting_after", "ending_before"))
+        limit = _integer(params, "limit") or 10
+        if not 1 <= limit <= 100:
+            raise invalid("Invalid integer: limit must be between 1 and 100", param="limit")
+        listed = [_without_secret(e) for e in reversed(self.webhook_endpoints.values())]
+        return self._ok(
+            {
+                "object": "list",
+                "data": listed[:limit],
+                "has_more": len(listed) > limit,
+                "url": "/v1/webhook_endpoints",
+            }
+        )
+
+    async def _endpoints_retrieve(self, request: web.Request) -> web.Response:
+        return self._ok(_without_secret(self._endpoint(request)))
+
+    async def _endpoints_update(self, request: web.Request) -> web.Response:
+        endpoint = self._endpoint(request)
+        params = _params(request)
+        _known(params, ("url", "enabled_events", "description", "disabled", "metadata"))
+        changes: Json = {}
+        if "url" in params:
+            changes["url"] = _endpoint_url(params)
+        if "enabled_events" in params:
+            changes["enabled_events"] = _enabled_events(params)
+        if "description" in params:
+            changes["description"] = _text(params, "description")
+        disabled = _boolean(params, "disabled")
+        if disabled is not None:
+            changes["status"] = "disabled" if disabled else "enabled"
+        endpoint.update(changes)
+        return self._ok(_without_secret(endpoint))
+
+    async def _endpoints_delete(self, request: web.Request) -> web.Response:
+        endpoint = self._endpoint(request)
+        del self.webhook_endpoints[endpoint["id"]]
+        return self._ok({"id": endpoint["id"], "object": "webhook_endpoint", "deleted": True})
+
+    async def _account_retrieve(self, request: web.Request) -> web.Response:
+        return self._ok(self.account)
 
     async def _checkout_page(self, request: web.Request) -> web.Response:
         session = self.sessions.get(request.match_info["id"])

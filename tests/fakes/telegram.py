@@ -17,7 +17,14 @@ It refuses what Telegram refuses:
   bytes (``BUTTON_DATA_INVALID``), an unknown ``message_thread_id``, forum topics in a chat that is
   not a forum, editing a message that does not exist or into the same content, answering a callback
   query twice or one that never existed, an unknown ``file_id``, a webhook that is not HTTPS or a
-  secret token with characters Telegram does not allow.
+  secret token with characters Telegram does not allow, an update type Telegram does not know in
+  ``allowed_updates``;
+- ``getChat`` / ``getChatMember`` of a chat the bot is not in → 400 ``chat not found``, of a user
+  not in the chat → 400 ``user not found``.
+
+What only Telegram knows about the webhook is set by the test: ``webhook_error(message)`` (the
+``last_error_date`` / ``last_error_message`` of ``getWebhookInfo``) and ``pending_updates``. In a
+group the bot is a plain member until ``make_admin(chat_id, can_manage_topics=...)``.
 
 ``fail_next`` / ``rate_limit_next`` / ``hang_next`` make the next calls of a method fail, answer 429
 with ``retry_after``, or hang until the server shuts down. Every call is recorded in ``calls``.
@@ -48,6 +55,49 @@ Method = Callable[["_Call"], Awaitable[Any]]
 
 _TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
 _SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+#: The Update fields ``allowed_updates`` may name (Bot API, Update).
+UPDATE_TYPES = frozenset(
+    {
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+        "business_connection",
+        "business_message",
+        "edited_business_message",
+        "deleted_business_messages",
+        "message_reaction",
+        "message_reaction_count",
+        "inline_query",
+        "chosen_inline_result",
+        "callback_query",
+        "shipping_query",
+        "pre_checkout_query",
+        "purchased_paid_media",
+        "poll",
+        "poll_answer",
+        "my_chat_member",
+        "chat_member",
+        "chat_join_request",
+        "chat_boost",
+        "removed_chat_boost",
+    }
+)
+#: A ChatMemberAdministrator's rights the Bot API always sends.
+_ADMIN_RIGHTS = (
+    "can_be_edited",
+    "is_anonymous",
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
 
 
 class BotApiError(Exception):
@@ -126,6 +176,11 @@ class FakeTelegram:
         self.callback_queries: dict[str, bool] = {}  # id → answered
         self.topics: dict[int, dict[int, Json]] = {}
         self.webhook: Json | None = None
+        #: ``getWebhookInfo``'s ``pending_update_count``: updates Telegram could not deliver yet.
+        self.pending_updates = 0
+        self._webhook_error: Json = {}
+        #: ChatMember objects of the bot, by chat id (groups only).
+        self.bot_members: dict[int, Json] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._release = asyncio.Event()
         self._update_ids = itertools.count(815_240_001)
@@ -137,6 +192,8 @@ class FakeTelegram:
             "setwebhook": self._set_webhook,
             "deletewebhook": self._delete_webhook,
             "getwebhookinfo": self._get_webhook_info,
+            "getchat": self._get_chat,
+            "getchatmember": self._get_chat_member,
             "sendmessage": self._send_message,
             "sendphoto": self._send_photo,
             "editmessagetext": self._edit_message_text,
@@ -255,7 +312,31 @@ class FakeTelegram:
             chat["is_forum"] = True
             self.topics.setdefault(chat_id, {})
         self.chats[chat_id] = chat
+        self.bot_members[chat_id] = {"status": "member", "user": self.bot_user}
         return chat
+
+    def make_admin(self, chat_id: int, *, can_manage_topics: bool = True) -> None:
+        """The bot is an administrator of the group (a ChatMemberAdministrator)."""
+        rights = dict.fromkeys(_ADMIN_RIGHTS, False) | {
+            "can_manage_chat": True,
+            "can_delete_messages": True,
+            "can_invite_users": True,
+            "can_pin_messages": True,
+        }
+        self.bot_members[chat_id] = {
+            "status": "administrator",
+            "user": self.bot_user,
+            **rights,
+            "can_manage_topics": can_manage_topics,
+        }
+
+    def webhook_error(self, message: str, *, at: int | None = None) -> None:
+        """The last delivery to the webhook failed with ``message`` (as Telegram words it,
+        e.g. "Wrong response from the webhook: 502 Bad Gateway")."""
+        self._webhook_error = {
+            "last_error_date": at if at is not None else int(time.time()),
+            "last_error_message": message,
+        }
 
     def block(self, chat_id: int) -> None:
         """The user blocked the bot: sending to them is forbidden from now on."""
@@ -425,8 +506,12 @@ class FakeTelegram:
         if secret is not None and not _SECRET_SHAPE.fullmatch(str(secret)):
             raise bad_request("secret token contains unallowed characters")
         allowed = _json_value(call.params, "allowed_updates", default=[])
-        if not isinstance(allowed, list):
+        if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
             raise bad_request("can't parse allowed updates")
+        if unknown := [a for a in allowed if a not in UPDATE_TYPES]:
+            raise bad_request(f"unsupported allowed update type: {unknown[0]}")
+        if self.webhook is None or self.webhook["url"] != url:
+            self._webhook_error = {}  # a new address starts with a clean record
         self.webhook = {"url": url, "secret_token": secret, "allowed_updates": allowed}
         return True
 
@@ -435,11 +520,62 @@ class FakeTelegram:
         return True
 
     async def _get_webhook_info(self, call: _Call) -> Json:
-        info: Json = {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+        info: Json = {
+            "url": "",
+            "has_custom_certificate": False,
+            "pending_update_count": self.pending_updates,
+        }
         if self.webhook:
             info["url"] = self.webhook["url"]
-            info["allowed_updates"] = self.webhook["allowed_updates"]
+            info["max_connections"] = 40
+            info["ip_address"] = "203.0.113.7"
+            if self.webhook["allowed_updates"]:
+                info["allowed_updates"] = self.webhook["allowed_updates"]
+            info.update(self._webhook_error)
         return info
+
+    def _group(self, params: Json) -> Json:
+        chat = self._chat(params)
+        if chat["type"] == "private" or chat["id"] not in self.bot_members:
+            return chat
+        if self.bot_members[chat["id"]]["status"] in ("left", "kicked"):
+            raise bad_request("chat not found")
+        return chat
+
+    async def _get_chat(self, call: _Call) -> Json:
+        """A ChatFullInfo, with the fields the Bot API always sends."""
+        chat = self._group(call.params)
+        gifts = dict.fromkeys(
+            (
+                "unlimited_gifts",
+                "limited_gifts",
+                "unique_gifts",
+                "premium_subscription",
+                "gifts_from_channels",
+            ),
+            False,
+        )
+        return {
+            **chat,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": gifts,
+        }
+
+    async def _get_chat_member(self, call: _Call) -> Json:
+        chat = self._group(call.params)
+        try:
+            user_id = int(call.params.get("user_id", ""))
+        except (TypeError, ValueError):
+            raise bad_request("user not found") from None
+        if user_id == self.bot_user["id"] and chat["id"] in self.bot_members:
+            return self.bot_members[chat["id"]]
+        if chat["type"] == "private" and user_id == chat["id"]:
+            return {
+                "status": "member",
+                "user": {"id": user_id, "is_bot": False, "first_name": chat.get("first_name", "")},
+            }
+        raise bad_request("user not found")
 
     async def _send_message(self, call: _Call) -> Json:
         chat = self._chat(call.params)

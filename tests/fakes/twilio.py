@@ -27,7 +27,8 @@ It speaks what the SDK 9.13 sends and what Twilio answers:
   deletions are in ``deleted_media`` as (message sid, media sid).
 
 ``inbound`` and ``status_callback`` build webhook posts signed like Twilio's
-(``RequestValidator.compute_signature`` over the public URL and the form).
+(``RequestValidator.compute_signature`` over the public URL and the form). ``registry`` holds
+the account, its numbers, Messaging Services and WhatsApp senders (``tests.fakes.twilio_numbers``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from aiohttp import BasicAuth, web
 from twilio.request_validator import RequestValidator
 
 from tests.fakes.server import running
+from tests.fakes.twilio_numbers import TwilioRegistry
 
 ACCOUNT_SID = "AC" + "0f" * 16
 AUTH_TOKEN = "5d6e" * 8
@@ -149,6 +151,8 @@ class FakeTwilio:
         #: The query of every Messages list request (a retried send looking for itself).
         self.lookups: list[dict[str, str]] = []
         self._stopping = asyncio.Event()
+        #: Where the account posts what renters send (numbers, services, WhatsApp senders).
+        self.registry = TwilioRegistry(account_sid, auth_token)
         self.app = self._api_app()
         self.cdn_app = self._cdn_app()
 
@@ -288,6 +292,7 @@ class FakeTwilio:
             "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}.json",
             self._media_delete,
         )
+        self.registry.add_routes(app)
         return app
 
     @web.middleware

@@ -52,6 +52,15 @@ def test_defaults_need_no_account() -> None:
         ),
         ({"STRIPE_API_KEY": "pk_live_1"}, "STRIPE_API_KEY"),
         ({"STRIPE_API_KEY": "sk_test_1"}, "STRIPE_WEBHOOK_SECRET"),
+        (
+            {
+                "TWILIO_ACCOUNT_SID": "AC123",
+                "TWILIO_AUTH_TOKEN": "t",
+                "TWILIO_SMS_FROM": "+15550100000",
+                "TWILIO_MESSAGING_SERVICE_SID": "PN" + "0" * 32,
+            },
+            "TWILIO_MESSAGING_SERVICE_SID",
+        ),
         ({"SEAM_API_KEY": "key"}, "SEAM_API_KEY"),
         ({"IGLOOHOME_CLIENT_ID": "id"}, "IGLOOHOME_CLIENT_SECRET"),
         ({"KEYTURN_MAX_UNPAID_PER_RENTER": "0"}, "KEYTURN_MAX_UNPAID_PER_RENTER"),
