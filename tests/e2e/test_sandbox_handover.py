@@ -106,8 +106,7 @@ async def test_an_early_return_of_the_cage_switches_its_codes_off(journey: Journ
     assert await renter.say("YES") == [
         "Thank you. Now lock Equipment cage: ladders and tools and reply DONE."
     ]
-    said = await renter.say("DONE"); print("SAID", said)
-    noted, confirmed_return = said
+    noted, confirmed_return = await renter.say("DONE")
     assert noted.splitlines() == [
         "Return of Equipment cage: ladders and tools noted: early.",
         "As you returned early, your codes are switched off now.",
