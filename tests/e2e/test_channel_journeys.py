@@ -376,6 +376,22 @@ async def return_confirmed(world: World, booking: Booking, returned: datetime) -
     await run_unit(done, returned)
 
 
+async def returned_by_chat(
+    world: World, renter: ChatRenter, booking: Booking, returned: datetime
+) -> None:
+    """The renter brings the item back at ``returned`` and says so in the chat: RETURN, then
+    DONE once it is locked (T1 asks for no photos or checklist and has no tracker), and the
+    return is confirmed by the checklist alone."""
+    world.clock.current = returned
+    intro, lock_it = await renter.say("RETURN")
+    assert intro == f"Returning Utility trailer 6x10 (booking {booking.reference})."
+    assert lock_it == "Thank you. Now lock Utility trailer 6x10 and reply DONE."
+    noted, confirmed = await renter.say("DONE")
+    assert "noted" in noted and "confirmed" in confirmed, (noted, confirmed)
+    await booking.refresh_from_db()
+    assert booking.returned_at == returned
+
+
 async def check_out(world: World, booking: Booking, pin: str, renter: ChatRenter) -> None:
     """At the end: completed and the codes removed after the buffer, but the deposit still
     held: the clock says nothing about the item. The return confirmed, and its damage review
@@ -399,7 +415,7 @@ async def check_out(world: World, booking: Booking, pin: str, renter: ChatRenter
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
 
     returned = END + timedelta(minutes=20)
-    await return_confirmed(world, booking, returned)
+    await returned_by_chat(world, renter, booking, returned)
     rules = world.runtime.journey.settings.returns
     await world.at(returned + rules.damage_review - timedelta(minutes=1))
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"

@@ -60,7 +60,7 @@ from tests.e2e.test_channel_journeys import (
     check_out,
     get_the_pin_and_open,
     pay_and_prove_identity,
-    return_confirmed,
+    returned_by_chat,
     world,
 )
 from tests.fakes.seam import API_KEY as SEAM_API_KEY
@@ -265,7 +265,7 @@ async def test_the_deposit_is_released_once_after_a_stripe_outage(world: World, 
     bay = await Lock.get(key="harbor-t1")
     assert not await world.keypad().try_keypad(bay.device_id, pin, END + timedelta(minutes=10))
     returned = END + timedelta(minutes=20)
-    await return_confirmed(world, booking, returned)
+    await returned_by_chat(world, renter, booking, returned)
     review_over = returned + world.runtime.journey.settings.returns.damage_review
     await world.at(review_over - timedelta(minutes=1))
     assert await renter.inbox() == []
