@@ -20,7 +20,6 @@ from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
 from flows.inventory import apply_inventory, load_inventory
-from flows.returns import note_return_checklist
 from flows.staging import run_unit
 from storage import db
 from storage.models import (
@@ -200,9 +199,16 @@ async def test_a_whole_rental_on_the_sandbox(
     late = await client.post("/sandbox/api/keypad", json={"lock": "harbor-t1", "pin": pin})
     assert (await late.json())["opens"] is False
 
+    # Back in the yard, the renter says so: T1 asks no photos or checklist, only DONE.
     rules = runtime.journey.settings.returns
     returned = clock.now()
-    await run_unit(lambda conn: note_return_checklist(conn, booking.id, returned, rules), returned)
+    _, lock_it = await renter.say("RETURN")
+    assert "reply DONE" in lock_it
+    noted, confirmed = await renter.say("DONE")
+    assert "noted" in noted and "confirmed" in confirmed
+    clock.current = returned + rules.damage_review - timedelta(minutes=1)
+    assert await renter.inbox() == []
+    assert await Payment.filter(booking=booking, purpose="deposit", status="held").exists()
     clock.current = returned + rules.damage_review
     [receipt] = await renter.inbox()
     assert await Payment.filter(booking=booking, purpose="deposit", status="released").exists()
