@@ -21,7 +21,7 @@ from bot.app import Runtime, StartupError, build_runtime, create_app
 from bot.channels import ChannelError
 from bot.config import Settings, SettingsError
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
-from flows.clock import SystemClock
+from flows.clock import MAX_SPEED, Clock, DemoClock, SystemClock
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
@@ -54,6 +54,16 @@ def _typed_id(at_most: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _speed(text: str) -> int:
+    """``--speed``: how many times faster than real time the demo's clock runs."""
+    speed = typed_int(text, at_most=MAX_SPEED)
+    if speed is None or speed < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a speed (a whole number from 1 to {MAX_SPEED})"
+        )
+    return speed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take no payment or deposit: bookings are confirmed without paying (no Stripe needed)",
     )
+    # Parsed so that it is refused with a reason rather than as an unknown argument.
+    serve.add_argument("--speed", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser(
@@ -117,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _listen_options(demo)
     demo.add_argument("--reset", action="store_true", help="start again from an empty demo")
+    demo.add_argument(
+        "--speed",
+        type=_speed,
+        default=1,
+        help=f"run the demo's clock this many times faster than real time (1 to {MAX_SPEED};"
+        " default 1); pause it or jump to the next event on the sandbox page",
+    )
     demo.set_defaults(run=_demo)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -189,6 +208,13 @@ def _settings(env: dict[str, str] | None = None) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.speed is not None:
+        print(
+            "keyturn: the fast clock (--speed) is for the demo only, where everything is"
+            " simulated: run `keyturn demo --speed N`",
+            file=sys.stderr,
+        )
+        return 2
     settings = _settings()
     settings.require_encryption_key()
     if args.sandbox:
@@ -245,14 +271,23 @@ def _demo(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"Keyturn demo: open http://{host}:{port}/sandbox to chat as a renter and watch ops.")
-    return _run(settings, args, sandbox=True)
+    if args.speed > 1:
+        print(f"The demo's clock runs {args.speed} times faster than real time.")
+    # The demo's own clock, even at speed 1: the page and /sandbox/api/clock pause it and move
+    # it to the next event. Every timed part of the demo reads it (see bot/runtime.py).
+    return _run(settings, args, sandbox=True, clock=DemoClock(speed=args.speed))
 
 
 def _run(
-    settings: Settings, args: argparse.Namespace, *, sandbox: bool, take_payments: bool = True
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    sandbox: bool,
+    take_payments: bool = True,
+    clock: Clock | None = None,
 ) -> int:
     runtime = build_runtime(
-        settings, clock=SystemClock(), sandbox=sandbox, take_payments=take_payments
+        settings, clock=clock or SystemClock(), sandbox=sandbox, take_payments=take_payments
     )
     app = create_app(runtime, sandbox=sandbox)
     # What start-up loaded (modules, catalogs, the SDKs) lives as long as the process: frozen,

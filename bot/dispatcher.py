@@ -24,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
-from flows.clock import Clock, SystemClock
+from flows.clock import Clock, DemoClock, SystemClock
 from flows.effects import Alert, Deferred, EffectExecutor, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
@@ -98,12 +98,22 @@ class OutboxDispatcher:
         self._held: dict[int, OutboxEffect] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: One pass at a time in this process: a pass that asks while another runs waits for
+        #: it, so neither claims an effect the other is executing (the demo's clock can jump
+        #: past a running effect's lease).
+        self._pass = asyncio.Lock()
+        if isinstance(clock, DemoClock):
+            clock.on_change(self.wake)  # effects the jump made due run at once
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run_once(self) -> int:
         """Execute every effect due now; returns how many were attempted."""
+        async with self._pass:
+            return await self._run_once()
+
+    async def _run_once(self) -> int:
         attempted = 0
         while not self._stopping:
             effects = await claim_due_effects(
