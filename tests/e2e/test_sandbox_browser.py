@@ -8,19 +8,13 @@ PIN and refuses another.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -36,65 +30,24 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
+from tests.e2e.demo_process import running_demo
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _running_demo(tmp_path: Path, *options: str) -> Iterator[str]:
-    """`keyturn demo` with ``options`` on a free port, in a folder of its own; yields the
-    sandbox page's URL."""
-    port = _free_port()
-    keyturn = Path(sys.executable).with_name("keyturn")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = (tmp_path / "demo.log").open("w")
-    process = subprocess.Popen(
-        [str(keyturn), "demo", "--port", str(port), *options],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310
-                    break
-            except OSError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.1)
-        else:
-            pytest.fail("keyturn demo did not start listening")
-        if process.poll() is not None:
-            pytest.fail("keyturn demo exited: " + (tmp_path / "demo.log").read_text())
-        yield f"{url}/sandbox"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[str]:
     """`keyturn demo` as a newcomer starts it; yields the sandbox page's URL."""
-    with _running_demo(tmp_path) as url:
+    with running_demo(tmp_path) as url:
         yield url
 
 
 @pytest.fixture
 def time_lapse(tmp_path: Path) -> Iterator[str]:
     """`keyturn demo --speed 600`: ten minutes of the demo a real second."""
-    with _running_demo(tmp_path, "--speed", "600") as url:
+    with running_demo(tmp_path, "--speed", "600") as url:
         yield url
 
 
