@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from flows.staging import run_unit
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
+from storage.journal import latest_recorded_at
 from storage.models import AccessCode, AccessCodeState, Booking, Lock, StaffMember
 from storage.money import Money, MoneyError
 from storage.outbox import pending_count
@@ -271,11 +272,26 @@ def _demo(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"Keyturn demo: open http://{host}:{port}/sandbox to chat as a renter and watch ops.")
-    if args.speed > 1:
-        print(f"The demo's clock runs {args.speed} times faster than real time.")
     # The demo's own clock, even at speed 1: the page and /sandbox/api/clock pause it and move
     # it to the next event. Every timed part of the demo reads it (see bot/runtime.py).
-    return _run(settings, args, sandbox=True, clock=DemoClock(speed=args.speed))
+    now = SystemClock().now()
+    stopped_at = asyncio.run(_demo_stopped_at(settings))
+    start = max(now, stopped_at or now)
+    if start > now:
+        print(f"The demo's clock goes on from {start:%Y-%m-%d %H:%M} UTC, where it stopped.")
+    if args.speed > 1:
+        print(f"The demo's clock runs {args.speed} times faster than real time.")
+    return _run(settings, args, sandbox=True, clock=DemoClock(start, speed=args.speed))
+
+
+async def _demo_stopped_at(settings: Settings) -> datetime | None:
+    """The latest time the demo recorded: a clock moved ahead in an earlier run goes on from
+    there rather than running behind its own bookings and timers."""
+    await db.open_database(settings.database_url)
+    try:
+        return await latest_recorded_at()
+    finally:
+        await db.close_database()
 
 
 def _run(
