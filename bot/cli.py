@@ -266,17 +266,17 @@ def _demo(args: argparse.Namespace) -> int:
     applied = asyncio.run(db.migrate(settings.database_url))
     for name in applied:
         print(f"applied migration {name}")
-    changes = asyncio.run(_apply(settings, DEMO_INVENTORY))
-    for line in changes:
-        print(line)
-    host = args.host or settings.host
-    port = args.port or settings.port
-    print(f"Keyturn demo: open http://{host}:{port}/sandbox to chat as a renter and watch ops.")
     # The demo's own clock, even at speed 1: the page and /sandbox/api/clock pause it and move
     # it to the next event. Every timed part of the demo reads it (see bot/runtime.py).
     now = SystemClock().now()
     stopped_at = asyncio.run(_demo_stopped_at(settings))
     start = max(now, stopped_at or now)
+    changes = asyncio.run(_apply(settings, DEMO_INVENTORY, now=start))
+    for line in changes:
+        print(line)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    print(f"Keyturn demo: open http://{host}:{port}/sandbox to chat as a renter and watch ops.")
     if start > now:
         print(f"The demo's clock goes on from {start:%Y-%m-%d %H:%M} UTC, where it stopped.")
     if args.speed > 1:
@@ -396,12 +396,12 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _apply(settings: Settings, path: Path) -> list[str]:
+async def _apply(settings: Settings, path: Path, *, now: datetime | None = None) -> list[str]:
     inventory = load_inventory(path, settings.lead_times)
     await db.open_database(settings.database_url)
     try:
         async with unit_of_work() as conn:  # the file applies whole or not at all
-            changes = await apply_inventory(conn, inventory, now=SystemClock().now())
+            changes = await apply_inventory(conn, inventory, now=now or SystemClock().now())
     finally:
         await db.close_database()
     return changes.lines or ["inventory unchanged"]
