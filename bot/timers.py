@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 NEXT_JOB = "timers-next-due"
 SAFETY_JOB = "timers-safety-net"
+#: The most often (real seconds) the safety pass runs, however fast the demo's clock goes.
+MIN_SAFETY_SECONDS = 0.1
 
 
 class TimerRunner:
@@ -62,8 +64,8 @@ class TimerRunner:
         self._passes: set[asyncio.Task[object]] = set()
         self._stopping = False
         if isinstance(clock, DemoClock):
-            # The demo's clock changed pace, stopped or jumped: the next wake-up is re-planned.
-            clock.on_change(self.poke)
+            # The demo's clock changed pace, stopped or jumped: the wake-ups are re-planned.
+            clock.on_change(self._clock_changed)
 
     async def run_due(self) -> int:
         """Fire every timer due now; returns how many fired."""
@@ -117,7 +119,7 @@ class TimerRunner:
         scheduler.add_job(
             self.run_due,
             "interval",
-            seconds=self.safety_interval,
+            seconds=self._safety_seconds(),
             id=SAFETY_JOB,
             max_instances=1,
             coalesce=True,
@@ -176,7 +178,21 @@ class TimerRunner:
     def _soon(self, due: datetime) -> bool:
         """Due before the next safety pass would find it."""
         wait = self._real_wait(due)
-        return wait is not None and wait < self.safety_interval
+        return wait is not None and wait < self._safety_seconds()
+
+    def _safety_seconds(self) -> float:
+        """Real seconds between safety passes: ``safety_interval`` of the clock's own time, so
+        that a timer set where nothing pokes the runner (a route, an effect's follow-up) is as
+        late on the demo's fast clock as on the real one (down to a floor of real time)."""
+        wait = real_seconds(self.clock, self.safety_interval)
+        return self.safety_interval if wait is None else max(wait, MIN_SAFETY_SECONDS)
+
+    def _clock_changed(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.reschedule_job(
+                SAFETY_JOB, trigger="interval", seconds=self._safety_seconds()
+            )
+        self.poke()
 
     async def reschedule(self) -> None:
         if self._scheduler is None:
@@ -188,7 +204,7 @@ class TimerRunner:
         # gets the job at the right distance from now; the demo's fast clock at that distance
         # divided by its speed.
         wait = self._real_wait(due)
-        if wait is None or wait >= self.safety_interval:
+        if wait is None or wait >= self._safety_seconds():
             return
         self._scheduler.add_job(
             self.run_due,

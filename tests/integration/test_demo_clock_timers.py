@@ -17,7 +17,7 @@ from storage.timers import set_timer
 
 
 async def _runner_with_a_timer(
-    clock: DemoClock, due_in: timedelta
+    clock: DemoClock, due_in: timedelta, *, poke: bool = True
 ) -> tuple[TimerRunner, asyncio.Event]:
     fired = asyncio.Event()
 
@@ -31,7 +31,8 @@ async def _runner_with_a_timer(
     await asyncio.sleep(0.2)  # the start-up pass has found nothing
     async with in_transaction() as conn:
         await set_timer(conn, kind="remind", due_at=clock.now() + due_in, now=clock.now())
-    runner.poke()
+    if poke:
+        runner.poke()
     return runner, fired
 
 
@@ -71,3 +72,18 @@ async def test_a_clock_sped_up_re_plans_the_wake_up(database: str) -> None:
         await asyncio.wait_for(fired.wait(), timeout=6)
     finally:
         runner.shutdown()
+
+
+async def test_on_a_fast_clock_the_safety_net_passes_as_often_in_the_clocks_own_time(
+    database: str,
+) -> None:
+    # A timer set where nothing pokes the runner (a route, an effect's follow-up) is found by
+    # the safety pass: every 60 s of the demo's time is a sixtieth of a real second at 3600x.
+    clock = DemoClock(speed=3600)
+    runner, fired = await _runner_with_a_timer(clock, timedelta(minutes=10), poke=False)
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(fired.wait(), timeout=10)
+    finally:
+        runner.shutdown()
+    assert time.monotonic() - started < 5, "not a minute of real time later"
