@@ -9,7 +9,7 @@ the new time is not waited for.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,8 @@ MAX_BODY = 4 * 1024
 #: due, so only effects that keep failing and are retried at once would need more.
 MAX_DRAIN_PASSES = 50
 FIELDS = frozenset({"speed", "paused", "advance_to"})
+#: The furthest one move takes the clock: bookings go no further ahead than this either.
+FURTHEST = timedelta(days=3660)
 NEXT = "next"
 
 
@@ -149,6 +151,8 @@ async def post_clock(request: web.Request) -> web.Response:
         target = max(target, clock.now())
     if isinstance(target, datetime) and target < clock.now():
         return _refused(400, f"the clock only moves forward: it is already {_iso(clock.now())}")
+    if isinstance(target, datetime) and target - clock.now() > FURTHEST:
+        return _refused(400, "advance_to is at most ten years ahead of the clock")
     try:
         if "speed" in change:
             clock.set_speed(change["speed"])

@@ -212,6 +212,7 @@ async def test_the_clock_changes_speed_pauses_and_says_what_is_next(demo: Client
         ({"advance_to": "2026-06-02T09:00:00"}, "must say its offset"),
         ({"advance_to": "2026-06-01T15:59:59Z"}, "only moves forward"),
         ({"advance_to": 12}, "advance_to must be an ISO-8601 time"),
+        ({"advance_to": "9999-12-31T23:59:59Z"}, "at most ten years ahead"),
         ({"rewind": True}, "unknown field 'rewind'"),
         ({}, "say what to change"),
         ({"speed": 10, "advance_to": "2026-05-01T00:00:00Z"}, "only moves forward"),
