@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, install Keyturn, migrate var/demo.sqlite3, load the demo, serve :8080
+#               (make run SPEED=600: the demo's clock runs 600 times faster than real time)
 #   make test   the same install, then ruff, mypy and pytest (SQLite and PostgreSQL); the sandbox
 #               page's browser test needs Debian's chromium and chromium-driver, installed here
 #               when missing and run as root
@@ -7,6 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SPEED ?= 1
 
 .PHONY: run test lint typecheck pytest browser clean
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/keyturn demo
+	$(BIN)/keyturn demo --speed $(SPEED)
 
 test: lint typecheck pytest
 

@@ -7,7 +7,19 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, OPS, SEALER, SETTINGS, TRANSLATOR
+from bot.keys import (
+    ACCESS,
+    CHANNELS,
+    CLOCK,
+    DISPATCHER,
+    ENGINE,
+    JOURNEY,
+    OPS,
+    SEALER,
+    SETTINGS,
+    TIMERS,
+    TRANSLATOR,
+)
 from bot.lock_providers import close_lock_providers
 from bot.media_links import add_media_route
 from bot.metrics import bearer_matches, exposition
@@ -56,6 +68,8 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app[CHANNELS] = runtime.channels
     if runtime.ops is not None:
         app[OPS] = runtime.ops
+    app[TIMERS] = runtime.timers
+    app[DISPATCHER] = runtime.dispatcher
     app[BODY_TIMEOUT] = float(runtime.settings.body_timeout_seconds)
     app[READINESS] = Readiness()
     app.cleanup_ctx.append(_database)

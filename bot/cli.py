@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from bot.channels import ChannelError
 from bot.config import Settings, SettingsError
 from bot.golive import COMMANDS as GOLIVE_COMMANDS
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
-from flows.clock import SystemClock
+from flows.clock import MAX_SPEED, Clock, DemoClock, SystemClock
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
@@ -32,6 +32,7 @@ from flows.staging import run_unit
 from locks import LockError
 from locks.windows import AccessWindow
 from storage import db
+from storage.journal import latest_recorded_at
 from storage.models import AccessCode, AccessCodeState, Booking, Lock, StaffMember
 from storage.money import Money, MoneyError
 from storage.outbox import pending_count
@@ -56,6 +57,16 @@ def _typed_id(at_most: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _speed(text: str) -> int:
+    """``--speed``: how many times faster than real time the demo's clock runs."""
+    speed = typed_int(text, at_most=MAX_SPEED)
+    if speed is None or speed < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a speed (a whole number from 1 to {MAX_SPEED})"
+        )
+    return speed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take no payment or deposit: bookings are confirmed without paying (no Stripe needed)",
     )
+    # Parsed so that it is refused with a reason rather than as an unknown argument.
+    serve.add_argument("--speed", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser(
@@ -119,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _listen_options(demo)
     demo.add_argument("--reset", action="store_true", help="start again from an empty demo")
+    demo.add_argument(
+        "--speed",
+        type=_speed,
+        default=1,
+        help=f"run the demo's clock this many times faster than real time (1 to {MAX_SPEED};"
+        " default 1); pause it or jump to the next event on the sandbox page",
+    )
     demo.set_defaults(run=_demo)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -195,6 +215,13 @@ def _settings(env: dict[str, str] | None = None, *, receiving: bool = False) -> 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.speed is not None:
+        print(
+            "keyturn: the fast clock (--speed) is for the demo only, where everything is"
+            " simulated: run `keyturn demo --speed N`",
+            file=sys.stderr,
+        )
+        return 2
     settings = _settings(receiving=True)
     settings.require_encryption_key()
     if args.sandbox:
@@ -245,20 +272,44 @@ def _demo(args: argparse.Namespace) -> int:
     applied = asyncio.run(db.migrate(settings.database_url))
     for name in applied:
         print(f"applied migration {name}")
-    changes = asyncio.run(_apply(settings, DEMO_INVENTORY))
+    # The demo's own clock, even at speed 1: the page and /sandbox/api/clock pause it and move
+    # it to the next event. Every timed part of the demo reads it (see bot/runtime.py).
+    now = SystemClock().now()
+    stopped_at = asyncio.run(_demo_stopped_at(settings))
+    start = max(now, stopped_at or now)
+    changes = asyncio.run(_apply(settings, DEMO_INVENTORY, now=start))
     for line in changes:
         print(line)
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"Keyturn demo: open http://{host}:{port}/sandbox to chat as a renter and watch ops.")
-    return _run(settings, args, sandbox=True)
+    if start > now:
+        print(f"The demo's clock goes on from {start:%Y-%m-%d %H:%M} UTC, where it stopped.")
+    if args.speed > 1:
+        print(f"The demo's clock runs {args.speed} times faster than real time.")
+    return _run(settings, args, sandbox=True, clock=DemoClock(start, speed=args.speed))
+
+
+async def _demo_stopped_at(settings: Settings) -> datetime | None:
+    """The latest time the demo recorded: a clock moved ahead in an earlier run goes on from
+    there rather than running behind its own bookings and timers."""
+    await db.open_database(settings.database_url)
+    try:
+        return await latest_recorded_at()
+    finally:
+        await db.close_database()
 
 
 def _run(
-    settings: Settings, args: argparse.Namespace, *, sandbox: bool, take_payments: bool = True
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    sandbox: bool,
+    take_payments: bool = True,
+    clock: Clock | None = None,
 ) -> int:
     runtime = build_runtime(
-        settings, clock=SystemClock(), sandbox=sandbox, take_payments=take_payments
+        settings, clock=clock or SystemClock(), sandbox=sandbox, take_payments=take_payments
     )
     app = create_app(runtime, sandbox=sandbox)
     # What start-up loaded (modules, catalogs, the SDKs) lives as long as the process: frozen,
@@ -351,12 +402,12 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _apply(settings: Settings, path: Path) -> list[str]:
+async def _apply(settings: Settings, path: Path, *, now: datetime | None = None) -> list[str]:
     inventory = load_inventory(path, settings.lead_times)
     await db.open_database(settings.database_url)
     try:
         async with unit_of_work() as conn:  # the file applies whole or not at all
-            changes = await apply_inventory(conn, inventory, now=SystemClock().now())
+            changes = await apply_inventory(conn, inventory, now=now or SystemClock().now())
     finally:
         await db.close_database()
     return changes.lines or ["inventory unchanged"]

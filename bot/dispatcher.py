@@ -24,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.channels import Channel, ChannelError, FindsSent, SendsOutsideWindow, Undeliverable
 from bot.metrics import EFFECT_FAILURES, MESSAGES_OUT
-from flows.clock import Clock, SystemClock
+from flows.clock import Clock, DemoClock, SystemClock, real_seconds
 from flows.effects import Alert, Deferred, EffectExecutor, FollowUp, Outcome
 from flows.messages import OutboundMessage
 from flows.staging import stage_outcome
@@ -44,6 +44,10 @@ from storage.sealing import Sealer
 from storage.uow import unit_of_work
 
 log = logging.getLogger(__name__)
+
+#: The most often (real seconds) an idle dispatcher looks for due effects, however fast the
+#: demo's clock goes.
+MIN_POLL_SECONDS = 0.1
 
 #: The most a stopping worker waits to release its claims.
 RELEASE_SECONDS = 5.0
@@ -98,12 +102,22 @@ class OutboxDispatcher:
         self._held: dict[int, OutboxEffect] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: One pass at a time in this process: a pass that asks while another runs waits for
+        #: it, so neither claims an effect the other is executing (the demo's clock can jump
+        #: past a running effect's lease).
+        self._pass = asyncio.Lock()
+        if isinstance(clock, DemoClock):
+            clock.on_change(self.wake)  # effects the jump made due run at once
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run_once(self) -> int:
         """Execute every effect due now; returns how many were attempted."""
+        async with self._pass:
+            return await self._run_once()
+
+    async def _run_once(self) -> int:
         attempted = 0
         while not self._stopping:
             effects = await claim_due_effects(
@@ -164,7 +178,13 @@ class OutboxDispatcher:
             except Exception:
                 log.exception("outbox pass failed; trying again shortly")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll(poll_interval))
+
+    def _poll(self, interval: float) -> float:
+        """Real seconds to wait for a wake-up: ``interval`` of the clock's own time, so that a
+        retry in backoff runs about as late on the demo's fast clock as on the real one."""
+        wait = real_seconds(self.clock, interval)
+        return interval if wait is None else max(wait, MIN_POLL_SECONDS)
 
     async def _execute(self, effect: OutboxEffect) -> None:
         await self._attempt(effect)

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from bot.channels import Channel
 from bot.config import Settings
+from bot.dispatcher import OutboxDispatcher
+from bot.timers import TimerRunner
 from flows.access import AccessCodes
 from flows.booking import Journey
 from flows.clock import Clock
@@ -23,3 +25,6 @@ JOURNEY = web.AppKey("journey", Journey)
 SEALER = web.AppKey("sealer", Sealer)
 CHANNELS = web.AppKey("channels", dict[str, Channel])
 OPS = web.AppKey("ops", OpsDesk)
+
+TIMERS = web.AppKey("timers", TimerRunner)
+DISPATCHER = web.AppKey("dispatcher", OutboxDispatcher)

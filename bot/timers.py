@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.dispatcher import RetryPolicy, this_worker
 from bot.metrics import TIMER_LATENESS
-from flows.clock import Clock
+from flows.clock import Clock, DemoClock, real_seconds
 from flows.timers import TimerHandler, fire_timer
 from storage.models import Timer
 from storage.timers import (
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 NEXT_JOB = "timers-next-due"
 SAFETY_JOB = "timers-safety-net"
+#: The most often (real seconds) the safety pass runs, however fast the demo's clock goes.
+MIN_SAFETY_SECONDS = 0.1
 
 
 class TimerRunner:
@@ -61,6 +63,9 @@ class TimerRunner:
         #: Passes running now (the scheduler's jobs), so that ``stop`` can end them.
         self._passes: set[asyncio.Task[object]] = set()
         self._stopping = False
+        if isinstance(clock, DemoClock):
+            # The demo's clock changed pace, stopped or jumped: the wake-ups are re-planned.
+            clock.on_change(self._clock_changed)
 
     async def run_due(self) -> int:
         """Fire every timer due now; returns how many fired."""
@@ -114,7 +119,7 @@ class TimerRunner:
         scheduler.add_job(
             self.run_due,
             "interval",
-            seconds=self.safety_interval,
+            seconds=self._safety_seconds(),
             id=SAFETY_JOB,
             max_instances=1,
             coalesce=True,
@@ -160,9 +165,34 @@ class TimerRunner:
         the next due time. A timer due after the next safety pass needs no look."""
         if self._scheduler is None:
             return
-        if due is not None and (due - self.clock.now()).total_seconds() >= self.safety_interval:
+        if due is not None and not self._soon(due):
             return
         asyncio.get_running_loop().create_task(self.reschedule())
+
+    def _real_wait(self, due: datetime) -> float | None:
+        """Real seconds until ``due`` comes on the clock (the demo's may run fast or be paused:
+        None, never)."""
+        wait = real_seconds(self.clock, (due - self.clock.now()).total_seconds())
+        return None if wait is None else max(wait, 0.0)
+
+    def _soon(self, due: datetime) -> bool:
+        """Due before the next safety pass would find it."""
+        wait = self._real_wait(due)
+        return wait is not None and wait < self._safety_seconds()
+
+    def _safety_seconds(self) -> float:
+        """Real seconds between safety passes: ``safety_interval`` of the clock's own time, so
+        that a timer set where nothing pokes the runner (a route, an effect's follow-up) is as
+        late on the demo's fast clock as on the real one (down to a floor of real time)."""
+        wait = real_seconds(self.clock, self.safety_interval)
+        return self.safety_interval if wait is None else max(wait, MIN_SAFETY_SECONDS)
+
+    def _clock_changed(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.reschedule_job(
+                SAFETY_JOB, trigger="interval", seconds=self._safety_seconds()
+            )
+        self.poke()
 
     async def reschedule(self) -> None:
         if self._scheduler is None:
@@ -171,9 +201,10 @@ class TimerRunner:
         if due is None:
             return
         # The scheduler runs on wall time. An injected clock that runs ahead or behind still
-        # gets the job at the right distance from now.
-        wait = max((due - self.clock.now()).total_seconds(), 0.0)
-        if wait >= self.safety_interval:
+        # gets the job at the right distance from now; the demo's fast clock at that distance
+        # divided by its speed.
+        wait = self._real_wait(due)
+        if wait is None or wait >= self._safety_seconds():
             return
         self._scheduler.add_job(
             self.run_due,

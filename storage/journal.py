@@ -14,7 +14,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from storage.db import connection, sql
-from storage.models import AuditEvent, OpsAlert
+from storage.models import AuditEvent, OpsAlert, Timer
 from storage.outbox import enqueue_effect
 
 _RECORD_AUDIT = (
@@ -57,6 +57,15 @@ async def record_audit(
     await (conn or connection()).execute_query(
         sql(_RECORD_AUDIT), [at, actor, action, subject, encode(details or {}, AuditEvent)]
     )
+
+
+async def latest_recorded_at() -> datetime | None:
+    """The latest time recorded: of an audit event, or of a timer firing. The demo's clock goes
+    on from there after a restart, so it never runs behind what it already did."""
+    audit = await AuditEvent.all().order_by("-at").first()
+    timer = await Timer.filter(fired_at__isnull=False).order_by("-fired_at").first()
+    times = [audit.at if audit else None, timer.fired_at if timer else None]
+    return max((moment for moment in times if moment is not None), default=None)
 
 
 async def raise_alert(

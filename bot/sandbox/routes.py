@@ -16,6 +16,7 @@ from tortoise.queryset import QuerySet
 from bot.keys import ACCESS, CHANNELS, CLOCK, ENGINE, JOURNEY, SEALER, TRANSLATOR
 from bot.payment_routes import apply_payment_event
 from bot.sandbox.channel import SandboxChannel
+from bot.sandbox.clock_routes import setup_clock
 from bot.sandbox.payments import PROVIDER, new_event_id
 from bot.sandbox.reports import setup_reports
 from bot.webhook_json import UnreadableJson, load_json
@@ -58,6 +59,8 @@ def setup_sandbox(app: web.Application) -> None:
     app.router.add_get("/sandbox/api/identity/{check:\\d+}/document", identity_document)
     app.router.add_post("/sandbox/api/identity/{check:\\d+}/decision", identity_decision)
     setup_reports(app)
+
+    setup_clock(app)
 
 
 async def page(request: web.Request) -> web.FileResponse:

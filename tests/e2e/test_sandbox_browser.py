@@ -8,16 +8,11 @@ PIN and refuses another.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,51 +30,25 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
+from tests.e2e.demo_process import running_demo
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[str]:
+    """`keyturn demo` as a newcomer starts it; yields the sandbox page's URL."""
+    with running_demo(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[str]:
-    """`keyturn demo` on a free port, in a folder of its own; yields the sandbox page's URL."""
-    port = _free_port()
-    keyturn = Path(sys.executable).with_name("keyturn")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = (tmp_path / "demo.log").open("w")
-    process = subprocess.Popen(
-        [str(keyturn), "demo", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310
-                    break
-            except OSError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.1)
-        else:
-            pytest.fail("keyturn demo did not start listening")
-        if process.poll() is not None:
-            pytest.fail("keyturn demo exited: " + (tmp_path / "demo.log").read_text())
-        yield f"{url}/sandbox"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+def time_lapse(tmp_path: Path) -> Iterator[str]:
+    """`keyturn demo --speed 600`: ten minutes of the demo a real second."""
+    with running_demo(tmp_path, "--speed", "600") as url:
+        yield url
 
 
 @pytest.fixture
@@ -271,3 +240,117 @@ def test_a_person_rents_and_opens_the_door_by_clicking(
     assert "the door opens" in _until(lambda: result.text, "the keypad's answer")
     audit = browser.find_element(By.ID, "audit").text
     assert "keypad" in audit
+
+
+def _place_time(driver: WebDriver, location: str) -> str:
+    """The demo's local time the page shows for ``location``."""
+
+    def find() -> str | None:
+        for place in driver.find_elements(By.CSS_SELECTOR, "#clock-places .place"):
+            if place.find_element(By.TAG_NAME, "b").text == location:
+                return place.find_element(By.TAG_NAME, "time").text or None
+        return None
+
+    return _until(find, f"the local time at {location}")
+
+
+def _clock_click(driver: WebDriver, button: str) -> None:
+    """Click a clock control and wait until the clock has answered (the controls are back)."""
+    control = driver.find_element(By.ID, button)
+    _until(lambda: control.is_enabled() or None, f"{button} enabled")
+    control.click()
+    _until(lambda: control.is_enabled() or None, f"the clock's answer to {button}")
+
+
+def _keypad_says(driver: WebDriver, lock: str, pin: str) -> str:
+    driver.execute_script("document.getElementById('keypad-result').textContent = ''")
+    keypad = driver.find_element(By.ID, "pin")
+    keypad.send_keys(pin)
+    keypad.send_keys(Keys.ENTER)
+    result = driver.find_element(By.ID, "keypad-result")
+    return _until(lambda: result.text, "the keypad's answer")
+
+
+def test_a_person_watches_a_rental_play_out_on_the_time_lapse_clock(
+    time_lapse: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    browser.get(time_lapse)
+    state = browser.find_element(By.ID, "clock-state")
+    assert "600× real time" in _until(lambda: state.text, "the clock's speed")
+    harbor = _place_time(browser, "Harbor Yard")
+    assert re.match(r"\w{3}, \w{3} \d+ \d+:\d\d\s?[AP]M", harbor), harbor
+    assert _place_time(browser, "Altstadt Depot")
+    _until(lambda: _place_time(browser, "Harbor Yard") != harbor or None, "the clock running")
+
+    # Paused, the 30-minute hold waits while the person pays and sends an ID.
+    _clock_click(browser, "clock-pause")
+    assert state.text == "paused" and browser.find_element(By.ID, "clock-pause").text == "Resume"
+    stopped = _place_time(browser, "Harbor Yard")
+    time.sleep(1.5)
+    assert _place_time(browser, "Harbor Yard") == stopped, "a paused clock stands still"
+
+    _type(browser, "BOOK T1 tomorrow 10am to 2pm")
+    _reply_containing(browser, r"Reply YES")
+    _button(browser, "#chat", "YES").click()
+    link = _until(
+        lambda: next(
+            (
+                a
+                for a in browser.find_elements(By.CSS_SELECTOR, "#chat .bubble.out a")
+                if "/sandbox/pay/" in (a.get_attribute("href") or "")
+            ),
+            None,
+        ),
+        "the payment link",
+    )
+    chat_window = browser.current_window_handle
+    link.click()
+    _until(lambda: len(browser.window_handles) > 1 or None, "the checkout tab")
+    browser.switch_to.window(next(h for h in browser.window_handles if h != chat_window))
+    _until(lambda: browser.find_element(By.TAG_NAME, "button"), "the Pay button").click()
+    _until(lambda: "Paid" in browser.page_source or None, "the paid checkout")
+    browser.close()
+    browser.switch_to.window(chat_window)
+    _reply_containing(browser, r"photo of your ID")
+    browser.find_element(By.ID, "photo").send_keys(str(_png(tmp_path / "id.png")))
+    _button(browser, "#reviews", "Approve").click()
+    _reply_containing(browser, "is confirmed")
+
+    # "Next event" jumps from timer to timer until the PIN goes out, an hour before the window.
+    pin_pattern = r"door codes.*Trailer Bay 1: (\d{4,8})"
+    for _ in range(12):
+        if any(re.search(pin_pattern, text, re.S) for text in _bubbles(browser)):
+            break
+        _clock_click(browser, "clock-next")
+        time.sleep(0.5)  # the chat's next poll
+    pin = re.findall(pin_pattern, _reply_containing(browser, pin_pattern), re.S)[0]
+    assert state.text == "paused", "jumping leaves the clock paused"
+    Select(browser.find_element(By.ID, "lock")).select_by_visible_text(
+        "Trailer Bay 1 · Harbor Yard"
+    )
+    assert "outside its window" in _keypad_says(browser, "harbor-t1", pin)
+    for _ in range(4):  # on to the rental's start, inside the window
+        _clock_click(browser, "clock-next")
+        said = _keypad_says(browser, "harbor-t1", pin)
+        if "the door opens" in said:
+            break
+    assert "the door opens" in said
+
+    # At an hour a second, the four-hour rental ends within seconds of resuming.
+    speed = browser.find_element(By.ID, "clock-speed")
+    speed.clear()
+    speed.send_keys("3600")
+    _clock_click(browser, "clock-set-speed")
+    _clock_click(browser, "clock-pause")
+    assert "3600× real time" in _until(lambda: "3600" in state.text and state.text, "3600×")
+    thanks = _reply_containing(browser, r"Thank you for renting", timeout=30)
+    assert "deposit is released" in thanks
+    _clock_click(browser, "clock-pause")
+    time.sleep(1)  # the window's buffer after the end has passed at 3600×
+    assert "outside its window" in _keypad_says(browser, "harbor-t1", pin)
+
+    speed.clear()
+    speed.send_keys("5000")
+    _clock_click(browser, "clock-set-speed")
+    error = browser.find_element(By.ID, "clock-error").text
+    assert "from 1 to 3600" in error
