@@ -8,7 +8,10 @@ It pauses the demo's clock, books four rentals over the coming days as three ren
 the sandbox checkout, sending an ID photo, approving it as the operator), then moves the clock
 from one scheduled event to the next for a week. After each move it prints what the renters were
 sent and tries every PIN they received on its lock's keypad, printing each time a keypad's answer
-changes: refused before the window, open inside it, refused again once the code is revoked.
+changes: refused before the window, open inside it, refused again once the code is revoked. A
+renter asked for pickup photos and a checklist (the trailer T2 sends its own PIN only after them)
+answers them, and at the end of each rental brings the item back: RETURN, the return's photos and
+checklist, then DONE.
 
 Only the standard library is used; the sandbox's API is described in the README.
 """
@@ -146,6 +149,24 @@ def book(sandbox: Sandbox, address: str, item: str, when: str) -> str | None:
     return ref
 
 
+def handover(sandbox: Sandbox, address: str, texts: list[str]) -> list[str]:
+    """Answer what a pickup or return asks (a photo, a yes/no question, DONE once locked) until
+    it asks nothing more; everything the renter was sent on the way."""
+    seen = list(texts)
+    for _ in range(40):  # an item asks at most a few photos and questions
+        last = texts[-1] if texts else ""
+        if "please send a photo" in last:
+            texts = sandbox.say(address, image=id_photo())
+        elif last.startswith("Question "):
+            texts = sandbox.say(address, "YES")
+        elif "reply DONE" in last:
+            texts = sandbox.say(address, "DONE")
+        else:
+            return seen
+        seen += texts
+    return seen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="where the demo listens")
@@ -172,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             break
         times = sandbox.local_times()
         for address in sorted(renters):
-            for text in sandbox.inbox(address):
+            sent = handover(sandbox, address, sandbox.inbox(address))
+            if any("Thank you for renting" in text for text in sent):
+                sent += handover(sandbox, address, sandbox.say(address, "RETURN"))
+            for text in sent:
                 named = [where[ref] for ref in re.findall(r"K[A-Z0-9]{6}", text) if ref in where]
                 if named:
                     renters[address] = named[0]

@@ -165,7 +165,7 @@ async def test_a_whole_rental_plays_out_by_moving_the_demo_clock(demo: Client) -
 
     thank_you = await next_until(demo, renter, r"Thank you")
     assert at(await clock_of(demo)) == datetime(2026, 6, 2, 18, 0, tzinfo=UTC), "at its end"
-    assert "your deposit is released" in thank_you
+    assert "deposit is released once the return has been checked" in thank_you
     assert "booking.completed" in await audit_actions(demo)
 
     # The window closes with the buffer after the end; the code is taken off the lock.
@@ -175,6 +175,16 @@ async def test_a_whole_rental_plays_out_by_moving_the_demo_clock(demo: Client) -
     assert not await keypad(demo, "harbor-t1", pin), "after its window the code is revoked"
     actions = await audit_actions(demo)
     assert actions.count("lock.keypad_opened") == 1 and actions.count("lock.keypad_refused") == 3
+
+    # The deposit waits for the return, not the clock: RETURN and DONE, then the damage review
+    # (12 hours) passes on the demo's clock and the hold is released, with the receipt.
+    _, lock_it = await renter.say("RETURN")
+    assert "reply DONE" in lock_it
+    noted, confirmed_return = await renter.say("DONE")
+    assert "noted: late" in noted and "confirmed" in confirmed_return
+    receipt = await next_until(demo, renter, r"Receipt for booking")
+    assert at(await clock_of(demo)) == datetime(2026, 6, 3, 6, 16, tzinfo=UTC), "review over"
+    assert "Deposit of $100.00: released" in receipt
 
 
 async def test_the_clock_changes_speed_pauses_and_says_what_is_next(demo: Client) -> None:
