@@ -94,5 +94,8 @@ class TimerKind(StrEnum):
     #: The damage review after a confirmed return is over: the deposit is released unless
     #: damage was claimed.
     BOOKING_DAMAGE_REVIEW = "booking.damage_review"
+    #: The booked end plus the item's grace: a rental whose return is not confirmed by then is
+    #: "not returned" (ops alerted, the renter asked).
+    BOOKING_RETURN_CHECK = "booking.return_check"
     HANDOFF_IDLE = "handoff.idle"
     RETENTION_PURGE = "retention.purge"

@@ -42,6 +42,8 @@ BLANK_MESSAGE = "body = '', media = '[]', choices = '[]', sealed = FALSE"
 #: pending", which no index on the state serves, so SQLite's planner takes the partial index.
 FINISHED_TIMER = f"state <> '{TimerState.PENDING.value}'"
 FINISHED_EFFECT = f"state = '{EffectState.DONE.value}'"
+#: The name migration 0016 gave the index on ``gps_position (fixed_at)``.
+GPS_FIXED_AT_INDEX = "idx_gps_positi_fixed_a_0aeb9a"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ FINISHED_EFFECTS = ExpiredRows(
     "outbox_effect", "done_at", "outbox_effect_state_done", where=FINISHED_EFFECT
 )
 FINISHED_TIMERS = ExpiredRows("timer", "created_at", "timer_finished", where=FINISHED_TIMER)
+#: Items' GPS positions, by the tracker's fix time (the index migration 0016 made).
+GPS_POSITIONS = ExpiredRows("gps_position", "fixed_at", GPS_FIXED_AT_INDEX)
 
 #: Every kind of row the purge takes, in the order it takes them.
 EXPIRED_ROWS = (
@@ -96,6 +100,7 @@ EXPIRED_ROWS = (
     WEBHOOK_IDS,
     FINISHED_EFFECTS,
     FINISHED_TIMERS,
+    GPS_POSITIONS,
 )
 
 
@@ -108,6 +113,7 @@ class Purged:
     access_records: int = 0
     webhook_ids: int = 0
     finished_work: int = 0
+    gps_positions: int = 0
 
     def __add__(self, other: Purged) -> Purged:
         return Purged(
@@ -138,7 +144,13 @@ class PurgeBatch:
 
 
 async def purge(
-    conn: BaseDBAsyncClient, now: datetime, *, audit_days: int, message_days: int, batch: int
+    conn: BaseDBAsyncClient,
+    now: datetime,
+    *,
+    audit_days: int,
+    message_days: int,
+    batch: int,
+    gps_days: int = 30,
 ) -> PurgeBatch:
     """Purge at most ``batch`` rows of each kind that expired by ``now``, in ``conn``'s
     transaction."""
@@ -152,6 +164,7 @@ async def purge(
         WEBHOOK_IDS: now - WEBHOOK_IDS_KEPT,
         FINISHED_EFFECTS: now - FINISHED_WORK_KEPT,
         FINISHED_TIMERS: now - FINISHED_WORK_KEPT,
+        GPS_POSITIONS: now - timedelta(days=gps_days),
     }
     done: dict[ExpiredRows, int] = {}
     for rows in EXPIRED_ROWS:
@@ -163,6 +176,7 @@ async def purge(
         access_records=done[ACCESS_RECORDS],
         webhook_ids=done[WEBHOOK_IDS],
         finished_work=done[FINISHED_EFFECTS] + done[FINISHED_TIMERS],
+        gps_positions=done[GPS_POSITIONS],
     )
     return PurgeBatch(purged, more_left=any(n >= batch for n in done.values()))
 

@@ -7,12 +7,14 @@ from flows.access import LIVE_STATES
 from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK, RELEASE_EFFECT
 from flows.booking.executors import Executors
 from flows.effects import Audit, Effect, Outcome, SetTimer
+from flows.gps.return_check import set_return_check
 from flows.i18n import local_time
 from flows.timers import TimerFired
 from storage.bookings import move
 from storage.models import (
     AccessCode,
     AccessCodeState,
+    Asset,
     Booking,
     BookingState,
     EffectState,
@@ -173,7 +175,11 @@ class RentalTimers(Executors):
                 kind="notice",
                 params={"reference": booking.reference},
             )
+            asset = await Asset.filter(id=current.asset_id).using_db(conn).get()
             return Outcome(
+                # Set at confirmation already; set here too for a booking confirmed before
+                # returns were checked (the same key: one check).
+                timers=[set_return_check(current, asset)],
                 effects=[
                     Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
                 ],

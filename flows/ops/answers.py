@@ -20,6 +20,7 @@ class Permission(StrEnum):
     TALK = "talk"  # take over and answer renters
     IDENTITY = "identity"  # approve or reject IDs
     ALERTS = "alerts"  # resolve alerts
+    GPS = "gps"  # where an item is (owner and manager only: nobody else sees GPS)
 
 
 ROLE_PERMISSIONS: dict[StaffRole, frozenset[Permission]] = {
@@ -60,6 +61,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "reply": CommandSpec(Permission.TALK, "ops.usage_reply", 2, None),
     "approve": CommandSpec(Permission.IDENTITY, "ops.usage_approve", 1, 1),
     "reject": CommandSpec(Permission.IDENTITY, "ops.usage_reject", 2, None),
+    "where": CommandSpec(Permission.GPS, "ops.usage_where", 1, 1),
     "help": CommandSpec(None, "ops.usage_help", 0, 0),
 }
 #: Alert buttons: the action in the callback data and what it needs.
