@@ -43,7 +43,7 @@ BLANK_MESSAGE = "body = '', media = '[]', choices = '[]', sealed = FALSE"
 FINISHED_TIMER = f"state <> '{TimerState.PENDING.value}'"
 FINISHED_EFFECT = f"state = '{EffectState.DONE.value}'"
 #: The name migration 0016 gave the index on ``gps_position (fixed_at)``.
-GPS_FIXED_AT_INDEX = "idx_gps_positi_fixed_a_0aeb9a"
+GPS_FIXED_AT_INDEX = "idx_gps_positio_fixed_a_0aeb9a"
 
 
 @dataclass(frozen=True)
