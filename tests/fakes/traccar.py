@@ -27,7 +27,8 @@ from aiohttp import web
 
 def traccar_time(moment: datetime) -> str:
     """Traccar's JSON dates: ``2026-06-01T16:00:00.000+0000``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
 
 
 @dataclass
