@@ -4,7 +4,8 @@ Traccar's ``event.forward.url`` receives one POST per event, JSON ``{"event": {.
 "position": {...}, "device": {...}}`` (``EventForwarderJson``): the event has ``id``, ``type``
 (``geofenceEnter``, ``geofenceExit``, ``deviceOnline``, …), ``deviceId``, ``eventTime``,
 ``geofenceId``, ``positionId``, ``attributes``; the position ``id``, ``deviceId``, ``fixTime``,
-``latitude``, ``longitude``, …. Times are ISO 8601 with an offset (``2026-06-01T16:00:00.000+0000``).
+``latitude``, ``longitude``, …. Times are ISO 8601 with an offset
+(``2026-06-01T16:00:00.000+0000``).
 Anything else is refused with ``ValueError`` (the route answers 400).
 """
 
@@ -81,7 +82,11 @@ def forwarded_event(data: object) -> GpsEvent:
     fix = parse_fix(position) if isinstance(position, dict) and position.get("id") else None
     event_id = _number_id(event, "id", required=False)
     # Traccar gives every stored event an id; one forwarded without is known by what it says.
-    key = str(event_id) if event_id is not None else f"{kind}:{device_id}:{at.isoformat()}:{geofence_id}"
+    key = (
+        str(event_id)
+        if event_id is not None
+        else f"{kind}:{device_id}:{at.isoformat()}:{geofence_id}"
+    )
     return GpsEvent(
         event_id=key[:200],
         kind=KINDS.get(kind, GpsEventKind.OTHER),

@@ -39,14 +39,12 @@ class SimulatedTraccar:
         rows = await Location.filter(home_geofence_id__isnull=False).order_by("slug")
         return [GpsGeofence(int(loc.home_geofence_id or 0), loc.name) for loc in rows]
 
-    def move(
-        self, device_id: int, geofence_id: int, *, home: bool, at: datetime
-    ) -> dict[str, Any]:
+    def move(self, device_id: int, geofence_id: int, *, home: bool, at: datetime) -> dict[str, Any]:
         """The forwarded payload of the device entering (``home``) or leaving the geofence."""
         lat, lon = HOME if home else AWAY
         fix = GpsFix(next(self._ids), lat, lon, at)
         self._latest[device_id] = fix
-        position = {
+        position: dict[str, Any] = {
             "id": fix.position_id,
             "deviceId": device_id,
             "protocol": "osmand",
@@ -59,7 +57,7 @@ class SimulatedTraccar:
             "geofenceIds": [geofence_id] if home else [],
             "attributes": {},
         }
-        event = {
+        event: dict[str, Any] = {
             "id": next(self._ids),
             "type": "geofenceEnter" if home else "geofenceExit",
             "deviceId": device_id,

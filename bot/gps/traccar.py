@@ -61,7 +61,9 @@ class TraccarClient:
             try:
                 fixes.append(parse_fix(raw))
             except ValueError as err:
-                raise GpsUnavailable(f"Traccar sent a position Keyturn cannot read: {err}") from None
+                raise GpsUnavailable(
+                    f"Traccar sent a position Keyturn cannot read: {err}"
+                ) from None
         return max(fixes, key=lambda fix: fix.fixed_at, default=None)
 
     async def geofences(self) -> list[GpsGeofence]:

@@ -69,7 +69,9 @@ class WhereCommands(DeskBase):
         """The stored position, or Traccar's latest when none is stored (a read, no state)."""
         stored = await last_position(asset.id)
         if stored is not None:
-            return GpsFix(stored.position_id or 0, stored.latitude, stored.longitude, stored.fixed_at)
+            return GpsFix(
+                stored.position_id or 0, stored.latitude, stored.longitude, stored.fixed_at
+            )
         assert self.gps is not None and asset.traccar_device_id is not None
         return await self.gps.latest_position(asset.traccar_device_id)
 

@@ -124,10 +124,12 @@ class FakeTraccar:
         line = header or self.forward_header
         if signed and line is not None:
             headers[line[0]] = line[1]
-        async with aiohttp.ClientSession() as session:
-            async with session.post(self.forward_url, json=payload, headers=headers) as response:
-                await response.read()
-                return response.status
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.forward_url, json=payload, headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
 
     # -- the REST API ---------------------------------------------------------------------
 

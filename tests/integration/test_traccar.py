@@ -140,9 +140,7 @@ async def test_an_older_event_arriving_late_never_overrides_a_newer_one(
         assert await GpsPosition.all().count() == 2
 
 
-async def test_leaving_home_during_a_rental_alerts_nobody(
-    database: str, clock: FakeClock
-) -> None:
+async def test_leaving_home_during_a_rental_alerts_nobody(database: str, clock: FakeClock) -> None:
     async with gps_app(database, clock) as gps:
         asset = await Asset.get(code="T1")
         await booked(gps.runtime, asset.id, START, END, reference="KGPS01", phone="+15550100031")
@@ -193,9 +191,7 @@ async def test_gps_home_and_the_return_checklist_confirm_the_return_in_either_or
         assert done.return_timing == "on_time"
 
 
-async def test_a_body_that_is_not_a_traccar_event_is_a_400(
-    database: str, clock: FakeClock
-) -> None:
+async def test_a_body_that_is_not_a_traccar_event_is_a_400(database: str, clock: FakeClock) -> None:
     async with gps_app(database, clock) as gps:
         headers = {"X-Keyturn-Secret": SECRET, "Content-Type": "application/json"}
         for body in (b"{not json", b"[]", b'{"event": {"type": "geofenceExit"}}', b"[" * 5000):

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from tests.fakes.server import running
 from tests.fakes.traccar import FakeTraccar
-from tests.integration.ops_harness import MAINTENANCE, MANAGER, NOW, OWNER, STRANGER, SUPPORT, ops_app
+from tests.integration.ops_harness import (
+    MAINTENANCE,
+    MANAGER,
+    NOW,
+    OWNER,
+    STRANGER,
+    SUPPORT,
+    ops_app,
+)
 
 
 async def test_where_shows_owners_and_managers_the_last_position_and_nobody_else(
