@@ -5,6 +5,7 @@ simulated Traccar in Traccar's forwarding format, applied through the webhook's 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -70,11 +71,12 @@ async def move_item(request: web.Request) -> web.Response:
     if not isinstance(home, bool):
         raise web.HTTPBadRequest(text='send {"home": true} or {"home": false}')
     assert asset.traccar_device_id is not None and asset.location.home_geofence_id is not None
+    at = request.app[CLOCK].now()
+    if asset.gps_home_at is not None:
+        # A paused demo clock still moves the item: each move is after the last one it made.
+        at = max(at, asset.gps_home_at + timedelta(milliseconds=1))
     payload = request.app[SIMULATED_TRACCAR].move(
-        asset.traccar_device_id,
-        asset.location.home_geofence_id,
-        home=home,
-        at=request.app[CLOCK].now(),
+        asset.traccar_device_id, asset.location.home_geofence_id, home=home, at=at
     )
     applied = await receive_forwarded(request.app, json.dumps(payload).encode())
     return web.json_response({"code": asset.code, "home": home, "applied": applied})
