@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -169,8 +171,12 @@ async def _gps(app: web.Application) -> AsyncIterator[None]:
     assert gps is not None
     from bot.gps.check import warn_about_trackers
 
-    await warn_about_trackers(gps.source)
+    # In the background: an unreachable Traccar delays nothing (each call has its timeout).
+    checking = asyncio.create_task(warn_about_trackers(gps.source))
     yield
+    checking.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await checking
     closing = getattr(gps.source, "close", None)
     if closing is not None:
         await closing()

@@ -67,11 +67,13 @@ def gps_event_handler(event: GpsEvent, now: datetime, rules: ReturnRules) -> Han
         if not await claim_event(conn, GPS_PROVIDER, event.event_id, at=now):
             raise EventSeen(event.event_id)
         asset = await tracked_asset(conn, event.device_id)
+        if asset is None:
+            return Outcome()  # a device no item names: Keyturn keeps nothing of it
         if event.position is not None:
             fix = event.position
             await store_position(
                 conn,
-                asset_id=asset.id if asset is not None else None,
+                asset_id=asset.id,
                 device_id=event.device_id,
                 position_id=fix.position_id,
                 latitude=fix.latitude,
@@ -79,7 +81,7 @@ def gps_event_handler(event: GpsEvent, now: datetime, rules: ReturnRules) -> Han
                 fixed_at=fix.fixed_at,
                 received_at=now,
             )
-        if asset is None or event.geofence_id is None:
+        if event.geofence_id is None:
             return Outcome()
         if event.geofence_id != asset.location.home_geofence_id:
             return Outcome()

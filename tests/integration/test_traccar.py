@@ -257,3 +257,14 @@ async def test_inventory_trackers_unknown_to_traccar_are_warned_about(
         assert "location altstadt" in lines[1] and "home_geofence_id 2" in lines[1]
         assert caplog.text.count("gps: ") == 2
         assert gps.traccar.token not in caplog.text
+
+
+async def test_a_device_no_item_names_leaves_nothing_behind(
+    database: str, clock: FakeClock
+) -> None:
+    async with gps_app(database, clock) as gps:
+        gps.traccar.add_device(999, "a phone someone added to Traccar")
+        payload = gps.traccar.move(999, HOME_FENCE, entering=False, at=clock.now())
+        assert await gps.traccar.forward(payload) == 200
+        assert await GpsPosition.all().count() == 0
+        assert await OpsAlert.all().count() == 0
