@@ -25,8 +25,8 @@ from storage.models import (
     TimerState,
 )
 from tests.conftest import FakeClock
-from tests.integration.conftest import END, START
-from tests.support import RecordingChannel, rental_times
+from tests.integration.conftest import END, START, confirmed_booking
+from tests.support import RecordingChannel, inbound, rental_times
 
 
 async def _confirmed(runtime: Runtime, code: str, reference: str, phone: str) -> Booking:
@@ -145,4 +145,21 @@ async def test_a_cancelled_booking_has_no_return_check(
     assert not await Timer.filter(key="return-check:KRET05", state=TimerState.PENDING).exists()
     clock.current = END + timedelta(hours=1)
     await _settle(app)
+    assert await OpsAlert.filter(kind=AlertKind.NOT_RETURNED).count() == 0
+
+
+async def test_an_extension_moves_the_check_to_the_new_end(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await Asset.filter(code="T1").update(price_per_hour_cents=0, price_per_day_cents=0)
+    await confirmed_booking(runtime)
+    clock.current = START + timedelta(minutes=30)
+    for text in ("EXTEND 1h", "YES"):
+        await runtime.engine.handle(
+            inbound(text, address="+15550100001", channel="sms", at=clock.now())
+        )
+    timer = await Timer.get(key="return-check:KT1001", state=TimerState.PENDING)
+    assert timer.due_at == END + timedelta(hours=1, minutes=15)
+    clock.current = END + timedelta(minutes=30)  # past the old end's grace
+    await _settle(runtime)
     assert await OpsAlert.filter(kind=AlertKind.NOT_RETURNED).count() == 0
