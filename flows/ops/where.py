@@ -10,11 +10,12 @@ from datetime import datetime
 
 from babel.dates import format_timedelta
 
+from flows.effects import Audit, Outcome
 from flows.gps import GpsFix, GpsSource, GpsUnavailable
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import local_time
 from flows.ops.answers import Context, OpsAnswer, Refused
-from flows.ops.base import DeskBase
+from flows.ops.base import DeskBase, actor_of
 from storage.columns import fits_column
 from storage.gps import last_position
 from storage.models import Asset, StaffMember
@@ -52,8 +53,12 @@ class WhereCommands(DeskBase):
             return OpsAnswer([self.t("ops.where_unknown", asset=asset.code)])
         now = self.clock.now()
         home = {True: "ops.where_home", False: "ops.where_away", None: "ops.unknown"}
+        # Who looked where an item is stays on record (a position is personal data while it
+        # is rented).
+        looked = Audit(actor_of(staff), "gps.where", f"asset:{asset.code}")
         return OpsAnswer(
-            [
+            outcome=Outcome(audits=[looked]),
+            lines=[
                 self.t(
                     "ops.where_line",
                     asset=f"{asset.code} {asset.label}",
@@ -62,7 +67,7 @@ class WhereCommands(DeskBase):
                     home=self.t(home[asset.gps_home]),
                     link=map_link(fix.latitude, fix.longitude),
                 )
-            ]
+            ],
         )
 
     async def _latest_fix(self, asset: Asset) -> GpsFix | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from storage.models import AuditEvent
 from tests.fakes.server import running
 from tests.fakes.traccar import FakeTraccar
 from tests.integration.ops_harness import (
@@ -48,6 +49,8 @@ async def test_where_shows_owners_and_managers_the_last_position_and_nobody_else
                 refused = await ops.command(who, "/where T1")
                 assert "openstreetmap" not in refused and "40.7" not in refused
             assert "no GPS tracker" in await ops.command(OWNER, "/where S1")
+            looked = await AuditEvent.filter(action="gps.where").values_list("actor", flat=True)
+            assert sorted(looked) == sorted([f"staff:{OWNER}", f"staff:{MANAGER}"])
 
 
 async def test_where_says_gps_is_off_without_traccar(tmp_path: Path, sqlite_template: Path) -> None:
