@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -110,6 +112,12 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if runtime.gps is not None:
+        # Without Traccar settings (and outside the demo) there is no GPS: the route is a 404.
+        from bot.gps.routes import setup_traccar_webhook
+
+        setup_traccar_webhook(app, runtime.gps.webhook_secret)
+        app.cleanup_ctx.append(_gps)
     seam = runtime.settings.seam
     if seam is not None and seam.webhook_secret:
         from bot.lock_routes import setup_seam_webhook
@@ -117,6 +125,7 @@ def create_app(runtime: Runtime, *, sandbox: bool = False, workers: bool = True)
         setup_seam_webhook(app, seam.webhook_secret)
     if sandbox:
         setup_sandbox(app)
+        _sandbox_gps(app, runtime)
         app.router.add_get("/", to_sandbox)
     return app
 
@@ -159,6 +168,34 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
         closing = getattr(client, "close", None)
         if closing is not None:
             await closing()
+
+
+def _sandbox_gps(app: web.Application, runtime: Runtime) -> None:
+    """The sandbox page's GPS control, when GPS is the demo's simulated Traccar."""
+    from bot.gps.simulated import SimulatedTraccar
+
+    if runtime.gps is not None and isinstance(runtime.gps.source, SimulatedTraccar):
+        from bot.sandbox.gps import setup_sandbox_gps
+
+        setup_sandbox_gps(app, runtime.gps.source)
+
+
+async def _gps(app: web.Application) -> AsyncIterator[None]:
+    """At start-up the inventory's trackers and geofences are checked against Traccar (a
+    problem is logged, never a reason not to start); at shut-down its client is closed."""
+    gps = app[RUNTIME].gps
+    assert gps is not None
+    from bot.gps.check import warn_about_trackers
+
+    # In the background: an unreachable Traccar delays nothing (each call has its timeout).
+    checking = asyncio.create_task(warn_about_trackers(gps.source))
+    yield
+    checking.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await checking
+    closing = getattr(gps.source, "close", None)
+    if closing is not None:
+        await closing()
 
 
 async def to_sandbox(request: web.Request) -> web.Response:

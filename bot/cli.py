@@ -25,6 +25,7 @@ from bot.golive import COMMANDS as GOLIVE_COMMANDS
 from bot.log_redaction import redact_secrets_in_logs, settings_secrets
 from flows.clock import MAX_SPEED, Clock, DemoClock, SystemClock
 from flows.digits import DATABASE_ID_MAX, INT64_MAX, typed_int
+from flows.gps import Gps
 from flows.i18n import local_time
 from flows.inventory import InventoryError, apply_inventory, describe_inventory, load_inventory
 from flows.lock_check import check_lock, unmapped_devices
@@ -168,6 +169,13 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("lock", nargs="?", help="a lock key (default: all)")
     reconcile.set_defaults(run=_locks_reconcile)
 
+    gps = commands.add_parser("gps", help="GPS from Traccar")
+    gps_actions = gps.add_subparsers(title="actions", required=True, metavar="ACTION")
+    gps_check = gps_actions.add_parser(
+        "check", help="check the inventory's traccar_device_id and home_geofence_id with Traccar"
+    )
+    gps_check.set_defaults(run=_gps_check)
+
     codes = commands.add_parser("codes", help="staff access codes")
     code_actions = codes.add_subparsers(title="actions", required=True, metavar="ACTION")
     staff = code_actions.add_parser(
@@ -287,7 +295,17 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"The demo's clock goes on from {start:%Y-%m-%d %H:%M} UTC, where it stopped.")
     if args.speed > 1:
         print(f"The demo's clock runs {args.speed} times faster than real time.")
-    return _run(settings, args, sandbox=True, clock=DemoClock(start, speed=args.speed))
+    from bot.gps.simulated import simulated_gps
+
+    # GPS is simulated: the sandbox page moves the items with trackers out of and into their
+    # yards, through the same path as Traccar's forwarded events.
+    return _run(
+        settings,
+        args,
+        sandbox=True,
+        clock=DemoClock(start, speed=args.speed),
+        gps=simulated_gps(),
+    )
 
 
 async def _demo_stopped_at(settings: Settings) -> datetime | None:
@@ -307,9 +325,14 @@ def _run(
     sandbox: bool,
     take_payments: bool = True,
     clock: Clock | None = None,
+    gps: Gps | None = None,
 ) -> int:
     runtime = build_runtime(
-        settings, clock=clock or SystemClock(), sandbox=sandbox, take_payments=take_payments
+        settings,
+        clock=clock or SystemClock(),
+        sandbox=sandbox,
+        take_payments=take_payments,
+        gps=gps,
     )
     app = create_app(runtime, sandbox=sandbox)
     # What start-up loaded (modules, catalogs, the SDKs) lives as long as the process: frozen,
@@ -445,6 +468,29 @@ async def _with_locks(
         return await work(runtime)
     finally:
         await db.close_database()
+
+
+def _gps_check(args: argparse.Namespace) -> int:
+    """Each tracker and home geofence of the inventory checked with Traccar; 1 on a problem."""
+    from bot.gps.check import warn_about_trackers
+
+    async def work(runtime: Runtime) -> int:
+        if runtime.gps is None:
+            print("GPS is off: set TRACCAR_API_BASE, TRACCAR_API_TOKEN and TRACCAR_WEBHOOK_SECRET")
+            return 1
+        try:
+            problems = await warn_about_trackers(runtime.gps.source)
+        finally:
+            closing = getattr(runtime.gps.source, "close", None)
+            if closing is not None:
+                await closing()
+        for line in problems:
+            print(line)
+        if not problems:
+            print("every traccar_device_id and home_geofence_id is known to Traccar")
+        return 1 if problems else 0
+
+    return asyncio.run(_with_locks(work))
 
 
 async def _chosen_locks(key: str | None) -> list[Lock]:

@@ -40,6 +40,8 @@ from flows.clock import Clock, SystemClock
 from flows.dialog import DialogSettings, RenterDialog
 from flows.effects import EffectExecutor
 from flows.engine import ConversationEngine, Dialog, TurnResult
+from flows.gps import Gps
+from flows.gps.return_check import ReturnCheck
 from flows.handoff import TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
 from flows.messages import InboundMessage
@@ -85,6 +87,8 @@ class Runtime:
     media_links: MediaLinks | None = None
     #: Tells ops when renter turns keep failing (the database cannot write).
     failing_turns: FailingTurns | None = None
+    #: GPS (Traccar's REST API and its webhook's secret), None when GPS is off.
+    gps: Gps | None = None
 
 
 MAX_ID_BYTES = 8 * 1024 * 1024
@@ -142,9 +146,11 @@ def build_runtime(
     locks: Mapping[str, LockProvider] | None = None,
     payments: PaymentProvider | None = None,
     take_payments: bool = True,
+    gps: Gps | None = None,
 ) -> Runtime:
     """Every part of Keyturn built from ``settings``; tests inject fakes through the keywords
-    (``executors`` and ``timer_handlers`` replace the declared ones of the same kind)."""
+    (``executors`` and ``timer_handlers`` replace the declared ones of the same kind). GPS is
+    Traccar's when its settings are there, ``gps`` (the demo's simulated Traccar) otherwise."""
     # Before any client is built: PTB logs its base URL, token included, when its Bot is made.
     redact_secrets_in_logs(settings_secrets(settings))
     clock = clock or SystemClock()
@@ -163,8 +169,18 @@ def build_runtime(
     transports = _transports(settings, clock, sandbox=sandbox, extra=channels or {})
     payments, identity = _payments(settings, payments)
     renter_media = ChannelMedia(transports.channels, transports.twilio)
+    gps = gps or _traccar(settings)
     journey = _journey(
-        settings, translator, clock, access, payments, identity, sealer, renter_media, take_payments
+        settings,
+        translator,
+        clock,
+        access,
+        payments,
+        identity,
+        sealer,
+        renter_media,
+        take_payments,
+        gps_on=gps is not None,
     )
     handoff = Handoff(
         translator,
@@ -172,7 +188,7 @@ def build_runtime(
         HandoffSettings(idle=timedelta(minutes=settings.handoff_idle_minutes)),
         sealer=sealer,
     )
-    ops = OpsDesk(translator, journey, access, handoff)
+    ops = OpsDesk(translator, journey, access, handoff, gps=gps.source if gps else None)
     ops_chat, ops_chat_id = _ops_chat(settings, transports.channels)
     # Without Telegram and an ops chat the ops group's effects do nothing: the sandbox page
     # shows alerts.
@@ -223,7 +239,18 @@ def build_runtime(
         ops_chat=ops_chat,
         media_links=transports.media_links,
         failing_turns=failing_turns,
+        gps=gps,
     )
+
+
+def _traccar(settings: Settings) -> Gps | None:
+    """Traccar's REST client and webhook secret, when its settings are there."""
+    if settings.traccar is None:
+        return None
+    from bot.gps.traccar import TraccarClient
+
+    client = TraccarClient(settings.traccar.api_base, settings.traccar.api_token)
+    return Gps(client, settings.traccar.webhook_secret)
 
 
 def _dispatcher_and_timers(
@@ -251,8 +278,10 @@ def _dispatcher_and_timers(
             settings.audit_retention_days,
             settings.message_retention_days,
             photo_days=settings.photo_retention_days,
+            gps_days=settings.gps_retention_days,
         ),
     )
+    return_check = ReturnCheck(journey.notifier, clock, journey.settings.returns)
     timers = TimerRunner(
         clock,
         declared(
@@ -260,6 +289,7 @@ def _dispatcher_and_timers(
             journey_timers(journey),
             retention.timer_handlers(),
             handoff.timer_handlers(),
+            return_check.timer_handlers(),
             replaced_by=timer_handlers,
         ),
     )
@@ -366,6 +396,8 @@ def _journey(
     sealer: Sealer,
     renter_media: ChannelMedia,
     take_payments: bool,
+    *,
+    gps_on: bool,
 ) -> Journey:
     twilio = settings.twilio
     upload_links = None
@@ -384,7 +416,7 @@ def _journey(
         mms_countries=twilio.mms_countries if twilio is not None else JourneySettings.mms_countries,
         returns=ReturnRules(
             damage_review=timedelta(hours=settings.damage_review_hours),
-            gps_on=settings.traccar is not None,
+            gps_on=gps_on,
         ),
     )
     return Journey(

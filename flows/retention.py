@@ -38,6 +38,8 @@ class RetentionPolicy:
     batch: int = 2000
     #: The wait before the next batch while expired rows are left.
     pause: timedelta = timedelta(seconds=1)
+    #: Items' GPS positions are kept this many days (``KEYTURN_GPS_RETENTION_DAYS``).
+    gps_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Retention:
                 message_days=policy.message_days,
                 batch=policy.batch,
                 photo_days=policy.photo_days,
+                gps_days=policy.gps_days,
             )
             done = PassSoFar(so_far.started_at, so_far.batches + 1, so_far.purged + batch.purged)
             if batch.more_left:

@@ -87,6 +87,14 @@ def _default_notifier() -> Notifier:
     return Notifier(Translator())
 
 
+def seen_home(booking: Booking, asset: Asset) -> bool:
+    """Whether GPS has the item home for this rental's return: seen entering its yard since the
+    pickup, or never seen leaving it (its last sighting is inside, or its tracker has not
+    reported yet, which tells nothing against the renter's word). Only an item last seen
+    outside its yard waits for the tracker."""
+    return booking.returned_home_at is not None or asset.gps_home is not False
+
+
 async def note_return_checklist(
     conn: BaseDBAsyncClient,
     booking_id: int,
@@ -136,9 +144,12 @@ async def _confirm_if_ready(
     asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
     moment = booking.return_checklist_at
     if await confirms_by_gps(conn, asset, rules):
-        if booking.returned_home_at is None:
+        if not seen_home(booking, asset):
             return Outcome()
-        moment = max(moment, booking.returned_home_at)
+        if booking.returned_home_at is None:
+            # Never seen leaving its yard: it is home now, as the renter says.
+            await note_back_home(conn, booking, moment)
+        moment = max(moment, booking.returned_home_at or moment)
     timing = timing_of(booking, asset, moment)
     fee = late_fee(booking, asset, moment)
     if not await note_returned(conn, booking, moment, timing, fee.minor):

@@ -99,5 +99,8 @@ class TimerKind(StrEnum):
     #: A deposit hold nears the end of its authorisation's life (about 7 days): unless it is
     #: released before, it is cancelled and the card kept on file.
     BOOKING_DEPOSIT_HOLD_LAPSE = "booking.deposit_hold_lapse"
+    #: The booked end plus the item's grace: a rental whose return is not confirmed by then is
+    #: "not returned" (ops alerted, the renter asked).
+    BOOKING_RETURN_CHECK = "booking.return_check"
     HANDOFF_IDLE = "handoff.idle"
     RETENTION_PURGE = "retention.purge"

@@ -43,6 +43,8 @@ BLANK_MESSAGE = "body = '', media = '[]', choices = '[]', sealed = FALSE"
 #: pending", which no index on the state serves, so SQLite's planner takes the partial index.
 FINISHED_TIMER = f"state <> '{TimerState.PENDING.value}'"
 FINISHED_EFFECT = f"state = '{EffectState.DONE.value}'"
+#: The name migration 0016 gave the index on ``gps_position (fixed_at)``.
+GPS_FIXED_AT_INDEX = "idx_gps_positio_fixed_a_0aeb9a"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ FINISHED_EFFECTS = ExpiredRows(
     "outbox_effect", "done_at", "outbox_effect_state_done", where=FINISHED_EFFECT
 )
 FINISHED_TIMERS = ExpiredRows("timer", "created_at", "timer_finished", where=FINISHED_TIMER)
+#: Items' GPS positions, by the tracker's fix time (the index migration 0016 made).
+GPS_POSITIONS = ExpiredRows("gps_position", "fixed_at", GPS_FIXED_AT_INDEX)
 
 #: A condition photo still holding its image: the predicate of the partial index its batch is
 #: chosen by (migration 0017).
@@ -112,6 +116,7 @@ EXPIRED_ROWS = (
     WEBHOOK_IDS,
     FINISHED_EFFECTS,
     FINISHED_TIMERS,
+    GPS_POSITIONS,
 )
 
 
@@ -127,6 +132,7 @@ class Purged:
     #: Condition photos whose image was deleted (``KEYTURN_PHOTO_RETENTION_DAYS`` after the
     #: rental's end).
     condition_photos: int = 0
+    gps_positions: int = 0
 
     def __add__(self, other: Purged) -> Purged:
         return Purged(
@@ -164,6 +170,7 @@ async def purge(
     message_days: int,
     batch: int,
     photo_days: int = 30,
+    gps_days: int = 30,
 ) -> PurgeBatch:
     """Purge at most ``batch`` rows of each kind that expired by ``now``, in ``conn``'s
     transaction; condition photos ``photo_days`` after their rental's end."""
@@ -177,6 +184,7 @@ async def purge(
         WEBHOOK_IDS: now - WEBHOOK_IDS_KEPT,
         FINISHED_EFFECTS: now - FINISHED_WORK_KEPT,
         FINISHED_TIMERS: now - FINISHED_WORK_KEPT,
+        GPS_POSITIONS: now - timedelta(days=gps_days),
     }
     done: dict[ExpiredRows, int] = {}
     for rows in EXPIRED_ROWS:
@@ -192,6 +200,7 @@ async def purge(
         webhook_ids=done[WEBHOOK_IDS],
         finished_work=done[FINISHED_EFFECTS] + done[FINISHED_TIMERS],
         condition_photos=photos,
+        gps_positions=done[GPS_POSITIONS],
     )
     more_left = photos >= batch or any(n >= batch for n in done.values())
     return PurgeBatch(purged, more_left=more_left)

@@ -21,7 +21,13 @@ from flows.booking.handover_pickup import PickupSteps
 from flows.dialog import YES_NO_STATES, DialogState
 from flows.effects import Audit, Effect, Outcome, Reply
 from flows.engine import ReadChanged, StepResult, Turn
-from flows.returns import EARLY, confirms_by_gps, note_return_checklist, timing_of
+from flows.returns import (
+    EARLY,
+    confirms_by_gps,
+    note_return_checklist,
+    seen_home,
+    timing_of,
+)
 from storage.handovers import (
     add_answer,
     begin_handover,
@@ -205,7 +211,7 @@ class HandoverSteps(PickupSteps):
         waits_for_gps = await confirms_by_gps(None, asset, rules)
         ends_codes = asset.early_return_ends_codes and timing == EARLY
         lines = [turn.t(f"handover.return_noted_{timing}", item=asset.label)]
-        if waits_for_gps and booking.returned_home_at is None:
+        if waits_for_gps and not seen_home(booking, asset):
             lines.append(turn.t("handover.return_waits_for_gps", item=asset.label))
         if ends_codes:
             lines.append(turn.t("handover.codes_ended"))

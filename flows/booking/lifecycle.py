@@ -24,6 +24,7 @@ from flows.booking.handover_asks import pin_waits_for_pickup
 from flows.booking.identity import withdraw_identity
 from flows.bookings import IllegalTransition, extended_range, stored_range
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
+from flows.gps.return_check import cancel_return_check, set_return_check
 from flows.i18n import local_time
 from flows.timers import TimerFired
 from storage.bookings import move
@@ -69,6 +70,7 @@ class Lifecycle(JourneyBase):
             CancelTimer(f"{kind}:{booking.reference}")
             for kind in ("hold", "pin", "start", "ending", "end")
         ]
+        outcome.timers.append(cancel_return_check(booking.reference))
         amount = 0 if was == BookingState.AWAITING_PAYMENT else self._refund_for(booking, now)
         if refund is not None:
             amount = refund
@@ -124,6 +126,7 @@ class Lifecycle(JourneyBase):
                 {"booking": booking.id},
             ),
             SetTimer(END_TIMER, booking.end_at, f"end:{ref}", {"booking": booking.id}),
+            set_return_check(booking, asset),
         ]
         outcome.audits.append(Audit("system", "booking.confirmed", f"booking:{ref}"))
         tz = asset.location.timezone
@@ -160,6 +163,7 @@ class Lifecycle(JourneyBase):
                 f"ending:{ref}",
                 {"booking": booking.id},
             ),
+            set_return_check(booking, asset),
         ]
         if replaced:
             outcome.timers.append(

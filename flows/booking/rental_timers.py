@@ -7,12 +7,14 @@ from flows.access import LIVE_STATES
 from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK
 from flows.booking.executors import Executors
 from flows.effects import Audit, Outcome, SetTimer
+from flows.gps.return_check import set_return_check
 from flows.i18n import local_time
 from flows.timers import TimerFired
 from storage.bookings import move
 from storage.models import (
     AccessCode,
     AccessCodeState,
+    Asset,
     Booking,
     BookingState,
     EffectState,
@@ -175,7 +177,11 @@ class RentalTimers(Executors):
             )
             # The deposit stays as it is: the clock says nothing about the item. It is
             # released when the return is confirmed and its damage review ends unclaimed.
+            asset = await Asset.filter(id=current.asset_id).using_db(conn).get()
             return Outcome(
+                # Set at confirmation already; set here too for a booking confirmed before
+                # returns were checked (the same key: one check).
+                timers=[set_return_check(current, asset)],
                 audits=[Audit("system", "booking.completed", f"booking:{booking.reference}")],
             )
 

@@ -21,6 +21,7 @@ class Permission(StrEnum):
     IDENTITY = "identity"  # approve or reject IDs
     ALERTS = "alerts"  # resolve alerts
     DEPOSITS = "deposits"  # claim a deposit for damage (/claim, a return report's button)
+    GPS = "gps"  # where an item is (owner and manager only: nobody else sees GPS)
 
 
 ROLE_PERMISSIONS: dict[StaffRole, frozenset[Permission]] = {
@@ -62,6 +63,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "approve": CommandSpec(Permission.IDENTITY, "ops.usage_approve", 1, 1),
     "reject": CommandSpec(Permission.IDENTITY, "ops.usage_reject", 2, None),
     "claim": CommandSpec(Permission.DEPOSITS, "ops.usage_claim", 1, 2),
+    "where": CommandSpec(Permission.GPS, "ops.usage_where", 1, 1),
     "help": CommandSpec(None, "ops.usage_help", 0, 0),
 }
 #: Alert buttons: the action in the callback data and what it needs.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from flows.access import AccessCodes
 from flows.booking import Journey
 from flows.digits import DATABASE_ID_MAX, typed_int
+from flows.gps import GpsSource
 from flows.handoff import Handoff, HandoffRefused
 from flows.i18n import Translator
 from flows.ops.alerts import AlertButtons
@@ -31,6 +32,7 @@ from flows.ops.identity import IdentityCommands
 from flows.ops.reading import ReadingCommands
 from flows.ops.scope import alert_locations
 from flows.ops.talk import TalkCommands
+from flows.ops.where import WhereCommands
 from storage.kinds import AlertKind
 from storage.models import OpsAlert
 from storage.uow import UnitOfWork
@@ -44,6 +46,7 @@ class OpsDesk(
     TalkCommands,
     AlertButtons,
     ClaimCommands,
+    WhereCommands,
 ):
     """Runs operators' commands and alert buttons for a Telegram user id, in the unit of work its
     runner (the ops bot) hands it; what the answer's ``outcome`` asks for commits with it."""
@@ -54,8 +57,11 @@ class OpsDesk(
         journey: Journey,
         access: AccessCodes,
         handoff: Handoff,
+        *,
+        gps: GpsSource | None = None,
     ) -> None:
         super().__init__(translator, journey, access, handoff)
+        self.gps = gps
         self._handlers: dict[str, Handler] = {
             "today": self._today,
             "booking": self._booking,
@@ -73,6 +79,7 @@ class OpsDesk(
             "approve": self._approve,
             "reject": self._reject,
             "claim": self._claim,
+            "where": self._where,
             "help": self._help,
         }
         self._claim_prompt = self.claim_prompt()

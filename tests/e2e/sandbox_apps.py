@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
+from bot.gps.simulated import simulated_gps
 from flows.inventory import apply_inventory, load_inventory
 from storage.uow import unit_of_work
 from tests.conftest import FakeClock
@@ -39,6 +40,7 @@ async def sandbox_apps(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
         horizon: int | None = None,
         leads: str = "",
         take_payments: bool = True,
+        gps: bool = False,
     ) -> App:
         clock = FakeClock(NOW)
         inventory = DEMO_INVENTORY.read_text()
@@ -59,7 +61,13 @@ async def sandbox_apps(database: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
                 **(env or {}),
             }
         )
-        runtime = build_runtime(settings, clock=clock, sandbox=True, take_payments=take_payments)
+        runtime = build_runtime(
+            settings,
+            clock=clock,
+            sandbox=True,
+            take_payments=take_payments,
+            gps=simulated_gps() if gps else None,  # the demo's simulated Traccar
+        )
         app = create_app(runtime, sandbox=True, workers=False)
         app.cleanup_ctx.clear()  # the `database` fixture holds the connection
         client = TestClient(TestServer(app))

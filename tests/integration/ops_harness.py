@@ -123,6 +123,7 @@ async def ops_app(
     twilio: FakeTwilio | None = None,
     postgres_url: str | None = None,
     stripe_base: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Ops]:
     """``twilio``: SMS goes through the real Twilio adapter to this fake (already serving)
     instead of a recording channel. ``postgres_url``: on that (migrated) database, emptied
@@ -182,6 +183,7 @@ async def ops_app(
                 "TELEGRAM_WEBHOOK_SECRET": SECRET,
                 "TELEGRAM_API_BASE": api_base,
                 "TELEGRAM_OPS_CHAT_ID": str(OPS_CHAT),
+                **(env or {}),
             }
         )
         sms = RecordingChannel("sms")

@@ -22,6 +22,7 @@ from storage.models import (
     AuditEvent,
     Conversation,
     EffectState,
+    GpsPosition,
     Message,
     OutboxEffect,
     ProcessedWebhook,
@@ -107,6 +108,7 @@ BACKLOG = {
     "message_media": 4,
     "webhook_ids": 4,
     "finished_work": 6,
+    "gps_positions": 4,
 }
 SMALL = RetentionPolicy(audit_days=90, message_days=30, batch=3)
 
@@ -149,6 +151,11 @@ async def _seed_backlog(now: datetime) -> Conversation:
         )
     for state in (TimerState.DONE, TimerState.CANCELLED, TimerState.DONE, TimerState.PENDING):
         await Timer.create(kind="booking.hold_expiry", due_at=old, state=state, created_at=old)
+    for n, fixed in enumerate([old] * BACKLOG["gps_positions"] + [recent]):
+        await GpsPosition.create(
+            device_id=101, position_id=n + 1, latitude=1.0, longitude=2.0, fixed_at=fixed,
+            received_at=fixed,
+        )  # fmt: skip
     return conversation
 
 
@@ -164,6 +171,7 @@ async def _expired_left(now: datetime) -> dict[str, int]:
         "webhook_ids": await ProcessedWebhook.filter(received_at__lt=old).count(),
         "finished_work": await OutboxEffect.filter(state=EffectState.DONE).count()
         + await Timer.filter(created_at__lt=old).exclude(state=TimerState.PENDING).count(),
+        "gps_positions": await GpsPosition.filter(fixed_at__lt=old).count(),
     }
 
 
