@@ -14,23 +14,27 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
-from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.app import Runtime, build_runtime, create_app
 from bot.cli import DEMO_INVENTORY
 from bot.config import Settings
-from flows.effects import Outcome
 from flows.inventory import apply_inventory, load_inventory
-from flows.returns import note_home
-from flows.staging import run_unit
 from storage import db
 from storage.models import Asset, Booking, Handover, Location
 from storage.uow import unit_of_work
 from tests.conftest import FakeClock
 from tests.e2e.test_sandbox_handover import confirmed
 from tests.e2e.test_sandbox_journey import NOW, PNG, Renter, run
+from tests.fakes.traccar import FakeTraccar
 
 Sandbox = tuple[TestClient[Any, Any], Runtime, FakeClock]
+
+
+async def forwarded(client: TestClient[Any, Any], payload: dict[str, Any]) -> Any:
+    """Traccar's forwarding of one event, with the header traccar.xml sets."""
+    return await client.post(
+        "/webhooks/traccar", json=payload, headers={"X-Keyturn-Secret": "secret"}
+    )
 
 
 @pytest.fixture
@@ -90,6 +94,12 @@ async def test_the_pickup_is_asked_at_the_start_and_the_return_waits_for_gps(
     assert booking.pickup_done_at == clock.now()
     assert (await Handover.get(booking=booking, kind="pickup")).answers == [False]
 
+    # The trailer leaves its yard with the renter: Traccar forwards the geofence exit.
+    tracker = FakeTraccar()
+    tracker.add_device(11, "T1")
+    left = await forwarded(client, tracker.move(11, 5, entering=False, at=clock.now()))
+    assert left.status == 200
+
     clock.current = booking.end_at - timedelta(minutes=5)
     await run(runtime)
     await renter.inbox()
@@ -109,12 +119,9 @@ async def test_the_pickup_is_asked_at_the_start_and_the_return_waits_for_gps(
 
     home_at = clock.now() + timedelta(minutes=2)
     clock.current = home_at
-    rules = runtime.journey.settings.returns
-
-    async def back_home(conn: BaseDBAsyncClient) -> Outcome:
-        return await note_home(conn, booking.asset_id, home_at, home_at, rules)
-
-    await run_unit(back_home, home_at)
+    back = await forwarded(client, tracker.move(11, 5, entering=True, at=home_at))
+    assert back.status == 200
+    await run(runtime)
     [confirmed_return] = await renter.inbox()
     assert confirmed_return == (
         f"Return of Utility trailer 6x10 confirmed (booking {booking.reference}). Thank you!"

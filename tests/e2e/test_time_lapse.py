@@ -178,6 +178,9 @@ async def test_a_whole_rental_plays_out_by_moving_the_demo_clock(demo: Client) -
 
     # The deposit waits for the return, not the clock: RETURN and DONE, then the damage review
     # (12 hours) passes on the demo's clock and the hold is released, with the receipt.
+    # Past the end and its 15 minutes' grace with no return: the renter is asked for it.
+    [asked] = await renter.inbox()
+    assert "Please bring it back to Harbor Yard and reply RETURN" in asked
     _, lock_it = await renter.say("RETURN")
     assert "reply DONE" in lock_it
     noted, confirmed_return = await renter.say("DONE")

@@ -31,6 +31,8 @@ async def a_rental(*, tracker: bool, fee_cents: int = 0) -> Booking:
         harbor.home_geofence_id = 7
         await harbor.save()
         trailer.traccar_device_id = 42
+        trailer.gps_home = False  # seen leaving its yard with the renter
+        trailer.gps_home_at = START + timedelta(minutes=5)
     trailer.late_fee_per_hour_cents = fee_cents
     await trailer.save()
     return await Booking.create(
@@ -134,3 +136,27 @@ async def test_gps_home_before_the_rental_started_is_not_its_return(database: st
         await note_home(conn, trailer.id, START - timedelta(hours=3), START, GPS)
 
     assert (await Booking.get(id=booking.id)).returned_home_at is None
+
+
+@pytest.mark.parametrize("last_seen", [True, None], ids=["inside-its-yard", "never-reported"])
+async def test_an_item_never_seen_leaving_is_home_when_the_renter_says_done(
+    database: str, last_seen: bool | None
+) -> None:
+    """A trailer loaded in its yard never crosses the geofence: its tracker never says it came
+    back, and nothing says it is away. The checklist confirms its return then and there."""
+    booking = await a_rental(tracker=True)
+    await Asset.filter(id=booking.asset_id).update(gps_home=last_seen, gps_home_at=None)
+
+    await checklist_done(booking, END)
+
+    returned = await Booking.get(id=booking.id)
+    assert (returned.returned_at, returned.returned_home_at) == (END, END)
+
+
+async def test_an_item_last_seen_away_waits_for_its_tracker(database: str) -> None:
+    booking = await a_rental(tracker=True)
+
+    await checklist_done(booking, END)
+
+    assert (await Booking.get(id=booking.id)).returned_at is None
+    assert not await Timer.filter(kind=DAMAGE_REVIEW_TIMER).exists()
