@@ -132,6 +132,24 @@ async def note_home(
     return outcome + await _confirm_if_ready(conn, booking, now, rules, notifier)
 
 
+async def confirm_by_staff(
+    conn: BaseDBAsyncClient,
+    booking_id: int,
+    now: datetime,
+    rules: ReturnRules,
+    notifier: Notifier | None = None,
+) -> Outcome:
+    """An operator saw the item back (a tracker that died, a renter who never said DONE): the
+    return is confirmed now, as if its checklist were done and GPS saw it home. Nothing when it
+    was confirmed already."""
+    booking = await locked_booking(conn, booking_id)
+    if booking.returned_at is not None:
+        return Outcome()
+    await note_checklist_done(conn, booking, now)
+    await note_back_home(conn, booking, now)
+    return await _confirm_if_ready(conn, booking, now, rules, notifier)
+
+
 async def _confirm_if_ready(
     conn: BaseDBAsyncClient,
     booking: Booking,

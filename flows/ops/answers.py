@@ -63,6 +63,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "approve": CommandSpec(Permission.IDENTITY, "ops.usage_approve", 1, 1),
     "reject": CommandSpec(Permission.IDENTITY, "ops.usage_reject", 2, None),
     "claim": CommandSpec(Permission.DEPOSITS, "ops.usage_claim", 1, 2),
+    "returned": CommandSpec(Permission.DEPOSITS, "ops.usage_returned", 1, 1),
     "where": CommandSpec(Permission.GPS, "ops.usage_where", 1, 1),
     "help": CommandSpec(None, "ops.usage_help", 0, 0),
 }

@@ -30,6 +30,7 @@ from flows.ops.claims import WHOLE, ClaimCommands
 from flows.ops.codes import CodeCommands
 from flows.ops.identity import IdentityCommands
 from flows.ops.reading import ReadingCommands
+from flows.ops.returns import ReturnCommands
 from flows.ops.scope import alert_locations
 from flows.ops.talk import TalkCommands
 from flows.ops.where import WhereCommands
@@ -40,6 +41,7 @@ from storage.uow import UnitOfWork
 
 class OpsDesk(
     ReadingCommands,
+    ReturnCommands,
     BookingCommands,
     CodeCommands,
     IdentityCommands,
@@ -79,6 +81,7 @@ class OpsDesk(
             "approve": self._approve,
             "reject": self._reject,
             "claim": self._claim,
+            "returned": self._returned,
             "where": self._where,
             "help": self._help,
         }
