@@ -383,7 +383,11 @@ async def returned_by_chat(
     DONE once it is locked (T1 asks for no photos or checklist and has no tracker), and the
     return is confirmed by the checklist alone."""
     world.clock.current = returned
-    intro, lock_it = await renter.say("RETURN")
+    *asked, intro, lock_it = await renter.say("RETURN")
+    # Past the end and its grace, the renter was asked to bring it back (the not-returned check;
+    # on WhatsApp, a day after their last message, that is a template, which carries no body).
+    assert all(t == "" or "reply RETURN when it is back" in t for t in asked), asked
+    assert len(asked) <= 1, asked
     assert intro == f"Returning Utility trailer 6x10 (booking {booking.reference})."
     assert lock_it == "Thank you. Now lock Utility trailer 6x10 and reply DONE."
     noted, confirmed = await renter.say("DONE")
