@@ -202,7 +202,9 @@ async def test_a_whole_rental_on_the_sandbox(
     # Back in the yard, the renter says so: T1 asks no photos or checklist, only DONE.
     rules = runtime.journey.settings.returns
     returned = clock.now()
-    _, lock_it = await renter.say("RETURN")
+    *asked, _, lock_it = await renter.say("RETURN")
+    # Past the end and its grace, the not-returned check asked for it.
+    assert all("reply RETURN when it is back" in text for text in asked), asked
     assert "reply DONE" in lock_it
     noted, confirmed = await renter.say("DONE")
     assert "noted" in noted and "confirmed" in confirmed
