@@ -87,12 +87,12 @@ def _default_notifier() -> Notifier:
     return Notifier(Translator())
 
 
-def seen_home(booking: Booking, asset: Asset) -> bool:
-    """Whether GPS has the item home for this rental's return: seen entering its yard since the
-    pickup, or never seen leaving it (its last sighting is inside, or its tracker has not
-    reported yet, which tells nothing against the renter's word). Only an item last seen
-    outside its yard waits for the tracker."""
-    return booking.returned_home_at is not None or asset.gps_home is not False
+def seen_home(asset: Asset) -> bool:
+    """Whether GPS has the item home now: its latest sighting is inside its yard, or its tracker
+    has not reported yet (which tells nothing against the renter's word). An item last seen
+    outside its yard waits for its tracker, even if it passed through the yard earlier in the
+    rental (leaving again takes that homecoming back)."""
+    return asset.gps_home is not False
 
 
 async def note_return_checklist(
@@ -162,7 +162,7 @@ async def _confirm_if_ready(
     asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
     moment = booking.return_checklist_at
     if await confirms_by_gps(conn, asset, rules):
-        if not seen_home(booking, asset):
+        if not seen_home(asset):
             return Outcome()
         if booking.returned_home_at is None:
             # Never seen leaving its yard: it is home now, as the renter says.

@@ -43,6 +43,21 @@ async def note_back_home(conn: BaseDBAsyncClient, booking: Booking, at: datetime
     return bool(changed)
 
 
+async def note_left_home(conn: BaseDBAsyncClient, asset_id: int, at: datetime) -> int:
+    """GPS saw the item leave its yard at ``at``: a homecoming seen before, of a rental not yet
+    returned, no longer holds (the item passed through its yard and went on)."""
+    return await (
+        Booking.filter(
+            asset_id=asset_id,
+            state__in=RETURNABLE_STATES,
+            returned_at__isnull=True,
+            returned_home_at__lt=at,
+        )
+        .using_db(conn)
+        .update(returned_home_at=None)
+    )
+
+
 async def note_returned(
     conn: BaseDBAsyncClient, booking: Booking, at: datetime, timing: str, late_fee_cents: int
 ) -> bool:

@@ -310,9 +310,18 @@ async def move_window(
     covered = {code.lock_id for code in codes}
     replaced += [lock for lock in await locks_for_booking(booking, conn) if lock.id not in covered]
     if replaced:
+        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
         outcome = outcome + (
             await plan_codes(
-                ctx, conn, replaced, window, label=f"Keyturn {booking.reference}", booking=booking
+                ctx,
+                conn,
+                replaced,
+                window,
+                label=f"Keyturn {booking.reference}",
+                booking=booking,
+                # As when first planned: an item whose PIN waits for its pickup check never
+                # shares it with the gates, whose codes the renter has already.
+                one_pin=not asset.pin_after_checklist,
             )
         )
     return outcome, [lock.label for lock in replaced]

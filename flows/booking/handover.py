@@ -211,7 +211,7 @@ class HandoverSteps(PickupSteps):
         waits_for_gps = await confirms_by_gps(None, asset, rules)
         ends_codes = asset.early_return_ends_codes and timing == EARLY
         lines = [turn.t(f"handover.return_noted_{timing}", item=asset.label)]
-        if waits_for_gps and not seen_home(booking, asset):
+        if waits_for_gps and not seen_home(asset):
             lines.append(turn.t("handover.return_waits_for_gps", item=asset.label))
         if ends_codes:
             lines.append(turn.t("handover.codes_ended"))

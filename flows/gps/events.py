@@ -23,6 +23,7 @@ from flows.returns import ReturnRules, note_home
 from storage.gps import note_home_state, rental_running, store_position, tracked_asset
 from storage.kinds import AlertKind
 from storage.models import Asset
+from storage.returns import note_left_home
 from storage.webhooks import claim_event
 
 #: The provider name GPS event ids are recorded under.
@@ -98,6 +99,8 @@ async def _left_home(
     conn: BaseDBAsyncClient, asset: Asset, event: GpsEvent, now: datetime
 ) -> Outcome:
     newest = await note_home_state(conn, asset.id, False, event.at)
+    if newest:
+        await note_left_home(conn, asset.id, event.at)
     outcome = Outcome(
         audits=[Audit("gps", "asset.left_home", f"asset:{asset.code}", {"newest": newest})]
     )
@@ -127,4 +130,6 @@ async def _came_home(
     outcome = Outcome(
         audits=[Audit("gps", "asset.came_home", f"asset:{asset.code}", {"newest": newest})]
     )
+    if not newest:
+        return outcome  # an older sighting arriving late: the item has been seen since
     return outcome + await note_home(conn, asset.id, event.at, now, rules)

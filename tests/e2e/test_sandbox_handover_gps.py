@@ -129,3 +129,43 @@ async def test_the_pickup_is_asked_at_the_start_and_the_return_waits_for_gps(
     await booking.refresh_from_db()
     assert booking.returned_at == home_at and booking.return_timing == "on_time"
     assert await Booking.filter(returned_at__isnull=False).count() == 1
+
+
+async def test_a_pass_through_the_yard_mid_rental_is_not_the_return(sandbox: Sandbox) -> None:
+    """The trailer leaves, passes back through its yard and leaves again (or its fix flaps at
+    the fence); the renter then says DONE from elsewhere. Nothing is confirmed until the tracker
+    sees it come home for good; an entry that arrives late, older than the last exit, counts
+    for nothing."""
+    client, runtime, clock = sandbox
+    renter = Renter(client, runtime)
+    booking = await confirmed(client, renter, "T1")
+    clock.current = booking.start_at
+    await renter.inbox()
+    await renter.say(image=PNG)
+    await renter.say("YES")
+    tracker = FakeTraccar()
+    tracker.add_device(11, "T1")
+    out, passing, out_again = (booking.start_at + timedelta(minutes=m) for m in (5, 60, 61))
+    late_entry = tracker.move(11, 5, entering=True, at=booking.start_at + timedelta(minutes=30))
+    for at, entering in ((out, False), (passing, True), (out_again, False)):
+        sent = await forwarded(client, tracker.move(11, 5, entering=entering, at=at))
+        assert sent.status == 200
+    assert (await forwarded(client, late_entry)).status == 200
+
+    clock.current = booking.end_at - timedelta(minutes=5)
+    await run(runtime)
+    await renter.inbox()
+    await renter.say("RETURN")
+    [noted] = await renter.say("DONE")
+    assert "It is confirmed as soon as the tracker sees Utility trailer 6x10 back home." in noted
+    await booking.refresh_from_db()
+    assert booking.returned_at is None and booking.returned_home_at is None
+
+    home_at = clock.now() + timedelta(minutes=3)
+    clock.current = home_at
+    assert (await forwarded(client, tracker.move(11, 5, entering=True, at=home_at))).status == 200
+    await run(runtime)
+    [confirmed_return] = await renter.inbox()
+    assert "confirmed" in confirmed_return
+    await booking.refresh_from_db()
+    assert booking.returned_at == home_at

@@ -16,6 +16,7 @@ from flows.returns import (
     note_return_checklist,
 )
 from flows.staging import stage_outcome
+from storage.gps import note_home_state
 from storage.models import Asset, Booking, BookingState, OutboxEffect, Timer
 from storage.uow import unit_of_work
 from tests.support import a_renter, rental_times, small_inventory
@@ -56,6 +57,8 @@ async def checklist_done(booking: Booking, at: datetime, rules: ReturnRules = GP
 async def home(booking: Booking, at: datetime, rules: ReturnRules = GPS) -> None:
     """GPS sees the item home at ``at``, committed the way the webhook's runner commits it."""
     async with unit_of_work() as conn:
+        # As the Traccar handler does: the item's home state first, then its homecoming.
+        await note_home_state(conn, booking.asset_id, True, at)
         await stage_outcome(conn, await note_home(conn, booking.asset_id, at, at, rules), at)
 
 
