@@ -26,6 +26,7 @@ from flows.bookings import IllegalTransition, extended_range, stored_range
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.gps.return_check import cancel_return_check, set_return_check
 from flows.i18n import local_time
+from flows.returns import DAMAGE_REVIEW_TIMER, damage_review_key
 from flows.timers import TimerFired
 from storage.bookings import move
 from storage.kinds import AlertKind
@@ -90,9 +91,21 @@ class Lifecycle(JourneyBase):
                     {"booking": booking.id, "amount": amount},
                 )
             )
-        outcome.effects.append(
-            Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
-        )
+        if now < booking.blocked_from:
+            outcome.effects.append(
+                Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
+            )
+        else:
+            # Cancelled once its window was open: the renter may have had the item. The hold
+            # stays through the damage review (ops are alerted below and may claim), then goes.
+            outcome.timers.append(
+                SetTimer(
+                    DAMAGE_REVIEW_TIMER,
+                    now + self.settings.returns.damage_review,
+                    damage_review_key(booking.reference),
+                    {"booking": booking.id},
+                )
+            )
         outcome.alerts.append(
             Alert(
                 AlertKind.BOOKING_CANCELLED,
