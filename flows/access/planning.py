@@ -262,6 +262,40 @@ async def revoke(
     return outcome
 
 
+_NOT_ON_LOCK = (AccessCodeState.PENDING, AccessCodeState.FAILED)
+
+
+async def _move_in_place(
+    conn: BaseDBAsyncClient, code: AccessCode, window: AccessWindow, outcome: Outcome
+) -> bool:
+    """Move ``code`` to ``window`` where it stands, if it can be; False when it must be replaced.
+
+    A code not yet on its lock is moved here only; one on a lock that updates windows is moved
+    there too. An offline code is computed from its window: it cannot be moved, only replaced.
+    """
+    lock = code.lock
+    can_update = not code.offline and LockCapability.UPDATE_WINDOW in capabilities_from_json(
+        lock.capabilities, lock.provider
+    )
+    if code.offline or not (can_update or code.state in _NOT_ON_LOCK):
+        return False
+    await (
+        AccessCode.filter(id=code.id)
+        .using_db(conn)
+        .update(starts_at=window.starts_at, ends_at=window.ends_at)
+    )
+    outcome.timers.append(revoke_timer(code.id, window.ends_at))
+    if code.state not in _NOT_ON_LOCK:
+        outcome.effects.append(
+            Effect(
+                UPDATE_EFFECT,
+                f"access:update:{code.id}:{window.ends_at.isoformat()}",
+                {"code": code.id},
+            )
+        )
+    return True
+
+
 async def move_window(
     ctx: AccessContext, conn: BaseDBAsyncClient, booking: Booking, window: AccessWindow
 ) -> tuple[Outcome, list[str]]:
@@ -278,33 +312,11 @@ async def move_window(
         .using_db(conn)
         .prefetch_related("lock")
     )
-    not_on_lock = (AccessCodeState.PENDING, AccessCodeState.FAILED)  # moved here only
     for code in codes:
-        lock = code.lock
-        # An offline code is computed from its window: it cannot be moved, only replaced.
-        can_update = not code.offline and LockCapability.UPDATE_WINDOW in capabilities_from_json(
-            lock.capabilities, lock.provider
-        )
-        if not code.offline and (can_update or code.state in not_on_lock):
-            await (
-                AccessCode.filter(id=code.id)
-                .using_db(conn)
-                .update(starts_at=window.starts_at, ends_at=window.ends_at)
-            )
-            outcome.timers.append(revoke_timer(code.id, window.ends_at))
-            if code.state not in not_on_lock:
-                outcome.effects.append(
-                    Effect(
-                        UPDATE_EFFECT,
-                        f"access:update:{code.id}:{window.ends_at.isoformat()}",
-                        {"code": code.id},
-                    )
-                )
-        else:
-            replaced.append(lock)
-            outcome = outcome + (
-                await revoke(ctx, conn, [code], actor="system", reason="window moved")
-            )
+        if await _move_in_place(conn, code, window, outcome):
+            continue
+        replaced.append(code.lock)
+        outcome = outcome + (await revoke(ctx, conn, [code], actor="system", reason="window moved"))
     # A lock left without a live code (its code's window ended and it was revoked just as
     # the window moved) gets a new one for the new window.
     covered = {code.lock_id for code in codes}

@@ -91,21 +91,7 @@ class Lifecycle(JourneyBase):
                     {"booking": booking.id, "amount": amount},
                 )
             )
-        if now < booking.blocked_from:
-            outcome.effects.append(
-                Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
-            )
-        else:
-            # Cancelled once its window was open: the renter may have had the item. The hold
-            # stays through the damage review (ops are alerted below and may claim), then goes.
-            outcome.timers.append(
-                SetTimer(
-                    DAMAGE_REVIEW_TIMER,
-                    now + self.settings.returns.damage_review,
-                    damage_review_key(booking.reference),
-                    {"booking": booking.id},
-                )
-            )
+        outcome = outcome + self._deposit_after_cancel(booking, now)
         outcome.alerts.append(
             Alert(
                 AlertKind.BOOKING_CANCELLED,
@@ -117,6 +103,28 @@ class Lifecycle(JourneyBase):
         outcome.audits.append(
             Audit(actor, "booking.cancelled", f"booking:{booking.reference}", {"refund": amount})
         )
+        return outcome
+
+    def _deposit_after_cancel(self, booking: Booking, now: datetime) -> Outcome:
+        """Release the deposit hold at once, or keep it through a damage review.
+
+        Cancelled once its window was open, the renter may have had the item: the hold stays
+        through the damage review (ops are alerted and may claim), then goes.
+        """
+        outcome = Outcome()
+        if now < booking.blocked_from:
+            outcome.effects.append(
+                Effect(RELEASE_EFFECT, f"release:{booking.reference}", {"booking": booking.id})
+            )
+        else:
+            outcome.timers.append(
+                SetTimer(
+                    DAMAGE_REVIEW_TIMER,
+                    now + self.settings.returns.damage_review,
+                    damage_review_key(booking.reference),
+                    {"booking": booking.id},
+                )
+            )
         return outcome
 
     async def confirm(self, conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> Outcome:
