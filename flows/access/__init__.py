@@ -140,6 +140,11 @@ class AccessCodes(AccessContext):
         """
         return await planning.move_window(self, conn, booking, window)
 
+    async def part_item_pins(self, conn: BaseDBAsyncClient, booking: Booking) -> Outcome:
+        """Replace the item's codes of a booking whose item PIN must differ from the gates'
+        but does not (planned before the item's PIN waited for its pickup check)."""
+        return await planning.part_item_pins(self, conn, booking)
+
     async def look_up(self, code: AccessCode) -> dict[str, Any] | None:
         """Ask the provider whether a code still programming is set now: what to store with
         its move to ``set`` (the PIN of a code the vendor computes), or None while it is not."""

@@ -5,6 +5,7 @@ when the window ends."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -140,10 +141,11 @@ async def plan_codes(
     staff: StaffMember | None = None,
     deadline: bool = True,
     one_pin: bool = True,
+    avoid: Collection[str] = (),
 ) -> Outcome:
     """Codes for ``locks`` over ``window``, with their timers. ``deadline``: check by the
     confirm deadline that they are set (no check for the code that follows a refused
-    offline backup, so the deadline does not ask for another)."""
+    offline backup, so the deadline does not ask for another). ``avoid``: PINs none may have."""
     now = ctx.clock.now()
     leads = {
         location.id: ctx.lead_times_at(location)
@@ -151,7 +153,7 @@ async def plan_codes(
             conn
         )
     }
-    chosen, unknown = await _choose_pins(ctx, conn, locks, window, one_pin)
+    chosen, unknown = await _choose_pins(ctx, conn, locks, window, one_pin, avoid)
     outcome = Outcome()
     for lock in locks:
         pin = chosen.get(lock.key)
@@ -196,6 +198,7 @@ async def _choose_pins(
     locks: list[Lock],
     window: AccessWindow,
     one_pin: bool = True,
+    avoid: Collection[str] = (),
 ) -> tuple[dict[str, str], set[str]]:
     """The PIN Keyturn chooses for each lock it may choose one for (one PIN for all where the
     locks allow it), and the locks whose PIN rules Keyturn does not know: those (that cannot
@@ -209,7 +212,7 @@ async def _choose_pins(
     per_lock = {
         lock.key: (
             constraints_from_json(lock.code_constraints),
-            await ctx.taken(conn, lock, window),
+            {*await ctx.taken(conn, lock, window), *avoid},
         )
         for lock in pinned
     }
@@ -323,6 +326,8 @@ async def move_window(
     replaced += [lock for lock in await locks_for_booking(booking, conn) if lock.id not in covered]
     if replaced:
         asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
+        kept = {lock.id for lock in replaced}
+        moved = [code for code in codes if code.lock_id not in kept]
         outcome = outcome + (
             await plan_codes(
                 ctx,
@@ -334,6 +339,38 @@ async def move_window(
                 # As when first planned: an item whose PIN waits for its pickup check never
                 # shares it with the gates, whose codes the renter has already.
                 one_pin=not asset.pin_after_checklist,
+                avoid=_pins_of(ctx, moved) if asset.pin_after_checklist else (),
             )
         )
     return outcome, [lock.label for lock in replaced]
+
+
+def _pins_of(ctx: AccessContext, codes: list[AccessCode]) -> set[str]:
+    return {ctx.sealer.open(code.pin_encrypted) for code in codes if code.pin_encrypted}
+
+
+async def part_item_pins(ctx: AccessContext, conn: BaseDBAsyncClient, booking: Booking) -> Outcome:
+    """An item whose PIN waits for its pickup check must not share it with the location's
+    gates, whose codes go out first. A booking planned before the item said so has one PIN on
+    every lock: its item's codes are replaced by codes of their own. Nothing when they differ.
+    """
+    codes = (
+        await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
+        .using_db(conn)
+        .prefetch_related("lock")
+    )
+    gates = _pins_of(ctx, [code for code in codes if code.lock.shared])
+    clashing = [code for code in codes if not code.lock.shared and _pins_of(ctx, [code]) & gates]
+    if not clashing:
+        return Outcome()
+    outcome = await revoke(ctx, conn, clashing, actor="system", reason="item PIN apart from gates")
+    return outcome + await plan_codes(
+        ctx,
+        conn,
+        [code.lock for code in clashing],
+        AccessWindow(clashing[0].starts_at, clashing[0].ends_at),
+        label=f"Keyturn {booking.reference}",
+        booking=booking,
+        one_pin=False,
+        avoid=gates,
+    )

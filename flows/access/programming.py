@@ -205,6 +205,16 @@ async def common_key(ctx: AccessContext, code: AccessCode, lock: Lock) -> str | 
     return f"keyturn-booking-{code.booking_id}-{starts:%Y%m%dT%H%M}-{ends:%Y%m%dT%H%M}"
 
 
+async def sibling_pins(ctx: AccessContext, code: AccessCode) -> set[str]:
+    """The PINs of the live codes for the same booking on its other locks."""
+    if code.booking_id is None:
+        return set()
+    rows = await AccessCode.filter(
+        booking_id=code.booking_id, state__in=LIVE_STATES, lock_id__not=code.lock_id
+    )
+    return {ctx.sealer.open(row.pin_encrypted) for row in rows if row.pin_encrypted}
+
+
 async def fresh_pin(ctx: AccessContext, code: AccessCode, key: str) -> FollowUp | None:
     """A refused code is tried again: with a fresh PIN where Keyturn chose it, asked again
     as it is where the vendor computes it, without one where the lock chooses. The follow-up
@@ -223,6 +233,8 @@ async def fresh_pin(ctx: AccessContext, code: AccessCode, key: str) -> FollowUp 
         taken = await ctx.taken(None, lock, AccessWindow(code.starts_at, code.ends_at))
         if code.pin_encrypted:
             taken.add(ctx.sealer.open(code.pin_encrypted))
+        # Nor one of the booking's other doors: an item's PIN sent after the gates' stays its own.
+        taken |= await sibling_pins(ctx, code)
         fields["pin_encrypted"] = ctx.sealer.seal(generate_pin(constraints, taken=taken))
 
     async def record(conn: BaseDBAsyncClient) -> Outcome:

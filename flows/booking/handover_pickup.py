@@ -10,7 +10,7 @@ from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK, stay
 from flows.booking.handover_asks import asks_anything, pin_waits_for_pickup
 from flows.booking.handover_photos import HandoverPhotos
 from flows.booking.rental_timers import still_under_way
-from flows.effects import Audit, Outcome, SetTimer
+from flows.effects import Audit, Outcome, SetTimer, Write
 from flows.engine import StepResult, Turn
 from flows.timers import TimerFired
 from storage.handovers import begin_handover
@@ -35,6 +35,24 @@ class PickupSteps(HandoverPhotos):
             )
         return await self.pin_text(booking, gates, language) + "\n" + later
 
+    def shares_gate_pin(self, codes: list[AccessCode]) -> bool:
+        """Whether the item's own PIN is a gate's too (the booking was planned before the
+        item's PIN waited for its pickup check): the gate codes would open the item."""
+        gates = {self.sealer.open(c.pin_encrypted) for c in codes if c.lock.shared}
+        return any(
+            self.sealer.open(c.pin_encrypted) in gates
+            for c in codes
+            if not c.lock.shared and c.pin_encrypted
+        )
+
+    def part_pins(self, booking: Booking) -> Write:
+        """The write that gives the item codes of their own; the gates wait for them."""
+
+        async def part(conn: UnitOfWork) -> Outcome:
+            return await self.access.part_item_pins(conn, booking)
+
+        return part
+
     async def on_deliver_pin(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))
         asset = await Asset.get(id=booking.asset_id)
@@ -42,14 +60,13 @@ class PickupSteps(HandoverPhotos):
             return await super().on_deliver_pin(event)
         now = self.clock.now()
         ready = await self.set_codes(booking, now)
-        if ready is None:
+        if ready is None or self.shares_gate_pin(ready.codes):
             if now >= booking.end_at:
                 return Outcome()
             key = f"pin:{booking.reference}"
+            recheck = SetTimer(DELIVER_PIN_TIMER, now + PIN_RECHECK, key, {"booking": booking.id})
             return Outcome(
-                timers=[
-                    SetTimer(DELIVER_PIN_TIMER, now + PIN_RECHECK, key, {"booking": booking.id})
-                ]
+                writes=[] if ready is None else [self.part_pins(booking)], timers=[recheck]
             )
         gates = [code for code in ready.codes if code.lock.shared]
         language = await self._language(None, booking)
@@ -115,8 +132,10 @@ class PickupSteps(HandoverPhotos):
         if not pin_waits_for_pickup(asset, booking):
             return await super().resend_code(turn, booking)
         ready = await self.set_codes(booking, turn.now)
-        if ready is None:
-            return stay(turn, turn.t("journey.code_not_ready"))
+        if ready is None or self.shares_gate_pin(ready.codes):
+            result = stay(turn, turn.t("journey.code_not_ready"))
+            result.outcome.writes += [] if ready is None else [self.part_pins(booking)]
+            return result
         gates = [code for code in ready.codes if code.lock.shared]
         text = await self.gate_text(booking, asset, gates, turn.language)
         result = stay(turn, text, kind="pin" if gates else "reply")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from bot.cli import DEMO_INVENTORY
+from flows.inventory import apply_inventory, parse_inventory
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -16,9 +18,11 @@ from storage.models import (
     ConditionPhoto,
     Handover,
     IdentityCheck,
+    Lock,
     Message,
     OutboxEffect,
 )
+from storage.uow import unit_of_work
 from tests.e2e import test_channel_journeys
 from tests.e2e.test_channel_journeys import (
     BERLIN_PHONE,
@@ -307,3 +311,57 @@ async def test_a_whatsapp_pickup_and_return_with_media(world: World) -> None:
     await booking.refresh_from_db()
     assert booking.return_timing == "on_time"
     assert await ConditionPhoto.filter(booking=booking).count() == 4
+
+
+async def apply_demo_inventory(world: World, text: str) -> None:
+    """What ``keyturn inventory apply`` does with the operator's file."""
+    async with unit_of_work() as conn:
+        await apply_inventory(conn, parse_inventory(text), now=world.clock.now())
+
+
+async def test_a_trailer_booked_before_its_pin_waited_for_pickup_gets_a_pin_of_its_own(
+    world: World,
+) -> None:
+    demo = DEMO_INVENTORY.read_text(encoding="utf-8")
+    assert "pin_after_checklist = true" in demo
+    await apply_demo_inventory(world, demo.replace("pin_after_checklist = true", ""))
+    renter = TwilioRenter(world)
+    booking = await confirmed_t2(world, renter)
+    before = await pins_of(world, booking)
+    assert before["harbor-gate"] == before["harbor-t2"], "planned with one PIN for both"
+    await apply_demo_inventory(world, demo)  # the operator now wants the pickup check first
+
+    await at_pin_time(world, booking)
+    await world.at(world.clock.now() + timedelta(minutes=1))  # the trailer's new code is set
+    pins = await pins_of(world, booking)
+    gate_pin, trailer_pin = pins["harbor-gate"], pins["harbor-t2"]
+    assert gate_pin == before["harbor-gate"] and trailer_pin != gate_pin
+    gate_message, first_ask = await renter.inbox()
+    assert f"Main gate: {gate_pin}" in gate_message and trailer_pin not in gate_message
+    assert "the hitch" in first_ask
+    t2 = await Lock.get(key="harbor-t2")
+    at_start = booking.start_at + timedelta(minutes=1)
+    assert not await world.keypad().try_keypad(t2.device_id, gate_pin, at_start), (
+        "the gate code must not open the trailer"
+    )
+    assert await world.keypad().try_keypad(t2.device_id, trailer_pin, at_start)
+    [code_again, _ask] = await renter.say("CODE")
+    assert gate_pin in code_again and trailer_pin not in code_again
+    assert trailer_pin not in delivered(world)
+
+
+async def test_code_before_the_pin_time_does_not_give_the_trailer_away_either(
+    world: World,
+) -> None:
+    demo = DEMO_INVENTORY.read_text(encoding="utf-8")
+    await apply_demo_inventory(world, demo.replace("pin_after_checklist = true", ""))
+    renter = TwilioRenter(world)
+    booking = await confirmed_t2(world, renter)
+    await apply_demo_inventory(world, demo)
+    await world.at(booking.start_at - timedelta(hours=2))  # codes on the locks, PIN not yet due
+    shared = (await pins_of(world, booking))["harbor-gate"]
+    [not_yet] = await renter.say("CODE")
+    assert shared not in not_yet
+    await world.at(world.clock.now() + timedelta(minutes=1))
+    pins = await pins_of(world, booking)
+    assert pins["harbor-t2"] != pins["harbor-gate"] == shared

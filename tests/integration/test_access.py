@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from locks.windows import AccessWindow
 from storage.models import (
     AccessCode,
     AccessCodeState,
+    Asset,
     Booking,
     Lock,
     OpsAlert,
@@ -270,6 +272,37 @@ async def test_a_pin_the_lock_already_holds_is_replaced_by_a_fresh_one(
     assert code.state == AccessCodeState.SET
     assert runtime.access.sealer.open(code.pin_encrypted) != planned
     assert await OpsAlert.filter(kind="code_rejected").count() == 1
+
+
+async def test_a_fresh_pin_for_an_item_never_is_the_gate_pin(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item whose PIN waits for its pickup check has a PIN apart from the gate's: a PIN
+    chosen again after the lock refused it stays apart too."""
+    await Asset.filter(code="T1").update(pin_after_checklist=True)
+    clock.current = START - timedelta(hours=2)
+    booking = await confirmed_booking(runtime)
+    codes = {c.lock.key: c for c in await codes_of(booking)}
+    sealer = runtime.access.sealer
+    gate_pin = sealer.open(codes["harbor-gate"].pin_encrypted)
+    planned = sealer.open(codes["harbor-t1"].pin_encrypted)
+    assert gate_pin != planned
+    await simulated(runtime).create_code(
+        CodeRequest(
+            "sim-harbor-t1", planned, clock.now(), END + timedelta(days=9), "by hand", "UTC"
+        )
+    )
+
+    def first_free(constraints: object, taken: Collection[str]) -> str:
+        # The PIN generator's first free choice, made the gate's PIN where nothing keeps it out.
+        return next(pin for pin in (gate_pin, "246813") if pin not in taken)
+
+    monkeypatch.setattr("flows.access.programming.generate_pin", first_free)
+    await settle(runtime)
+    item = await AccessCode.get(id=codes["harbor-t1"].id).prefetch_related("lock")
+    assert item.state == AccessCodeState.SET
+    assert sealer.open(item.pin_encrypted) == "246813" != gate_pin
+    assert not await keypad(runtime, item.lock, gate_pin, START)
 
 
 async def test_reconcile_removes_strays_and_reprograms_missing_codes(
