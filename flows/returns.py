@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from flows.access.kinds import LIVE_STATES
 from flows.effects import Audit, Effect, Outcome, SetTimer
 from flows.i18n import Translator
 from flows.notify import Notifier
 from storage.kinds import EffectKind, TimerKind
-from storage.models import Asset, Booking, Location
+from storage.models import AccessCode, Asset, Booking, Location
 from storage.money import Money
 from storage.returns import (
     locked_booking,
@@ -150,6 +151,14 @@ async def confirm_by_staff(
     return await _confirm_if_ready(conn, booking, now, rules, notifier)
 
 
+async def _codes_end(conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> datetime:
+    """When the renter's codes stop opening: now, or later where an early return keeps them
+    to the end. The damage review counts from then, so the deposit is never released while
+    the renter can still get in."""
+    codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).using_db(conn)
+    return max([now, *(code.ends_at for code in codes)])
+
+
 async def _confirm_if_ready(
     conn: BaseDBAsyncClient,
     booking: Booking,
@@ -185,7 +194,7 @@ async def _confirm_if_ready(
         timers=[
             SetTimer(
                 DAMAGE_REVIEW_TIMER,
-                now + rules.damage_review,
+                await _codes_end(conn, booking, now) + rules.damage_review,
                 damage_review_key(reference),
                 {"booking": booking.id},
             )

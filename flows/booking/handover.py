@@ -228,15 +228,16 @@ class HandoverSteps(PickupSteps):
                 now=now,
                 params={"text": "\n".join(lines)},
             )
-            outcome = await note_return_checklist(conn, booking.id, now, rules, self.notifier)
-            outcome.effects.append(condition_report(booking, HandoverKind.RETURN))
-            if ends_codes:
+            outcome = Outcome()
+            if ends_codes:  # first: the damage review counts from when the codes stop
                 codes = await AccessCode.filter(
                     booking_id=booking.id, state__in=LIVE_STATES
                 ).using_db(conn)
                 outcome += await self.access.revoke(
                     conn, codes, actor=f"renter:{turn.renter_id}", reason="returned early"
                 )
+            outcome += await note_return_checklist(conn, booking.id, now, rules, self.notifier)
+            outcome.effects.append(condition_report(booking, HandoverKind.RETURN))
             return outcome
 
         return StepResult(DialogState.BOOKED, {}, apply=note)

@@ -21,6 +21,7 @@ from storage.models import (
     Lock,
     Message,
     OutboxEffect,
+    Payment,
 )
 from storage.uow import unit_of_work
 from tests.e2e import test_channel_journeys
@@ -178,6 +179,13 @@ async def return_by_mms(world: World, renter: TwilioRenter, booking: Booking) ->
     assert "no rental to return" in nothing
     codes = await AccessCode.filter(booking=booking)
     assert {c.state for c in codes} == {AccessCodeState.SET}, "T2 keeps its codes to the end"
+    # The renter can still get in until then: the damage review counts from the codes' end.
+    returned = world.clock.now()
+    review = world.runtime.journey.settings.returns.damage_review
+    await world.at(returned + review)
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
+    await world.at(max(c.ends_at for c in codes) + review)
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "released"
 
 
 async def test_a_telegram_pickup_by_photos_and_buttons(world: World) -> None:
@@ -365,3 +373,35 @@ async def test_code_before_the_pin_time_does_not_give_the_trailer_away_either(
     await world.at(world.clock.now() + timedelta(minutes=1))
     pins = await pins_of(world, booking)
     assert pins["harbor-t2"] != pins["harbor-gate"] == shared
+
+
+async def test_an_early_return_that_ends_the_codes_starts_the_damage_review_at_once(
+    world: World,
+) -> None:
+    demo = DEMO_INVENTORY.read_text(encoding="utf-8")
+    t1 = 'code = "T1"\n'
+    assert t1 in demo
+    await apply_demo_inventory(world, demo.replace(t1, t1 + "early_return_ends_codes = true\n"))
+    renter = TwilioRenter(world, whatsapp=True)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await renter.inbox()
+    await renter.send_id()
+    assert await approve(world, (await IdentityCheck.get()).id)
+    booking = await Booking.get()
+    await at_pin_time(world, booking)
+    await world.at(booking.start_at + timedelta(hours=1))
+    await renter.inbox()
+    await renter.say("RETURN")
+    noted, confirmed = await renter.say("DONE")
+    assert "noted: early." in noted and "switched off now" in noted and "confirmed" in confirmed
+    returned = world.clock.now()
+    await world.at(returned + timedelta(minutes=1))
+    codes = await AccessCode.filter(booking=booking)
+    assert {c.state for c in codes} == {AccessCodeState.REMOVED}, "its codes end at the return"
+    review = world.runtime.journey.settings.returns.damage_review
+    await world.at(returned + review - timedelta(minutes=1))
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
+    await world.at(returned + review)
+    assert (await Payment.get(booking=booking, purpose="deposit")).status == "released"

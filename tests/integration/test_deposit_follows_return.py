@@ -253,7 +253,7 @@ async def test_a_return_confirmed_before_the_lapse_releases_in_the_review_not_at
 ) -> None:
     booking = await paid_booking(world)
     intent = str((await deposit_of(booking)).provider_ref)
-    await advance_to(world, timedelta(minutes=10), booking)
+    await advance_to(world, timedelta(minutes=20), booking)  # after the codes' end
     await confirm_return(world, booking)
     world.clock.advance(REVIEW)
     await settle(world.runtime)
