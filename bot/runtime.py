@@ -24,7 +24,7 @@ from bot.ops.turn_failures import FailingTurns
 from bot.sandbox.channel import SandboxChannel
 from bot.sandbox.payments import SandboxPayments
 from bot.timers import TimerRunner
-from bot.transports.twilio import ID_DOCUMENT_TYPES, TwilioAccount, twilio_channels
+from bot.transports.twilio import TwilioAccount, twilio_channels
 from flows.access import (
     AccessCodes,
     AccessPolicy,
@@ -44,6 +44,7 @@ from flows.gps import Gps
 from flows.gps.return_check import ReturnCheck
 from flows.handoff import TO_STAFF_EFFECT, Handoff, HandoffSettings
 from flows.i18n import Translator
+from flows.media_types import ID_DOCUMENT_TYPES
 from flows.messages import InboundMessage
 from flows.notify import Notifier
 from flows.ops import REPORT_EFFECT, OpsDesk

@@ -1,9 +1,10 @@
 """The page behind an upload link: one ID photo from a renter whose SMS route carries no MMS.
 
 A plain HTML form (no script), posted as multipart. The file is checked as MMS media is (type
-and size), stored sealed, and put up for review; the link's use is recorded in the same
-transaction, so a second use is refused, also after a restart. A link that is forged, expired
-or used gets a clear page and changes nothing.
+and size), its type read from its own bytes rather than taken from the browser; it is stored
+sealed and put up for review; the link's use is recorded in the same transaction, so a second
+use is refused, also after a restart. A link that is forged, expired or used gets a clear page
+and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 from aiohttp import BodyPartReader, web
 
 from bot.keys import CLOCK, JOURNEY
-from bot.transports.twilio import ID_DOCUMENT_TYPES
 from flows.booking.handover_asks import PHOTO_TYPES
 from flows.i18n import renter_language
+from flows.media_types import ID_DOCUMENT_TYPES, stored_type
 from flows.staging import stage_outcome
 from flows.upload_links import (
     CONDITION_PHOTO,
@@ -57,9 +58,11 @@ def setup_upload_page(app: web.Application, links: UploadLinks, max_bytes: int) 
             return await _page(request, grant, "upload.refused", status=410)
         condition = grant.purpose == CONDITION_PHOTO
         photo = await _read_photo(request, max_bytes)
-        if photo is None or (condition and photo[1] not in PHOTO_TYPES):
+        accepted = PHOTO_TYPES if condition else ID_DOCUMENT_TYPES
+        content, declared = photo or (b"", "")
+        content_type = stored_type(content, declared, accepted)
+        if content_type is None:
             return await _page(request, grant, "upload.wrong_file", form=True, status=415)
-        content, content_type = photo
         journey = request.app[JOURNEY]
         receive = journey.receive_uploaded_photo if condition else journey.receive_uploaded_id
         now = request.app[CLOCK].now()
@@ -95,8 +98,9 @@ async def _awaits_photo(request: web.Request, grant: UploadGrant) -> bool:
 
 
 async def _read_photo(request: web.Request, max_bytes: int) -> tuple[bytes, str] | None:
-    """The posted file when its type is one MMS media may have and it is no larger than an MMS
-    photo may be; read in chunks so an oversized one is cut off early."""
+    """The posted file and its declared type, when that is one MMS media may have and the file
+    is no larger than an MMS photo may be; read in chunks so an oversized one is cut off early.
+    What the file is, the caller reads from its bytes."""
     if not request.content_type.startswith("multipart/"):
         return None
     reader = await request.multipart()

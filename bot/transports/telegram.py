@@ -45,6 +45,7 @@ from telegram.ext import Application
 
 from bot.channels import ChannelError, Undeliverable
 from bot.log_redaction import BOT_TOKEN_IN_TEXT, redact_secrets_in_logs
+from flows.media_types import sniffed_type
 from flows.messages import InboundMessage, Media, OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -283,8 +284,9 @@ class TelegramChannel:
             raise _channel_error(err, "getFile") from err
         if len(data) > max_bytes:
             raise MediaRefused(f"file is {len(data)} bytes; at most {max_bytes}")
-        content_type = image_type(data)
-        if content_type is None:
+        # Telegram's own mime types come from the sender: the type is read from the bytes.
+        content_type = sniffed_type(data)
+        if content_type is None or not content_type.startswith("image/"):
             raise MediaRefused("file is not a JPEG, PNG, WebP or HEIC image")
         return data, content_type
 
@@ -388,19 +390,6 @@ def _media(message: Message) -> tuple[Media, ...]:
         content_type = document.mime_type or "application/octet-stream"
         return (Media(url=MEDIA_SCHEME + document.file_id, content_type=content_type),)
     return ()
-
-
-def image_type(data: bytes) -> str | None:
-    """The image type by its magic bytes; Telegram's own mime types come from the sender."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
-        return "image/heic"
-    return None
 
 
 def _chat_id(address: str) -> int:

@@ -91,8 +91,6 @@ MALFORMED_CODES: Mapping[int, str] = {
     21656: "the template variables are not valid",
 }
 
-#: Media types worth keeping as a photo of an ID; callers pass their own list to ``fetch_media``.
-ID_DOCUMENT_TYPES = frozenset({"image/jpeg", "image/png", "image/heic", "application/pdf"})
 MAX_MEDIA_REDIRECTS = 3
 #: The path of a media file of a message, as ``MediaUrl{N}`` carries it.
 _MEDIA_PATH = re.compile(
@@ -256,7 +254,8 @@ class TwilioAccount:
     async def fetch_media(
         self, url: str, *, max_bytes: int, allowed_types: Collection[str]
     ) -> tuple[bytes, str]:
-        """Download an MMS/WhatsApp attachment; returns its bytes and content type.
+        """Download an MMS/WhatsApp attachment; returns its bytes and content type (as Twilio
+        has it from the sender: what the file is, the flow that keeps it reads from its bytes).
 
         The account's credentials go only to the Twilio API origin; a redirect elsewhere (Twilio
         sends media from a signed storage URL) is followed without them. The size is checked on

@@ -24,6 +24,7 @@ from flows.booking.handover_asks import (
 from flows.booking.steps_manage import ManageSteps
 from flows.effects import Audit, FollowUp, Outcome, Reply, SetTimer
 from flows.engine import Turn
+from flows.media_types import stored_type
 from flows.messages import Choice
 from flows.upload_links import CONDITION_PHOTO, UploadGrant
 from storage.handovers import (
@@ -163,8 +164,9 @@ class HandoverPhotos(ManageSteps):
         return await self.advance(conn, booking, asset, handover, now, voice)
 
     async def execute_handover_photo(self, effect: OutboxEffect) -> FollowUp | None:
-        """Fetch a condition photo from the channel, check it, seal it, delete it where the
-        channel keeps it; the follow-up stores it and asks the next thing."""
+        """Fetch a condition photo from the channel, check it (its type by its bytes, not the
+        channel's word), seal it, delete it where the channel keeps it; the follow-up stores it
+        and asks the next thing."""
         payload = effect.payload
         channel, url = str(payload["channel"]), str(payload.get("url") or "")
         handover_id = int(str(payload["handover"]))
@@ -172,9 +174,10 @@ class HandoverPhotos(ManageSteps):
         try:
             if not url:
                 raise ValueError("the photo's reference is gone")
-            content, content_type = await self.fetch_media(channel, url)
-            if content_type not in PHOTO_TYPES or not content or len(content) > MAX_PHOTO_BYTES:
-                raise ValueError(f"not a photo: {content_type}, {len(content)} bytes")
+            content, declared = await self.fetch_media(channel, url)
+            content_type = stored_type(content, declared, PHOTO_TYPES)
+            if content_type is None or len(content) > MAX_PHOTO_BYTES:
+                raise ValueError(f"not a photo: declared {declared}, {len(content)} bytes")
         except ValueError:
             return self._photo_unreadable(handover_id, now)
         sealed = self.sealer.seal_bytes(content)
@@ -214,8 +217,9 @@ class HandoverPhotos(ManageSteps):
         content_type: str,
         now: datetime,
     ) -> Outcome | None:
-        """A condition photo sent through an upload link: stored like one from the chat. None
-        when the link is no condition-photo link or no photo is awaited (nothing is stored)."""
+        """A condition photo sent through an upload link (``content_type``: what its bytes
+        show): stored like one from the chat. None when the link is no condition-photo link or
+        no photo is awaited (nothing is stored)."""
         if grant.purpose != CONDITION_PHOTO or content_type not in PHOTO_TYPES:
             return None
         handover = await (

@@ -9,6 +9,7 @@ from flows.booking.common import COLLECT_ID_EFFECT, media_items
 from flows.booking.identity import id_review, photo_deletion
 from flows.booking.lifecycle import Lifecycle
 from flows.effects import Alert, Audit, FollowUp, Outcome
+from flows.media_types import ID_DOCUMENT_TYPES, stored_type
 from flows.payments import PaymentEvent, PaymentEventKind
 from flows.upload_links import ID_PHOTO, UploadGrant
 from storage.identity import IdentityStatus, move_identity
@@ -30,9 +31,9 @@ class IdentityReview(Lifecycle):
         content_type: str,
         now: datetime,
     ) -> Outcome | None:
-        """An ID photo sent through an upload link: stored sealed and put up for review like an
-        MMS photo, and the renter told it arrived. None when the booking no longer awaits an
-        ID (nothing is stored)."""
+        """An ID photo sent through an upload link (``content_type``: what its bytes show):
+        stored sealed and put up for review like an MMS photo, and the renter told it arrived.
+        None when the booking no longer awaits an ID (nothing is stored)."""
         booking = await Booking.filter(id=grant.booking_id).using_db(conn).first()
         if (
             grant.purpose != ID_PHOTO
@@ -199,9 +200,10 @@ class IdentityReview(Lifecycle):
         booking = await Booking.get(id=int(str(payload["booking"])))
         now = self.clock.now()
         try:
-            content, content_type = await self.fetch_media(
-                str(payload["channel"]), str(payload["url"])
-            )
+            content, declared = await self.fetch_media(str(payload["channel"]), str(payload["url"]))
+            content_type = stored_type(content, declared, ID_DOCUMENT_TYPES)
+            if content_type is None:
+                raise ValueError(f"not an ID document: declared {declared}")
         except ValueError:
 
             async def unreadable(conn: UnitOfWork) -> Outcome:

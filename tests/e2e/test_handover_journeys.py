@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from bot.cli import DEMO_INVENTORY
 from flows.inventory import apply_inventory, parse_inventory
+from locks.port import LockCapability, capabilities_to_json
+from locks.simulated.provider import CAPABILITIES
 from storage.models import (
     AccessCode,
     AccessCodeState,
@@ -405,3 +409,65 @@ async def test_an_early_return_that_ends_the_codes_starts_the_damage_review_at_o
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "held"
     await world.at(returned + review)
     assert (await Payment.get(booking=booking, purpose="deposit")).status == "released"
+
+
+@pytest.mark.parametrize(
+    "fixed", [("harbor-t2",), ("harbor-t2", "harbor-gate")], ids=["trailer", "trailer-and-gate"]
+)
+async def test_an_extension_that_replaces_the_trailer_code_keeps_its_pin_apart_and_held(
+    world: World, fixed: tuple[str, ...]
+) -> None:
+    """T2's lock (and in the second case the gate's too) cannot move a code's window in place:
+    an extension replaces its code with a new PIN, which is still no gate PIN and still comes
+    only after the pickup checklist."""
+    renter = TwilioRenter(world)
+    booking = await confirmed_t2(world, renter)
+    await Lock.filter(key__in=fixed).update(
+        capabilities=capabilities_to_json(CAPABILITIES & ~LockCapability.UPDATE_WINDOW)
+    )
+    await world.at(booking.start_at - timedelta(hours=2))
+    assert {c.state for c in await AccessCode.filter(booking=booking)} == {AccessCodeState.SET}
+    before = await pins_of(world, booking)
+    assert await renter.inbox() == []
+
+    [quote] = await renter.say("EXTEND 1h")
+    assert quote.startswith("Extend until Tue, Jun 2 3:00") and "Reply YES" in quote
+    _paying, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    extended = await renter.inbox()
+    assert any("now ends Tue, Jun 2 3:00" in text for text in extended), extended
+    assert any("the item's once you have done its pickup check" in text for text in extended)
+    await world.run()
+    await booking.refresh_from_db()
+    assert booking.end_at == booking.start_at + timedelta(hours=5)
+
+    live = await AccessCode.filter(booking=booking, state=AccessCodeState.SET).prefetch_related(
+        "lock"
+    )
+    assert {c.lock.key for c in live} == {"harbor-gate", "harbor-t2"}
+    assert all(c.ends_at == booking.end_at + timedelta(minutes=15) for c in live)
+    sealer = world.runtime.journey.sealer
+    after = {c.lock.key: sealer.open(c.pin_encrypted) for c in live}
+    gate_pin, trailer_pin = after["harbor-gate"], after["harbor-t2"]
+    assert trailer_pin != before["harbor-t2"], "the trailer's code was replaced"
+    if "harbor-gate" not in fixed:
+        # Only the trailer's code is planned anew: its PIN is drawn against the trailer lock's
+        # codes alone, so only the odds (a 6-digit draw) keep it off the gate's here.
+        assert gate_pin == before["harbor-gate"], "the gate's code moved in place"
+    assert trailer_pin != gate_pin, "the gate code must not open the trailer"
+    assert trailer_pin not in delivered(world)
+
+    await world.at(booking.start_at - timedelta(hours=1))
+    messages = "\n".join([*extended, *await renter.inbox()])
+    assert f"Main gate: {gate_pin}" in messages and "Photo 1 of 2" in messages
+    assert trailer_pin not in delivered(world), "no trailer PIN before the checklist"
+    [code_again, _ask] = await renter.say("CODE")
+    assert gate_pin in code_again and trailer_pin not in code_again
+    await renter.send_id(JPEG)
+    [question] = await renter.send_id(PNG, "image/png")
+    assert question.startswith("Question 1 of 2")
+    await renter.say("YES")
+    assert trailer_pin not in delivered(world)
+    done, pin_message = await renter.say("YES")
+    assert "is done" in done and f"Trailer Bay 2: {trailer_pin}" in pin_message
+    assert f"Main gate: {gate_pin}" in pin_message

@@ -26,7 +26,6 @@ from bot.config import Settings
 from bot.keys import CLOCK, ENGINE
 from bot.media_links import MediaLinks
 from bot.transports.twilio import (
-    ID_DOCUMENT_TYPES,
     MediaRefused,
     TwilioAccount,
     TwilioChannel,
@@ -35,6 +34,7 @@ from bot.transports.twilio import (
 )
 from bot.transports.twilio_routes import EMPTY_TWIML, setup_twilio
 from flows.inventory import apply_inventory, load_inventory
+from flows.media_types import ID_DOCUMENT_TYPES
 from flows.messages import Choice, Media, OutboundMessage
 from storage.db import connection
 from storage.models import (
