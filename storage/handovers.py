@@ -15,9 +15,10 @@ from storage.returns import RETURNABLE_STATES
 async def open_handover_of(
     renter_id: int, conn: BaseDBAsyncClient | None = None
 ) -> Handover | None:
-    """The renter's pickup or return under way (begun, not completed) on a booking that is
-    still theirs to pick up or return; the latest begun."""
-    return (
+    """The pickup or return the renter's photos and answers go to, of those under way (begun,
+    not completed) on bookings still theirs to pick up or return: a return first (the renter
+    asked for it), else the one begun first. The others wait their turn."""
+    found = (
         await Handover.filter(
             booking__renter_id=renter_id,
             booking__state__in=RETURNABLE_STATES,
@@ -25,8 +26,20 @@ async def open_handover_of(
             completed_at__isnull=True,
         )
         .using_db(conn)
-        .order_by("-started_at", "-id")
-        .first()
+        .order_by("started_at", "id")
+    )
+    returns = [handover for handover in found if handover.kind == HandoverKind.RETURN]
+    first = returns or found
+    return first[0] if first else None
+
+
+async def close_pickup(conn: BaseDBAsyncClient, booking_id: int, at: datetime) -> None:
+    """The booking's pickup left unfinished is closed as its return begins: the renter's
+    photos and answers go to the return from now on."""
+    await (
+        Handover.filter(booking_id=booking_id, kind=HandoverKind.PICKUP, completed_at__isnull=True)
+        .using_db(conn)
+        .update(completed_at=at)
     )
 
 

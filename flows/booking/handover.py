@@ -31,6 +31,7 @@ from flows.returns import (
 from storage.handovers import (
     add_answer,
     begin_handover,
+    close_pickup,
     complete_handover,
     locked_handover,
     open_handover_of,
@@ -179,12 +180,16 @@ class HandoverSteps(PickupSteps):
         return stay(turn, turn.t("handover.return_waits_for_gps", item=asset.label))
 
     async def start_return(self, turn: Turn) -> StepResult:
+        under_way = await open_handover_of(turn.renter_id)
+        if under_way is not None and under_way.kind == HandoverKind.RETURN:
+            return await self.ask_again(turn, under_way)  # one return at a time
         booking = await returnable_booking(turn.renter_id, turn.now)
         if booking is None:
             return await self.nothing_to_finish(turn, "handover.nothing_to_return")
         asset = await Asset.get(id=booking.asset_id)
 
         async def begin(conn: UnitOfWork) -> Outcome:
+            await close_pickup(conn, booking.id, turn.now)
             handover = await begin_handover(conn, booking.id, HandoverKind.RETURN, turn.now)
             replies: list[Reply] = []
             voice = self.turn_voice(turn, booking, replies)
@@ -238,6 +243,6 @@ class HandoverSteps(PickupSteps):
                 )
             outcome += await note_return_checklist(conn, booking.id, now, rules, self.notifier)
             outcome.effects.append(condition_report(booking, HandoverKind.RETURN))
-            return outcome
+            return outcome + await self.ask_following(conn, booking.renter_id, now)
 
         return StepResult(DialogState.BOOKED, {}, apply=note)

@@ -33,6 +33,7 @@ from storage.handovers import (
     forget_inbound_media,
     locked_handover,
     note_pickup_done,
+    open_handover_of,
 )
 from storage.models import Asset, Booking, Handover, HandoverKind, OutboxEffect, Renter
 from storage.uow import UnitOfWork
@@ -134,7 +135,37 @@ class HandoverPhotos(ManageSteps):
             )
         key = "handover.pickup_done_pin" if gated else "handover.pickup_done"
         await voice.say(key, {"item": asset.label}, ())
-        return outcome
+        return outcome + await self.ask_following(conn, booking.renter_id, now, voice)
+
+    async def ask_following(
+        self, conn: UnitOfWork, renter_id: int, now: datetime, voice: Voice | None = None
+    ) -> Outcome:
+        """A handover done: the renter's next one that waited for it (another booking's
+        pickup) is asked now, in ``voice`` where the renter's message finished it."""
+        handover = await open_handover_of(renter_id, conn)
+        if handover is None:
+            return Outcome()
+        booking = await Booking.filter(id=handover.booking_id).using_db(conn).get()
+        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
+        told = await self.notifier_voice(conn, booking, now)
+        if voice is not None:  # the same conversation, with this booking's upload link
+            told = Voice(voice.language, voice.say, told.link)
+        await told.say(
+            "handover.next_up", {"item": asset.label, "reference": booking.reference}, ()
+        )
+        return await self.advance(conn, booking, asset, handover, now, told)
+
+    async def waits_its_turn(
+        self, conn: UnitOfWork, handover: Handover, booking: Booking, asset: Asset, voice: Voice
+    ) -> bool:
+        """Whether another of the renter's handovers is under way, so ``handover`` is not
+        asked now (the renter hears it comes next)."""
+        current = await open_handover_of(booking.renter_id, conn)
+        if current is None or current.id == handover.id:
+            return False
+        params = {"item": asset.label, "reference": booking.reference}
+        await voice.say("handover.pickup_waits", params, ())
+        return True
 
     async def store_photo(
         self,

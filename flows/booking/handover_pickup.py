@@ -88,7 +88,9 @@ class PickupSteps(HandoverPhotos):
             )
             handover = await begin_handover(conn, booking.id, HandoverKind.PICKUP, now)
             voice = await self.notifier_voice(conn, current, now)
-            outcome = await self.advance(conn, current, asset, handover, now, voice)
+            outcome = Outcome()
+            if not await self.waits_its_turn(conn, handover, current, asset, voice):
+                outcome = await self.advance(conn, current, asset, handover, now, voice)
             subject = f"booking:{booking.reference}"
             return outcome + Outcome(audits=[Audit("system", "booking.gate_codes_sent", subject)])
 
@@ -119,6 +121,8 @@ class PickupSteps(HandoverPhotos):
                 return Outcome()  # asked already
             handover = await begin_handover(conn, booking.id, HandoverKind.PICKUP, now)
             voice = await self.notifier_voice(conn, current, now)
+            if await self.waits_its_turn(conn, handover, current, asset, voice):
+                return Outcome()
             await voice.say("handover.pickup_intro", {"item": asset.label}, ())
             return await self.advance(conn, current, asset, handover, now, voice)
 

@@ -471,3 +471,82 @@ async def test_an_extension_that_replaces_the_trailer_code_keeps_its_pin_apart_a
     done, pin_message = await renter.say("YES")
     assert "is done" in done and f"Trailer Bay 2: {trailer_pin}" in pin_message
     assert f"Main gate: {gate_pin}" in pin_message
+
+
+T1_ASKS = 'code = "T1"\npickup_checklist = ["Hitch locked?"]\nreturn_checklist = ["Lights off?"]\n'
+
+
+async def book_t1_after_t2(world: World, renter: ChatRenter) -> tuple[Booking, Booking]:
+    """T2 tomorrow 10-14, then T1 (which asks one pickup and one return question) 14-18."""
+    demo = DEMO_INVENTORY.read_text(encoding="utf-8")
+    await apply_demo_inventory(world, demo.replace('code = "T1"\n', T1_ASKS))
+    t2 = await confirmed_t2(world, renter)
+    await renter.say("BOOK T1 tomorrow 14-18")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await renter.inbox()
+    t1 = await Booking.get(asset__code="T1")
+    assert t1.state == BookingState.CONFIRMED, "the renter's ID was approved for T2"
+    return t2, t1
+
+
+async def test_a_renter_returning_one_rental_as_the_next_begins_finishes_the_return_first(
+    world: World,
+) -> None:
+    renter = TwilioRenter(world)
+    t2, t1 = await book_t1_after_t2(world, renter)
+    await at_pin_time(world, t2)
+    await renter.inbox()
+    await renter.send_id(JPEG)
+    await renter.send_id(JPEG)
+    await renter.say("YES")
+    await renter.say("YES")  # T2's pickup done: its PIN
+    await world.at(t2.end_at - timedelta(minutes=20))
+    await renter.inbox()
+    intro, ask = await renter.say("RETURN")
+    assert t2.reference in intro and "the hitch" in ask
+    await world.at(t1.start_at)  # T1's rental starts: its pickup check waits for the return
+    waits = "\n".join(await renter.inbox())
+    assert f"pickup check of Utility trailer 6x10 (booking {t1.reference}) comes" in waits
+    assert "Hitch locked?" not in waits
+    assert await renter.send_id(JPEG) == ["Photo 2 of 2: please send a photo of the inside."]
+    [question] = await renter.send_id(PNG, "image/png")
+    assert question.startswith("Question 1 of 1: Inside swept clean?")
+    assert "DONE" in (await renter.say("YES"))[0]
+    noted, confirmed, next_up, pickup_question = await renter.say("DONE")
+    assert "noted" in noted and t2.reference in confirmed
+    assert next_up == f"Next, Utility trailer 6x10 (booking {t1.reference})."
+    assert pickup_question.startswith("Question 1 of 1: Hitch locked?")
+    [done] = await renter.say("YES")
+    assert "pickup check of Utility trailer 6x10 is done" in done
+    returned = await ConditionPhoto.filter(booking=t2, kind="return").count()
+    assert returned == 2 and not await ConditionPhoto.filter(booking=t1).exists()
+    assert (await Handover.get(booking=t1, kind="pickup")).answers == [True]
+    assert (await Handover.get(booking=t2, kind="return")).answers == [True]
+
+
+async def test_a_pickup_left_unfinished_is_closed_when_its_return_begins(world: World) -> None:
+    renter = TwilioRenter(world, whatsapp=True)
+    demo = DEMO_INVENTORY.read_text(encoding="utf-8")
+    await apply_demo_inventory(world, demo.replace('code = "T1"\n', T1_ASKS))
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await renter.inbox()
+    await renter.send_id()
+    assert await approve(world, (await IdentityCheck.get()).id)
+    booking = await Booking.get()
+    await at_pin_time(world, booking)
+    await world.at(booking.start_at)
+    asked = "\n".join(await renter.inbox())
+    assert "Hitch locked?" in asked  # never answered
+    await world.at(booking.start_at + timedelta(hours=3))
+    _intro, question = await renter.say("RETURN")
+    assert question.startswith("Question 1 of 1: Lights off?")
+    assert "DONE" in (await renter.say("NO"))[0]
+    noted, confirmed = await renter.say("DONE")
+    assert "noted" in noted and "confirmed" in confirmed
+    assert all("Hitch" not in text for text in await renter.say("YES")), "the pickup is over"
+    assert (await Handover.get(booking=booking, kind="return")).answers == [False]
+    pickup = await Handover.get(booking=booking, kind="pickup")
+    assert pickup.answers == [] and pickup.completed_at is not None
