@@ -24,6 +24,7 @@ OWNED_KINDS = frozenset(
         PaymentEventKind.REFUNDED,
         PaymentEventKind.HOLD_PLACED,
         PaymentEventKind.PAYMENT_FAILED,
+        PaymentEventKind.PAYMENT_SUCCEEDED,
     }
 )
 #: Events whose amount is the whole checkout's: it must be what Keyturn asked for.
@@ -87,6 +88,19 @@ def disagreement(event: PaymentEvent, matched: Matched) -> str | None:
         return f"currency {(event.currency or '-').upper()}, expected {expected}"
     if event.kind in _WHOLE_AMOUNT and event.amount != payment.amount_cents:
         return f"amount {_amount(event.amount)}, expected {payment.amount_cents} (smallest unit)"
+    if (
+        event.kind is PaymentEventKind.PAYMENT_SUCCEEDED
+        and payment.purpose == "late_fee"
+        and payment.provider_ref == event.object_id
+        and (
+            event.currency is None
+            or event.currency.upper() != expected
+            or event.amount != payment.amount_cents
+        )
+    ):
+        # A late fee's own off-session intent: the money it moved is what Keyturn asked for.
+        moved = f"{_amount(event.amount)} {(event.currency or '-').upper()}"
+        return f"{moved} moved, expected {payment.amount_cents} {expected} (smallest unit)"
     if event.kind is PaymentEventKind.REFUNDED and (
         event.amount is None or not 0 <= event.amount <= payment.amount_cents
     ):

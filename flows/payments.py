@@ -46,6 +46,16 @@ class CheckoutRequest:
 
 
 @dataclass(frozen=True)
+class OffSessionCharge:
+    """A saved card charged with the renter away, as the provider took it on. ``paid``: the
+    money moved. Otherwise it is still processing (it may yet fail): its outcome comes later
+    as a ``PAYMENT_SUCCEEDED`` or ``PAYMENT_FAILED`` event about ``intent``."""
+
+    intent: str
+    paid: bool
+
+
+@dataclass(frozen=True)
 class Checkout:
     session_id: str
     url: str
@@ -59,6 +69,8 @@ class PaymentEventKind(StrEnum):
     HOLD_CANCELLED = "hold_cancelled"
     REFUNDED = "refunded"
     PAYMENT_FAILED = "payment_failed"
+    #: A payment intent's money moved (an off-session charge that was still processing).
+    PAYMENT_SUCCEEDED = "payment_succeeded"
     IDENTITY_VERIFIED = "identity_verified"
     IDENTITY_NEEDS_INPUT = "identity_needs_input"
     OTHER = "other"
@@ -115,9 +127,9 @@ class PaymentProvider(Protocol):
 
     async def charge_saved_card(
         self, customer: str, payment_method: str, amount: Money, key: str
-    ) -> str:
-        """Charge a saved card with the renter away; returns the intent id. A card that needs
-        the renter is ``PaymentNeedsAuthentication``, a declined one ``PaymentRefused``."""
+    ) -> OffSessionCharge:
+        """Charge a saved card with the renter away: paid, or still processing. A card that
+        needs the renter is ``PaymentNeedsAuthentication``, a declined one ``PaymentRefused``."""
         ...
 
 

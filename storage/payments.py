@@ -3,7 +3,8 @@
 A rental or extension checkout is ``open`` until paid or expired; a deposit is ``held`` (or
 only ``card_on_file`` for a rental too long for a hold) until released or claimed. Refunds and
 claims are rows of their own, recorded in their final status; so is a late fee charged
-off-session (``paid`` or ``declined``), while one paid through a link is a checkout.
+off-session (``paid`` or ``declined``), unless its charge is still processing (``created``
+until the provider's event says), while one paid through a link is a checkout.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class PaymentPurpose(StrEnum):
 
 P = PaymentStatus
 PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
-    P.CREATED: frozenset({P.OPEN, P.PAID, P.EXPIRED, P.HELD}),
+    #: Also a late fee charged off-session whose charge is still processing: the provider's
+    #: event makes it paid, or declined (nothing was charged).
+    P.CREATED: frozenset({P.OPEN, P.PAID, P.EXPIRED, P.HELD, P.DECLINED}),
     P.OPEN: frozenset({P.PAID, P.EXPIRED, P.HELD}),
     #: A hold about to lapse before the return's damage review ends is cancelled and the card
     #: kept on file instead (a claim then charges it off-session).

@@ -39,6 +39,7 @@ from flows.payments import (
     CheckoutRequest,
     IdentityProvider,
     IdentitySession,
+    OffSessionCharge,
     PaymentEvent,
     PaymentEventKind,
     PaymentNeedsAuthentication,
@@ -86,6 +87,7 @@ _EVENT_KINDS: Final[dict[str, PaymentEventKind]] = {
     "payment_intent.amount_capturable_updated": PaymentEventKind.HOLD_PLACED,
     "payment_intent.canceled": PaymentEventKind.HOLD_CANCELLED,
     "payment_intent.payment_failed": PaymentEventKind.PAYMENT_FAILED,
+    "payment_intent.succeeded": PaymentEventKind.PAYMENT_SUCCEEDED,
     "charge.refunded": PaymentEventKind.REFUNDED,
     "identity.verification_session.verified": PaymentEventKind.IDENTITY_VERIFIED,
     "identity.verification_session.requires_input": PaymentEventKind.IDENTITY_NEEDS_INPUT,
@@ -349,26 +351,41 @@ class StripePayments(_StripeApi):
         """Authorise ``amount`` on a saved card without capturing it; returns the intent id.
 
         For a rental longer than a hold lives: the card saved at checkout gets a fresh
-        authorisation. Declined or needing the renter: ``PaymentRefused``.
+        authorisation. Declined or needing the renter: ``PaymentRefused``. Only
+        ``requires_capture`` is a hold: an intent still ``processing`` has authorised nothing
+        that could be captured yet, so it is refused too (its id in the message, for ops).
         """
-        return await self._off_session_intent(
+        intent_id, status = await self._off_session_intent(
             "place_hold", customer, payment_method, amount, key, manual=True
         )
+        if status != "requires_capture":
+            raise PaymentRefused(
+                f"stripe payment_intents.create (place_hold): {intent_id} is {status}"
+            )
+        return intent_id
 
     async def charge_saved_card(
         self, customer: str, payment_method: str, amount: Money, key: str
-    ) -> str:
-        """Charge a card saved at checkout with the renter away; returns the PaymentIntent id.
+    ) -> OffSessionCharge:
+        """Charge a card saved at checkout with the renter away.
 
-        A card whose bank wants the renter to authenticate is ``PaymentNeedsAuthentication``:
-        Stripe answers an off-session confirm with 402, error code ``authentication_required``
-        (the intent left ``requires_payment_method``; an intent that comes back
-        ``requires_action`` means the same). Bring the renter back on-session with a checkout.
-        A declined card is ``PaymentRefused``.
+        Paid when the intent comes back ``succeeded``; one that comes back ``processing`` has
+        moved no money yet and may still fail: ``payment_intent.succeeded`` or
+        ``payment_intent.payment_failed`` tells later. A card whose bank wants the renter to
+        authenticate is ``PaymentNeedsAuthentication``: Stripe answers an off-session confirm
+        with 402, error code ``authentication_required`` (the intent left
+        ``requires_payment_method``; an intent that comes back ``requires_action`` means the
+        same). Bring the renter back on-session with a checkout. A declined card is
+        ``PaymentRefused``.
         """
-        return await self._off_session_intent(
+        intent_id, status = await self._off_session_intent(
             "charge_saved_card", customer, payment_method, amount, key, manual=False
         )
+        if status not in ("succeeded", "processing"):
+            raise PaymentRefused(
+                f"stripe payment_intents.create (charge_saved_card): {intent_id} is {status}"
+            )
+        return OffSessionCharge(intent_id, paid=status == "succeeded")
 
     async def _off_session_intent(
         self,
@@ -379,7 +396,8 @@ class StripePayments(_StripeApi):
         key: str,
         *,
         manual: bool,
-    ) -> str:
+    ) -> tuple[str, str]:
+        """Create and confirm the intent; its id and status (the caller says which it takes)."""
         if amount.minor <= 0:
             raise ValueError("amount must be positive")
         params: PaymentIntentCreateParams = {
@@ -406,11 +424,7 @@ class StripePayments(_StripeApi):
             raise PaymentNeedsAuthentication(
                 f"stripe payment_intents.create ({operation}): {intent.id} needs the renter"
             )
-        if intent.status not in ("succeeded", "requires_capture", "processing"):
-            raise PaymentRefused(
-                f"stripe payment_intents.create ({operation}): {intent.id} is {intent.status}"
-            )
-        return intent.id
+        return intent.id, intent.status
 
 
 class StripeIdentity(_StripeApi):
@@ -470,7 +484,7 @@ def normalize_event(raw: Mapping[str, Any]) -> PaymentEvent:
     ``customer`` and ``payment_method`` are filled where the object carries them: a session
     has its customer (when one was created) but never the payment method, which first shows on
     the PaymentIntent's events (``payment_intent.amount_capturable_updated`` for a hold,
-    ``payment_intent.succeeded`` otherwise, which is ``OTHER``).
+    ``payment_intent.succeeded`` otherwise).
     """
     event_id = raw.get("id")
     event_type = raw.get("type")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from flows.payments import Checkout, CheckoutRequest
+from flows.payments import Checkout, CheckoutRequest, OffSessionCharge
 from storage.money import Money
 
 PROVIDER = "sandbox"
@@ -50,8 +50,8 @@ class SandboxPayments:
 
     async def charge_saved_card(
         self, customer: str, payment_method: str, amount: Money, key: str
-    ) -> str:
-        return _stable("sbx_pi", key)
+    ) -> OffSessionCharge:
+        return OffSessionCharge(_stable("sbx_pi", key), paid=True)
 
 
 def new_event_id() -> str:

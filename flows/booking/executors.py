@@ -247,12 +247,14 @@ class Executors(PaymentEvents):
                 await self.payments.capture_hold(deposit.provider_ref, claimed, key)
                 charge = deposit.provider_ref
             else:
-                charge = await self.payments.charge_saved_card(
-                    str(deposit.details.get("customer") or ""),
-                    str(deposit.details.get("payment_method") or ""),
-                    claimed,
-                    key,
-                )
+                charge = (
+                    await self.payments.charge_saved_card(
+                        str(deposit.details.get("customer") or ""),
+                        str(deposit.details.get("payment_method") or ""),
+                        claimed,
+                        key,
+                    )
+                ).intent
         except PaymentRefused as err:
             raise ClaimRefused(
                 f"the deposit of {reference} was not claimed: {err} (a claim made before is"

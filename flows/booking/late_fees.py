@@ -1,18 +1,24 @@
 """A late return's fee, charged off-session on the card saved at checkout.
 
 The charge runs outside any transaction under the effect's idempotency key (a retry is the
-same charge); what the provider answered is recorded by the follow-up, and only then is the
-renter told. A card whose bank wants the renter (3-D Secure) gets a payment link instead; a
-declined card goes to ops, and the renter hears that a person will be in touch.
+same charge); what the provider answered is recorded by the follow-up, and the renter is told
+"charged" only once the money moved (a charge still processing waits for the provider's event:
+late_fee_outcomes). A card whose bank wants the renter (3-D Secure) gets a payment link
+instead; a declined card goes to ops, and the renter hears that a person will be in touch.
 """
 
 from __future__ import annotations
 
-from flows.booking.common import CHECKOUT_EFFECT, LATE_FEE_LINK_ROOM
-from flows.booking.receipt import tell_receipt
+from flows.booking.common import LATE_FEE_LINK_ROOM
+from flows.booking.late_fee_outcomes import (
+    late_fee_link,
+    link_key,
+    receipt_unless_deposit,
+    tell_late_fee_charged,
+)
 from flows.booking.rental_timers import RentalTimers
-from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
-from flows.payments import PaymentNeedsAuthentication, PaymentRefused
+from flows.effects import Alert, Audit, FollowUp, Outcome
+from flows.payments import OffSessionCharge, PaymentNeedsAuthentication, PaymentRefused
 from storage.kinds import AlertKind
 from storage.models import Booking, OutboxEffect, Payment
 from storage.money import Money
@@ -36,26 +42,28 @@ class LateFees(RentalTimers):
             return self._late_fee_link(effect, booking, fee, "no saved card")
         customer, method = card
         try:
-            intent = await self.payments.charge_saved_card(
+            charge = await self.payments.charge_saved_card(
                 customer, method, fee, effect.idempotency_key
             )
         except PaymentNeedsAuthentication:
             return self._late_fee_link(effect, booking, fee, "authentication_required")
         except PaymentRefused as err:
             return self._late_fee_declined(effect, booking, fee, str(err))
-        return self._late_fee_charged(effect, booking, fee, intent, card)
+        return self._late_fee_charged(effect, booking, fee, charge, card)
 
     def _late_fee_charged(
         self,
         effect: OutboxEffect,
         booking: Booking,
         fee: Money,
-        intent: str,
+        charge: OffSessionCharge,
         card: tuple[str, str],
     ) -> FollowUp:
-        """Stripe confirmed the charge: recorded, and only now is the renter told."""
+        """The provider took the charge on: recorded, and the renter told only once the money
+        moved. One still processing is recorded ``created``; its event finishes it."""
         now = self.clock.now()
         customer, method = card
+        status = PaymentStatus.PAID if charge.paid else PaymentStatus.CREATED
 
         async def record(conn: UnitOfWork) -> Outcome:
             _, created = await Payment.get_or_create(
@@ -66,10 +74,10 @@ class LateFees(RentalTimers):
                     "purpose": PaymentPurpose.LATE_FEE,
                     "amount_cents": fee.minor,
                     "currency": fee.currency,
-                    "status": PaymentStatus.PAID,
-                    "provider_ref": intent,
+                    "status": status,
+                    "provider_ref": charge.intent,
                     "details": {
-                        "payment_intent": intent,
+                        "payment_intent": charge.intent,
                         "customer": customer,
                         "payment_method": method,
                     },
@@ -78,28 +86,12 @@ class LateFees(RentalTimers):
             )
             if not created:
                 return Outcome()
-            await self.notifier.tell(
-                conn,
-                booking.renter_id,
-                "journey.late_fee_charged",
-                now=now,
-                kind="receipt",
-                params=lambda language: {
-                    "reference": booking.reference,
-                    "amount": fee.format(language),
-                },
+            if charge.paid:
+                return await tell_late_fee_charged(self.notifier, conn, booking, fee, now)
+            subject = f"booking:{booking.reference}"
+            return Outcome(
+                audits=[Audit("system", "late_fee.processing", subject, {"amount": fee.minor})]
             )
-            outcome = Outcome(
-                audits=[
-                    Audit(
-                        "system",
-                        "late_fee.charged",
-                        f"booking:{booking.reference}",
-                        {"amount": fee.minor},
-                    )
-                ]
-            )
-            return outcome + await self._receipt_unless_deposit(conn, booking)
 
         return record
 
@@ -130,20 +122,10 @@ class LateFees(RentalTimers):
         payload = self._checkout_payload(
             booking, booking.asset, PaymentPurpose.LATE_FEE, fee.minor, now + LATE_FEE_LINK_ROOM
         )
-        link = Effect(CHECKOUT_EFFECT, f"{effect.idempotency_key}:link", payload)
+        staged = late_fee_link(link_key(effect.idempotency_key), payload, booking, fee, why)
 
         async def stage(conn: UnitOfWork) -> Outcome:
-            return Outcome(
-                effects=[link],
-                audits=[
-                    Audit(
-                        "system",
-                        "late_fee.link",
-                        f"booking:{booking.reference}",
-                        {"amount": fee.minor, "why": why},
-                    )
-                ],
-            )
+            return staged
 
         return stage
 
@@ -196,13 +178,6 @@ class LateFees(RentalTimers):
                     )
                 ],
             )
-            return outcome + await self._receipt_unless_deposit(conn, booking)
+            return outcome + await receipt_unless_deposit(self.notifier, conn, booking, now)
 
         return record
-
-    async def _receipt_unless_deposit(self, conn: UnitOfWork, booking: Booking) -> Outcome:
-        """A rental without a deposit has its receipt once the late fee's outcome is known;
-        one with a deposit has it when the deposit's fate is."""
-        if booking.deposit_cents > 0:
-            return Outcome()
-        return await tell_receipt(self.notifier, conn, booking.id, self.clock.now())

@@ -7,16 +7,20 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.booking.common import HOLD_EFFECT
+from flows.booking.common import HOLD_EFFECT, LATE_FEE_LINK_ROOM
 from flows.booking.identity_review import IdentityReview
+from flows.booking.late_fee_outcomes import (
+    late_fee_charge_failed,
+    late_fee_settled,
+    receipt_unless_deposit,
+)
 from flows.booking.lifecycle import ExtensionSuperseded
-from flows.booking.receipt import tell_receipt
 from flows.bookings import extended_range, is_free
 from flows.effects import Alert, Audit, CancelTimer, Effect, Outcome
 from flows.payment_match import OWNED_KINDS, disagreement, own_payment
 from flows.payments import PaymentEvent, PaymentEventKind
 from storage.kinds import AlertKind
-from storage.models import Booking, BookingState, Extension, Payment
+from storage.models import Asset, Booking, BookingState, Extension, Payment
 from storage.money import Money
 from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
@@ -52,28 +56,22 @@ class PaymentEvents(IdentityReview):
             if payment.purpose == PaymentPurpose.EXTENSION:
                 return Outcome()
             if payment.purpose == PaymentPurpose.LATE_FEE:
-                return await _late_fee_link_expired(conn, booking, payment)
+                return await self._late_fee_link_expired(conn, booking, payment, now)
             return await self._expire(conn, booking, now)
         if event.kind == PaymentEventKind.REFUNDED:
-            await Payment.create(
-                booking=booking,
-                provider=provider,
-                purpose=PaymentPurpose.REFUND,
-                amount_cents=event.amount or 0,
-                currency=booking.currency,
-                status=PaymentStatus.REFUNDED,
-                idempotency_key=f"refund-event:{event.event_id}",
-                using_db=conn,
-            )
-            return Outcome(
-                audits=[Audit("payments", "payment.refunded", f"booking:{booking.reference}")]
-            )
+            return await _refunded(conn, provider, booking, event)
         if event.kind == PaymentEventKind.HOLD_PLACED:
             # Only a deposit still waiting for its authorisation: this event may arrive late,
             # after the hold was released or captured, and must not bring it back.
             if payment.purpose == PaymentPurpose.DEPOSIT:
                 await move_payment(conn, payment.id, to=PaymentStatus.HELD)
             return Outcome()
+        if payment.purpose == PaymentPurpose.LATE_FEE:
+            settled = await self._late_fee_event(conn, booking, payment, event, now)
+            if settled is not None:
+                return settled
+        if event.kind == PaymentEventKind.PAYMENT_SUCCEEDED:
+            return Outcome()  # a checkout's or a hold's intent: their own events count
         return Outcome(
             alerts=[
                 Alert(
@@ -85,10 +83,39 @@ class PaymentEvents(IdentityReview):
             ]
         )
 
+    async def _late_fee_event(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment,
+        event: PaymentEvent,
+        now: datetime,
+    ) -> Outcome | None:
+        """The outcome of a late fee charged off-session while it was still processing; None
+        for an event about any other late fee (a link's checkout, one settled already)."""
+        if payment.status != PaymentStatus.CREATED:
+            return None
+        if event.kind == PaymentEventKind.PAYMENT_SUCCEEDED:
+            return await late_fee_settled(self.notifier, conn, booking, payment, now)
+        if event.kind != PaymentEventKind.PAYMENT_FAILED:
+            return None
+        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
+        payload = self._checkout_payload(
+            booking, asset, PaymentPurpose.LATE_FEE, payment.amount_cents, now + LATE_FEE_LINK_ROOM
+        )
+        return await late_fee_charge_failed(conn, booking, payment, payload)
+
     async def _late_fee_paid(
-        self, conn: BaseDBAsyncClient, booking: Booking, payment: Payment, now: datetime
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment,
+        now: datetime,
+        *,
+        receipt: bool = True,
     ) -> Outcome:
-        """The renter paid a late fee through its link (their card wanted authentication)."""
+        """The renter paid a late fee through its link (their card wanted authentication).
+        ``receipt``: False when the link's expiry sent it already (paid as it expired)."""
         fee = Money(payment.amount_cents, payment.currency)
         await self.notifier.tell(
             conn,
@@ -104,9 +131,30 @@ class PaymentEvents(IdentityReview):
         outcome = Outcome(
             audits=[Audit("payments", "late_fee.paid", f"booking:{booking.reference}")]
         )
-        if booking.deposit_cents > 0:
-            return outcome  # its receipt comes with the deposit's release
-        return outcome + await tell_receipt(self.notifier, conn, booking.id, now)
+        if not receipt:
+            return outcome
+        return outcome + await receipt_unless_deposit(self.notifier, conn, booking, now)
+
+    async def _late_fee_link_expired(
+        self, conn: BaseDBAsyncClient, booking: Booking, payment: Payment, now: datetime
+    ) -> Outcome:
+        """A late fee's payment link ran out unpaid: ops take it from here, and a rental
+        without a deposit has its receipt (the fee not paid)."""
+        if not await move_payment(
+            conn, payment.id, to=PaymentStatus.EXPIRED, was=PaymentStatus.OPEN
+        ):
+            return Outcome()
+        outcome = Outcome(
+            alerts=[
+                Alert(
+                    AlertKind.LATE_FEE_FAILED,
+                    f"late-fee:{booking.reference}",
+                    "ops.late_fee_unpaid",
+                    {"booking": booking.reference},
+                )
+            ]
+        )
+        return outcome + await receipt_unless_deposit(self.notifier, conn, booking, now)
 
     async def _not_ours(self, conn: BaseDBAsyncClient, event: PaymentEvent) -> Outcome:
         """An event about a session or intent Keyturn did not create changes nothing. Ops hear
@@ -118,7 +166,11 @@ class PaymentEvents(IdentityReview):
             reference is not None
             and await Booking.filter(reference=reference).using_db(conn).exists()
         )
-        quiet = event.kind in (PaymentEventKind.HOLD_PLACED, PaymentEventKind.PAYMENT_FAILED)
+        quiet = event.kind in (
+            PaymentEventKind.HOLD_PLACED,
+            PaymentEventKind.PAYMENT_FAILED,
+            PaymentEventKind.PAYMENT_SUCCEEDED,  # a checkout's intent before its session's event
+        )
         if not known or quiet or reference is None:
             log.info("payment event %s is about no payment Keyturn made", event.kind)
             return Outcome()
@@ -143,7 +195,8 @@ class PaymentEvents(IdentityReview):
         if not paid:  # paid already (a second event for it): nothing more to do
             return Outcome()
         if payment.purpose == PaymentPurpose.LATE_FEE:
-            return await self._late_fee_paid(conn, booking, payment, now)
+            expired = payment.status == PaymentStatus.EXPIRED
+            return await self._late_fee_paid(conn, booking, payment, now, receipt=not expired)
         if payment.purpose == PaymentPurpose.EXTENSION:
             extension = (
                 await Extension.filter(id=int(str(payment.details.get("extension"))))
@@ -185,22 +238,20 @@ class PaymentEvents(IdentityReview):
         return outcome + (await self._checks_before_rental(conn, booking, now))
 
 
-async def _late_fee_link_expired(
-    conn: BaseDBAsyncClient, booking: Booking, payment: Payment
+async def _refunded(
+    conn: BaseDBAsyncClient, provider: str, booking: Booking, event: PaymentEvent
 ) -> Outcome:
-    """A late fee's payment link ran out unpaid: ops take it from here."""
-    if not await move_payment(conn, payment.id, to=PaymentStatus.EXPIRED, was=PaymentStatus.OPEN):
-        return Outcome()
-    return Outcome(
-        alerts=[
-            Alert(
-                AlertKind.LATE_FEE_FAILED,
-                f"late-fee:{booking.reference}",
-                "ops.late_fee_unpaid",
-                {"booking": booking.reference},
-            )
-        ]
+    await Payment.create(
+        booking=booking,
+        provider=provider,
+        purpose=PaymentPurpose.REFUND,
+        amount_cents=event.amount or 0,
+        currency=booking.currency,
+        status=PaymentStatus.REFUNDED,
+        idempotency_key=f"refund-event:{event.event_id}",
+        using_db=conn,
     )
+    return Outcome(audits=[Audit("payments", "payment.refunded", f"booking:{booking.reference}")])
 
 
 def payment_mismatch(event: PaymentEvent, reference: str, why: str) -> Outcome:

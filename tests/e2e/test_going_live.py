@@ -46,6 +46,7 @@ STRIPE_EVENTS = [
     "payment_intent.amount_capturable_updated",
     "payment_intent.canceled",
     "payment_intent.payment_failed",
+    "payment_intent.succeeded",
 ]
 SEAM_EVENTS = [
     "access_code.deleted_external_to_seam",

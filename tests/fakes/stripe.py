@@ -342,6 +342,7 @@ EVENT_TYPES = frozenset(
         "payment_intent.canceled",
         "payment_intent.created",
         "payment_intent.payment_failed",
+        "payment_intent.processing",
         "payment_intent.succeeded",
         "refund.created",
         "refund.updated",
@@ -476,6 +477,7 @@ class FakeStripe:
         #: Every request that reached the fake, failures and hangs included.
         self.calls: list[StripeCall] = []
         self._declines: dict[str, str] = {}
+        self._slow: set[str] = set()
         self._idempotent: dict[str, _Saved] = {}
         self._failures: list[_Failure] = []
         self._lost: list[str | None] = []
@@ -520,6 +522,33 @@ class FakeStripe:
         """Off-session use of ``payment_method`` fails with ``code`` (``authentication_required``
         for a card that wants the renter)."""
         self._declines[payment_method] = code
+
+    def process_slowly(self, payment_method: str) -> None:
+        """Off-session confirms on ``payment_method`` come back ``processing`` (no money moved
+        yet, nothing authorised: as a bank debit does for days); ``finish_processing`` settles
+        one."""
+        self._slow.add(payment_method)
+
+    def finish_processing(
+        self, intent_id: str, *, succeed: bool = True, code: str = "card_declined"
+    ) -> WebhookDelivery:
+        """A ``processing`` intent's outcome: ``payment_intent.succeeded`` (a captured charge),
+        or ``payment_intent.payment_failed`` (back to ``requires_payment_method`` with its
+        ``last_payment_error``), signed."""
+        intent = self.payment_intents[intent_id]
+        if intent["status"] != "processing":
+            raise AssertionError(f"{intent_id} is {intent['status']}, not processing")
+        if succeed:
+            self._authorise(intent)
+            return self.delivery("payment_intent.succeeded", intent_id)
+        error: Json = {
+            "type": "card_error",
+            "code": code,
+            "message": "Your card was declined.",
+            "payment_method": self.payment_methods[intent["payment_method"]],
+        }
+        intent.update(status="requires_payment_method", last_payment_error=error)
+        return self._sign(self._event("payment_intent.payment_failed", intent))
 
     def complete(self, session_id: str, *, card: str = VISA) -> WebhookDelivery:
         """The renter pays on the Checkout page with test ``card`` (authenticating on-session
@@ -1100,6 +1129,10 @@ class FakeStripe:
             decline = self._declines.get(method)
             if decline is not None:
                 return self._declined(intent, decline)
+            if method in self._slow and off_session:
+                intent.update(status="processing")
+                self._event("payment_intent.processing", intent)
+                return self._ok(intent)
             self._authorise(intent)
         return self._ok(intent)
 

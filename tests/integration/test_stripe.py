@@ -320,7 +320,8 @@ async def test_a_saved_card_is_charged_and_held_off_session(
     charged = await payments.charge_saved_card(customer, method, eur(7000), key="claim-7")
     held = await payments.place_hold(customer, method, eur(30000), key="rehold-7")
 
-    assert fake.payment_intents[charged]["status"] == "succeeded"
+    assert charged.paid
+    assert fake.payment_intents[charged.intent]["status"] == "succeeded"
     assert fake.payment_intents[held]["status"] == "requires_capture"
     sent = fake.posts("/v1/payment_intents")[0].params
     assert sent == {
@@ -332,6 +333,29 @@ async def test_a_saved_card_is_charged_and_held_off_session(
         "confirm": "true",
     }
     assert fake.posts("/v1/payment_intents")[1].params["capture_method"] == "manual"
+
+
+async def test_an_off_session_charge_still_processing_is_not_paid_and_no_hold(
+    payments: StripePayments, fake: FakeStripe
+) -> None:
+    intent = fake.payment_intents[await paid(payments, fake, save_card=True)]
+    customer, method = intent["customer"], intent["payment_method"]
+    fake.process_slowly(method)
+
+    charge = await payments.charge_saved_card(customer, method, eur(700), key="fee-3")
+    assert not charge.paid
+    assert fake.payment_intents[charge.intent]["status"] == "processing"
+    assert await payments.charge_saved_card(customer, method, eur(700), key="fee-3") == charge
+    with pytest.raises(PaymentRefused, match=r"pi_\w+ is processing"):
+        await payments.place_hold(customer, method, eur(30000), key="rehold-3")
+
+    succeeded = parse(fake.finish_processing(charge.intent))
+    assert succeeded.kind is PaymentEventKind.PAYMENT_SUCCEEDED
+    assert (succeeded.object_id, succeeded.amount, succeeded.currency) == (
+        charge.intent,
+        700,
+        "eur",
+    )
 
 
 async def test_a_saved_card_that_wants_authentication_is_told_apart_from_a_decline(
