@@ -306,8 +306,10 @@ class JourneyBase:
             and not mms_reaches_us(self.settings.sms_from, address, self.settings.mms_countries)
         )
 
-    async def set_codes(self, booking: Booking, now: datetime) -> ReadyCodes | None:
-        return await set_codes(self.access, booking, now)
+    async def set_codes(
+        self, booking: Booking, now: datetime, *, settled: bool = False
+    ) -> ReadyCodes | None:
+        return await set_codes(self.access, booking, now, settled=settled)
 
     async def pin_text(self, booking: Booking, codes: list[AccessCode], language: str) -> str:
         return await pin_text(self.translator, self.sealer, booking, codes, language)

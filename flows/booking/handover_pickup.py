@@ -59,7 +59,7 @@ class PickupSteps(HandoverPhotos):
         if booking.state not in UNDER_WAY or not pin_waits_for_pickup(asset, booking):
             return await super().on_deliver_pin(event)
         now = self.clock.now()
-        ready = await self.set_codes(booking, now)
+        ready = await self.set_codes(booking, now, settled=True)
         if ready is None or self.shares_gate_pin(ready.codes):
             if now >= booking.end_at:
                 return Outcome()

@@ -9,7 +9,7 @@ from datetime import datetime
 from flows.access import LIVE_STATES, AccessCodes
 from flows.effects import Write
 from flows.i18n import Translator, local_time
-from storage.models import AccessCode, AccessCodeState, Asset, Booking
+from storage.models import AccessCode, AccessCodeState, Asset, Booking, EffectState, OutboxEffect
 from storage.sealing import Sealer
 
 
@@ -27,10 +27,26 @@ class ReadyCodes:
     writes: list[Write] = field(default_factory=list)
 
 
-async def set_codes(access: AccessCodes, booking: Booking, now: datetime) -> ReadyCodes | None:
+async def moving_on_lock(codes: list[AccessCode], just_set: int | None = None) -> bool:
+    """Whether a move of one of ``codes`` to its new window is still on its way to the lock
+    (``just_set``'s own move is the one just answered, its row not yet done)."""
+    for code in codes:
+        if code.id == just_set:
+            continue
+        if await OutboxEffect.filter(
+            idempotency_key__startswith=f"access:update:{code.id}:", state=EffectState.PENDING
+        ).exists():
+            return True
+    return False
+
+
+async def set_codes(
+    access: AccessCodes, booking: Booking, now: datetime, *, settled: bool = False
+) -> ReadyCodes | None:
     """The booking's codes when every one is set, else None. Offline codes whose PIN the
     vendor had not computed when they were made are looked up now; what was found is kept on
-    the rows read here and recorded by the returned writes, in the caller's unit of work."""
+    the rows read here and recorded by the returned writes, in the caller's unit of work.
+    ``settled``: None, too, while a code's move to a new window is on its way to its lock."""
     codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).prefetch_related(
         "lock"
     )
@@ -46,6 +62,8 @@ async def set_codes(access: AccessCodes, booking: Booking, now: datetime) -> Rea
         code.pin_encrypted = fields.get("pin_encrypted", code.pin_encrypted)
     if not codes or any(code.state != AccessCodeState.SET for code in codes):
         return None
+    if settled and await moving_on_lock(codes):
+        return None  # the windows the renter is told are the ones the locks hold
     return ReadyCodes(codes, writes)
 
 

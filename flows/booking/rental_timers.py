@@ -6,6 +6,7 @@ from __future__ import annotations
 from flows.access import LIVE_STATES
 from flows.booking.common import DELIVER_PIN_TIMER, PIN_RECHECK
 from flows.booking.executors import Executors
+from flows.booking.pin_message import moving_on_lock
 from flows.effects import Audit, Outcome, SetTimer
 from flows.gps.return_check import set_return_check
 from flows.i18n import local_time
@@ -17,8 +18,6 @@ from storage.models import (
     Asset,
     Booking,
     BookingState,
-    EffectState,
-    OutboxEffect,
     Timer,
     TimerState,
 )
@@ -44,7 +43,7 @@ class RentalTimers(Executors):
         if booking.state not in (BookingState.CONFIRMED, BookingState.ACTIVE):
             return Outcome()
         now = self.clock.now()
-        ready = await self.set_codes(booking, now)
+        ready = await self.set_codes(booking, now, settled=True)
         if ready is None:
             if now < booking.end_at:  # not set yet: look again shortly (ops is alerted by then)
                 return Outcome(
@@ -102,16 +101,7 @@ class RentalTimers(Executors):
         codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES)
         if not codes or any(c.state != AccessCodeState.SET for c in codes):
             return False
-        for code in codes:
-            if code.id == just_set:
-                continue
-            moving = await OutboxEffect.filter(
-                idempotency_key__startswith=f"access:update:{code.id}:",
-                state=EffectState.PENDING,
-            ).exists()
-            if moving:
-                return False
-        return True
+        return not await moving_on_lock(codes, just_set)
 
     async def on_start(self, event: TimerFired) -> Outcome:
         booking = await Booking.get(id=int(str(event.payload["booking"])))

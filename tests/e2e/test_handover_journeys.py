@@ -550,3 +550,47 @@ async def test_a_pickup_left_unfinished_is_closed_when_its_return_begins(world: 
     assert (await Handover.get(booking=booking, kind="return")).answers == [False]
     pickup = await Handover.get(booking=booking, kind="pickup")
     assert pickup.answers == [] and pickup.completed_at is not None
+
+
+async def test_a_new_code_after_an_extension_is_sent_once_the_gate_holds_the_new_end(
+    world: World,
+) -> None:
+    """T1's lock cannot move a window in place, the gate's can: an extension replaces T1's
+    code and moves the gate's. The PIN message says until when both work, so it waits until
+    the gate, offline for a while, holds the new end too."""
+    renter = TwilioRenter(world)
+    await renter.say("BOOK T1 tomorrow 10-14")
+    _holding, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await renter.inbox()
+    await renter.send_id()
+    assert await approve(world, (await IdentityCheck.get()).id)
+    booking = await Booking.get()
+    await Lock.filter(key="harbor-t1").update(
+        capabilities=capabilities_to_json(CAPABILITIES & ~LockCapability.UPDATE_WINDOW)
+    )
+    await at_pin_time(world, booking)
+    first_pin = "\n".join(await renter.inbox())
+    assert "until Tue, Jun 2 2:15" in first_pin
+    gate = await Lock.get(key="harbor-gate")
+    world.keypad().offline.add(gate.device_id)
+
+    await renter.say("EXTEND 1h")
+    _paying, link = await renter.say("YES")
+    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
+    await world.at(world.clock.now() + timedelta(minutes=2))
+    told = "\n".join(await renter.inbox())
+    assert "now ends Tue, Jun 2 3:00" in told and "needs a new code" in told
+    assert "3:15" not in told, "the gate still holds the old end"
+    t1_code = await AccessCode.get(booking=booking, lock__key="harbor-t1", state="set")
+    new_pin = world.runtime.journey.sealer.open(t1_code.pin_encrypted)
+    assert new_pin not in delivered(world)
+
+    world.keypad().offline.discard(gate.device_id)
+    await world.at(world.clock.now() + timedelta(minutes=10))
+    [pin_message] = await renter.inbox()
+    assert f"Trailer Bay 1: {new_pin}" in pin_message and "until Tue, Jun 2 3:15" in pin_message
+    gate_pin = (await pins_of(world, booking))["harbor-gate"]
+    assert await world.keypad().try_keypad(
+        gate.device_id, gate_pin, booking.start_at + timedelta(hours=5, minutes=10)
+    ), "the gate opens until the new end, as the renter was told"
