@@ -6,7 +6,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ async def test_a_database_with_rows_upgrades_to_the_latest_schema(fresh_url: str
         assert (await Payment.get()).details == {}
         assert (await Message.get()).sealed is False
         assert (await OutboxEffect.get()).claimed_by == ""
-        assert (await Timer.get()).claimed_by == ""
+        assert (await Timer.get(id=1)).claimed_by == ""  # a return check joins it (0018)
     finally:
         await db.close_database()
 
@@ -310,3 +310,89 @@ async def _until_waiting(conn: asyncpg.Connection, statement: str) -> None:
     async with asyncio.timeout(30):
         while not await conn.fetchval(WAITING, f"{statement}%"):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+async def test_rentals_from_before_return_tracking_are_brought_under_its_rules(
+    fresh_url: str,
+) -> None:
+    """Upgrading with years of bookings: the ones that ended by the old rules count as
+    returned at their end, so a renter's RETURN or a GPS homecoming never finds them; one
+    under way gets its return check; a held deposit its look before the hold lapses."""
+    try:
+        await tortoise_migrate(
+            config=db.tortoise_config(fresh_url), target="models.0017_condition_photo_retention"
+        )
+    finally:
+        await Tortoise.close_connections()
+    from storage.models import Booking, Payment, Timer
+    from tests.support import a_renter, rental_times, small_inventory
+
+    now = datetime.now(UTC)
+    await db.open_database(fresh_url)
+    try:
+        _harbor, _depot, trailer = await small_inventory()
+        renter = await a_renter()
+
+        async def booking(reference: str, state: str, start: datetime, deposit: str) -> Booking:
+            made = await Booking.create(
+                reference=reference,
+                renter=renter,
+                asset=trailer,
+                state=state,
+                currency="USD",
+                price_cents=5000,
+                deposit_cents=10000,
+                **await rental_times(trailer.id, start, start + timedelta(hours=4)),
+            )
+            await Payment.create(
+                booking=made,
+                provider="stripe",
+                purpose="deposit",
+                amount_cents=10000,
+                currency="USD",
+                status=deposit,
+                idempotency_key=f"deposit:{reference}",
+            )
+            return made
+
+        old = await booking("OLD", "completed", now - timedelta(days=400), "released")
+        stuck = await booking("STUCK", "completed", now - timedelta(days=30), "held")
+        out = await booking("OUT", "active", now - timedelta(hours=1), "held")
+        tracked = await booking("TRACKED", "completed", now - timedelta(days=2), "held")
+        await Timer.create(
+            kind="booking.return_check",
+            key="return-check:TRACKED",
+            payload={"booking": tracked.id},
+            due_at=tracked.end_at,
+            state="done",
+            created_at=now,
+        )
+    finally:
+        await db.close_database()
+
+    await db.migrate(fresh_url)
+
+    await db.open_database(fresh_url)
+    try:
+        old_row, stuck_row, out_row, tracked_row = [
+            await Booking.get(id=b.id) for b in (old, stuck, out, tracked)
+        ]
+        assert old_row.returned_at == old.end_at and old_row.return_checklist_at == old.end_at
+        assert stuck_row.returned_at == stuck.end_at
+        assert out_row.returned_at is None, "still out: its return is to come"
+        assert tracked_row.returned_at is None, "returned under the new rules, or not at all"
+        pending = {t.key: t for t in await Timer.filter(state="pending").order_by("key")}
+        assert set(pending) == {
+            "damage-review:STUCK",
+            "hold-lapse:OUT",
+            "hold-lapse:STUCK",
+            "hold-lapse:TRACKED",
+            "return-check:OUT",
+        }
+        assert pending["damage-review:STUCK"].due_at <= datetime.now(UTC)
+        assert pending["return-check:OUT"].due_at == out.end_at + timedelta(minutes=15)
+        assert pending["return-check:OUT"].payload == {"booking": out.id}
+        assert pending["hold-lapse:OUT"].kind == "booking.deposit_hold_lapse"
+        assert pending["hold-lapse:OUT"].payload == {"booking": out.id}
+    finally:
+        await db.close_database()
