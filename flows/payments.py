@@ -49,10 +49,21 @@ class CheckoutRequest:
 class OffSessionCharge:
     """A saved card charged with the renter away, as the provider took it on. ``paid``: the
     money moved. Otherwise it is still processing (it may yet fail): its outcome comes later
-    as a ``PAYMENT_SUCCEEDED`` or ``PAYMENT_FAILED`` event about ``intent``."""
+    as a ``PAYMENT_SUCCEEDED`` or ``PAYMENT_FAILED`` event about ``intent``, or is read back
+    with ``charge_state``, whichever is first."""
 
     intent: str
     paid: bool
+
+
+class ChargeState(StrEnum):
+    """Where an off-session charge stands, as the provider has it now (read back, not told by
+    an event): money moved, nothing moved and nothing will (declined, cancelled, or wanting
+    the renter), or neither yet."""
+
+    PAID = "paid"
+    FAILED = "failed"
+    PROCESSING = "processing"
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,22 @@ class PaymentProvider(Protocol):
         ...
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: Money, key: str
+        self,
+        customer: str,
+        payment_method: str,
+        amount: Money,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
     ) -> OffSessionCharge:
         """Charge a saved card with the renter away: paid, or still processing. A card that
-        needs the renter is ``PaymentNeedsAuthentication``, a declined one ``PaymentRefused``."""
+        needs the renter is ``PaymentNeedsAuthentication``, a declined one ``PaymentRefused``.
+        ``metadata`` travels with the charge (and its events): what it is for, whose it is."""
+        ...
+
+    async def charge_state(self, payment_intent: str) -> ChargeState:
+        """Where an off-session charge stands now, read from the provider: its outcome does
+        not depend on an event arriving, or arriving after the charge was recorded."""
         ...
 
 

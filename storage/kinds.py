@@ -37,6 +37,8 @@ class AlertKind(StrEnum):
     #: A rental ended and its item is not back (GPS away, or no return reported).
     NOT_RETURNED = "not_returned"
     LATE_FEE_FAILED = "late_fee_failed"
+    #: A late fee charged off-session is still processing at the provider days later.
+    LATE_FEE_PROCESSING = "late_fee_processing"
     MESSAGE_NOT_DELIVERED = "message_not_delivered"
     PAYMENT_FAILED = "payment_failed"
     PAYMENT_MISMATCH = "payment_mismatch"
@@ -102,5 +104,8 @@ class TimerKind(StrEnum):
     #: The booked end plus the item's grace: a rental whose return is not confirmed by then is
     #: "not returned" (ops alerted, the renter asked).
     BOOKING_RETURN_CHECK = "booking.return_check"
+    #: A late fee whose off-session charge was still processing is read back from the
+    #: provider: settled as its event would, if the event came first, late or never.
+    BOOKING_LATE_FEE_CHECK = "booking.late_fee_check"
     HANDOFF_IDLE = "handoff.idle"
     RETENTION_PURGE = "retention.purge"

@@ -35,6 +35,7 @@ import aiohttp
 import stripe
 
 from flows.payments import (
+    ChargeState,
     Checkout,
     CheckoutRequest,
     IdentityProvider,
@@ -77,6 +78,8 @@ _EXPIRY_MARGIN: Final = timedelta(seconds=60)
 CAPTURE_METADATA_KEY: Final = "keyturn_capture"
 #: Stripe's error code for an off-session confirm the card's bank wants authenticated.
 AUTHENTICATION_REQUIRED: Final = "authentication_required"
+#: An off-session charge's intent statuses after which no money moved and none will.
+_NOTHING_CHARGED: Final = frozenset({"requires_payment_method", "requires_action", "canceled"})
 
 _SECRET_PATTERN: Final = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+|\bwhsec_\S+")
 
@@ -365,7 +368,13 @@ class StripePayments(_StripeApi):
         return intent_id
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: Money, key: str
+        self,
+        customer: str,
+        payment_method: str,
+        amount: Money,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
     ) -> OffSessionCharge:
         """Charge a card saved at checkout with the renter away.
 
@@ -376,16 +385,32 @@ class StripePayments(_StripeApi):
         with 402, error code ``authentication_required`` (the intent left
         ``requires_payment_method``; an intent that comes back ``requires_action`` means the
         same). Bring the renter back on-session with a checkout. A declined card is
-        ``PaymentRefused``.
+        ``PaymentRefused``. ``metadata`` is set on the intent, so its events (and the
+        Dashboard) name what it is for.
         """
         intent_id, status = await self._off_session_intent(
-            "charge_saved_card", customer, payment_method, amount, key, manual=False
+            "charge_saved_card", customer, payment_method, amount, key, metadata=metadata
         )
         if status not in ("succeeded", "processing"):
             raise PaymentRefused(
                 f"stripe payment_intents.create (charge_saved_card): {intent_id} is {status}"
             )
         return OffSessionCharge(intent_id, paid=status == "succeeded")
+
+    async def charge_state(self, payment_intent: str) -> ChargeState:
+        """The intent's status now (``GET /v1/payment_intents/{id}``). ``succeeded`` is paid;
+        back at ``requires_payment_method`` (Stripe's answer to a charge that failed while
+        processing), ``requires_action`` (the bank wants the renter) or ``canceled``, nothing
+        was charged; anything else (``processing``) is not decided yet."""
+        intent = await self._call(
+            "payment_intents.retrieve",
+            lambda: self._client.v1.payment_intents.retrieve_async(payment_intent),
+        )
+        if intent.status == "succeeded":
+            return ChargeState.PAID
+        if intent.status in _NOTHING_CHARGED:
+            return ChargeState.FAILED
+        return ChargeState.PROCESSING
 
     async def _off_session_intent(
         self,
@@ -395,7 +420,8 @@ class StripePayments(_StripeApi):
         amount: Money,
         key: str,
         *,
-        manual: bool,
+        manual: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[str, str]:
         """Create and confirm the intent; its id and status (the caller says which it takes)."""
         if amount.minor <= 0:
@@ -410,6 +436,8 @@ class StripePayments(_StripeApi):
         }
         if manual:
             params["capture_method"] = "manual"
+        if metadata:
+            params["metadata"] = dict(metadata)
         try:
             intent = await self._call(
                 f"payment_intents.create ({operation})",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 
-from flows.payments import Checkout, CheckoutRequest, OffSessionCharge
+from flows.payments import ChargeState, Checkout, CheckoutRequest, OffSessionCharge
 from storage.money import Money
 
 PROVIDER = "sandbox"
@@ -49,9 +50,18 @@ class SandboxPayments:
         return _stable("sbx_pi_hold", key)
 
     async def charge_saved_card(
-        self, customer: str, payment_method: str, amount: Money, key: str
+        self,
+        customer: str,
+        payment_method: str,
+        amount: Money,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
     ) -> OffSessionCharge:
         return OffSessionCharge(_stable("sbx_pi", key), paid=True)
+
+    async def charge_state(self, payment_intent: str) -> ChargeState:
+        return ChargeState.PAID  # the sandbox's charges are paid when they are made
 
 
 def new_event_id() -> str:

@@ -72,6 +72,21 @@ HOLD_LAPSE_CHECK = timedelta(days=6)
 #: A late fee's payment link (when the card needs the renter) stays open this long, plus
 #: Stripe's 30 minutes: under Stripe's 24-hour maximum.
 LATE_FEE_LINK_ROOM = timedelta(hours=23)
+#: A late fee still processing is read back from the provider after each of these in turn
+#: (the last one over and over): soon at first, when it is most likely a race with its event,
+#: then less often, as a bank debit takes days.
+LATE_FEE_CHECK_TIMER = TimerKind.BOOKING_LATE_FEE_CHECK
+LATE_FEE_CHECKS = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=6),
+    timedelta(hours=12),
+)
+#: Ops hear of a late fee still processing this long after it was charged (Stripe stops
+#: retrying an undelivered event after three days); its checks go on.
+LATE_FEE_PROCESSING_ALERT = timedelta(days=3)
 
 #: Bookings an EXTEND applies to: confirmed ones, before or during the rental.
 EXTENDABLE = (BookingState.CONFIRMED, BookingState.ACTIVE)

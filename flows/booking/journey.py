@@ -19,6 +19,7 @@ from flows.booking.common import (
     HOLD_EXPIRY_TIMER,
     HOLD_LAPSE_TIMER,
     IDENTITY_START_EFFECT,
+    LATE_FEE_CHECK_TIMER,
     LATE_FEE_EFFECT,
     RECEIPT_EFFECT,
     REFUND_EFFECT,
@@ -65,4 +66,5 @@ def journey_timers(journey: Journey) -> Mapping[str, TimerHandler]:
         END_TIMER: journey.on_end,
         DAMAGE_REVIEW_TIMER: journey.on_damage_review,
         HOLD_LAPSE_TIMER: journey.on_deposit_hold_lapse,
+        LATE_FEE_CHECK_TIMER: journey.on_late_fee_check,
     }

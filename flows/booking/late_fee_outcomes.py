@@ -2,10 +2,13 @@
 charge's own answer, or the provider's later event about a charge that was still processing.
 
 The renter hears "charged" only once the money moved. A charge still processing is recorded
-``created``: its ``PAYMENT_SUCCEEDED`` event makes it paid (and tells the renter), its
-``PAYMENT_FAILED`` event makes it declined and brings the renter on-session with a payment
-link, as a card that wants authentication does. A rental without a deposit has its receipt
-once the fee's outcome is known; one with a deposit, when the deposit's is.
+``created``: succeeded, it is made paid (and the renter told); failed, it is made declined and
+the renter is brought on-session with a payment link, as a card that wants authentication is.
+Either is learnt from the provider's event or from reading the charge back (its check timer,
+set when it was recorded), whichever comes first: the move from ``created`` is guarded, so the
+other changes nothing. The event may come before the charge is recorded, late, or never; the
+check does not depend on it. A rental without a deposit has its receipt once the fee's outcome
+is known; one with a deposit, when the deposit's is.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from flows.booking.common import CHECKOUT_EFFECT
+from flows.booking.common import CHECKOUT_EFFECT, LATE_FEE_CHECK_TIMER, LATE_FEE_CHECKS, iso
 from flows.booking.receipt import tell_receipt
-from flows.effects import Audit, Effect, Outcome
+from flows.effects import Audit, CancelTimer, Effect, Outcome, SetTimer
 from flows.notify import Notifier
 from storage.models import Booking, Payment
 from storage.money import Money
@@ -83,26 +86,45 @@ def link_key(charge: Payment | str) -> str:
     return f"{key}:link"
 
 
+def check_key(charge: Payment | str) -> str:
+    """The key of a processing late fee's check timer, from the fee's own key."""
+    key = charge if isinstance(charge, str) else charge.idempotency_key
+    return f"{key}:check"
+
+
+def late_fee_check(
+    charge: Payment, since: datetime, now: datetime, *, looks: int = 0, alerted: bool = False
+) -> SetTimer:
+    """The next read-back of a late fee still processing (charged at ``since``, read back
+    ``looks`` times so far): soon at first, then less often."""
+    delay = LATE_FEE_CHECKS[min(looks, len(LATE_FEE_CHECKS) - 1)]
+    payload = {"payment": charge.id, "since": iso(since), "looks": looks, "alerted": alerted}
+    return SetTimer(LATE_FEE_CHECK_TIMER, now + delay, check_key(charge), payload)
+
+
 async def late_fee_settled(
     notifier: Notifier, conn: BaseDBAsyncClient, booking: Booking, charge: Payment, now: datetime
 ) -> Outcome:
-    """The provider says a charge that was processing moved the money. Nothing for any other
-    late fee (one paid already, a link's checkout: its own event tells)."""
+    """A charge that was processing moved the money (its event or its check says so; the one
+    that comes second finds it paid and changes nothing). Nothing for any other late fee (one
+    paid already, a link's checkout: its own event tells)."""
     if not await move_payment(conn, charge.id, to=PaymentStatus.PAID, was=PaymentStatus.CREATED):
         return Outcome()
     fee = Money(charge.amount_cents, charge.currency)
-    return await tell_late_fee_charged(notifier, conn, booking, fee, now)
+    told = await tell_late_fee_charged(notifier, conn, booking, fee, now)
+    return Outcome(timers=[CancelTimer(check_key(charge))]) + told
 
 
 async def late_fee_charge_failed(
     conn: BaseDBAsyncClient, booking: Booking, charge: Payment, payload: dict[str, object]
 ) -> Outcome | None:
-    """The provider says a charge that was processing failed: nothing was charged, and the
-    renter pays through a link (``payload``, the checkout's). None when the event is not about
-    such a charge."""
+    """A charge that was processing failed (its event or its check says so): nothing was
+    charged, and the renter pays through a link (``payload``, the checkout's). None when it is
+    not such a charge (any more)."""
     if not await move_payment(
         conn, charge.id, to=PaymentStatus.DECLINED, was=PaymentStatus.CREATED
     ):
         return None
     fee = Money(charge.amount_cents, charge.currency)
-    return late_fee_link(link_key(charge), payload, booking, fee, "processing_failed")
+    link = late_fee_link(link_key(charge), payload, booking, fee, "processing_failed")
+    return Outcome(timers=[CancelTimer(check_key(charge))]) + link

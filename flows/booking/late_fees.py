@@ -1,16 +1,19 @@
 """A late return's fee, charged off-session on the card saved at checkout.
 
 The charge runs outside any transaction under the effect's idempotency key (a retry is the
-same charge); what the provider answered is recorded by the follow-up, and the renter is told
-"charged" only once the money moved (a charge still processing waits for the provider's event:
-late_fee_outcomes). A card whose bank wants the renter (3-D Secure) gets a payment link
-instead; a declined card goes to ops, and the renter hears that a person will be in touch.
+same charge), named for its booking and purpose; what the provider answered is recorded by the
+follow-up, and the renter is told "charged" only once the money moved. A charge still
+processing is recorded with a timer that reads it back until it is decided (late_fee_checks),
+so its outcome does not hang on the provider's event, which may come before the record, late,
+or never (late_fee_outcomes). A card whose bank wants the renter (3-D Secure) gets a payment
+link instead; a declined card goes to ops, and the renter hears that a person will be in touch.
 """
 
 from __future__ import annotations
 
 from flows.booking.common import LATE_FEE_LINK_ROOM
 from flows.booking.late_fee_outcomes import (
+    late_fee_check,
     late_fee_link,
     link_key,
     receipt_unless_deposit,
@@ -43,7 +46,11 @@ class LateFees(RentalTimers):
         customer, method = card
         try:
             charge = await self.payments.charge_saved_card(
-                customer, method, fee, effect.idempotency_key
+                customer,
+                method,
+                fee,
+                effect.idempotency_key,
+                metadata={"booking": booking.reference, "purpose": PaymentPurpose.LATE_FEE},
             )
         except PaymentNeedsAuthentication:
             return self._late_fee_link(effect, booking, fee, "authentication_required")
@@ -60,13 +67,14 @@ class LateFees(RentalTimers):
         card: tuple[str, str],
     ) -> FollowUp:
         """The provider took the charge on: recorded, and the renter told only once the money
-        moved. One still processing is recorded ``created``; its event finishes it."""
+        moved. One still processing is recorded ``created``, with its check timer: its event
+        or its check, whichever comes first, finishes it."""
         now = self.clock.now()
         customer, method = card
         status = PaymentStatus.PAID if charge.paid else PaymentStatus.CREATED
 
         async def record(conn: UnitOfWork) -> Outcome:
-            _, created = await Payment.get_or_create(
+            payment, created = await Payment.get_or_create(
                 idempotency_key=effect.idempotency_key,
                 defaults={
                     "booking": booking,
@@ -90,7 +98,8 @@ class LateFees(RentalTimers):
                 return await tell_late_fee_charged(self.notifier, conn, booking, fee, now)
             subject = f"booking:{booking.reference}"
             return Outcome(
-                audits=[Audit("system", "late_fee.processing", subject, {"amount": fee.minor})]
+                timers=[late_fee_check(payment, now, now)],
+                audits=[Audit("system", "late_fee.processing", subject, {"amount": fee.minor})],
             )
 
         return record

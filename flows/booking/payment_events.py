@@ -93,12 +93,29 @@ class PaymentEvents(IdentityReview):
     ) -> Outcome | None:
         """The outcome of a late fee charged off-session while it was still processing; None
         for an event about any other late fee (a link's checkout, one settled already)."""
+        if event.kind not in (PaymentEventKind.PAYMENT_SUCCEEDED, PaymentEventKind.PAYMENT_FAILED):
+            return None
+        paid = event.kind == PaymentEventKind.PAYMENT_SUCCEEDED
+        settled = await self._late_fee_outcome(conn, booking, payment, paid=paid, now=now)
+        if settled is None and payment.provider_ref == event.payment_intent:
+            return Outcome()  # its own processing charge, decided already by its check
+        return settled
+
+    async def _late_fee_outcome(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment,
+        *,
+        paid: bool,
+        now: datetime,
+    ) -> Outcome | None:
+        """A processing late fee succeeded (``paid``) or failed, as its event or its check
+        learnt; None when it is not processing (any more): the other one settled it first."""
         if payment.status != PaymentStatus.CREATED:
             return None
-        if event.kind == PaymentEventKind.PAYMENT_SUCCEEDED:
+        if paid:
             return await late_fee_settled(self.notifier, conn, booking, payment, now)
-        if event.kind != PaymentEventKind.PAYMENT_FAILED:
-            return None
         asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
         payload = self._checkout_payload(
             booking, asset, PaymentPurpose.LATE_FEE, payment.amount_cents, now + LATE_FEE_LINK_ROOM
@@ -160,7 +177,9 @@ class PaymentEvents(IdentityReview):
         """An event about a session or intent Keyturn did not create changes nothing. Ops hear
         of it when it names one of Keyturn's bookings: someone paid (or refunded) elsewhere on
         the account in a booking's name. Other sales on the same account are none of ours; so
-        are intents whose record is still being written (a deposit hold's, a failed card's)."""
+        are intents whose record is still being written (a deposit hold's, a failed card's, a
+        late fee's outcome come before its processing charge was recorded: that charge's
+        check reads the outcome back)."""
         reference = event.booking_reference
         known = (
             reference is not None

@@ -18,7 +18,7 @@ from flows.booking.common import (
     at,
     hold_lapse_key,
 )
-from flows.booking.late_fees import LateFees
+from flows.booking.late_fee_checks import LateFeeChecks
 from flows.booking.receipt import tell_receipt
 from flows.effects import Audit, Effect, FollowUp, Outcome, SetTimer
 from flows.returns import damage_review_key
@@ -34,7 +34,7 @@ REVIEW_MARGIN = timedelta(hours=1)
 RECHECK_AFTER_REVIEW = timedelta(minutes=5)
 
 
-class Settlement(LateFees):
+class Settlement(LateFeeChecks):
     """The deposit's fate after the rental, and the receipt."""
 
     async def on_damage_review(self, event: TimerFired) -> Outcome:

@@ -27,7 +27,10 @@ and returns the signed ``checkout.session.completed`` delivery; ``expire``, ``ve
 and ``identity_needs_input`` do the same for their events. Every state change records the event
 Stripe would send in ``events``; ``delivery(type)`` signs the latest one like Stripe
 (``Stripe-Signature: t=...,v1=HMAC-SHA256(secret, f"{t}.{body}")``). ``fail_next`` and
-``hang_next`` make the next requests fail or hang; ``calls`` records every request.
+``hang_next`` make the next requests fail or hang; ``calls`` records every request. A read
+(``GET /v1/payment_intents/{id}``, ...) answers the object as it is now: an off-session charge
+left ``processing`` (``process_slowly``) reads ``succeeded``, or ``requires_payment_method``
+with its ``last_payment_error``, once ``finish_processing`` decided it.
 
 Webhook endpoints (``/v1/webhook_endpoints``: create, list, retrieve, update, delete) are kept in
 ``webhook_endpoints``; the ``secret`` comes back only from the create call, as on Stripe. They
@@ -64,6 +67,8 @@ API_VERSION = "2026-10-28.endive"
 
 Json = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Run with a processing intent's id before its create call is answered (``process_slowly``).
+ProcessingHook = Callable[[str], Awaitable[None]]
 
 _ALNUM = string.ascii_letters + string.digits
 _CURRENCIES = frozenset(
@@ -478,6 +483,7 @@ class FakeStripe:
         self.calls: list[StripeCall] = []
         self._declines: dict[str, str] = {}
         self._slow: set[str] = set()
+        self._before_answering: dict[str, ProcessingHook] = {}
         self._idempotent: dict[str, _Saved] = {}
         self._failures: list[_Failure] = []
         self._lost: list[str | None] = []
@@ -523,11 +529,20 @@ class FakeStripe:
         for a card that wants the renter)."""
         self._declines[payment_method] = code
 
-    def process_slowly(self, payment_method: str) -> None:
+    def process_slowly(
+        self, payment_method: str, *, before_answering: ProcessingHook | None = None
+    ) -> None:
         """Off-session confirms on ``payment_method`` come back ``processing`` (no money moved
         yet, nothing authorised: as a bank debit does for days); ``finish_processing`` settles
-        one."""
+        one, and ``GET /v1/payment_intents/{id}`` reads it as it is now.
+
+        ``before_answering(intent_id)`` runs once the intent is processing and its answer
+        composed, before the answer goes back: the caller hears ``processing`` after whatever
+        the hook did (finish it, deliver its outcome event), as when Stripe's webhook beats
+        its own HTTP answer to the caller."""
         self._slow.add(payment_method)
+        if before_answering is not None:
+            self._before_answering[payment_method] = before_answering
 
     def finish_processing(
         self, intent_id: str, *, succeed: bool = True, code: str = "card_declined"
@@ -1132,7 +1147,11 @@ class FakeStripe:
             if method in self._slow and off_session:
                 intent.update(status="processing")
                 self._event("payment_intent.processing", intent)
-                return self._ok(intent)
+                answer = self._ok(intent)
+                hook = self._before_answering.pop(method, None)
+                if hook is not None:
+                    await hook(intent["id"])
+                return answer
             self._authorise(intent)
         return self._ok(intent)
 

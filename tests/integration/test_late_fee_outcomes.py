@@ -1,7 +1,9 @@
 """Every way a late return's fee can end, through the dialog, the signed Stripe webhooks and the
 fake Stripe: charged off-session, charged but still processing (then succeeded or failed),
 declined, paid by link, its link run out; with and without a deposit. The renter is told
-"charged" only once Stripe says the money moved, and has exactly one receipt, showing the fee."""
+"charged" only once Stripe says the money moved, and has exactly one receipt, showing the fee.
+A charge still processing is decided whether Stripe's outcome event comes before Keyturn
+recorded the charge, after it, or never: Keyturn reads the charge back until it is decided."""
 
 from __future__ import annotations
 
@@ -46,11 +48,12 @@ def saved_card(world: World) -> str:
 
 
 def off_session_charge(world: World) -> str:
-    """The late fee's off-session PaymentIntent."""
+    """The late fee's off-session PaymentIntent: the one no checkout made, not a hold."""
+    checkouts = {session["payment_intent"] for session in world.stripe.sessions.values()}
     [charge] = [
         intent
         for intent in world.stripe.payment_intents.values()
-        if intent["capture_method"] != "manual" and not intent["metadata"]
+        if intent["capture_method"] != "manual" and intent["id"] not in checkouts
     ]
     return str(charge["id"])
 
@@ -188,3 +191,121 @@ async def test_with_a_deposit_every_late_fee_ends_with_one_receipt_after_the_rev
     assert "Deposit of $100.00: released" in receipt
     told = await texts()
     assert sum(CHARGED in text for text in told) == (path in ("charged", "processing_succeeded"))
+
+
+async def told_charged() -> int:
+    return sum(CHARGED in text for text in await texts())
+
+
+async def after(world: World, delta: timedelta) -> None:
+    """``delta`` later, what fell due run."""
+    world.clock.advance(delta)
+    await settle(world.runtime)
+
+
+async def assert_settled(booking: Booking, *, paid: bool) -> None:
+    """What the renter sees of a processing fee once decided: charged (told once, with the
+    receipt) or brought to a payment link (no receipt yet)."""
+    fee = await Payment.get(booking_id=booking.id, purpose="late_fee", status__not="open")
+    told = await texts()
+    if paid:
+        assert fee.status == "paid"
+        assert await told_charged() == 1
+        [receipt] = await receipts()
+        assert "Late fee: $10.00, paid" in receipt
+    else:
+        assert fee.status == "declined"
+        assert sum("confirm the late fee of $10.00" in text for text in told) == 1
+        assert await told_charged() == 0
+        assert await receipts() == []
+
+
+@pytest.mark.parametrize("succeed", [True, False], ids=["succeeded", "failed"])
+async def test_an_outcome_event_that_beats_the_charges_answer_is_not_lost(
+    world: World, succeed: bool
+) -> None:
+    """Stripe's webhook reaches Keyturn before its HTTP answer does: the event finds no
+    charge recorded yet, and the charge is still decided, soon after it is."""
+    booking = await returned_late(world, "S1")
+    early: list[int] = []
+
+    async def decided_before_the_answer(intent: str) -> None:
+        early.append(await world.deliver(world.stripe.finish_processing(intent, succeed=succeed)))
+
+    world.stripe.process_slowly(saved_card(world), before_answering=decided_before_the_answer)
+    await back_late(world, booking)
+    assert early == [200]
+    intent = off_session_charge(world)
+    assert world.stripe.payment_intents[intent]["metadata"] == {
+        "booking": booking.reference,
+        "purpose": "late_fee",
+    }
+    assert (await Payment.get(booking_id=booking.id, purpose="late_fee")).status == "created"
+    assert await told_charged() == 0
+
+    await after(world, timedelta(minutes=1))
+    await assert_settled(booking, paid=succeed)
+    await after(world, timedelta(days=4))
+    await assert_settled(booking, paid=succeed)
+    assert not await OpsAlert.filter(kind="late_fee_processing").exists()
+
+
+@pytest.mark.parametrize("succeed", [True, False], ids=["succeeded", "failed"])
+async def test_a_processing_late_fee_is_decided_with_no_webhook_ever(
+    world: World, succeed: bool
+) -> None:
+    booking = await returned_late(world, "S1")
+    world.stripe.process_slowly(saved_card(world))
+    await back_late(world, booking)
+    intent = off_session_charge(world)
+
+    await after(world, timedelta(minutes=10))  # read back twice: still processing
+    assert (await Payment.get(booking_id=booking.id, purpose="late_fee")).status == "created"
+    assert await told_charged() == 0
+    world.stripe.finish_processing(intent, succeed=succeed)  # its event is never delivered
+    await after(world, timedelta(minutes=30))
+    await assert_settled(booking, paid=succeed)
+
+
+@pytest.mark.parametrize("succeed", [True, False], ids=["succeeded", "failed"])
+@pytest.mark.parametrize("first", ["webhook", "read_back"])
+async def test_the_webhook_and_the_read_back_settle_a_late_fee_once(
+    world: World, first: str, succeed: bool
+) -> None:
+    booking = await returned_late(world, "S1")
+    world.stripe.process_slowly(saved_card(world))
+    await back_late(world, booking)
+    delivery = world.stripe.finish_processing(off_session_charge(world), succeed=succeed)
+
+    if first == "webhook":
+        assert await world.deliver(delivery) == 200
+        await settle(world.runtime)
+        await assert_settled(booking, paid=succeed)
+        await after(world, timedelta(hours=1))
+    else:
+        await after(world, timedelta(minutes=1))
+        await assert_settled(booking, paid=succeed)
+        assert await world.deliver(delivery) == 200  # Stripe's event, late
+        await settle(world.runtime)
+    await assert_settled(booking, paid=succeed)
+    assert not await OpsAlert.filter(kind="payment_failed").exists()
+
+
+async def test_a_late_fee_still_processing_for_days_alerts_ops_once_and_is_still_decided(
+    world: World,
+) -> None:
+    booking = await returned_late(world, "S1")
+    world.stripe.process_slowly(saved_card(world))
+    await back_late(world, booking)
+
+    for _ in range(10):  # five days
+        await after(world, timedelta(hours=12))
+    [alert] = await OpsAlert.filter(kind="late_fee_processing")
+    assert alert.params["booking"] == booking.reference
+    assert alert.occurrences == 1
+    assert await told_charged() == 0
+    assert await receipts() == []
+
+    world.stripe.finish_processing(off_session_charge(world))  # its event lost
+    await after(world, timedelta(hours=12))
+    await assert_settled(booking, paid=True)

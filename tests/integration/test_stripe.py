@@ -17,6 +17,7 @@ import stripe
 from bot.payments import StripeIdentity, StripePayments, StripeWebhookInvalid, parse_stripe_event
 from bot.payments.stripe import CAPTURE_METADATA_KEY
 from flows.payments import (
+    ChargeState,
     CheckoutRequest,
     PaymentEventKind,
     PaymentNeedsAuthentication,
@@ -356,6 +357,31 @@ async def test_an_off_session_charge_still_processing_is_not_paid_and_no_hold(
         700,
         "eur",
     )
+
+
+@pytest.mark.parametrize("succeed", [True, False])
+async def test_a_processing_charge_is_read_back_as_stripe_has_it_now(
+    payments: StripePayments, fake: FakeStripe, succeed: bool
+) -> None:
+    intent = fake.payment_intents[await paid(payments, fake, save_card=True)]
+    customer, method = intent["customer"], intent["payment_method"]
+    fake.process_slowly(method)
+    named = {"booking": "KT-7", "purpose": "late_fee"}
+
+    charge = await payments.charge_saved_card(customer, method, eur(700), "fee-4", metadata=named)
+    assert fake.posts("/v1/payment_intents")[-1].params["metadata"] == named
+    assert await payments.charge_state(charge.intent) is ChargeState.PROCESSING
+    event = parse(fake.finish_processing(charge.intent, succeed=succeed))
+    assert event.booking_reference == "KT-7"
+
+    decided = ChargeState.PAID if succeed else ChargeState.FAILED
+    assert await payments.charge_state(charge.intent) is decided
+    assert [c.method for c in fake.calls if c.path == f"/v1/payment_intents/{charge.intent}"] == [
+        "GET",
+        "GET",
+    ]
+    with pytest.raises(PaymentRefused, match="resource_missing"):
+        await payments.charge_state("pi_nobody")
 
 
 async def test_a_saved_card_that_wants_authentication_is_told_apart_from_a_decline(
