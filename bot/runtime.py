@@ -47,7 +47,7 @@ from flows.i18n import Translator
 from flows.media_types import ID_DOCUMENT_TYPES
 from flows.messages import InboundMessage
 from flows.notify import Notifier
-from flows.ops import REPORT_EFFECT, OpsDesk
+from flows.ops import REPORT_EFFECT, REPORT_SETTLED_EFFECT, OpsDesk
 from flows.outbound import SEND_EFFECT
 from flows.payments import IdentityProvider, PaymentProvider
 from flows.retention import Retention, RetentionPolicy
@@ -194,6 +194,7 @@ def build_runtime(
     # Without Telegram and an ops chat the ops group's effects do nothing: the sandbox page
     # shows alerts.
     ops_group = ops_chat if ops_chat_id is not None else None
+    reporter = ConditionReporter(ops_group, ops_chat_id, translator, sealer, handoff)
     dispatcher, timers = _dispatcher_and_timers(
         settings,
         clock,
@@ -203,7 +204,8 @@ def build_runtime(
             TO_STAFF_EFFECT: StaffRelay(
                 ops_chat, ops_chat_id, handoff, journey.fetch_media, journey.sealer
             ),
-            REPORT_EFFECT: ConditionReporter(ops_group, ops_chat_id, translator, sealer, handoff),
+            REPORT_EFFECT: reporter,
+            REPORT_SETTLED_EFFECT: reporter.settle,
         },
         access,
         journey,

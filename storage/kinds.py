@@ -69,6 +69,8 @@ class EffectKind(StrEnum):
     LOCK_OPEN = "lock.open"
     #: A pickup or return's photos and answers shown in the ops group, with a damage button.
     OPS_CONDITION_REPORT = "ops.condition_report"
+    #: A return's deposit was claimed or released: its report shows that, without the button.
+    OPS_CONDITION_REPORT_SETTLED = "ops.condition_report_settled"
     #: Store a condition photo the renter sent (sealed), and delete it where the channel keeps it.
     HANDOVER_COLLECT_PHOTO = "handover.collect_photo"
     #: Charge a late return's fee off-session on the card saved at checkout.

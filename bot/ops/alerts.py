@@ -3,8 +3,9 @@
 An alert is sent once, with the buttons that act on it, and its Telegram message id is kept on
 the alert (recorded with the effect's completion); every later change (more occurrences,
 resolved) edits that message, so a storm of one group is one message that updates. An ID waiting
-for review comes with its photo, sent from the decrypted document and never logged, once however
-often the attempt is retried, and deleted when the ID is decided. Effects of one alert run one
+for review comes with its document, sent decrypted and never logged: a photo as a photo, a PDF
+(or an image Telegram cannot show as a photo) as a document; once however often the attempt is
+retried, and deleted when the ID is decided. Effects of one alert run one
 at a time in this process.
 """
 
@@ -20,6 +21,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from flows.effects import FollowUp, Outcome
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import Translator
+from flows.media_types import HEIC, JPEG, PDF, PNG, WEBP
 from storage.journal import ALERT_EFFECT
 from storage.kinds import AlertKind
 from storage.models import IdentityCheck, OpsAlert, OutboxEffect, StaffMember
@@ -32,6 +34,9 @@ if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configu
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({AlertKind.EFFECT_FAILING, AlertKind.CODE_NOT_SET, AlertKind.CODE_REJECTED})
+#: What ``sendPhoto`` takes; any other ID (a PDF, a HEIC photo) goes as a document.
+PHOTO_TYPES = frozenset({JPEG, PNG, WEBP})
+FILE_EXTENSIONS = {PDF: "pdf", HEIC: "heic"}
 
 
 class AlertSender:
@@ -133,16 +138,22 @@ class AlertSender:
         return (resolve,)
 
     async def _send_document(self, chat: OpsChat, chat_id: int, alert: OpsAlert) -> None:
-        """Send the ID's photo and record its message id at once, in its own unit of work: the
-        rest of the attempt may fail after it, and the photo must still be found to delete."""
+        """Send the ID's document and record its message id at once, in its own unit of work:
+        the rest of the attempt may fail after it, and the document must still be found to
+        delete."""
         check = await IdentityCheck.get_or_none(id=int(str(alert.params.get("check", 0))))
         if check is None or check.document_encrypted is None:
             return
-        photo = self.sealer.open_bytes(check.document_encrypted)
+        document = self.sealer.open_bytes(check.document_encrypted)
         caption = self.t(
             "ops.id_photo_caption", booking=alert.params.get("booking", "-"), check=check.id
         )
-        message_id = await chat.send_photo(chat_id, photo, caption)
+        kind = check.document_content_type
+        if kind in PHOTO_TYPES:
+            message_id = await chat.send_photo(chat_id, document, caption)
+        else:
+            name = f"id-{check.id}.{FILE_EXTENSIONS.get(kind, 'bin')}"
+            message_id = await chat.send_document(chat_id, document, name, caption)
         async with unit_of_work() as conn:
             row = await OpsAlert.filter(id=alert.id).using_db(conn).select_for_update().first()
             if row is None:

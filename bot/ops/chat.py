@@ -5,11 +5,13 @@ it cannot help)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from telegram import (
     ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     Message,
     MessageEntity,
     User,
@@ -22,6 +24,9 @@ from bot.transports.telegram import MESSAGE_TEXT_LIMIT, TelegramChannel
 log = logging.getLogger(__name__)
 
 Buttons = tuple[tuple[str, str], ...]  # (label, callback data), one per row
+#: Photos in one album (``sendMediaGroup``): at least two, at most ten.
+ALBUM_MIN, ALBUM_MAX = 2, 10
+CAPTION_LIMIT = 1024
 
 
 def keyboard(buttons: Buttons) -> InlineKeyboardMarkup | None:
@@ -114,11 +119,55 @@ class OpsChat:
             sent: Message = await self.channel.bot.send_photo(
                 chat_id=chat_id,
                 photo=photo,
-                caption=caption[:1024],
+                caption=caption[:CAPTION_LIMIT],
                 message_thread_id=thread,
             )
         except TelegramError as err:
             raise _error(err, "sendPhoto") from err
+        return sent.message_id
+
+    async def send_album(
+        self,
+        chat_id: int,
+        photos: Sequence[tuple[bytes, str]],
+        *,
+        thread: int | None = None,
+    ) -> list[int]:
+        """Uploaded photos (image, caption) as one album; its messages' ids in order. An album
+        carries no buttons."""
+        if not ALBUM_MIN <= len(photos) <= ALBUM_MAX:
+            raise ValueError(f"an album has {ALBUM_MIN}-{ALBUM_MAX} photos, not {len(photos)}")
+        media = [
+            InputMediaPhoto(image, caption=caption[:CAPTION_LIMIT]) for image, caption in photos
+        ]
+        try:
+            sent = await self.channel.bot.send_media_group(
+                chat_id=chat_id, media=media, message_thread_id=thread
+            )
+        except TelegramError as err:
+            raise _error(err, "sendMediaGroup") from err
+        return [message.message_id for message in sent]
+
+    async def send_document(
+        self,
+        chat_id: int,
+        document: bytes,
+        filename: str,
+        caption: str,
+        *,
+        thread: int | None = None,
+    ) -> int:
+        """A file Telegram shows as a document (a PDF: ``sendPhoto`` takes only images)."""
+        try:
+            sent: Message = await self.channel.bot.send_document(
+                chat_id=chat_id,
+                document=document,
+                filename=filename,
+                caption=caption[:CAPTION_LIMIT],
+                message_thread_id=thread,
+            )
+        except TelegramError as err:
+            raise _error(err, "sendDocument") from err
         return sent.message_id
 
     async def delete(self, chat_id: int, message_id: int) -> None:

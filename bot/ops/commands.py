@@ -31,7 +31,7 @@ from bot.ops.chat import OpsChat
 from bot.transports.telegram import MEDIA_SCHEME
 from flows.handoff import Handoff
 from flows.messages import Media
-from flows.ops import Context, DepositClaim, OpsAnswer, OpsDesk
+from flows.ops import Context, DepositClaim, OpsAnswer, OpsDesk, PositionAsked
 from flows.staging import run_unit, stage_outcome
 from storage.conversations import claim_message
 from storage.models import ProcessedWebhook
@@ -215,6 +215,8 @@ class OpsUpdates:
         lines = list(answer.lines)
         if answer.claim is not None:
             lines += await self._claim(answer.claim)
+        if answer.position is not None:
+            lines += await self._position(answer.position)
         if answer.private:
             lines += await self._privately(answer.private, chat_id, user_id)
         if answer.taken is not None:
@@ -245,6 +247,14 @@ class OpsUpdates:
             await run_unit(record, self.desk.clock.now())
         except LookupError:
             return [self.desk.t("ops.claim_meanwhile", booking=claim.reference)]
+        return lines
+
+    async def _position(self, asked: PositionAsked) -> list[str]:
+        """A position the command asked for: read from Traccar outside any transaction, then
+        who looked recorded in a unit of work."""
+        lines, record = await self.desk.where_now(asked)
+        if record is not None:
+            await run_unit(record, self.desk.clock.now())
         return lines
 
     async def _privately(self, private: list[str], chat_id: int, user_id: int) -> list[str]:

@@ -3,31 +3,61 @@
 
 The report goes to the renter's forum topic: the one their conversation has, or one opened for
 it the way a take-over opens it when the group is a forum (and kept on the conversation, so the
-hand-off later writes there too); in a group without topics, to the group. The report's text
-comes first, with a return's "Damage?" button, then each photo, unsealed and uploaded with a
-caption naming its prompt. Each message is noted on the effect as soon as it went out: a retried
-effect sends only what had not gone out, never a part twice. Photos are never logged.
+hand-off later writes there too); in a group without topics, to the group. The photos come
+first, unsealed and uploaded as one album (several of at most ten where there are more; a lone
+photo on its own), each captioned with its prompt; then the report's text with a return's
+"Damage?" button, which an album cannot carry. Each part is noted on the effect as soon as it
+went out: a retried effect sends only what had not gone out, never a part twice. The text's
+message id is kept on the effect, so that when the deposit is claimed or released
+(``ops.condition_report_settled``) the report is edited to say so and loses its button. Photos
+are never logged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from bot.channels import Undeliverable
+from flows.booking.handover_asks import condition_report_key
 from flows.handoff import OPS_LANGUAGE, Handoff
 from flows.i18n import Translator
 from flows.ops import ConditionReport, ReportPhoto, condition_report, report_kind
 from storage.models import Booking, Conversation, OutboxEffect
 from storage.outbox import record_progress
+from storage.rental_models import HandoverKind
 from storage.sealing import Sealer
 from storage.uow import unit_of_work
 
 if TYPE_CHECKING:  # Telegram's library is loaded only where Telegram is configured
-    from bot.ops.chat import OpsChat
+    from bot.ops.chat import Buttons, OpsChat
 
-#: The message ids of the report's parts that went out on earlier attempts, in order.
+log = logging.getLogger(__name__)
+
+#: What the report's parts that went out on earlier attempts are, in order: an album's message
+#: ids, a lone photo's, then the text's.
 SENT = "sent_messages"
+#: The message id of the report's text (the one with the "Damage?" button).
+REPORT_MESSAGE = "report_message"
+#: Photos in one album at most (Telegram's ``sendMediaGroup`` takes 2-10).
+ALBUM_MAX = 10
+
+
+def albums(photos: list[ReportPhoto]) -> list[list[ReportPhoto]]:
+    """The photos in as few albums as Telegram allows, of even sizes (eleven are six and five,
+    never ten and a lone one); a single photo is a group of one."""
+    if not photos:
+        return []
+    count = -(-len(photos) // ALBUM_MAX)
+    size, extra = divmod(len(photos), count)
+    groups, start = [], 0
+    for n in range(count):
+        end = start + size + (1 if n < extra else 0)
+        groups.append(photos[start:end])
+        start = end
+    return groups
 
 
 class ConditionReporter:
@@ -59,37 +89,59 @@ class ConditionReporter:
         if report is None:
             return
         thread = await self._thread(chat, chat_id, booking_id)
-        parts: list[Callable[[], Awaitable[int | None]]] = [
-            partial(self._send_text, chat, chat_id, thread, report)
+        shown = [photo for photo in report.photos if photo.sealed is not None]
+        parts: list[Callable[[], Awaitable[object]]] = [
+            partial(self._send_photos, chat, chat_id, thread, group) for group in albums(shown)
         ]
-        parts += [
-            partial(self._send_photo, chat, chat_id, thread, photo) for photo in report.photos
-        ]
+        parts.append(partial(self._send_text, chat, chat_id, thread, report))
         sent = effect.payload.get(SENT)
         done: list[object] = list(sent) if isinstance(sent, list) else []
         for number, send in enumerate(parts, start=1):
             if number <= len(done):
                 continue
-            message_id = await send()
-            done.append(message_id)
-            if number < len(parts) and not await record_progress(effect, SENT, done):
+            done.append(await send())
+            if not await record_progress(effect, SENT, done):
                 return  # another worker took the effect over: it sends the rest
+        await record_progress(effect, REPORT_MESSAGE, done[-1])
+
+    async def settle(self, effect: OutboxEffect) -> None:
+        """The ``ops.condition_report_settled`` executor: the return report posted before now
+        says what became of the deposit, without the "Damage?" button. Nothing to do where it
+        was not posted (no ops chat, not yet: it will be posted as it stands) or its message id
+        is no longer kept."""
+        chat, chat_id = self.chat, self.chat_id
+        if chat is None or chat_id is None:
+            return
+        booking = await Booking.get_or_none(id=int(str(effect.payload["booking"])))
+        if booking is None:
+            return
+        posted = await OutboxEffect.get_or_none(
+            idempotency_key=condition_report_key(booking.reference, HandoverKind.RETURN)
+        )
+        message_id = posted.payload.get(REPORT_MESSAGE) if posted is not None else None
+        if not isinstance(message_id, int):
+            return
+        report = await condition_report(self.translator, booking.id, HandoverKind.RETURN)
+        if report is None:
+            return
+        try:
+            await chat.edit(chat_id, message_id, report.text, _buttons(report))
+        except Undeliverable as err:  # deleted from the group meanwhile: nothing left to edit
+            log.info("the return report of %s was not edited: %s", booking.reference, err)
 
     async def _send_text(
         self, chat: OpsChat, chat_id: int, thread: int | None, report: ConditionReport
     ) -> int:
-        buttons: tuple[tuple[str, str], ...] = ()
-        if report.damage_button is not None:
-            buttons = ((report.damage_button, report.damage_data),)
-        return await chat.send(chat_id, report.text, buttons, thread=thread)
+        return await chat.send(chat_id, report.text, _buttons(report), thread=thread)
 
-    async def _send_photo(
-        self, chat: OpsChat, chat_id: int, thread: int | None, photo: ReportPhoto
-    ) -> int | None:
-        if photo.sealed is None:
-            return None  # deleted by retention before it could be shown
-        image = self.sealer.open_bytes(photo.sealed)
-        return await chat.send_photo(chat_id, image, photo.caption, thread=thread)
+    async def _send_photos(
+        self, chat: OpsChat, chat_id: int, thread: int | None, photos: list[ReportPhoto]
+    ) -> int | list[int]:
+        images = [(self.sealer.open_bytes(p.sealed or ""), p.caption) for p in photos]
+        if len(images) == 1:
+            [(image, caption)] = images
+            return await chat.send_photo(chat_id, image, caption, thread=thread)
+        return await chat.send_album(chat_id, images, thread=thread)
 
     async def _thread(self, chat: OpsChat, chat_id: int, booking_id: int) -> int | None:
         """The renter's forum topic; one opened now where the group allows topics; else None
@@ -116,3 +168,9 @@ class ConditionReporter:
         # instead of opening another.
         async with unit_of_work() as conn:
             return await self.handoff.set_thread(conn, conversation.id, topic)
+
+
+def _buttons(report: ConditionReport) -> Buttons:
+    if report.damage_button is None:
+        return ()
+    return ((report.damage_button, report.damage_data),)

@@ -15,6 +15,7 @@ from flows.booking.common import (
     hold_lapse_timer,
     iso,
 )
+from flows.booking.handover_asks import report_settled
 from flows.booking.payment_events import PaymentEvents
 from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
 from flows.payments import CheckoutRequest, PaymentRefused
@@ -278,13 +279,10 @@ class Executors(PaymentEvents):
                 },
                 using_db=conn,
             )
-            return Outcome(
-                audits=[
-                    Audit(
-                        actor, "deposit.claimed", f"booking:{reference}", {"amount": claimed.minor}
-                    )
-                ]
+            claim = Audit(
+                actor, "deposit.claimed", f"booking:{reference}", {"amount": claimed.minor}
             )
+            return Outcome(audits=[claim], effects=[report_settled(booking.id, reference)])
 
         return claimed, record
 

@@ -17,6 +17,7 @@ PHOTO = "photo"
 QUESTION = "question"
 COLLECT_PHOTO_EFFECT = EffectKind.HANDOVER_COLLECT_PHOTO
 CONDITION_REPORT_EFFECT = EffectKind.OPS_CONDITION_REPORT
+REPORT_SETTLED_EFFECT = EffectKind.OPS_CONDITION_REPORT_SETTLED
 #: What a condition photo may be: an image a phone takes, as MMS and chat apps carry it.
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/heic"})
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
@@ -87,10 +88,23 @@ def yes_no_choices(translator: Translator, language: str) -> tuple[Choice, ...]:
     return (Choice(yes, yes), Choice(no, no))
 
 
+def condition_report_key(reference: str, kind: str) -> str:
+    """The idempotency key of a booking's pickup or return report: one report each."""
+    return f"condition-report:{kind}:{reference}"
+
+
 def condition_report(booking: Booking, kind: str) -> Effect:
     """The report of a completed pickup or return, for the operators."""
     return Effect(
         CONDITION_REPORT_EFFECT,
-        f"condition-report:{kind}:{booking.reference}",
+        condition_report_key(booking.reference, str(kind)),
         {"booking": booking.id, "kind": str(kind)},
+    )
+
+
+def report_settled(booking_id: int, reference: str) -> Effect:
+    """The return's deposit was claimed or released: its report in the ops group is brought up
+    to date and loses its "Damage?" button. Once per booking (the deposit's fate is final)."""
+    return Effect(
+        REPORT_SETTLED_EFFECT, f"condition-report-settled:{reference}", {"booking": booking_id}
     )

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from flows.booking.handover_asks import report_settled
 from flows.effects import Audit, Outcome
 from flows.i18n import Translator, local_time
 from flows.notify import Notifier
@@ -114,7 +115,8 @@ def receipt_lines(translator: Translator, facts: ReceiptFacts, language: str) ->
 async def tell_receipt(
     notifier: Notifier, conn: BaseDBAsyncClient, booking_id: int, now: datetime
 ) -> Outcome:
-    """Stage the receipt to the renter, read in the caller's unit of work."""
+    """Stage the receipt to the renter, read in the caller's unit of work; the deposit's fate
+    known, its return report in the ops group is brought up to date too."""
     facts = await receipt_facts(conn, booking_id)
     renter_id = (await Booking.filter(id=booking_id).using_db(conn).get()).renter_id
     translator = notifier.translator
@@ -129,4 +131,6 @@ async def tell_receipt(
             "lines": receipt_lines(translator, facts, language),
         },
     )
-    return Outcome(audits=[Audit("system", "booking.receipt_sent", f"booking:{facts.reference}")])
+    sent = Audit("system", "booking.receipt_sent", f"booking:{facts.reference}")
+    settled = [] if facts.deposit is None else [report_settled(booking_id, facts.reference)]
+    return Outcome(audits=[sent], effects=settled)

@@ -90,6 +90,9 @@ class OpsAnswer:
     #: A deposit claim the member asked for: the runner makes it after the command commits,
     #: outside any transaction, and answers with what came of it (``OpsDesk.claim``).
     claim: DepositClaim | None = None
+    #: A position Traccar is asked for: the runner asks after the command commits, outside any
+    #: transaction, and answers with it (``OpsDesk.where_now``).
+    position: PositionAsked | None = None
     #: What the command changes besides what it wrote through the unit of work: the runner
     #: stores it (effects, timers, alerts, audits) when it commits.
     outcome: Outcome = field(default_factory=Outcome)
@@ -111,6 +114,14 @@ class DepositClaim:
     reference: str
     amount: int | None
     currency: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class PositionAsked:
+    """Where the item ``asset`` is now, as Traccar has it, asked by ``actor``."""
+
+    asset: str
     actor: str
 
 

@@ -4,7 +4,9 @@ with the prompt each answers. The ops bot posts it in the renter's forum topic
 (``bot.ops.condition_report``); the sandbox's ops pane shows the same report.
 
 A return's report carries the "Damage?" button while its deposit can still be claimed; the
-button (and ``/claim``) is for owners and managers only (``Permission.DEPOSITS``).
+button (and ``/claim``) is for owners and managers only (``Permission.DEPOSITS``). Once the
+deposit is claimed or released the posted report is edited to say so, without the button; a
+press on a copy that still has it is answered with what became of the deposit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from storage.payments import CLAIMABLE, PaymentPurpose, PaymentStatus
 from storage.rental_models import ConditionPhoto, Handover, HandoverKind
 
 REPORT_EFFECT = EffectKind.OPS_CONDITION_REPORT
+#: A return's deposit was claimed or released: its report is edited to say so, without button.
+REPORT_SETTLED_EFFECT = EffectKind.OPS_CONDITION_REPORT_SETTLED
 #: The button's callback action; its argument is the booking's id.
 DAMAGE_ACTION = "damage"
 _Texts = Callable[..., str]

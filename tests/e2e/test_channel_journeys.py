@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,6 +123,15 @@ class World:
 
 @pytest.fixture
 async def world(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[World]:
+    async with channel_world(sqlite_template, tmp_path) as started:
+        yield started
+
+
+@asynccontextmanager
+async def channel_world(
+    sqlite_template: Path, tmp_path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[World]:
+    """The world, with ``env`` added to its settings (an ops chat, say)."""
     path = tmp_path / "channels.sqlite3"
     shutil.copy(sqlite_template, path)
     url = f"sqlite://{path}"
@@ -155,6 +165,7 @@ async def world(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[World]:
                 "STRIPE_API_KEY": API_KEY,
                 "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 "STRIPE_API_BASE": stripe_base,
+                **(env or {}),
             }
         )
         assert settings.stripe is not None

@@ -1,22 +1,35 @@
 """A file a renter sends is what its own bytes say, not what the browser, the phone or the
 provider declares: a PDF or a page of script declared image/jpeg is refused (on the upload
 page with its 415 and message, in the chat with the ask again) and nothing is stored; a real
-photo whose declared image type is wrong (a JPEG named .png) is stored as what it is."""
+photo whose declared image type is wrong (a JPEG named .png) is stored as what it is. A PDF
+sent as what it is, an ID's scan, reaches the operators as a document they can review."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from storage.models import Booking, ConditionPhoto, IdentityCheck, OpsAlert
+from bot.transports.telegram_routes import SECRET_HEADER, WEBHOOK_PATH
+from storage.models import (
+    Booking,
+    BookingState,
+    ConditionPhoto,
+    IdentityCheck,
+    OpsAlert,
+    StaffMember,
+    StaffRole,
+)
 from tests.e2e import test_channel_journeys
 from tests.e2e.test_channel_journeys import (
     BERLIN_PHONE,
     JPEG,
     PDF,
+    TELEGRAM_SECRET,
     TwilioRenter,
     World,
     approve,
     booked_and_paid_by_sms,
+    channel_world,
     checkout_session,
     photo_form,
     upload_path,
@@ -26,6 +39,8 @@ world = test_channel_journeys.world
 
 SCRIPT = b"<!doctype html><html><script>fetch('/sandbox/api/ops')</script></html>"
 WRONG_FILE_DE = "Diese Datei kann nicht verwendet werden"
+OPS_CHAT = -1009876543210
+REVIEWER = 700000001
 
 
 async def test_an_id_upload_is_stored_as_what_its_bytes_are(world: World) -> None:
@@ -119,3 +134,47 @@ async def test_a_condition_photo_by_mms_is_stored_as_what_its_bytes_are(world: W
     ]
     [photo] = await ConditionPhoto.filter(booking=booking)
     assert (photo.prompt, photo.content_type) == ("the hitch", "image/jpeg")
+
+
+async def test_an_id_uploaded_as_a_pdf_reaches_the_ops_group_as_a_document_to_review(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """Telegram takes no PDF in sendPhoto: the scan goes as a document, with the review's
+    caption, and the review's buttons decide it."""
+    env = {"TELEGRAM_OPS_CHAT_ID": str(OPS_CHAT)}
+    async with channel_world(sqlite_template, tmp_path, env) as world:
+        world.telegram.group_chat(OPS_CHAT)
+        reviewer = world.telegram.private_chat(REVIEWER, "Sam")
+        await StaffMember.create(
+            telegram_user_id=REVIEWER, name="Sam", role=StaffRole.SUPPORT, location_scope=[]
+        )
+        renter = TwilioRenter(world, BERLIN_PHONE)
+        booking, ask_id = await booked_and_paid_by_sms(world, renter)
+
+        sent = await world.client.post(upload_path(ask_id), data=photo_form(PDF, "application/pdf"))
+        assert sent.status == 200 and "Foto ist angekommen" in await sent.text()
+        check = await IdentityCheck.get(booking=booking)
+        assert check.document_content_type == "application/pdf"
+        await world.run()
+
+        [document, review] = world.telegram.sent(OPS_CHAT)
+        assert document["document"]["mime_type"] == "application/pdf"
+        assert document["document"]["file_name"] == f"id-{check.id}.pdf"
+        assert document["caption"] == f"ID for booking {booking.reference} (check {check.id})"
+        assert world.telegram.files[document["document"]["file_id"]].data == PDF
+        assert not world.telegram.calls_to("sendPhoto")
+        rows = review["reply_markup"]["inline_keyboard"]
+        assert [b["callback_data"] for row in rows for b in row] == [
+            f"ops:approve:{check.id}",
+            f"ops:reject:{check.id}",
+        ]
+
+        press = world.telegram._press(reviewer, review, f"ops:approve:{check.id}")
+        response = await world.client.post(
+            WEBHOOK_PATH, json=press, headers={SECRET_HEADER: TELEGRAM_SECRET}
+        )
+        assert response.status == 200
+        await world.run()
+        await booking.refresh_from_db()
+        assert booking.state == BookingState.CONFIRMED
+        assert (OPS_CHAT, document["message_id"]) in world.telegram.deleted, "the scan is gone"

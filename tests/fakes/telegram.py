@@ -19,6 +19,9 @@ It refuses what Telegram refuses:
   query twice or one that never existed, an unknown ``file_id``, a webhook that is not HTTPS or a
   secret token with characters Telegram does not allow, an update type Telegram does not know in
   ``allowed_updates``;
+- an uploaded ``sendPhoto`` photo that is no image Telegram reads (a PDF: ``IMAGE_PROCESS_FAILED``);
+  a ``sendMediaGroup`` whose ``media`` is not a JSON array of 2-10 InputMedia, or names an
+  ``attach://<name>`` that is not a part of the upload (``media not found``);
 - ``getChat`` / ``getChatMember`` of a chat the bot is not in → 400 ``chat not found``, of a user
   not in the chat → 400 ``user not found``.
 
@@ -49,6 +52,12 @@ TOKEN = "7301945562:AAGk3nQz8vR2wXy5tLmP0bC7dE9fH1jK4sU"
 BOT_ID = 7301945562
 BOT_USERNAME = "keyturn_test_bot"
 MAX_TEXT = 4096
+#: Items in one album (``sendMediaGroup``), at most.
+MAX_ALBUM = 10
+ATTACH = "attach://"
+#: The first bytes of the images Telegram turns into a photo (JPEG, PNG, GIF, BMP; WebP by its
+#: RIFF header's form type).
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
 
 Json = dict[str, Any]
 Method = Callable[["_Call"], Awaitable[Any]]
@@ -126,6 +135,8 @@ class ApiCall:
 class _Call:
     params: Json
     files: dict[str, bytes]
+    #: Each uploaded part's (file name, content type), by the part's name.
+    uploads: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +157,9 @@ class StoredFile:
     data: bytes
     #: What getFile reports; Telegram sometimes leaves it out (None).
     file_size: int | None
+    #: A document's name and type as it was uploaded.
+    file_name: str = ""
+    mime_type: str = ""
 
 
 class FakeTelegram:
@@ -187,6 +201,7 @@ class FakeTelegram:
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._file_numbers = itertools.count(1)
         self._query_ids = itertools.count(4_411_937_288_501_110_001)
+        self._media_groups = itertools.count(13_579_246_810_001)
         self._methods: dict[str, Method] = {
             "getme": self._get_me,
             "setwebhook": self._set_webhook,
@@ -196,6 +211,8 @@ class FakeTelegram:
             "getchatmember": self._get_chat_member,
             "sendmessage": self._send_message,
             "sendphoto": self._send_photo,
+            "senddocument": self._send_document,
+            "sendmediagroup": self._send_media_group,
             "editmessagetext": self._edit_message_text,
             "editmessagereplymarkup": self._edit_message_reply_markup,
             "answercallbackquery": self._answer_callback_query,
@@ -225,7 +242,7 @@ class FakeTelegram:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params, files = await _parameters(request)
+        params, files, uploads = await _parameters(request)
         call = ApiCall(method=method, params=params, files=files)
         self.calls.append(call)
         try:
@@ -235,7 +252,7 @@ class FakeTelegram:
             if handler is None:
                 raise BotApiError(404, "Not Found")
             await self._inject(method)
-            result = await handler(_Call(params, files))
+            result = await handler(_Call(params, files, uploads))
         except BotApiError as err:
             call.status = err.status
             return _error(err)
@@ -591,26 +608,62 @@ class FakeTelegram:
 
     async def _send_photo(self, call: _Call) -> Json:
         chat = self._chat(call.params)
-        if "photo" in call.files:
-            stored = self.add_file(call.files["photo"])
-        else:
-            file_id = _text(call.params, "photo")
-            if file_id not in self.files:
-                raise bad_request("wrong file identifier/HTTP URL specified")
-            stored = self.files[file_id]
-        photo = [
-            {
-                "file_id": stored.file_id,
-                "file_unique_id": stored.file_unique_id,
-                "width": 1280,
-                "height": 960,
-                "file_size": len(stored.data),
-            }
-        ]
-        extra: Json = {"photo": photo}
+        # An upload is the multipart part named ``photo``, or one ``attach://<name>`` names.
+        media = ATTACH + "photo" if "photo" in call.files else _text(call.params, "photo")
+        extra: Json = {"photo": self._photo_sizes(self._input_photo(call, media))}
         if "caption" in call.params:
             extra["caption"] = str(call.params["caption"])
         return self._post(chat, call.params, extra)
+
+    async def _send_document(self, call: _Call) -> Json:
+        chat = self._chat(call.params)
+        if "document" in call.files:
+            name, content_type = call.uploads.get("document", ("document", ""))
+            stored = self.add_file(
+                call.files["document"], kind="documents", extension=name.rpartition(".")[2]
+            )
+            stored.file_name, stored.mime_type = name, content_type or "application/octet-stream"
+        else:
+            stored = self._known_file(_text(call.params, "document"))
+        document: Json = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.data),
+        }
+        if stored.file_name:
+            document["file_name"] = stored.file_name
+        if stored.mime_type:
+            document["mime_type"] = stored.mime_type
+        extra: Json = {"document": document}
+        if "caption" in call.params:
+            extra["caption"] = str(call.params["caption"])
+        return self._post(chat, call.params, extra)
+
+    async def _send_media_group(self, call: _Call) -> list[Json]:
+        """An album: ``media`` a JSON array of 2-10 InputMediaPhoto, each ``media`` a file id or
+        ``attach://<name>`` of a multipart part. Albums carry no ``reply_markup``."""
+        chat = self._chat(call.params)
+        media = _json_value(call.params, "media")
+        if media is None:
+            raise bad_request('parameter "media" is required')
+        if not isinstance(media, list):
+            raise bad_request("Expected an Array of InputMedia")
+        if not 2 <= len(media) <= MAX_ALBUM:
+            raise bad_request(f"media must include 2-{MAX_ALBUM} items, not {len(media)}")
+        contents = []
+        for item in media:
+            if not isinstance(item, dict) or item.get("type") != "photo":
+                kind = item.get("type") if isinstance(item, dict) else item
+                raise bad_request(f'Can\'t parse InputMedia: type "{kind}" is unsupported')
+            content: Json = {
+                "photo": self._photo_sizes(self._input_photo(call, str(item.get("media", ""))))
+            }
+            if "caption" in item:
+                content["caption"] = str(item["caption"])
+            contents.append(content)
+        params = {k: v for k, v in call.params.items() if k != "reply_markup"}
+        group_id = str(next(self._media_groups))
+        return [self._post(chat, params, {**c, "media_group_id": group_id}) for c in contents]
 
     async def _edit_message_text(self, call: _Call) -> Json:
         message = self._own_message(call.params)
@@ -689,6 +742,35 @@ class FakeTelegram:
 
     # -- shared checks ------------------------------------------------------------------------
 
+    def _input_photo(self, call: _Call, media: str) -> StoredFile:
+        """A photo as an InputFile: ``attach://<name>`` of an uploaded part (which must be an
+        image Telegram can read), or the file id of one Telegram has."""
+        if media.startswith(ATTACH):
+            data = call.files.get(media.removeprefix(ATTACH))
+            if data is None:
+                raise bad_request("Can't parse InputMedia: media not found")
+            if not data.startswith(_IMAGE_SIGNATURES) and data[8:12] != b"WEBP":
+                raise bad_request("IMAGE_PROCESS_FAILED")
+            return self.add_file(data)
+        return self._known_file(media)
+
+    def _known_file(self, file_id: str) -> StoredFile:
+        if file_id not in self.files:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        return self.files[file_id]
+
+    @staticmethod
+    def _photo_sizes(stored: StoredFile) -> list[Json]:
+        return [
+            {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "width": 1280,
+                "height": 960,
+                "file_size": len(stored.data),
+            }
+        ]
+
     def _chat(self, params: Json) -> Json:
         raw = params.get("chat_id")
         if raw is None or raw == "":
@@ -744,23 +826,27 @@ class FakeTelegram:
         return next(counter)
 
 
-async def _parameters(request: web.Request) -> tuple[Json, dict[str, bytes]]:
+async def _parameters(
+    request: web.Request,
+) -> tuple[Json, dict[str, bytes], dict[str, tuple[str, str]]]:
     params: Json = dict(request.query)
     files: dict[str, bytes] = {}
+    uploads: dict[str, tuple[str, str]] = {}
     if request.method != "POST" or not request.can_read_body:
-        return params, files
+        return params, files, uploads
     if request.content_type == "application/json":
         body = await request.json()
         if isinstance(body, Mapping):
             params.update(body)
-        return params, files
+        return params, files, uploads
     form = await request.post()
     for key, value in form.items():
         if isinstance(value, web.FileField):
             files[key] = value.file.read()
+            uploads[key] = (value.filename, value.content_type)
         else:
             params[key] = value
-    return params, files
+    return params, files, uploads
 
 
 def _text(params: Json, name: str) -> str:

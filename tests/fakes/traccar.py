@@ -11,12 +11,14 @@ Forwarding, as ``EventForwarderJson`` sends it: one POST per event to ``event.fo
 ``{"event", "position", "device"}`` and the ``event.forward.header`` line as a header. A test
 moves a device out of or into a geofence (``move``), which makes the event and its position,
 and delivers it (``forward``), again (a duplicate), in another order, or without the header.
+``while_answering`` runs a test's check while a position request waits for its answer.
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +44,8 @@ class FakeTraccar:
     positions: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Every request's (method, path, query) as it came.
     requests: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Run before ``/api/positions`` answers: what the test checks while Keyturn waits for it.
+    while_answering: Callable[[], Awaitable[None]] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def add_device(self, device_id: int, name: str) -> None:
@@ -154,6 +158,8 @@ class FakeTraccar:
         return web.json_response(list(self.devices.values()))
 
     async def _positions(self, request: web.Request) -> web.Response:
+        if self.while_answering is not None:
+            await self.while_answering()
         wanted = request.query.get("deviceId")
         if wanted is None:
             return web.json_response(list(self.positions.values()))

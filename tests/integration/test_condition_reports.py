@@ -1,8 +1,10 @@
 """A pickup's or return's condition report in the ops group, through the fake Bot API: in the
-renter's forum topic (opened for it where the group is a forum), with the checklist's answers,
-a return's timing and late fee, and the photos; posted once however often its effect is retried.
-A return's "Damage?" button and ``/claim`` keep the deposit through the claim flow, against the
-fake Stripe, for owners and managers only; the renter is told."""
+renter's forum topic (opened for it where the group is a forum), the photos as one album (or
+several of at most ten; a lone photo on its own), then the text with the checklist's answers,
+a return's timing and late fee; posted once however often its effect is retried. A return's
+"Damage?" button and ``/claim`` keep the deposit through the claim flow, against the fake
+Stripe, for owners and managers only; the renter is told. Once the deposit is claimed or
+released the report says so and loses the button, and a press on it changes nothing."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ from pathlib import Path
 import pytest
 from tortoise.transactions import in_transaction
 
-from flows.effects import Effect, Outcome
+from flows.booking.common import RELEASE_EFFECT
+from flows.booking.handover_asks import condition_report
+from flows.effects import Outcome, SetTimer
 from flows.ops import REPORT_EFFECT
 from flows.payments import CheckoutRequest
+from flows.returns import DAMAGE_REVIEW_TIMER, damage_review_key
 from flows.staging import stage_outcome
 from storage.models import Asset, Booking, BookingState, Conversation, OutboxEffect, Payment, Renter
 from storage.money import Money
@@ -71,10 +76,26 @@ async def ops(
         yield running_ops
 
 
-async def returned_bike(ops: Ops, stripe: FakeStripe, *, answers: list[bool]) -> Booking:
+def photo(number: int) -> bytes:
+    """A JPEG's first bytes, then something of its own."""
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + f"photo {number}".encode() * 40
+
+
+async def returned_bike(
+    ops: Ops,
+    stripe: FakeStripe,
+    *,
+    answers: list[bool],
+    photos: list[tuple[str, bytes]] | None = None,
+) -> Booking:
     """Rita's bike rental KRET01, returned an hour late ($10 late fee), its return checklist
-    answered, two return photos stored sealed, and its €200 deposit held on her card."""
-    await Asset.filter(code="B1").update(return_checklist=QUESTIONS, return_photos=PROMPTS)
+    answered, its return photos (the frame and the lock, unless ``photos`` says which) stored
+    sealed, and its €200 deposit held on her card."""
+    if photos is None:
+        photos = list(zip(PROMPTS, (FRAME, LOCK), strict=True))
+    await Asset.filter(code="B1").update(
+        return_checklist=QUESTIONS, return_photos=[prompt for prompt, _ in photos]
+    )
     renter = await Renter.create(phone=RENTER_PHONE, name="Rita Renter", language="en")
     await ops.renter_says("hi")  # her conversation
     bike = await Asset.get(code="B1")
@@ -96,13 +117,13 @@ async def returned_bike(ops: Ops, stripe: FakeStripe, *, answers: list[bool]) ->
     await Handover.create(
         booking=booking,
         kind=HandoverKind.RETURN,
-        photos_done=2,
+        photos_done=len(photos),
         answers=answers,
         started_at=NOW - timedelta(hours=1, minutes=10),
         completed_at=NOW - timedelta(hours=1),
     )
     sealer = ops.runtime.journey.sealer
-    for position, (prompt, image) in enumerate(zip(PROMPTS, (FRAME, LOCK), strict=True)):
+    for position, (prompt, image) in enumerate(photos):
         await ConditionPhoto.create(
             booking=booking,
             kind=HandoverKind.RETURN,
@@ -152,11 +173,9 @@ async def hold_deposit(ops: Ops, stripe: FakeStripe, booking: Booking) -> str:
 
 
 async def report_staged(ops: Ops, booking: Booking, kind: str = "return") -> None:
-    effect = Effect(
-        REPORT_EFFECT,
-        f"condition-report:{booking.reference}:{kind}",
-        {"booking": booking.id, "kind": kind},
-    )
+    """The report a completed pickup or return stages."""
+    effect = condition_report(booking, HandoverKind(kind))
+    assert effect.kind == REPORT_EFFECT
     async with in_transaction() as conn:
         await stage_outcome(conn, Outcome(effects=[effect]), ops.clock.now())
 
@@ -182,7 +201,10 @@ async def test_a_return_report_goes_to_a_topic_opened_for_the_renter_with_answer
     assert "Rita Renter" in topic["name"]
     conversation = await Conversation.get(address=RENTER_PHONE)
     assert conversation.agent_thread_id == topic["message_thread_id"]
-    report, *photos = in_thread(ops, topic["message_thread_id"])
+    *photos, report = in_thread(ops, topic["message_thread_id"])
+    # The photos came as one album, before the text (an album carries no buttons).
+    assert len(ops.fake.calls_to("sendMediaGroup")) == 1 and not ops.fake.calls_to("sendPhoto")
+    assert len({p["media_group_id"] for p in photos}) == 1
     text = report["text"]
     assert "B1" in text and "KRET01" in text
     assert "Lights work? ✅ yes" in text
@@ -209,8 +231,8 @@ async def test_a_report_whose_photo_failed_is_retried_without_posting_anything_t
     ops: Ops, stripe: tuple[FakeStripe, str]
 ) -> None:
     booking = await returned_bike(ops, stripe[0], answers=[True, True])
-    ops.fake.fail_next("sendPhoto", after=1)  # the text and the first photo go; the second not
     await ops.deliver()  # the conversation's own messages
+    ops.fake.fail_next("sendMessage")  # the album goes; the text after it does not
     await report_staged(ops, booking)
     await ops.deliver()
     effect = await OutboxEffect.get(kind=REPORT_EFFECT)
@@ -226,6 +248,7 @@ async def test_a_report_whose_photo_failed_is_retried_without_posting_anything_t
         "Return KRET01, photo 1/2: the frame",
         "Return KRET01, photo 2/2: the lock",
     ]
+    assert len(ops.fake.calls_to("sendMediaGroup")) == 1
     assert len(ops.fake.calls_to("createForumTopic")) == 1
 
 
@@ -350,3 +373,93 @@ async def test_damage_answered_with_all_keeps_the_whole_deposit(
     assert "Claimed €200.00 of the deposit for KRET01" in await ops.reply(MANAGER, prompt, "ALL")
     deposit = await Payment.get(booking=booking, purpose="deposit")
     assert deposit.status == PaymentStatus.CLAIMED
+
+
+@pytest.mark.parametrize(
+    ("count", "albums", "alone"),
+    [(1, [], 1), (10, [10], 0), (11, [6, 5], 0), (21, [7, 7, 7], 0)],
+)
+async def test_photos_go_in_albums_of_at_most_ten_and_a_lone_photo_on_its_own(
+    ops: Ops, stripe: tuple[FakeStripe, str], count: int, albums: list[int], alone: int
+) -> None:
+    photos = [(f"side {n}", photo(n)) for n in range(1, count + 1)]
+    booking = await returned_bike(ops, stripe[0], answers=[True, True], photos=photos)
+    await report_staged(ops, booking)
+    await ops.deliver()
+    [topic] = ops.fake.topics[OPS_CHAT]
+    *shown, report = in_thread(ops, topic)
+    groups: dict[str, int] = {}
+    for message in shown:
+        if "media_group_id" in message:
+            groups[message["media_group_id"]] = groups.get(message["media_group_id"], 0) + 1
+    assert list(groups.values()) == albums
+    assert len(ops.fake.calls_to("sendPhoto")) == alone
+    assert [m["caption"] for m in shown] == [
+        f"Return KRET01, photo {n}/{count}: side {n}" for n in range(1, count + 1)
+    ]
+    assert [ops.fake.files[m["photo"][0]["file_id"]].data for m in shown] == [
+        image for _, image in photos
+    ]
+    assert buttons(report) == [("Damage?", f"ops:damage:{booking.id}")]
+
+
+async def test_a_claimed_deposit_takes_the_button_off_the_report_and_a_press_changes_nothing(
+    ops: Ops, stripe: tuple[FakeStripe, str]
+) -> None:
+    fake_stripe = stripe[0]
+    booking = await returned_bike(ops, stripe[0], answers=[True, False])
+    await report_staged(ops, booking)
+    await ops.deliver()
+    posted = await the_report(ops)  # as an operator's client still shows it
+    assert "still held" in posted["text"]
+
+    assert "Claimed €50.00" in await ops.command(MANAGER, "/claim KRET01 50")
+    await ops.deliver()
+    report = ops.fake.messages[(OPS_CHAT, posted["message_id"])]
+    assert buttons(report) == [], "the report lost its Damage? button"
+    assert "Deposit €200.00: claimed." in report["text"]
+    assert "still held" not in report["text"]
+
+    answer = await ops.press(OWNER, posted, f"ops:damage:{booking.id}")
+    assert answer == "The deposit for KRET01 was already claimed."
+    assert not ops.fake.force_replies, "no amount is asked for"
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == PaymentStatus.CLAIMED
+    assert fake_stripe.payment_intents[str(deposit.provider_ref)]["amount_received"] == 5000
+    assert await Payment.filter(booking=booking, purpose="claim").count() == 1
+
+
+async def test_a_deposit_released_after_the_damage_review_takes_the_button_off_the_report(
+    ops: Ops, stripe: tuple[FakeStripe, str]
+) -> None:
+    fake_stripe = stripe[0]
+    booking = await returned_bike(ops, stripe[0], answers=[True, True])
+    await report_staged(ops, booking)
+    review = SetTimer(
+        DAMAGE_REVIEW_TIMER,
+        NOW + timedelta(hours=12),
+        damage_review_key(booking.reference),
+        {"booking": booking.id},
+    )
+    async with in_transaction() as conn:
+        await stage_outcome(conn, Outcome(timers=[review]), ops.clock.now())
+    await ops.deliver()
+    posted = await the_report(ops)
+    assert buttons(posted) == [("Damage?", f"ops:damage:{booking.id}")]
+
+    ops.clock.advance(timedelta(hours=12, minutes=1))  # the damage review is over
+    await ops.deliver()
+    deposit = await Payment.get(booking=booking, purpose="deposit")
+    assert deposit.status == PaymentStatus.RELEASED
+    assert fake_stripe.payment_intents[str(deposit.provider_ref)]["status"] == "canceled"
+    report = ops.fake.messages[(OPS_CHAT, posted["message_id"])]
+    assert buttons(report) == []
+    assert "Deposit €200.00: released." in report["text"]
+
+    answer = await ops.press(MANAGER, posted, f"ops:damage:{booking.id}")
+    assert "already released: there is nothing left to claim" in answer
+    assert not ops.fake.force_replies
+    await deposit.refresh_from_db()
+    assert deposit.status == PaymentStatus.RELEASED
+    assert not await Payment.filter(booking=booking, purpose="claim").exists()
+    assert not await OutboxEffect.filter(kind=RELEASE_EFFECT, state="pending").exists()

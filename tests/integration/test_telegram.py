@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
@@ -507,3 +508,47 @@ async def test_no_secret_reaches_any_handler_at_debug(
         assert TOKEN.split(":")[1] not in output
         assert SECRET not in output
         assert settings.encryption_key not in output
+
+
+async def test_the_fake_bot_api_takes_albums_as_documented_and_refuses_the_rest() -> None:
+    """``sendMediaGroup``: ``media`` a JSON array of 2-10 InputMediaPhoto whose ``attach://``
+    names are parts of the upload; ``sendPhoto`` refuses a PDF as Telegram does."""
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256))
+    fake = FakeTelegram()
+    fake.group_chat(-100777)
+
+    def album(count: int, *, named: int | None = None) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field("chat_id", "-100777")
+        uploaded = count if named is None else named
+        media = [
+            {"type": "photo", "media": f"attach://p{n}", "caption": f"#{n}"} for n in range(count)
+        ]
+        form.add_field("media", json.dumps(media))
+        for n in range(uploaded):
+            form.add_field(f"p{n}", jpeg, filename=f"p{n}.jpg", content_type="image/jpeg")
+        return form
+
+    async with running(fake.web_app()) as api_base, aiohttp.ClientSession() as http:
+        url = f"{api_base}/bot{TOKEN}/sendMediaGroup"
+
+        async def send(form: aiohttp.FormData) -> tuple[int, dict[str, Any]]:
+            async with http.post(url, data=form) as response:
+                return response.status, await response.json()
+
+        status, body = await send(album(3))
+        assert status == 200 and [m["caption"] for m in body["result"]] == ["#0", "#1", "#2"]
+        assert len({m["media_group_id"] for m in body["result"]}) == 1
+        for count in (1, 11):
+            status, body = await send(album(count))
+            assert status == 400 and "2-10 items" in body["description"]
+        status, body = await send(album(3, named=2))
+        assert status == 400 and body["description"].endswith("media not found")
+        assert len(fake.sent(-100777)) == 3, "a refused album posts nothing"
+
+        pdf = aiohttp.FormData()
+        pdf.add_field("chat_id", "-100777")
+        pdf.add_field("photo", b"%PDF-1.7\n", filename="id.pdf", content_type="application/pdf")
+        async with http.post(f"{api_base}/bot{TOKEN}/sendPhoto", data=pdf) as response:
+            assert response.status == 400
+            assert (await response.json())["description"] == "Bad Request: IMAGE_PROCESS_FAILED"

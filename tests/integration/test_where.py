@@ -1,10 +1,15 @@
 """``/where <item>`` in the ops group: owners and managers see the last position, its age and
-a map link; support, maintenance and strangers are refused and see no position."""
+a map link; support, maintenance and strangers are refused and see no position. Traccar is asked
+outside any transaction: while it takes its time, the rest of the service goes on."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
+
+import asyncpg
+import pytest
 
 from storage.models import AuditEvent
 from tests.fakes.server import running
@@ -56,3 +61,53 @@ async def test_where_shows_owners_and_managers_the_last_position_and_nobody_else
 async def test_where_says_gps_is_off_without_traccar(tmp_path: Path, sqlite_template: Path) -> None:
     async with ops_app(tmp_path, sqlite_template) as ops:
         assert "GPS is off" in await ops.command(OWNER, "/where T1")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def postgres(request: pytest.FixtureRequest) -> str | None:
+    """The migrated PostgreSQL database's URL, or None for a copy of the SQLite template."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return None
+
+
+async def test_while_traccar_answers_where_no_transaction_is_open_and_others_are_answered(
+    tmp_path: Path, sqlite_template: Path, postgres: str | None
+) -> None:
+    """A slow Traccar must not hold a transaction open: on SQLite that would stop every other
+    write (another operator's command would wait for Traccar), on PostgreSQL it would keep a
+    connection idle in its transaction, its row locks held."""
+    traccar = FakeTraccar()
+    traccar.add_device(101, "T1 tracker")
+    traccar.report(101, 40.71234, -74.00567, NOW - timedelta(minutes=12))
+    env = {"TRACCAR_API_TOKEN": traccar.token, "TRACCAR_WEBHOOK_SECRET": "s3cret-forward"}
+    seen: dict[str, object] = {}
+    async with running(traccar.app()) as api_base:
+        env["TRACCAR_API_BASE"] = api_base
+        async with ops_app(tmp_path, sqlite_template, env=env, postgres_url=postgres) as ops:
+
+            async def meanwhile() -> None:
+                try:
+                    async with asyncio.timeout(5):
+                        seen["other"] = await ops.command(MANAGER, "/locks")
+                except TimeoutError:
+                    seen["other"] = "not answered while Traccar was asked"
+                if postgres is not None:
+                    conn = await asyncpg.connect(postgres.replace("postgres://", "postgresql://"))
+                    try:
+                        seen["idle_in_transaction"] = await conn.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND state LIKE 'idle in transaction%'"
+                        )
+                    finally:
+                        await conn.close()
+
+            traccar.while_answering = meanwhile
+            answer = await ops.command(OWNER, "/where T1")
+            assert "T1 Utility trailer" in answer and "12 minutes" in answer
+            assert "not answered" not in str(seen["other"]) and str(seen["other"]).strip()
+            if postgres is not None:
+                assert seen["idle_in_transaction"] == 0
+            looked = await AuditEvent.filter(action="gps.where").values_list("actor", flat=True)
+            assert looked == [f"staff:{OWNER}"]
