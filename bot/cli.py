@@ -622,14 +622,22 @@ def _deposits_claim(args: argparse.Namespace) -> int:
             except MoneyError as err:
                 raise SettingsError(f"--amount {err}") from None
         try:
-            claimed, record = await runtime.journey.claim_deposit(
+            # The claim flow /claim in the ops group takes: its record tells the renter.
+            taken, record = await runtime.journey.claim_deposit(
                 args.booking, amount, actor="operator"
             )
             await run_unit(record, runtime.clock.now())
         except (LookupError, ValueError) as err:
             print(f"keyturn: {err}", file=sys.stderr)
             return 2
-        print(f"claimed {claimed.format('en')} of the deposit for {args.booking}")
+        shown = taken.amount.format("en")
+        if not taken.paid:
+            print(
+                f"claim of {shown} of the deposit for {args.booking} is processing at the"
+                " card's bank: the renter is told once it went through"
+            )
+            return 0
+        print(f"claimed {shown} of the deposit for {args.booking}; the renter is told")
         return 0
 
     return asyncio.run(_with_locks(work))

@@ -30,6 +30,9 @@ OWNED_KINDS = frozenset(
 #: Events whose amount is the whole checkout's: it must be what Keyturn asked for.
 _WHOLE_AMOUNT = frozenset({PaymentEventKind.CHECKOUT_PAID, PaymentEventKind.CHECKOUT_EXPIRED})
 
+#: Payments charged off-session on the card on file, whose intent is their own.
+_OFF_SESSION_PURPOSES = frozenset({"late_fee", "claim"})
+
 #: Payments that are a checkout the renter pays on.
 _CHECKOUT_PURPOSES = frozenset({"rental", "extension", "late_fee"})
 
@@ -90,7 +93,7 @@ def disagreement(event: PaymentEvent, matched: Matched) -> str | None:
         return f"amount {_amount(event.amount)}, expected {payment.amount_cents} (smallest unit)"
     if (
         event.kind is PaymentEventKind.PAYMENT_SUCCEEDED
-        and payment.purpose == "late_fee"
+        and payment.purpose in _OFF_SESSION_PURPOSES
         and payment.provider_ref == event.object_id
         and (
             event.currency is None
@@ -98,7 +101,8 @@ def disagreement(event: PaymentEvent, matched: Matched) -> str | None:
             or event.amount != payment.amount_cents
         )
     ):
-        # A late fee's own off-session intent: the money it moved is what Keyturn asked for.
+        # A late fee's or a claim's own off-session intent: the money it moved is what
+        # Keyturn asked for.
         moved = f"{_amount(event.amount)} {(event.currency or '-').upper()}"
         return f"{moved} moved, expected {payment.amount_cents} {expected} (smallest unit)"
     if event.kind is PaymentEventKind.REFUNDED and (

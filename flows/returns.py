@@ -21,6 +21,7 @@ from flows.access.kinds import LIVE_STATES
 from flows.effects import Audit, Effect, Outcome, SetTimer
 from flows.i18n import Translator
 from flows.notify import Notifier
+from flows.return_alerts import resolve_not_returned
 from storage.kinds import EffectKind, TimerKind
 from storage.models import AccessCode, Asset, Booking, Location
 from storage.money import Money
@@ -110,7 +111,7 @@ async def note_return_checklist(
     outcome = Outcome(
         audits=[Audit("system", "booking.return_checklist", f"booking:{booking.reference}")]
     )
-    return outcome + await _confirm_if_ready(conn, booking, now, rules, notifier)
+    return outcome + await _confirm_return(conn, booking, now, rules, notifier)
 
 
 async def note_home(
@@ -130,7 +131,7 @@ async def note_home(
     if not await note_back_home(conn, booking, at):
         return Outcome()
     outcome = Outcome(audits=[Audit("gps", "booking.back_home", f"booking:{booking.reference}")])
-    return outcome + await _confirm_if_ready(conn, booking, now, rules, notifier)
+    return outcome + await _confirm_return(conn, booking, now, rules, notifier)
 
 
 async def confirm_by_staff(
@@ -148,7 +149,7 @@ async def confirm_by_staff(
         return Outcome()
     await note_checklist_done(conn, booking, now)
     await note_back_home(conn, booking, now)
-    return await _confirm_if_ready(conn, booking, now, rules, notifier)
+    return await _confirm_return(conn, booking, now, rules, notifier)
 
 
 async def _codes_end(conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> datetime:
@@ -157,6 +158,23 @@ async def _codes_end(conn: BaseDBAsyncClient, booking: Booking, now: datetime) -
     the renter can still get in."""
     codes = await AccessCode.filter(booking_id=booking.id, state__in=LIVE_STATES).using_db(conn)
     return max([now, *(code.ends_at for code in codes)])
+
+
+async def _confirm_return(
+    conn: BaseDBAsyncClient,
+    booking: Booking,
+    now: datetime,
+    rules: ReturnRules,
+    notifier: Notifier | None,
+) -> Outcome:
+    """The return confirmed if both its facts hold; when this confirmed it, the item's "not
+    returned" alert is resolved unless another rental of the item is still out."""
+    was_returned = booking.returned_at is not None
+    outcome = await _confirm_if_ready(conn, booking, now, rules, notifier)
+    if not was_returned and booking.returned_at is not None:
+        asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
+        await resolve_not_returned(conn, asset, booking.reference, now)
+    return outcome
 
 
 async def _confirm_if_ready(

@@ -4,7 +4,8 @@ A rental or extension checkout is ``open`` until paid or expired; a deposit is `
 only ``card_on_file`` for a rental too long for a hold) until released or claimed. Refunds and
 claims are rows of their own, recorded in their final status; so is a late fee charged
 off-session (``paid`` or ``declined``), unless its charge is still processing (``created``
-until the provider's event says), while one paid through a link is a checkout.
+until the provider's event says), while one paid through a link is a checkout; a claim
+charged off-session likewise (``created`` while processing, ``declined`` if it failed).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     #: session completed as it was being expired); the booking's state decides what follows.
     P.EXPIRED: frozenset({P.PAID}),
     P.RELEASED: frozenset(),
-    P.CLAIMED: frozenset(),
+    #: A claim charged off-session whose charge failed after processing kept nothing: the
+    #: card is on file again.
+    P.CLAIMED: frozenset({P.CARD_ON_FILE}),
     P.REFUNDED: frozenset(),
     P.DECLINED: frozenset(),
 }

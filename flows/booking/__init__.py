@@ -17,7 +17,7 @@ from flows.booking.common import (
     MediaEraser,
     MediaFetcher,
 )
-from flows.booking.executors import ClaimRefused
+from flows.booking.deposit_claims import ClaimRefused, ClaimTaken, DepositNotClaimable
 from flows.booking.journey import Journey, journey_executors, journey_timers
 from flows.booking.pin_message import one_line
 from flows.booking.reads import BookingReads, DatabaseBookingReads
@@ -31,7 +31,9 @@ __all__ = [
     "RELEASE_EFFECT",
     "BookingReads",
     "ClaimRefused",
+    "ClaimTaken",
     "DatabaseBookingReads",
+    "DepositNotClaimable",
     "IllegalTransition",
     "Journey",
     "JourneySettings",

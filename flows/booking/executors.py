@@ -15,21 +15,23 @@ from flows.booking.common import (
     hold_lapse_timer,
     iso,
 )
-from flows.booking.handover_asks import report_settled
+from flows.booking.deposit_claims import (
+    ClaimRefused,
+    ClaimTaken,
+    claim_key,
+    claimable,
+    record_claim,
+)
 from flows.booking.payment_events import PaymentEvents
-from flows.effects import Alert, Audit, Effect, FollowUp, Outcome
+from flows.effects import Alert, Effect, FollowUp, Outcome
 from flows.payments import CheckoutRequest, PaymentRefused
 from storage.kinds import AlertKind
 from storage.models import Booking, BookingState, Extension, OutboxEffect, Payment
 from storage.money import Money
-from storage.payments import CLAIMABLE, PaymentPurpose, PaymentStatus, move_payment
+from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
-
-
-class ClaimRefused(ValueError):
-    """The payment provider refused an operator's deposit claim; nothing was charged."""
 
 
 class Executors(PaymentEvents):
@@ -233,58 +235,45 @@ class Executors(PaymentEvents):
 
     async def claim_deposit(
         self, reference: str, amount: Money | None, *, actor: str
-    ) -> tuple[Money, FollowUp]:
-        """An operator keeps (part of) a deposit: capture the hold, or charge the saved card for
-        a rental too long for a hold. Returns the amount claimed, and the follow-up that records
-        the claim: its caller (a runner) commits it in a unit of work."""
+    ) -> tuple[ClaimTaken, FollowUp]:
+        """An operator keeps (part of) a deposit: capture the hold, or charge the card on file
+        (a rental too long for a hold, or a hold that lapsed). Returns what the provider took
+        on, and the follow-up that records the claim and tells the renter once the money
+        moved: its caller (a runner) commits it in a unit of work."""
         booking = await Booking.get(reference=reference)
-        deposit, claimed = await _claimable(booking, amount)
-        # One key per deposit, whatever the amount: a claim whose record was lost, claimed again
-        # (or two claims at once), is the same charge, never a second one; asked again with
-        # another amount, the provider refuses the key reused with other parameters.
-        key = f"claim:{reference}"
+        deposit, claimed = await claimable(booking, amount)
+        # Asked again with another amount, the provider refuses the key reused with other
+        # parameters: a claim is made once.
+        key = claim_key(reference)
+        hold = deposit.provider_ref if deposit.status == PaymentStatus.HELD else None
         try:
-            if deposit.status == PaymentStatus.HELD and deposit.provider_ref:
-                await self.payments.capture_hold(deposit.provider_ref, claimed, key)
-                charge = deposit.provider_ref
+            if hold:
+                await self.payments.capture_hold(hold, claimed, key)
+                charge, paid = hold, True
             else:
-                charge = (
-                    await self.payments.charge_saved_card(
-                        str(deposit.details.get("customer") or ""),
-                        str(deposit.details.get("payment_method") or ""),
-                        claimed,
-                        key,
-                    )
-                ).intent
+                taken = await self.payments.charge_saved_card(
+                    str(deposit.details.get("customer") or ""),
+                    str(deposit.details.get("payment_method") or ""),
+                    claimed,
+                    key,
+                )
+                charge, paid = taken.intent, taken.paid
         except PaymentRefused as err:
             raise ClaimRefused(
                 f"the deposit of {reference} was not claimed: {err} (a claim made before is"
                 " claimed again only with the same amount)"
             ) from err
-
-        async def record(conn: UnitOfWork) -> Outcome:
-            if not await move_payment(conn, deposit.id, to=PaymentStatus.CLAIMED):
-                # Claimed (or released) meanwhile: this charge is that claim's, recorded by it.
-                raise LookupError(f"the deposit of {reference} was claimed or released meanwhile")
-            await Payment.get_or_create(
-                idempotency_key=key,
-                defaults={
-                    "booking": booking,
-                    "provider": self.payments.name,
-                    "purpose": PaymentPurpose.CLAIM,
-                    "amount_cents": claimed.minor,
-                    "currency": booking.currency,
-                    "status": PaymentStatus.PAID,
-                    "details": {"charge": charge},
-                },
-                using_db=conn,
-            )
-            claim = Audit(
-                actor, "deposit.claimed", f"booking:{reference}", {"amount": claimed.minor}
-            )
-            return Outcome(audits=[claim], effects=[report_settled(booking.id, reference)])
-
-        return claimed, record
+        result = ClaimTaken(claimed, paid)
+        record = record_claim(
+            self.notifier,
+            deposit,
+            charge,
+            result,
+            actor=actor,
+            off_session=not hold,
+            now=self.clock.now(),
+        )
+        return result, record
 
     def _deposit_not_held(self, booking: Booking, why: str) -> FollowUp:
         """Ops decide what happens to a booking whose deposit could not be held; the renter
@@ -315,20 +304,3 @@ class Executors(PaymentEvents):
             )
 
         return tell
-
-
-async def _claimable(booking: Booking, amount: Money | None) -> tuple[Payment, Money]:
-    """The booking's deposit that can still be claimed, and how much of it is claimed (all of
-    it when no amount is given); refused when there is none or the amount does not fit."""
-    deposit = await Payment.filter(
-        booking_id=booking.id, purpose=PaymentPurpose.DEPOSIT, status__in=CLAIMABLE
-    ).first()
-    if deposit is None:
-        raise LookupError(f"booking {booking.reference} has no deposit to claim")
-    held = Money(deposit.amount_cents, deposit.currency)
-    claimed = held if amount is None else amount
-    if claimed.currency != held.currency or not 0 < claimed.minor <= held.minor:
-        raise ValueError(
-            f"a claim is more than nothing and at most the deposit, {held.format('en')}"
-        )
-    return deposit, claimed

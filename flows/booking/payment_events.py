@@ -8,6 +8,7 @@ from datetime import datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from flows.booking.common import HOLD_EFFECT, LATE_FEE_LINK_ROOM
+from flows.booking.deposit_claims import claim_charge_failed, claim_settled
 from flows.booking.identity_review import IdentityReview
 from flows.booking.late_fee_outcomes import (
     late_fee_charge_failed,
@@ -70,6 +71,10 @@ class PaymentEvents(IdentityReview):
             settled = await self._late_fee_event(conn, booking, payment, event, now)
             if settled is not None:
                 return settled
+        if payment.purpose == PaymentPurpose.CLAIM:
+            settled = await self._claim_event(conn, booking, payment, event, now)
+            if settled is not None:
+                return settled
         if event.kind == PaymentEventKind.PAYMENT_SUCCEEDED:
             return Outcome()  # a checkout's or a hold's intent: their own events count
         return Outcome(
@@ -121,6 +126,22 @@ class PaymentEvents(IdentityReview):
             booking, asset, PaymentPurpose.LATE_FEE, payment.amount_cents, now + LATE_FEE_LINK_ROOM
         )
         return await late_fee_charge_failed(conn, booking, payment, payload)
+
+    async def _claim_event(
+        self,
+        conn: BaseDBAsyncClient,
+        booking: Booking,
+        payment: Payment,
+        event: PaymentEvent,
+        now: datetime,
+    ) -> Outcome | None:
+        """The outcome of a deposit claim charged off-session while it was still processing;
+        None for an event about any other claim (one settled already)."""
+        if event.kind == PaymentEventKind.PAYMENT_SUCCEEDED:
+            return await claim_settled(self.notifier, conn, booking, payment, now)
+        if event.kind == PaymentEventKind.PAYMENT_FAILED:
+            return await claim_charge_failed(self.notifier, conn, booking, payment, now)
+        return None
 
     async def _late_fee_paid(
         self,

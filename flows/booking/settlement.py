@@ -1,6 +1,7 @@
 """The deposit follows the return: released when the damage review after a confirmed return
 ends with no claim (never by the clock alone), kept claimed when damage was claimed, moved to
-the card on file when its hold would lapse first; the receipt goes out once its fate is known.
+the card on file when its hold would lapse first; the receipt goes out once its fate is known
+(a claim still processing at the provider: once its outcome is).
 
 A timer handler reads without a transaction; what it changes is a write the timer runner
 commits, and every outside call (releasing a hold) is an effect whose follow-up records the
@@ -18,6 +19,7 @@ from flows.booking.common import (
     at,
     hold_lapse_key,
 )
+from flows.booking.deposit_claims import claim_pending
 from flows.booking.late_fee_checks import LateFeeChecks
 from flows.booking.receipt import tell_receipt
 from flows.effects import Audit, Effect, FollowUp, Outcome, SetTimer
@@ -65,6 +67,8 @@ class Settlement(LateFeeChecks):
                 )
             elif deposit is None and booking.deposit_cents <= 0:
                 return outcome  # no deposit: the receipt went out at the return
+            elif await claim_pending(conn, booking.id):
+                return outcome  # the receipt follows the claim's outcome
             return outcome + await tell_receipt(self.notifier, conn, booking.id, now)
 
         return Outcome(writes=[settle])

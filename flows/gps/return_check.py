@@ -18,6 +18,7 @@ from flows.effects import Alert, Audit, CancelTimer, Outcome, SetTimer
 from flows.handoff import OPS_LANGUAGE
 from flows.i18n import local_time
 from flows.notify import Notifier
+from flows.return_alerts import not_returned_key
 from flows.returns import ReturnRules, confirms_by_gps
 from flows.timers import TimerFired, TimerHandler
 from storage.kinds import AlertKind, TimerKind
@@ -30,10 +31,6 @@ CHECKED_STATES = (BookingState.CONFIRMED, BookingState.ACTIVE, BookingState.COMP
 
 def return_check_key(reference: str) -> str:
     return f"return-check:{reference}"
-
-
-def not_returned_key(code: str) -> str:
-    return f"not-returned:{code}"
 
 
 def set_return_check(booking: Booking, asset: Asset) -> SetTimer:

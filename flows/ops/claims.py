@@ -4,15 +4,15 @@ button, which asks how much (a prompt the member replies to, the whole deposit b
 The command checks the member, the booking and that its deposit can still be claimed, and
 answers with the claim to make; the ops bot (the runner) then makes it through the journey's
 claim flow (``Journey.claim_deposit``: the provider's capture or charge, outside any
-transaction) and commits its record with the renter's message, so the renter is told of a
-claim only once the provider took it.
+transaction) and commits its record, which tells the renter once the money moved, as it does
+for ``keyturn deposits claim``.
 """
 
 from __future__ import annotations
 
 import re
 
-from flows.booking import ClaimRefused
+from flows.booking import ClaimRefused, DepositNotClaimable
 from flows.digits import DATABASE_ID_MAX, typed_int
 from flows.effects import Audit, Outcome, Write
 from flows.handoff import OPS_LANGUAGE
@@ -98,41 +98,33 @@ class ClaimCommands(DeskBase):
 
     async def claim(self, claim: DepositClaim) -> tuple[list[str], Write | None]:
         """Make ``claim`` through the journey's claim flow, outside any transaction: what to
-        answer the member, and the write recording it (the claim, its audit, the renter told)
-        that the caller, a runner, commits. No write when it was refused."""
+        answer the member, and the write recording it (the claim, its audit, the renter told
+        once the money moved) that the caller, a runner, commits. No write when it was
+        refused."""
         amount = None if claim.amount is None else Money(claim.amount, claim.currency)
         try:
-            claimed, record = await self.journey.claim_deposit(
+            taken, record = await self.journey.claim_deposit(
                 claim.reference, amount, actor=claim.actor
             )
         except ClaimRefused:
             return [self.t("ops.claim_refused_by_provider", booking=claim.reference)], None
         except PaymentUnavailable:
             return [self.t("ops.claim_unavailable", booking=claim.reference)], None
-        except LookupError:
-            return [self.t("ops.claim_released", booking=claim.reference)], None
+        except DepositNotClaimable as refused:
+            return [self.t(_REFUSALS[refused.status], booking=claim.reference)], None
         except ValueError:
             return [self.t("ops.claim_too_much", booking=claim.reference)], None
-        notifier, now = self.journey.notifier, self.clock.now()
+        shown = taken.amount.format(OPS_LANGUAGE)
+        said = "ops.claimed" if taken.paid else "ops.claim_processing"
+        return [self.t(said, booking=claim.reference, amount=shown)], record
 
-        async def write(conn: UnitOfWork) -> Outcome:
-            outcome = await record(conn)
-            booking = await Booking.get(reference=claim.reference, using_db=conn)
-            await notifier.tell(
-                conn,
-                booking.renter_id,
-                "journey.deposit_claimed",
-                now=now,
-                kind="receipt",
-                params=lambda language: {
-                    "reference": booking.reference,
-                    "amount": claimed.format(language),
-                },
-            )
-            return outcome
 
-        shown = claimed.format(OPS_LANGUAGE)
-        return [self.t("ops.claimed", booking=claim.reference, amount=shown)], write
+#: What the member is told of a deposit that cannot be claimed, by its status.
+_REFUSALS = {
+    "released": "ops.claim_released",
+    "claimed": "ops.claim_claimed_already",
+    "none": "ops.claim_no_deposit",
+}
 
 
 def _typed_amount(word: str, deposit: Payment) -> int:

@@ -5,12 +5,14 @@ signed webhooks) is asked to charge, hold and refund, and deposits claimed with 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from tests.fakes.server import running
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, FakeStripe
 
 RENTER = "+15550100001"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 INVENTORY = """\
 [[locations]]
 slug = "yard"
@@ -408,3 +411,98 @@ async def test_the_sandbox_checkout_page_asks_for_the_amount_in_its_currency(
         assert booking.state == BookingState.AWAITING_ID
         [rental] = await Payment.filter(booking=booking, purpose="rental")
         assert (rental.amount_cents, rental.currency, rental.status) == (1000, "JPY", "paid")
+
+
+async def renter_reads(shop: Shop) -> list[str]:
+    """Every message the renter has read on the sandbox page, oldest first."""
+    await shop.run()
+    listing = await shop.client.get("/sandbox/api/messages", params={"address": RENTER})
+    messages = (await listing.json())["messages"]
+    return [str(m["text"]) for m in messages if m["direction"] == "out" and m["status"] == "sent"]
+
+
+async def confirmed_with_a_deposit_held(shop: Shop, language: str) -> tuple[Booking, Payment, Any]:
+    """The renter, speaking ``language``, books Y1, pays at the Stripe checkout (its deposit
+    held on the card) and has their ID approved: the booking is confirmed."""
+    await shop.say(f"LANG {language}")
+    await shop.say("BOOK Y1 tomorrow 10-11")
+    await shop.say("YES")
+    [session_id] = shop.fake.sessions
+    paid = shop.fake.complete(session_id)
+    await shop.client.post("/webhooks/stripe", data=paid.body, headers=paid.headers)
+    await shop.run()
+    id_photo = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    sent = {"address": RENTER, "text": "", "image": id_photo}
+    assert (await shop.client.post("/sandbox/api/messages", json=sent)).status == 202
+    await shop.run()
+    [check] = (await (await shop.client.get("/sandbox/api/identity")).json())["checks"]
+    decision = f"/sandbox/api/identity/{check['id']}/decision"
+    await shop.client.post(decision, json={"approve": True})
+    await shop.run()
+    booking = await Booking.get(state=BookingState.CONFIRMED)
+    hold = await Payment.get(booking=booking, purpose="deposit")
+    return booking, hold, shop.fake.payment_intents[str(hold.provider_ref)]
+
+
+async def test_a_deposit_claimed_with_the_cli_is_told_to_the_renter_in_their_language(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``keyturn deposits claim`` goes through the claim flow /claim takes: the renter hears
+    of it in their language and their receipt says it was kept; a second claim is refused
+    with nothing charged again."""
+    clock.current = datetime.now(UTC)  # the CLI stages what it sends on the real clock
+    async with shop_selling(
+        tmp_path, clock, currency="USD", hourly="12.50", deposit="150.00"
+    ) as shop:
+        booking, hold, intent = await confirmed_with_a_deposit_held(shop, "de")
+        before = len(await renter_reads(shop))
+
+        claimed = await keyturn(
+            "deposits", "claim", booking.reference, "--amount", "40", env=shop.env
+        )
+
+        assert claimed.code == 0, claimed.stderr
+        assert claimed.stdout.startswith(f"claimed $40.00 of the deposit for {booking.reference}")
+        assert intent["amount_received"] == 4000
+        clock.current = datetime.now(UTC)  # the CLI ran at the real clock's now
+        told = (await renter_reads(shop))[before:]
+        assert len(told) == 1 and "40,00\xa0$ Ihrer Kaution" in told[0], told
+        assert booking.reference in told[0]
+
+        again = await keyturn("deposits", "claim", booking.reference, env=shop.env)
+        assert again.code == 2
+        assert f"the deposit of {booking.reference} is claimed already" in again.stderr
+        assert "nothing was claimed" in again.stderr
+        assert intent["amount_received"] == 4000
+        assert await Payment.filter(booking=booking, purpose="claim").count() == 1
+
+        booking = await Booking.get()
+        clock.current = booking.end_at
+        await shop.say("RETURN")
+        await shop.say("DONE")
+        # The review counts from when the renter's codes stop, the buffer after the end.
+        clock.current += shop.runtime.journey.settings.returns.damage_review + timedelta(hours=1)
+        [receipt] = [t for t in await renter_reads(shop) if "Kaution von 150,00\xa0$" in t]
+        assert "40,00\xa0$ für Schäden einbehalten" in receipt, receipt
+        assert (await Payment.get(id=hold.id)).status == "claimed"
+
+
+async def test_a_deposit_released_is_not_claimed_with_the_cli(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with shop_selling(
+        tmp_path, clock, currency="USD", hourly="12.50", deposit="150.00"
+    ) as shop:
+        booking, hold, intent = await confirmed_with_a_deposit_held(shop, "en")
+        await Payment.filter(id=hold.id).update(status="released")
+
+        refused = await keyturn("deposits", "claim", booking.reference, env=shop.env)
+
+        assert refused.code == 2
+        told = [line for line in refused.stderr.splitlines() if line.startswith("keyturn:")]
+        assert told == [
+            f"keyturn: the deposit of {booking.reference} was released already: nothing was claimed"
+        ]
+        assert intent["status"] == "requires_capture" and not intent.get("amount_received")
+        assert not await Payment.filter(booking=booking, purpose="claim").exists()
+        assert (await Payment.get(id=hold.id)).status == "released"

@@ -127,7 +127,7 @@ async def test_damage_claimed_within_the_review_is_captured_and_never_released(
         booking.reference, None, actor="owner"
     )
     await run_unit(record, world.clock.now())
-    assert claimed.minor == 10000
+    assert claimed.amount.minor == 10000 and claimed.paid
 
     world.clock.advance(REVIEW)
     await settle(world.runtime)
@@ -240,7 +240,7 @@ async def test_a_hold_about_to_lapse_becomes_the_card_on_file_and_the_renter_is_
         booking.reference, None, actor="owner"
     )
     await run_unit(record, world.clock.now())
-    assert claimed.minor == 10000
+    assert claimed.amount.minor == 10000 and claimed.paid
     [hold, charge] = world.stripe.posts("/v1/payment_intents")
     assert hold.params["capture_method"] == "manual"
     assert charge.params["amount"] == "10000" and "capture_method" not in charge.params
