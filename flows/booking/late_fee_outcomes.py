@@ -26,22 +26,31 @@ from storage.money import Money
 from storage.payments import PaymentStatus, move_payment
 
 
+async def tell_fee(
+    notifier: Notifier,
+    conn: BaseDBAsyncClient,
+    booking: Booking,
+    key: str,
+    fee: Money,
+    now: datetime,
+) -> None:
+    """Tell the renter what became of their late fee (``key``), with its amount."""
+    await notifier.tell(
+        conn,
+        booking.renter_id,
+        key,
+        now=now,
+        kind="receipt",
+        params=lambda language: {"reference": booking.reference, "amount": fee.format(language)},
+    )
+
+
 async def tell_late_fee_charged(
     notifier: Notifier, conn: BaseDBAsyncClient, booking: Booking, fee: Money, now: datetime
 ) -> Outcome:
     """The fee's money moved: the renter is told, and has their receipt unless a deposit's
     fate is still to come."""
-    await notifier.tell(
-        conn,
-        booking.renter_id,
-        "journey.late_fee_charged",
-        now=now,
-        kind="receipt",
-        params=lambda language: {
-            "reference": booking.reference,
-            "amount": fee.format(language),
-        },
-    )
+    await tell_fee(notifier, conn, booking, "journey.late_fee_charged", fee, now)
     outcome = Outcome(
         audits=[
             Audit(

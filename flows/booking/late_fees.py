@@ -17,6 +17,7 @@ from flows.booking.late_fee_outcomes import (
     late_fee_link,
     link_key,
     receipt_unless_deposit,
+    tell_fee,
     tell_late_fee_charged,
 )
 from flows.booking.rental_timers import RentalTimers
@@ -158,17 +159,7 @@ class LateFees(RentalTimers):
             )
             if not created:
                 return Outcome()
-            await self.notifier.tell(
-                conn,
-                booking.renter_id,
-                "journey.late_fee_failed",
-                now=now,
-                kind="receipt",
-                params=lambda language: {
-                    "reference": booking.reference,
-                    "amount": fee.format(language),
-                },
-            )
+            await tell_fee(self.notifier, conn, booking, "journey.late_fee_failed", fee, now)
             outcome = Outcome(
                 alerts=[
                     Alert(

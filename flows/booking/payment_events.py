@@ -14,6 +14,7 @@ from flows.booking.late_fee_outcomes import (
     late_fee_charge_failed,
     late_fee_settled,
     receipt_unless_deposit,
+    tell_fee,
 )
 from flows.booking.lifecycle import ExtensionSuperseded
 from flows.bookings import extended_range, is_free
@@ -155,17 +156,7 @@ class PaymentEvents(IdentityReview):
         """The renter paid a late fee through its link (their card wanted authentication).
         ``receipt``: False when the link's expiry sent it already (paid as it expired)."""
         fee = Money(payment.amount_cents, payment.currency)
-        await self.notifier.tell(
-            conn,
-            booking.renter_id,
-            "journey.late_fee_paid",
-            now=now,
-            kind="receipt",
-            params=lambda language: {
-                "reference": booking.reference,
-                "amount": fee.format(language),
-            },
-        )
+        await tell_fee(self.notifier, conn, booking, "journey.late_fee_paid", fee, now)
         outcome = Outcome(
             audits=[Audit("payments", "late_fee.paid", f"booking:{booking.reference}")]
         )
