@@ -22,6 +22,7 @@ from flows.effects import Audit, Effect, Outcome, SetTimer
 from flows.i18n import Translator
 from flows.notify import Notifier
 from flows.return_alerts import resolve_not_returned
+from storage.gps import note_home_state
 from storage.kinds import EffectKind, TimerKind
 from storage.models import AccessCode, Asset, Booking, Location
 from storage.money import Money
@@ -149,7 +150,9 @@ async def confirm_by_staff(
         return Outcome()
     await note_checklist_done(conn, booking, now)
     await note_back_home(conn, booking, now)
-    return await _confirm_return(conn, booking, now, rules, notifier)
+    # Seen in its yard by a person: home, whatever its tracker last said.
+    await note_home_state(conn, booking.asset_id, True, now)
+    return await _confirm_return(conn, booking, now, rules, notifier, seen=True)
 
 
 async def _codes_end(conn: BaseDBAsyncClient, booking: Booking, now: datetime) -> datetime:
@@ -166,15 +169,35 @@ async def _confirm_return(
     now: datetime,
     rules: ReturnRules,
     notifier: Notifier | None,
+    *,
+    seen: bool = False,
 ) -> Outcome:
-    """The return confirmed if both its facts hold; when this confirmed it, the item's "not
-    returned" alert is resolved unless another rental of the item is still out."""
+    """The return confirmed if both its facts hold (``seen``: a person saw the item home); when
+    this confirmed it, the item's "not returned" alert is resolved unless another rental of the
+    item is still out."""
     was_returned = booking.returned_at is not None
-    outcome = await _confirm_if_ready(conn, booking, now, rules, notifier)
+    outcome = await _confirm_if_ready(conn, booking, now, rules, notifier, seen=seen)
     if not was_returned and booking.returned_at is not None:
         asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
         await resolve_not_returned(conn, asset, booking.reference, now)
     return outcome
+
+
+async def _returned_moment(
+    conn: BaseDBAsyncClient, booking: Booking, asset: Asset, rules: ReturnRules, *, seen: bool
+) -> datetime | None:
+    """When the item was back: the checklist's moment, or for an item GPS confirms the later
+    of it and its homecoming; None while GPS has not seen it home (and no person has)."""
+    moment = booking.return_checklist_at
+    assert moment is not None
+    if not await confirms_by_gps(conn, asset, rules):
+        return moment
+    if not (seen or seen_home(asset)):
+        return None
+    if booking.returned_home_at is None:
+        # Never seen leaving its yard: it is home now, as the renter says.
+        await note_back_home(conn, booking, moment)
+    return max(moment, booking.returned_home_at or moment)
 
 
 async def _confirm_if_ready(
@@ -183,18 +206,15 @@ async def _confirm_if_ready(
     now: datetime,
     rules: ReturnRules,
     notifier: Notifier | None,
+    *,
+    seen: bool = False,
 ) -> Outcome:
     if booking.return_checklist_at is None:
         return Outcome()
     asset = await Asset.filter(id=booking.asset_id).using_db(conn).get()
-    moment = booking.return_checklist_at
-    if await confirms_by_gps(conn, asset, rules):
-        if not seen_home(asset):
-            return Outcome()
-        if booking.returned_home_at is None:
-            # Never seen leaving its yard: it is home now, as the renter says.
-            await note_back_home(conn, booking, moment)
-        moment = max(moment, booking.returned_home_at or moment)
+    moment = await _returned_moment(conn, booking, asset, rules, seen=seen)
+    if moment is None:
+        return Outcome()
     timing = timing_of(booking, asset, moment)
     fee = late_fee(booking, asset, moment)
     if not await note_returned(conn, booking, moment, timing, fee.minor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from flows.access import LIVE_STATES
 from flows.booking.common import (
     HOLD_LAPSE_TIMER,
     HOLD_LIFETIME,
@@ -23,9 +24,17 @@ from flows.booking.deposit_claims import claim_pending
 from flows.booking.late_fee_checks import LateFeeChecks
 from flows.booking.receipt import tell_receipt
 from flows.effects import Audit, Effect, FollowUp, Outcome, SetTimer
-from flows.returns import damage_review_key
+from flows.returns import DAMAGE_REVIEW_TIMER, damage_review_key
 from flows.timers import TimerFired
-from storage.models import Booking, OutboxEffect, Payment, Timer, TimerState
+from storage.models import (
+    AccessCode,
+    AccessCodeState,
+    Booking,
+    OutboxEffect,
+    Payment,
+    Timer,
+    TimerState,
+)
 from storage.money import Money
 from storage.payments import PaymentPurpose, PaymentStatus, move_payment
 from storage.uow import UnitOfWork
@@ -43,6 +52,12 @@ class Settlement(LateFeeChecks):
         """The damage review after a confirmed return is over: a held deposit is released
         (the receipt follows the provider's answer); a claimed one stays claimed."""
         booking = await Booking.get(id=int(str(event.payload["booking"])))
+        later = await self._review_again_at(booking)
+        if later is not None:
+            key = damage_review_key(booking.reference)
+            return Outcome(
+                timers=[SetTimer(DAMAGE_REVIEW_TIMER, later, key, {"booking": booking.id})]
+            )
         deposit = await _deposit(booking.id)
         if deposit is not None and deposit.status == PaymentStatus.HELD:
             return Outcome(
@@ -72,6 +87,24 @@ class Settlement(LateFeeChecks):
             return outcome + await tell_receipt(self.notifier, conn, booking.id, now)
 
         return Outcome(writes=[settle])
+
+    async def _review_again_at(self, booking: Booking) -> datetime | None:
+        """When the damage review must end instead, as the renter's codes still open: a code
+        extended past it (its new end, plus the review), or one Keyturn asked the lock to
+        remove that it has not yet confirmed removed (an offline keypad: a whole review from
+        now, looked at again then). None when no code opens any more."""
+        now = self.clock.now()
+        codes = await AccessCode.filter(
+            booking_id=booking.id,
+            state__in=(*LIVE_STATES, AccessCodeState.REMOVING),
+            ends_at__gt=now,
+        )
+        if not codes:
+            return None
+        review = self.settings.returns.damage_review
+        live = [code.ends_at for code in codes if code.state != AccessCodeState.REMOVING]
+        removing = len(live) < len(codes)
+        return max([*(end + review for end in live), *([now + review] if removing else [])])
 
     async def on_deposit_hold_lapse(self, event: TimerFired) -> Outcome:
         """A hold is a day from lapsing. Released or claimed already: nothing to do. Its

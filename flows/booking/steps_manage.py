@@ -222,6 +222,8 @@ class ManageSteps(QuoteSteps):
     async def extend_quote(self, turn: Turn, booking: Booking, text: str) -> StepResult:
         if booking.state not in EXTENDABLE:  # no codes before the booking is confirmed
             return stay(turn, turn.t("journey.extend_not_yet", reference=booking.reference))
+        if booking.return_checklist_at is not None:  # brought back: its codes end as booked
+            return stay(turn, turn.t("journey.extend_after_return", reference=booking.reference))
         try:
             extra = parse_duration(text)
         except WhenNotUnderstood:

@@ -79,6 +79,7 @@ class BookingRow:
     currency: str = "USD"
     price_cents: int = 0
     deposit_cents: int = 0
+    return_checklist_at: datetime | None = None
     codes: tuple[CodeRow, ...] = ()
 
 
