@@ -217,6 +217,8 @@ class HandoverSteps(PickupSteps):
         ends_codes = asset.early_return_ends_codes and timing == EARLY
         lines = [turn.t(f"handover.return_noted_{timing}", item=asset.label)]
         if waits_for_gps and not seen_home(asset):
+            # On time or late is known only once the tracker sees it home: not said yet.
+            lines = [turn.t("handover.return_noted", item=asset.label)]
             lines.append(turn.t("handover.return_waits_for_gps", item=asset.label))
         if ends_codes:
             lines.append(turn.t("handover.codes_ended"))

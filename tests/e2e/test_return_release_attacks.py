@@ -95,7 +95,7 @@ async def test_an_early_return_on_an_offline_lock_keeps_the_deposit_while_the_co
     world.keypad().offline.add(lock.device_id)
     await renter.say("RETURN")
     noted, confirmed = await renter.say("DONE")
-    assert "switched off now" in noted and "confirmed" in confirmed
+    assert "being switched off now" in noted and "confirmed" in confirmed
     review = world.runtime.journey.settings.returns.damage_review
     await world.at(world.clock.now() + review + timedelta(minutes=1))
     opens = await world.keypad().try_keypad(lock.device_id, pins["harbor-t1"], world.clock.now())

@@ -109,7 +109,7 @@ async def test_an_early_return_of_the_cage_switches_its_codes_off(journey: Journ
     noted, confirmed_return = await renter.say("DONE")
     assert noted.splitlines() == [
         "Return of Equipment cage: ladders and tools noted: early.",
-        "As you returned early, your codes are switched off now.",
+        "As you returned early, your codes are being switched off now.",
     ]
     assert "confirmed" in confirmed_return
     await run(runtime)
