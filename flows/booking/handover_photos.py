@@ -22,11 +22,13 @@ from flows.booking.handover_asks import (
     yes_no_choices,
 )
 from flows.booking.steps_manage import ManageSteps
+from flows.dialog import YES_NO_STATES, DialogState
 from flows.effects import Audit, FollowUp, Outcome, Reply, SetTimer
 from flows.engine import Turn
 from flows.media_types import stored_type
 from flows.messages import Choice
 from flows.upload_links import CONDITION_PHOTO, UploadGrant
+from storage.conversations import move_states
 from storage.handovers import (
     add_photo,
     complete_handover,
@@ -68,7 +70,19 @@ class HandoverPhotos(ManageSteps):
         return Voice(turn.language, say, link)
 
     async def notifier_voice(self, conn: UnitOfWork, booking: Booking, now: datetime) -> Voice:
+        """The notifier's voice. A YES/NO question it asks is the one the renter's next YES or
+        NO answers: a quote or a cancel question left open in their chat lapses (their
+        conversations in such a state move to the handover's, in this write)."""
+
         async def say(key: str, params: Mapping[str, object], choices: tuple[Choice, ...]) -> None:
+            if choices:
+                await move_states(
+                    conn,
+                    booking.renter_id,
+                    from_states=YES_NO_STATES,
+                    to=DialogState.HANDOVER,
+                    at=now,
+                )
             await self.notifier.tell(
                 conn, booking.renter_id, key, now=now, params=params, choices=choices
             )

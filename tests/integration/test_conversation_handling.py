@@ -14,8 +14,10 @@ from storage.conversations import (
     IllegalTransition,
     handling,
     move_handling,
+    move_states,
+    save_turn,
 )
-from storage.models import Conversation
+from storage.models import Conversation, Renter
 from storage.uow import unit_of_work
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -79,3 +81,36 @@ async def test_waiting_for_a_person_is_the_renters_turn_to_write_not_a_move(
     with pytest.raises(IllegalTransition):
         async with unit_of_work() as conn:
             await move_handling(conn, conversation, Handling.WAITING, at=NOW)
+
+
+async def test_a_renters_open_questions_move_and_a_turn_read_before_is_not_saved(
+    database: str,
+) -> None:
+    renter = await Renter.create(name="Ana", phone="+15550100071")
+    other = await Renter.create(name="Ben", phone="+15550100072")
+    quoted = await Conversation.create(
+        channel="sms", address="+15550100071", renter=renter, state="cancel_quote"
+    )
+    booked = await Conversation.create(
+        channel="telegram", address="71", renter=renter, state="booked"
+    )
+    elsewhere = await Conversation.create(
+        channel="sms", address="+15550100072", renter=other, state="cancel_quote"
+    )
+    async with unit_of_work() as conn:
+        moved = await move_states(
+            conn, renter.id, from_states=("quote", "cancel_quote"), to="handover", at=NOW
+        )
+    assert moved == 1
+    states = {c.id: (c.state, c.version) for c in await Conversation.all()}
+    assert states == {
+        quoted.id: ("handover", 1),
+        booked.id: ("booked", 0),
+        elsewhere.id: ("cancel_quote", 0),
+    }
+    async with unit_of_work() as conn:  # the renter's YES, computed from the quote read before
+        saved = await save_turn(
+            conn, quoted, state="start", data={}, language="en", renter_id=renter.id, at=NOW
+        )
+    assert not saved
+    assert (await Conversation.get(id=quoted.id)).state == "handover"
