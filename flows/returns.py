@@ -122,10 +122,12 @@ async def note_home(
     now: datetime,
     rules: ReturnRules,
     notifier: Notifier | None = None,
+    *,
+    left_at: datetime | None = None,
 ) -> Outcome:
-    """GPS saw the item enter its home geofence at ``at``: the rental it was out on (if any)
-    has its item back."""
-    found = await out_on_rental(conn, asset_id, at)
+    """GPS saw the item enter its home geofence at ``at``, having left it at ``left_at`` (None
+    when its leaving was not seen): the rental it was out on (if any) has its item back."""
+    found = await out_on_rental(conn, asset_id, at, left_at)
     if found is None:
         return Outcome()
     booking = await locked_booking(conn, found.id)

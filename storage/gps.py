@@ -52,11 +52,14 @@ async def note_home_state(conn: BaseDBAsyncClient, asset_id: int, home: bool, at
 
 
 async def tracked_asset(conn: BaseDBAsyncClient | None, device_id: int) -> Asset | None:
-    """The item whose tracker is Traccar's device ``device_id``, with its location."""
+    """The item whose tracker is Traccar's device ``device_id``, with its location: the active
+    item naming it (the inventory gives a device to one active item at most), else the newest
+    retired one (a tracker on an item retired while still out on a rental reports its return)."""
     return (
         await Asset.filter(traccar_device_id=device_id)
         .using_db(conn)
         .select_related("location")
+        .order_by("-active", "-id")
         .first()
     )
 

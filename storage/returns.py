@@ -75,11 +75,15 @@ async def note_returned(
 
 
 async def out_on_rental(
-    conn: BaseDBAsyncClient | None, asset_id: int, at: datetime
+    conn: BaseDBAsyncClient | None, asset_id: int, at: datetime, left_at: datetime | None
 ) -> Booking | None:
-    """The booking whose renter has the item at ``at``: its access window open by then, not yet
-    back home by GPS, not cancelled; the latest such."""
-    return (
+    """The booking whose renter has the item out, GPS seeing it home at ``at`` after it left its
+    yard at ``left_at`` (None when its leaving was not seen). Of the bookings not cancelled, not
+    yet back home by GPS nor returned, whose access window opened by ``at``: the one whose
+    window was open when the item left (it took the item; a next rental whose window opened
+    since never had it, and a no-show's closed window took nothing); else one whose renter
+    said DONE (the item on its way back); else the latest."""
+    candidates = (
         await Booking.filter(
             asset_id=asset_id,
             state__in=RETURNABLE_STATES,
@@ -88,6 +92,11 @@ async def out_on_rental(
             returned_at__isnull=True,
         )
         .using_db(conn)
-        .order_by("-start_at")
-        .first()
+        .order_by("-start_at", "-id")
     )
+    if left_at is not None:
+        for booking in candidates:
+            if booking.blocked_from <= left_at <= booking.blocked_until:
+                return booking
+    done = [booking for booking in candidates if booking.return_checklist_at is not None]
+    return next(iter(done or candidates), None)

@@ -5,7 +5,8 @@ Traccar's ``event.forward.url`` receives one POST per event, JSON ``{"event": {.
 (``geofenceEnter``, ``geofenceExit``, ``deviceOnline``, …), ``deviceId``, ``eventTime``,
 ``geofenceId``, ``positionId``, ``attributes``; the position ``id``, ``deviceId``, ``fixTime``,
 ``latitude``, ``longitude``, …. Times are ISO 8601 with an offset
-(``2026-06-01T16:00:00.000+0000``).
+(``2026-06-01T16:00:00.000+0000``); the event's and the fix's are the tracker's clock, which
+may run ahead (``flows.gps`` takes no moment later than Keyturn's receipt).
 Anything else is refused with ``ValueError`` (the route answers 400).
 """
 
@@ -40,7 +41,10 @@ def _moment(raw: Mapping[str, Any], key: str) -> datetime:
     moment = datetime.fromisoformat(value)  # ValueError when it is not ISO 8601
     if moment.tzinfo is None:
         raise ValueError(f"{key} has no offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # the calendar's first or last day, its offset past the edge
+        raise ValueError(f"{key} is out of range") from None
 
 
 def _degrees(raw: Mapping[str, Any], key: str, limit: float) -> float:

@@ -40,14 +40,17 @@ async def apply_gps_event(event: GpsEvent, now: datetime, rules: ReturnRules) ->
     return True
 
 
-async def receive_forwarded(app: web.Application, body: bytes) -> bool:
+async def receive_forwarded(
+    app: web.Application, body: bytes, received_at: datetime | None = None
+) -> bool:
     """A forwarded event's body, read and applied (the webhook's path after its secret, which
-    the demo's simulated Traccar takes too). ``web.HTTPBadRequest`` when it is not an event."""
+    the demo's simulated Traccar takes too), received now (or at ``received_at``: no event
+    moment is taken later than that). ``web.HTTPBadRequest`` when it is not an event."""
     try:
         event = forwarded_event(load_json(body))
     except (UnreadableJson, ValueError):
         raise web.HTTPBadRequest(text="not a Traccar event") from None
-    now = app[CLOCK].now()
+    now = received_at or app[CLOCK].now()
     applied = await apply_gps_event(event, now, app[JOURNEY].settings.returns)
     log.info("traccar event %s %s", event.kind.value, "applied" if applied else "seen before")
     return applied

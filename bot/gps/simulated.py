@@ -29,7 +29,7 @@ class SimulatedTraccar:
         self._latest: dict[int, GpsFix] = {}
 
     async def devices(self) -> list[GpsDevice]:
-        rows = await Asset.filter(traccar_device_id__isnull=False).order_by("code")
+        rows = await Asset.filter(active=True, traccar_device_id__isnull=False).order_by("code")
         return [GpsDevice(int(a.traccar_device_id or 0), a.code, "online") for a in rows]
 
     async def latest_position(self, device_id: int) -> GpsFix | None:

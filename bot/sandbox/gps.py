@@ -78,5 +78,6 @@ async def move_item(request: web.Request) -> web.Response:
     payload = request.app[SIMULATED_TRACCAR].move(
         asset.traccar_device_id, asset.location.home_geofence_id, home=home, at=at
     )
-    applied = await receive_forwarded(request.app, json.dumps(payload).encode())
+    # Received as it was sent: a paused clock's move, a millisecond on, stays newer.
+    applied = await receive_forwarded(request.app, json.dumps(payload).encode(), received_at=at)
     return web.json_response({"code": asset.code, "home": home, "applied": applied})

@@ -144,13 +144,13 @@ async def test_leaving_home_during_a_rental_alerts_nobody(database: str, clock: 
     async with gps_app(database, clock) as gps:
         asset = await Asset.get(code="T1")
         await booked(gps.runtime, asset.id, START, END, reference="KGPS01", phone="+15550100031")
-        payload = gps.traccar.move(
-            TRACKER, HOME_FENCE, entering=False, at=START + timedelta(minutes=5)
-        )
+        gps.clock.current = START + timedelta(minutes=5)
+        payload = gps.traccar.move(TRACKER, HOME_FENCE, entering=False, at=gps.clock.now())
         assert await gps.traccar.forward(payload) == 200
         assert await open_alerts(AlertKind.UNKNOWN_PICKUP) == []
         # After the rental (and its turnaround), the same yard exit is an unknown pickup.
-        later = gps.traccar.move(TRACKER, HOME_FENCE, entering=False, at=END + timedelta(hours=2))
+        gps.clock.current = END + timedelta(hours=2)
+        later = gps.traccar.move(TRACKER, HOME_FENCE, entering=False, at=gps.clock.now())
         assert await gps.traccar.forward(later) == 200
         assert len(await open_alerts(AlertKind.UNKNOWN_PICKUP)) == 1
 
@@ -168,6 +168,7 @@ async def test_gps_home_and_the_return_checklist_confirm_the_return_in_either_or
         assert rules.gps_on
         out = gps.traccar.move(TRACKER, HOME_FENCE, entering=False, at=START + timedelta(hours=1))
         home = gps.traccar.move(TRACKER, HOME_FENCE, entering=True, at=END - timedelta(minutes=5))
+        clock.current = START + timedelta(hours=1)  # Traccar forwards each event as it happens
         assert await gps.traccar.forward(out) == 200
         clock.current = END
 
