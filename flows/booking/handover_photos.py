@@ -28,7 +28,7 @@ from flows.engine import Turn
 from flows.media_types import stored_type
 from flows.messages import Choice
 from flows.upload_links import CONDITION_PHOTO, UploadGrant
-from storage.conversations import move_states
+from storage.dialog_states import move_states
 from storage.handovers import (
     add_photo,
     complete_handover,

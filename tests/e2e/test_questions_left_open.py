@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from bot.cli import DEMO_INVENTORY
-from storage.models import Booking, IdentityCheck
 from tests.e2e import test_channel_journeys
-from tests.e2e.test_channel_journeys import TwilioRenter, World, approve, checkout_session
+from tests.e2e.test_channel_journeys import TwilioRenter, World
 from tests.e2e.test_handover_journeys import (
     T1_ASKS,
     apply_demo_inventory,
     at_pin_time,
 )
+from tests.e2e.test_return_release_attacks import confirmed_t1
 
 world = test_channel_journeys.world
 DEMO = DEMO_INVENTORY.read_text(encoding="utf-8")
-
-
-async def confirmed_t1(world: World, renter: TwilioRenter) -> Booking:
-    await renter.say("BOOK T1 tomorrow 10-14")
-    _holding, link = await renter.say("YES")
-    assert await world.stripe_webhook(world.stripe.complete(checkout_session(world, link))) == 200
-    await renter.inbox()
-    await renter.send_id()
-    assert await approve(world, (await IdentityCheck.get()).id)
-    await renter.inbox()
-    return await Booking.get()
 
 
 async def test_yes_to_the_pickup_question_does_not_accept_a_cancel_quote_left_open(

@@ -14,9 +14,9 @@ from storage.conversations import (
     IllegalTransition,
     handling,
     move_handling,
-    move_states,
     save_turn,
 )
+from storage.dialog_states import move_states
 from storage.models import Conversation, Renter
 from storage.uow import unit_of_work
 
